@@ -1,0 +1,232 @@
+"""Validation of event bodies by kind (event schema v1).
+
+Each validator takes an untrusted mapping and returns a new, cleaned body
+containing exactly the known fields, or raises :class:`InvalidField`. Text is
+cleaned with :func:`sync.text.clean_text` and its length checked *after*
+cleaning, so the same input always yields the same body on every machine.
+"""
+
+from __future__ import annotations
+
+import re
+import uuid
+from collections.abc import Callable, Mapping
+from typing import Any, Final
+
+from .errors import InvalidField
+from .text import clean_text
+
+CATEGORIES: Final = ("nuisance", "suspicious", "social", "emergency")
+AUDIENCES: Final = ("neighbours", "authorities", "both")
+ALERT_SOURCES: Final = ("resident", "team", "button", "central", "integration")
+SEVERITIES: Final = ("minor", "moderate", "severe", "extreme")  # CAP 1.2 <severity>
+ACK_ACTIONS: Final = ("seen", "on_my_way", "resolved", "escalated", "hidden")
+ESCALATE_TO: Final = ("police", "municipality")
+
+MAX_REPORT_TEXT: Final = 1000
+MAX_PLACE_TEXT: Final = 200
+MAX_CONTACT: Final = 200
+MAX_TITLE: Final = 120
+MAX_NAME: Final = 80
+MAX_NOTE: Final = 500
+MAX_AREAS: Final = 16
+
+SLUG = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+AREA = re.compile(r"^[A-Z0-9](?:[A-Z0-9-]{0,14}[A-Z0-9])?$")
+RECEIPT = re.compile(r"^[A-HJ-NP-Z2-9]{3}-[A-HJ-NP-Z2-9]{3}$")
+LANG = re.compile(r"^[a-z]{2,3}$")
+STATUS_KEY = re.compile(r"^[a-z][a-z0-9_]{0,31}$")
+
+
+def _get(body: Mapping[str, Any], name: str, default: Any = ...) -> Any:
+    if name in body:
+        return body[name]
+    if default is ...:
+        raise InvalidField(name, "is required")
+    return default
+
+
+def _text(body: Mapping[str, Any], name: str, limit: int, *, required: bool = False,
+          multiline: bool = True) -> str:
+    value = _get(body, name, ...) if required else _get(body, name, "")
+    if value is None:
+        value = ""
+    if not isinstance(value, str):
+        raise InvalidField(name, "must be text")
+    if len(value) > limit * 4:
+        # Refuse absurd input before spending time cleaning it.
+        raise InvalidField(name, f"is longer than {limit} characters")
+    cleaned = clean_text(value, multiline=multiline)
+    if len(cleaned) > limit:
+        raise InvalidField(name, f"is longer than {limit} characters")
+    if required and not cleaned:
+        raise InvalidField(name, "must not be empty")
+    return cleaned
+
+
+def _choice(body: Mapping[str, Any], name: str, options: tuple[str, ...],
+            default: Any = ...) -> str:
+    value = _get(body, name, default)
+    if value not in options:
+        raise InvalidField(name, f"must be one of {', '.join(options)}")
+    return str(value)
+
+
+def _bool(body: Mapping[str, Any], name: str, default: Any = ...) -> bool:
+    value = _get(body, name, default)
+    if not isinstance(value, bool):
+        raise InvalidField(name, "must be true or false")
+    return value
+
+
+def _optional_int(body: Mapping[str, Any], name: str) -> int | None:
+    value = _get(body, name, None)
+    if value is None:
+        return None
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0 or value > 2**53:
+        raise InvalidField(name, "must be a non-negative integer or null")
+    return value
+
+
+def _event_ref(body: Mapping[str, Any], name: str, required: bool) -> str | None:
+    value = _get(body, name, ...) if required else _get(body, name, None)
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise InvalidField(name, "must be an event id")
+    try:
+        parsed = uuid.UUID(value)
+    except ValueError as exc:
+        raise InvalidField(name, "must be an event id") from exc
+    if str(parsed) != value:
+        raise InvalidField(name, "must be a lower-case hyphenated UUID")
+    return value
+
+
+def _place(body: Mapping[str, Any]) -> dict[str, Any]:
+    value = _get(body, "place", None) or {}
+    if not isinstance(value, Mapping):
+        raise InvalidField("place", "must be an object with point and text")
+    point = value.get("point")
+    if point is not None and (not isinstance(point, str) or not SLUG.match(point)):
+        raise InvalidField("place.point", "must be a meeting-point id")
+    return {"point": point, "text": _text(value, "text", MAX_PLACE_TEXT, multiline=False)}
+
+
+def _only(body: Mapping[str, Any], allowed: set[str]) -> None:
+    if not isinstance(body, Mapping):
+        raise InvalidField("body", "must be an object")
+    extra = set(body) - allowed
+    if extra:
+        raise InvalidField("body", f"unknown field(s): {', '.join(sorted(map(str, extra)))}")
+
+
+def validate_report(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A resident's or team member's report."""
+    _only(body, {"category", "text", "place", "audience", "called_112", "called_112_by",
+                 "contact", "receipt", "lang"})
+    receipt = _get(body, "receipt")
+    if not isinstance(receipt, str) or not RECEIPT.match(receipt):
+        raise InvalidField("receipt", "must look like K7F-3QX")
+    lang = _get(body, "lang", "nl")
+    if not isinstance(lang, str) or not LANG.match(lang):
+        raise InvalidField("lang", "must be a language code such as nl")
+    return {
+        "category": _choice(body, "category", CATEGORIES),
+        "text": _text(body, "text", MAX_REPORT_TEXT),
+        "place": _place(body),
+        "audience": _choice(body, "audience", AUDIENCES),
+        "called_112": _bool(body, "called_112", False),
+        "called_112_by": _text(body, "called_112_by", MAX_NAME, multiline=False),
+        "contact": _text(body, "contact", MAX_CONTACT, multiline=False),
+        "receipt": receipt,
+        "lang": lang,
+    }
+
+
+def validate_alert(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A warning for residents (panic button, team, central, resident report)."""
+    _only(body, {"source", "category", "severity", "title", "text", "place", "areas",
+                 "expires", "ref", "called_112"})
+    areas = _get(body, "areas", [])
+    if not isinstance(areas, list) or len(areas) > MAX_AREAS:
+        raise InvalidField("areas", f"must be a list of at most {MAX_AREAS} area codes")
+    for area in areas:
+        if not isinstance(area, str) or not AREA.match(area):
+            raise InvalidField("areas", f"{area!r} is not an area code such as ESC-01")
+    return {
+        "source": _choice(body, "source", ALERT_SOURCES),
+        "category": _choice(body, "category", (*CATEGORIES, "other"), "other"),
+        "severity": _choice(body, "severity", SEVERITIES, "moderate"),
+        "title": _text(body, "title", MAX_TITLE, multiline=False),
+        "text": _text(body, "text", MAX_REPORT_TEXT),
+        "place": _place(body),
+        "areas": list(areas),
+        "expires": _optional_int(body, "expires"),
+        "ref": _event_ref(body, "ref", required=False),
+        "called_112": _bool(body, "called_112", False),
+    }
+
+
+def validate_ack(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A response to an earlier event: seen, on my way, resolved, escalated, hidden."""
+    _only(body, {"ref", "action", "by", "note", "to"})
+    action = _choice(body, "action", ACK_ACTIONS)
+    to = _get(body, "to", None)
+    if action == "escalated":
+        to = _choice(body, "to", ESCALATE_TO)
+    elif to is not None:
+        raise InvalidField("to", "is only for escalated")
+    return {
+        "ref": _event_ref(body, "ref", required=True),
+        "action": action,
+        "by": _text(body, "by", MAX_NAME, required=True, multiline=False),
+        "note": _text(body, "note", MAX_NOTE),
+        "to": to,
+    }
+
+
+def validate_status(body: Mapping[str, Any]) -> dict[str, Any]:
+    """A node health heartbeat: a flat map of small numbers and short strings."""
+    if not isinstance(body, Mapping) or len(body) > 32:
+        raise InvalidField("body", "must be an object of at most 32 fields")
+    out: dict[str, Any] = {}
+    for key, value in body.items():
+        if not isinstance(key, str) or not STATUS_KEY.match(key):
+            raise InvalidField("body", f"bad status key {key!r}")
+        if isinstance(value, bool) or value is None:
+            out[key] = value
+        elif isinstance(value, int):
+            if abs(value) > 2**53:
+                raise InvalidField(key, "integer out of range")
+            out[key] = value
+        elif isinstance(value, str):
+            out[key] = _text(body, key, 200, multiline=False)
+        else:
+            raise InvalidField(key, "must be a number, text, true/false or null")
+    return out
+
+
+VALIDATORS: Final[dict[str, Callable[[Mapping[str, Any]], dict[str, Any]]]] = {
+    "report": validate_report,
+    "alert": validate_alert,
+    "ack": validate_ack,
+    "status": validate_status,
+}
+
+#: Which streams each kind may travel on (DESIGN.md §3: a privacy rule).
+KIND_STREAMS: Final[dict[str, tuple[str, ...]]] = {
+    "report": ("private",),
+    "alert": ("public",),
+    "ack": ("public", "private"),
+    "status": ("private",),
+}
+
+
+def validate_body(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Validate ``body`` for event ``kind``; return the cleaned body."""
+    try:
+        validator = VALIDATORS[kind]
+    except KeyError:
+        raise InvalidField("kind", f"must be one of {', '.join(VALIDATORS)}") from None
+    return validator(body)

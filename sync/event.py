@@ -1,0 +1,208 @@
+"""Event v1: the one record of everything that happens (DESIGN.md §3).
+
+Wire form (canonical encoding, see :mod:`sync.canonical`)::
+
+    {"body": {...}, "id": "<uuidv7>", "kind": "report", "origin": "escamp-kleine-wereld",
+     "seq": 42, "sig": "<base64 Ed25519>", "stream": "private", "ts": 1795904700123, "v": 1}
+
+``ts`` is Unix time in milliseconds, UTC. The signature covers
+``DOMAIN + canonical(event without "sig")``; the domain string keeps an event
+signature from ever being valid as any other kind of signature of the same key.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import uuid
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from .bodies import KIND_STREAMS, SLUG, validate_body
+from .canonical import canonical_bytes, parse_json
+from .errors import EventTooLarge, InvalidField, UnknownVersion
+from .ids import new_id
+from .keys import KeyPair, verify_signature
+
+EVENT_VERSION: Final = 1
+DOMAIN: Final = b"bart/event/v1\x00"
+#: Largest encoded event accepted anywhere (portal, MQTT, batches).
+MAX_EVENT_BYTES: Final = 8192
+STREAMS: Final = ("public", "private")
+KINDS: Final = tuple(KIND_STREAMS)
+#: Earliest and latest timestamp accepted: 2024-01-01 .. 2100-01-01 UTC.
+MIN_TS: Final = 1_704_067_200_000
+MAX_TS: Final = 4_102_444_800_000
+_FIELDS: Final = frozenset({"v", "id", "origin", "stream", "seq", "ts", "kind", "body", "sig"})
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """A signed, immutable event. Build with :func:`make_event` or :func:`decode_event`."""
+
+    id: str
+    origin: str
+    stream: str
+    seq: int
+    ts: int
+    kind: str
+    body: dict[str, Any] = field(hash=False)
+    sig: bytes
+    v: int = EVENT_VERSION
+
+    def unsigned(self) -> dict[str, Any]:
+        """The signed fields as a mapping (everything but ``sig``)."""
+        return {
+            "v": self.v,
+            "id": self.id,
+            "origin": self.origin,
+            "stream": self.stream,
+            "seq": self.seq,
+            "ts": self.ts,
+            "kind": self.kind,
+            "body": self.body,
+        }
+
+    def signing_bytes(self) -> bytes:
+        """The exact bytes covered by the signature."""
+        return DOMAIN + canonical_bytes(self.unsigned())
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready mapping including the base64 signature."""
+        data = self.unsigned()
+        data["sig"] = base64.b64encode(self.sig).decode("ascii")
+        return data
+
+    def encode(self) -> bytes:
+        """Canonical wire bytes of the whole event."""
+        return canonical_bytes(self.to_dict())
+
+    def verify(self, public_key: bytes) -> None:
+        """Raise :class:`~sync.errors.BadSignature` unless ``public_key`` signed this."""
+        verify_signature(public_key, self.sig, self.signing_bytes())
+
+
+def _check_header(data: Mapping[str, Any]) -> None:
+    v = data.get("v")
+    if v != EVENT_VERSION:
+        raise UnknownVersion(f"event version {v!r} is not supported (expected {EVENT_VERSION})")
+    ident = data.get("id")
+    try:
+        parsed = uuid.UUID(ident) if isinstance(ident, str) else None
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.version != 7 or str(parsed) != ident:
+        raise InvalidField("id", "must be a lower-case UUIDv7")
+    origin = data.get("origin")
+    if not isinstance(origin, str) or not SLUG.match(origin):
+        raise InvalidField("origin", "must be a slug of a-z, 0-9 and -")
+    kind = data.get("kind")
+    if kind not in KIND_STREAMS:
+        raise InvalidField("kind", f"must be one of {', '.join(KINDS)}")
+    stream = data.get("stream")
+    if stream not in KIND_STREAMS[kind]:
+        raise InvalidField("stream", f"{kind} events travel on {'/'.join(KIND_STREAMS[kind])}")
+    seq = data.get("seq")
+    if not isinstance(seq, int) or isinstance(seq, bool) or not 1 <= seq <= 2**53 - 1:
+        raise InvalidField("seq", "must be a positive integer")
+    ts = data.get("ts")
+    if not isinstance(ts, int) or isinstance(ts, bool) or not MIN_TS <= ts <= MAX_TS:
+        raise InvalidField("ts", "must be a Unix time in milliseconds between 2024 and 2100")
+
+
+def make_event(
+    keys: KeyPair,
+    *,
+    origin: str,
+    stream: str,
+    seq: int,
+    kind: str,
+    body: Mapping[str, Any],
+    ts: int,
+    event_id: str | None = None,
+) -> Event:
+    """Validate ``body`` and build an event signed by ``keys``.
+
+    >>> k = KeyPair.generate()
+    >>> e = make_event(k, origin="n1", stream="public", seq=1, kind="alert", ts=MIN_TS,
+    ...                body={"source": "team", "title": "Let op"})
+    >>> e.verify(k.signing_public) is None
+    True
+    """
+    header = {
+        "v": EVENT_VERSION,
+        "id": event_id or str(new_id()),
+        "origin": origin,
+        "stream": stream,
+        "seq": seq,
+        "ts": ts,
+        "kind": kind,
+    }
+    _check_header(header)
+    clean = validate_body(kind, body)
+    unsigned = Event(
+        id=header["id"], origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
+        body=clean, sig=b"",
+    )
+    signed = Event(
+        id=unsigned.id, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
+        body=clean, sig=keys.sign(unsigned.signing_bytes()),
+    )
+    if len(signed.encode()) > MAX_EVENT_BYTES:
+        raise EventTooLarge(f"event is larger than {MAX_EVENT_BYTES} bytes")
+    return signed
+
+
+def event_from_dict(data: Mapping[str, Any]) -> Event:
+    """Build an event from a parsed mapping, checking every field and the body.
+
+    The body must already be in cleaned form: a body that cleaning would change
+    is refused, because then its signature could not be checked by others.
+    """
+    if not isinstance(data, Mapping):
+        raise InvalidField("$", "an event must be an object")
+    extra = set(data) - _FIELDS
+    missing = _FIELDS - set(data) - {"v"}
+    if extra:
+        raise InvalidField("$", f"unknown field(s): {', '.join(sorted(extra))}")
+    if missing:
+        raise InvalidField("$", f"missing field(s): {', '.join(sorted(missing))}")
+    _check_header(data)
+    body = data["body"]
+    if not isinstance(body, Mapping):
+        raise InvalidField("body", "must be an object")
+    clean = validate_body(data["kind"], body)
+    if clean != dict(body):
+        raise InvalidField("body", "is not in canonical cleaned form")
+    sig_text = data["sig"]
+    if not isinstance(sig_text, str):
+        raise InvalidField("sig", "must be base64 text")
+    try:
+        sig = base64.b64decode(sig_text, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InvalidField("sig", "must be base64 text") from exc
+    if len(sig) != 64:
+        raise InvalidField("sig", "must be a 64-byte Ed25519 signature")
+    return Event(
+        id=data["id"], origin=data["origin"], stream=data["stream"], seq=data["seq"],
+        ts=data["ts"], kind=data["kind"], body=clean, sig=sig,
+    )
+
+
+def decode_event(data: bytes, *, limit: int = MAX_EVENT_BYTES) -> Event:
+    """Parse and validate wire bytes of one event. Does *not* check the signature."""
+    return event_from_dict(parse_json(data, limit))
+
+
+KeyLookup = Callable[[str], bytes | None]
+
+
+def verify_event(event: Event, lookup: KeyLookup) -> None:
+    """Verify ``event`` against the signing key of its origin found by ``lookup``."""
+    from .errors import UnknownOrigin
+
+    key = lookup(event.origin)
+    if key is None:
+        raise UnknownOrigin(f"origin {event.origin!r} is not trusted here")
+    event.verify(key)

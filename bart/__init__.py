@@ -1,0 +1,5 @@
+"""The ``bart`` command: the one front door (DESIGN.md §2)."""
+
+from .cli import main
+
+__all__ = ["main"]

@@ -1,0 +1,112 @@
+"""``bart demo``: a node with its own Mosquitto and portal on free local ports.
+
+Uses the fictional neighbourhood in ``demo_data/demo-neighbourhood.toml``
+(the first node) and runs the real code paths; no root, no network changes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import socket
+import tempfile
+import tomllib
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+import uvicorn
+
+from node.config import NodeSettings, load_secrets
+from node.reports import validate_report_input
+from node.runtime import INTEGRATION_USER
+from node.server import uvicorn_config
+from node.setup import init_node
+
+SAMPLE_REPORTS: list[dict[str, Any]] = [
+    {"category": "suspicious", "text": "Twee mannen kijken bij auto's naar binnen.",
+     "place": {"point": "hinkelbaan", "text": ""}, "audience": "both", "called_112": False},
+    {"category": "nuisance", "text": "Harde muziek uit een auto bij de speeltuin.",
+     "place": {"point": "klimboom", "text": ""}, "audience": "neighbours", "called_112": False},
+]
+
+
+def load_neighbourhood() -> dict[str, Any]:
+    """The demo neighbourhood shipped with the package."""
+    text = files("bart").joinpath("demo_data/demo-neighbourhood.toml").read_text("utf-8")
+    data = tomllib.loads(text)
+    if data.get("schema_version") != 1:
+        raise ValueError("demo-neighbourhood.toml: unsupported schema_version")
+    return data
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 a moment ago."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def prepare(data_dir: Path, http_port: int, mqtt_port: int) -> NodeSettings:
+    """Create (or reuse) the demo node in ``data_dir``."""
+    hood = load_neighbourhood()
+    spec = hood["nodes"][0]
+    if (data_dir / "node.toml").exists():
+        return NodeSettings.load(data_dir, http_port=http_port, mqtt_port=mqtt_port)
+    points = [{"id": p["id"], "name": p["name"], "description": p.get("description", "")}
+              for p in spec.get("meeting_points", [])]
+    settings, _ = init_node(data_dir, name=spec["name"], area=spec["area_code"],
+                            display_name=spec["display_name"], meeting_points=points,
+                            http_host="127.0.0.1", http_port=http_port, mqtt_port=mqtt_port,
+                            timezone=hood["demo"].get("timezone", "Europe/Amsterdam"))
+    return settings
+
+
+async def _serve(settings: NodeSettings, fresh: bool) -> None:
+    server = uvicorn.Server(uvicorn_config(settings))
+    task = asyncio.create_task(server.serve())
+    while not server.started and not task.done():
+        await asyncio.sleep(0.05)
+    if task.done():
+        await task
+        return
+    app = server.config.loaded_app
+    while hasattr(app, "app") and not hasattr(app, "state"):
+        app = app.app  # unwrap middleware to reach the FastAPI app
+    runtime = app.state.runtime
+    if fresh:
+        for report in SAMPLE_REPORTS:
+            await runtime.submit_report(validate_report_input({**report, "lang": "nl"}))
+    base = f"http://127.0.0.1:{settings.http_port}"
+    secret = load_secrets(settings.data_dir)["integration_password"]
+    print(f"""
+Bart demo is running — node "{settings.display_name}" ({settings.name}, area {settings.area})
+
+  Resident portal   {base}/
+  Report something  {base}/report
+  Receipt status    {base}/status
+  API docs          {base}/api/docs
+  Health            {base}/healthz
+  Live alerts (SSE) {base}/api/v1/stream
+  MQTT (read-only)  mosquitto_sub -h 127.0.0.1 -p {settings.mqtt_port} \\
+                      -u {INTEGRATION_USER} -P {secret} -t 'bart/v1/+/public/#' -v
+  Data directory    {settings.data_dir}
+
+Press Ctrl-C to stop.
+""", flush=True)
+    await task
+
+
+def run_demo(*, data_dir: Path | None, http_port: int = 0, mqtt_port: int = 0) -> int:
+    """Run the demo until Ctrl-C; remove a temporary data dir afterwards."""
+    temporary = data_dir is None
+    path = Path(tempfile.mkdtemp(prefix="bart-demo-")) if data_dir is None else data_dir
+    try:
+        fresh = not (path / "node.toml").exists()
+        settings = prepare(path, http_port or free_port(), mqtt_port or free_port())
+        asyncio.run(_serve(settings, fresh))
+    finally:
+        if temporary:
+            shutil.rmtree(path, ignore_errors=True)
+    print("Bart demo stopped.")
+    return 0

@@ -1,0 +1,308 @@
+"""Pure rendering of Mosquitto's configuration, password and ACL files.
+
+:func:`render_config`, :func:`render_acl` and :func:`render_passwd` take a
+:class:`BrokerSettings` and return text; only :func:`write_files` touches the
+disk. The choices follow DESIGN.md §9: the broker is a fast fan-out, SQLite is
+the truth, so persistence is a convenience saved every few minutes; queue limits
+are never 0 (unlimited); ``user`` is the account that runs the node so that a
+broker started as root can still read its own files.
+"""
+
+from __future__ import annotations
+
+import base64
+import getpass
+import hashlib
+import hmac
+import os
+import pwd
+import re
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Final, Literal
+
+from .errors import ConfigError
+from .topics import ALL_EVENTS_FILTER, HEALTH_FILTER, PUBLIC_EVENTS_FILTER
+
+CONF_NAME: Final = "mosquitto.conf"
+PASSWD_NAME: Final = "passwd"
+ACL_NAME: Final = "acl"
+DB_NAME: Final = "mosquitto.db"
+#: Seconds between persistence snapshots (Mosquitto's default is 1800).
+AUTOSAVE_INTERVAL: Final = 300
+#: Mosquitto 2.0's PBKDF2-SHA512 password hash: ``$7$`` id, 12-byte salt, 64-byte key.
+PBKDF2_ID: Final = 7
+SALT_BYTES: Final = 12
+HASH_BYTES: Final = 64
+DEFAULT_ITERATIONS: Final = 101
+
+# Names end up on lines of the passwd and ACL files: no ':' (passwd separator),
+# no whitespace (ACL `user` lines) and nothing Mosquitto would read as a comment.
+_USER_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_HASH_LINE: Final = re.compile(
+    r"^(?P<name>[^:]+):\$7\$(?P<iter>[0-9]+)\$(?P<salt>[A-Za-z0-9+/=]+)\$(?P<hash>[A-Za-z0-9+/=]+)$"
+)
+
+
+@dataclass(frozen=True)
+class MqttUser:
+    """An account on the node's broker. ``service``: node code; ``integration``: read-only."""
+
+    name: str
+    password: str = field(repr=False)
+    role: Literal["service", "integration"]
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not _USER_NAME.match(self.name):
+            raise ConfigError(f"MQTT user name {self.name!r} must match {_USER_NAME.pattern}")
+        if not isinstance(self.password, str) or not self.password:
+            raise ConfigError(f"MQTT user {self.name!r} needs a non-empty password")
+        if self.role not in ("service", "integration"):
+            raise ConfigError(f"MQTT user {self.name!r}: unknown role {self.role!r}")
+
+
+@dataclass(frozen=True)
+class BrokerSettings:
+    """Everything needed to render and run one node's Mosquitto."""
+
+    state_dir: Path
+    port: int
+    bind_address: str = "127.0.0.1"
+    users: tuple[MqttUser, ...] = ()
+    run_as_user: str | None = None
+    persistence: bool = True
+    max_packet_size: int = 65536
+    max_inflight_messages: int = 100
+    max_queued_messages: int = 1000
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.port <= 65535:
+            raise ConfigError(f"port {self.port} is out of range")
+        for label, value in (("state_dir", str(self.state_dir)),
+                             ("bind_address", self.bind_address),
+                             ("run_as_user", self.run_as_user or "x")):
+            if not value or any(ch in value for ch in "\r\n\t\0") or value != value.strip():
+                raise ConfigError(f"{label} {value!r} cannot be written into mosquitto.conf")
+        if " " in self.bind_address:
+            raise ConfigError(f"bind_address {self.bind_address!r} contains a space")
+        names = [u.name for u in self.users]
+        if len(set(names)) != len(names):
+            raise ConfigError("MQTT user names must be unique")
+        # 0 means "unlimited" to Mosquitto: never what a Pi with 512 MB wants (DESIGN §9).
+        for label, number in (("max_packet_size", self.max_packet_size),
+                              ("max_inflight_messages", self.max_inflight_messages),
+                              ("max_queued_messages", self.max_queued_messages)):
+            if number <= 0:
+                raise ConfigError(f"{label} must be positive, not {number}")
+        if self.max_packet_size < 20:
+            raise ConfigError("max_packet_size below 20 bytes would refuse every CONNECT")
+
+    @property
+    def conf_path(self) -> Path:
+        """Where ``mosquitto.conf`` is written."""
+        return self.state_dir / CONF_NAME
+
+    @property
+    def passwd_path(self) -> Path:
+        """Where the password file is written."""
+        return self.state_dir / PASSWD_NAME
+
+    @property
+    def acl_path(self) -> Path:
+        """Where the ACL file is written."""
+        return self.state_dir / ACL_NAME
+
+    @property
+    def db_path(self) -> Path:
+        """Mosquitto's persistence snapshot."""
+        return self.state_dir / DB_NAME
+
+    def service_user(self) -> MqttUser | None:
+        """The first user with the ``service`` role, if any."""
+        return next((u for u in self.users if u.role == "service"), None)
+
+    def account(self) -> str:
+        """The OS account Mosquitto runs as: ``run_as_user`` or the current one."""
+        if self.run_as_user:
+            return self.run_as_user
+        try:
+            return pwd.getpwuid(os.geteuid()).pw_name
+        except KeyError:
+            return getpass.getuser()
+
+
+def render_config(s: BrokerSettings) -> str:
+    """The text of ``mosquitto.conf`` for ``s`` (Mosquitto 2.0 syntax)."""
+    state = s.state_dir.absolute()
+    lines = [
+        "# Rendered by Bart (broker.config); changes here are overwritten.",
+        "per_listener_settings false",
+        "allow_anonymous false",
+        f"password_file {state / PASSWD_NAME}",
+        f"acl_file {state / ACL_NAME}",
+        # The account that runs the node, so that a broker started as root does not
+        # switch to 'mosquitto' and lose access to these files (DESIGN §9).
+        f"user {s.account()}",
+        "",
+        "# SQLite is the node's truth; the broker's snapshot is a convenience.",
+    ]
+    if s.persistence:
+        lines += [
+            "persistence true",
+            f"persistence_location {state}",
+            f"persistence_file {DB_NAME}",
+            f"autosave_interval {AUTOSAVE_INTERVAL}",
+        ]
+    else:
+        lines.append("persistence false")
+    lines += [
+        "",
+        "# stderr is captured by the supervisor; errors and warnings only (SD-card wear).",
+        "log_dest stderr",
+        "log_type error",
+        "log_type warning",
+        "log_type notice",
+        "connection_messages false",
+        "log_timestamp false",
+        "",
+        "# Never 0 (= unlimited): bounded memory, and 2.0.11 queue bugs (DESIGN §9).",
+        f"max_packet_size {s.max_packet_size}",
+        f"max_inflight_messages {s.max_inflight_messages}",
+        f"max_queued_messages {s.max_queued_messages}",
+        "set_tcp_nodelay true",
+        "",
+        f"listener {s.port} {s.bind_address}",
+        "protocol mqtt",
+        "",
+    ]
+    return "\n".join(lines)
+
+
+def render_acl(s: BrokerSettings) -> str:
+    """The ACL file: services read and write the scheme, integrations only read public."""
+    lines = [
+        "# Rendered by Bart (broker.config); changes here are overwritten.",
+        "# No top-level topic or pattern lines: anonymous access and",
+        "# user-independent grants do not exist on a node's broker.",
+    ]
+    for user in s.users:
+        lines += ["", f"user {user.name}"]
+        if user.role == "service":
+            lines.append(f"topic readwrite {ALL_EVENTS_FILTER}")
+        else:
+            lines += [f"topic read {PUBLIC_EVENTS_FILTER}", f"topic read {HEALTH_FILTER}"]
+    lines.append("")
+    return "\n".join(lines)
+
+
+def hash_password(password: str, salt: bytes, iterations: int = DEFAULT_ITERATIONS) -> str:
+    """Mosquitto 2.0's ``$7$`` hash of ``password``: PBKDF2-HMAC-SHA512, 64-byte key.
+
+    The result is the part after ``name:`` on a password-file line, as written
+    by ``mosquitto_passwd`` (``$7$<iterations>$<base64 salt>$<base64 key>``).
+    """
+    if len(salt) != SALT_BYTES:
+        raise ConfigError(f"salt must be {SALT_BYTES} bytes, not {len(salt)}")
+    if iterations < 1:
+        raise ConfigError("iterations must be positive")
+    key = hashlib.pbkdf2_hmac("sha512", password.encode("utf-8"), salt, iterations, HASH_BYTES)
+    return (f"${PBKDF2_ID}${iterations}${base64.b64encode(salt).decode('ascii')}"
+            f"${base64.b64encode(key).decode('ascii')}")
+
+
+def render_passwd(s: BrokerSettings,
+                  salt_source: Callable[[int], bytes] = os.urandom) -> str:
+    """The password file: one ``name:$7$…`` line per user, fresh salt from ``salt_source``."""
+    return "".join(
+        f"{u.name}:{hash_password(u.password, salt_source(SALT_BYTES))}\n" for u in s.users
+    )
+
+
+def passwd_matches(text: str, users: tuple[MqttUser, ...]) -> bool:
+    """True if password-file ``text`` holds exactly ``users`` with their current passwords.
+
+    Lets :func:`write_files` keep an existing file (salts differ on every
+    render, so comparing text would rewrite it on every start).
+    """
+    wanted = {u.name: u.password for u in users}
+    seen: set[str] = set()
+    for line in text.splitlines():
+        match = _HASH_LINE.match(line)
+        if match is None or match["name"] not in wanted or match["name"] in seen:
+            return False
+        seen.add(match["name"])
+        try:
+            salt = base64.b64decode(match["salt"], validate=True)
+            expected = hash_password(wanted[match["name"]], salt, int(match["iter"]))
+        except (ValueError, ConfigError):
+            return False
+        if not hmac.compare_digest(expected, line.split(":", 1)[1]):
+            return False
+    return seen == set(wanted)
+
+
+def _write_atomic(path: Path, text: str, owner: tuple[int, int] | None) -> bool:
+    """Write ``text`` to ``path`` via a 0600 temporary file and rename; False if unchanged."""
+    data = text.encode("utf-8")
+    try:
+        if path.read_bytes() == data:
+            os.chmod(path, 0o600)
+            if owner is not None:
+                os.chown(path, *owner)
+            return False
+    except FileNotFoundError:
+        pass
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    try:
+        os.fchmod(fd, 0o600)
+        if owner is not None:
+            os.fchown(fd, *owner)
+        os.write(fd, data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    dir_fd = os.open(path.parent, os.O_RDONLY)
+    try:
+        os.fsync(dir_fd)
+    finally:
+        os.close(dir_fd)
+    return True
+
+
+def _owner(s: BrokerSettings) -> tuple[int, int] | None:
+    """uid/gid to hand the files to when root renders them for another account."""
+    if os.geteuid() != 0:
+        return None
+    try:
+        entry = pwd.getpwnam(s.account())
+    except KeyError as exc:
+        raise ConfigError(f"run_as_user {s.account()!r} is not an account here") from exc
+    return None if entry.pw_uid == 0 else (entry.pw_uid, entry.pw_gid)
+
+
+def write_files(s: BrokerSettings) -> list[Path]:
+    """Write conf, passwd and ACL into ``s.state_dir`` (mode 0600, atomically).
+
+    Idempotent: a file whose content is already right is not rewritten (the
+    password file counts as right when every user's password still verifies),
+    so repeated starts cost no SD-card writes. Returns the paths rewritten.
+    """
+    s.state_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    owner = _owner(s)
+    if owner is not None:
+        os.chown(s.state_dir, *owner)
+    changed: list[Path] = []
+    try:
+        current_passwd = s.passwd_path.read_text("utf-8")
+    except (FileNotFoundError, UnicodeDecodeError):
+        current_passwd = None
+    passwd = (current_passwd if current_passwd is not None
+              and passwd_matches(current_passwd, s.users) else render_passwd(s))
+    for path, text in ((s.passwd_path, passwd), (s.acl_path, render_acl(s)),
+                       (s.conf_path, render_config(s))):
+        if _write_atomic(path, text, owner):
+            changed.append(path)
+    return changed

@@ -1,0 +1,326 @@
+"""Start, supervise and stop one node's Mosquitto.
+
+The broker is a child of the node in its own session (process group), so that
+:meth:`BrokerProcess.stop` can take down everything it started and nothing is
+left behind. Its stderr (``log_dest stderr``) is relayed to :mod:`logging` and
+the last lines are kept in a small ring buffer for error messages.
+
+A corrupt persistence snapshot must never keep the node's broker down
+(DESIGN.md §9): a ``mosquitto.db`` that does not start with Mosquitto's magic
+header is moved aside before start, and if Mosquitto still exits during
+start-up while a snapshot exists, that snapshot is moved aside and the start is
+retried once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Final, Self
+
+from .config import BrokerSettings, write_files
+from .errors import BrokerStartError
+from .probe import CONNACK_ACCEPTED, probe
+
+logger = logging.getLogger(__name__)
+
+#: First bytes of every Mosquitto persistence file (src/persist.h, 1.x to 2.0).
+DB_MAGIC: Final = b"\x00\xb5\x00mosquitto db"
+#: Corrupt snapshots kept for inspection; older ones are deleted (SD-card space).
+KEEP_CORRUPT: Final = 3
+STDERR_LINES: Final = 50
+
+
+def db_is_valid(path: Path) -> bool:
+    """True if ``path`` starts with Mosquitto's persistence magic header."""
+    with path.open("rb") as handle:
+        return handle.read(len(DB_MAGIC)) == DB_MAGIC
+
+
+def move_aside(path: Path, reason: str) -> Path:
+    """Rename a bad snapshot to ``<name>.corrupt-<UTC time>`` and log a warning."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%fZ")
+    target = path.with_name(f"{path.name}.corrupt-{stamp}")
+    os.replace(path, target)
+    logger.warning("moved Mosquitto snapshot %s aside to %s: %s", path, target.name, reason)
+    old = sorted(path.parent.glob(f"{path.name}.corrupt-*"))
+    for stale in old[:-KEEP_CORRUPT]:
+        with contextlib.suppress(OSError):
+            stale.unlink()
+    return target
+
+
+def _probe_host(bind_address: str) -> str:
+    if bind_address in ("0.0.0.0", ""):  # noqa: S104 - a listener address, not a bind
+        return "127.0.0.1"
+    if bind_address == "::":
+        return "::1"
+    return bind_address
+
+
+class BrokerProcess:
+    """One supervised Mosquitto for ``settings``; a context manager.
+
+    >>> # with BrokerProcess(settings) as broker:   # starts and waits for CONNACK
+    >>> #     ...                                   # restarted if it dies
+    """
+
+    def __init__(self, settings: BrokerSettings, binary: str = "mosquitto", *,
+                 restart_min: float = 0.5, restart_max: float = 30.0,
+                 stable_after: float = 60.0, stop_timeout: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.settings = settings
+        self.binary = binary
+        self._restart_min = restart_min
+        self._restart_max = restart_max
+        self._stable_after = stable_after
+        self._stop_timeout = stop_timeout
+        self._clock = clock
+        self._lock = threading.RLock()
+        self._stop = threading.Event()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._reader: threading.Thread | None = None
+        self._supervisor: threading.Thread | None = None
+        self._tail: deque[str] = deque(maxlen=STDERR_LINES)
+        self._restarts = 0
+        self._start_timeout = 10.0
+
+    # -- properties -----------------------------------------------------------------
+
+    @property
+    def running(self) -> bool:
+        """True while the broker process is alive."""
+        proc = self._proc
+        return proc is not None and proc.poll() is None
+
+    @property
+    def pid(self) -> int | None:
+        """Process id of the running broker, or None."""
+        proc = self._proc
+        return proc.pid if proc is not None and proc.poll() is None else None
+
+    @property
+    def restarts(self) -> int:
+        """How many times the supervisor restarted a broker that died."""
+        return self._restarts
+
+    @property
+    def port(self) -> int:
+        """The local listener's TCP port."""
+        return self.settings.port
+
+    def stderr_tail(self) -> list[str]:
+        """The last lines Mosquitto wrote to stderr (bounded)."""
+        return list(self._tail)
+
+    # -- life cycle ---------------------------------------------------------------
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Write the files, start Mosquitto, wait for a CONNACK, start the supervisor.
+
+        Raises :class:`BrokerStartError` (with Mosquitto's last stderr lines) if
+        the broker does not answer within ``timeout`` seconds. A no-op if running.
+        """
+        with self._lock:
+            if self.running:
+                return
+            self._stop.clear()
+            self._start_timeout = timeout
+            self._proc = self._start_checked(timeout)
+            self._supervisor = threading.Thread(
+                target=self._supervise, name=f"mosquitto-supervisor-{self.port}", daemon=True)
+            self._supervisor.start()
+
+    def stop(self, timeout: float | None = None) -> None:
+        """Stop the supervisor and the broker: SIGTERM, then SIGKILL. Idempotent."""
+        self._stop.set()
+        supervisor = self._supervisor
+        if supervisor is not None and supervisor is not threading.current_thread():
+            supervisor.join()
+        with self._lock:
+            self._supervisor = None
+            proc, self._proc = self._proc, None
+            if proc is not None:
+                self._terminate(proc, self._stop_timeout if timeout is None else timeout)
+
+    def close(self) -> None:
+        """Same as :meth:`stop`."""
+        self.stop()
+
+    def reload(self) -> None:
+        """Rewrite the files and make Mosquitto re-read passwords and ACLs (SIGHUP)."""
+        write_files(self.settings)
+        proc = self._proc
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGHUP)
+
+    def __enter__(self) -> Self:
+        self.start()
+        return self
+
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> None:
+        self.stop()
+
+    # -- starting -----------------------------------------------------------------
+
+    def _check_snapshot(self) -> None:
+        db = self.settings.db_path
+        if not self.settings.persistence or not db.exists():
+            return
+        try:
+            valid = db_is_valid(db)
+        except OSError as exc:
+            move_aside(db, f"unreadable ({exc})")
+            return
+        if not valid:
+            move_aside(db, "no Mosquitto header (zero-filled or truncated, e.g. after a power cut)")
+
+    def _spawn(self) -> subprocess.Popen[bytes]:
+        self._tail.clear()
+        try:
+            proc = subprocess.Popen(
+                [self.binary, "-c", str(self.settings.conf_path.absolute())],
+                stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                cwd=self.settings.state_dir, start_new_session=True, close_fds=True)
+        except OSError as exc:
+            raise BrokerStartError(f"cannot run {self.binary}: {exc}") from exc
+        assert proc.stderr is not None
+        self._reader = threading.Thread(
+            target=self._read_stderr, args=(proc.stderr, proc.pid),
+            name=f"mosquitto-stderr-{proc.pid}", daemon=True)
+        self._reader.start()
+        return proc
+
+    def _read_stderr(self, stream: IO[bytes], pid: int) -> None:
+        with stream:
+            for raw in stream:
+                line = raw.decode("utf-8", "replace").rstrip()
+                # Lines before the config is read carry a Unix-time prefix.
+                head, sep, rest = line.partition(": ")
+                if sep and head.isdigit():
+                    line = rest
+                if not line:
+                    continue
+                self._tail.append(line)
+                level = (logging.ERROR if line.startswith("Error")
+                         else logging.WARNING if line.startswith("Warning") else logging.INFO)
+                logger.log(level, "mosquitto[%d]: %s", pid, line)
+
+    def _wait_ready(self, proc: subprocess.Popen[bytes], deadline: float) -> bool:
+        """True once a CONNACK came back; False if the process exited first."""
+        host = _probe_host(self.settings.bind_address)
+        user = self.settings.service_user()
+        while True:
+            if proc.poll() is not None:
+                return False
+            try:
+                code = probe(host, self.port, user.name if user else None,
+                             user.password if user else None, timeout=0.5)
+            except OSError:
+                code = None
+            if code is not None:
+                if user is None or code == CONNACK_ACCEPTED:
+                    return True
+                raise BrokerStartError(
+                    f"Mosquitto on port {self.port} refused service user {user.name!r} "
+                    f"(CONNACK {code}): password file not what was rendered?")
+            if self._clock() >= deadline:
+                raise BrokerStartError(
+                    f"Mosquitto did not answer MQTT on {host}:{self.port} in time; "
+                    f"last output: {self._tail_text()}")
+            if self._stop.wait(0.05):
+                raise BrokerStartError("stopped while starting")
+
+    def _start_checked(self, timeout: float) -> subprocess.Popen[bytes]:
+        write_files(self.settings)
+        self._check_snapshot()
+        deadline = self._clock() + timeout
+        for attempt in (1, 2):
+            proc = self._spawn()
+            try:
+                ready = self._wait_ready(proc, deadline)
+            except BaseException:
+                self._terminate(proc, self._stop_timeout)
+                raise
+            if ready:
+                logger.info("mosquitto[%d] answers on port %d", proc.pid, self.port)
+                return proc
+            self._terminate(proc, self._stop_timeout)
+            db = self.settings.db_path
+            if attempt == 1 and self.settings.persistence and db.exists():
+                move_aside(db, f"Mosquitto exited during start-up: {self._tail_text()}")
+                continue
+            break
+        raise BrokerStartError(
+            f"Mosquitto exited during start-up (code {proc.returncode}): {self._tail_text()}")
+
+    def _tail_text(self) -> str:
+        return " | ".join(list(self._tail)[-5:]) or "(no output)"
+
+    def _terminate(self, proc: subprocess.Popen[bytes], timeout: float) -> None:
+        if proc.poll() is None:
+            # Only signal a group whose leader is not reaped yet: its id cannot be reused.
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                logger.warning("mosquitto[%d] ignored SIGTERM for %.1fs; killing", proc.pid,
+                               timeout)
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        reader = self._reader
+        if reader is not None and reader is not threading.current_thread():
+            reader.join(timeout=2.0)
+
+    # -- supervision --------------------------------------------------------------
+
+    def _supervise(self) -> None:
+        delay = self._restart_min
+        started = self._clock()
+        while not self._stop.is_set():
+            proc = self._proc
+            if proc is None:
+                return
+            try:
+                proc.wait(timeout=0.1)
+            except subprocess.TimeoutExpired:
+                continue
+            if self._stop.is_set():
+                return
+            self._terminate(proc, 0.0)  # reaped already; collects the stderr reader
+            if self._clock() - started >= self._stable_after:
+                delay = self._restart_min
+            logger.warning("mosquitto[%d] exited with code %s; restarting in %.1fs (last: %s)",
+                           proc.pid, proc.returncode, delay, self._tail_text())
+            failures = 0
+            while not self._stop.wait(delay):
+                with self._lock:
+                    if self._stop.is_set():
+                        return
+                    try:
+                        self._proc = self._start_checked(self._start_timeout)
+                    except BrokerStartError as exc:
+                        failures += 1
+                        delay = min(delay * 2, self._restart_max)
+                        # Loudly once, then quietly: a broken broker must not fill the SD card.
+                        logger.log(logging.WARNING if failures == 1 else logging.DEBUG,
+                                   "restarting Mosquitto failed (%s); next try in %.1fs",
+                                   exc, delay)
+                        continue
+                    self._restarts += 1
+                    started = self._clock()
+                    delay = min(delay * 2, self._restart_max)
+                    break

@@ -1,0 +1,1 @@
+"""The edge node: store, portal, alert flow (DESIGN.md §2)."""

@@ -1,0 +1,159 @@
+"""Node settings: a TOML file in the data directory, ``BART_…`` environment
+variables, and command-line flags, in increasing order of precedence.
+
+``bart node init`` writes ``node.toml`` and the secrets; ``bart node run``
+reads them. Every setting is documented in ``docs/configuration.md`` (a test
+checks this).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from sync.bodies import AREA, SLUG
+
+from .errors import ConfigError, NotInitialised
+
+CONFIG_FILE = "node.toml"
+SECRETS_FILE = "secrets/mqtt.json"
+
+
+class MeetingPoint(BaseModel):
+    """A neighbourhood meeting point served by this node."""
+
+    id: str = Field(pattern=SLUG.pattern)
+    name: str = Field(min_length=1, max_length=80)
+    description: str = Field(default="", max_length=300)
+
+
+class NodeSettings(BaseSettings):
+    """Everything a node needs to run. See docs/configuration.md."""
+
+    model_config = SettingsConfigDict(env_prefix="BART_", extra="forbid")
+
+    data_dir: Path = Path("/var/lib/bart")
+    name: str = Field(default="", pattern=r"^$|" + SLUG.pattern)
+    display_name: str = Field(default="", max_length=80)
+    area: str = Field(default="", pattern=r"^$|" + AREA.pattern)
+    meeting_points: list[MeetingPoint] = Field(default_factory=list, max_length=64)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+    mqtt_host: str = "127.0.0.1"
+    mqtt_port: int = Field(default=1883, ge=1, le=65535)
+    mosquitto_binary: str = "mosquitto"
+    timezone: str = "Europe/Amsterdam"
+    max_request_bytes: int = Field(default=16_384, ge=1024, le=1_048_576)
+    reports_per_minute: int = Field(default=20, ge=0, le=10_000)
+    min_free_disk_mb: int = Field(default=100, ge=0)
+    log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+
+    @field_validator("meeting_points")
+    @classmethod
+    def _unique_points(cls, value: list[MeetingPoint]) -> list[MeetingPoint]:
+        ids = [p.id for p in value]
+        if len(ids) != len(set(ids)):
+            raise ValueError("meeting point ids must be unique")
+        return value
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Flags (init) beat the environment; the TOML file is merged in load().
+        return (init_settings, env_settings)
+
+    @property
+    def db_path(self) -> Path:
+        """The node's SQLite store."""
+        return self.data_dir / "node.db"
+
+    @property
+    def keys_dir(self) -> Path:
+        """Where the node's private keys live (0700 directory, 0600 files)."""
+        return self.data_dir / "keys"
+
+    @property
+    def broker_dir(self) -> Path:
+        """Mosquitto's rendered config, password and ACL files and its state."""
+        return self.data_dir / "broker"
+
+    @classmethod
+    def load(cls, data_dir: Path, **overrides: Any) -> NodeSettings:
+        """Read ``data_dir/node.toml``, then environment, then ``overrides``."""
+        path = data_dir / CONFIG_FILE
+        if not path.exists():
+            raise NotInitialised(
+                f"no node in {data_dir} (run: bart node init --name NAME --area AREA "
+                f"--data-dir {data_dir})"
+            )
+        try:
+            file_values = tomllib.loads(path.read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        env_keys = {k[5:].lower() for k in os.environ if k.startswith("BART_")}
+        values = {k: v for k, v in file_values.items() if k not in env_keys}
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values["data_dir"] = data_dir
+        try:
+            settings = cls(**values)
+        except ValidationError as exc:
+            raise ConfigError(f"{path}: {exc}") from exc
+        if not settings.name or not settings.area:
+            raise ConfigError(f"{path}: name and area are required")
+        return settings
+
+
+def render_toml(values: dict[str, Any]) -> str:
+    """Write a flat settings mapping (plus meeting points) as TOML."""
+    lines = ["# Bart node settings. See docs/configuration.md for every key.", ""]
+    points = values.pop("meeting_points", [])
+    for key, value in values.items():
+        lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    for point in points:
+        lines += ["", "[[meeting_points]]"]
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in point.items()]
+    return "\n".join(lines) + "\n"
+
+
+def write_secrets(data_dir: Path) -> dict[str, str]:
+    """Create the MQTT passwords once (0600); return the existing ones later."""
+    path = data_dir / SECRETS_FILE
+    if path.exists():
+        return load_secrets(data_dir)
+    path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    values = {
+        "service_password": secrets.token_urlsafe(24),
+        "integration_password": secrets.token_urlsafe(24),
+    }
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as fh:
+        json.dump(values, fh)
+    return values
+
+
+def load_secrets(data_dir: Path) -> dict[str, str]:
+    """Read the MQTT passwords, refusing a file others can read."""
+    path = data_dir / SECRETS_FILE
+    try:
+        mode = path.stat().st_mode
+    except FileNotFoundError as exc:
+        raise NotInitialised(f"{path} is missing (run bart node init)") from exc
+    if mode & 0o077:
+        raise ConfigError(f"{path} must be mode 0600 (fix: chmod 600 {path})")
+    data = json.loads(path.read_text())
+    if not isinstance(data, dict) or not all(isinstance(v, str) for v in data.values()):
+        raise ConfigError(f"{path} is malformed")
+    return data

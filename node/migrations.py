@@ -1,0 +1,85 @@
+"""Named, transactional schema migrations of the node store.
+
+Each migration runs once, inside one transaction, and is recorded by name in
+``_migrations``. Never edit a migration that has shipped; add a new one.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import time
+from collections.abc import Callable
+
+import sqlite_utils
+
+Migration = tuple[str, Callable[[sqlite_utils.Database], None]]
+
+
+# sqlite-utils writes the CREATE TABLE statements; they are executed here
+# so that each migration stays inside its one transaction (sqlite-utils'
+# own create() commits on its own).
+
+
+def _m001_events(db: sqlite_utils.Database) -> None:
+    sql = db.create_table_sql(
+        "events",
+        {
+            "id": str,
+            "origin": str,
+            "stream": str,
+            "seq": int,
+            "ts": int,
+            "kind": str,
+            "body": str,
+            "sig": bytes,
+            "received_at": int,
+        },
+        pk="id",
+        not_null={"origin", "stream", "seq", "ts", "kind", "body", "sig", "received_at"},
+    )
+    db.execute(sql)
+    db.execute("CREATE UNIQUE INDEX idx_events_origin_stream_seq ON events (origin, stream, seq)")
+    db.execute("CREATE INDEX idx_events_kind_ts ON events (kind, ts)")
+
+
+def _m002_receipts(db: sqlite_utils.Database) -> None:
+    sql = db.create_table_sql(
+        "receipts",
+        {"receipt": str, "event_id": str, "state": str, "updated_at": int},
+        pk="receipt",
+        not_null={"event_id", "state", "updated_at"},
+        foreign_keys=[("event_id", "events", "id")],
+    )
+    db.execute(sql)
+
+
+MIGRATIONS: list[Migration] = [
+    ("001_events", _m001_events),
+    ("002_receipts", _m002_receipts),
+]
+
+
+def migrate(conn: sqlite3.Connection) -> list[str]:
+    """Apply pending migrations in order; return the names applied now."""
+    db = sqlite_utils.Database(conn)
+    conn.execute(
+        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER)"
+    )
+    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
+    applied = []
+    for name, apply in MIGRATIONS:
+        if name in done:
+            continue
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            apply(db)
+            conn.execute(
+                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
+                (name, int(time.time())),
+            )
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        applied.append(name)
+    return applied

@@ -1,0 +1,88 @@
+"""The node's web app: resident pages, JSON API, live stream, health.
+
+``create_app(settings)`` builds everything from the settings and starts the
+node (store, Mosquitto, MQTT client) in the lifespan; nothing is created at
+import time.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+
+from ..config import NodeSettings
+from ..runtime import NodeRuntime
+from . import api, resident
+from .guards import LimitBody, RateLimiter, SecurityHeaders
+from .i18n import Catalogue
+from .render import Renderer
+
+log = logging.getLogger(__name__)
+
+API_DESCRIPTION = """\
+JSON API of a Bart node. Residents' pages use the same operations.
+
+* Reports are stored durably before the answer (201 only after COMMIT).
+* `GET /api/v1/stream` is a Server-Sent Events stream of public events.
+* Bad input gets 422 (invalid) or 413 (too large), and nothing is stored.
+"""
+
+
+def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) -> FastAPI:
+    """Build the node's FastAPI app for ``settings``."""
+    rt = runtime or NodeRuntime(settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await rt.start()
+        log.info("node %s is up: portal http://%s:%d/", settings.name, settings.http_host,
+                 settings.http_port)
+        try:
+            yield
+        finally:
+            await rt.stop()
+
+    app = FastAPI(
+        title=f"Bart node {settings.name}",
+        version=_version(),
+        description=API_DESCRIPTION,
+        lifespan=lifespan,
+        docs_url="/api/docs",
+        redoc_url=None,
+        openapi_url="/api/openapi.json",
+    )
+    app.state.runtime = rt
+    app.state.settings = settings
+    app.state.renderer = Renderer(Catalogue.load())
+    app.state.report_limiter = RateLimiter(settings.reports_per_minute)
+    app.state.lookup_limiter = RateLimiter(60 if settings.reports_per_minute else 0)
+    app.include_router(api.router)
+    app.include_router(resident.router)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = [
+            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
+             "message": e.get("msg", "invalid")}
+            for e in exc.errors()
+        ]
+        return JSONResponse({"detail": "invalid input; nothing was stored", "errors": errors},
+                            status_code=422)
+
+    app.add_middleware(LimitBody, limit=settings.max_request_bytes)
+    app.add_middleware(SecurityHeaders)
+    return app
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("bart")
+    except PackageNotFoundError:  # pragma: no cover - running from a source tree
+        return "0"

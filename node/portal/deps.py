@@ -1,0 +1,81 @@
+"""Shared request helpers for the page and API routers."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from fastapi import HTTPException, Request
+
+from sync import Event
+
+from ..config import NodeSettings
+from ..runtime import NodeRuntime
+from .guards import RateLimiter
+from .render import Renderer
+from .views import is_visible
+
+
+def runtime(request: Request) -> NodeRuntime:
+    """The running node."""
+    rt: NodeRuntime = request.app.state.runtime
+    return rt
+
+
+def settings(request: Request) -> NodeSettings:
+    """The node's settings."""
+    s: NodeSettings = request.app.state.settings
+    return s
+
+
+def renderer(request: Request) -> Renderer:
+    """The page renderer."""
+    r: Renderer = request.app.state.renderer
+    return r
+
+
+def client_key(request: Request) -> str:
+    """The address a rate limit applies to."""
+    return request.client.host if request.client else "unknown"
+
+
+def allowed(request: Request, limiter_name: str) -> bool:
+    """Take one unit of the client's budget; False when it is used up."""
+    limiter: RateLimiter = getattr(request.app.state, limiter_name)
+    return limiter.allow(client_key(request))
+
+
+def limit(request: Request, limiter_name: str) -> None:
+    """Raise 429 when the client used up its budget."""
+    if not allowed(request, limiter_name):
+        raise HTTPException(429, "too many requests; wait a minute and try again",
+                            headers={"Retry-After": "60"})
+
+
+def visible_alerts(request: Request, limit_count: int = 50) -> list[Event]:
+    """Public alerts residents of this node should see now, newest first."""
+    rt = runtime(request)
+    s = settings(request)
+    now = int(time.time() * 1000)
+    events = rt.require_store().recent("alert", limit=limit_count * 2)
+    hidden = {a.body["ref"] for acks in rt.require_store().acks_for(
+        [e.id for e in events]).values() for a in acks if a.body["action"] == "hidden"}
+    return [e for e in events if is_visible(e, s, now) and e.id not in hidden][:limit_count]
+
+
+def report_status(state: str, event: Event, s: NodeSettings) -> dict[str, Any]:
+    """What the receipt lookup shows: never text or contact data."""
+    from .views import local_time
+
+    t, d = local_time(event.ts, s.timezone, "nl")
+    return {"receipt": event.body["receipt"], "state": state,
+            "category": event.body["category"], "ts": event.ts, "time": t, "date": d}
+
+
+def translate(request: Request, lang: str, key: str, default: str | None = None) -> str:
+    """A catalogue message; ``default`` when the catalogue lacks ``key``."""
+    cat = renderer(request).catalogue
+    for messages in (cat.messages(lang), cat.messages("nl")):
+        if key in messages:
+            return messages[key]
+    return default if default is not None else key

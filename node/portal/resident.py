@@ -1,0 +1,179 @@
+"""Resident pages: alerts, the pictogram report flow, receipt and status.
+
+Server-rendered, complete without JavaScript. Form errors re-render the form
+with everything the resident typed (bad input never loses their words).
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from typing import Any
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import APIRouter, Request
+from fastapi.responses import HTMLResponse, RedirectResponse, Response
+
+from sync import InvalidField
+from sync.bodies import CATEGORIES, MAX_CONTACT, MAX_PLACE_TEXT, MAX_REPORT_TEXT
+
+from ..reports import normalise_receipt, validate_report_input
+from . import deps
+from .i18n import SUPPORTED, negotiate
+from .qr import qr_svg
+from .views import alert_view
+
+router = APIRouter(include_in_schema=False)
+LANG_COOKIE = "bart_lang"
+CSRF_COOKIE = "bart_csrf"
+LANG_LABELS = {"nl": "Nederlands", "en": "English", "tr": "Türkçe", "ar": "العربية",
+               "pl": "Polski"}
+
+
+def page_lang(request: Request) -> str:
+    """Language of this request: ?lang= beats the cookie beats Accept-Language."""
+    return negotiate(request.headers.get("accept-language"), request.cookies.get(LANG_COOKIE),
+                     request.query_params.get("lang"))
+
+
+def render(request: Request, template: str, *, status: int = 200,
+           **context: Any) -> HTMLResponse:
+    """Render ``template`` with the context every page needs."""
+    lang = page_lang(request)
+    s = deps.settings(request)
+    query = dict(request.query_params)
+    links = []
+    for code in SUPPORTED:
+        query["lang"] = code
+        links.append({"code": code, "label": LANG_LABELS[code],
+                      "url": f"{request.url.path}?{urlencode(query)}"})
+    html = deps.renderer(request).render(
+        template, lang=lang,
+        node={"display_name": s.display_name or s.name, "area": s.area},
+        csp_nonce=request.scope.get("state", {}).get("csp_nonce", ""),
+        lang_links=links, **context)
+    response = HTMLResponse(html, status_code=status,
+                            headers={"Cache-Control": "no-store"})
+    if request.query_params.get("lang") in SUPPORTED:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax",
+                            httponly=True)
+    return response
+
+
+@router.get("/")
+async def home(request: Request) -> Response:
+    """Live alerts for this node's area, newest first."""
+    lang = page_lang(request)
+    s = deps.settings(request)
+    alerts = [alert_view(e, s, lang) for e in deps.visible_alerts(request)]
+    return render(request, "home.html", alerts=alerts, stream_url=f"/api/v1/stream?render={lang}")
+
+
+def _csrf(request: Request) -> str:
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
+
+
+def _form_page(request: Request, category: str, *, values: dict[str, Any] | None = None,
+               errors: dict[str, str] | None = None, status: int = 200) -> Response:
+    s = deps.settings(request)
+    token = _csrf(request)
+    response = render(
+        request, "report_form.html", status=status, category=category,
+        emergency=category == "emergency",
+        meeting_points=[{"id": p.id, "name": p.name} for p in s.meeting_points],
+        values=values or {}, errors=errors or {},
+        limits={"text": MAX_REPORT_TEXT, "place": MAX_PLACE_TEXT, "contact": MAX_CONTACT},
+        csrf_token=token)
+    response.set_cookie(CSRF_COOKIE, token, samesite="strict", httponly=True)
+    return response
+
+
+@router.get("/report")
+async def report_page(request: Request, category: str | None = None) -> Response:
+    """Step 1: the pictogram grid; step 2 (with ?category=): the form."""
+    if category in CATEGORIES:
+        return _form_page(request, category)
+    return render(request, "report_choose.html")
+
+
+def _same_origin(request: Request, token: str) -> bool:
+    origin = request.headers.get("origin")
+    if origin and origin != "null" and urlsplit(origin).netloc != request.headers.get("host"):
+        return False
+    cookie = request.cookies.get(CSRF_COOKIE)
+    if cookie:
+        return hmac.compare_digest(cookie.encode(), token.encode())
+    # No cookie (cookies off on an old phone): a same-origin Origin header suffices.
+    return bool(origin) and origin != "null"
+
+
+@router.post("/report")
+async def report_submit(request: Request) -> Response:
+    """Store the report, then show its receipt (303 to the receipt page)."""
+    form = await request.form()
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    category = values.get("category", "")
+    if category not in CATEGORIES:
+        return render(request, "report_choose.html", status=422)
+    if not _same_origin(request, values.get("csrf", "")):
+        msg = deps.translate(request, page_lang(request), "error.csrf")
+        return _form_page(request, category, values=values, errors={"form": msg}, status=403)
+    if not deps.allowed(request, "report_limiter"):
+        msg = deps.translate(request, page_lang(request), "error.rate")
+        return _form_page(request, category, values=values, errors={"form": msg}, status=429)
+    point = values.get("place_point") or None
+    raw = {
+        "category": category,
+        "text": values.get("text", ""),
+        "place": {"point": point, "text": values.get("place_text", "")},
+        "audience": values.get("audience", "both"),
+        "called_112": values.get("called_112") == "yes",
+        "called_112_by": values.get("called_112_by", ""),
+        "contact": values.get("contact", ""),
+        "lang": page_lang(request),
+    }
+    try:
+        clean = validate_report_input(raw)
+        if point is not None and point not in {p.id for p in deps.settings(request).meeting_points}:
+            raise InvalidField("place.point", "unknown meeting point")
+    except InvalidField as exc:
+        field = {"place.point": "place_point", "place.text": "place_text"}.get(exc.field,
+                                                                             exc.field)
+        msg = deps.translate(request, page_lang(request), f"error.field.{field}",
+                             default=exc.reason)
+        return _form_page(request, category, values=values, errors={field: msg}, status=422)
+    done = await deps.runtime(request).submit_report(clean)
+    receipt = done.report.body["receipt"]
+    return RedirectResponse(f"/receipt/{receipt}", status_code=303)
+
+
+@router.get("/receipt/{code}")
+async def receipt_page(request: Request, code: str) -> Response:
+    """The receipt code, big, with a QR code of its status page."""
+    found = deps.runtime(request).require_store().receipt(normalise_receipt(code))
+    if found is None:
+        return render(request, "status.html", status=404, receipt=code[:16], report=None,
+                      not_found=True)
+    _, event = found
+    receipt = event.body["receipt"]
+    status_url = f"{str(request.base_url).rstrip('/')}/status?receipt={receipt}"
+    return render(request, "receipt.html", receipt=receipt,
+                  qr_svg=qr_svg(status_url, label=receipt), status_url=status_url,
+                  shown_to_neighbours=event.body["audience"] in ("neighbours", "both"))
+
+
+@router.get("/status")
+async def status_page(request: Request, receipt: str | None = None) -> Response:
+    """Look up a receipt code."""
+    if not receipt:
+        return render(request, "status.html", receipt=None, report=None, not_found=False)
+    deps.limit(request, "lookup_limiter")
+    code = normalise_receipt(receipt)
+    found = deps.runtime(request).require_store().receipt(code)
+    if found is None:
+        return render(request, "status.html", status=404, receipt=receipt[:16], report=None,
+                      not_found=True)
+    state, event = found
+    return render(request, "status.html", receipt=code,
+                  report=deps.report_status(state, event, deps.settings(request)),
+                  not_found=False)

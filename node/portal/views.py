@@ -1,0 +1,81 @@
+"""View models: events turned into the plain values the templates show.
+
+Pure functions; what residents see of an event is decided here and only here
+(never contact data, never a report that is for the authorities only).
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from sync import Event
+
+from ..config import NodeSettings
+
+MONTHS = {
+    "nl": ("jan", "feb", "mrt", "apr", "mei", "jun", "jul", "aug", "sep", "okt", "nov", "dec"),
+    "en": ("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"),
+}
+
+
+def local_time(ts_ms: int, tz: str, lang: str) -> tuple[str, str]:
+    """("22:31", "28 nov") in the node's time zone."""
+    when = datetime.fromtimestamp(ts_ms / 1000, UTC).astimezone(ZoneInfo(tz))
+    months = MONTHS.get(lang, MONTHS["nl"])
+    return when.strftime("%H:%M"), f"{when.day} {months[when.month - 1]}"
+
+
+def place_text(body: dict[str, Any], settings: NodeSettings) -> str:
+    """A meeting point's name, or the free text, or both."""
+    place = body.get("place") or {}
+    names = {p.id: p.name for p in settings.meeting_points}
+    parts = [names.get(place.get("point") or "", ""), place.get("text") or ""]
+    return " – ".join(p for p in parts if p)
+
+
+def is_visible(event: Event, settings: NodeSettings, now_ms: int) -> bool:
+    """Should residents of this node see this public alert now?"""
+    if event.kind != "alert" or event.stream != "public":
+        return False
+    body = event.body
+    if body.get("expires") is not None and body["expires"] <= now_ms:
+        return False
+    areas = body.get("areas") or []
+    return not areas or settings.area in areas
+
+
+def alert_view(event: Event, settings: NodeSettings, lang: str) -> dict[str, Any]:
+    """The AlertView the templates and the live stream render."""
+    body = event.body
+    time_text, date_text = local_time(event.ts, settings.timezone, lang)
+    return {
+        "id": event.id,
+        "source": body["source"],
+        "category": body["category"],
+        "severity": body["severity"],
+        "title": body["title"],
+        "text": body["text"],
+        "place": place_text(body, settings),
+        "time": time_text,
+        "date": date_text,
+        # Signed events reach this point only after their signature verified;
+        # what is "not verified" is a resident's own account of events.
+        "verified": body["source"] != "resident",
+        "called_112": bool(body.get("called_112")),
+    }
+
+
+def alert_json(event: Event, settings: NodeSettings) -> dict[str, Any]:
+    """The public JSON form of an alert (API and stream)."""
+    return {
+        "id": event.id,
+        "origin": event.origin,
+        "seq": event.seq,
+        "ts": event.ts,
+        "time": datetime.fromtimestamp(event.ts / 1000, UTC).isoformat().replace("+00:00", "Z"),
+        **event.body,
+        "place_name": place_text(event.body, settings),
+        "verified": event.body["source"] != "resident",
+    }

@@ -1,0 +1,233 @@
+"""The running node: store, broker, MQTT client and live hub wired together.
+
+Order of every local write (DESIGN.md §4, path 1): SQLite COMMIT first, then
+the live hub, then Mosquitto. A reply to a resident waits only for the COMMIT;
+Mosquitto being down never stops the node from taking reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import shutil
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker import BrokerProcess, BrokerSettings, MqttClient, MqttUser
+from broker.topics import PUBLIC_EVENTS_FILTER, event_topic, health_topic, parse_event_topic
+from sync import Event, KeyPair, SyncError, decode_event, verify_event
+
+from .config import NodeSettings, load_secrets
+from .errors import NodeError
+from .hub import Hub
+from .reports import Submitted, store_report
+from .store import Store
+from .trust import TrustedKeys
+
+log = logging.getLogger(__name__)
+
+SERVICE_USER = "bart-node"
+INTEGRATION_USER = "integration"
+
+
+@dataclass
+class RefusalLog:
+    """Log refused input loudly once per reason, then quietly (STYLE rule 12)."""
+
+    counts: dict[str, int] = field(default_factory=dict)
+
+    def refuse(self, reason: str, detail: str) -> None:
+        n = self.counts.get(reason, 0) + 1
+        self.counts[reason] = n
+        if len(self.counts) > 256:  # bounded memory whatever peers send
+            self.counts.clear()
+        (log.warning if n == 1 else log.debug)("refused MQTT message (%s): %s", reason,
+                                                detail)
+
+
+def broker_settings(settings: NodeSettings) -> BrokerSettings:
+    """The node's Mosquitto set-up: service user for the node, read-only integration."""
+    secrets = load_secrets(settings.data_dir)
+    return BrokerSettings(
+        state_dir=settings.broker_dir,
+        port=settings.mqtt_port,
+        bind_address=settings.mqtt_host,
+        users=(
+            MqttUser(SERVICE_USER, secrets["service_password"], "service"),
+            MqttUser(INTEGRATION_USER, secrets["integration_password"], "integration"),
+        ),
+    )
+
+
+class NodeRuntime:
+    """Everything a running node holds; started and stopped by the app lifespan."""
+
+    def __init__(self, settings: NodeSettings, *, start_broker: bool = True) -> None:
+        self.settings = settings
+        self.keys = KeyPair.load(settings.keys_dir)
+        self.trust = TrustedKeys.load(settings.data_dir, settings.name, self.keys.signing_public)
+        self.hub = Hub()
+        self.store: Store | None = None
+        self.broker: BrokerProcess | None = None
+        self.mqtt: MqttClient | None = None
+        self.started_at = time.time()
+        self._start_broker = start_broker
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._refusals = RefusalLog()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Open the store, start Mosquitto and connect to it."""
+        s = self.settings
+        self.store = Store(s.db_path, origin=s.name, keys=self.keys)
+        bsettings = broker_settings(s)
+        if self._start_broker:
+            self.broker = BrokerProcess(bsettings, binary=s.mosquitto_binary)
+            try:
+                await asyncio.to_thread(self.broker.start)
+            except Exception as exc:
+                # The store is the truth: run without live fan-out and say so loudly.
+                log.error("Mosquitto did not start (%s); reports are still stored", exc)
+        secrets = load_secrets(s.data_dir)
+        self.mqtt = MqttClient(host=s.mqtt_host, port=s.mqtt_port, username=SERVICE_USER,
+                               password=secrets["service_password"],
+                               client_id=f"{s.name}-node")
+        self.mqtt.subscribe(PUBLIC_EVENTS_FILTER, self._on_mqtt_message)
+        await self.mqtt.start()
+        await self.mqtt.wait_connected(5.0)
+        self._spawn(self._publish_health(online=True))
+
+    async def stop(self) -> None:
+        """Stop in reverse order; safe to call twice."""
+        self.hub.close()
+        for task in list(self._tasks):
+            task.cancel()
+        if self.mqtt is not None:
+            await self.mqtt.close()
+            self.mqtt = None
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+            self.broker = None
+        if self.store is not None:
+            await asyncio.to_thread(self.store.close)
+            self.store = None
+
+    def _spawn(self, coro: Any) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- local events ----------------------------------------------------------
+
+    def require_store(self) -> Store:
+        """The open store (raises when the node is not running)."""
+        if self.store is None:
+            raise NodeError("the node is not running")
+        return self.store
+
+    async def submit_report(self, clean: Mapping[str, Any]) -> Submitted:
+        """Store a validated report (and its public warning), then fan out."""
+        area = self.settings.area
+        done = await self.require_store().write(lambda tx: store_report(tx, clean, area))
+        for event in (done.report, done.warning):
+            if event is not None:
+                self._after_commit(event)
+        return done
+
+    def _after_commit(self, event: Event) -> None:
+        if event.stream == "public":
+            self.hub.publish(event)
+        self._spawn(self._publish_event(event))
+
+    async def _publish_event(self, event: Event) -> None:
+        if self.mqtt is None:
+            return
+        topic = event_topic(event.origin, event.stream, event.kind)
+        try:
+            await self.mqtt.publish(topic, event.encode(), qos=1)
+        except Exception as exc:  # the store has it; later sync paths carry it
+            self._refusals.refuse("publish-failed", f"{event.id}: {exc}")
+
+    async def _publish_health(self, *, online: bool) -> None:
+        if self.mqtt is None:
+            return
+        body = json.dumps({"node": self.settings.name, "online": online,
+                           "area": self.settings.area}).encode()
+        try:
+            await self.mqtt.publish(health_topic(self.settings.name), body, qos=1, retain=True)
+        except Exception as exc:
+            self._refusals.refuse("publish-failed", f"health: {exc}")
+
+    # -- events arriving over MQTT ---------------------------------------------
+
+    def _on_mqtt_message(self, topic: str, payload: bytes) -> None:
+        """Verify a public event from Mosquitto, show it at once, store it."""
+        try:
+            origin, stream, kind = parse_event_topic(topic)
+        except Exception as exc:
+            self._refusals.refuse("topic", f"{topic}: {exc}")
+            return
+        try:
+            event = decode_event(payload)
+        except SyncError as exc:
+            self._refusals.refuse("malformed", f"{topic}: {exc}")
+            return
+        if (event.origin, event.stream, event.kind) != (origin, stream, kind):
+            self._refusals.refuse("topic-mismatch", f"{topic} carries {event.id}")
+            return
+        if self.hub.seen(event.id):
+            return
+        try:
+            verify_event(event, self.trust.lookup)
+        except SyncError as exc:
+            self._refusals.refuse("signature", f"{event.id} from {event.origin}: {exc}")
+            return
+        store = self.store
+        if store is None:
+            return
+        if event.origin == self.settings.name and store.get_event(event.id) is None:
+            # Signed with our key but not made here: a copied key or a replay.
+            self._refusals.refuse("own-origin", f"{event.id} was not created by this node")
+            return
+        self.hub.publish(event)
+        self._spawn(self._store_foreign(event))
+
+    async def _store_foreign(self, event: Event) -> None:
+        store = self.store
+        if store is None:
+            return
+        try:
+            await store.write(lambda tx: tx.insert(event))
+        except Exception as exc:
+            self._refusals.refuse("store", f"{event.id}: {exc}")
+
+    # -- health ----------------------------------------------------------------
+
+    def health(self) -> dict[str, Any]:
+        """State of broker, store and disk for ``/healthz`` and ``bart status``."""
+        store_ok = self.store is not None and self.store.check()
+        disk = shutil.disk_usage(self.settings.data_dir)
+        disk_ok = disk.free >= self.settings.min_free_disk_mb * 1024 * 1024
+        broker = {
+            "running": bool(self.broker and self.broker.running),
+            "restarts": self.broker.restarts if self.broker else 0,
+            "connected": bool(self.mqtt and self.mqtt.connected),
+            "port": self.settings.mqtt_port,
+        }
+        status = "ok" if store_ok and disk_ok and broker["connected"] else (
+            "degraded" if store_ok and disk_ok else "failing")
+        return {
+            "status": status,
+            "node": self.settings.name,
+            "area": self.settings.area,
+            "uptime_s": int(time.time() - self.started_at),
+            "broker": broker,
+            "store": {"ok": store_ok,
+                      "events": self.store.count_events() if store_ok and self.store else None},
+            "disk": {"ok": disk_ok, "free_bytes": disk.free},
+            "live_subscribers": self.hub.subscriber_count,
+        }

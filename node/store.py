@@ -1,0 +1,335 @@
+"""The node store: SQLite, the node's durable truth (DESIGN.md §4, §9).
+
+One writer thread owns the only writing connection and takes work from a
+queue. Work that arrives while a transaction is being written is coalesced
+into the next one (group commit): each caller's future is resolved only after
+the COMMIT that contains its work, with ``synchronous=FULL`` in WAL mode, so an
+answer to a resident always means "on disk". Each piece of work runs inside
+its own SAVEPOINT, so one failing piece never takes others down with it.
+
+Readers use their own connections (WAL lets them run beside the writer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import logging
+import queue
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Generic, TypeVar
+
+from sync import Event, KeyPair, canonical_bytes
+from sync.event import make_event
+
+from .errors import SeqConflict, StoreClosed, StoreError
+from .migrations import migrate
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+#: Most pieces of work in one transaction: bounds latency under heavy load.
+MAX_GROUP = 256
+
+
+def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
+    """Open ``path`` with the pragmas every connection of the store needs."""
+    conn = sqlite3.connect(
+        path, isolation_level=None, check_same_thread=False, timeout=10.0
+    )
+    conn.execute("PRAGMA busy_timeout = 10000")
+    if not readonly:
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if mode != "wal":
+            raise StoreError(f"could not switch {path} to WAL (got {mode})")
+    conn.execute("PRAGMA synchronous = FULL")
+    conn.execute("PRAGMA foreign_keys = ON")
+    if readonly:
+        conn.execute("PRAGMA query_only = ON")
+    return conn
+
+
+def _row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
+    ident, origin, stream, seq, ts, kind, body, sig = row
+    return Event(id=ident, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
+                 body=json.loads(body), sig=bytes(sig))
+
+
+_EVENT_COLS = "id, origin, stream, seq, ts, kind, body, sig"
+
+
+class WriteTx:
+    """What a piece of work may do inside the writer's transaction."""
+
+    def __init__(self, store: Store, conn: sqlite3.Connection) -> None:
+        self._store = store
+        self.conn = conn
+        self.now_ms = store.clock_ms()
+
+    def append_local(self, kind: str, stream: str, body: dict[str, Any]) -> Event:
+        """Create, sign and insert an event of this node; seq is allocated here."""
+        store = self._store
+        key = (store.origin, stream)
+        seq = store._heads.get(key, 0) + 1
+        event = make_event(store.keys, origin=store.origin, stream=stream, seq=seq,
+                           kind=kind, body=body, ts=self.now_ms)
+        self._insert(event)
+        store._heads[key] = seq
+        return event
+
+    def insert(self, event: Event) -> bool:
+        """Insert an event made elsewhere; False when it is already stored."""
+        row = self.conn.execute(
+            "SELECT id FROM events WHERE origin = ? AND stream = ? AND seq = ?",
+            (event.origin, event.stream, event.seq),
+        ).fetchone()
+        if row is not None:
+            if row[0] == event.id:
+                return False
+            raise SeqConflict(
+                f"{event.origin}/{event.stream}/{event.seq} is already held by {row[0]}"
+            )
+        if self.conn.execute("SELECT 1 FROM events WHERE id = ?", (event.id,)).fetchone():
+            raise SeqConflict(f"event {event.id} is stored under another seq")
+        self._insert(event)
+        key = (event.origin, event.stream)
+        if event.seq > self._store._heads.get(key, 0):
+            self._store._heads[key] = event.seq
+        return True
+
+    def _insert(self, event: Event) -> None:
+        self.conn.execute(
+            f"INSERT INTO events ({_EVENT_COLS}, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            (event.id, event.origin, event.stream, event.seq, event.ts, event.kind,
+             canonical_bytes(event.body).decode("utf-8"), event.sig, self.now_ms),
+        )
+
+
+@dataclass
+class _Work(Generic[T]):
+    fn: Callable[[WriteTx], T]
+    future: concurrent.futures.Future[T]
+
+
+class Store:
+    """The node's event log and receipts, with one writer thread.
+
+    >>> import tempfile, pathlib
+    >>> d = pathlib.Path(tempfile.mkdtemp())
+    >>> with Store(d / "n.db", origin="n1", keys=KeyPair.generate()) as s:
+    ...     e = s.write_sync(lambda tx: tx.append_local("alert", "public",
+    ...                      {"source": "team", "title": "Test"}))
+    ...     (e.seq, s.count_events())
+    (1, 1)
+    """
+
+    def __init__(self, path: Path, *, origin: str, keys: KeyPair,
+                 clock_ms: Callable[[], int] | None = None) -> None:
+        self.path = path
+        self.origin = origin
+        self.keys = keys
+        self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._conn = connect(path)
+        migrate(self._conn)
+        self._heads: dict[tuple[str, str], int] = {
+            (o, s): q for o, s, q in self._conn.execute(
+                "SELECT origin, stream, MAX(seq) FROM events GROUP BY origin, stream")
+        }
+        self._queue: queue.SimpleQueue[_Work[Any] | None] = queue.SimpleQueue()
+        self._closed = False
+        self._local = threading.local()
+        self._readers: list[sqlite3.Connection] = []
+        self._readers_lock = threading.Lock()
+        self.commits = 0
+        self._thread = threading.Thread(target=self._run, name=f"store-writer-{origin}",
+                                        daemon=True)
+        self._thread.start()
+
+    # -- writing ---------------------------------------------------------------
+
+    def submit(self, fn: Callable[[WriteTx], T]) -> concurrent.futures.Future[T]:
+        """Queue ``fn`` for the writer; the future resolves after its COMMIT."""
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        fut: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put(_Work(fn, fut))
+        return fut
+
+    async def write(self, fn: Callable[[WriteTx], T]) -> T:
+        """Run ``fn`` in the writer's next transaction and await its COMMIT."""
+        return await asyncio.wrap_future(self.submit(fn))
+
+    def write_sync(self, fn: Callable[[WriteTx], T], timeout: float = 30.0) -> T:
+        """Blocking form of :meth:`write` for threads and the CLI."""
+        return self.submit(fn).result(timeout)
+
+    def _run(self) -> None:
+        while True:
+            first = self._queue.get()
+            if first is None:
+                return
+            batch: list[_Work[Any]] = [first]
+            stop = False
+            while len(batch) < MAX_GROUP:
+                try:
+                    nxt = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    stop = True
+                    break
+                batch.append(nxt)
+            self._commit_batch(batch)
+            if stop:
+                return
+
+    def _commit_batch(self, batch: list[_Work[Any]]) -> None:
+        conn = self._conn
+        results: list[tuple[_Work[Any], bool, Any]] = []
+        heads_before = dict(self._heads)
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            tx = WriteTx(self, conn)
+            for work in batch:
+                if not work.future.set_running_or_notify_cancel():
+                    continue
+                conn.execute("SAVEPOINT work")
+                heads_work = dict(self._heads)
+                try:
+                    value = work.fn(tx)
+                except Exception as exc:  # the caller gets it; others go on
+                    conn.execute("ROLLBACK TO work")
+                    conn.execute("RELEASE work")
+                    self._heads = heads_work
+                    results.append((work, False, exc))
+                    continue
+                conn.execute("RELEASE work")
+                results.append((work, True, value))
+            conn.execute("COMMIT")
+            self.commits += 1
+        except Exception as exc:
+            log.error("store transaction failed: %s", exc)
+            try:
+                conn.execute("ROLLBACK")
+            except sqlite3.Error:
+                pass
+            self._heads = heads_before
+            error = StoreError(f"transaction failed: {exc}")
+            for work in batch:
+                if not work.future.done():
+                    work.future.set_exception(error)
+            return
+        for work, ok, value in results:
+            if ok:
+                work.future.set_result(value)
+            else:
+                work.future.set_exception(value)
+
+    # -- reading ---------------------------------------------------------------
+
+    def _reader(self) -> sqlite3.Connection:
+        conn: sqlite3.Connection | None = getattr(self._local, "conn", None)
+        if conn is None:
+            if self._closed:
+                raise StoreClosed("the store is closed")
+            conn = connect(self.path, readonly=True)
+            self._local.conn = conn
+            with self._readers_lock:
+                self._readers.append(conn)
+        return conn
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        conn = self._reader()
+        conn.execute("BEGIN")
+        try:
+            yield conn
+        finally:
+            conn.execute("COMMIT")
+
+    def get_event(self, event_id: str) -> Event | None:
+        """One event by id."""
+        row = self._reader().execute(
+            f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,)).fetchone()
+        return _row_to_event(row) if row else None
+
+    def recent(self, kind: str, *, limit: int = 50, since_ms: int = 0) -> list[Event]:
+        """Newest events of ``kind`` first."""
+        rows = self._reader().execute(
+            f"SELECT {_EVENT_COLS} FROM events WHERE kind = ? AND ts >= ? "
+            "ORDER BY ts DESC, id DESC LIMIT ?", (kind, since_ms, limit)).fetchall()
+        return [_row_to_event(r) for r in rows]
+
+    def acks_for(self, ref_ids: list[str]) -> dict[str, list[Event]]:
+        """Acks referring to each of ``ref_ids``, oldest first."""
+        if not ref_ids:
+            return {}
+        marks = ",".join("?" * len(ref_ids))
+        rows = self._reader().execute(
+            f"SELECT {_EVENT_COLS} FROM events WHERE kind = 'ack' AND "
+            f"json_extract(body, '$.ref') IN ({marks}) ORDER BY ts, id", ref_ids).fetchall()
+        out: dict[str, list[Event]] = {}
+        for row in rows:
+            event = _row_to_event(row)
+            out.setdefault(event.body["ref"], []).append(event)
+        return out
+
+    def receipt(self, code: str) -> tuple[str, Event] | None:
+        """(state, report event) for a receipt code, or None."""
+        with self._read() as conn:
+            row = conn.execute("SELECT state, event_id FROM receipts WHERE receipt = ?",
+                               (code,)).fetchone()
+            if row is None:
+                return None
+            ev = conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?",
+                              (row[1],)).fetchone()
+        return row[0], _row_to_event(ev)
+
+    def count_events(self) -> int:
+        """Number of events held."""
+        return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    def heads(self) -> dict[tuple[str, str], int]:
+        """Highest seq held per (origin, stream): the replication vector."""
+        return {(o, s): q for o, s, q in self._reader().execute(
+            "SELECT origin, stream, MAX(seq) FROM events GROUP BY origin, stream")}
+
+    def check(self) -> bool:
+        """Cheap liveness check of the database file."""
+        try:
+            self._reader().execute("SELECT 1 FROM events LIMIT 1").fetchall()
+        except sqlite3.Error:
+            return False
+        return self._thread.is_alive()
+
+    # -- lifecycle -------------------------------------------------------------
+
+    def close(self) -> None:
+        """Finish queued work, stop the writer and close every connection."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(None)
+        self._thread.join(timeout=30)
+        self._conn.close()
+        with self._readers_lock:
+            for conn in self._readers:
+                try:
+                    conn.close()
+                except sqlite3.ProgrammingError:
+                    pass  # owned by a thread that is gone
+            self._readers.clear()
+
+    def __enter__(self) -> Store:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

@@ -26,7 +26,7 @@ from .errors import ConfigError
 from .topics import ALL_EVENTS_FILTER, HEALTH_FILTER, PUBLIC_EVENTS_FILTER
 
 CONF_NAME: Final = "mosquitto.conf"
-PASSWD_NAME: Final = "passwd"
+PASSWD_NAME: Final = "passwd"  # noqa: S105 - a file name, not a secret
 ACL_NAME: Final = "acl"
 DB_NAME: Final = "mosquitto.db"
 #: Seconds between persistence snapshots (Mosquitto's default is 1800).
@@ -39,7 +39,7 @@ DEFAULT_ITERATIONS: Final = 101
 
 # Names end up on lines of the passwd and ACL files: no ':' (passwd separator),
 # no whitespace (ACL `user` lines) and nothing Mosquitto would read as a comment.
-_USER_NAME: Final = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+_USER_NAME: Final = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]{0,63}")
 _HASH_LINE: Final = re.compile(
     r"^(?P<name>[^:]+):\$7\$(?P<iter>[0-9]+)\$(?P<salt>[A-Za-z0-9+/=]+)\$(?P<hash>[A-Za-z0-9+/=]+)$"
 )
@@ -54,7 +54,7 @@ class MqttUser:
     role: Literal["service", "integration"]
 
     def __post_init__(self) -> None:
-        if not isinstance(self.name, str) or not _USER_NAME.match(self.name):
+        if not isinstance(self.name, str) or not _USER_NAME.fullmatch(self.name):
             raise ConfigError(f"MQTT user name {self.name!r} must match {_USER_NAME.pattern}")
         if not isinstance(self.password, str) or not self.password:
             raise ConfigError(f"MQTT user {self.name!r} needs a non-empty password")

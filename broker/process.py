@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import IO, Final, Self
 
 from .config import BrokerSettings, write_files
-from .errors import BrokerStartError
+from .errors import BrokerStartError, ConfigError
 from .probe import CONNACK_ACCEPTED, probe
 
 logger = logging.getLogger(__name__)
@@ -132,8 +132,9 @@ class BrokerProcess:
         the broker does not answer within ``timeout`` seconds. A no-op if running.
         """
         with self._lock:
-            if self.running:
-                return
+            supervisor = self._supervisor
+            if self.running or (supervisor is not None and supervisor.is_alive()):
+                return  # running, or the supervisor is bringing it back
             self._stop.clear()
             self._start_timeout = timeout
             self._proc = self._start_checked(timeout)
@@ -157,8 +158,17 @@ class BrokerProcess:
         """Same as :meth:`stop`."""
         self.stop()
 
-    def reload(self) -> None:
-        """Rewrite the files and make Mosquitto re-read passwords and ACLs (SIGHUP)."""
+    def reload(self, settings: BrokerSettings | None = None) -> None:
+        """Adopt new users/ACLs: rewrite the files and send SIGHUP (Mosquitto re-reads them).
+
+        ``settings`` may change users only; the listener and state directory
+        need a restart, so a change of those raises :class:`ConfigError`.
+        """
+        if settings is not None:
+            if (settings.port, settings.bind_address, settings.state_dir) != (
+                    self.port, self.settings.bind_address, self.settings.state_dir):
+                raise ConfigError("port, bind address and state_dir need stop() and start()")
+            self.settings = settings
         write_files(self.settings)
         proc = self._proc
         if proc is not None and proc.poll() is None:

@@ -40,7 +40,7 @@ EVENT_CHANNELS: Final[tuple[tuple[str, str], ...]] = tuple(
     (stream, kind) for stream in STREAMS for kind in KINDS if stream in KIND_STREAMS[kind]
 )
 
-_SLUG: Final = re.compile(r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$")
+_SLUG: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 
 #: Every concrete topic pattern the scheme produces; each is documented in
 #: ``docs/mqtt-topics.md`` (a unit test keeps the two in step).
@@ -62,7 +62,7 @@ def check_origin(origin: str) -> str:
     >>> check_origin("leidschenveen-2")
     'leidschenveen-2'
     """
-    if not isinstance(origin, str) or not _SLUG.match(origin):
+    if not isinstance(origin, str) or not _SLUG.fullmatch(origin):
         raise TopicError(f"origin {origin!r} is not a slug of a-z, 0-9 and '-' (1-63 chars)")
     return origin
 

@@ -52,6 +52,9 @@ class Renderer:
             auto_reload=False,
         )
         self.env.globals["pictogram"] = pictogram
+        # The live updates call the very macro the home page's list calls.
+        self._alert_item = self.env.from_string(
+            '{% from "_alert.html" import alert_item with context %}{{ alert_item(alert) }}')
 
     def _base(self, lang: str) -> dict[str, Any]:
         if lang not in SUPPORTED:
@@ -70,5 +73,4 @@ class Renderer:
 
     def render_alert_item(self, alert_view: Mapping[str, Any], lang: str) -> str:
         """The ``<li>`` of one alert, exactly as the home page's list shows it."""
-        module = self.env.get_template("_alert.html").make_module(self._base(lang))
-        return str(module.alert_item(alert_view))
+        return self._alert_item.render(self._base(lang), alert=alert_view)

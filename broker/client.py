@@ -1,0 +1,368 @@
+"""An asyncio-friendly MQTT client over paho-mqtt 2.x (MQTT v5).
+
+paho runs its network loop on its own thread (``loop_start``). Every paho
+callback does exactly one thing: hand its arguments to the event loop with
+``call_soon_threadsafe`` (STYLE rule 6). All state — pending PUBACK futures,
+subscriptions, the connected flag — is only touched on the event loop, so it
+needs no locks.
+
+Why MQTT v5 and not 3.1.1: Mosquitto answers a publish that its ACL denies
+with PUBACK reason code 0x87 under v5, but with a plain success PUBACK under
+3.1.1 (the message is silently dropped). v5 turns an ACL mistake into a
+:class:`PublishError`. v5 subscription identifiers also let overlapping
+subscriptions reach each handler exactly once, and CONNACK tells the client the
+broker's maximum packet size, so an oversized publish is refused here instead
+of making the broker drop the connection (and paho resend it forever).
+
+>>> # client = MqttClient(host="127.0.0.1", port=1883, username="node",
+>>> #                     password="…", client_id="node-portal")
+>>> # await client.start(); await client.wait_connected(5)
+>>> # client.subscribe(PUBLIC_EVENTS_FILTER, on_event)
+>>> # await client.publish(event_topic("n1", "public", "alert"), event.encode())
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
+from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from .errors import PublishError, TopicError
+
+logger = logging.getLogger(__name__)
+
+Handler = Callable[[str, bytes], None]
+
+#: Bytes of a PUBLISH besides topic and payload, rounded up (header, id, properties).
+_PUBLISH_OVERHEAD: Final = 16
+_MAX_SUBSCRIPTION_ID: Final = 268_435_455
+
+
+def check_filter(topic_filter: str) -> str:
+    """Return ``topic_filter`` if it is a valid MQTT filter, else raise :class:`TopicError`."""
+    levels = topic_filter.split("/") if isinstance(topic_filter, str) and topic_filter else []
+    if not levels or "\0" in topic_filter:
+        raise TopicError(f"invalid topic filter {topic_filter!r}")
+    for i, level in enumerate(levels):
+        if ("#" in level and (level != "#" or i != len(levels) - 1)) or \
+                ("+" in level and level != "+"):
+            raise TopicError(f"invalid topic filter {topic_filter!r}")
+    return topic_filter
+
+
+class _DemoteBenignPahoErrors(logging.Filter):
+    """paho 2.2 logs ERROR "Client is not connected" on every clean disconnect; demote it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.levelno >= logging.ERROR and str(record.msg).startswith(
+                "Client is not connected"):
+            record.levelno, record.levelname = logging.DEBUG, "DEBUG"
+        return True
+
+
+_PAHO_LOGGER: Final = logging.getLogger(f"{__name__}.paho")
+_PAHO_LOGGER.addFilter(_DemoteBenignPahoErrors())
+
+
+@dataclass
+class _Subscription:
+    topic_filter: str
+    qos: int
+    ident: int
+    handlers: list[Handler] = field(default_factory=list)
+
+
+class MqttClient:
+    """One MQTT connection, driven from asyncio; reconnects and resubscribes by itself."""
+
+    def __init__(self, *, host: str, port: int, username: str | None, password: str | None,
+                 client_id: str, max_inflight: int = 200, reconnect_min: float = 0.5,
+                 reconnect_max: float = 30.0, publish_timeout: float = 10.0,
+                 keepalive: int = 30) -> None:
+        if max_inflight < 1:
+            raise ValueError("max_inflight must be positive")
+        self.host = host
+        self.port = port
+        self.client_id = client_id
+        self.publish_timeout = publish_timeout
+        self._keepalive = keepalive
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._started = False
+        self._closed = False
+        self._connected = False
+        self._connected_event = asyncio.Event()
+        self._trouble_logged = False
+        self._ever_connected = False
+        self._inflight = asyncio.Semaphore(max_inflight)
+        self._pending: dict[int, asyncio.Future[ReasonCode]] = {}
+        self._subs: dict[str, _Subscription] = {}
+        self._by_ident: dict[int, _Subscription] = {}
+        self._sub_mids: dict[int, str] = {}
+        self._max_packet: int | None = None
+
+        paho = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=client_id,
+                           protocol=MQTTProtocolVersion.MQTTv5)
+        if username is not None:
+            paho.username_pw_set(username, password)
+        # Jitter on the first delay keeps many clients of one node from reconnecting in
+        # lock-step after a broker restart; paho doubles it up to reconnect_max.
+        jitter = random.uniform(1.0, 1.5)  # noqa: S311 - timing jitter, not a secret
+        paho.reconnect_delay_set(min(reconnect_min * jitter, reconnect_max),  # type: ignore[arg-type]
+                                 reconnect_max)  # type: ignore[arg-type]
+        # Bound paho's own queue too: it loses QoS 1 messages past 65,535 (DESIGN §9).
+        paho.max_inflight_messages_set(max_inflight)
+        paho.max_queued_messages_set(2 * max_inflight)
+        paho.enable_logger(_PAHO_LOGGER)
+        paho.on_connect = self._paho_on_connect
+        paho.on_connect_fail = self._paho_on_connect_fail
+        paho.on_disconnect = self._paho_on_disconnect
+        paho.on_message = self._paho_on_message
+        paho.on_publish = self._paho_on_publish
+        paho.on_subscribe = self._paho_on_subscribe
+        self._paho = paho
+
+    # -- public API -----------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        """True between a successful CONNACK and the next connection loss."""
+        return self._connected
+
+    async def start(self) -> None:
+        """Bind to the running loop and start connecting in the background; returns at once."""
+        if self._started:
+            return
+        if self._closed:
+            raise PublishError("client is closed")
+        self._loop = asyncio.get_running_loop()
+        self._started = True
+        self._paho.connect_async(self.host, self.port, keepalive=self._keepalive,
+                                 clean_start=True)
+        self._paho.loop_start()
+
+    async def wait_connected(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for a connection; True if connected."""
+        if self._connected:
+            return True
+        try:
+            await asyncio.wait_for(self._connected_event.wait(), timeout)
+        except TimeoutError:
+            return False
+        return self._connected
+
+    def subscribe(self, topic_filter: str, handler: Handler, qos: int = 1) -> None:
+        """Call ``handler(topic, payload)`` on the event loop for each matching message.
+
+        Must be called on the event loop (or before :meth:`start`). The
+        subscription is made again after every reconnect. A handler that raises
+        is logged; other handlers and messages carry on.
+        """
+        check_filter(topic_filter)
+        if qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+        sub = self._subs.get(topic_filter)
+        if sub is None:
+            ident = len(self._by_ident) + 1
+            if ident > _MAX_SUBSCRIPTION_ID:
+                raise TopicError("too many subscriptions")
+            sub = _Subscription(topic_filter, qos, ident)
+            self._subs[topic_filter] = sub
+            self._by_ident[ident] = sub
+        elif qos > sub.qos:
+            sub.qos = qos
+        sub.handlers.append(handler)
+        if self._connected:
+            self._send_subscribe(sub)
+
+    async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
+                      timeout: float | None = None) -> None:
+        """Publish and, for QoS 1/2, wait for the broker's acknowledgement.
+
+        Raises :class:`PublishError` when not connected, when the broker refuses
+        the message (e.g. ACL: reason code 0x87), or when no acknowledgement
+        comes within ``timeout`` (default :attr:`publish_timeout`). At most
+        ``max_inflight`` publishes wait at once; further calls wait their turn.
+        """
+        if qos not in (0, 1, 2):
+            raise ValueError("qos must be 0, 1 or 2")
+        if not topic or any(ch in topic for ch in "+#\0"):
+            raise TopicError(f"cannot publish to {topic!r}")
+        size = len(topic.encode("utf-8")) + len(payload) + _PUBLISH_OVERHEAD
+        if self._max_packet is not None and size > self._max_packet:
+            raise PublishError(f"{size} bytes exceed the broker's limit of {self._max_packet}")
+        if qos == 0:
+            self._check_connected()
+            info = self._paho.publish(topic, payload, qos=0, retain=retain)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise PublishError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+            return
+        async with self._inflight:
+            self._check_connected()
+            assert self._loop is not None
+            future: asyncio.Future[ReasonCode] = self._loop.create_future()
+            info = self._paho.publish(topic, payload, qos=qos, retain=retain)
+            if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+                raise PublishError(f"publish to {topic} failed: {mqtt.error_string(info.rc)}")
+            # Registered before any await: the PUBACK callback is queued behind us.
+            self._pending[info.mid] = future
+            try:
+                reason = await asyncio.wait_for(
+                    future, self.publish_timeout if timeout is None else timeout)
+            except TimeoutError:
+                raise PublishError(f"no acknowledgement for {topic} in time") from None
+            finally:
+                self._pending.pop(info.mid, None)
+        if reason.is_failure:
+            raise PublishError(f"broker refused publish to {topic}: {reason}")
+
+    async def close(self) -> None:
+        """Disconnect and stop paho's thread; fail publishes still waiting. Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self._connected = False
+        self._connected_event.clear()
+        if self._started:
+            self._paho.disconnect()
+            await asyncio.to_thread(self._paho.loop_stop)
+        for future in self._pending.values():
+            if not future.done():
+                future.set_exception(PublishError("client closed before acknowledgement"))
+        self._pending.clear()
+
+    async def __aenter__(self) -> MqttClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # -- on the event loop ----------------------------------------------------------
+
+    def _check_connected(self) -> None:
+        if self._closed or not self._started:
+            raise PublishError("client is not running")
+        if not self._connected:
+            raise PublishError(f"not connected to broker {self.host}:{self.port}")
+
+    def _send_subscribe(self, sub: _Subscription) -> None:
+        props = Properties(PacketTypes.SUBSCRIBE)  # type: ignore[no-untyped-call]
+        props.SubscriptionIdentifier = sub.ident
+        rc, mid = self._paho.subscribe(sub.topic_filter, options=SubscribeOptions(qos=sub.qos),
+                                       properties=props)
+        if rc == MQTTErrorCode.MQTT_ERR_SUCCESS and mid is not None:
+            self._sub_mids[mid] = sub.topic_filter
+        else:
+            logger.debug("subscribe to %s not sent (%s); retried on reconnect",
+                         sub.topic_filter, mqtt.error_string(rc))
+
+    def _trouble(self, message: str, *args: object) -> None:
+        # Loudly once, then quietly until the next successful connect (STYLE rule 12).
+        level = logging.DEBUG if self._trouble_logged else logging.WARNING
+        self._trouble_logged = True
+        logger.log(level, message, *args)
+
+    def _on_connected(self, max_packet: int | None) -> None:
+        if self._closed:
+            return
+        self._max_packet = max_packet
+        self._connected = True
+        self._connected_event.set()
+        if self._trouble_logged or not self._ever_connected:
+            logger.info("MQTT %s %s to %s:%d", self.client_id,
+                        "reconnected" if self._ever_connected else "connected",
+                        self.host, self.port)
+        self._trouble_logged = False
+        self._ever_connected = True
+        for sub in self._subs.values():
+            self._send_subscribe(sub)
+
+    def _on_refused(self, reason: str) -> None:
+        self._trouble("MQTT %s: broker %s:%d refused the connection: %s",
+                      self.client_id, self.host, self.port, reason)
+
+    def _on_lost(self, reason: str) -> None:
+        was_connected = self._connected
+        self._connected = False
+        self._connected_event.clear()
+        self._sub_mids.clear()
+        if self._closed:
+            return
+        self._trouble("MQTT %s: %s %s:%d (%s); reconnecting in the background",
+                      self.client_id, "lost connection to" if was_connected
+                      else "cannot connect to", self.host, self.port, reason)
+
+    def _on_message(self, topic: str, payload: bytes, idents: list[int]) -> None:
+        subs = [self._by_ident[i] for i in idents if i in self._by_ident]
+        if not subs:  # no identifier (should not happen with v5): match by filter
+            subs = [s for s in self._subs.values() if mqtt.topic_matches_sub(s.topic_filter, topic)]
+        for sub in subs:
+            for handler in list(sub.handlers):
+                try:
+                    handler(topic, payload)
+                except Exception:
+                    logger.exception("MQTT handler for %s failed on %s", sub.topic_filter, topic)
+
+    def _on_puback(self, mid: int, reason: ReasonCode) -> None:
+        future = self._pending.get(mid)
+        if future is not None and not future.done():
+            future.set_result(reason)
+
+    def _on_suback(self, mid: int, reasons: list[ReasonCode]) -> None:
+        topic_filter = self._sub_mids.pop(mid, None)
+        for reason in reasons:
+            if reason.is_failure:
+                logger.warning("MQTT %s: broker refused subscription to %s: %s",
+                               self.client_id, topic_filter, reason)
+
+    # -- on paho's thread: hand over, nothing else ------------------------------------
+
+    def _to_loop(self, callback: Callable[..., None], *args: Any) -> None:
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        with contextlib.suppress(RuntimeError):  # loop closed between check and call
+            loop.call_soon_threadsafe(callback, *args)
+
+    def _paho_on_connect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode,
+                         props: Properties | None) -> None:
+        if reason.is_failure:
+            self._to_loop(self._on_refused, str(reason))
+        else:
+            self._to_loop(self._on_connected, getattr(props, "MaximumPacketSize", None))
+
+    def _paho_on_connect_fail(self, _c: mqtt.Client, _u: Any) -> None:
+        self._to_loop(self._on_lost, "connection failed")
+
+    def _paho_on_disconnect(self, _c: mqtt.Client, _u: Any, _f: Any, reason: ReasonCode,
+                            _p: Properties | None) -> None:
+        self._to_loop(self._on_lost, str(reason))
+
+    def _paho_on_message(self, _c: mqtt.Client, _u: Any, msg: mqtt.MQTTMessage) -> None:
+        try:
+            topic = msg.topic
+        except UnicodeDecodeError:
+            return
+        idents = getattr(msg.properties, "SubscriptionIdentifier", None) or []
+        if isinstance(idents, int):
+            idents = [idents]
+        self._to_loop(self._on_message, topic, bytes(msg.payload), list(idents))
+
+    def _paho_on_publish(self, _c: mqtt.Client, _u: Any, mid: int, reason: ReasonCode,
+                         _p: Properties) -> None:
+        self._to_loop(self._on_puback, mid, reason)
+
+    def _paho_on_subscribe(self, _c: mqtt.Client, _u: Any, mid: int,
+                           reasons: list[ReasonCode], _p: Properties) -> None:
+        self._to_loop(self._on_suback, mid, list(reasons))

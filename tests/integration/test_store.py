@@ -1,0 +1,104 @@
+"""The node store on real SQLite files: durability settings, seq, idempotency."""
+
+from __future__ import annotations
+
+import asyncio
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from node.errors import SeqConflict
+from node.reports import store_report, validate_report_input
+from node.store import Store
+from sync import KeyPair, make_event
+
+ALERT = {"source": "team", "title": "Let op"}
+
+
+@pytest.fixture
+def store(tmp_path: Path) -> Store:
+    s = Store(tmp_path / "node.db", origin="n1", keys=KeyPair.generate())
+    yield s
+    s.close()
+
+
+def test_pragmas_and_migrations(store: Store, tmp_path: Path) -> None:
+    conn = sqlite3.connect(tmp_path / "node.db")
+    assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+    names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
+    assert names == ["001_events", "002_receipts"]
+    # The writer's own connection runs with synchronous=FULL (2).
+    assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
+
+
+def test_concurrent_appends_get_gapless_seqs_in_few_commits(store: Store) -> None:
+    async def main() -> list[int]:
+        events = await asyncio.gather(*[
+            store.write(lambda tx: tx.append_local("alert", "public", ALERT))
+            for _ in range(300)])
+        return [e.seq for e in events]
+
+    seqs = asyncio.run(main())
+    assert sorted(seqs) == list(range(1, 301))
+    assert store.commits < 300  # group commit coalesced them
+    assert store.heads() == {("n1", "public"): 300}
+
+
+def test_failure_in_one_work_item_does_not_affect_others(store: Store) -> None:
+    def bad(tx: object) -> None:
+        tx.append_local("alert", "public", ALERT)  # type: ignore[attr-defined]
+        raise ValueError("boom")
+
+    async def main() -> None:
+        ok1 = store.write(lambda tx: tx.append_local("alert", "public", ALERT))
+        fail = store.write(bad)
+        ok2 = store.write(lambda tx: tx.append_local("alert", "public", ALERT))
+        results = await asyncio.gather(ok1, fail, ok2, return_exceptions=True)
+        assert isinstance(results[1], ValueError)
+        assert sorted(r.seq for r in (results[0], results[2])) == [1, 2]  # type: ignore[union-attr]
+
+    asyncio.run(main())
+    assert store.count_events() == 2
+
+
+def test_foreign_events_are_idempotent_and_conflicts_refused(store: Store) -> None:
+    peer = KeyPair.generate()
+    e1 = make_event(peer, origin="peer", stream="public", seq=1, kind="alert", ts=1795904700000,
+                    body=ALERT)
+    assert store.write_sync(lambda tx: tx.insert(e1)) is True
+    assert store.write_sync(lambda tx: tx.insert(e1)) is False
+    forged = make_event(peer, origin="peer", stream="public", seq=1, kind="alert",
+                        ts=1795904700001, body=ALERT)
+    with pytest.raises(SeqConflict):
+        store.write_sync(lambda tx: tx.insert(forged))
+    assert store.count_events() == 1
+
+
+def test_report_with_neighbours_makes_a_public_warning_without_contact(store: Store) -> None:
+    clean = validate_report_input({
+        "category": "suspicious", "text": "man bij auto's", "audience": "both",
+        "contact": "06-12345678", "place": {"point": None, "text": "Hoepelhof"}})
+    done = store.write_sync(lambda tx: store_report(tx, clean, "ESC-01"))
+    assert done.report.stream == "private" and done.report.body["contact"] == "06-12345678"
+    assert done.warning is not None and done.warning.stream == "public"
+    assert "06-12345678" not in done.warning.encode().decode()
+    assert done.warning.body["ref"] == done.report.id
+    state, event = store.receipt(done.report.body["receipt"])  # type: ignore[misc]
+    assert state == "received" and event.id == done.report.id
+
+    private = validate_report_input({**clean, "audience": "authorities"})
+    only = store.write_sync(lambda tx: store_report(tx, private, "ESC-01"))
+    assert only.warning is None
+
+
+def test_heads_survive_reopen(tmp_path: Path) -> None:
+    keys = KeyPair.generate()
+    with Store(tmp_path / "n.db", origin="n1", keys=keys) as s:
+        for _ in range(5):
+            s.write_sync(lambda tx: tx.append_local("alert", "public", ALERT))
+    with Store(tmp_path / "n.db", origin="n1", keys=keys) as s:
+        event = s.write_sync(lambda tx: tx.append_local("alert", "public", ALERT))
+        assert event.seq == 6
+        assert sqlite3.connect(tmp_path / "n.db").execute(
+            "PRAGMA integrity_check").fetchone()[0] == "ok"

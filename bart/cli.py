@@ -74,10 +74,11 @@ def cmd_status(args: argparse.Namespace) -> int:
     from node.config import NodeSettings
 
     settings = NodeSettings.load(_data_dir(args))
-    host = "127.0.0.1" if settings.http_host in ("0.0.0.0", "::") else settings.http_host
+    wildcard = settings.http_host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
+    host = "127.0.0.1" if wildcard else settings.http_host
     url = f"http://{host}:{settings.http_port}/healthz"
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - local URL
+        with urllib.request.urlopen(url, timeout=5) as resp:
             health = json.load(resp)
     except urllib.error.HTTPError as exc:
         health = json.load(exc)

@@ -21,7 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
@@ -217,10 +217,8 @@ class Store:
             self.commits += 1
         except Exception as exc:
             log.error("store transaction failed: %s", exc)
-            try:
+            with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
-            except sqlite3.Error:
-                pass
             self._heads = heads_before
             error = StoreError(f"transaction failed: {exc}")
             for work in batch:
@@ -322,10 +320,8 @@ class Store:
         self._conn.close()
         with self._readers_lock:
             for conn in self._readers:
-                try:
+                with suppress(sqlite3.ProgrammingError):  # its thread is gone
                     conn.close()
-                except sqlite3.ProgrammingError:
-                    pass  # owned by a thread that is gone
             self._readers.clear()
 
     def __enter__(self) -> Store:

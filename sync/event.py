@@ -130,9 +130,10 @@ def make_event(
     >>> e.verify(k.signing_public) is None
     True
     """
-    header = {
+    ident = event_id or str(new_id())
+    header: dict[str, Any] = {
         "v": EVENT_VERSION,
-        "id": event_id or str(new_id()),
+        "id": ident,
         "origin": origin,
         "stream": stream,
         "seq": seq,
@@ -142,7 +143,7 @@ def make_event(
     _check_header(header)
     clean = validate_body(kind, body)
     unsigned = Event(
-        id=header["id"], origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
+        id=ident, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
         body=clean, sig=b"",
     )
     signed = Event(

@@ -54,6 +54,7 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
         lifespan=lifespan,
         docs_url="/api/docs",
         redoc_url=None,
+        swagger_ui_oauth2_redirect_url=None,
         openapi_url="/api/openapi.json",
     )
     app.state.runtime = rt

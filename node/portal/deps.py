@@ -13,7 +13,7 @@ from ..config import NodeSettings
 from ..runtime import NodeRuntime
 from .guards import RateLimiter
 from .render import Renderer
-from .views import is_visible
+from .views import is_visible, local_time
 
 
 def runtime(request: Request) -> NodeRuntime:
@@ -63,11 +63,10 @@ def visible_alerts(request: Request, limit_count: int = 50) -> list[Event]:
     return [e for e in events if is_visible(e, s, now) and e.id not in hidden][:limit_count]
 
 
-def report_status(state: str, event: Event, s: NodeSettings) -> dict[str, Any]:
+def report_status(state: str, event: Event, s: NodeSettings,
+                  lang: str = "nl") -> dict[str, Any]:
     """What the receipt lookup shows: never text or contact data."""
-    from .views import local_time
-
-    t, d = local_time(event.ts, s.timezone, "nl")
+    t, d = local_time(event.ts, s.timezone, lang)
     return {"receipt": event.body["receipt"], "state": state,
             "category": event.body["category"], "ts": event.ts, "time": t, "date": d}
 

@@ -19,15 +19,13 @@ from sync.bodies import CATEGORIES, MAX_CONTACT, MAX_PLACE_TEXT, MAX_REPORT_TEXT
 
 from ..reports import normalise_receipt, validate_report_input
 from . import deps
-from .i18n import SUPPORTED, negotiate
+from .i18n import LANGUAGE_NAMES, SUPPORTED, negotiate
 from .qr import qr_svg
 from .views import alert_view
 
 router = APIRouter(include_in_schema=False)
 LANG_COOKIE = "bart_lang"
 CSRF_COOKIE = "bart_csrf"
-LANG_LABELS = {"nl": "Nederlands", "en": "English", "tr": "Türkçe", "ar": "العربية",
-               "pl": "Polski"}
 
 
 def page_lang(request: Request) -> str:
@@ -45,7 +43,7 @@ def render(request: Request, template: str, *, status: int = 200,
     links = []
     for code in SUPPORTED:
         query["lang"] = code
-        links.append({"code": code, "label": LANG_LABELS[code],
+        links.append({"code": code, "label": LANGUAGE_NAMES[code],
                       "url": f"{request.url.path}?{urlencode(query)}"})
     html = deps.renderer(request).render(
         template, lang=lang,
@@ -175,5 +173,6 @@ async def status_page(request: Request, receipt: str | None = None) -> Response:
                       not_found=True)
     state, event = found
     return render(request, "status.html", receipt=code,
-                  report=deps.report_status(state, event, deps.settings(request)),
+                  report=deps.report_status(state, event, deps.settings(request),
+                                            page_lang(request)),
                   not_found=False)

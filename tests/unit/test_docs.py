@@ -30,7 +30,7 @@ def test_every_cli_command_and_flag_is_documented() -> None:
     for command, flags in _commands(build_parser(), "bart"):
         assert f"`{command}" in text, f"{command} missing from docs/cli.md"
         for flag in flags:
-            assert f"`{flag}" in text, f"{command} {flag} missing from docs/cli.md"
+            assert re.search(rf"{flag}\b", text), f"{command} {flag} missing from docs/cli.md"
 
 
 def test_every_setting_is_documented() -> None:
@@ -47,7 +47,7 @@ def test_every_http_endpoint_is_documented(tmp_path: Path) -> None:
     text = (DOCS / "http-api.md").read_text()
     for route in app.routes:
         path = getattr(route, "path", "")
-        if path.startswith(("/docs", "/redoc")) or path == "/api/docs/oauth2-redirect":
+        if not path:
             continue
         for method in sorted(getattr(route, "methods", None) or {"GET"}):
             if method == "HEAD":

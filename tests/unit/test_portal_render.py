@@ -439,9 +439,11 @@ def test_report_form_fields(renderer: Renderer) -> None:
     assert "checked" in fields[("audience", "both")][1]
     assert "checked" in fields[("called_112", "no")][1]
     assert 'data-testid="submit"' in html
-    # Meeting points, plus "no choice" and "somewhere else".
+    # Meeting points, plus "no choice" and "somewhere else": both send no point, so the
+    # route never sees a value that is not a meeting-point id.
     options = [attrs.get("value") for tag, attrs in a.tags if tag == "option"]
-    assert options == ["", "klimboom", "hinkelbaan", "other"]
+    assert options == ["", "klimboom", "hinkelbaan", ""]
+    assert "Ergens anders" in html
     # The contact note: never shown to neighbours.
     assert "De buren zien dit nooit." in html
     assert "Bel eerst 112" not in html

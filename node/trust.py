@@ -36,7 +36,7 @@ class TrustedKeys:
             except tomllib.TOMLDecodeError as exc:
                 raise ConfigError(f"{path}: {exc}") from exc
             for origin, entry in data.get("peers", {}).items():
-                if not SLUG.match(origin) or not isinstance(entry, dict):
+                if not SLUG.fullmatch(origin) or not isinstance(entry, dict):
                     raise ConfigError(f"{path}: bad peer entry {origin!r}")
                 if origin == own_origin:
                     raise ConfigError(f"{path}: a peer may not use this node's own name")

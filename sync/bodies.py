@@ -108,7 +108,7 @@ def _place(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(value, Mapping):
         raise InvalidField("place", "must be an object with point and text")
     point = value.get("point")
-    if point is not None and (not isinstance(point, str) or not SLUG.match(point)):
+    if point is not None and (not isinstance(point, str) or not SLUG.fullmatch(point)):
         raise InvalidField("place.point", "must be a meeting-point id")
     return {"point": point, "text": _text(value, "text", MAX_PLACE_TEXT, multiline=False)}
 
@@ -126,10 +126,10 @@ def validate_report(body: Mapping[str, Any]) -> dict[str, Any]:
     _only(body, {"category", "text", "place", "audience", "called_112", "called_112_by",
                  "contact", "receipt", "lang"})
     receipt = _get(body, "receipt")
-    if not isinstance(receipt, str) or not RECEIPT.match(receipt):
+    if not isinstance(receipt, str) or not RECEIPT.fullmatch(receipt):
         raise InvalidField("receipt", "must look like K7F-3QX")
     lang = _get(body, "lang", "nl")
-    if not isinstance(lang, str) or not LANG.match(lang):
+    if not isinstance(lang, str) or not LANG.fullmatch(lang):
         raise InvalidField("lang", "must be a language code such as nl")
     return {
         "category": _choice(body, "category", CATEGORIES),
@@ -152,7 +152,7 @@ def validate_alert(body: Mapping[str, Any]) -> dict[str, Any]:
     if not isinstance(areas, list) or len(areas) > MAX_AREAS:
         raise InvalidField("areas", f"must be a list of at most {MAX_AREAS} area codes")
     for area in areas:
-        if not isinstance(area, str) or not AREA.match(area):
+        if not isinstance(area, str) or not AREA.fullmatch(area):
             raise InvalidField("areas", f"{area!r} is not an area code such as ESC-01")
     return {
         "source": _choice(body, "source", ALERT_SOURCES),
@@ -192,7 +192,7 @@ def validate_status(body: Mapping[str, Any]) -> dict[str, Any]:
         raise InvalidField("body", "must be an object of at most 32 fields")
     out: dict[str, Any] = {}
     for key, value in body.items():
-        if not isinstance(key, str) or not STATUS_KEY.match(key):
+        if not isinstance(key, str) or not STATUS_KEY.fullmatch(key):
             raise InvalidField("body", f"bad status key {key!r}")
         if isinstance(value, bool) or value is None:
             out[key] = value

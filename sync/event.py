@@ -95,7 +95,7 @@ def _check_header(data: Mapping[str, Any]) -> None:
     if parsed is None or parsed.version != 7 or str(parsed) != ident:
         raise InvalidField("id", "must be a lower-case UUIDv7")
     origin = data.get("origin")
-    if not isinstance(origin, str) or not SLUG.match(origin):
+    if not isinstance(origin, str) or not SLUG.fullmatch(origin):
         raise InvalidField("origin", "must be a slug of a-z, 0-9 and -")
     kind = data.get("kind")
     if kind not in KIND_STREAMS:

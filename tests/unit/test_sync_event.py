@@ -196,3 +196,10 @@ def test_clean_text_idempotent(text: str) -> None:
 
 
 _KEYS = KeyPair.generate()
+
+
+def test_trailing_newline_in_slug_refused() -> None:
+    with pytest.raises(InvalidField):
+        report(KeyPair.generate(), origin="n1\n")
+    with pytest.raises(InvalidField):
+        report(KeyPair.generate(), body={**REPORT_BODY, "receipt": "K7F-3QX\n"})

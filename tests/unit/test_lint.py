@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import pytest
-
-from tests.conftest import require
+from conftest import require
 
 ROOT = Path(__file__).parent.parent.parent
 BIN = Path(sys.executable).parent

@@ -15,12 +15,11 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-import uvicorn
 
 from node.config import NodeSettings, load_secrets
 from node.reports import validate_report_input
 from node.runtime import INTEGRATION_USER
-from node.server import uvicorn_config
+from node.server import NodeServer, uvicorn_config
 from node.setup import init_node
 
 SAMPLE_REPORTS: list[dict[str, Any]] = [
@@ -63,7 +62,7 @@ def prepare(data_dir: Path, http_port: int, mqtt_port: int) -> NodeSettings:
 
 
 async def _serve(settings: NodeSettings, fresh: bool) -> None:
-    server = uvicorn.Server(uvicorn_config(settings))
+    server = NodeServer(uvicorn_config(settings))
     task = asyncio.create_task(server.serve())
     while not server.started and not task.done():
         await asyncio.sleep(0.05)

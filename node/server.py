@@ -2,10 +2,36 @@
 
 from __future__ import annotations
 
+import signal
+import threading
+from collections.abc import Generator
+from contextlib import contextmanager
+
 import uvicorn
 
 from .config import NodeSettings
 from .portal.app import create_app
+
+
+class NodeServer(uvicorn.Server):
+    """uvicorn's server, but SIGINT/SIGTERM are the normal way to stop: exit 0.
+
+    uvicorn re-raises the signal after a graceful shutdown, which turns every
+    clean stop (Ctrl-C in the demo, ``systemctl stop``) into a failure exit.
+    """
+
+    @contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        handled = (signal.SIGINT, signal.SIGTERM)
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
 
 def uvicorn_config(settings: NodeSettings) -> uvicorn.Config:
@@ -17,11 +43,11 @@ def uvicorn_config(settings: NodeSettings) -> uvicorn.Config:
         log_level=settings.log_level.lower(),
         access_log=False,  # SD cards: no line per request
         proxy_headers=False,
-        timeout_graceful_shutdown=5,
+        timeout_graceful_shutdown=3,  # open SSE streams end after this
         lifespan="on",
     )
 
 
 def serve(settings: NodeSettings) -> None:
     """Serve until SIGINT/SIGTERM; the lifespan stops Mosquitto and the store."""
-    uvicorn.Server(uvicorn_config(settings)).run()
+    NodeServer(uvicorn_config(settings)).run()

@@ -15,7 +15,6 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-
 from node.config import NodeSettings, load_secrets
 from node.reports import validate_report_input
 from node.runtime import INTEGRATION_USER

@@ -77,6 +77,9 @@ class NodeRuntime:
         self._start_broker = start_broker
         self._tasks: set[asyncio.Task[None]] = set()
         self._refusals = RefusalLog()
+        # Foreign events shown live whose COMMIT is still pending.
+        self._pending: dict[tuple[str, str, int], str] = {}
+        self._pending_ids: set[str] = set()
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -193,8 +196,30 @@ class NodeRuntime:
             # Signed with our key but not made here: a copied key or a replay.
             self._refusals.refuse("own-origin", f"{event.id} was not created by this node")
             return
+        conflict = self._conflict(store, event)
+        if conflict is not None:
+            if conflict:
+                self._refusals.refuse("conflict", conflict)
+            return
+        # Shown live before its COMMIT (latency), but only after the same checks
+        # the store makes, against the store and against what is still pending.
+        key = (event.origin, event.stream, event.seq)
+        self._pending[key] = event.id
+        self._pending_ids.add(event.id)
         self.hub.publish(event)
         self._spawn(self._store_foreign(event))
+
+    def _conflict(self, store: Store, event: Event) -> str | None:
+        """None if ``event`` is new; "" if already held; else why it is refused."""
+        key = (event.origin, event.stream, event.seq)
+        held = self._pending.get(key) or store.id_at(*key)
+        if held == event.id:
+            return ""
+        if held is not None:
+            return f"{event.origin}/{event.stream}/{event.seq} is held by {held}, not {event.id}"
+        if event.id in self._pending_ids or store.get_event(event.id) is not None:
+            return f"event {event.id} is held under another seq"
+        return None
 
     async def _store_foreign(self, event: Event) -> None:
         store = self.store
@@ -204,6 +229,9 @@ class NodeRuntime:
             await store.write(lambda tx: tx.insert(event))
         except Exception as exc:
             self._refusals.refuse("store", f"{event.id}: {exc}")
+        finally:
+            self._pending.pop((event.origin, event.stream, event.seq), None)
+            self._pending_ids.discard(event.id)
 
     # -- health ----------------------------------------------------------------
 

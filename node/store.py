@@ -259,6 +259,13 @@ class Store:
             f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,)).fetchone()
         return _row_to_event(row) if row else None
 
+    def id_at(self, origin: str, stream: str, seq: int) -> str | None:
+        """Id of the event held at (origin, stream, seq), if any."""
+        row = self._reader().execute(
+            "SELECT id FROM events WHERE origin = ? AND stream = ? AND seq = ?",
+            (origin, stream, seq)).fetchone()
+        return str(row[0]) if row else None
+
     def recent(self, kind: str, *, limit: int = 50, since_ms: int = 0) -> list[Event]:
         """Newest events of ``kind`` first."""
         rows = self._reader().execute(

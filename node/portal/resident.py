@@ -26,6 +26,7 @@ from .views import alert_view
 router = APIRouter(include_in_schema=False)
 LANG_COOKIE = "bart_lang"
 CSRF_COOKIE = "bart_csrf"
+HOME_ALERTS = 20
 
 
 def page_lang(request: Request) -> str:
@@ -63,7 +64,8 @@ async def home(request: Request) -> Response:
     """Live alerts for this node's area, newest first."""
     lang = page_lang(request)
     s = deps.settings(request)
-    alerts = [alert_view(e, s, lang) for e in deps.visible_alerts(request)]
+    # The newest 20 keep the page light on an old phone; the API lists more.
+    alerts = [alert_view(e, s, lang) for e in deps.visible_alerts(request, HOME_ALERTS)]
     return render(request, "home.html", alerts=alerts, stream_url=f"/api/v1/stream?render={lang}")
 
 
@@ -108,7 +110,7 @@ def _same_origin(request: Request, token: str) -> bool:
 @router.post("/report")
 async def report_submit(request: Request) -> Response:
     """Store the report, then show its receipt (303 to the receipt page)."""
-    form = await request.form()
+    form = await request.form(max_files=0, max_fields=20)
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     category = values.get("category", "")
     if category not in CATEGORIES:

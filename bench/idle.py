@@ -1,0 +1,151 @@
+"""Idle footprint of a node: memory (VmRSS) and bytes written to disk while idle.
+
+A real node (``bart node run``) is started, waits until healthy, then idles for
+a window (300 s; ``--quick`` 60 s). Measured over the window, for the node
+process and its Mosquitto separately: VmRSS (sampled every few seconds),
+``write_bytes`` from /proc/<pid>/io (bytes sent to the block layer), and the
+growth of the files in the data directory; writes are extrapolated to bytes
+per hour. Baselines over the same window, running at the same time: a bare
+``python -S -c`` sleeping (imports nothing) and a bare ``mosquitto -p PORT``
+with its default configuration.
+
+Run: ``.venv/bin/python bench/idle.py [--quick]``. Goals: node RSS <= 80 MB,
+node + Mosquitto write <= 1 MB/h.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from _common import PYTHON, Node, Procs, alive, children, free_port, proc_io, ratio, rss_kb
+
+RSS_GOAL_MB = 80.0
+WRITE_GOAL_MB_H = 1.0
+MB = 1024 * 1024
+
+
+@dataclass
+class Watch:
+    """One process watched over the window."""
+
+    name: str
+    pid: int
+    rss: list[int] = field(default_factory=list)
+    io0: dict[str, int] = field(default_factory=dict)
+    io1: dict[str, int] = field(default_factory=dict)
+
+    def sample(self) -> None:
+        if alive(self.pid):
+            self.rss.append(rss_kb(self.pid))
+
+    def delta(self, key: str) -> int:
+        return self.io1.get(key, 0) - self.io0.get(key, 0)
+
+
+def tree_sizes(root: Path) -> dict[str, int]:
+    """Apparent size of every file under ``root``."""
+    out: dict[str, int] = {}
+    for path in root.rglob("*"):
+        try:
+            if path.is_file():
+                out[str(path.relative_to(root))] = path.stat().st_size
+        except OSError:
+            continue
+    return out
+
+
+def main() -> int:
+    """Start node + baselines, idle for the window, print footprint and ratios."""
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--quick", action="store_true", help="60 s window instead of 300 s")
+    ap.add_argument("--window", type=float, help="seconds to idle")
+    ap.add_argument("--settle", type=float, default=5.0, help="seconds after healthy")
+    ap.add_argument("--every", type=float, default=5.0, help="seconds between RSS samples")
+    args = ap.parse_args()
+    window = args.window or (60.0 if args.quick else 300.0)
+    print(f"idle: window {window:g} s after {args.settle:g} s settle; "
+          f"load average {os.getloadavg()[0]:.2f}")
+
+    tmp = Path(tempfile.mkdtemp(prefix="bart-bench-idle-"))
+    with Procs(tmp) as procs:
+        node = Node(procs, log_level="INFO")
+        node.start()
+        assert node.mosquitto_pid is not None
+        bare_py = procs.start([str(PYTHON), "-S", "-c", "import time\nwhile 1: time.sleep(3600)"],
+                              "bare-python")
+        bare_dir = tmp / "bare-mosquitto"
+        bare_dir.mkdir()
+        mq_port = free_port()
+        procs.patterns.append(f"mosquitto -p {mq_port}")
+        bare_mq = procs.start([node_mosquitto_binary(), "-p", str(mq_port)], "bare-mosquitto",
+                              cwd=bare_dir)
+        time.sleep(args.settle)
+        if bare_mq.poll() is not None:
+            raise RuntimeError(f"bare mosquitto exited: {(tmp / 'bare-mosquitto.log').read_text()}")
+        watches = [Watch("node (python)", node.pid), Watch("node's mosquitto", node.mosquitto_pid),
+                   Watch("bare python -S", bare_py.pid), Watch("bare mosquitto", bare_mq.pid)]
+        for w in watches:
+            w.io0 = proc_io(w.pid)
+            w.sample()
+        files0 = tree_sizes(node.data_dir)
+        start = time.monotonic()
+        while (left := window - (time.monotonic() - start)) > 0:
+            time.sleep(min(args.every, left))
+            for w in watches:
+                w.sample()
+        elapsed = time.monotonic() - start
+        for w in watches:
+            w.io1 = proc_io(w.pid)
+        files1 = tree_sizes(node.data_dir)
+        if children(node.pid, "mosquitto") != [node.mosquitto_pid]:
+            print("warning: the node's Mosquitto was restarted during the window")
+        node_log = (tmp / "node.log").read_text(errors="replace")
+    shutil.rmtree(tmp, ignore_errors=True)
+
+    per_h = 3600.0 / elapsed
+    print(f"{'process':>18} {'RSS start':>10} {'RSS end':>9} {'RSS max':>9} "
+          f"{'write_bytes':>12} {'=> per hour':>12} {'wchar':>9} {'syscw':>6}")
+    for w in watches:
+        print(f"{w.name:>18} {w.rss[0] / 1024:8.1f}MB {w.rss[-1] / 1024:7.1f}MB "
+              f"{max(w.rss) / 1024:7.1f}MB {w.delta('write_bytes'):12d} "
+              f"{w.delta('write_bytes') * per_h / 1024:10.1f}KB {w.delta('wchar'):9d} "
+              f"{w.delta('syscw'):6d}")
+    grown = {k: files1.get(k, 0) - files0.get(k, 0) for k in set(files0) | set(files1)}
+    changed = {k: v for k, v in sorted(grown.items()) if v}
+    print(f"data dir growth: {sum(grown.values())} bytes in {elapsed:.0f} s "
+          f"({sum(grown.values()) * per_h / 1024:.1f} KB/h); files changed in size: "
+          f"{changed or 'none'}")
+    log_lines = [ln for ln in node_log.splitlines() if ln.strip()]
+    print(f"node log lines (level INFO, to a pipe, not the data dir): {len(log_lines)}")
+
+    node_w, node_mq, bare_w, bare_m = watches
+    node_rss = node_w.rss[-1] / 1024
+    written = (node_w.delta("write_bytes") + node_mq.delta("write_bytes")) * per_h / MB
+    base_written = (bare_w.delta("write_bytes") + bare_m.delta("write_bytes")) * per_h / MB
+    print(f"ratios vs baseline: node RSS / bare python RSS = "
+          f"{ratio(node_w.rss[-1], bare_w.rss[-1])}, node's mosquitto RSS / bare mosquitto "
+          f"RSS = {ratio(node_mq.rss[-1], bare_m.rss[-1])}, writes node+mosquitto / bare = "
+          f"{ratio(written, base_written)} ({base_written * 1024:.1f} KB/h bare)")
+    rss_ok = node_rss <= RSS_GOAL_MB
+    w_ok = written <= WRITE_GOAL_MB_H
+    print(f"RESULT idle: node RSS {node_rss:.1f} MB (goal <= {RSS_GOAL_MB:g}) "
+          f"{'MET' if rss_ok else 'NOT MET'}; Mosquitto RSS {node_mq.rss[-1] / 1024:.1f} MB; "
+          f"written {written * 1024:.1f} KB/h node+mosquitto (goal <= "
+          f"{WRITE_GOAL_MB_H:g} MB/h) {'MET' if w_ok else 'NOT MET'}")
+    return 0 if rss_ok and w_ok else 1
+
+
+def node_mosquitto_binary() -> str:
+    """The Mosquitto the node uses (``mosquitto`` on PATH, else /usr/sbin/mosquitto)."""
+    return shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

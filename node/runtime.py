@@ -23,6 +23,7 @@ from sync import Event, KeyPair, SyncError, decode_event, verify_event
 from .config import NodeSettings, load_secrets
 from .errors import NodeError
 from .hub import Hub
+from .alarms import store_ack, team_alert_body
 from .reports import Submitted, store_report
 from .store import Store
 from .trust import TrustedKeys
@@ -69,7 +70,8 @@ class NodeRuntime:
         self.settings = settings
         self.keys = KeyPair.load(settings.keys_dir)
         self.trust = TrustedKeys.load(settings.data_dir, settings.name, self.keys.signing_public)
-        self.hub = Hub()
+        self.hub = Hub()  # public events, for residents
+        self.team_hub = Hub()  # every event, for the logged-in team
         self.store: Store | None = None
         self.broker: BrokerProcess | None = None
         self.mqtt: MqttClient | None = None
@@ -107,6 +109,7 @@ class NodeRuntime:
     async def stop(self) -> None:
         """Stop in reverse order; safe to call twice."""
         self.hub.close()
+        self.team_hub.close()
         for task in list(self._tasks):
             task.cancel()
         if self.mqtt is not None:
@@ -141,9 +144,30 @@ class NodeRuntime:
                 self._after_commit(event)
         return done
 
+    async def team_ack(self, ref: str, action: str, by: str, note: str = "",
+                       to: str | None = None) -> Event:
+        """A team member's answer to an alert or report (stored, then fanned out)."""
+        event = await self.require_store().write(
+            lambda tx: store_ack(tx, ref, action, by, note, to))
+        self._after_commit(event)
+        return event
+
+    async def team_alert(self, title: str, text: str, severity: str, expires_ms: int | None,
+                         by: str) -> Event:
+        """A public alert raised by a team member for this node's area.
+
+        ``by`` is recorded in the team's audit log, not in the public event.
+        """
+        body = team_alert_body(title, text, severity, expires_ms, self.settings.area)
+        event = await self.require_store().write(
+            lambda tx: tx.append_local("alert", "public", body))
+        self._after_commit(event)
+        return event
+
     def _after_commit(self, event: Event) -> None:
         if event.stream == "public":
             self.hub.publish(event)
+        self.team_hub.publish(event)
         self._spawn(self._publish_event(event))
 
     async def _publish_event(self, event: Event) -> None:
@@ -207,6 +231,7 @@ class NodeRuntime:
         self._pending[key] = event.id
         self._pending_ids.add(event.id)
         self.hub.publish(event)
+        self.team_hub.publish(event)
         self._spawn(self._store_foreign(event))
 
     def _conflict(self, store: Store, event: Event) -> str | None:

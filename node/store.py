@@ -287,6 +287,45 @@ class Store:
             out.setdefault(event.body["ref"], []).append(event)
         return out
 
+    def open_items(self, limit: int = 100, *, area: str | None = None) -> list[dict[str, Any]]:
+        """Alarms, alerts and reports for the team, newest first, with their state.
+
+        The state is the last answer (ack) given; an item without one is "new".
+        Reports include contact data: this is for the logged-in team only.
+        """
+        with self._read() as conn:
+            rows = conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE kind IN ('alert', 'report') "
+                "ORDER BY ts DESC, id DESC LIMIT ?", (limit,)).fetchall()
+            events = [_row_to_event(r) for r in rows]
+            ids = [e.id for e in events]
+            last: dict[str, tuple[str, str]] = {}
+            if ids:
+                marks = ",".join("?" * len(ids))
+                for ref, action, by in conn.execute(
+                        "SELECT json_extract(body, '$.ref'), json_extract(body, '$.action'), "
+                        "json_extract(body, '$.by') FROM events WHERE kind = 'ack' AND "
+                        f"json_extract(body, '$.ref') IN ({marks}) "
+                        "AND json_extract(body, '$.action') != 'repeated' ORDER BY ts, id",
+                        ids):
+                    last[ref] = (action, by)
+        items = []
+        for e in events:
+            b = e.body
+            if e.kind == "alert" and area and b["areas"] and area not in b["areas"]:
+                continue
+            action, by = last.get(e.id, ("new", ""))
+            items.append({
+                "id": e.id, "kind": e.kind, "origin": e.origin, "ts": e.ts,
+                "source": b.get("source", "resident"), "category": b["category"],
+                "severity": b.get("severity", "moderate"), "title": b.get("title", ""),
+                "text": b["text"], "place": b["place"], "state": action, "by": by,
+                "called_112": b["called_112"], "contact": b.get("contact", ""),
+                "receipt": b.get("receipt"), "button_id": b.get("button"),
+                "ref": b.get("ref"),
+            })
+        return items
+
     def receipt(self, code: str) -> tuple[str, Event] | None:
         """(state, report event) for a receipt code, or None."""
         with self._read() as conn:

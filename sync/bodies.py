@@ -20,7 +20,8 @@ CATEGORIES: Final = ("nuisance", "suspicious", "social", "emergency")
 AUDIENCES: Final = ("neighbours", "authorities", "both")
 ALERT_SOURCES: Final = ("resident", "team", "button", "central", "integration")
 SEVERITIES: Final = ("minor", "moderate", "severe", "extreme")  # CAP 1.2 <severity>
-ACK_ACTIONS: Final = ("seen", "on_my_way", "resolved", "escalated", "hidden")
+#: "repeated": the same panic button was held again within its cool-down.
+ACK_ACTIONS: Final = ("seen", "on_my_way", "resolved", "escalated", "hidden", "repeated")
 ESCALATE_TO: Final = ("police", "municipality")
 
 MAX_REPORT_TEXT: Final = 1000
@@ -147,7 +148,10 @@ def validate_report(body: Mapping[str, Any]) -> dict[str, Any]:
 def validate_alert(body: Mapping[str, Any]) -> dict[str, Any]:
     """A warning for residents (panic button, team, central, resident report)."""
     _only(body, {"source", "category", "severity", "title", "text", "place", "areas",
-                 "expires", "ref", "called_112"})
+                 "expires", "ref", "called_112", "button"})
+    button = _get(body, "button", None)
+    if button is not None and (not isinstance(button, str) or not SLUG.fullmatch(button)):
+        raise InvalidField("button", "must be a panic-button id")
     areas = _get(body, "areas", [])
     if not isinstance(areas, list) or len(areas) > MAX_AREAS:
         raise InvalidField("areas", f"must be a list of at most {MAX_AREAS} area codes")
@@ -165,6 +169,7 @@ def validate_alert(body: Mapping[str, Any]) -> dict[str, Any]:
         "expires": _optional_int(body, "expires"),
         "ref": _event_ref(body, "ref", required=False),
         "called_112": _bool(body, "called_112", False),
+        "button": button,
     }
 
 

@@ -20,10 +20,10 @@ from broker import BrokerProcess, BrokerSettings, MqttClient, MqttUser
 from broker.topics import PUBLIC_EVENTS_FILTER, event_topic, health_topic, parse_event_topic
 from sync import Event, KeyPair, SyncError, decode_event, verify_event
 
+from .alarms import store_ack, team_alert_body
 from .config import NodeSettings, load_secrets
 from .errors import NodeError
 from .hub import Hub
-from .alarms import store_ack, team_alert_body
 from .reports import Submitted, store_report
 from .store import Store
 from .trust import TrustedKeys

@@ -26,6 +26,7 @@ from .topics import (
     DOCUMENTED_TOPICS,
     EVENT_CHANNELS,
     HEALTH_FILTER,
+    POINT_PRESS_FILTER,
     PREFIX,
     PUBLIC_EVENTS_FILTER,
     check_origin,
@@ -33,6 +34,8 @@ from .topics import (
     health_topic,
     parse_event_topic,
     parse_health_topic,
+    parse_point_topic,
+    point_topic,
 )
 
 __all__ = [
@@ -43,6 +46,7 @@ __all__ = [
     "DOCUMENTED_TOPICS",
     "EVENT_CHANNELS",
     "HEALTH_FILTER",
+    "POINT_PRESS_FILTER",
     "PREFIX",
     "PUBLIC_EVENTS_FILTER",
     "BrokerError",
@@ -64,7 +68,9 @@ __all__ = [
     "health_topic",
     "parse_event_topic",
     "parse_health_topic",
+    "parse_point_topic",
     "passwd_matches",
+    "point_topic",
     "probe",
     "render_acl",
     "render_config",

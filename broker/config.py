@@ -23,7 +23,13 @@ from pathlib import Path
 from typing import Final, Literal
 
 from .errors import ConfigError
-from .topics import ALL_EVENTS_FILTER, HEALTH_FILTER, PUBLIC_EVENTS_FILTER
+from .topics import (
+    ALL_EVENTS_FILTER,
+    HEALTH_FILTER,
+    PUBLIC_EVENTS_FILTER,
+    check_origin,
+    point_topic,
+)
 
 CONF_NAME: Final = "mosquitto.conf"
 PASSWD_NAME: Final = "passwd"  # noqa: S105 - a file name, not a secret
@@ -47,19 +53,29 @@ _HASH_LINE: Final = re.compile(
 
 @dataclass(frozen=True)
 class MqttUser:
-    """An account on the node's broker. ``service``: node code; ``integration``: read-only."""
+    """An account on the node's broker.
+
+    ``service``: node code; ``integration``: read-only public events;
+    ``point``: one point device (``point`` names it), which may only publish its
+    own button presses and read its own light state.
+    """
 
     name: str
     password: str = field(repr=False)
-    role: Literal["service", "integration"]
+    role: Literal["service", "integration", "point"]
+    point: str | None = None
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _USER_NAME.fullmatch(self.name):
             raise ConfigError(f"MQTT user name {self.name!r} must match {_USER_NAME.pattern}")
         if not isinstance(self.password, str) or not self.password:
             raise ConfigError(f"MQTT user {self.name!r} needs a non-empty password")
-        if self.role not in ("service", "integration"):
+        if self.role not in ("service", "integration", "point"):
             raise ConfigError(f"MQTT user {self.name!r}: unknown role {self.role!r}")
+        if (self.role == "point") != (self.point is not None):
+            raise ConfigError(f"MQTT user {self.name!r}: a point user names exactly its point")
+        if self.point is not None:
+            check_origin(self.point)
 
 
 @dataclass(frozen=True)
@@ -75,6 +91,11 @@ class BrokerSettings:
     max_packet_size: int = 65536
     max_inflight_messages: int = 100
     max_queued_messages: int = 1000
+    #: A second listener with TLS for point devices on the hotspot (None: none).
+    tls_port: int | None = None
+    tls_bind_address: str = "0.0.0.0"  # noqa: S104 - point devices reach it over Wi-Fi
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     def __post_init__(self) -> None:
         if not 1 <= self.port <= 65535:
@@ -95,6 +116,8 @@ class BrokerSettings:
                               ("max_queued_messages", self.max_queued_messages)):
             if number <= 0:
                 raise ConfigError(f"{label} must be positive, not {number}")
+        if self.tls_port is not None and (self.tls_cert is None or self.tls_key is None):
+            raise ConfigError("a TLS listener needs tls_cert and tls_key")
         if self.max_packet_size < 20:
             raise ConfigError("max_packet_size below 20 bytes would refuse every CONNECT")
 
@@ -176,6 +199,16 @@ def render_config(s: BrokerSettings) -> str:
         "protocol mqtt",
         "",
     ]
+    if s.tls_port is not None and s.tls_cert is not None and s.tls_key is not None:
+        lines += [
+            "# Point devices: MQTT over TLS with per-device passwords and ACLs.",
+            f"listener {s.tls_port} {s.tls_bind_address}",
+            "protocol mqtt",
+            f"certfile {s.tls_cert.absolute()}",
+            f"keyfile {s.tls_key.absolute()}",
+            "tls_version tlsv1.2",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -190,6 +223,9 @@ def render_acl(s: BrokerSettings) -> str:
         lines += ["", f"user {user.name}"]
         if user.role == "service":
             lines.append(f"topic readwrite {ALL_EVENTS_FILTER}")
+        elif user.role == "point" and user.point is not None:
+            lines += [f"topic write {point_topic('+', user.point, 'press')}",
+                      f"topic read {point_topic('+', user.point, 'state')}"]
         else:
             lines += [f"topic read {PUBLIC_EVENTS_FILTER}", f"topic read {HEALTH_FILTER}"]
     lines.append("")

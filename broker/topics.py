@@ -32,6 +32,9 @@ PUBLIC_EVENTS_FILTER: Final = "bart/v1/+/public/#"
 ALL_EVENTS_FILTER: Final = "bart/v1/#"
 #: Health summaries of every node (retained).
 HEALTH_FILTER: Final = "bart/v1/+/health"
+#: Button presses of every point device of a node (the node subscribes).
+POINT_PRESS_FILTER: Final = "bart/v1/+/points/+/press"
+POINT_MESSAGES: Final = ("press", "state")
 
 STREAMS: Final = ("public", "private")
 KINDS: Final = ("report", "alert", "ack", "status")
@@ -47,12 +50,15 @@ _SLUG: Final = re.compile(r"[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?")
 DOCUMENTED_TOPICS: Final[tuple[str, ...]] = (
     *(f"{PREFIX}/{{origin}}/{stream}/{kind}" for stream, kind in EVENT_CHANNELS),
     f"{PREFIX}/{{node}}/health",
+    f"{PREFIX}/{{node}}/points/{{point}}/press",
+    f"{PREFIX}/{{node}}/points/{{point}}/state",
 )
 #: Topic filters used in subscriptions and ACLs; documented as well.
 DOCUMENTED_FILTERS: Final[tuple[str, ...]] = (
     ALL_EVENTS_FILTER,
     PUBLIC_EVENTS_FILTER,
     HEALTH_FILTER,
+    POINT_PRESS_FILTER,
 )
 
 
@@ -127,3 +133,26 @@ def parse_health_topic(topic: str) -> str:
     if len(parts) != 4 or "/".join(parts[:2]) != PREFIX or parts[3] != "health":
         raise TopicError(f"{topic!r} is not a health topic ({PREFIX}/node/health)")
     return check_origin(parts[2])
+
+
+def point_topic(node: str, point: str, message: str) -> str:
+    """``bart/v1/{node}/points/{point}/{press|state}``; ``node`` may be ``+`` in ACLs."""
+    if node != "+":
+        check_origin(node)
+    check_origin(point)
+    if message not in POINT_MESSAGES:
+        raise TopicError(f"point message must be one of {', '.join(POINT_MESSAGES)}")
+    return f"{PREFIX}/{node}/points/{point}/{message}"
+
+
+def parse_point_topic(topic: str) -> tuple[str, str, str]:
+    """(node, point, message) of a point-device topic; raise TopicError otherwise."""
+    parts = topic.split("/")
+    if len(parts) != 6 or "/".join(parts[:2]) != PREFIX or parts[3] != "points":
+        raise TopicError(f"{topic!r} is not a point topic ({PREFIX}/node/points/point/…)")
+    node, point, message = parts[2], parts[4], parts[5]
+    check_origin(node)
+    check_origin(point)
+    if message not in POINT_MESSAGES:
+        raise TopicError(f"{topic!r}: unknown point message {message!r}")
+    return node, point, message

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from broker import DOCUMENTED_FILTERS, DOCUMENTED_TOPICS, EVENT_CHANNELS, PREFIX
-from broker.topics import event_topic, health_topic
+from broker.topics import POINT_MESSAGES, event_topic, health_topic, point_topic
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -64,6 +64,9 @@ def produced_topics() -> set[str]:
     out = {event_topic(marker, stream, kind).replace(marker, "{origin}")
            for stream, kind in EVENT_CHANNELS}
     out.add(health_topic(marker).replace(marker, "{node}"))
+    for message in POINT_MESSAGES:
+        out.add(point_topic(marker, "point-marker", message)
+                .replace(marker, "{node}").replace("point-marker", "{point}"))
     return out
 
 

@@ -1,0 +1,120 @@
+"""The node's own small certificate authority for its TLS MQTT listener.
+
+Point devices (a Raspberry Pi Zero 2 W in a meeting point's post) reach their
+node over Wi-Fi with MQTT over TLS. The node creates, on first use and on the
+device itself, a CA and a server certificate signed by it; ``bart node point
+add`` hands the CA certificate to the point device, which then trusts exactly
+this node. (Mesh certificates between nodes are issued by central — a later
+issue — and are separate from this.)
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import ipaddress
+import os
+import socket
+from dataclasses import dataclass
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+CA_DAYS = 3650
+SERVER_DAYS = 825
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """Paths of the node's TLS material."""
+
+    directory: Path
+
+    @property
+    def ca_cert(self) -> Path:
+        """The CA certificate (given to point devices)."""
+        return self.directory / "ca.pem"
+
+    @property
+    def ca_key(self) -> Path:
+        """The CA's private key (0600, never leaves the node)."""
+        return self.directory / "ca.key"
+
+    @property
+    def cert(self) -> Path:
+        """The broker's server certificate."""
+        return self.directory / "server.pem"
+
+    @property
+    def key(self) -> Path:
+        """The broker's private key (0600)."""
+        return self.directory / "server.key"
+
+
+def _write(path: Path, data: bytes, private: bool) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def _name(common: str) -> x509.Name:
+    return x509.Name([x509.NameAttribute(NameOID.ORGANIZATION_NAME, "Bart"),
+                      x509.NameAttribute(NameOID.COMMON_NAME, common)])
+
+
+def ensure_tls(directory: Path, node_name: str, extra_hosts: tuple[str, ...] = (),
+               now: dt.datetime | None = None) -> TlsFiles:
+    """Create the CA and server certificate once; later calls return the paths."""
+    files = TlsFiles(directory)
+    if files.cert.exists() and files.key.exists() and files.ca_cert.exists():
+        return files
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = now or dt.datetime.now(dt.UTC)
+    ca_key = ec.generate_private_key(ec.SECP256R1())
+    ca_name = _name(f"Bart node CA {node_name}")
+    ca = (x509.CertificateBuilder()
+          .subject_name(ca_name).issuer_name(ca_name)
+          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+          .not_valid_before(now - dt.timedelta(days=1))
+          .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                       key_encipherment=False, data_encipherment=False,
+                                       key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                       encipher_only=False, decipher_only=False), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = ec.generate_private_key(ec.SECP256R1())
+    names: list[x509.GeneralName] = [x509.DNSName(node_name), x509.DNSName("localhost"),
+                                     x509.DNSName(f"{node_name}.local")]
+    host = socket.gethostname()
+    for extra in (host, f"{host}.local", *extra_hosts):
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(extra)))
+        except ValueError:
+            names.append(x509.DNSName(extra))
+    names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
+    unique = list(dict.fromkeys(names))
+    cert = (x509.CertificateBuilder()
+            .subject_name(_name(node_name)).issuer_name(ca_name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1))
+            .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
+            .add_extension(x509.SubjectAlternativeName(unique), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    none = serialization.NoEncryption()
+    _write(files.ca_key, ca_key.private_bytes(pem, pkcs8, none), private=True)
+    _write(files.key, key.private_bytes(pem, pkcs8, none), private=True)
+    _write(files.ca_cert, ca.public_bytes(pem), private=False)
+    _write(files.cert, cert.public_bytes(pem), private=False)
+    return files

@@ -51,12 +51,14 @@ def prepare(data_dir: Path, http_port: int, mqtt_port: int) -> NodeSettings:
     spec = hood["nodes"][0]
     if (data_dir / "node.toml").exists():
         return NodeSettings.load(data_dir, http_port=http_port, mqtt_port=mqtt_port)
-    points = [{"id": p["id"], "name": p["name"], "description": p.get("description", "")}
+    points = [{"id": p["id"], "name": p["name"], "description": p.get("description", ""),
+               "panic_buttons": p.get("panic_buttons", [])}
               for p in spec.get("meeting_points", [])]
     settings, _ = init_node(data_dir, name=spec["name"], area=spec["area_code"],
                             display_name=spec["display_name"], meeting_points=points,
                             http_host="127.0.0.1", http_port=http_port, mqtt_port=mqtt_port,
-                            timezone=hood["demo"].get("timezone", "Europe/Amsterdam"))
+                            timezone=hood["demo"].get("timezone", "Europe/Amsterdam"),
+                            demo=True, gpio="mock", point_port=free_port())
     return settings
 
 

@@ -13,7 +13,7 @@ import os
 import secrets
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
@@ -26,12 +26,23 @@ CONFIG_FILE = "node.toml"
 SECRETS_FILE = "secrets/mqtt.json"
 
 
+class PanicButtonConfig(BaseModel):
+    """A panic button at a meeting point (pins are BCM numbers)."""
+
+    id: str = Field(pattern=SLUG.pattern)
+    device: Literal["hub", "point"] = "hub"
+    button_pin: int = Field(ge=0, le=27)
+    led_pin: int = Field(ge=0, le=27)
+    buzzer_pin: int | None = Field(default=None, ge=0, le=27)
+
+
 class MeetingPoint(BaseModel):
     """A neighbourhood meeting point served by this node."""
 
     id: str = Field(pattern=SLUG.pattern)
     name: str = Field(min_length=1, max_length=80)
     description: str = Field(default="", max_length=300)
+    panic_buttons: list[PanicButtonConfig] = Field(default_factory=list, max_length=8)
 
 
 class NodeSettings(BaseSettings):
@@ -54,6 +65,12 @@ class NodeSettings(BaseSettings):
     reports_per_minute: int = Field(default=20, ge=0, le=10_000)
     min_free_disk_mb: int = Field(default=100, ge=0)
     log_level: str = Field(default="INFO", pattern=r"^(DEBUG|INFO|WARNING|ERROR)$")
+    gpio: Literal["auto", "mock", "off"] = "auto"
+    demo: bool = False
+    hold_s: float = Field(default=2.0, ge=0.5, le=10.0)
+    cooldown_s: float = Field(default=60.0, ge=0.0, le=3600.0)
+    point_port: int = Field(default=8883, ge=0, le=65535)
+    point_host: str = Field(default="", max_length=253)
 
     @field_validator("meeting_points")
     @classmethod
@@ -84,6 +101,11 @@ class NodeSettings(BaseSettings):
     def keys_dir(self) -> Path:
         """Where the node's private keys live (0700 directory, 0600 files)."""
         return self.data_dir / "keys"
+
+    @property
+    def tls_dir(self) -> Path:
+        """The node's own CA and TLS certificate for point devices."""
+        return self.data_dir / "tls"
 
     @property
     def broker_dir(self) -> Path:
@@ -123,8 +145,13 @@ def render_toml(values: dict[str, Any]) -> str:
     for key, value in values.items():
         lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
     for point in points:
+        buttons = point.get("panic_buttons", [])
         lines += ["", "[[meeting_points]]"]
-        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in point.items()]
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in point.items()
+                  if k != "panic_buttons"]
+        for button in buttons:
+            lines += ["", "[[meeting_points.panic_buttons]]"]
+            lines += [f"{k} = {json.dumps(v)}" for k, v in button.items() if v is not None]
     return "\n".join(lines) + "\n"
 
 

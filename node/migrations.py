@@ -53,9 +53,22 @@ def _m002_receipts(db: sqlite_utils.Database) -> None:
     db.execute(sql)
 
 
+def _m003_point_presses(db: sqlite_utils.Database) -> None:
+    # A press id from a point device maps to the event it produced, so a press
+    # delivered twice (QoS 1 is at least once) raises one alarm.
+    db.execute(db.create_table_sql(
+        "point_presses",
+        {"press_id": str, "point": str, "button": str, "kind": str, "event_id": str,
+         "received_at": int},
+        pk="press_id",
+        not_null={"point", "button", "kind", "event_id", "received_at"},
+    ))
+
+
 MIGRATIONS: list[Migration] = [
     ("001_events", _m001_events),
     ("002_receipts", _m002_receipts),
+    ("003_point_presses", _m003_point_presses),
 ]
 
 

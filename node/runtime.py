@@ -21,6 +21,7 @@ from broker.topics import PUBLIC_EVENTS_FILTER, event_topic, health_topic, parse
 from sync import Event, KeyPair, SyncError, decode_event, verify_event
 
 from .alarms import store_ack, team_alert_body
+from .buttons import ButtonService
 from .config import NodeSettings, load_secrets
 from .errors import NodeError
 from .hub import Hub
@@ -75,6 +76,7 @@ class NodeRuntime:
         self.store: Store | None = None
         self.broker: BrokerProcess | None = None
         self.mqtt: MqttClient | None = None
+        self.buttons: ButtonService | None = None
         self.started_at = time.time()
         self._start_broker = start_broker
         self._tasks: set[asyncio.Task[None]] = set()
@@ -102,14 +104,18 @@ class NodeRuntime:
                                password=secrets["service_password"],
                                client_id=f"{s.name}-node")
         self.mqtt.subscribe(PUBLIC_EVENTS_FILTER, self._on_mqtt_message)
+        self.buttons = ButtonService(s, self)
+        self.buttons.start(asyncio.get_running_loop())
         await self.mqtt.start()
         await self.mqtt.wait_connected(5.0)
-        self._spawn(self._publish_health(online=True))
+        self.spawn(self._publish_health(online=True))
 
     async def stop(self) -> None:
         """Stop in reverse order; safe to call twice."""
         self.hub.close()
         self.team_hub.close()
+        if self.buttons is not None:
+            self.buttons.close()
         for task in list(self._tasks):
             task.cancel()
         if self.mqtt is not None:
@@ -122,7 +128,8 @@ class NodeRuntime:
             await asyncio.to_thread(self.store.close)
             self.store = None
 
-    def _spawn(self, coro: Any) -> None:
+    def spawn(self, coro: Any) -> None:
+        """Run ``coro`` as a task the runtime keeps (and cancels on stop)."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
@@ -141,7 +148,7 @@ class NodeRuntime:
         done = await self.require_store().write(lambda tx: store_report(tx, clean, area))
         for event in (done.report, done.warning):
             if event is not None:
-                self._after_commit(event)
+                self.after_commit(event)
         return done
 
     async def team_ack(self, ref: str, action: str, by: str, note: str = "",
@@ -149,7 +156,9 @@ class NodeRuntime:
         """A team member's answer to an alert or report (stored, then fanned out)."""
         event = await self.require_store().write(
             lambda tx: store_ack(tx, ref, action, by, note, to))
-        self._after_commit(event)
+        self.after_commit(event)
+        if self.buttons is not None:
+            await self.buttons.on_ack(event)
         return event
 
     async def team_alert(self, title: str, text: str, severity: str, expires_ms: int | None,
@@ -161,14 +170,15 @@ class NodeRuntime:
         body = team_alert_body(title, text, severity, expires_ms, self.settings.area)
         event = await self.require_store().write(
             lambda tx: tx.append_local("alert", "public", body))
-        self._after_commit(event)
+        self.after_commit(event)
         return event
 
-    def _after_commit(self, event: Event) -> None:
+    def after_commit(self, event: Event) -> None:
+        """Fan a committed local event out: live pages, team, Mosquitto."""
         if event.stream == "public":
             self.hub.publish(event)
         self.team_hub.publish(event)
-        self._spawn(self._publish_event(event))
+        self.spawn(self._publish_event(event))
 
     async def _publish_event(self, event: Event) -> None:
         if self.mqtt is None:
@@ -232,7 +242,7 @@ class NodeRuntime:
         self._pending_ids.add(event.id)
         self.hub.publish(event)
         self.team_hub.publish(event)
-        self._spawn(self._store_foreign(event))
+        self.spawn(self._store_foreign(event))
 
     def _conflict(self, store: Store, event: Event) -> str | None:
         """None if ``event`` is new; "" if already held; else why it is refused."""

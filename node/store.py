@@ -326,6 +326,22 @@ class Store:
             })
         return items
 
+    def open_alarm(self, button_id: str) -> tuple[Event, str] | None:
+        """The newest alarm of a button and its last answer ("new" if none)."""
+        with self._read() as conn:
+            row = conn.execute(
+                f"SELECT {_EVENT_COLS} FROM events WHERE kind = 'alert' AND "
+                "json_extract(body, '$.button') = ? ORDER BY ts DESC, id DESC LIMIT 1",
+                (button_id,)).fetchone()
+            if row is None:
+                return None
+            alarm = _row_to_event(row)
+            last = conn.execute(
+                "SELECT json_extract(body, '$.action') FROM events WHERE kind = 'ack' AND "
+                "json_extract(body, '$.ref') = ? AND json_extract(body, '$.action') "
+                "!= 'repeated' ORDER BY ts DESC, id DESC LIMIT 1", (alarm.id,)).fetchone()
+        return alarm, (last[0] if last else "new")
+
     def receipt(self, code: str) -> tuple[str, Event] | None:
         """(state, report event) for a receipt code, or None."""
         with self._read() as conn:

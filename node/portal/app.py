@@ -17,7 +17,7 @@ from fastapi.responses import JSONResponse
 
 from ..config import NodeSettings
 from ..runtime import NodeRuntime
-from . import api, resident
+from . import api, demo, resident
 from .guards import LimitBody, RateLimiter, SecurityHeaders
 from .i18n import Catalogue
 from .render import Renderer
@@ -63,6 +63,8 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     app.state.report_limiter = RateLimiter(settings.reports_per_minute)
     app.state.lookup_limiter = RateLimiter(60 if settings.reports_per_minute else 0)
     app.include_router(api.router)
+    if settings.demo:
+        app.include_router(demo.router)
     app.include_router(resident.router)
 
     @app.exception_handler(RequestValidationError)

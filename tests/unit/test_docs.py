@@ -42,7 +42,7 @@ def test_every_setting_is_documented() -> None:
 def test_every_http_endpoint_is_documented(tmp_path: Path) -> None:
     from node.portal.app import create_app
 
-    app = create_app(NodeSettings(data_dir=tmp_path, name="n1", area="ESC-01"),
+    app = create_app(NodeSettings(data_dir=tmp_path, name="n1", area="ESC-01", demo=True),
                      runtime=object())  # type: ignore[arg-type]  # routes only, never started
     text = (DOCS / "http-api.md").read_text()
     for route in app.routes:

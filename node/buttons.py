@@ -1,0 +1,228 @@
+"""Panic buttons on the node: wired (hub) buttons and point devices, one path.
+
+A hold of a wired button (gpiozero, :mod:`hardware`) and a press message from
+a point device (MQTT over TLS) both end in :meth:`ButtonService.handle`: the
+alarm is stored first, then shown and published; then the button's light says
+"stored". Team answers move the light on: "on my way" → *coming*, "resolved" →
+*resolved*. A press id from a point device is remembered with the event it
+produced, so a press delivered twice raises one alarm.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Callable
+from functools import partial
+from typing import TYPE_CHECKING, Any
+
+from broker.topics import POINT_PRESS_FILTER, parse_point_topic, point_topic
+from hardware import ButtonSpec, PanicButton, StatusLight, load_buttons, pin_factory_for
+from sync import Event
+from sync.bodies import SLUG
+
+from .alarms import button_alarm_body, store_ack
+from .config import NodeSettings
+from .store import WriteTx
+
+if TYPE_CHECKING:
+    from .runtime import NodeRuntime
+
+log = logging.getLogger(__name__)
+
+PRESS_KINDS = ("alarm", "repeat", "fault", "fault_cleared")
+MAX_PRESS_BYTES = 512
+#: Light state of a button after each team answer on its alarm.
+LIGHT_AFTER = {"new": "stored", "seen": "stored", "on_my_way": "coming",
+               "escalated": "coming", "resolved": "resolved", "hidden": "resolved"}
+
+
+def button_specs(settings: NodeSettings) -> list[ButtonSpec]:
+    """The configured buttons as hardware specs (validated: ids, pins)."""
+    return load_buttons([p.model_dump() for p in settings.meeting_points], area=settings.area)
+
+
+def parse_press(payload: bytes) -> dict[str, Any]:
+    """Validate a point device's press message; raise ValueError when it is bad."""
+    if len(payload) > MAX_PRESS_BYTES:
+        raise ValueError("press message too large")
+    data = json.loads(payload)
+    if not isinstance(data, dict) or data.get("v") != 1:
+        raise ValueError("press message must be an object with v = 1")
+    if set(data) != {"v", "id", "button", "kind", "ts"}:
+        raise ValueError("press message has missing or unknown fields")
+    if not isinstance(data["id"], str) or not 8 <= len(data["id"]) <= 64:
+        raise ValueError("press id must be text of 8-64 characters")
+    if not isinstance(data["button"], str) or not SLUG.fullmatch(data["button"]):
+        raise ValueError("button must be a button id")
+    if data["kind"] not in PRESS_KINDS:
+        raise ValueError(f"kind must be one of {', '.join(PRESS_KINDS)}")
+    if not isinstance(data["ts"], int) or isinstance(data["ts"], bool):
+        raise ValueError("ts must be Unix milliseconds")
+    return data
+
+
+def press_task(button: str, meeting_point: str, kind: str, area: str,
+               press_id: str | None) -> Callable[[WriteTx], Event | None]:
+    """Writer task: the event of one press, de-duplicated by ``press_id``.
+
+    A hold raises an alarm, or — when the button's last alarm is still open —
+    answers it with ``repeated`` (the person is still pressing: same alarm).
+    """
+
+    def task(tx: WriteTx) -> Event | None:
+        if press_id is not None and tx.conn.execute(
+                "SELECT 1 FROM point_presses WHERE press_id = ?", (press_id,)).fetchone():
+            return None
+        event: Event
+        if kind == "alarm" or kind == "repeat":
+            row = tx.conn.execute(
+                "SELECT id FROM events WHERE kind = 'alert' AND "
+                "json_extract(body, '$.button') = ? ORDER BY ts DESC, id DESC LIMIT 1",
+                (button,)).fetchone()
+            resolved = row is not None and tx.conn.execute(
+                "SELECT 1 FROM events WHERE kind = 'ack' AND json_extract(body, '$.ref') = ? "
+                "AND json_extract(body, '$.action') IN ('resolved', 'hidden')",
+                (row[0],)).fetchone() is not None
+            if kind == "repeat" and row is not None and not resolved:
+                event = store_ack(tx, row[0], "repeated", button)
+            else:
+                event = tx.append_local("alert", "public",
+                                        button_alarm_body(button, meeting_point, area))
+        else:
+            event = tx.append_local("status", "private",
+                                    {"event": f"button_{kind}", "button": button})
+        if press_id is not None:
+            tx.conn.execute(
+                "INSERT INTO point_presses (press_id, point, button, kind, event_id, "
+                "received_at) VALUES (?, ?, ?, ?, ?, ?)",
+                (press_id, meeting_point, button, kind, event.id, tx.now_ms))
+        return event
+
+    return task
+
+
+class ButtonService:
+    """The node's panic buttons: gpiozero devices, point-device messages, lights."""
+
+    def __init__(self, settings: NodeSettings, runtime: NodeRuntime) -> None:
+        self.settings = settings
+        self.runtime = runtime
+        self.specs = {s.id: s for s in button_specs(settings)}
+        self.buttons: dict[str, PanicButton] = {}
+        self.lights: dict[str, StatusLight] = {}
+        self.factory: Any = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_press: dict[str, str] = {}  # point button -> last press id
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Claim the pins of wired buttons; subscribe to point devices."""
+        self._loop = loop
+        hub = [s for s in self.specs.values() if s.device == "hub"]
+        if hub and self.settings.gpio != "off":
+            self.factory = pin_factory_for("mock" if self.settings.gpio == "mock" else "auto")
+            for spec in hub:
+                self.lights[spec.id] = StatusLight(spec.led_pin, buzzer_pin=spec.buzzer_pin,
+                                                   name=spec.id, pin_factory=self.factory)
+                self.buttons[spec.id] = PanicButton(
+                    spec.button_pin, button_id=spec.id, hold_s=self.settings.hold_s,
+                    cooldown_s=self.settings.cooldown_s, pin_factory=self.factory,
+                    on_alarm=partial(self._from_thread, spec.id, "alarm"),
+                    on_refresh=partial(self._from_thread, spec.id, "repeat"),
+                    on_fault=partial(self._from_thread, spec.id, "fault"),
+                    on_fault_cleared=partial(self._from_thread, spec.id, "fault_cleared"))
+        if self.runtime.mqtt is not None and any(
+                s.device == "point" for s in self.specs.values()):
+            self.runtime.mqtt.subscribe(POINT_PRESS_FILTER, self._on_point_message)
+
+    def close(self) -> None:
+        """Release every pin."""
+        for button in self.buttons.values():
+            button.close()
+        for light in self.lights.values():
+            light.close()
+        self.buttons.clear()
+        self.lights.clear()
+
+    # -- wired buttons ------------------------------------------------------------
+
+    def _from_thread(self, button: str, kind: str, _event: object) -> None:
+        # Called on the button's own thread: hand over to the event loop.
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(
+                lambda: self.runtime.spawn(self.handle(button, kind)))
+
+    async def press(self, button_id: str, hold_s: float | None = None) -> None:
+        """Hold a wired button's mock pin (demo and tests): the real code path."""
+        spec = self.specs.get(button_id)
+        if spec is None or spec.device != "hub" or self.factory is None:
+            raise KeyError(f"no wired button {button_id!r} with mock pins")
+        pin = self.factory.pin(spec.button_pin)
+        pin.drive_low()
+        try:
+            await asyncio.sleep(self.settings.hold_s + 0.2 if hold_s is None else hold_s)
+        finally:
+            pin.drive_high()
+
+    # -- point devices ------------------------------------------------------------
+
+    def _on_point_message(self, topic: str, payload: bytes) -> None:
+        try:
+            node, point, message = parse_point_topic(topic)
+            press = parse_press(payload)
+        except ValueError as exc:
+            log.warning("refused point message on %s: %s", topic, exc)
+            return
+        spec = self.specs.get(press["button"])
+        if node != self.settings.name or message != "press" or spec is None or \
+                spec.device != "point" or spec.meeting_point != point:
+            log.warning("refused press for %s from point %s", press["button"], point)
+            return
+        self._last_press[spec.id] = press["id"]
+        self.runtime.spawn(self.handle(spec.id, press["kind"], press_id=press["id"]))
+
+    # -- one path for both ----------------------------------------------------------
+
+    async def handle(self, button: str, kind: str, *,
+                     press_id: str | None = None) -> Event | None:
+        """Store what a press means, fan it out, and update the button's light."""
+        spec = self.specs[button]
+        task = press_task(button, spec.meeting_point, kind, self.settings.area, press_id)
+        event: Event | None = await self.runtime.require_store().write(task)
+        if event is not None:
+            self.runtime.after_commit(event)
+        state = {"fault": "fault", "fault_cleared": "idle"}.get(kind)
+        if state is None:
+            found = self.runtime.require_store().open_alarm(button)
+            state = LIGHT_AFTER.get(found[1], "stored") if found else "stored"
+        await self.show(button, state)
+        return event
+
+    async def on_ack(self, ack: Event) -> None:
+        """A team answer: move the light of the button whose alarm it answers."""
+        alarm = self.runtime.require_store().get_event(ack.body["ref"])
+        if alarm is None or alarm.kind != "alert" or not alarm.body.get("button"):
+            return
+        button = alarm.body["button"]
+        if button in self.specs and ack.body["action"] in LIGHT_AFTER:
+            await self.show(button, LIGHT_AFTER[ack.body["action"]])
+
+    async def show(self, button: str, state: str) -> None:
+        """Set a wired light, or publish the state to the point device (retained)."""
+        if button in self.lights:
+            self.lights[button].set_state(state)
+            return
+        spec = self.specs.get(button)
+        mqtt = self.runtime.mqtt
+        if spec is None or spec.device != "point" or mqtt is None:
+            return
+        payload = json.dumps({"v": 1, "button": button, "press": self._last_press.get(button),
+                              "state": state, "ts": int(time.time() * 1000)}).encode()
+        topic = point_topic(self.settings.name, spec.meeting_point, "state")
+        try:
+            await mqtt.publish(topic, payload, qos=1, retain=True)
+        except Exception as exc:
+            log.warning("could not tell point %s its state: %s", spec.meeting_point, exc)

@@ -1,0 +1,436 @@
+"""Team accounts, sessions, login throttling and the audit log, in ``team.db``.
+
+Accounts are not events: they live in their own SQLite file next to the node
+store, ``<data_dir>/team.db``, so that ``bart node team add`` can write it
+while the node runs (WAL, ``busy_timeout``, every write in ``BEGIN
+IMMEDIATE``). Passwords are hashed with scrypt (:mod:`node.team.passwords`);
+session tokens are stored only as their SHA-256.
+
+Rules (all on the injectable ``clock``, seconds since the epoch):
+
+* a new account gets a one-time password and must choose its own at first login;
+* 5 wrong passwords for a name lock it for 15 minutes, then 30, 60, … (at most
+  24 h); the count starts over after a good login or a day without failures.
+  Unknown names are counted and locked the same way, so a lockout reveals
+  nothing about which names exist;
+* 20 failed logins from one client address within 10 minutes: that address
+  waits (:class:`Throttled`) before any password is even checked;
+* a session ends 12 hours after its last use, and 7 days after login at most.
+
+>>> import tempfile, pathlib
+>>> path = pathlib.Path(tempfile.mkdtemp()) / "team.db"
+>>> with TeamAccounts(path, scrypt_n=2**10) as team:
+...     otp = team.add("Fatma")
+...     team.verify("fatma", otp.lower(), "10.0.0.7").must_change
+True
+"""
+
+from __future__ import annotations
+
+import builtins
+import hashlib
+import logging
+import os
+import secrets
+import sqlite3
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Final
+
+from .errors import InvalidName, LockedOut, LoginFailed, NameTaken, Throttled, UnknownMember
+from .passwords import (
+    SCRYPT_N,
+    check_new_password,
+    dummy_hash,
+    hash_password,
+    name_key,
+    new_one_time_password,
+    normalise_name,
+    normalise_one_time_password,
+    verify_password,
+)
+from .schema import migrate
+
+log = logging.getLogger(__name__)
+
+SESSION_IDLE_S: Final = 12 * 3600
+SESSION_MAX_S: Final = 7 * 86400
+#: A session's last use is written at most this often (SD cards wear out).
+TOUCH_EVERY_S: Final = 60
+MAX_FAILURES: Final = 5
+LOCKOUT_S: Final = 15 * 60
+LOCKOUT_MAX_S: Final = 24 * 3600
+FORGET_FAILURES_S: Final = 24 * 3600
+CLIENT_MAX_FAILURES: Final = 20
+CLIENT_WINDOW_S: Final = 10 * 60
+AUDIT_KEEP: Final = 50_000
+MAX_TOKEN: Final = 128
+
+
+@dataclass(frozen=True)
+class Member:
+    """A team account as the pages and the CLI see it (never its hash)."""
+
+    name: str
+    created: float
+    last_login: float | None
+    must_change: bool
+    locked_until: float | None
+
+
+@dataclass(frozen=True)
+class AuditEntry:
+    """One line of the audit log: who did what, when."""
+
+    id: int
+    at: float
+    member: str
+    action: str
+    detail: str
+
+
+def token_hash(token: str) -> str:
+    """What is stored of a session token: its SHA-256, hex."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def _create_private(path: Path) -> None:
+    """Create ``path`` mode 0600 before SQLite does: it holds password hashes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except FileExistsError:
+        return
+    os.close(fd)
+
+
+class TeamAccounts:
+    """The team's accounts and sessions in ``path`` (usually ``<data_dir>/team.db``).
+
+    Thread-safe: routes call the slow methods (:meth:`verify`,
+    :meth:`set_password`) in a worker thread so that hashing never blocks the
+    event loop. ``scrypt_n`` is for tests only; stored hashes carry their own
+    parameters.
+    """
+
+    def __init__(self, path: Path, clock: Callable[[], float] = time.time, *,
+                 scrypt_n: int = SCRYPT_N) -> None:
+        self.path = path
+        self.clock = clock
+        self._n = scrypt_n
+        self._dummy = dummy_hash(scrypt_n)
+        self._lock = threading.RLock()
+        _create_private(path)
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False,
+                               timeout=10.0)
+        try:
+            conn.execute("PRAGMA busy_timeout = 10000")
+            conn.execute("PRAGMA journal_mode = WAL")
+            conn.execute("PRAGMA synchronous = FULL")
+            conn.execute("PRAGMA foreign_keys = ON")
+            migrate(conn)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn: sqlite3.Connection | None = conn
+
+    # -- plumbing --------------------------------------------------------------
+
+    def _db(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise sqlite3.ProgrammingError("team accounts are closed")
+        return self._conn
+
+    @contextmanager
+    def _write(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            conn = self._db()
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield conn
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")
+
+    @contextmanager
+    def _read(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            yield self._db()
+
+    def _locked_until(self, conn: sqlite3.Connection, key: str, now: float) -> float | None:
+        row = conn.execute("SELECT locked_until FROM name_failures WHERE key = ?",
+                           (key,)).fetchone()
+        return float(row[0]) if row and row[0] is not None and row[0] > now else None
+
+    def _member(self, conn: sqlite3.Connection, key: str, now: float) -> Member | None:
+        row = conn.execute("SELECT name, created, last_login, must_change FROM members "
+                           "WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        return Member(row[0], row[1], row[2], bool(row[3]), self._locked_until(conn, key, now))
+
+    # -- accounts --------------------------------------------------------------
+
+    def add(self, name: str) -> str:
+        """Create an account; return its one-time password (shown once, never stored)."""
+        clean = normalise_name(name)
+        otp = new_one_time_password()
+        pw_hash = hash_password(otp, n=self._n)
+        now = self.clock()
+        with self._write() as conn:
+            try:
+                conn.execute("INSERT INTO members (key, name, pw_hash, must_change, created) "
+                             "VALUES (?, ?, ?, 1, ?)", (clean.casefold(), clean, pw_hash, now))
+            except sqlite3.IntegrityError:
+                raise NameTaken(f"there is already a team member called {clean}") from None
+            self._audit(conn, now, "(cli)", "account.add", clean)
+        return otp
+
+    def remove(self, name: str) -> None:
+        """Delete an account and end its sessions at once."""
+        key = self._key_or_unknown(name)
+        now = self.clock()
+        with self._write() as conn:
+            if conn.execute("DELETE FROM members WHERE key = ?", (key,)).rowcount == 0:
+                raise UnknownMember(f"there is no team member called {name.strip()}")
+            self._audit(conn, now, "(cli)", "account.remove", normalise_name(name))
+
+    def list(self) -> builtins.list[Member]:
+        """Every account, by name."""
+        now = self.clock()
+        with self._read() as conn:
+            keys = [r[0] for r in conn.execute("SELECT key FROM members ORDER BY key")]
+            found = [self._member(conn, key, now) for key in keys]
+        return [m for m in found if m is not None]
+
+    def member(self, name: str) -> Member | None:
+        """One account by name (ignoring case), or None."""
+        try:
+            key = name_key(name)
+        except InvalidName:
+            return None
+        with self._read() as conn:
+            return self._member(conn, key, self.clock())
+
+    @staticmethod
+    def _key_or_unknown(name: str) -> str:
+        try:
+            return name_key(name)
+        except InvalidName:
+            raise UnknownMember(f"there is no team member called {name.strip()[:40]}") from None
+
+    # -- passwords ---------------------------------------------------------------
+
+    def verify(self, name: str, password: str, client: str) -> Member:
+        """Check a login; the member on success, else :class:`LoginFailed`.
+
+        Raises :class:`Throttled` for a client with too many failures and
+        :class:`LockedOut` for a locked name, both before any hashing. An
+        unknown name costs the same hashing time as a known one.
+        """
+        now = self.clock()
+        try:
+            key: str | None = name_key(name)
+        except (InvalidName, TypeError):
+            key = None
+        with self._write() as conn:
+            self._check_client(conn, client, now)
+            until = self._locked_until(conn, key, now) if key else None
+            if until is not None:
+                self._client_failure(conn, client, now)
+            row = conn.execute("SELECT pw_hash, must_change FROM members WHERE key = ?",
+                               (key,)).fetchone() if key else None
+        if until is not None:
+            raise LockedOut("too many wrong passwords; try again later", until)
+        stored = row[0] if row else self._dummy
+        candidate = normalise_one_time_password(password) if row and row[1] else password
+        matches = _verify(candidate, stored)  # always hash: unknown names take as long
+        ok = matches and row is not None
+        error: LockedOut | None = None
+        with self._write() as conn:
+            member = self._member(conn, key, now) if ok and key else None
+            if member is None or member.locked_until is not None:
+                self._client_failure(conn, client, now)
+                error = self._name_failure(conn, key, now) if key else None
+                self._audit(conn, now, _label(name), "login.failed", f"client {client}")
+            else:
+                conn.execute("DELETE FROM name_failures WHERE key = ?", (key,))
+                conn.execute("UPDATE members SET last_login = ? WHERE key = ?", (now, key))
+                self._audit(conn, now, member.name, "login", f"client {client}")
+                return Member(member.name, member.created, now, member.must_change, None)
+        raise error or LoginFailed("wrong name or password")
+
+    def set_password(self, name: str, old: str, new: str) -> None:
+        """Replace the password (and the one-time password's must-change flag).
+
+        Ends every session of the member: the caller starts a fresh one.
+        """
+        key = self._key_or_unknown(name)
+        now = self.clock()
+        with self._read() as conn:
+            until = self._locked_until(conn, key, now)
+            row = conn.execute("SELECT pw_hash, must_change, name FROM members WHERE key = ?",
+                               (key,)).fetchone()
+        if until is not None:
+            raise LockedOut("too many wrong passwords; try again later", until)
+        candidate = normalise_one_time_password(old) if row and row[1] else old
+        check_new_password(new, candidate)
+        matches = _verify(candidate, row[0] if row else self._dummy)
+        if row is None or not matches:
+            with self._write() as conn:
+                error = self._name_failure(conn, key, now)
+                self._audit(conn, now, _label(name), "password.failed", "wrong old password")
+            raise error or LoginFailed("the current password is wrong")
+        new_hash = hash_password(new, n=self._n)
+        with self._write() as conn:
+            conn.execute("UPDATE members SET pw_hash = ?, must_change = 0 WHERE key = ?",
+                         (new_hash, key))
+            conn.execute("DELETE FROM sessions WHERE member_key = ?", (key,))
+            conn.execute("DELETE FROM name_failures WHERE key = ?", (key,))
+            self._audit(conn, now, row[2], "password.change", "")
+
+    @staticmethod
+    def _check_client(conn: sqlite3.Connection, client: str, now: float) -> None:
+        count, oldest = conn.execute(
+            "SELECT COUNT(*), MIN(at) FROM client_failures WHERE client = ? AND at > ?",
+            (client, now - CLIENT_WINDOW_S)).fetchone()
+        if count >= CLIENT_MAX_FAILURES:
+            raise Throttled("too many failed logins from this device; wait a few minutes",
+                            max(1.0, oldest + CLIENT_WINDOW_S - now))
+
+    @staticmethod
+    def _client_failure(conn: sqlite3.Connection, client: str, now: float) -> None:
+        conn.execute("DELETE FROM client_failures WHERE at <= ?", (now - CLIENT_WINDOW_S,))
+        conn.execute("INSERT INTO client_failures (client, at) VALUES (?, ?)", (client, now))
+
+    @staticmethod
+    def _name_failure(conn: sqlite3.Connection, key: str, now: float) -> LockedOut | None:
+        """Count a wrong password for ``key``; the lockout it caused, if any."""
+        conn.execute("DELETE FROM name_failures WHERE last_failure <= ? AND "
+                     "(locked_until IS NULL OR locked_until <= ?)",
+                     (now - FORGET_FAILURES_S, now))
+        row = conn.execute("SELECT failures, lockouts FROM name_failures WHERE key = ?",
+                           (key,)).fetchone()
+        failures, lockouts = (row[0] + 1, row[1]) if row else (1, 0)
+        until = None
+        if failures >= MAX_FAILURES:
+            lockouts += 1
+            until = now + min(LOCKOUT_S * 2 ** min(lockouts - 1, 16), LOCKOUT_MAX_S)
+            failures = 0
+        conn.execute(
+            "INSERT INTO name_failures (key, failures, lockouts, locked_until, last_failure) "
+            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,"
+            " lockouts = excluded.lockouts, locked_until = COALESCE(excluded.locked_until, "
+            "locked_until), last_failure = excluded.last_failure",
+            (key, failures, lockouts, until, now))
+        if until is None:
+            return None
+        log.warning("team login locked for %.0f minutes after %d wrong passwords",
+                    (until - now) / 60, MAX_FAILURES)
+        return LockedOut("too many wrong passwords; try again later", until)
+
+    # -- sessions ----------------------------------------------------------------
+
+    def create_session(self, name: str) -> str:
+        """A new session for ``name``: the token for its cookie (only its hash is kept)."""
+        key = self._key_or_unknown(name)
+        token = secrets.token_urlsafe(32)
+        now = self.clock()
+        with self._write() as conn:
+            if not conn.execute("SELECT 1 FROM members WHERE key = ?", (key,)).fetchone():
+                raise UnknownMember(f"there is no team member called {name.strip()}")
+            conn.execute("DELETE FROM sessions WHERE last_seen <= ? OR created <= ?",
+                         (now - SESSION_IDLE_S, now - SESSION_MAX_S))
+            conn.execute("INSERT INTO sessions (token_hash, member_key, created, last_seen) "
+                         "VALUES (?, ?, ?, ?)", (token_hash(token), key, now, now))
+        return token
+
+    def session(self, token: str | None, *, touch: bool = True) -> Member | None:
+        """The member a session token belongs to, or None when unknown or expired.
+
+        ``touch=False`` checks without extending the session (the live stream
+        does so: an open tab alone keeps nobody logged in).
+        """
+        if not token or len(token) > MAX_TOKEN:
+            return None
+        digest = token_hash(token)
+        now = self.clock()
+        with self._read() as conn:
+            row = conn.execute("SELECT member_key, created, last_seen FROM sessions "
+                               "WHERE token_hash = ?", (digest,)).fetchone()
+            if row is None:
+                return None
+            key, created, last_seen = row
+            if now >= last_seen + SESSION_IDLE_S or now >= created + SESSION_MAX_S:
+                with self._write() as wconn:
+                    wconn.execute("DELETE FROM sessions WHERE token_hash = ?", (digest,))
+                return None
+            member = self._member(conn, key, now)
+            if touch and member is not None and now - last_seen >= TOUCH_EVERY_S:
+                with self._write() as wconn:
+                    wconn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?",
+                                  (now, digest))
+        return member
+
+    def end_session(self, token: str | None) -> None:
+        """Log out: forget the session (nothing happens for an unknown token)."""
+        if not token or len(token) > MAX_TOKEN:
+            return
+        with self._write() as conn:
+            conn.execute("DELETE FROM sessions WHERE token_hash = ?", (token_hash(token),))
+
+    # -- audit ---------------------------------------------------------------------
+
+    def record(self, member: Member | str, action: str, detail: str = "") -> None:
+        """Add a line to the audit log: who (``member``), what, and now."""
+        who = member.name if isinstance(member, Member) else member
+        with self._write() as conn:
+            self._audit(conn, self.clock(), who, action, detail)
+
+    @staticmethod
+    def _audit(conn: sqlite3.Connection, now: float, who: str, action: str,
+               detail: str) -> None:
+        cur = conn.execute("INSERT INTO audit (at, member, action, detail) VALUES (?, ?, ?, ?)",
+                           (now, who[:80], action[:80], detail[:2000]))
+        if cur.lastrowid and cur.lastrowid % 1000 == 0:  # bounded on an SD card
+            conn.execute("DELETE FROM audit WHERE id <= ?", (cur.lastrowid - AUDIT_KEEP,))
+
+    def audit_log(self, limit: int = 100) -> builtins.list[AuditEntry]:
+        """The newest ``limit`` audit lines, newest first."""
+        with self._read() as conn:
+            rows = conn.execute("SELECT id, at, member, action, detail FROM audit "
+                                "ORDER BY id DESC LIMIT ?", (max(0, limit),)).fetchall()
+        return [AuditEntry(*row) for row in rows]
+
+    # -- lifecycle -------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the database; safe to call twice."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __enter__(self) -> TeamAccounts:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _verify(password: str, stored: str) -> bool:
+    return isinstance(password, str) and len(password) <= 1024 and verify_password(
+        password, stored)
+
+
+def _label(name: str) -> str:
+    """A typed name made safe to log: single-line, at most 40 characters."""
+    try:
+        return normalise_name(name)
+    except (InvalidName, TypeError):
+        return " ".join(str(name).split())[:40] or "(empty)"

@@ -1,0 +1,129 @@
+"""View models of the team dashboard: open items turned into rows (pure).
+
+An *item* is one dict as ``Store.open_items()`` returns it: ``{id, kind
+("alert" | "report"), source, category, severity, title, text, place, ts,
+state, by, called_112, contact, receipt, button_id}``. A *row* is what
+``_team_row.html`` shows: the same values made safe to render, plus which
+actions the team may take now. Alarms (panic buttons) come first.
+
+>>> item = {"id": "e1", "kind": "alert", "source": "button", "category": "emergency",
+...         "severity": "severe", "title": "", "text": "", "place": "Speeltuin",
+...         "ts": 0, "state": "new", "by": "", "called_112": False, "contact": "",
+...         "receipt": "", "button_id": "klimboom"}
+>>> actions_for(item), is_alarm(item)
+(['seen', 'on_my_way', 'resolved', 'escalated'], True)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any, Final
+
+from sync import Event
+from sync.bodies import CATEGORIES, SEVERITIES
+
+from ..config import NodeSettings
+from ..portal.views import local_time, place_text
+
+STATES: Final = ("new", "seen", "on_my_way", "resolved", "escalated", "hidden")
+ACK_ACTIONS: Final = ("seen", "on_my_way", "resolved", "escalated")
+ESCALATE_TO: Final = ("police", "municipality")
+#: What the team may still do in each state (the order of the buttons).
+NEXT_ACTIONS: Final[Mapping[str, tuple[str, ...]]] = {
+    "new": ("seen", "on_my_way", "resolved", "escalated"),
+    "seen": ("on_my_way", "resolved", "escalated"),
+    "on_my_way": ("resolved", "escalated"),
+    "escalated": ("on_my_way", "resolved"),
+    "resolved": (),
+    "hidden": (),
+}
+
+
+def is_alarm(item: Mapping[str, Any]) -> bool:
+    """A panic-button alarm: shown red and on top."""
+    return bool(item.get("button_id")) or (
+        item.get("kind") == "alert" and item.get("source") == "button")
+
+
+def actions_for(item: Mapping[str, Any]) -> list[str]:
+    """The ack actions the team may take on ``item`` in its current state."""
+    return list(NEXT_ACTIONS.get(str(item.get("state", "new")), ()))
+
+
+def can_hide(item: Mapping[str, Any]) -> bool:
+    """Only a resident's public warning can be hidden from residents."""
+    return (item.get("kind") == "alert" and item.get("source") == "resident"
+            and item.get("state") != "hidden")
+
+
+def _place(value: Any, settings: NodeSettings) -> str:
+    if isinstance(value, Mapping):
+        return place_text({"place": value}, settings)
+    return str(value or "")
+
+
+def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str) -> dict[str, Any]:
+    """The row ``_team_row.html`` renders for one open item."""
+    state = str(item.get("state") or "new")
+    time_text, date_text = local_time(int(item.get("ts") or 0), settings.timezone, lang)
+    category = item.get("category")
+    severity = item.get("severity")
+    names = {p.id: p.name for p in settings.meeting_points}
+    button = str(item.get("button_id") or "")
+    return {
+        "id": str(item["id"]),
+        "kind": "report" if item.get("kind") == "report" else "alert",
+        "alarm": is_alarm(item),
+        "source": str(item.get("source") or ""),
+        "category": category if category in CATEGORIES else "other",
+        "severity": severity if severity in SEVERITIES else "moderate",
+        "title": str(item.get("title") or ""),
+        "text": str(item.get("text") or ""),
+        "place": _place(item.get("place"), settings),
+        "time": time_text,
+        "date": date_text,
+        "state": state if state in STATES else "new",
+        "by": str(item.get("by") or ""),
+        "called_112": bool(item.get("called_112")),
+        "contact": str(item.get("contact") or ""),
+        "receipt": str(item.get("receipt") or ""),
+        "button": names.get(button, button),
+        "actions": actions_for(item),
+        "hide": can_hide(item),
+    }
+
+
+def sort_items(items: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """Alarms first, then everything else; newest first within each."""
+    return sorted(items, key=lambda i: (not is_alarm(i), -int(i.get("ts") or 0)))
+
+
+def item_from_event(event: Event) -> dict[str, Any] | None:
+    """An item built from a new report or alert itself (before the store lists it)."""
+    body = event.body
+    if event.kind == "report":
+        return {"id": event.id, "kind": "report", "source": "resident",
+                "category": body.get("category"),
+                "severity": "severe" if body.get("category") == "emergency" else "moderate",
+                "title": "", "text": body.get("text", ""), "place": body.get("place"),
+                "ts": event.ts, "state": "new", "by": "",
+                "called_112": bool(body.get("called_112")), "contact": body.get("contact", ""),
+                "receipt": body.get("receipt", ""), "button_id": None}
+    if event.kind == "alert":
+        return {"id": event.id, "kind": "alert", "source": body.get("source"),
+                "category": body.get("category"), "severity": body.get("severity"),
+                "title": body.get("title", ""), "text": body.get("text", ""),
+                "place": body.get("place"), "ts": event.ts, "state": "new", "by": "",
+                "called_112": bool(body.get("called_112")), "contact": "", "receipt": "",
+                "button_id": body.get("button")}
+    return None
+
+
+def apply_ack(item: Mapping[str, Any], ack: Mapping[str, Any]) -> dict[str, Any]:
+    """``item`` as it is after the ack body ``ack`` (the newest answer wins)."""
+    out = dict(item)
+    action = ack.get("action")
+    if action in STATES:
+        out["state"] = action
+        out["by"] = ack.get("by") or ""
+    return out

@@ -13,9 +13,14 @@ import urllib.error
 import urllib.request
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
+from typing import TYPE_CHECKING
 
+from hardware import HardwareError
 from node.errors import NodeError
 from sync import SyncError
+
+if TYPE_CHECKING:
+    from node.config import NodeSettings
 
 EXIT_USAGE = 2
 
@@ -54,6 +59,94 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     _logging(settings.log_level)
     serve(settings)
     return 0
+
+
+def _node_settings(args: argparse.Namespace) -> NodeSettings:
+    from node.config import NodeSettings
+
+    return NodeSettings.load(_data_dir(args))
+
+
+def cmd_team_add(args: argparse.Namespace) -> int:
+    from node.team import TEAM_DB, TeamAccounts
+
+    settings = _node_settings(args)
+    with TeamAccounts(settings.data_dir / TEAM_DB) as team:
+        password = team.add(args.name)
+    print(f"Team member {args.name} added. One-time password (shown once):\n\n    {password}\n")
+    print("They log in at /team on the node's Wi-Fi and then choose their own password.")
+    return 0
+
+
+def cmd_team_remove(args: argparse.Namespace) -> int:
+    from node.team import TEAM_DB, TeamAccounts
+
+    settings = _node_settings(args)
+    with TeamAccounts(settings.data_dir / TEAM_DB) as team:
+        team.remove(args.name)
+    print(f"Team member {args.name} removed; their sessions have ended.")
+    return 0
+
+
+def cmd_team_list(args: argparse.Namespace) -> int:
+    import datetime as dt
+
+    from node.team import TEAM_DB, TeamAccounts
+
+    def when(ts: float | None) -> str:
+        return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "never"
+
+    settings = _node_settings(args)
+    with TeamAccounts(settings.data_dir / TEAM_DB) as team:
+        members = team.list()
+    if not members:
+        print("No team members yet (add one: bart node team add NAME).")
+    for m in members:
+        flags = " (must choose a password)" if m.must_change else ""
+        flags += " (locked)" if m.locked_until else ""
+        print(f"{m.name:<30} last login {when(m.last_login)}{flags}")
+    return 0
+
+
+def cmd_point_add(args: argparse.Namespace) -> int:
+    from node.points import add_point
+
+    settings = _node_settings(args)
+    path = add_point(settings, args.name, host=args.host,
+                     out=Path(args.out) if args.out else None)
+    print(f"Point device {args.name} registered. Its set-up file (keep it secret, mode 0600):")
+    print(f"    {path}")
+    print("Copy it to the point device and run there: bart point run --config FILE")
+    return 0
+
+
+def cmd_point_remove(args: argparse.Namespace) -> int:
+    from node.points import remove_point
+
+    remove_point(_node_settings(args), args.name)
+    print(f"Point device {args.name} removed; it can no longer connect.")
+    return 0
+
+
+def cmd_point_list(args: argparse.Namespace) -> int:
+    from node.points import load_points, point_buttons
+
+    settings = _node_settings(args)
+    points = load_points(settings)
+    if not points:
+        print("No point devices yet (add one: bart node point add MEETING_POINT).")
+    for name in sorted(points):
+        buttons = ", ".join(b["id"] for b in point_buttons(settings, name))
+        print(f"{name:<30} buttons: {buttons or '(none configured)'}")
+    return 0
+
+
+def cmd_point_run(args: argparse.Namespace) -> int:
+    from point.runner import run_point
+
+    _logging("INFO" if args.verbose else "WARNING")
+    return run_point(Path(args.config), Path(args.data_dir) if args.data_dir else None,
+                     gpio=args.gpio, control_port=args.control_port)
 
 
 def cmd_keys_show(args: argparse.Namespace) -> int:
@@ -131,6 +224,47 @@ def build_parser() -> argparse.ArgumentParser:
     port_flags(run)
     run.set_defaults(func=cmd_node_run)
 
+    team = node.add_parser("team", help="prevention-team accounts").add_subparsers(
+        dest="team_command", required=True, metavar="TEAM_COMMAND")
+    for verb, func, text in (("add", cmd_team_add, "add a member; prints a one-time password"),
+                             ("remove", cmd_team_remove, "remove a member, end sessions")):
+        p = team.add_parser(verb, help=text)
+        p.add_argument("name", help="the member's name as shown on the team page")
+        data_dir_flag(p)
+        p.set_defaults(func=func)
+    p = team.add_parser("list", help="list team members")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_team_list)
+
+    points = node.add_parser("point", help="point devices at meeting points").add_subparsers(
+        dest="point_command", required=True, metavar="POINT_COMMAND")
+    p = points.add_parser("add", help="issue credentials and a set-up file for a point device")
+    p.add_argument("name", help="the meeting point id whose buttons the device serves")
+    p.add_argument("--host", help="address the device uses to reach this node")
+    p.add_argument("--out", help="where to write the set-up file")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_point_add)
+    p = points.add_parser("remove", help="withdraw a point device's credentials")
+    p.add_argument("name", help="the point device (meeting point id)")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_point_remove)
+    p = points.add_parser("list", help="list point devices")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_point_list)
+
+    point = top.add_parser("point", help="run a point device (Pi Zero at a meeting point)")
+    point_sub = point.add_subparsers(dest="point_device_command", required=True,
+                                     metavar="POINT_COMMAND")
+    p = point_sub.add_parser("run", help="run the buttons, lights and outbox of one point")
+    p.add_argument("--config", required=True, help="set-up file from bart node point add")
+    p.add_argument("--data-dir", help="where the outbox lives (default: next to --config)")
+    p.add_argument("--gpio", choices=("auto", "mock"), default="auto",
+                   help="real pins on a Pi (auto) or gpiozero mock pins")
+    p.add_argument("--control-port", type=int,
+                   help="demo only: local port that accepts POST /press/BUTTON")
+    p.add_argument("--verbose", action="store_true", help="log what the device does")
+    p.set_defaults(func=cmd_point_run)
+
     keys = top.add_parser("keys", help="show this node's keys").add_subparsers(
         dest="keys_command", required=True, metavar="KEYS_COMMAND")
     show = keys.add_parser("show", help="print node id, public keys and fingerprint")
@@ -155,7 +289,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (NodeError, SyncError) as exc:
+    except (NodeError, SyncError, HardwareError, ValueError) as exc:
         print(f"bart: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

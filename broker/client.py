@@ -89,7 +89,7 @@ class MqttClient:
     def __init__(self, *, host: str, port: int, username: str | None, password: str | None,
                  client_id: str, max_inflight: int = 200, reconnect_min: float = 0.5,
                  reconnect_max: float = 30.0, publish_timeout: float = 10.0,
-                 keepalive: int = 30) -> None:
+                 keepalive: int = 30, tls_ca: str | None = None) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be positive")
         self.host = host
@@ -115,6 +115,10 @@ class MqttClient:
                            protocol=MQTTProtocolVersion.MQTTv5)
         if username is not None:
             paho.username_pw_set(username, password)
+        if tls_ca is not None:
+            # Verify the broker against exactly this CA (a node's own, for point
+            # devices); host name checking stays on.
+            paho.tls_set(ca_certs=tls_ca)
         # Jitter on the first delay keeps many clients of one node from reconnecting in
         # lock-step after a broker restart; paho doubles it up to reconnect_max.
         jitter = random.uniform(1.0, 1.5)  # noqa: S311 - timing jitter, not a secret

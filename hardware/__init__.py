@@ -1,5 +1,61 @@
-"""Physical layer: panic buttons, LEDs and buzzer through gpiozero.
+"""Physical layer: panic buttons, status lights and buzzers through gpiozero.
 
-The panic-button issue fills this package; it is the only code that will
-import gpiozero (DESIGN.md §2).
+This package is the only code in Bart that imports gpiozero (DESIGN.md §2).
+Its pure cores (:class:`HoldDetector`, :class:`PatternPlayer`, :data:`PATTERNS`)
+take time and levels as values; :class:`PanicButton` and :class:`StatusLight`
+are thin shells that drive real or mock pins from their own named daemon
+threads. Wiring, parts and the bench test: ``docs/hardware/README.md``.
+
+Callbacks of a :class:`PanicButton` run on its own thread: hand them over to
+an asyncio loop with ``loop.call_soon_threadsafe``.
 """
+
+from hardware.button import ButtonCallback, PanicButton
+from hardware.errors import (
+    BackendMissingError,
+    ConfigError,
+    DeviceClosedError,
+    HardwareError,
+    PinUnavailableError,
+)
+from hardware.hold import ButtonEvent, ButtonEventKind, HoldDetector
+from hardware.light import StatusLight
+from hardware.patterns import PATTERNS, LightOutput, LightState, Pattern, PatternPlayer, Rhythm
+from hardware.pins import (
+    ButtonSpec,
+    DeviceKind,
+    check_buttons,
+    is_raspberry_pi,
+    load_buttons,
+    load_node_buttons,
+    pin_factory_for,
+    pin_warnings,
+)
+
+__all__ = [
+    "PATTERNS",
+    "BackendMissingError",
+    "ButtonCallback",
+    "ButtonEvent",
+    "ButtonEventKind",
+    "ButtonSpec",
+    "ConfigError",
+    "DeviceClosedError",
+    "DeviceKind",
+    "HardwareError",
+    "HoldDetector",
+    "LightOutput",
+    "LightState",
+    "PanicButton",
+    "Pattern",
+    "PatternPlayer",
+    "PinUnavailableError",
+    "Rhythm",
+    "StatusLight",
+    "check_buttons",
+    "is_raspberry_pi",
+    "load_buttons",
+    "load_node_buttons",
+    "pin_factory_for",
+    "pin_warnings",
+]

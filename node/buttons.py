@@ -207,6 +207,8 @@ class ButtonService:
         if alarm is None or alarm.kind != "alert" or not alarm.body.get("button"):
             return
         button = alarm.body["button"]
+        if ack.body["action"] in ("resolved", "hidden") and button in self.buttons:
+            self.buttons[button].reset_cooldown()  # the next hold is a new incident
         if button in self.specs and ack.body["action"] in LIGHT_AFTER:
             await self.show(button, LIGHT_AFTER[ack.body["action"]])
 

@@ -25,13 +25,16 @@ from .buttons import ButtonService
 from .config import NodeSettings, load_secrets
 from .errors import NodeError
 from .hub import Hub
+from .points import POINTS_FILE, point_users
 from .reports import Submitted, store_report
 from .store import Store
+from .tls import ensure_tls
 from .trust import TrustedKeys
 
 log = logging.getLogger(__name__)
 
 SERVICE_USER = "bart-node"
+POINTS_POLL_S = 2.0
 INTEGRATION_USER = "integration"
 
 
@@ -51,8 +54,13 @@ class RefusalLog:
 
 
 def broker_settings(settings: NodeSettings) -> BrokerSettings:
-    """The node's Mosquitto set-up: service user for the node, read-only integration."""
+    """The node's Mosquitto set-up: the node, read-only integrations, point devices.
+
+    The TLS listener for point devices exists only while one is registered.
+    """
     secrets = load_secrets(settings.data_dir)
+    points = point_users(settings)
+    tls = ensure_tls(settings.tls_dir, settings.name) if points and settings.point_port else None
     return BrokerSettings(
         state_dir=settings.broker_dir,
         port=settings.mqtt_port,
@@ -60,7 +68,11 @@ def broker_settings(settings: NodeSettings) -> BrokerSettings:
         users=(
             MqttUser(SERVICE_USER, secrets["service_password"], "service"),
             MqttUser(INTEGRATION_USER, secrets["integration_password"], "integration"),
+            *points,
         ),
+        tls_port=settings.point_port if tls else None,
+        tls_cert=tls.cert if tls else None,
+        tls_key=tls.key if tls else None,
     )
 
 
@@ -109,6 +121,28 @@ class NodeRuntime:
         await self.mqtt.start()
         await self.mqtt.wait_connected(5.0)
         self.spawn(self._publish_health(online=True))
+        if self._start_broker:
+            self.spawn(self._watch_points())
+
+    async def _watch_points(self) -> None:
+        """Restart the broker when point devices are added or removed."""
+        path = self.settings.data_dir / POINTS_FILE
+        seen = path.stat().st_mtime_ns if path.exists() else 0
+        while True:
+            await asyncio.sleep(POINTS_POLL_S)
+            now = path.stat().st_mtime_ns if path.exists() else 0
+            if now == seen:
+                continue
+            seen = now
+            log.info("point devices changed: restarting the broker with their users")
+            try:
+                bsettings = broker_settings(self.settings)
+                if self.broker is not None:
+                    await asyncio.to_thread(self.broker.stop)
+                self.broker = BrokerProcess(bsettings, binary=self.settings.mosquitto_binary)
+                await asyncio.to_thread(self.broker.start)
+            except Exception as exc:
+                log.error("broker restart after a point-device change failed: %s", exc)
 
     async def stop(self) -> None:
         """Stop in reverse order; safe to call twice."""

@@ -1,0 +1,173 @@
+"""A point device (separate process, mock pins) and its node over MQTT with TLS.
+
+The point keeps an alarm while its node is down, shows "not delivered", and
+delivers it exactly once when the node is back.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+from conftest import free_port
+
+BART = str(Path(sys.executable).parent / "bart")
+
+POINT_TOML = """
+[[meeting_points]]
+id = "vliegerpad"
+name = "Ingang Zuiderpark Vliegerpad"
+
+[[meeting_points.panic_buttons]]
+id = "vliegerpad-paal"
+device = "point"
+button_pin = 22
+led_pin = 25
+"""
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 10.0) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            value = predicate()
+        except (httpx.HTTPError, OSError, KeyError):
+            value = None
+        if value:
+            return value
+        time.sleep(0.1)
+    raise AssertionError("condition not met in time")
+
+
+class Proc:
+    def __init__(self, *args: str) -> None:
+        self.args = args
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(self.args, stdout=subprocess.DEVNULL,
+                                     stderr=subprocess.DEVNULL, start_new_session=True)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(15)
+        except subprocess.TimeoutExpired:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            return -9
+
+
+@pytest.fixture
+def setup(tmp_path: Path, mosquitto_bin: str) -> Iterator[dict[str, Any]]:
+    data = tmp_path / "node"
+    http = free_port()
+    subprocess.run([BART, "node", "init", "--name", "punt-test", "--area", "ESC-01",
+                    "--data-dir", str(data), "--http-port", str(http),
+                    "--mqtt-port", str(free_port())], check=True, capture_output=True)
+    with (data / "node.toml").open("a") as fh:
+        fh.write(f'gpio = "mock"\nhold_s = 0.5\ncooldown_s = 0.0\npoint_port = {free_port()}\n'
+                 f'mosquitto_binary = "{mosquitto_bin}"\n{POINT_TOML}')
+    bundle = tmp_path / "point.json"
+    added = subprocess.run([BART, "node", "point", "add", "vliegerpad", "--host", "127.0.0.1",
+                            "--out", str(bundle), "--data-dir", str(data)],
+                           capture_output=True, text=True)
+    assert added.returncode == 0, added.stderr
+    assert oct(bundle.stat().st_mode)[-3:] == "600"
+    control = free_port()
+    node = Proc(BART, "node", "run", "--data-dir", str(data))
+    point = Proc(BART, "point", "run", "--config", str(bundle), "--gpio", "mock",
+                 "--control-port", str(control), "--data-dir", str(tmp_path / "point"))
+    env = {"base": f"http://127.0.0.1:{http}", "control": f"http://127.0.0.1:{control}",
+           "node": node, "point": point, "db": data / "node.db"}
+    node.start()
+    wait_for(lambda: httpx.get(env["base"] + "/healthz", timeout=1).json()["status"] == "ok",
+             20)
+    point.start()
+    env["bundle"] = json.loads(bundle.read_text())
+    env["tmp"] = tmp_path
+    wait_for(lambda: state(env), 15)  # up, with its signal handlers in place
+    try:
+        yield env
+    finally:
+        assert point.stop() == 0
+        if node.proc and node.proc.poll() is None:
+            node.stop()
+
+
+def state(env: dict[str, Any]) -> dict[str, Any]:
+    reply = httpx.get(env["control"] + "/state", timeout=1)
+    return json.loads(reply.content)
+
+
+def button_alarms(env: dict[str, Any]) -> list[dict[str, Any]]:
+    alerts = httpx.get(env["base"] + "/api/v1/alerts", timeout=2).json()["alerts"]
+    return [a for a in alerts if a["button"] == "vliegerpad-paal"]
+
+
+@pytest.mark.timeout(90)
+def test_point_alarm_survives_node_outage_and_arrives_once(setup: dict[str, Any]) -> None:
+    env = setup
+    wait_for(lambda: state(env)["connected"], 15)
+    assert httpx.post(env["control"] + "/press/vliegerpad-paal").status_code == 202
+    wait_for(lambda: len(button_alarms(env)) == 1)
+    wait_for(lambda: state(env)["lights"]["vliegerpad-paal"] == "stored")
+    assert state(env)["pending"] == []
+
+    assert env["node"].stop() == 0  # the node and its broker are gone
+    wait_for(lambda: not state(env)["connected"])
+    assert httpx.post(env["control"] + "/press/vliegerpad-paal").status_code == 202
+    pending = wait_for(lambda: state(env)["pending"])
+    assert len(pending) == 1
+    assert state(env)["lights"]["vliegerpad-paal"] == "not_delivered"
+    time.sleep(3)  # the device keeps retrying while the node is away
+    assert state(env)["pending"] == pending
+
+    env["node"].start()
+    wait_for(lambda: httpx.get(env["base"] + "/healthz", timeout=1).json()["status"] == "ok",
+             20)
+    wait_for(lambda: state(env)["pending"] == [], 20)
+    wait_for(lambda: state(env)["lights"]["vliegerpad-paal"] == "stored")
+    time.sleep(2.5)  # a late re-delivery would show up as a third alarm
+    assert len(button_alarms(env)) == 2
+    with sqlite3.connect(f"file:{env['db']}?mode=ro", uri=True) as db:
+        assert db.execute("SELECT COUNT(*) FROM point_presses").fetchone()[0] == 2
+        assert db.execute("SELECT COUNT(DISTINCT press_id) FROM point_presses").fetchone()[0] == 2
+
+
+def test_point_credentials_cannot_publish_alerts(setup: dict[str, Any]) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    bundle = setup["bundle"]
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="intruder",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    client.username_pw_set(bundle["username"], bundle["password"])
+    ca = setup["tmp"] / "ca.pem"
+    ca.write_text(bundle["ca_pem"])
+    client.tls_set(ca_certs=str(ca))
+    codes: dict[int, int] = {}
+    client.on_publish = lambda _c, _u, mid, reason, _p: codes.__setitem__(mid, reason.value)
+    client.connect(bundle["host"], bundle["port"])
+    client.loop_start()
+    try:
+        wait_for(client.is_connected)
+        denied = client.publish("bart/v1/punt-test/public/alert", b"{}", qos=1).mid
+        allowed = client.publish("bart/v1/punt-test/points/vliegerpad/press", b"{}", qos=1).mid
+        wait_for(lambda: denied in codes and allowed in codes)
+        assert codes[denied] == 0x87  # not authorized: no point credential raises alerts
+        assert codes[allowed] == 0  # (the node then refuses "{}" as a malformed press)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+    assert button_alarms(setup) == []

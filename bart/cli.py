@@ -183,8 +183,10 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import run_demo
+    from .demo import press, run_demo
 
+    if getattr(args, "demo_command", None) == "press":
+        return press(args.button, args.url)
     _logging("WARNING" if not args.verbose else "INFO")
     return run_demo(data_dir=Path(args.data_dir) if args.data_dir else None,
                     http_port=args.http_port, mqtt_port=args.mqtt_port)
@@ -281,6 +283,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--mqtt-port", type=int, default=0, help="Mosquitto port (default: free)")
     demo.add_argument("--verbose", action="store_true", help="log what the node does")
     demo.set_defaults(func=cmd_demo)
+    demo_sub = demo.add_subparsers(dest="demo_command", metavar="DEMO_COMMAND")
+    p = demo_sub.add_parser("press", help="hold a simulated panic button of the running demo")
+    p.add_argument("button", help="button id, e.g. klimboom-hek (see /demo)")
+    p.add_argument("--url", help="the demo's portal URL (default: the running demo's)")
+    p.set_defaults(func=cmd_demo)
     return parser
 
 

@@ -7,19 +7,31 @@ Uses the fictional neighbourhood in ``demo_data/demo-neighbourhood.toml``
 from __future__ import annotations
 
 import asyncio
+import json
+import os
 import shutil
+import signal
 import socket
+import subprocess
+import sys
 import tempfile
 import tomllib
+import urllib.error
+import urllib.request
 from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
 from node.config import NodeSettings, load_secrets
+from node.points import add_point, load_points, point_buttons
+from node.portal.demo import DEMO_POINTS
 from node.reports import validate_report_input
 from node.runtime import INTEGRATION_USER
 from node.server import NodeServer, uvicorn_config
 from node.setup import init_node
+
+#: Where a running demo leaves its address for ``bart demo press``.
+STATE_FILE = Path(tempfile.gettempdir()) / f"bart-demo-{os.getuid()}.json"
 
 SAMPLE_REPORTS: list[dict[str, Any]] = [
     {"category": "suspicious", "text": "Twee mannen kijken bij auto's naar binnen.",
@@ -59,7 +71,43 @@ def prepare(data_dir: Path, http_port: int, mqtt_port: int) -> NodeSettings:
                             http_host="127.0.0.1", http_port=http_port, mqtt_port=mqtt_port,
                             timezone=hood["demo"].get("timezone", "Europe/Amsterdam"),
                             demo=True, gpio="mock", point_port=free_port())
+    for mp in settings.meeting_points:
+        if point_buttons(settings, mp.id):
+            add_point(settings, mp.id, host="127.0.0.1",
+                      out=data_dir / f"point-{mp.id}.json")
     return settings
+
+
+def start_points(settings: NodeSettings) -> list[subprocess.Popen[bytes]]:
+    """One ``bart point run`` process per point device, on mock pins, with a control port.
+
+    Writes ``demo-points.json`` (button → control URL) for the node's demo page.
+    """
+    procs = []
+    controls: dict[str, str] = {}
+    for name in sorted(load_points(settings)):
+        port = free_port()
+        bundle = settings.data_dir / f"point-{name}.json"
+        procs.append(subprocess.Popen(
+            [sys.executable, "-m", "bart.cli", "point", "run", "--config", str(bundle),
+             "--gpio", "mock", "--control-port", str(port),
+             "--data-dir", str(settings.data_dir / f"point-{name}-data")],
+            start_new_session=True))
+        for button in point_buttons(settings, name):
+            controls[button["id"]] = f"http://127.0.0.1:{port}"
+    (settings.data_dir / DEMO_POINTS).write_text(json.dumps(controls))
+    return procs
+
+
+def stop_points(procs: list[subprocess.Popen[bytes]]) -> None:
+    """Stop the point-device processes by their own handles."""
+    for proc in procs:
+        proc.send_signal(signal.SIGTERM)
+    for proc in procs:
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
 
 
 async def _serve(settings: NodeSettings, fresh: bool) -> None:
@@ -77,13 +125,16 @@ async def _serve(settings: NodeSettings, fresh: bool) -> None:
     if fresh:
         for report in SAMPLE_REPORTS:
             await runtime.submit_report(validate_report_input({**report, "lang": "nl"}))
+    points = start_points(settings)
     base = f"http://127.0.0.1:{settings.http_port}"
+    STATE_FILE.write_text(json.dumps({"url": base, "pid": os.getpid()}))
     secret = load_secrets(settings.data_dir)["integration_password"]
     print(f"""
 Bart demo is running — node "{settings.display_name}" ({settings.name}, area {settings.area})
 
   Resident portal   {base}/
   Report something  {base}/report
+  Panic buttons     {base}/demo   (or: bart demo press BUTTON_ID)
   Receipt status    {base}/status
   API docs          {base}/api/docs
   Health            {base}/healthz
@@ -94,7 +145,11 @@ Bart demo is running — node "{settings.display_name}" ({settings.name}, area {
 
 Press Ctrl-C to stop.
 """, flush=True)
-    await task
+    try:
+        await task
+    finally:
+        await asyncio.to_thread(stop_points, points)
+        STATE_FILE.unlink(missing_ok=True)
 
 
 def run_demo(*, data_dir: Path | None, http_port: int = 0, mqtt_port: int = 0) -> int:
@@ -109,4 +164,29 @@ def run_demo(*, data_dir: Path | None, http_port: int = 0, mqtt_port: int = 0) -
         if temporary:
             shutil.rmtree(path, ignore_errors=True)
     print("Bart demo stopped.")
+    return 0
+
+
+def press(button: str, url: str | None = None) -> int:
+    """``bart demo press BUTTON``: hold a simulated button of the running demo."""
+    if url is None:
+        try:
+            url = json.loads(STATE_FILE.read_text())["url"]
+        except (OSError, ValueError, KeyError):
+            print("bart: no demo is running (start one: bart demo)", file=sys.stderr)
+            return 1
+    if not url.startswith(("http://", "https://")):
+        print(f"bart: {url} is not an http URL", file=sys.stderr)
+        return 1
+    request = urllib.request.Request(  # noqa: S310 - scheme checked above
+        f"{url}/demo/press/{button}", method="POST")
+    try:
+        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - local demo
+            print(f"pressed {button}: {reply.status}")
+    except urllib.error.HTTPError as exc:
+        print(f"bart: {button}: {exc.code} {exc.reason}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        print(f"bart: demo at {url} did not answer: {exc}", file=sys.stderr)
+        return 1
     return 0

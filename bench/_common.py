@@ -33,6 +33,17 @@ AREA = "ESC-01"
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
 
+def describe() -> str:
+    """The commit measured, marked dirty when product code differs from it."""
+    def git(*args: str) -> str:
+        res = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True,
+                             check=False)
+        return res.stdout.strip()
+
+    dirty = git("status", "--porcelain", "--", "node", "sync", "broker", "bart", "hardware")
+    return f"commit {git('rev-parse', '--short', 'HEAD') or '?'}{' + local changes' * bool(dirty)}"
+
+
 def free_port() -> int:
     """A TCP port free on 127.0.0.1 a moment ago."""
     with socket.socket() as sock:
@@ -187,8 +198,12 @@ class Procs:
     def __enter__(self) -> Procs:
         return self
 
-    def __exit__(self, *exc: object) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
         self.close()
+        if exc_type is not None:  # show why, before the caller removes the directory
+            for log in sorted(self.tmp.glob("*.log")):
+                tail = log.read_text(errors="replace").splitlines()[-15:]
+                print(f"--- last lines of {log.name}:", *tail, sep="\n  ", file=sys.stderr)
 
 
 # -- a real node ----------------------------------------------------------------------------

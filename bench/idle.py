@@ -24,7 +24,18 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from _common import PYTHON, Node, Procs, alive, children, free_port, proc_io, ratio, rss_kb
+from _common import (
+    PYTHON,
+    Node,
+    Procs,
+    alive,
+    children,
+    describe,
+    free_port,
+    proc_io,
+    ratio,
+    rss_kb,
+)
 
 RSS_GOAL_MB = 80.0
 WRITE_GOAL_MB_H = 1.0
@@ -70,44 +81,48 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=5.0, help="seconds between RSS samples")
     args = ap.parse_args()
     window = args.window or (60.0 if args.quick else 300.0)
-    print(f"idle: window {window:g} s after {args.settle:g} s settle; "
+    print(f"idle: window {window:g} s after {args.settle:g} s settle; {describe()}; "
           f"load average {os.getloadavg()[0]:.2f}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bart-bench-idle-"))
-    with Procs(tmp) as procs:
-        node = Node(procs, log_level="INFO")
-        node.start()
-        assert node.mosquitto_pid is not None
-        bare_py = procs.start([str(PYTHON), "-S", "-c", "import time\nwhile 1: time.sleep(3600)"],
-                              "bare-python")
-        bare_dir = tmp / "bare-mosquitto"
-        bare_dir.mkdir()
-        mq_port = free_port()
-        procs.patterns.append(f"mosquitto -p {mq_port}")
-        bare_mq = procs.start([node_mosquitto_binary(), "-p", str(mq_port)], "bare-mosquitto",
-                              cwd=bare_dir)
-        time.sleep(args.settle)
-        if bare_mq.poll() is not None:
-            raise RuntimeError(f"bare mosquitto exited: {(tmp / 'bare-mosquitto.log').read_text()}")
-        watches = [Watch("node (python)", node.pid), Watch("node's mosquitto", node.mosquitto_pid),
-                   Watch("bare python -S", bare_py.pid), Watch("bare mosquitto", bare_mq.pid)]
-        for w in watches:
-            w.io0 = proc_io(w.pid)
-            w.sample()
-        files0 = tree_sizes(node.data_dir)
-        start = time.monotonic()
-        while (left := window - (time.monotonic() - start)) > 0:
-            time.sleep(min(args.every, left))
+    try:
+        with Procs(tmp) as procs:
+            node = Node(procs, log_level="INFO")
+            node.start()
+            assert node.mosquitto_pid is not None
+            sleeper = "import time\nwhile 1: time.sleep(3600)"
+            bare_py = procs.start([str(PYTHON), "-S", "-c", sleeper], "bare-python")
+            bare_dir = tmp / "bare-mosquitto"
+            bare_dir.mkdir()
+            mq_port = free_port()
+            procs.patterns.append(f"mosquitto -p {mq_port}")
+            bare_mq = procs.start([node_mosquitto_binary(), "-p", str(mq_port)], "bare-mosquitto",
+                                  cwd=bare_dir)
+            time.sleep(args.settle)
+            if bare_mq.poll() is not None:
+                raise RuntimeError("bare mosquitto exited (see bare-mosquitto.log)")
+            watches = [Watch("node (python)", node.pid),
+                       Watch("node's mosquitto", node.mosquitto_pid),
+                       Watch("bare python -S", bare_py.pid),
+                       Watch("bare mosquitto", bare_mq.pid)]
             for w in watches:
+                w.io0 = proc_io(w.pid)
                 w.sample()
-        elapsed = time.monotonic() - start
-        for w in watches:
-            w.io1 = proc_io(w.pid)
-        files1 = tree_sizes(node.data_dir)
-        if children(node.pid, "mosquitto") != [node.mosquitto_pid]:
-            print("warning: the node's Mosquitto was restarted during the window")
-        node_log = (tmp / "node.log").read_text(errors="replace")
-    shutil.rmtree(tmp, ignore_errors=True)
+            files0 = tree_sizes(node.data_dir)
+            start = time.monotonic()
+            while (left := window - (time.monotonic() - start)) > 0:
+                time.sleep(min(args.every, left))
+                for w in watches:
+                    w.sample()
+            elapsed = time.monotonic() - start
+            for w in watches:
+                w.io1 = proc_io(w.pid)
+            files1 = tree_sizes(node.data_dir)
+            if children(node.pid, "mosquitto") != [node.mosquitto_pid]:
+                print("warning: the node's Mosquitto was restarted during the window")
+            node_log = (tmp / "node.log").read_text(errors="replace")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
 
     per_h = 3600.0 / elapsed
     print(f"{'process':>18} {'RSS start':>10} {'RSS end':>9} {'RSS max':>9} "

@@ -28,6 +28,7 @@ from _common import (
     Node,
     Procs,
     cpu_seconds,
+    describe,
     free_port,
     load_reports,
     pinned,
@@ -75,13 +76,16 @@ function response(status, hdrs, body)
 end
 
 function done(summary, latency, requests)
-  local c, o, codes_all = 0, 0, {}
+  local c, o, sums, codes_all = 0, 0, {}, {}
   for _, t in ipairs(threads) do
     c = c + t:get("created")
     o = o + t:get("other")
     for k, v in pairs(t:get("codes")) do
-      table.insert(codes_all, string.format('"%%d":%%d', k, v))
+      sums[k] = (sums[k] or 0) + v
     end
+  end
+  for k, v in pairs(sums) do
+    table.insert(codes_all, string.format('"%%d":%%d', k, v))
   end
   local e = summary.errors
   io.write(string.format(
@@ -169,24 +173,28 @@ def main() -> int:
     print(f"ingest: {len(bodies)} distinct report bodies (tests/data/reports.jsonl, "
           f"non-adversarial); wrk -t{args.threads} -c{args.connections} "
           f"-d{args.duration:g}s after {args.warmup:g}s warm-up")
+    print(f"{describe()}; load average {os.getloadavg()[0]:.2f}")
     print(f"pinning: servers (uvicorn + its Mosquitto) on CPU {SERVER_CORE}, wrk on CPU "
           f"{WRK_CORE} (taskset); both share this {os.cpu_count()}-CPU machine")
-    ok = True
-    with Procs(tmp) as procs:
-        port = free_port()
-        base = procs.start(pinned([str(PYTHON), str(REPO / "bench/_baseline_app.py"),
-                                   str(port)], SERVER_CORE), "baseline")
-        wait_healthy(f"http://127.0.0.1:{port}", base, 30)
-        b = measure("baseline", f"http://127.0.0.1:{port}", [base.pid], script, args)
-        procs.stop(base)
+    try:
+        with Procs(tmp) as procs:
+            port = free_port()
+            base = procs.start(pinned([str(PYTHON), str(REPO / "bench/_baseline_app.py"),
+                                       str(port)], SERVER_CORE), "baseline")
+            wait_healthy(f"http://127.0.0.1:{port}", base, 30)
+            b = measure("baseline", f"http://127.0.0.1:{port}", [base.pid], script, args)
+            procs.stop(base)
 
-        node = Node(procs, core=SERVER_CORE)
-        node.start()
-        assert node.mosquitto_pid is not None
-        n = measure("node", node.url, [node.pid, node.mosquitto_pid], script, args)
-        time.sleep(0.5)
-        node.stop()
-        reports, events, commits = count_reports(node.data_dir / "node.db")
+            node = Node(procs, core=SERVER_CORE)
+            node.start()
+            assert node.mosquitto_pid is not None
+            n = measure("node", node.url, [node.pid, node.mosquitto_pid], script, args)
+            time.sleep(0.5)
+            node.stop()
+            reports, events, commits = count_reports(node.data_dir / "node.db")
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
     answered = n["created"] + n["warm_created"]
     durable = reports >= answered
     ok = durable and n["errors"] == 0 and b["errors"] == 0
@@ -205,8 +213,6 @@ def main() -> int:
           f"baseline {b['p99'] / 1000:.1f} ms")
     if args.keep:
         print(f"kept {tmp}")
-    else:
-        shutil.rmtree(tmp, ignore_errors=True)
     return 0 if ok else 1
 
 

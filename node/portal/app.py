@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 
 from ..config import NodeSettings
 from ..runtime import NodeRuntime
+from ..team import routes as team_routes
+from ..team.session import close_accounts, open_accounts
 from . import api, demo, resident
 from .guards import LimitBody, RateLimiter, SecurityHeaders
 from .i18n import Catalogue
@@ -40,11 +42,13 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await rt.start()
+        open_accounts(app, settings)
         log.info("node %s is up: portal http://%s:%d/", settings.name, settings.http_host,
                  settings.http_port)
         try:
             yield
         finally:
+            close_accounts(app)
             await rt.stop()
 
     app = FastAPI(
@@ -66,6 +70,7 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     if settings.demo:
         app.include_router(demo.router)
     app.include_router(resident.router)
+    app.include_router(team_routes.router)
 
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

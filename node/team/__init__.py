@@ -1,8 +1,9 @@
 """The prevention team's side of a node: accounts, sessions, audit log, team pages.
 
-Accounts live in ``<data_dir>/team.db`` (:class:`TeamAccounts`); the pages are
-the router in :mod:`node.team.routes` (imported separately: the CLI needs the
-accounts without FastAPI).
+Accounts live in ``<data_dir>/team.db`` (:class:`TeamAccounts`, also used by
+the ``bart node team`` commands); the pages are the router in
+:mod:`node.team.routes`, imported separately so that the CLI needs no
+FastAPI. See docs/team.md.
 """
 
 from __future__ import annotations

@@ -9,12 +9,7 @@ session tokens are stored only as their SHA-256.
 Rules (all on the injectable ``clock``, seconds since the epoch):
 
 * a new account gets a one-time password and must choose its own at first login;
-* 5 wrong passwords for a name lock it for 15 minutes, then 30, 60, … (at most
-  24 h); the count starts over after a good login or a day without failures.
-  Unknown names are counted and locked the same way, so a lockout reveals
-  nothing about which names exist;
-* 20 failed logins from one client address within 10 minutes: that address
-  waits (:class:`Throttled`) before any password is even checked;
+* wrong passwords lock a name, and failing clients wait (:mod:`node.team.lockout`);
 * a session ends 12 hours after its last use, and 7 days after login at most.
 
 >>> import tempfile, pathlib
@@ -29,7 +24,6 @@ from __future__ import annotations
 
 import builtins
 import hashlib
-import logging
 import os
 import secrets
 import sqlite3
@@ -41,7 +35,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from .errors import InvalidName, LockedOut, LoginFailed, NameTaken, Throttled, UnknownMember
+from .errors import InvalidName, LockedOut, LoginFailed, NameTaken, UnknownMember
+from .lockout import check_client, clear, client_failure, locked_until, name_failure
 from .passwords import (
     SCRYPT_N,
     check_new_password,
@@ -55,18 +50,10 @@ from .passwords import (
 )
 from .schema import migrate
 
-log = logging.getLogger(__name__)
-
 SESSION_IDLE_S: Final = 12 * 3600
 SESSION_MAX_S: Final = 7 * 86400
 #: A session's last use is written at most this often (SD cards wear out).
 TOUCH_EVERY_S: Final = 60
-MAX_FAILURES: Final = 5
-LOCKOUT_S: Final = 15 * 60
-LOCKOUT_MAX_S: Final = 24 * 3600
-FORGET_FAILURES_S: Final = 24 * 3600
-CLIENT_MAX_FAILURES: Final = 20
-CLIENT_WINDOW_S: Final = 10 * 60
 AUDIT_KEEP: Final = 50_000
 MAX_TOKEN: Final = 128
 
@@ -162,17 +149,12 @@ class TeamAccounts:
         with self._lock:
             yield self._db()
 
-    def _locked_until(self, conn: sqlite3.Connection, key: str, now: float) -> float | None:
-        row = conn.execute("SELECT locked_until FROM name_failures WHERE key = ?",
-                           (key,)).fetchone()
-        return float(row[0]) if row and row[0] is not None and row[0] > now else None
-
     def _member(self, conn: sqlite3.Connection, key: str, now: float) -> Member | None:
         row = conn.execute("SELECT name, created, last_login, must_change FROM members "
                            "WHERE key = ?", (key,)).fetchone()
         if row is None:
             return None
-        return Member(row[0], row[1], row[2], bool(row[3]), self._locked_until(conn, key, now))
+        return Member(row[0], row[1], row[2], bool(row[3]), locked_until(conn, key, now))
 
     # -- accounts --------------------------------------------------------------
 
@@ -239,10 +221,10 @@ class TeamAccounts:
         except (InvalidName, TypeError):
             key = None
         with self._write() as conn:
-            self._check_client(conn, client, now)
-            until = self._locked_until(conn, key, now) if key else None
+            check_client(conn, client, now)
+            until = locked_until(conn, key, now) if key else None
             if until is not None:
-                self._client_failure(conn, client, now)
+                client_failure(conn, client, now)
             row = conn.execute("SELECT pw_hash, must_change FROM members WHERE key = ?",
                                (key,)).fetchone() if key else None
         if until is not None:
@@ -254,15 +236,17 @@ class TeamAccounts:
         error: LockedOut | None = None
         with self._write() as conn:
             member = self._member(conn, key, now) if ok and key else None
-            if member is None or member.locked_until is not None:
-                self._client_failure(conn, client, now)
-                error = self._name_failure(conn, key, now) if key else None
-                self._audit(conn, now, _label(name), "login.failed", f"client {client}")
-            else:
-                conn.execute("DELETE FROM name_failures WHERE key = ?", (key,))
+            if member is not None and key:
+                if member.locked_until is not None:  # locked while we were hashing
+                    raise LockedOut("too many wrong passwords; try again later",
+                                    member.locked_until)
+                clear(conn, key)
                 conn.execute("UPDATE members SET last_login = ? WHERE key = ?", (now, key))
                 self._audit(conn, now, member.name, "login", f"client {client}")
                 return Member(member.name, member.created, now, member.must_change, None)
+            client_failure(conn, client, now)
+            error = name_failure(conn, key, now) if key else None
+            self._audit(conn, now, _label(name), "login.failed", f"client {client}")
         raise error or LoginFailed("wrong name or password")
 
     def set_password(self, name: str, old: str, new: str) -> None:
@@ -273,7 +257,7 @@ class TeamAccounts:
         key = self._key_or_unknown(name)
         now = self.clock()
         with self._read() as conn:
-            until = self._locked_until(conn, key, now)
+            until = locked_until(conn, key, now)
             row = conn.execute("SELECT pw_hash, must_change, name FROM members WHERE key = ?",
                                (key,)).fetchone()
         if until is not None:
@@ -283,7 +267,7 @@ class TeamAccounts:
         matches = _verify(candidate, row[0] if row else self._dummy)
         if row is None or not matches:
             with self._write() as conn:
-                error = self._name_failure(conn, key, now)
+                error = name_failure(conn, key, now)
                 self._audit(conn, now, _label(name), "password.failed", "wrong old password")
             raise error or LoginFailed("the current password is wrong")
         new_hash = hash_password(new, n=self._n)
@@ -291,48 +275,8 @@ class TeamAccounts:
             conn.execute("UPDATE members SET pw_hash = ?, must_change = 0 WHERE key = ?",
                          (new_hash, key))
             conn.execute("DELETE FROM sessions WHERE member_key = ?", (key,))
-            conn.execute("DELETE FROM name_failures WHERE key = ?", (key,))
+            clear(conn, key)
             self._audit(conn, now, row[2], "password.change", "")
-
-    @staticmethod
-    def _check_client(conn: sqlite3.Connection, client: str, now: float) -> None:
-        count, oldest = conn.execute(
-            "SELECT COUNT(*), MIN(at) FROM client_failures WHERE client = ? AND at > ?",
-            (client, now - CLIENT_WINDOW_S)).fetchone()
-        if count >= CLIENT_MAX_FAILURES:
-            raise Throttled("too many failed logins from this device; wait a few minutes",
-                            max(1.0, oldest + CLIENT_WINDOW_S - now))
-
-    @staticmethod
-    def _client_failure(conn: sqlite3.Connection, client: str, now: float) -> None:
-        conn.execute("DELETE FROM client_failures WHERE at <= ?", (now - CLIENT_WINDOW_S,))
-        conn.execute("INSERT INTO client_failures (client, at) VALUES (?, ?)", (client, now))
-
-    @staticmethod
-    def _name_failure(conn: sqlite3.Connection, key: str, now: float) -> LockedOut | None:
-        """Count a wrong password for ``key``; the lockout it caused, if any."""
-        conn.execute("DELETE FROM name_failures WHERE last_failure <= ? AND "
-                     "(locked_until IS NULL OR locked_until <= ?)",
-                     (now - FORGET_FAILURES_S, now))
-        row = conn.execute("SELECT failures, lockouts FROM name_failures WHERE key = ?",
-                           (key,)).fetchone()
-        failures, lockouts = (row[0] + 1, row[1]) if row else (1, 0)
-        until = None
-        if failures >= MAX_FAILURES:
-            lockouts += 1
-            until = now + min(LOCKOUT_S * 2 ** min(lockouts - 1, 16), LOCKOUT_MAX_S)
-            failures = 0
-        conn.execute(
-            "INSERT INTO name_failures (key, failures, lockouts, locked_until, last_failure) "
-            "VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO UPDATE SET failures = excluded.failures,"
-            " lockouts = excluded.lockouts, locked_until = COALESCE(excluded.locked_until, "
-            "locked_until), last_failure = excluded.last_failure",
-            (key, failures, lockouts, until, now))
-        if until is None:
-            return None
-        log.warning("team login locked for %.0f minutes after %d wrong passwords",
-                    (until - now) / 60, MAX_FAILURES)
-        return LockedOut("too many wrong passwords; try again later", until)
 
     # -- sessions ----------------------------------------------------------------
 

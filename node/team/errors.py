@@ -33,7 +33,7 @@ class LoginFailed(TeamError):
     """Name or password is wrong (deliberately does not say which)."""
 
 
-class LockedOut(TeamError):
+class LockedOut(LoginFailed):
     """Too many wrong passwords for this name: no login until ``until``."""
 
     def __init__(self, message: str, until: float) -> None:
@@ -41,7 +41,7 @@ class LockedOut(TeamError):
         self.until = until
 
 
-class Throttled(TeamError):
+class Throttled(LoginFailed):
     """Too many failed logins from this client address: wait ``retry_after`` seconds."""
 
     def __init__(self, message: str, retry_after: float) -> None:

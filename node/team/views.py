@@ -2,21 +2,27 @@
 
 An *item* is one dict as ``Store.open_items()`` returns it: ``{id, kind
 ("alert" | "report"), source, category, severity, title, text, place, ts,
-state, by, called_112, contact, receipt, button_id}``. A *row* is what
+state, by, called_112, contact, receipt, button_id, ref}``. A *row* is what
 ``_team_row.html`` shows: the same values made safe to render, plus which
-actions the team may take now. Alarms (panic buttons) come first.
+actions the team may take now.
+
+* Alarms (panic buttons) come first, red; then the rest, newest first.
+* A resident's public warning is folded into the row of its report (the
+  team answers the report; "hide" acts on the warning).
+* Resolved and hidden items are *closed*: listed apart, without actions.
 
 >>> item = {"id": "e1", "kind": "alert", "source": "button", "category": "emergency",
-...         "severity": "severe", "title": "", "text": "", "place": "Speeltuin",
+...         "severity": "extreme", "title": "", "text": "", "place": "Speeltuin",
 ...         "ts": 0, "state": "new", "by": "", "called_112": False, "contact": "",
-...         "receipt": "", "button_id": "klimboom"}
+...         "receipt": None, "button_id": "klimboom", "ref": None}
 >>> actions_for(item), is_alarm(item)
 (['seen', 'on_my_way', 'resolved', 'escalated'], True)
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 from sync import Event
@@ -26,6 +32,7 @@ from ..config import NodeSettings
 from ..portal.views import local_time, place_text
 
 STATES: Final = ("new", "seen", "on_my_way", "resolved", "escalated", "hidden")
+CLOSED: Final = frozenset({"resolved", "hidden"})
 ACK_ACTIONS: Final = ("seen", "on_my_way", "resolved", "escalated")
 ESCALATE_TO: Final = ("police", "municipality")
 #: What the team may still do in each state (the order of the buttons).
@@ -46,14 +53,15 @@ def is_alarm(item: Mapping[str, Any]) -> bool:
 
 
 def actions_for(item: Mapping[str, Any]) -> list[str]:
-    """The ack actions the team may take on ``item`` in its current state."""
+    """The answers the team may give to ``item`` now (none to its own alerts)."""
+    if item.get("kind") == "alert" and item.get("source") == "team":
+        return []
     return list(NEXT_ACTIONS.get(str(item.get("state", "new")), ()))
 
 
-def can_hide(item: Mapping[str, Any]) -> bool:
-    """Only a resident's public warning can be hidden from residents."""
-    return (item.get("kind") == "alert" and item.get("source") == "resident"
-            and item.get("state") != "hidden")
+def is_warning(item: Mapping[str, Any]) -> bool:
+    """A resident's public warning (the one thing the team may hide)."""
+    return item.get("kind") == "alert" and item.get("source") == "resident"
 
 
 def _place(value: Any, settings: NodeSettings) -> str:
@@ -62,14 +70,17 @@ def _place(value: Any, settings: NodeSettings) -> str:
     return str(value or "")
 
 
-def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str) -> dict[str, Any]:
-    """The row ``_team_row.html`` renders for one open item."""
+def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str, *,
+             warning: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """The row ``_team_row.html`` renders for one item (and its folded warning)."""
     state = str(item.get("state") or "new")
     time_text, date_text = local_time(int(item.get("ts") or 0), settings.timezone, lang)
     category = item.get("category")
     severity = item.get("severity")
     names = {p.id: p.name for p in settings.meeting_points}
     button = str(item.get("button_id") or "")
+    shown = warning if warning is not None else (item if is_warning(item) else None)
+    hidden = shown is not None and shown.get("state") == "hidden"
     return {
         "id": str(item["id"]),
         "kind": "report" if item.get("kind") == "report" else "alert",
@@ -89,11 +100,50 @@ def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str) -> dict
         "receipt": str(item.get("receipt") or ""),
         "button": names.get(button, button),
         "actions": actions_for(item),
-        "hide": can_hide(item),
+        # The public warning residents see of this row, if any, and whether it is hidden.
+        "warning_id": str(shown["id"]) if shown is not None else "",
+        "warning_hidden": hidden,
+        "closed": state in CLOSED,
     }
 
 
-def sort_items(items: list[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+@dataclass
+class Board:
+    """The dashboard's rows: open ones (alarms first) and recently closed ones."""
+
+    open: list[dict[str, Any]] = field(default_factory=list)
+    closed: list[dict[str, Any]] = field(default_factory=list)
+    #: Item id → id of the row that shows it (a warning shows in its report's row).
+    row_of: dict[str, str] = field(default_factory=dict)
+
+    def find(self, item_id: str) -> dict[str, Any] | None:
+        """The row showing ``item_id``, open or closed."""
+        row_id = self.row_of.get(item_id)
+        return next((r for r in (*self.open, *self.closed) if r["id"] == row_id), None)
+
+
+def board(items: Sequence[Mapping[str, Any]], settings: NodeSettings, lang: str,
+          now_ms: int) -> Board:
+    """Rows for the dashboard from ``open_items()``; expired alerts are left out."""
+    reports = {i["id"] for i in items if i.get("kind") == "report"}
+    folded = {i["ref"]: i for i in items if is_warning(i) and i.get("ref") in reports}
+    out = Board()
+    for item in sort_items(items):
+        if is_warning(item) and item.get("ref") in reports:
+            continue
+        expires = item.get("expires")
+        if item.get("kind") == "alert" and isinstance(expires, int) and expires <= now_ms:
+            continue
+        warning = folded.get(item["id"])
+        row = row_view(item, settings, lang, warning=warning)
+        (out.closed if row["closed"] else out.open).append(row)
+        out.row_of[row["id"]] = row["id"]
+        if warning is not None:
+            out.row_of[str(warning["id"])] = row["id"]
+    return out
+
+
+def sort_items(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Alarms first, then everything else; newest first within each."""
     return sorted(items, key=lambda i: (not is_alarm(i), -int(i.get("ts") or 0)))
 
@@ -108,14 +158,15 @@ def item_from_event(event: Event) -> dict[str, Any] | None:
                 "title": "", "text": body.get("text", ""), "place": body.get("place"),
                 "ts": event.ts, "state": "new", "by": "",
                 "called_112": bool(body.get("called_112")), "contact": body.get("contact", ""),
-                "receipt": body.get("receipt", ""), "button_id": None}
+                "receipt": body.get("receipt", ""), "button_id": None, "ref": None}
     if event.kind == "alert":
         return {"id": event.id, "kind": "alert", "source": body.get("source"),
                 "category": body.get("category"), "severity": body.get("severity"),
                 "title": body.get("title", ""), "text": body.get("text", ""),
                 "place": body.get("place"), "ts": event.ts, "state": "new", "by": "",
                 "called_112": bool(body.get("called_112")), "contact": "", "receipt": "",
-                "button_id": body.get("button")}
+                "button_id": body.get("button"), "ref": body.get("ref"),
+                "expires": body.get("expires")}
     return None
 
 

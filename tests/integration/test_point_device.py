@@ -100,9 +100,10 @@ def setup(tmp_path: Path, mosquitto_bin: str) -> Iterator[dict[str, Any]]:
     try:
         yield env
     finally:
-        assert point.stop() == 0
+        point_code = point.stop()
         if node.proc and node.proc.poll() is None:
             node.stop()
+        assert point_code == 0
 
 
 def state(env: dict[str, Any]) -> dict[str, Any]:

@@ -29,6 +29,7 @@ from node.reports import validate_report_input
 from node.runtime import INTEGRATION_USER
 from node.server import NodeServer, uvicorn_config
 from node.setup import init_node
+from node.team import TEAM_DB, TeamAccounts
 
 #: Where a running demo leaves its address for ``bart demo press``.
 STATE_FILE = Path(tempfile.gettempdir()) / f"bart-demo-{os.getuid()}.json"
@@ -122,9 +123,12 @@ async def _serve(settings: NodeSettings, fresh: bool) -> None:
     while hasattr(app, "app") and not hasattr(app, "state"):
         app = app.app  # unwrap middleware to reach the FastAPI app
     runtime = app.state.runtime
+    team_line = "(the demo's team account was made on its first run)"
     if fresh:
         for report in SAMPLE_REPORTS:
             await runtime.submit_report(validate_report_input({**report, "lang": "nl"}))
+        with TeamAccounts(settings.data_dir / TEAM_DB) as team:
+            team_line = f"log in as 'Demo' with one-time password {team.add('Demo')}"
     points = start_points(settings)
     base = f"http://127.0.0.1:{settings.http_port}"
     STATE_FILE.write_text(json.dumps({"url": base, "pid": os.getpid()}))
@@ -135,6 +139,7 @@ Bart demo is running — node "{settings.display_name}" ({settings.name}, area {
   Resident portal   {base}/
   Report something  {base}/report
   Panic buttons     {base}/demo   (or: bart demo press BUTTON_ID)
+  Team page         {base}/team   {team_line}
   Receipt status    {base}/status
   API docs          {base}/api/docs
   Health            {base}/healthz

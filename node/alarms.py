@@ -32,7 +32,7 @@ def button_alarm_body(button_id: str, point: str | None, area: str) -> dict[str,
     return {"source": "button", "category": "emergency", "severity": BUTTON_SEVERITY,
             "title": "", "text": "", "place": {"point": point, "text": ""},
             "areas": [area], "expires": None, "ref": None, "called_112": False,
-            "button": button_id}
+            "called_112_by": "", "button": button_id}
 
 
 def team_alert_body(title: str, text: str, severity: str, expires_ms: int | None,
@@ -40,7 +40,8 @@ def team_alert_body(title: str, text: str, severity: str, expires_ms: int | None
     """A public alert raised by a team member for the residents of this area."""
     return {"source": "team", "category": "other", "severity": severity, "title": title,
             "text": text, "place": {"point": None, "text": ""}, "areas": [area],
-            "expires": expires_ms, "ref": None, "called_112": False, "button": None}
+            "expires": expires_ms, "ref": None, "called_112": False, "called_112_by": "",
+            "button": None}
 
 
 def store_ack(tx: WriteTx, ref: str, action: str, by: str, note: str = "",

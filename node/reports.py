@@ -72,6 +72,8 @@ def warning_body(report: Mapping[str, Any], report_id: str, area: str) -> dict[s
         "expires": None,
         "ref": report_id,
         "called_112": report["called_112"],
+        # SAAR: neighbours see who already called 112, so they need not call again.
+        "called_112_by": report["called_112_by"] if report["called_112"] else "",
     }
 
 

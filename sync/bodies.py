@@ -148,7 +148,7 @@ def validate_report(body: Mapping[str, Any]) -> dict[str, Any]:
 def validate_alert(body: Mapping[str, Any]) -> dict[str, Any]:
     """A warning for residents (panic button, team, central, resident report)."""
     _only(body, {"source", "category", "severity", "title", "text", "place", "areas",
-                 "expires", "ref", "called_112", "button"})
+                 "expires", "ref", "called_112", "called_112_by", "button"})
     button = _get(body, "button", None)
     if button is not None and (not isinstance(button, str) or not SLUG.fullmatch(button)):
         raise InvalidField("button", "must be a panic-button id")
@@ -169,6 +169,7 @@ def validate_alert(body: Mapping[str, Any]) -> dict[str, Any]:
         "expires": _optional_int(body, "expires"),
         "ref": _event_ref(body, "ref", required=False),
         "called_112": _bool(body, "called_112", False),
+        "called_112_by": _text(body, "called_112_by", MAX_NAME, multiline=False),
         "button": button,
     }
 

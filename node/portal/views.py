@@ -68,6 +68,7 @@ def alert_view(event: Event, settings: NodeSettings, lang: str) -> dict[str, Any
         # what is "not verified" is a resident's own account of events.
         "verified": body["source"] != "resident",
         "called_112": bool(body.get("called_112")),
+        "called_112_by": body.get("called_112_by", ""),
     }
 
 

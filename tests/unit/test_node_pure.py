@@ -84,3 +84,20 @@ def test_visibility_by_area_and_expiry(tmp_path: Path) -> None:
 def test_local_time_in_node_zone() -> None:
     assert local_time(TS, "Europe/Amsterdam", "nl") == ("23:25", "28 nov")  # 22:25 UTC, CET
     assert local_time(TS, "Europe/Amsterdam", "en")[1] == "28 Nov"
+
+
+def test_saar_who_called_112_reaches_the_neighbours(tmp_path: Path) -> None:
+    from node.portal.i18n import Catalogue
+    from node.portal.render import Renderer
+
+    clean = validate_report_input({"category": "emergency", "audience": "both",
+                                   "called_112": True, "called_112_by": "buurman Jan",
+                                   "text": "rook uit de flat"})
+    body = warning_body(clean, "019ac8f2-6d5b-7a3c-8e1f-0123456789ab", "ESC-01")
+    event = make_event(KeyPair.generate(), origin="n1", stream="public", seq=1, kind="alert",
+                       ts=TS, body=body)
+    html = Renderer(Catalogue.load()).render_alert_item(
+        alert_view(event, settings(tmp_path), "nl"), "nl")
+    assert "112 is al gebeld door: buurman Jan" in html
+    not_called = warning_body({**clean, "called_112": False}, event.id, "ESC-01")
+    assert not_called["called_112_by"] == ""

@@ -228,7 +228,7 @@ class Node:
         # BART_BENCH_RUNNER=script.py runs `python script.py node run …` instead of `bart`
         # (a script that patches something, then calls bart.cli.main): A/B without edits.
         runner = os.environ.get("BART_BENCH_RUNNER")
-        front = [str(PYTHON), runner] if runner else [str(BART)]
+        front = [str(PYTHON), str(Path(runner).resolve())] if runner else [str(BART)]
         self.cmd = pinned([*front, "node", "run", "--data-dir", str(self.data_dir)], core)
         self.proc: subprocess.Popen[bytes] | None = None
         self.mosquitto_pid: int | None = None

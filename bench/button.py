@@ -39,7 +39,10 @@ def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="100 presses instead of 500")
     ap.add_argument("-n", type=int, help="presses")
+    ap.add_argument("--switch-ms", type=float, help="sys.setswitchinterval for this process")
     args = ap.parse_args()
+    if args.switch_ms:
+        sys.setswitchinterval(args.switch_ms / 1000)
     n = args.n or (100 if args.quick else 500)
     tmp = Path(tempfile.mkdtemp(prefix="bart-bench-button-"))
     print(f"button: {n} holds of {HOLD_S} s on a mock pin (hold excluded); {describe()}")

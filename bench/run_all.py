@@ -1,8 +1,10 @@
 """Run every benchmark in turn and repeat their RESULT lines at the end.
 
 Run: ``.venv/bin/python bench/run_all.py [--quick]``. Exit status 0 only when
-every benchmark ran and met its goal. Each benchmark starts and stops its own
-node on free ports; nothing else should load the machine meanwhile.
+every benchmark ran and met its goal; 1 when one missed its goal; 2 or more when
+one failed (errors, lost messages, a durability check that did not hold). Each
+benchmark starts and stops its own node on free ports; nothing else should load
+the machine meanwhile.
 """
 
 from __future__ import annotations

@@ -35,6 +35,7 @@ log = logging.getLogger(__name__)
 
 SERVICE_USER = "bart-node"
 POINTS_POLL_S = 2.0
+PUBLISH_BATCH = 100
 INTEGRATION_USER = "integration"
 
 
@@ -93,6 +94,7 @@ class NodeRuntime:
         self._start_broker = start_broker
         self._tasks: set[asyncio.Task[None]] = set()
         self._refusals = RefusalLog()
+        self._outbox: asyncio.Queue[Event] = asyncio.Queue(maxsize=10_000)
         # Foreign events shown live whose COMMIT is still pending.
         self._pending: dict[tuple[str, str, int], str] = {}
         self._pending_ids: set[str] = set()
@@ -115,11 +117,13 @@ class NodeRuntime:
         self.mqtt = MqttClient(host=s.mqtt_host, port=s.mqtt_port, username=SERVICE_USER,
                                password=secrets["service_password"],
                                client_id=f"{s.name}-node")
-        self.mqtt.subscribe(PUBLIC_EVENTS_FILTER, self._on_mqtt_message)
+        # No Local: the node's own publishes are already shown and stored.
+        self.mqtt.subscribe(PUBLIC_EVENTS_FILTER, self._on_mqtt_message, no_local=True)
         self.buttons = ButtonService(s, self)
         self.buttons.start(asyncio.get_running_loop())
         await self.mqtt.start()
         await self.mqtt.wait_connected(5.0)
+        self.spawn(self._publisher())
         self.spawn(self._publish_health(online=True))
         if self._start_broker:
             self.spawn(self._watch_points())
@@ -212,16 +216,29 @@ class NodeRuntime:
         if event.stream == "public":
             self.hub.publish(event)
         self.team_hub.publish(event)
-        self.spawn(self._publish_event(event))
-
-    async def _publish_event(self, event: Event) -> None:
-        if self.mqtt is None:
-            return
-        topic = event_topic(event.origin, event.stream, event.kind)
         try:
-            await self.mqtt.publish(topic, event.encode(), qos=1)
-        except Exception as exc:  # the store has it; later sync paths carry it
-            self._refusals.refuse("publish-failed", f"{event.id}: {exc}")
+            self._outbox.put_nowait(event)
+        except asyncio.QueueFull:  # bounded memory; the store has the event
+            self._refusals.refuse("publish-backlog", f"{event.id} not published live")
+
+    async def _publisher(self) -> None:
+        """Publish committed local events on Mosquitto, a batch at a time.
+
+        One task for all events (not one each); at most PUBLISH_BATCH waiting for
+        their PUBACK at once (DESIGN.md §9). An event that cannot be published
+        is logged; the store has it and the sync paths carry it.
+        """
+        while True:
+            batch = [await self._outbox.get()]
+            while len(batch) < PUBLISH_BATCH and not self._outbox.empty():
+                batch.append(self._outbox.get_nowait())
+            if self.mqtt is None:
+                continue
+            messages = [(event_topic(e.origin, e.stream, e.kind), e.encode()) for e in batch]
+            results = await self.mqtt.publish_batch(messages)
+            for event, error in zip(batch, results, strict=True):
+                if error is not None:
+                    self._refusals.refuse("publish-failed", f"{event.id}: {error}")
 
     async def _publish_health(self, *, online: bool) -> None:
         if self.mqtt is None:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
-from sync import Event, KeyPair, canonical_bytes
+from sync import Event, KeyPair
 from sync.event import make_event
 
 from .errors import SeqConflict, StoreClosed, StoreError
@@ -108,14 +108,33 @@ class WriteTx:
         self.conn.execute(
             f"INSERT INTO events ({_EVENT_COLS}, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
             (event.id, event.origin, event.stream, event.seq, event.ts, event.kind,
-             canonical_bytes(event.body).decode("utf-8"), event.sig, self.now_ms),
+             event.body_json().decode("utf-8"), event.sig, self.now_ms),
         )
 
 
 @dataclass
 class _Work(Generic[T]):
     fn: Callable[[WriteTx], T]
-    future: concurrent.futures.Future[T]
+    future: concurrent.futures.Future[T] | None = None  # from threads and the CLI
+    afuture: asyncio.Future[T] | None = None  # from the event loop
+    loop: asyncio.AbstractEventLoop | None = None
+
+    def wanted(self) -> bool:
+        """False when the caller gave up before the work ran (nothing to answer)."""
+        if self.future is not None:
+            return self.future.set_running_or_notify_cancel()
+        return self.afuture is not None and not self.afuture.cancelled()
+
+
+def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
+    """On the event loop: answer every caller of one transaction at once."""
+    for future, ok, value in items:
+        if future.done():
+            continue
+        if ok:
+            future.set_result(value)
+        else:
+            future.set_exception(value)
 
 
 class Store:
@@ -160,12 +179,21 @@ class Store:
         if self._closed:
             raise StoreClosed("the store is closed")
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Work(fn, fut))
+        self._queue.put(_Work(fn, future=fut))
         return fut
 
     async def write(self, fn: Callable[[WriteTx], T]) -> T:
-        """Run ``fn`` in the writer's next transaction and await its COMMIT."""
-        return await asyncio.wrap_future(self.submit(fn))
+        """Run ``fn`` in the writer's next transaction and await its COMMIT.
+
+        The callers of one transaction are answered with one hand-over to the
+        event loop, not one each: under load a COMMIT holds dozens of reports.
+        """
+        if self._closed:
+            raise StoreClosed("the store is closed")
+        loop = asyncio.get_running_loop()
+        fut: asyncio.Future[T] = loop.create_future()
+        self._queue.put(_Work(fn, afuture=fut, loop=loop))
+        return await fut
 
     def write_sync(self, fn: Callable[[WriteTx], T], timeout: float = 30.0) -> T:
         """Blocking form of :meth:`write` for threads and the CLI."""
@@ -199,7 +227,7 @@ class Store:
             conn.execute("BEGIN IMMEDIATE")
             tx = WriteTx(self, conn)
             for work in batch:
-                if not work.future.set_running_or_notify_cancel():
+                if not work.wanted():
                     continue
                 conn.execute("SAVEPOINT work")
                 heads_work = dict(self._heads)
@@ -221,15 +249,26 @@ class Store:
                 conn.execute("ROLLBACK")
             self._heads = heads_before
             error = StoreError(f"transaction failed: {exc}")
-            for work in batch:
-                if not work.future.done():
-                    work.future.set_exception(error)
-            return
+            results = [(work, False, error) for work in batch]
+        self._answer(results)
+
+    @staticmethod
+    def _answer(results: list[tuple[_Work[Any], bool, Any]]) -> None:
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[asyncio.Future[Any], bool, Any]]]
+        by_loop = {}
         for work, ok, value in results:
-            if ok:
-                work.future.set_result(value)
-            else:
-                work.future.set_exception(value)
+            if work.future is not None:
+                if work.future.done():
+                    continue
+                if ok:
+                    work.future.set_result(value)
+                else:
+                    work.future.set_exception(value)
+            elif work.afuture is not None and work.loop is not None:
+                by_loop.setdefault(work.loop, []).append((work.afuture, ok, value))
+        for loop, items in by_loop.items():
+            with suppress(RuntimeError):  # the loop closed: nobody is waiting
+                loop.call_soon_threadsafe(_resolve, items)
 
     # -- reading ---------------------------------------------------------------
 

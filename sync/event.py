@@ -14,13 +14,14 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final
 
 from .bodies import KIND_STREAMS, SLUG, validate_body
-from .canonical import canonical_bytes, parse_json
+from .canonical import parse_json
 from .errors import EventTooLarge, InvalidField, UnknownVersion
 from .ids import new_id
 from .keys import KeyPair, verify_signature
@@ -51,6 +52,11 @@ class Event:
     sig: bytes
     v: int = EVENT_VERSION
 
+    # Encodings are computed once and kept: an event is signed, stored and
+    # published, and each of those needs the same bytes.
+    _body_json: bytes = field(default=b"", init=False, compare=False, repr=False)
+    _wire: bytes = field(default=b"", init=False, compare=False, repr=False)
+
     def unsigned(self) -> dict[str, Any]:
         """The signed fields as a mapping (everything but ``sig``)."""
         return {
@@ -64,9 +70,36 @@ class Event:
             "body": self.body,
         }
 
+    def body_json(self) -> bytes:
+        """Canonical encoding of the body alone.
+
+        Bodies reach an event only through the validators (``make_event``,
+        ``event_from_dict``) or from a store that held validated events, so the
+        encoder's type walk is not repeated here.
+        """
+        if not self._body_json:
+            object.__setattr__(self, "_body_json", json.dumps(
+                self.body, sort_keys=True, separators=(",", ":"), ensure_ascii=False,
+                allow_nan=False).encode("utf-8"))
+        return self._body_json
+
+    def _canonical(self, sig: bytes | None) -> bytes:
+        # The canonical encoding of the whole mapping, built in key order
+        # (body, id, kind, origin, seq, [sig,] stream, ts, v). Header values are
+        # validated slugs, UUIDs and integers: none needs escaping. The fixed
+        # test vectors and a property test hold this equal to canonical_bytes().
+        sig_part = b',"sig":"' + base64.b64encode(sig) + b'"' if sig is not None else b""
+        return b"".join((
+            b'{"body":', self.body_json(),
+            b',"id":"', self.id.encode(), b'","kind":"', self.kind.encode(),
+            b'","origin":"', self.origin.encode(), b'","seq":', str(self.seq).encode(),
+            sig_part, b',"stream":"', self.stream.encode(), b'","ts":', str(self.ts).encode(),
+            b',"v":', str(self.v).encode(), b"}",
+        ))
+
     def signing_bytes(self) -> bytes:
         """The exact bytes covered by the signature."""
-        return DOMAIN + canonical_bytes(self.unsigned())
+        return DOMAIN + self._canonical(None)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready mapping including the base64 signature."""
@@ -76,24 +109,27 @@ class Event:
 
     def encode(self) -> bytes:
         """Canonical wire bytes of the whole event."""
-        return canonical_bytes(self.to_dict())
+        if not self._wire:
+            object.__setattr__(self, "_wire", self._canonical(self.sig))
+        return self._wire
 
     def verify(self, public_key: bytes) -> None:
         """Raise :class:`~sync.errors.BadSignature` unless ``public_key`` signed this."""
         verify_signature(public_key, self.sig, self.signing_bytes())
 
 
-def _check_header(data: Mapping[str, Any]) -> None:
+def _check_header(data: Mapping[str, Any], *, id_is_ours: bool = False) -> None:
     v = data.get("v")
     if v != EVENT_VERSION:
         raise UnknownVersion(f"event version {v!r} is not supported (expected {EVENT_VERSION})")
     ident = data.get("id")
-    try:
-        parsed = uuid.UUID(ident) if isinstance(ident, str) else None
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.version != 7 or str(parsed) != ident:
-        raise InvalidField("id", "must be a lower-case UUIDv7")
+    if not id_is_ours:  # an id made by new_id() here is a UUIDv7 by construction
+        try:
+            parsed = uuid.UUID(ident) if isinstance(ident, str) else None
+        except ValueError:
+            parsed = None
+        if parsed is None or parsed.version != 7 or str(parsed) != ident:
+            raise InvalidField("id", "must be a lower-case UUIDv7")
     origin = data.get("origin")
     if not isinstance(origin, str) or not SLUG.fullmatch(origin):
         raise InvalidField("origin", "must be a slug of a-z, 0-9 and -")
@@ -140,7 +176,7 @@ def make_event(
         "ts": ts,
         "kind": kind,
     }
-    _check_header(header)
+    _check_header(header, id_is_ours=event_id is None)
     clean = validate_body(kind, body)
     unsigned = Event(
         id=ident, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
@@ -150,6 +186,7 @@ def make_event(
         id=unsigned.id, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
         body=clean, sig=keys.sign(unsigned.signing_bytes()),
     )
+    object.__setattr__(signed, "_body_json", unsigned.body_json())
     if len(signed.encode()) > MAX_EVENT_BYTES:
         raise EventTooLarge(f"event is larger than {MAX_EVENT_BYTES} bytes")
     return signed

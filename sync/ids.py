@@ -31,9 +31,11 @@ class UUIDv7Factory:
     def __call__(self) -> uuid.UUID:
         with self._lock:
             ms = self._clock_ms()
+            # One system call for all random bits of an id (each call releases the GIL).
+            rand = int.from_bytes(os.urandom(10), "big")
             if ms > self._last_ms:
                 self._last_ms = ms
-                self._counter = int.from_bytes(os.urandom(2), "big") & 0x3FF
+                self._counter = (rand >> 64) & 0x3FF
             else:
                 ms = self._last_ms
                 self._counter += 1
@@ -42,7 +44,7 @@ class UUIDv7Factory:
                     self._last_ms += 1
                     ms = self._last_ms
                     self._counter = 0
-            rand_b = int.from_bytes(os.urandom(8), "big") & ((1 << 62) - 1)
+            rand_b = rand & ((1 << 62) - 1)
             value = (ms & ((1 << 48) - 1)) << 80
             value |= 0x7 << 76
             value |= self._counter << 64

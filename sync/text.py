@@ -31,12 +31,30 @@ def _is_emoji(ch: str) -> bool:
     return unicodedata.category(ch) == "So" or 0x1F000 <= ord(ch) <= 0x1FAFF
 
 
+def _already_clean(text: str, multiline: bool) -> bool:
+    """True for plain ASCII text that cleaning would leave as it is (most text)."""
+    if not text.isascii() or text != text.strip() or "  " in text:
+        return False
+    if text.isprintable():
+        return True
+    if not multiline:
+        return False
+    return (text.replace("\n", "").isprintable() and "\n\n\n" not in text
+            and " \n" not in text and "\n " not in text)
+
+
 def clean_text(text: str, *, multiline: bool = True) -> str:
     """Return ``text`` cleaned as described in the module docstring.
 
     >>> clean_text("hang\\u200bjongeren\\x00  bij\\u202e de speeltuin\\n\\n\\n\\nnu ")
     'hangjongeren bij de speeltuin\\n\\nnu'
     """
+    if _already_clean(text, multiline):
+        return text
+    return _clean_slow(text, multiline=multiline)
+
+
+def _clean_slow(text: str, *, multiline: bool = True) -> str:
     text = unicodedata.normalize("NFC", text)
     out: list[str] = []
     marks = 0

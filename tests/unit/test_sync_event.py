@@ -181,10 +181,23 @@ def test_round_trip_property(text: str, place: str, point: str | None, category:
             "category": category, "audience": audience, "called_112": called}
     event = make_event(keys, origin="n1", stream="private", seq=seq, kind="report", ts=ts,
                        body=body)
+    # The fast event encoder equals the general canonical encoder.
+    assert event.encode() == canonical_bytes(event.to_dict())
+    assert event.signing_bytes() == b"bart/event/v1\x00" + canonical_bytes(event.unsigned())
     again = decode_event(event.encode())
     assert again == event
     again.verify(keys.signing_public)
     assert again.encode() == event.encode()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(st.one_of(st.text(max_size=200), st.text(alphabet=st.characters(max_codepoint=127),
+                                                 max_size=200)),
+       st.booleans())
+def test_clean_text_fast_path_equals_slow_path(text: str, multiline: bool) -> None:
+    from sync.text import _clean_slow
+
+    assert clean_text(text, multiline=multiline) == _clean_slow(text, multiline=multiline)
 
 
 @settings(max_examples=300, deadline=None)

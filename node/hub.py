@@ -83,6 +83,12 @@ class Subscription:
     async def next(self, timeout: float) -> Event | None:
         """The next event, or None after ``timeout`` seconds without one."""
         try:
-            return await asyncio.wait_for(self.queue.get(), timeout)
+            return self.queue.get_nowait()
+        except asyncio.QueueEmpty:
+            pass
+        try:
+            # asyncio.timeout, not wait_for: no extra task per event (latency).
+            async with asyncio.timeout(timeout):
+                return await self.queue.get()
         except TimeoutError:
             return None

@@ -298,6 +298,9 @@ class NodeRuntime:
     def _conflict(self, store: Store, event: Event) -> str | None:
         """None if ``event`` is new; "" if already held; else why it is refused."""
         key = (event.origin, event.stream, event.seq)
+        if event.seq > store.head(event.origin, event.stream) and key not in self._pending \
+                and event.id not in self._pending_ids:
+            return None  # past everything held: new (the store re-checks the id on insert)
         held = self._pending.get(key) or store.id_at(*key)
         if held == event.id:
             return ""

@@ -298,6 +298,10 @@ class Store:
             f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,)).fetchone()
         return _row_to_event(row) if row else None
 
+    def head(self, origin: str, stream: str) -> int:
+        """Highest seq committed or being committed for (origin, stream)."""
+        return self._heads.get((origin, stream), 0)
+
     def id_at(self, origin: str, stream: str, seq: int) -> str | None:
         """Id of the event held at (origin, stream, seq), if any."""
         row = self._reader().execute(

@@ -10,6 +10,7 @@ residents see, marked as not verified.
 from __future__ import annotations
 
 import os
+import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -54,6 +55,7 @@ def validate_report_input(fields: Mapping[str, Any]) -> dict[str, Any]:
     the portal refuses exactly what the event model would refuse.
     """
     body = dict(fields)
+    body.setdefault("audience", "both")  # as documented by the API's ReportIn
     body["receipt"] = "AAA-AAA"
     clean = validate_body("report", body)
     del clean["receipt"]
@@ -79,21 +81,30 @@ def warning_body(report: Mapping[str, Any], report_id: str, area: str) -> dict[s
 
 
 def store_report(tx: WriteTx, clean: Mapping[str, Any], area: str) -> Submitted:
-    """Writer task: allocate a unique receipt, append the report (and warning)."""
+    """Writer task: append the report under a fresh receipt code (and its warning).
+
+    The receipt's primary key refuses a code already in use (about one in a
+    billion); the report is then made again under a new code, inside the same
+    savepoint, so nothing of the first try remains.
+    """
     for _ in range(10):
-        receipt = new_receipt()
-        if not tx.conn.execute("SELECT 1 FROM receipts WHERE receipt = ?",
-                               (receipt,)).fetchone():
-            break
+        body = dict(clean)
+        body["receipt"] = new_receipt()
+        tx.conn.execute("SAVEPOINT receipt")
+        report = tx.append_local("report", "private", body)
+        try:
+            tx.conn.execute(
+                "INSERT INTO receipts (receipt, event_id, state, updated_at) VALUES (?,?,?,?)",
+                (body["receipt"], report.id, "received", tx.now_ms))
+        except sqlite3.IntegrityError:
+            tx.conn.execute("ROLLBACK TO receipt")
+            tx.conn.execute("RELEASE receipt")
+            tx.forget_local("private")
+            continue
+        tx.conn.execute("RELEASE receipt")
+        break
     else:  # pragma: no cover - 10 collisions in 10^9 codes
         raise RuntimeError("could not allocate a receipt code")
-    body = dict(clean)
-    body["receipt"] = receipt
-    report = tx.append_local("report", "private", body)
-    tx.conn.execute(
-        "INSERT INTO receipts (receipt, event_id, state, updated_at) VALUES (?, ?, ?, ?)",
-        (receipt, report.id, "received", tx.now_ms),
-    )
     warning = None
     if report.body["audience"] in ("neighbours", "both"):
         warning = tx.append_local("alert", "public",

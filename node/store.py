@@ -84,6 +84,11 @@ class WriteTx:
         store._heads[key] = seq
         return event
 
+    def forget_local(self, stream: str) -> None:
+        """Give back the seq of the last local event after a ROLLBACK TO savepoint."""
+        key = (self._store.origin, stream)
+        self._store._heads[key] = self._store._heads.get(key, 1) - 1
+
     def insert(self, event: Event) -> bool:
         """Insert an event made elsewhere; False when it is already stored."""
         row = self.conn.execute(

@@ -106,8 +106,8 @@ def _event_ref(body: Mapping[str, Any], name: str, required: bool) -> str | None
 
 def _place(body: Mapping[str, Any]) -> dict[str, Any]:
     value = _get(body, "place", None) or {}
-    if not isinstance(value, Mapping):
-        raise InvalidField("place", "must be an object with point and text")
+    if not isinstance(value, Mapping) or set(value) - {"point", "text"}:
+        raise InvalidField("place", "must be an object with only point and text")
     point = value.get("point")
     if point is not None and (not isinstance(point, str) or not SLUG.fullmatch(point)):
         raise InvalidField("place.point", "must be a meeting-point id")
@@ -127,7 +127,7 @@ def validate_report(body: Mapping[str, Any]) -> dict[str, Any]:
     _only(body, {"category", "text", "place", "audience", "called_112", "called_112_by",
                  "contact", "receipt", "lang"})
     receipt = _get(body, "receipt")
-    if not isinstance(receipt, str) or not RECEIPT.fullmatch(receipt):
+    if not isinstance(receipt, str) or not RECEIPT.fullmatch(receipt):  # checked first: cheap
         raise InvalidField("receipt", "must look like K7F-3QX")
     lang = _get(body, "lang", "nl")
     if not isinstance(lang, str) or not LANG.fullmatch(lang):

@@ -52,6 +52,15 @@ class ReportCreated(BaseModel):
     shown_to_neighbours: bool
 
 
+def add_schemas(schema: dict[str, Any]) -> dict[str, Any]:
+    """Put ``ReportIn`` (documentation of the report body) into an OpenAPI schema."""
+    schemas = schema.setdefault("components", {}).setdefault("schemas", {})
+    report = ReportIn.model_json_schema(ref_template="#/components/schemas/{model}")
+    schemas.update(report.pop("$defs", {}))
+    schemas["ReportIn"] = report
+    return schema
+
+
 def check_place(report: dict[str, Any], request: Request) -> None:
     """A meeting point must be one of this node's."""
     point = report["place"]["point"]
@@ -59,27 +68,46 @@ def check_place(report: dict[str, Any], request: Request) -> None:
         raise InvalidField("place.point", "is not a meeting point of this node")
 
 
+def _invalid(field: str, message: str) -> JSONResponse:
+    return JSONResponse({"detail": "invalid input; nothing was stored",
+                         "errors": [{"field": field, "message": message}]}, status_code=422)
+
+
 @router.post("/api/v1/reports", status_code=201, response_model=ReportCreated,
              responses={413: {"description": "body too large"},
+                        415: {"description": "not application/json"},
                         422: {"description": "invalid input"},
                         429: {"description": "too many reports from this device"}},
-             tags=["reports"])
-async def post_report(report: ReportIn, request: Request) -> JSONResponse:
-    """Store a report; the answer comes only after it is committed to disk."""
+             tags=["reports"],
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/json": {"schema": {"$ref": "#/components/schemas/ReportIn"}}}}})
+async def post_report(request: Request) -> JSONResponse:
+    """Store a report (body: ``ReportIn``); the answer comes only after its COMMIT.
+
+    The body is checked by the event model's own validator (``sync.bodies``),
+    the one authority on what a report may hold; ``ReportIn`` documents it.
+    """
     deps.limit(request, "report_limiter")
+    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
+        # Also keeps other sites' plain HTML forms out (they cannot send JSON).
+        return JSONResponse({"detail": "send the report as application/json"},
+                            status_code=415)
     try:
-        clean = validate_report_input(report.model_dump())
+        data = json.loads(await request.body())
+    except (ValueError, UnicodeDecodeError):
+        return _invalid("$", "not valid JSON")
+    if not isinstance(data, dict):
+        return _invalid("$", "a report must be a JSON object")
+    try:
+        clean = validate_report_input(data)
         check_place(clean, request)
     except InvalidField as exc:
-        return JSONResponse({"detail": "invalid input; nothing was stored",
-                             "errors": [{"field": exc.field, "message": exc.reason}]},
-                            status_code=422)
+        return _invalid(exc.field, exc.reason)
     done = await deps.runtime(request).submit_report(clean)
     receipt = done.report.body["receipt"]
-    body = ReportCreated(id=done.report.id, receipt=receipt,
-                         status_url=f"/status?receipt={receipt}",
-                         shown_to_neighbours=done.warning is not None)
-    return JSONResponse(body.model_dump(), status_code=201,
+    return JSONResponse({"id": done.report.id, "receipt": receipt,
+                         "status_url": f"/status?receipt={receipt}",
+                         "shown_to_neighbours": done.warning is not None}, status_code=201,
                         headers={"Location": f"/api/v1/reports/{receipt}"})
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
@@ -67,6 +68,14 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     app.state.report_limiter = RateLimiter(settings.reports_per_minute)
     app.state.lookup_limiter = RateLimiter(60 if settings.reports_per_minute else 0)
     app.include_router(api.router)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = api.add_schemas(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     if settings.demo:
         app.include_router(demo.router)
     app.include_router(resident.router)

@@ -370,7 +370,7 @@ class Store:
                 "text": b["text"], "place": b["place"], "state": action, "by": by,
                 "called_112": b["called_112"], "contact": b.get("contact", ""),
                 "receipt": b.get("receipt"), "button_id": b.get("button"),
-                "ref": b.get("ref"),
+                "ref": b.get("ref"), "expires": b.get("expires"),
             })
         return items
 

@@ -19,7 +19,14 @@ from functools import partial
 from typing import TYPE_CHECKING, Any
 
 from broker.topics import POINT_PRESS_FILTER, parse_point_topic, point_topic
-from hardware import ButtonSpec, PanicButton, StatusLight, load_buttons, pin_factory_for
+from hardware import (
+    ButtonSpec,
+    HardwareError,
+    PanicButton,
+    StatusLight,
+    load_buttons,
+    pin_factory_for,
+)
 from sync import Event
 from sync.bodies import SLUG
 
@@ -115,27 +122,47 @@ class ButtonService:
         self.lights: dict[str, StatusLight] = {}
         self.factory: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._last_press: dict[str, str] = {}  # point button -> last press id
+        # Point button -> id of its last press that is COMMITTED: only such an
+        # id may go back to the device, which then drops it from its outbox.
+        self._last_press: dict[str, str] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Claim the pins of wired buttons; subscribe to point devices."""
         self._loop = loop
         hub = [s for s in self.specs.values() if s.device == "hub"]
         if hub and self.settings.gpio != "off":
-            self.factory = pin_factory_for("mock" if self.settings.gpio == "mock" else "auto")
+            try:
+                self.factory = pin_factory_for(
+                    "mock" if self.settings.gpio == "mock" else "auto")
+            except HardwareError as exc:
+                # No GPIO must never stop the node from taking reports: say it loudly.
+                log.error("panic buttons disabled: %s", exc)
+                hub = []
             for spec in hub:
-                self.lights[spec.id] = StatusLight(spec.led_pin, buzzer_pin=spec.buzzer_pin,
-                                                   name=spec.id, pin_factory=self.factory)
-                self.buttons[spec.id] = PanicButton(
-                    spec.button_pin, button_id=spec.id, hold_s=self.settings.hold_s,
-                    cooldown_s=self.settings.cooldown_s, pin_factory=self.factory,
-                    on_alarm=partial(self._from_thread, spec.id, "alarm"),
-                    on_refresh=partial(self._from_thread, spec.id, "repeat"),
-                    on_fault=partial(self._from_thread, spec.id, "fault"),
-                    on_fault_cleared=partial(self._from_thread, spec.id, "fault_cleared"))
+                try:
+                    self._claim(spec)
+                except HardwareError as exc:
+                    log.error("panic button %s disabled: %s", spec.id, exc)
         if self.runtime.mqtt is not None and any(
                 s.device == "point" for s in self.specs.values()):
             self.runtime.mqtt.subscribe(POINT_PRESS_FILTER, self._on_point_message)
+
+    def _claim(self, spec: ButtonSpec) -> None:
+        light = StatusLight(spec.led_pin, buzzer_pin=spec.buzzer_pin, name=spec.id,
+                            pin_factory=self.factory)
+        try:
+            button = PanicButton(
+                spec.button_pin, button_id=spec.id, hold_s=self.settings.hold_s,
+                cooldown_s=self.settings.cooldown_s, pin_factory=self.factory,
+                on_alarm=partial(self._from_thread, spec.id, "alarm"),
+                on_refresh=partial(self._from_thread, spec.id, "repeat"),
+                on_fault=partial(self._from_thread, spec.id, "fault"),
+                on_fault_cleared=partial(self._from_thread, spec.id, "fault_cleared"))
+        except HardwareError:
+            light.close()
+            raise
+        self.lights[spec.id] = light
+        self.buttons[spec.id] = button
 
     def close(self) -> None:
         """Release every pin."""
@@ -181,7 +208,6 @@ class ButtonService:
                 spec.device != "point" or spec.meeting_point != point:
             log.warning("refused press for %s from point %s", press["button"], point)
             return
-        self._last_press[spec.id] = press["id"]
         self.runtime.spawn(self.handle(spec.id, press["kind"], press_id=press["id"]))
 
     # -- one path for both ----------------------------------------------------------
@@ -192,6 +218,8 @@ class ButtonService:
         spec = self.specs[button]
         task = press_task(button, spec.meeting_point, kind, self.settings.area, press_id)
         event: Event | None = await self.runtime.require_store().write(task)
+        if press_id is not None:
+            self._last_press[button] = press_id  # stored now (or stored before)
         if event is not None:
             self.runtime.after_commit(event)
         state = {"fault": "fault", "fault_cleared": "idle"}.get(kind)

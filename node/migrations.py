@@ -65,10 +65,20 @@ def _m003_point_presses(db: sqlite_utils.Database) -> None:
     ))
 
 
+def _m004_json_indexes(db: sqlite_utils.Database) -> None:
+    # Acks are looked up by what they answer, alarms by their button: without
+    # these, each lookup scans the whole history (and some run in the writer).
+    db.execute("CREATE INDEX idx_events_ack_ref ON events (json_extract(body, '$.ref')) "
+               "WHERE kind = 'ack'")
+    db.execute("CREATE INDEX idx_events_alert_button ON events "
+               "(json_extract(body, '$.button'), ts) WHERE kind = 'alert'")
+
+
 MIGRATIONS: list[Migration] = [
     ("001_events", _m001_events),
     ("002_receipts", _m002_receipts),
     ("003_point_presses", _m003_point_presses),
+    ("004_json_indexes", _m004_json_indexes),
 ]
 
 

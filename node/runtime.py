@@ -36,6 +36,8 @@ log = logging.getLogger(__name__)
 SERVICE_USER = "bart-node"
 POINTS_POLL_S = 2.0
 PUBLISH_BATCH = 100
+#: Alert sources a node (not central) may sign.
+PEER_SOURCES = frozenset({"resident", "team", "button", "integration"})
 INTEGRATION_USER = "integration"
 
 
@@ -102,7 +104,18 @@ class NodeRuntime:
     # -- lifecycle -------------------------------------------------------------
 
     async def start(self) -> None:
-        """Open the store, start Mosquitto and connect to it."""
+        """Open the store, start Mosquitto and connect to it.
+
+        If anything fails half-way, what was started is stopped again: no
+        orphaned Mosquitto holding the port, no store left open.
+        """
+        try:
+            await self._start()
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def _start(self) -> None:
         s = self.settings
         self.store = Store(s.db_path, origin=s.name, keys=self.keys)
         bsettings = broker_settings(s)
@@ -167,10 +180,15 @@ class NodeRuntime:
             self.store = None
 
     def spawn(self, coro: Any) -> None:
-        """Run ``coro`` as a task the runtime keeps (and cancels on stop)."""
+        """Run ``coro`` as a task the runtime keeps (and cancels on stop); log failures."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("node task %s failed", task.get_coro(), exc_info=task.exception())
 
     # -- local events ----------------------------------------------------------
 
@@ -274,6 +292,12 @@ class NodeRuntime:
         except SyncError as exc:
             self._refusals.refuse("signature", f"{event.id} from {event.origin}: {exc}")
             return
+        if event.kind == "alert" and event.body["source"] not in PEER_SOURCES:
+            # A node may not speak for police or municipality: a "central" alert
+            # is believed only with central's own signature (central issue).
+            self._refusals.refuse("source", f"{event.id}: {event.origin} may not send "
+                                  f"{event.body['source']} alerts")
+            return
         store = self.store
         if store is None:
             return
@@ -316,8 +340,14 @@ class NodeRuntime:
             return
         try:
             await store.write(lambda tx: tx.insert(event))
-        except Exception as exc:
+        except BaseException as exc:
+            # Shown but not stored: forget it, so that a resend or catch-up is
+            # taken again instead of being dropped as "seen".
+            self.hub.forget(event.id)
+            self.team_hub.forget(event.id)
             self._refusals.refuse("store", f"{event.id}: {exc}")
+            if not isinstance(exc, Exception):
+                raise
         finally:
             self._pending.pop((event.origin, event.stream, event.seq), None)
             self._pending_ids.discard(event.id)

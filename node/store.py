@@ -205,6 +205,28 @@ class Store:
         return self.submit(fn).result(timeout)
 
     def _run(self) -> None:
+        try:
+            self._loop_batches()
+        except BaseException as exc:  # the writer must never die silently
+            log.critical("store writer stopped: %s", exc)
+            self._closed = True
+            raise
+        finally:
+            self._fail_queued()
+
+    def _fail_queued(self) -> None:
+        """Answer work that can no longer run (after the stop marker, or a crash)."""
+        left: list[tuple[_Work[Any], bool, Any]] = []
+        while True:
+            try:
+                work = self._queue.get_nowait()
+            except queue.Empty:
+                break
+            if work is not None and work.wanted():
+                left.append((work, False, StoreClosed("the store is closed")))
+        self._answer(left)
+
+    def _loop_batches(self) -> None:
         while True:
             first = self._queue.get()
             if first is None:
@@ -248,7 +270,7 @@ class Store:
                 results.append((work, True, value))
             conn.execute("COMMIT")
             self.commits += 1
-        except Exception as exc:
+        except BaseException as exc:
             log.error("store transaction failed: %s", exc)
             with suppress(sqlite3.Error):
                 conn.execute("ROLLBACK")
@@ -427,7 +449,11 @@ class Store:
         self._closed = True
         self._queue.put(None)
         self._thread.join(timeout=30)
-        self._conn.close()
+        if self._thread.is_alive():  # still inside a commit: never close under it
+            log.error("store writer still busy after 30 s; leaving its connection open")
+        else:
+            self._conn.close()
+            self._fail_queued()  # work queued after the stop marker
         with self._readers_lock:
             for conn in self._readers:
                 with suppress(sqlite3.ProgrammingError):  # its thread is gone

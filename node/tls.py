@@ -10,6 +10,7 @@ issue — and are separate from this.)
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import ipaddress
 import os
@@ -68,28 +69,7 @@ def _name(common: str) -> x509.Name:
                       x509.NameAttribute(NameOID.COMMON_NAME, common)])
 
 
-def ensure_tls(directory: Path, node_name: str, extra_hosts: tuple[str, ...] = (),
-               now: dt.datetime | None = None) -> TlsFiles:
-    """Create the CA and server certificate once; later calls return the paths."""
-    files = TlsFiles(directory)
-    if files.cert.exists() and files.key.exists() and files.ca_cert.exists():
-        return files
-    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
-    now = now or dt.datetime.now(dt.UTC)
-    ca_key = ec.generate_private_key(ec.SECP256R1())
-    ca_name = _name(f"Bart node CA {node_name}")
-    ca = (x509.CertificateBuilder()
-          .subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - dt.timedelta(days=1))
-          .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                       key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                       encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    key = ec.generate_private_key(ec.SECP256R1())
+def _san_names(node_name: str, extra_hosts: tuple[str, ...]) -> list[x509.GeneralName]:
     names: list[x509.GeneralName] = [x509.DNSName(node_name), x509.DNSName("localhost"),
                                      x509.DNSName(f"{node_name}.local")]
     host = socket.gethostname()
@@ -99,22 +79,75 @@ def ensure_tls(directory: Path, node_name: str, extra_hosts: tuple[str, ...] = (
         except ValueError:
             names.append(x509.DNSName(extra))
     names.append(x509.IPAddress(ipaddress.ip_address("127.0.0.1")))
-    unique = list(dict.fromkeys(names))
+    return list(dict.fromkeys(names))
+
+
+def _covers(cert_path: Path, names: list[x509.GeneralName]) -> bool:
+    cert = x509.load_pem_x509_certificate(cert_path.read_bytes())
+    try:
+        san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value
+    except x509.ExtensionNotFound:
+        return False
+    return all(name in san for name in names)
+
+
+def ensure_tls(directory: Path, node_name: str, extra_hosts: tuple[str, ...] = (),
+               now: dt.datetime | None = None) -> TlsFiles:
+    """Create the CA once, and a server certificate that names every host given.
+
+    A later call with a new host (``bart node point add --host 10.42.0.1``)
+    re-issues only the server certificate, from the same CA, so the point
+    devices already set up keep trusting the node.
+    """
+    files = TlsFiles(directory)
+    names = _san_names(node_name, extra_hosts)
+    have_ca = files.ca_cert.exists() and files.ca_key.exists()
+    if have_ca and files.cert.exists() and files.key.exists() and _covers(files.cert, names):
+        return files
+    directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+    now = now or dt.datetime.now(dt.UTC)
+    pem = serialization.Encoding.PEM
+    pkcs8 = serialization.PrivateFormat.PKCS8
+    none = serialization.NoEncryption()
+    if have_ca:
+        ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), None)
+        ca = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
+        if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+            raise ValueError(f"{files.ca_key} is not the node's EC CA key")
+        ca_name = ca.subject
+        if files.cert.exists():  # keep the names it had: devices may use any of them
+            old = x509.load_pem_x509_certificate(files.cert.read_bytes())
+            with contextlib.suppress(x509.ExtensionNotFound):
+                san = old.extensions.get_extension_for_class(x509.SubjectAlternativeName)
+                names = list(dict.fromkeys([*san.value, *names]))
+    else:
+        ca_key = ec.generate_private_key(ec.SECP256R1())
+        ca_name = _name(f"Bart node CA {node_name}")
+        ca = (x509.CertificateBuilder()
+              .subject_name(ca_name).issuer_name(ca_name)
+              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - dt.timedelta(days=1))
+              .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+              .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                           key_encipherment=False, data_encipherment=False,
+                                           key_agreement=False, key_cert_sign=True,
+                                           crl_sign=True, encipher_only=False,
+                                           decipher_only=False), critical=True)
+              .sign(ca_key, hashes.SHA256()))
+        _write(files.ca_key, ca_key.private_bytes(pem, pkcs8, none), private=True)
+        _write(files.ca_cert, ca.public_bytes(pem), private=False)
+    key = ec.generate_private_key(ec.SECP256R1())
     cert = (x509.CertificateBuilder()
             .subject_name(_name(node_name)).issuer_name(ca_name)
             .public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - dt.timedelta(days=1))
             .not_valid_after(now + dt.timedelta(days=SERVER_DAYS))
-            .add_extension(x509.SubjectAlternativeName(unique), critical=False)
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH]),
                            critical=False)
             .sign(ca_key, hashes.SHA256()))
-    pem = serialization.Encoding.PEM
-    pkcs8 = serialization.PrivateFormat.PKCS8
-    none = serialization.NoEncryption()
-    _write(files.ca_key, ca_key.private_bytes(pem, pkcs8, none), private=True)
     _write(files.key, key.private_bytes(pem, pkcs8, none), private=True)
-    _write(files.ca_cert, ca.public_bytes(pem), private=False)
     _write(files.cert, cert.public_bytes(pem), private=False)
     return files

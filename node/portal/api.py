@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -160,11 +161,10 @@ async def stream(
             yield b"retry: 3000\n: connected\n\n"
             if last_event_id:
                 last = rt.require_store().get_event(last_event_id)
-                if last is not None:
-                    missed = rt.require_store().recent("alert", since_ms=last.ts, limit=100)
-                    now = last.ts
+                if last is not None:  # replay what was missed, filtered as the page is
+                    missed = deps.visible_alerts(request, 100, since_ms=last.ts)
                     for e in reversed(missed):
-                        if e.id != last.id and is_visible(e, s, max(now, e.ts)):
+                        if e.id != last.id:
                             yield message(e)
             while not sub.dropped:
                 event = await sub.next(KEEPALIVE_S)
@@ -173,7 +173,7 @@ async def stream(
                         return
                     yield b": keepalive\n\n"
                     continue
-                if event.kind == "alert" and is_visible(event, s, event.ts):
+                if event.kind == "alert" and is_visible(event, s, int(time.time() * 1000)):
                     yield message(event)
 
     return StreamingResponse(events(), media_type="text/event-stream",

@@ -52,14 +52,20 @@ def limit(request: Request, limiter_name: str) -> None:
                             headers={"Retry-After": "60"})
 
 
-def visible_alerts(request: Request, limit_count: int = 50) -> list[Event]:
-    """Public alerts residents of this node should see now, newest first."""
+def visible_alerts(request: Request, limit_count: int = 50,
+                   since_ms: int = 0) -> list[Event]:
+    """Public alerts residents of this node should see now, newest first.
+
+    A "hidden" answer counts only from the alert's own origin (its team): a
+    neighbouring node cannot hide another node's or central's alerts.
+    """
     rt = runtime(request)
     s = settings(request)
     now = int(time.time() * 1000)
-    events = rt.require_store().recent("alert", limit=limit_count * 2)
-    hidden = {a.body["ref"] for acks in rt.require_store().acks_for(
-        [e.id for e in events]).values() for a in acks if a.body["action"] == "hidden"}
+    events = rt.require_store().recent("alert", limit=limit_count * 2, since_ms=since_ms)
+    origin = {e.id: e.origin for e in events}
+    hidden = {ref for ref, acks in rt.require_store().acks_for(list(origin)).items()
+              for a in acks if a.body["action"] == "hidden" and a.origin == origin[ref]}
     return [e for e in events if is_visible(e, s, now) and e.id not in hidden][:limit_count]
 
 

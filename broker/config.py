@@ -34,6 +34,8 @@ from .topics import (
 CONF_NAME: Final = "mosquitto.conf"
 PASSWD_NAME: Final = "passwd"  # noqa: S105 - a file name, not a secret
 ACL_NAME: Final = "acl"
+POINT_PASSWD_NAME: Final = "passwd-points"  # noqa: S105 - a file name, not a secret
+POINT_ACL_NAME: Final = "acl-points"
 DB_NAME: Final = "mosquitto.db"
 #: Changes between persistence snapshots (with autosave_on_changes; not seconds).
 AUTOSAVE_INTERVAL: Final = 300
@@ -160,10 +162,14 @@ def render_config(s: BrokerSettings) -> str:
     state = s.state_dir.absolute()
     lines = [
         "# Rendered by Bart (broker.config); changes here are overwritten.",
-        "per_listener_settings false",
-        "allow_anonymous false",
-        f"password_file {state / PASSWD_NAME}",
-        f"acl_file {state / ACL_NAME}",
+        # With a TLS listener for point devices each listener has its own users:
+        # the node's service account cannot log in from the hotspot at all.
+        f"per_listener_settings {'true' if s.tls_port is not None else 'false'}",
+        *([] if s.tls_port is not None else [
+            "allow_anonymous false",
+            f"password_file {state / PASSWD_NAME}",
+            f"acl_file {state / ACL_NAME}",
+        ]),
         # The account that runs the node, so that a broker started as root does not
         # switch to 'mosquitto' and lose access to these files (DESIGN §9).
         f"user {s.account()}",
@@ -200,13 +206,21 @@ def render_config(s: BrokerSettings) -> str:
         "",
         f"listener {s.port} {s.bind_address}",
         "protocol mqtt",
+        *([] if s.tls_port is None else [
+            "allow_anonymous false",
+            f"password_file {state / PASSWD_NAME}",
+            f"acl_file {state / ACL_NAME}",
+        ]),
         "",
     ]
     if s.tls_port is not None and s.tls_cert is not None and s.tls_key is not None:
         lines += [
-            "# Point devices: MQTT over TLS with per-device passwords and ACLs.",
+            "# Point devices: MQTT over TLS; only point users, each with its own ACL.",
             f"listener {s.tls_port} {s.tls_bind_address}",
             "protocol mqtt",
+            "allow_anonymous false",
+            f"password_file {state / POINT_PASSWD_NAME}",
+            f"acl_file {state / POINT_ACL_NAME}",
             f"certfile {s.tls_cert.absolute()}",
             f"keyfile {s.tls_key.absolute()}",
             "tls_version tlsv1.2",
@@ -215,14 +229,14 @@ def render_config(s: BrokerSettings) -> str:
     return "\n".join(lines)
 
 
-def render_acl(s: BrokerSettings) -> str:
+def render_acl(s: BrokerSettings, users: tuple[MqttUser, ...] | None = None) -> str:
     """The ACL file: services read and write the scheme, integrations only read public."""
     lines = [
         "# Rendered by Bart (broker.config); changes here are overwritten.",
         "# No top-level topic or pattern lines: anonymous access and",
         "# user-independent grants do not exist on a node's broker.",
     ]
-    for user in s.users:
+    for user in s.users if users is None else users:
         lines += ["", f"user {user.name}"]
         if user.role == "service":
             lines.append(f"topic readwrite {ALL_EVENTS_FILTER}")
@@ -251,10 +265,12 @@ def hash_password(password: str, salt: bytes, iterations: int = DEFAULT_ITERATIO
 
 
 def render_passwd(s: BrokerSettings,
-                  salt_source: Callable[[int], bytes] = os.urandom) -> str:
+                  salt_source: Callable[[int], bytes] = os.urandom,
+                  users: tuple[MqttUser, ...] | None = None) -> str:
     """The password file: one ``name:$7$…`` line per user, fresh salt from ``salt_source``."""
     return "".join(
-        f"{u.name}:{hash_password(u.password, salt_source(SALT_BYTES))}\n" for u in s.users
+        f"{u.name}:{hash_password(u.password, salt_source(SALT_BYTES))}\n"
+        for u in (s.users if users is None else users)
     )
 
 
@@ -334,14 +350,23 @@ def write_files(s: BrokerSettings) -> list[Path]:
     if owner is not None:
         os.chown(s.state_dir, *owner)
     changed: list[Path] = []
-    try:
-        current_passwd = s.passwd_path.read_text("utf-8")
-    except (FileNotFoundError, UnicodeDecodeError):
-        current_passwd = None
-    passwd = (current_passwd if current_passwd is not None
-              and passwd_matches(current_passwd, s.users) else render_passwd(s))
-    for path, text in ((s.passwd_path, passwd), (s.acl_path, render_acl(s)),
-                       (s.conf_path, render_config(s))):
-        if _write_atomic(path, text, owner):
-            changed.append(path)
+    # Per listener (with TLS): node users on the local listener, point users on TLS.
+    split = s.tls_port is not None
+    local = tuple(u for u in s.users if u.role != "point") if split else s.users
+    points = tuple(u for u in s.users if u.role == "point")
+    files = [(s.passwd_path, s.acl_path, local)]
+    if split:
+        files.append((s.state_dir / POINT_PASSWD_NAME, s.state_dir / POINT_ACL_NAME, points))
+    for passwd_path, acl_path, users in files:
+        try:
+            current = passwd_path.read_text("utf-8")
+        except (FileNotFoundError, UnicodeDecodeError):
+            current = None
+        passwd = (current if current is not None and passwd_matches(current, users)
+                  else render_passwd(s, users=users))
+        for path, text in ((passwd_path, passwd), (acl_path, render_acl(s, users))):
+            if _write_atomic(path, text, owner):
+                changed.append(path)
+    if _write_atomic(s.conf_path, render_config(s), owner):
+        changed.append(s.conf_path)
     return changed

@@ -172,3 +172,31 @@ def test_point_credentials_cannot_publish_alerts(setup: dict[str, Any]) -> None:
         client.loop_stop()
         client.disconnect()
     assert button_alarms(setup) == []
+
+
+def test_tls_listener_takes_only_point_users(setup: dict[str, Any]) -> None:
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    bundle = setup["bundle"]
+    secrets = json.loads((setup["db"].parent / "secrets" / "mqtt.json").read_text())
+    ca = setup["tmp"] / "ca.pem"
+    ca.write_text(bundle["ca_pem"])
+    results: list[bool] = []
+    for user, password in (("bart-node", secrets["service_password"]),
+                           ("integration", secrets["integration_password"])):
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"x-{user}",
+                             protocol=MQTTProtocolVersion.MQTTv5)
+        client.username_pw_set(user, password)
+        client.tls_set(ca_certs=str(ca))
+        codes: list[Any] = []
+        client.on_connect = lambda _c, _u, _f, reason, _p: codes.append(reason)
+        client.connect(bundle["host"], bundle["port"])
+        client.loop_start()
+        try:
+            wait_for(lambda: codes)
+            results.append(codes[0].is_failure)
+        finally:
+            client.loop_stop()
+            client.disconnect()
+    assert results == [True, True]  # the node's own accounts cannot log in from Wi-Fi

@@ -120,7 +120,7 @@ async def _serve(settings: NodeSettings, fresh: bool) -> None:
         await task
         return
     app = server.config.loaded_app
-    while hasattr(app, "app") and not hasattr(app, "state"):
+    while not hasattr(app, "state"):
         app = app.app  # unwrap middleware to reach the FastAPI app
     runtime = app.state.runtime
     team_line = "(the demo's team account was made on its first run)"

@@ -60,7 +60,7 @@ def main() -> int:
         while not server.started:
             time.sleep(0.05)
         app = server.config.loaded_app
-        while hasattr(app, "app") and not hasattr(app, "state"):
+        while not hasattr(app, "state"):
             app = app.app
         pin = app.state.runtime.buttons.factory.pin(17)
 

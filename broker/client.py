@@ -90,6 +90,15 @@ class _Subscription:
     no_local: bool = False
 
 
+@dataclass
+class _Batch:
+    """QoS 1 publishes waiting together: message id → index, and the answers so far."""
+
+    done: asyncio.Future[None] | None
+    index: dict[int, int] = field(default_factory=dict)
+    acked: dict[int, ReasonCode | None] = field(default_factory=dict)
+
+
 class MqttClient:
     """One MQTT connection, driven from asyncio; reconnects and resubscribes by itself."""
 
@@ -114,6 +123,7 @@ class MqttClient:
         self._inflight = asyncio.Semaphore(max_inflight)
         self._max_inflight = max_inflight
         self._pending: dict[int, asyncio.Future[ReasonCode]] = {}
+        self._batches: dict[int, _Batch] = {}
         self._subs: dict[str, _Subscription] = {}
         self._by_ident: dict[int, _Subscription] = {}
         self._sub_mids: dict[int, str] = {}
@@ -290,7 +300,7 @@ class MqttClient:
             raise ValueError(f"at most {self._max_inflight} messages per batch")
         assert self._loop is not None or not messages
         results: list[Exception | None] = [None] * len(messages)
-        waiting: dict[asyncio.Future[ReasonCode], tuple[int, int]] = {}
+        batch = _Batch(self._loop.create_future() if self._loop else None)
         for i, (topic, payload) in enumerate(messages):
             try:
                 self._check_connected()
@@ -302,23 +312,20 @@ class MqttClient:
                 results[i] = PublishError(f"publish to {topic} failed: "
                                           f"{mqtt.error_string(info.rc)}")
                 continue
-            assert self._loop is not None
-            future: asyncio.Future[ReasonCode] = self._loop.create_future()
-            self._pending[info.mid] = future
-            waiting[future] = (i, info.mid)
-        if waiting:
-            await asyncio.wait(waiting, timeout=self.publish_timeout if timeout is None
-                               else timeout)
-        for future, (i, mid) in waiting.items():
-            self._pending.pop(mid, None)
-            if not future.done():
-                future.cancel()
+            # One future for the whole batch, resolved by the last PUBACK.
+            batch.index[info.mid] = i
+            self._batches[info.mid] = batch
+        if batch.index and batch.done is not None:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.publish_timeout if timeout is None
+                                           else timeout):
+                    await asyncio.shield(batch.done)
+        for mid, i in batch.index.items():
+            self._batches.pop(mid, None)
+            if mid not in batch.acked:
                 results[i] = PublishError("no acknowledgement in time")
-            elif (failure := future.exception()) is not None:
-                results[i] = (failure if isinstance(failure, Exception)
-                              else PublishError(str(failure)))
-            elif future.result().is_failure:
-                results[i] = PublishError(f"broker refused: {future.result()}")
+            elif (reason := batch.acked[mid]) is not None and reason.is_failure:
+                results[i] = PublishError(f"broker refused: {reason}")
         return results
 
     async def close(self) -> None:
@@ -343,6 +350,10 @@ class MqttClient:
             if not future.done():
                 future.set_exception(PublishError("client closed before acknowledgement"))
         self._pending.clear()
+        for batch in self._batches.values():  # their waiters see the missing PUBACKs
+            if batch.done is not None and not batch.done.done():
+                batch.done.set_result(None)
+        self._batches.clear()
 
     async def __aenter__(self) -> MqttClient:
         await self.start()
@@ -420,6 +431,12 @@ class MqttClient:
                     logger.exception("MQTT handler for %s failed on %s", sub.topic_filter, topic)
 
     def _on_puback(self, mid: int, reason: ReasonCode) -> None:
+        batch = self._batches.pop(mid, None)
+        if batch is not None:
+            batch.acked[mid] = reason
+            if len(batch.acked) == len(batch.index) and batch.done and not batch.done.done():
+                batch.done.set_result(None)
+            return
         future = self._pending.get(mid)
         if future is not None and not future.done():
             future.set_result(reason)

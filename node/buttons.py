@@ -222,6 +222,7 @@ class ButtonService:
             self._last_press[button] = press_id  # stored now (or stored before)
         if event is not None:
             self.runtime.after_commit(event)
+            await asyncio.sleep(0)  # let the live streams send it before the light work
         state = {"fault": "fault", "fault_cleared": "idle"}.get(kind)
         if state is None:
             found = self.runtime.require_store().open_alarm(button)

@@ -80,31 +80,26 @@ def warning_body(report: Mapping[str, Any], report_id: str, area: str) -> dict[s
     }
 
 
+class ReceiptTaken(Exception):
+    """The random receipt code is already in use (about one in a billion): try again."""
+
+
 def store_report(tx: WriteTx, clean: Mapping[str, Any], area: str) -> Submitted:
     """Writer task: append the report under a fresh receipt code (and its warning).
 
-    The receipt's primary key refuses a code already in use (about one in a
-    billion); the report is then made again under a new code, inside the same
-    savepoint, so nothing of the first try remains.
+    The receipt's primary key refuses a code already in use; the whole task is
+    then rolled back to its savepoint (no seq is used up) and the caller tries
+    again with a new code (:meth:`node.runtime.NodeRuntime.submit_report`).
     """
-    for _ in range(10):
-        body = dict(clean)
-        body["receipt"] = new_receipt()
-        tx.conn.execute("SAVEPOINT receipt")
-        report = tx.append_local("report", "private", body)
-        try:
-            tx.conn.execute(
-                "INSERT INTO receipts (receipt, event_id, state, updated_at) VALUES (?,?,?,?)",
-                (body["receipt"], report.id, "received", tx.now_ms))
-        except sqlite3.IntegrityError:
-            tx.conn.execute("ROLLBACK TO receipt")
-            tx.conn.execute("RELEASE receipt")
-            tx.forget_local("private")
-            continue
-        tx.conn.execute("RELEASE receipt")
-        break
-    else:  # pragma: no cover - 10 collisions in 10^9 codes
-        raise RuntimeError("could not allocate a receipt code")
+    body = dict(clean)
+    body["receipt"] = new_receipt()
+    report = tx.append_local("report", "private", body)
+    try:
+        tx.conn.execute(
+            "INSERT INTO receipts (receipt, event_id, state, updated_at) VALUES (?,?,?,?)",
+            (body["receipt"], report.id, "received", tx.now_ms))
+    except sqlite3.IntegrityError as exc:
+        raise ReceiptTaken(body["receipt"]) from exc
     warning = None
     if report.body["audience"] in ("neighbours", "both"):
         warning = tx.append_local("alert", "public",

@@ -26,7 +26,7 @@ from .config import NodeSettings, load_secrets
 from .errors import NodeError
 from .hub import Hub
 from .points import POINTS_FILE, point_users
-from .reports import Submitted, store_report
+from .reports import ReceiptTaken, Submitted, store_report
 from .store import Store
 from .tls import ensure_tls
 from .trust import TrustedKeys
@@ -201,7 +201,15 @@ class NodeRuntime:
     async def submit_report(self, clean: Mapping[str, Any]) -> Submitted:
         """Store a validated report (and its public warning), then fan out."""
         area = self.settings.area
-        done = await self.require_store().write(lambda tx: store_report(tx, clean, area))
+        for _ in range(5):
+            try:
+                done = await self.require_store().write(
+                    lambda tx: store_report(tx, clean, area))
+                break
+            except ReceiptTaken:
+                continue  # rolled back to its savepoint: nothing stored, try a new code
+        else:  # pragma: no cover - five collisions in 10^9 codes
+            raise NodeError("could not allocate a receipt code")
         for event in (done.report, done.warning):
             if event is not None:
                 self.after_commit(event)

@@ -10,7 +10,7 @@ from contextlib import contextmanager
 import uvicorn
 
 from .config import NodeSettings
-from .portal.app import create_app
+from .portal.app import create_asgi
 
 
 class NodeServer(uvicorn.Server):
@@ -37,7 +37,7 @@ class NodeServer(uvicorn.Server):
 def uvicorn_config(settings: NodeSettings) -> uvicorn.Config:
     """One worker, one event loop: the store has one writer by design."""
     return uvicorn.Config(
-        create_app(settings),
+        create_asgi(settings),
         host=settings.http_host,
         port=settings.http_port,
         log_level=settings.log_level.lower(),

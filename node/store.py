@@ -84,11 +84,6 @@ class WriteTx:
         store._heads[key] = seq
         return event
 
-    def forget_local(self, stream: str) -> None:
-        """Give back the seq of the last local event after a ROLLBACK TO savepoint."""
-        key = (self._store.origin, stream)
-        self._store._heads[key] = self._store._heads.get(key, 1) - 1
-
     def insert(self, event: Event) -> bool:
         """Insert an event made elsewhere; False when it is already stored."""
         row = self.conn.execute(
@@ -145,6 +140,10 @@ def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
 class Store:
     """The node's event log and receipts, with one writer thread.
 
+    A batch first runs as one plain transaction; only when a piece of work
+    raises is it run again with a savepoint per piece, so failures stay
+    isolated while the common case pays for no savepoints.
+
     >>> import tempfile, pathlib
     >>> d = pathlib.Path(tempfile.mkdtemp())
     >>> with Store(d / "n.db", origin="n1", keys=KeyPair.generate()) as s:
@@ -189,6 +188,9 @@ class Store:
 
     async def write(self, fn: Callable[[WriteTx], T]) -> T:
         """Run ``fn`` in the writer's next transaction and await its COMMIT.
+
+        ``fn`` must act only through its ``tx``: when another piece of the same
+        batch fails, the batch is rolled back and ``fn`` runs a second time.
 
         The callers of one transaction are answered with one hand-over to the
         event loop, not one each: under load a COMMIT holds dozens of reports.
@@ -247,37 +249,61 @@ class Store:
                 return
 
     def _commit_batch(self, batch: list[_Work[Any]]) -> None:
-        conn = self._conn
-        results: list[tuple[_Work[Any], bool, Any]] = []
+        live = [work for work in batch if work.wanted()]
         heads_before = dict(self._heads)
         try:
-            conn.execute("BEGIN IMMEDIATE")
-            tx = WriteTx(self, conn)
-            for work in batch:
-                if not work.wanted():
-                    continue
-                conn.execute("SAVEPOINT work")
-                heads_work = dict(self._heads)
-                try:
-                    value = work.fn(tx)
-                except Exception as exc:  # the caller gets it; others go on
-                    conn.execute("ROLLBACK TO work")
-                    conn.execute("RELEASE work")
-                    self._heads = heads_work
-                    results.append((work, False, exc))
-                    continue
-                conn.execute("RELEASE work")
-                results.append((work, True, value))
-            conn.execute("COMMIT")
+            results = self._run_fast(live)
+            if results is None:  # a piece failed: again, each in its own savepoint
+                self._heads = dict(heads_before)
+                results = self._run_isolated(live)
+            self._conn.execute("COMMIT")
             self.commits += 1
         except BaseException as exc:
             log.error("store transaction failed: %s", exc)
             with suppress(sqlite3.Error):
-                conn.execute("ROLLBACK")
+                self._conn.execute("ROLLBACK")
             self._heads = heads_before
             error = StoreError(f"transaction failed: {exc}")
-            results = [(work, False, error) for work in batch]
+            results = [(work, False, error) for work in live]
         self._answer(results)
+
+    def _run_fast(self, live: list[_Work[Any]]) -> list[tuple[_Work[Any], bool, Any]] | None:
+        """Every piece in one transaction without savepoints (the common case).
+
+        Returns None, with the transaction rolled back, when a piece raised.
+        """
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        tx = WriteTx(self, conn)
+        results: list[tuple[_Work[Any], bool, Any]] = []
+        for work in live:
+            try:
+                results.append((work, True, work.fn(tx)))
+            except Exception:
+                conn.execute("ROLLBACK")
+                return None
+        return results
+
+    def _run_isolated(self, live: list[_Work[Any]]) -> list[tuple[_Work[Any], bool, Any]]:
+        """Each piece in its own savepoint: one failing piece never takes others down."""
+        conn = self._conn
+        conn.execute("BEGIN IMMEDIATE")
+        tx = WriteTx(self, conn)
+        results: list[tuple[_Work[Any], bool, Any]] = []
+        for work in live:
+            conn.execute("SAVEPOINT work")
+            heads_work = dict(self._heads)
+            try:
+                value = work.fn(tx)
+            except Exception as exc:  # the caller gets it; others go on
+                conn.execute("ROLLBACK TO work")
+                conn.execute("RELEASE work")
+                self._heads = heads_work
+                results.append((work, False, exc))
+                continue
+            conn.execute("RELEASE work")
+            results.append((work, True, value))
+        return results
 
     @staticmethod
     def _answer(results: list[tuple[_Work[Any], bool, Any]]) -> None:

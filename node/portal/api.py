@@ -12,9 +12,9 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from sync import Event, InvalidField
+from sync import Event
 
-from ..reports import normalise_receipt, validate_report_input
+from ..reports import normalise_receipt
 from . import deps
 from .views import alert_json, alert_view, is_visible
 
@@ -54,62 +54,35 @@ class ReportCreated(BaseModel):
 
 
 def add_schemas(schema: dict[str, Any]) -> dict[str, Any]:
-    """Put ``ReportIn`` (documentation of the report body) into an OpenAPI schema."""
+    """Document ``POST /api/v1/reports`` (served by :mod:`node.portal.ingest`)."""
     schemas = schema.setdefault("components", {}).setdefault("schemas", {})
-    report = ReportIn.model_json_schema(ref_template="#/components/schemas/{model}")
-    schemas.update(report.pop("$defs", {}))
-    schemas["ReportIn"] = report
+    ref = "#/components/schemas/{model}"
+    for model in (ReportIn, ReportCreated):
+        found = model.model_json_schema(ref_template=ref)
+        schemas.update(found.pop("$defs", {}))
+        schemas[model.__name__] = found
+
+    def reply(text: str, model: str | None = None) -> dict[str, Any]:
+        out: dict[str, Any] = {"description": text}
+        if model:
+            out["content"] = {"application/json": {"schema": {"$ref": ref.format(model=model)}}}
+        return out
+
+    schema.setdefault("paths", {})["/api/v1/reports"] = {"post": {
+        "tags": ["reports"], "summary": "Store a report",
+        "description": "Stored durably before the answer: 201 only after its COMMIT. The body "
+                       "is checked by the event model's own validator; nothing is stored on "
+                       "any error.",
+        "operationId": "post_report",
+        "requestBody": {"required": True, "content": {"application/json": {
+            "schema": {"$ref": ref.format(model="ReportIn")}}}},
+        "responses": {
+            "201": reply("stored; Location points at its status", "ReportCreated"),
+            "413": reply("body too large"), "415": reply("not application/json"),
+            "422": reply("invalid input"), "429": reply("too many reports from this device"),
+            "503": reply("the store could not take it; try again"),
+        }}}
     return schema
-
-
-def check_place(report: dict[str, Any], request: Request) -> None:
-    """A meeting point must be one of this node's."""
-    point = report["place"]["point"]
-    if point is not None and point not in {p.id for p in deps.settings(request).meeting_points}:
-        raise InvalidField("place.point", "is not a meeting point of this node")
-
-
-def _invalid(field: str, message: str) -> JSONResponse:
-    return JSONResponse({"detail": "invalid input; nothing was stored",
-                         "errors": [{"field": field, "message": message}]}, status_code=422)
-
-
-@router.post("/api/v1/reports", status_code=201, response_model=ReportCreated,
-             responses={413: {"description": "body too large"},
-                        415: {"description": "not application/json"},
-                        422: {"description": "invalid input"},
-                        429: {"description": "too many reports from this device"}},
-             tags=["reports"],
-             openapi_extra={"requestBody": {"required": True, "content": {
-                 "application/json": {"schema": {"$ref": "#/components/schemas/ReportIn"}}}}})
-async def post_report(request: Request) -> JSONResponse:
-    """Store a report (body: ``ReportIn``); the answer comes only after its COMMIT.
-
-    The body is checked by the event model's own validator (``sync.bodies``),
-    the one authority on what a report may hold; ``ReportIn`` documents it.
-    """
-    deps.limit(request, "report_limiter")
-    if request.headers.get("content-type", "").split(";")[0].strip() != "application/json":
-        # Also keeps other sites' plain HTML forms out (they cannot send JSON).
-        return JSONResponse({"detail": "send the report as application/json"},
-                            status_code=415)
-    try:
-        data = json.loads(await request.body())
-    except (ValueError, UnicodeDecodeError):
-        return _invalid("$", "not valid JSON")
-    if not isinstance(data, dict):
-        return _invalid("$", "a report must be a JSON object")
-    try:
-        clean = validate_report_input(data)
-        check_place(clean, request)
-    except InvalidField as exc:
-        return _invalid(exc.field, exc.reason)
-    done = await deps.runtime(request).submit_report(clean)
-    receipt = done.report.body["receipt"]
-    return JSONResponse({"id": done.report.id, "receipt": receipt,
-                         "status_url": f"/status?receipt={receipt}",
-                         "shown_to_neighbours": done.warning is not None}, status_code=201,
-                        headers={"Location": f"/api/v1/reports/{receipt}"})
 
 
 @router.get("/api/v1/reports/{receipt}", tags=["reports"],

@@ -15,6 +15,7 @@ from typing import Any
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from starlette.types import ASGIApp
 
 from ..config import NodeSettings
 from ..runtime import NodeRuntime
@@ -23,6 +24,7 @@ from ..team.session import close_accounts, open_accounts
 from . import api, demo, resident
 from .guards import LimitBody, RateLimiter, SecurityHeaders
 from .i18n import Catalogue
+from .ingest import ReportIngest
 from .render import Renderer
 
 log = logging.getLogger(__name__)
@@ -94,6 +96,13 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders)
     return app
+
+
+def create_asgi(settings: NodeSettings) -> ASGIApp:
+    """What the server runs: the app, with ``POST /api/v1/reports`` served in front of
+    the framework's own middleware stack (see :mod:`node.portal.ingest`)."""
+    app = create_app(settings)
+    return ReportIngest(app, fastapi=app, limit=settings.max_request_bytes)
 
 
 def _version() -> str:

@@ -104,15 +104,16 @@ def test_heads_survive_reopen(tmp_path: Path) -> None:
             "PRAGMA integrity_check").fetchone()[0] == "ok"
 
 
-def test_receipt_collision_retries_without_a_gap(store: Store, monkeypatch) -> None:
+def test_receipt_collision_rolls_back_without_a_gap(store: Store, monkeypatch) -> None:
     import node.reports as reports
 
     codes = iter(["AAA-AAA", "AAA-AAA", "BBB-BBB"])
     monkeypatch.setattr(reports, "new_receipt", lambda: next(codes))
     clean = validate_report_input({"category": "nuisance", "audience": "authorities"})
     first = store.write_sync(lambda tx: store_report(tx, clean, "ESC-01"))
+    # The second try collides, is rolled back, and runs again (isolated) with a new code.
     second = store.write_sync(lambda tx: store_report(tx, clean, "ESC-01"))
     assert first.report.body["receipt"] == "AAA-AAA"
     assert second.report.body["receipt"] == "BBB-BBB"
-    assert (first.report.seq, second.report.seq) == (1, 2)  # no seq lost to the retry
+    assert (first.report.seq, second.report.seq) == (1, 2)  # the collision used no seq
     assert store.count_events() == 2

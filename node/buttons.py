@@ -84,7 +84,10 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
                 "SELECT 1 FROM point_presses WHERE press_id = ?", (press_id,)).fetchone():
             return None
         event: Event
-        if kind == "alarm" or kind == "repeat":
+        if kind == "alarm":  # the hold detector already decided: a new incident
+            event = tx.append_local("alert", "public",
+                                    button_alarm_body(button, meeting_point, area))
+        elif kind == "repeat":
             row = tx.conn.execute(
                 "SELECT id FROM events WHERE kind = 'alert' AND "
                 "json_extract(body, '$.button') = ? ORDER BY ts DESC, id DESC LIMIT 1",
@@ -93,9 +96,9 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
                 "SELECT 1 FROM events WHERE kind = 'ack' AND json_extract(body, '$.ref') = ? "
                 "AND json_extract(body, '$.action') IN ('resolved', 'hidden')",
                 (row[0],)).fetchone() is not None
-            if kind == "repeat" and row is not None and not resolved:
+            if row is not None and not resolved:
                 event = store_ack(tx, row[0], "repeated", button)
-            else:
+            else:  # nothing open to repeat: this hold is a new alarm
                 event = tx.append_local("alert", "public",
                                         button_alarm_body(button, meeting_point, area))
         else:

@@ -422,6 +422,19 @@ class Store:
             })
         return items
 
+    def button_faults(self) -> list[tuple[str, int]]:
+        """(button id, since ms) of this node's buttons whose line is faulty now.
+
+        A button is faulty when its last ``button_fault``/``button_fault_cleared``
+        status event is a fault (a line stuck active, DESIGN.md §9).
+        """
+        rows = self._reader().execute(
+            "SELECT json_extract(body, '$.button'), json_extract(body, '$.event'), MAX(ts) "
+            "FROM events WHERE kind = 'status' AND origin = ? AND "
+            "json_extract(body, '$.event') IN ('button_fault', 'button_fault_cleared') "
+            "GROUP BY json_extract(body, '$.button')", (self.origin,)).fetchall()
+        return [(str(b), int(ts)) for b, event, ts in rows if event == "button_fault"]
+
     def open_alarm(self, button_id: str) -> tuple[Event, str] | None:
         """The newest alarm of a button and its last answer ("new" if none)."""
         with self._read() as conn:

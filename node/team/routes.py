@@ -188,8 +188,13 @@ def _dashboard(request: Request, member: Member, *, errors: dict[str, str] | Non
                row_errors: dict[str, str] | None = None, status: int = 200) -> Response:
     lang = page_lang(request)
     s = deps.settings(request)
-    items = team_runtime(request).require_store().open_items(limit=OPEN_ITEMS, area=s.area)
+    store = team_runtime(request).require_store()
+    items = store.open_items(limit=OPEN_ITEMS, area=s.area)
     rows = board(items, s, lang, int(time.time() * 1000))
+    names = {b.id: mp.name for mp in s.meeting_points for b in mp.panic_buttons}
+    faults = [{"button": button, "place": names.get(button, ""),
+               "time": " · ".join(local_time(since, s.timezone, lang))}
+              for button, since in store.button_faults()]
     errors = dict(errors or {})
     shown: dict[str, str] = {}
     for ref, message in (row_errors or {}).items():
@@ -208,7 +213,7 @@ def _dashboard(request: Request, member: Member, *, errors: dict[str, str] | Non
         alert_values=alert_values or {}, row_values=row_values or {}, row_errors=shown,
         severities=SEVERITIES, expiry_choices=EXPIRY_CHOICES, default_hours=DEFAULT_HOURS,
         limits={"title": MAX_TITLE, "text": MAX_REPORT_TEXT, "note": MAX_NOTE},
-        stream_url="/team/stream")
+        stream_url="/team/stream", faults=faults)
 
 
 @router.get("/team")

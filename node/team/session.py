@@ -39,6 +39,8 @@ class TeamStore(Protocol):
 
     def get_event(self, event_id: str) -> Event | None: ...
 
+    def button_faults(self) -> list[tuple[str, int]]: ...
+
 
 class TeamRuntime(Protocol):
     """What the team pages need of the running node."""

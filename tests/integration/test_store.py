@@ -117,3 +117,14 @@ def test_receipt_collision_rolls_back_without_a_gap(store: Store, monkeypatch) -
     assert second.report.body["receipt"] == "BBB-BBB"
     assert (first.report.seq, second.report.seq) == (1, 2)  # the collision used no seq
     assert store.count_events() == 2
+
+
+def test_button_faults_follow_the_last_fault_event(store: Store) -> None:
+    from node.buttons import press_task
+
+    assert store.button_faults() == []
+    store.write_sync(press_task("hek", "klimboom", "fault", "ESC-01", None))
+    store.write_sync(press_task("bank", "plein", "fault", "ESC-01", None))
+    assert sorted(b for b, _ in store.button_faults()) == ["bank", "hek"]
+    store.write_sync(press_task("hek", "klimboom", "fault_cleared", "ESC-01", None))
+    assert [b for b, _ in store.button_faults()] == ["bank"]

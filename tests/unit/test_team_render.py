@@ -190,3 +190,13 @@ def test_module_examples() -> None:
 
     for module in (forms, views):
         assert doctest.testmod(module).failed == 0
+
+
+def test_a_button_fault_is_shown_on_top(renderer: Renderer) -> None:
+    faults = [{"button": "klimboom-hek", "place": "Speeltuin De Klimboom",
+               "time": "22:31 · 28 nov"}]
+    html = renderer.render("team_dashboard.html", lang="nl", **common("nl"), **dashboard(ITEMS),
+                           faults=faults)
+    assert 'data-testid="button-fault"' in html
+    assert "Storing: noodknop klimboom-hek werkt niet" in html
+    assert html.index('data-testid="button-fault"') < html.index('data-testid="row"')

@@ -65,6 +65,9 @@ class FakeStore:
     def get_event(self, event_id: str) -> Event | None:
         return self.events.get(event_id)
 
+    def button_faults(self) -> list[tuple[str, int]]:
+        return []
+
 
 class FakeRuntime:
     """Records the team's calls; answers like the real runtime would."""

@@ -60,3 +60,25 @@ def store_ack(tx: WriteTx, ref: str, action: str, by: str, note: str = "",
         tx.conn.execute("UPDATE receipts SET state = ?, updated_at = ? WHERE event_id = ?",
                         (state, tx.now_ms, ref))
     return event
+
+
+#: How a team member is named in a public event (names stay with the team).
+PUBLIC_BY = "team"
+
+
+def store_team_ack(tx: WriteTx, ref: str, action: str, by: str, note: str = "",
+                   to: str | None = None) -> list[Event]:
+    """Writer task: a team member's answer, without their name in public.
+
+    An answer to a public alert travels on the public stream, which reaches
+    integrations (and later every node of the mesh): there it says only
+    "team", without the note. The name and the note go in a private ack right
+    after it, which only this node's team (and central) sees.
+    """
+    row = tx.conn.execute("SELECT stream FROM events WHERE id = ?", (ref,)).fetchone()
+    if row is None or row[0] != "public":
+        return [store_ack(tx, ref, action, by, note, to)]
+    public = store_ack(tx, ref, action, PUBLIC_BY, "", to)
+    private = tx.append_local("ack", "private", {"ref": ref, "action": action, "by": by,
+                                                 "note": note, "to": to})
+    return [public, private]

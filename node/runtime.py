@@ -20,7 +20,7 @@ from broker import BrokerProcess, BrokerSettings, MqttClient, MqttUser
 from broker.topics import PUBLIC_EVENTS_FILTER, event_topic, health_topic, parse_event_topic
 from sync import Event, KeyPair, SyncError, decode_event, verify_event
 
-from .alarms import store_ack, team_alert_body
+from .alarms import store_team_ack, team_alert_body
 from .buttons import ButtonService
 from .config import NodeSettings, load_secrets
 from .errors import NodeError
@@ -218,12 +218,13 @@ class NodeRuntime:
     async def team_ack(self, ref: str, action: str, by: str, note: str = "",
                        to: str | None = None) -> Event:
         """A team member's answer to an alert or report (stored, then fanned out)."""
-        event = await self.require_store().write(
-            lambda tx: store_ack(tx, ref, action, by, note, to))
-        self.after_commit(event)
+        events = await self.require_store().write(
+            lambda tx: store_team_ack(tx, ref, action, by, note, to))
+        for event in events:
+            self.after_commit(event)
         if self.buttons is not None:
-            await self.buttons.on_ack(event)
-        return event
+            await self.buttons.on_ack(events[0])
+        return events[-1]  # the one with the member's name
 
     async def team_alert(self, title: str, text: str, severity: str, expires_ms: int | None,
                          by: str) -> Event:

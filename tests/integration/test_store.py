@@ -128,3 +128,16 @@ def test_button_faults_follow_the_last_fault_event(store: Store) -> None:
     assert sorted(b for b, _ in store.button_faults()) == ["bank", "hek"]
     store.write_sync(press_task("hek", "klimboom", "fault_cleared", "ESC-01", None))
     assert [b for b, _ in store.button_faults()] == ["bank"]
+
+
+def test_team_answers_keep_names_out_of_public(store: Store) -> None:
+    from node.alarms import store_team_ack
+
+    alarm = store.write_sync(lambda tx: tx.append_local("alert", "public", ALERT))
+    public, private = store.write_sync(
+        lambda tx: store_team_ack(tx, alarm.id, "on_my_way", "Fatima", "ik neem de fiets"))
+    assert public.stream == "public" and public.body["by"] == "team"
+    assert public.body["note"] == "" and "Fatima" not in public.encode().decode()
+    assert private.stream == "private" and private.body["by"] == "Fatima"
+    item = next(i for i in store.open_items() if i["id"] == alarm.id)
+    assert (item["state"], item["by"]) == ("on_my_way", "Fatima")  # the team sees who

@@ -12,6 +12,7 @@ import json
 import logging
 import shutil
 import time
+from collections import deque
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -36,6 +37,8 @@ log = logging.getLogger(__name__)
 SERVICE_USER = "bart-node"
 POINTS_POLL_S = 2.0
 PUBLISH_BATCH = 100
+PUBLISH_BACKLOG = 10_000
+PUBLISH_WAIT_S = 5.0
 #: Alert sources a node (not central) may sign.
 PEER_SOURCES = frozenset({"resident", "team", "button", "integration"})
 INTEGRATION_USER = "integration"
@@ -252,20 +255,38 @@ class NodeRuntime:
         """Publish committed local events on Mosquitto, a batch at a time.
 
         One task for all events (not one each); at most PUBLISH_BATCH waiting for
-        their PUBACK at once (DESIGN.md §9). An event that cannot be published
-        is logged; the store has it and the sync paths carry it.
+        their PUBACK at once (DESIGN.md §9). While Mosquitto is away (restarting
+        after a point device was added, say) events wait, in order and bounded,
+        and go out when it is back: a panic alarm must reach the siren late
+        rather than never. Past the bound the oldest are dropped, loudly; the
+        store has them and the sync paths carry them.
         """
+        waiting: deque[Event] = deque()
         while True:
-            batch = [await self._outbox.get()]
-            while len(batch) < PUBLISH_BATCH and not self._outbox.empty():
-                batch.append(self._outbox.get_nowait())
-            if self.mqtt is None:
+            if not waiting:
+                waiting.append(await self._outbox.get())
+            while len(waiting) < PUBLISH_BACKLOG and not self._outbox.empty():
+                waiting.append(self._outbox.get_nowait())
+            mqtt = self.mqtt
+            if mqtt is None:
+                waiting.clear()
                 continue
+            if not mqtt.connected and not await mqtt.wait_connected(PUBLISH_WAIT_S):
+                self._refusals.refuse("publish-waiting",
+                                      f"{len(waiting)} event(s) wait for Mosquitto")
+                continue
+            batch = [waiting.popleft() for _ in range(min(PUBLISH_BATCH, len(waiting)))]
             messages = [(event_topic(e.origin, e.stream, e.kind), e.encode()) for e in batch]
-            results = await self.mqtt.publish_batch(messages)
+            results = await mqtt.publish_batch(messages)
+            retry = [e for e, error in zip(batch, results, strict=True)
+                     if error is not None and not mqtt.connected]
             for event, error in zip(batch, results, strict=True):
-                if error is not None:
+                if error is not None and mqtt.connected:  # refused, not merely away
                     self._refusals.refuse("publish-failed", f"{event.id}: {error}")
+            waiting.extendleft(reversed(retry))
+            while len(waiting) > PUBLISH_BACKLOG:
+                self._refusals.refuse("publish-backlog",
+                                      f"{waiting.popleft().id} not published live")
 
     async def _publish_health(self, *, online: bool) -> None:
         if self.mqtt is None:

@@ -11,6 +11,8 @@ produced, so a press delivered twice raises one alarm.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
+import contextlib
 import json
 import logging
 import time
@@ -32,6 +34,7 @@ from sync.bodies import SLUG
 
 from .alarms import button_alarm_body, store_ack
 from .config import NodeSettings
+from .errors import NodeError
 from .store import WriteTx
 
 if TYPE_CHECKING:
@@ -179,11 +182,37 @@ class ButtonService:
     # -- wired buttons ------------------------------------------------------------
 
     def _from_thread(self, button: str, kind: str, _event: object) -> None:
-        # Called on the button's own thread: hand over to the event loop.
+        # Called on the button's own thread. The write is queued from here, at
+        # once (the store's queue is thread-safe); only what follows the COMMIT
+        # is handed to the event loop. One thread hop fewer before "stored".
         loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(
-                lambda: self.runtime.spawn(self.handle(button, kind)))
+        store = self.runtime.store
+        if loop is None or loop.is_closed() or store is None:
+            return
+        spec = self.specs[button]
+        try:
+            future = store.submit(press_task(button, spec.meeting_point, kind,
+                                             self.settings.area, None))
+        except NodeError as exc:
+            log.error("panic button %s: %s not stored: %s", button, kind, exc)
+            return
+
+        def stored(done: concurrent.futures.Future[Event | None]) -> None:
+            with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+                loop.call_soon_threadsafe(
+                    lambda: self.runtime.spawn(self._after_store(button, kind, done)))
+
+        future.add_done_callback(stored)
+
+    async def _after_store(self, button: str, kind: str,
+                           done: concurrent.futures.Future[Event | None]) -> None:
+        try:
+            event = done.result()
+        except Exception as exc:
+            log.error("panic button %s: %s not stored: %s", button, kind, exc)
+            await self.show(button, "fault")
+            return
+        await self._after(button, kind, event)
 
     async def press(self, button_id: str, hold_s: float | None = None) -> None:
         """Hold a wired button's mock pin (demo and tests): the real code path."""
@@ -223,6 +252,11 @@ class ButtonService:
         event: Event | None = await self.runtime.require_store().write(task)
         if press_id is not None:
             self._last_press[button] = press_id  # stored now (or stored before)
+        await self._after(button, kind, event)
+        return event
+
+    async def _after(self, button: str, kind: str, event: Event | None) -> None:
+        """After the COMMIT: fan out, then the light."""
         if event is not None:
             self.runtime.after_commit(event)
             await asyncio.sleep(0)  # let the live streams send it before the light work
@@ -231,7 +265,6 @@ class ButtonService:
             found = self.runtime.require_store().open_alarm(button)
             state = LIGHT_AFTER.get(found[1], "stored") if found else "stored"
         await self.show(button, state)
-        return event
 
     async def on_ack(self, ack: Event) -> None:
         """A team answer: move the light of the button whose alarm it answers."""

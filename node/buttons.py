@@ -199,20 +199,23 @@ class ButtonService:
 
         def stored(done: concurrent.futures.Future[Event | None]) -> None:
             with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
-                loop.call_soon_threadsafe(
-                    lambda: self.runtime.spawn(self._after_store(button, kind, done)))
+                loop.call_soon_threadsafe(self._stored, button, kind, done)
 
         future.add_done_callback(stored)
 
-    async def _after_store(self, button: str, kind: str,
-                           done: concurrent.futures.Future[Event | None]) -> None:
+    def _stored(self, button: str, kind: str,
+                done: concurrent.futures.Future[Event | None]) -> None:
+        # On the loop, right after the COMMIT: fan out first (no task in between),
+        # then the light.
         try:
             event = done.result()
         except Exception as exc:
             log.error("panic button %s: %s not stored: %s", button, kind, exc)
-            await self.show(button, "fault")
+            self.runtime.spawn(self.show(button, "fault"))
             return
-        await self._after(button, kind, event)
+        if event is not None:
+            self.runtime.after_commit(event)
+        self.runtime.spawn(self._light_after(button, kind))
 
     async def press(self, button_id: str, hold_s: float | None = None) -> None:
         """Hold a wired button's mock pin (demo and tests): the real code path."""
@@ -260,6 +263,9 @@ class ButtonService:
         if event is not None:
             self.runtime.after_commit(event)
             await asyncio.sleep(0)  # let the live streams send it before the light work
+        await self._light_after(button, kind)
+
+    async def _light_after(self, button: str, kind: str) -> None:
         state = {"fault": "fault", "fault_cleared": "idle"}.get(kind)
         if state is None:
             found = self.runtime.require_store().open_alarm(button)

@@ -476,3 +476,24 @@ def stopped_node(tmp_path: Path, mosquitto_bin: str) -> Iterator[NodeProcess]:
     yield node
     if node.proc is not None and node.proc.poll() is None:
         node.kill()
+
+
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--no-first-run",
+                 "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[Any]:
+    """Headless Debian Chromium driven by Playwright (never a downloaded browser)."""
+    chromium = require_binary("chromium", "/usr/bin/chromium", "chromium-browser")
+    require(importlib.util.find_spec("playwright") is not None,
+            "playwright (python) is not installed")
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as pw:
+        b = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
+        try:
+            yield b
+        finally:
+            b.close()

@@ -13,13 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MEETING_POINTS, RECEIPT_PATTERN, NodeProcess, require, require_binary
+from conftest import MEETING_POINTS, RECEIPT_PATTERN, NodeProcess
 
 pytestmark = pytest.mark.timeout(60)
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 try:
     from playwright.sync_api import (
         Browser,
@@ -27,7 +24,6 @@ try:
         Page,
         ViewportSize,
         expect,
-        sync_playwright,
     )
     HAVE_PLAYWRIGHT = True
 except ImportError:  # pragma: no cover - reported by the fixture
@@ -35,17 +31,6 @@ except ImportError:  # pragma: no cover - reported by the fixture
 
 PHONE: ViewportSize = {"width": 360, "height": 740}
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = require_binary("chromium", "/usr/bin/chromium", "chromium-browser")
-    require(HAVE_PLAYWRIGHT, "playwright (python) is not installed")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture

@@ -16,17 +16,14 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, NodeProcess, init_node, require, require_binary, wait_until
+from conftest import MEETING_POINTS, NodeProcess, init_node, require_binary, wait_until
 
 from node.team import TEAM_DB, TeamAccounts
 
 pytestmark = pytest.mark.timeout(120)
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run",
-                 "--disable-quic"]
 try:
-    from playwright.sync_api import Browser, Page, ViewportSize, expect, sync_playwright
+    from playwright.sync_api import Browser, Page, ViewportSize, expect
     HAVE_PLAYWRIGHT = True
 except ImportError:  # pragma: no cover - reported by the fixture
     HAVE_PLAYWRIGHT = False
@@ -35,17 +32,6 @@ PHONE: ViewportSize = {"width": 360, "height": 740}
 BUTTON = "boog-deur"
 NEW_PASSWORD = "een lange zin als wachtwoord"
 
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    chromium = require_binary("chromium", "/usr/bin/chromium", "chromium-browser")
-    require(HAVE_PLAYWRIGHT, "playwright (python) is not installed")
-    with sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
-        try:
-            yield b
-        finally:
-            b.close()
 
 
 @pytest.fixture(scope="module")

@@ -293,8 +293,11 @@ class MqttClient:
         """Publish several QoS 1 messages at once and wait for all their PUBACKs.
 
         One await for the whole batch instead of one task and timer per
-        message; at most ``max_inflight`` messages per call. Returns, per
-        message, None when acknowledged or the error (nothing is raised).
+        message; at most ``max_inflight`` messages per call. Meant for one
+        caller at a time (the node's publisher task): its batch comes on top of
+        what :meth:`publish` has in flight, and paho's own queue (twice
+        ``max_inflight``) bounds the sum far below paho's 65,535 (DESIGN §9).
+        Returns, per message, None when acknowledged or the error.
         """
         if len(messages) > self._max_inflight:
             raise ValueError(f"at most {self._max_inflight} messages per batch")

@@ -422,6 +422,13 @@ def init_node(base: Path, mosquitto: str, *, name: str = NODE_NAME) -> NodeProce
     return node
 
 
+def configure(node: NodeProcess, settings: str, tables: str = "") -> None:
+    """Add plain ``settings`` to node.toml before its first table, ``tables`` at the end."""
+    config = node.data_dir / "node.toml"
+    head, sep, rest = config.read_text(encoding="utf-8").partition("\n[[")
+    config.write_text(f"{head}\n{settings}\n{sep}{rest}{tables}", encoding="utf-8")
+
+
 def stop_and_check(node: NodeProcess) -> None:
     """Graceful stop: exit code 0 and no Mosquitto of this node left behind."""
     code = node.stop()

@@ -2,16 +2,14 @@
 
 from __future__ import annotations
 
-import os
-import signal
-import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import configure, init_node, stop_and_check
 
 BART = str(Path(sys.executable).parent / "bart")
 
@@ -29,36 +27,14 @@ led_pin = 23
 
 
 @pytest.fixture
-def button_node(tmp_path: Path, mosquitto_bin: str):
-    data = tmp_path / "node"
-    http = free_port()
-    subprocess.run([BART, "node", "init", "--name", "knop-test", "--area", "ESC-01",
-                    "--data-dir", str(data), "--http-port", str(http),
-                    "--mqtt-port", str(free_port())], check=True, capture_output=True)
-    with (data / "node.toml").open("a") as fh:
-        fh.write(f'gpio = "mock"\ndemo = true\nhold_s = 0.5\npoint_port = 0\n'
-                 f'mosquitto_binary = "{mosquitto_bin}"\n{BUTTONS_TOML}')
-    proc = subprocess.Popen([BART, "node", "run", "--data-dir", str(data)],
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    base = f"http://127.0.0.1:{http}"
+def button_node(tmp_path: Path, mosquitto_bin: str) -> Iterator[str]:
+    node = init_node(tmp_path, mosquitto_bin)
+    configure(node, 'gpio = "mock"\ndemo = true\nhold_s = 0.5\npoint_port = 0', BUTTONS_TOML)
+    node.start()
     try:
-        deadline = time.monotonic() + 20
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(base + "/healthz", timeout=1).json()["status"] == "ok":
-                    break
-            except httpx.HTTPError:
-                pass
-            assert proc.poll() is None, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.1)
-        yield base
+        yield node.base_url
     finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
+        stop_and_check(node)
 
 
 def _wait(predicate, timeout: float = 5.0):  # type: ignore[no-untyped-def]

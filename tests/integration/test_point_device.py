@@ -19,7 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import free_port
+from conftest import configure, free_port, init_node, stop_and_check
 
 BART = str(Path(sys.executable).parent / "bart")
 
@@ -70,14 +70,10 @@ class Proc:
 
 @pytest.fixture
 def setup(tmp_path: Path, mosquitto_bin: str) -> Iterator[dict[str, Any]]:
-    data = tmp_path / "node"
-    http = free_port()
-    subprocess.run([BART, "node", "init", "--name", "punt-test", "--area", "ESC-01",
-                    "--data-dir", str(data), "--http-port", str(http),
-                    "--mqtt-port", str(free_port())], check=True, capture_output=True)
-    with (data / "node.toml").open("a") as fh:
-        fh.write(f'gpio = "mock"\nhold_s = 0.5\ncooldown_s = 0.0\npoint_port = {free_port()}\n'
-                 f'mosquitto_binary = "{mosquitto_bin}"\n{POINT_TOML}')
+    node = init_node(tmp_path, mosquitto_bin, name="punt-test")
+    configure(node, f'gpio = "mock"\nhold_s = 0.5\ncooldown_s = 0.0\npoint_port = {free_port()}',
+              POINT_TOML)
+    data = node.data_dir
     bundle = tmp_path / "point.json"
     added = subprocess.run([BART, "node", "point", "add", "vliegerpad", "--host", "127.0.0.1",
                             "--out", str(bundle), "--data-dir", str(data)],
@@ -85,14 +81,11 @@ def setup(tmp_path: Path, mosquitto_bin: str) -> Iterator[dict[str, Any]]:
     assert added.returncode == 0, added.stderr
     assert oct(bundle.stat().st_mode)[-3:] == "600"
     control = free_port()
-    node = Proc(BART, "node", "run", "--data-dir", str(data))
     point = Proc(BART, "point", "run", "--config", str(bundle), "--gpio", "mock",
                  "--control-port", str(control), "--data-dir", str(tmp_path / "point"))
-    env = {"base": f"http://127.0.0.1:{http}", "control": f"http://127.0.0.1:{control}",
-           "node": node, "point": point, "db": data / "node.db"}
+    env = {"base": node.base_url, "control": f"http://127.0.0.1:{control}",
+           "node": node, "point": point, "db": node.db_path}
     node.start()
-    wait_for(lambda: httpx.get(env["base"] + "/healthz", timeout=1).json()["status"] == "ok",
-             20)
     point.start()
     env["bundle"] = json.loads(bundle.read_text())
     env["tmp"] = tmp_path
@@ -101,8 +94,8 @@ def setup(tmp_path: Path, mosquitto_bin: str) -> Iterator[dict[str, Any]]:
         yield env
     finally:
         point_code = point.stop()
-        if node.proc and node.proc.poll() is None:
-            node.stop()
+        if node.proc is not None and node.proc.poll() is None:
+            stop_and_check(node)
         assert point_code == 0
 
 
@@ -135,8 +128,6 @@ def test_point_alarm_survives_node_outage_and_arrives_once(setup: dict[str, Any]
     assert state(env)["pending"] == pending
 
     env["node"].start()
-    wait_for(lambda: httpx.get(env["base"] + "/healthz", timeout=1).json()["status"] == "ok",
-             20)
     wait_for(lambda: state(env)["pending"] == [], 20)
     wait_for(lambda: state(env)["lights"]["vliegerpad-paal"] == "stored")
     time.sleep(2.5)  # a late re-delivery would show up as a third alarm

@@ -1,0 +1,223 @@
+"""``bart central …`` and ``bart node enroll``: the commands of the central issue.
+
+Kept apart from cli.py so that the parser there only registers them. Every
+command and flag is documented in docs/cli.md (a test checks it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+
+def central_dir(args: argparse.Namespace) -> Path:
+    """The central data directory: --data-dir, $BART_CENTRAL_DIR, or a default."""
+    if getattr(args, "data_dir", None):
+        return Path(args.data_dir)
+    if os.environ.get("BART_CENTRAL_DIR"):
+        return Path(os.environ["BART_CENTRAL_DIR"])
+    if os.geteuid() == 0:
+        return Path("/var/lib/bart-central")
+    return Path.home() / ".local" / "share" / "bart-central"
+
+
+def _load(args: argparse.Namespace) -> Any:
+    from central.identity import load_central
+
+    return load_central(central_dir(args), database_url=getattr(args, "database_url", None))
+
+
+def _engine(central: Any) -> Any:
+    from central.db import make_engine, upgrade
+
+    upgrade(central.database_url)
+    return make_engine(central.database_url)
+
+
+def cmd_central_init(args: argparse.Namespace) -> int:
+    from central.db import upgrade
+    from central.identity import CentralSettings, init_central
+
+    values: dict[str, Any] = {"name": args.name}
+    for key in ("database_url", "public_url", "http_host", "http_port"):
+        if getattr(args, key, None) is not None:
+            values[key] = getattr(args, key)
+    central = init_central(central_dir(args), CentralSettings(**values))
+    upgrade(central.database_url)
+    print(f"Central {central.origin} created in {central.data_dir}")
+    print(f"  signing key fingerprint: {central.keys.fingerprint}")
+    print(f"  encryption key id:       {central.kid}")
+    print(f"  database:                {_redact(central.database_url)}")
+    print(f"  start it with: bart central run --data-dir {central.data_dir}")
+    return 0
+
+
+def cmd_central_run(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from central.db import upgrade
+
+    central = _load(args)
+    upgrade(central.database_url)
+    os.environ["BART_CENTRAL_DIR"] = str(central.data_dir)
+    if args.database_url:
+        os.environ["BART_CENTRAL_DATABASE_URL"] = args.database_url
+    host = args.http_host or central.settings.http_host
+    port = args.http_port or central.settings.http_port
+    print(f"Bart central {central.origin} on http://{host}:{port}/ "
+          f"({args.workers} worker{'s' if args.workers > 1 else ''}, "
+          f"database {_redact(central.database_url)})", flush=True)
+    uvicorn.run("central.asgi:create", factory=True, host=host, port=port,
+                workers=args.workers, log_level="warning", access_log=False)
+    return 0
+
+
+def cmd_central_enroll_code(args: argparse.Namespace) -> int:
+    from central.enrol import issue_code
+
+    central = _load(args)
+    code, expires = issue_code(_engine(central), central, args.node, args.area)
+    when = dt.datetime.fromtimestamp(expires / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
+    print(f"Enrolment code for node {args.node} (area {args.area}): {code}")
+    print(f"  valid once, until {when}. On the node run:")
+    print(f"  bart node enroll {central.settings.public_url} --code {code}")
+    return 0
+
+
+def cmd_central_enroll_bundle(args: argparse.Namespace) -> int:
+    from central.enrol import enrol_bundle
+    from sync.canonical import parse_json
+    from sync.enrolment import parse_request
+    from sync.keys import fingerprint
+
+    central = _load(args)
+    req = parse_request(parse_json(Path(args.request).read_bytes(), 16 * 1024),
+                        need_code=False)
+    answer = enrol_bundle(_engine(central), central, req, args.area)
+    out = Path(args.out)
+    out.write_text(json.dumps(answer, indent=1))
+    print(f"Node {req.node} enrolled in area {args.area}; bundle written to {out}")
+    print(f"  node key fingerprint (compare with the node's `bart keys show`): "
+          f"{fingerprint(req.signing_pub)}")
+    print(f"  central fingerprint (the node prints it when it reads the bundle): "
+          f"{central.keys.fingerprint}")
+    print(f"  on the node: bart node enroll --bundle {out.name}")
+    return 0
+
+
+def cmd_central_revoke(args: argparse.Namespace) -> int:
+    from central.enrol import revoke
+
+    central = _load(args)
+    signed = revoke(_engine(central), central, args.node)
+    print(f"Node {args.node} revoked; roster serial {signed['doc']['serial']} goes out with "
+          "the next sync replies.")
+    return 0
+
+
+def cmd_central_nodes(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from central import db
+
+    central = _load(args)
+    with _engine(central).connect() as conn:
+        rows = conn.execute(sa.select(db.nodes).order_by(db.nodes.c.name)).all()
+    if not rows:
+        print("No nodes enrolled yet (bart central enroll-code --node NAME --area AREA).")
+    for r in rows:
+        state = "revoked" if r.revoked_at else "active"
+        seen = (dt.datetime.fromtimestamp(r.last_seen / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M")
+                if r.last_seen else "never")
+        print(f"{r.name:<28} {r.area:<10} {state:<8} last seen {seen}  batch {r.last_batch_seq}"
+              f"  backlog {r.backlog if r.backlog is not None else '?'}")
+    return 0
+
+
+def cmd_node_enroll(args: argparse.Namespace, data_dir: Path) -> int:
+    from node.config import NodeSettings
+    from node.enrol import enrol_online, load_bundle, write_request
+
+    settings = NodeSettings.load(data_dir)
+    if args.request_out:
+        path = write_request(settings, Path(args.request_out))
+        print(f"Enrolment request written to {path}. Carry it to central and run there:")
+        print(f"  bart central enroll-bundle --request {path.name} --area {settings.area} "
+              f"--out {settings.name}-bundle.json")
+        return 0
+    if args.bundle:
+        info = load_bundle(settings, Path(args.bundle))
+    elif args.url and args.code:
+        info = enrol_online(settings, args.url, args.code)
+    else:
+        print("bart node enroll: give CENTRAL_URL --code CODE, or --bundle FILE, "
+              "or --request-out FILE", file=sys.stderr)
+        return 2
+    print(f"Node {settings.name} enrolled with {info['origin']} (area {info['area']}).")
+    print(f"  central fingerprint: {info['fingerprint']}")
+    print(f"  central URL:         {info['url']}")
+    print("  restart the node to start the uplink (systemctl restart bart-node).")
+    return 0
+
+
+def _redact(url: str) -> str:
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        return f"{scheme}://…@{rest.split('@', 1)[1]}"
+    return url
+
+
+def add_central_parsers(top: Any) -> None:
+    """Register ``bart central …``."""
+    central = top.add_parser("central", help="run and manage a central server")
+    sub = central.add_subparsers(dest="central_command", required=True,
+                                 metavar="CENTRAL_COMMAND")
+
+    def common(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--data-dir", help="central data directory (default: "
+                       "$BART_CENTRAL_DIR, /var/lib/bart-central as root, else "
+                       "~/.local/share/bart-central)")
+        p.add_argument("--database-url", help="database URL (default: the SQLite file in "
+                       "the data directory; postgresql://… in production)")
+
+    p = sub.add_parser("init", help="create central's keys, CA, settings and database")
+    p.add_argument("--name", default="central", help="central's name (origin central-NAME)")
+    p.add_argument("--public-url", help="URL nodes use to reach central")
+    p.add_argument("--http-host", help="address to listen on")
+    p.add_argument("--http-port", type=int, help="port to listen on")
+    common(p)
+    p.set_defaults(func=cmd_central_init)
+
+    p = sub.add_parser("run", help="serve ingest, enrolment, staff pages and feeds")
+    p.add_argument("--http-host", help="address to listen on")
+    p.add_argument("--http-port", type=int, help="port to listen on")
+    p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    common(p)
+    p.set_defaults(func=cmd_central_run)
+
+    p = sub.add_parser("enroll-code", help="print a one-time enrolment code for a node")
+    p.add_argument("--node", required=True, help="the node's name")
+    p.add_argument("--area", required=True, help="the node's area code")
+    common(p)
+    p.set_defaults(func=cmd_central_enroll_code)
+
+    p = sub.add_parser("enroll-bundle", help="enrol a node offline from its request file")
+    p.add_argument("--request", required=True, help="file from bart node enroll --request-out")
+    p.add_argument("--area", required=True, help="the node's area code")
+    p.add_argument("--out", required=True, help="bundle file to carry back to the node")
+    common(p)
+    p.set_defaults(func=cmd_central_enroll_bundle)
+
+    p = sub.add_parser("revoke", help="revoke a node (stolen, retired)")
+    p.add_argument("node", help="the node's name")
+    common(p)
+    p.set_defaults(func=cmd_central_revoke)
+
+    p = sub.add_parser("nodes", help="list enrolled nodes and their health")
+    common(p)
+    p.set_defaults(func=cmd_central_nodes)

@@ -1,0 +1,151 @@
+"""Central's HTTP application (FastAPI): ingest, enrolment, roster, health.
+
+Workers are stateless: everything lives in the database, so any number of
+``bart central run`` processes may serve one PostgreSQL database. Staff pages,
+broadcasts and the CAP feed are routers added by their own modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import orjson
+import sqlalchemy as sa
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse, Response
+from sqlalchemy.engine import Engine
+from starlette.concurrency import run_in_threadpool
+
+from sync.canonical import parse_json
+from sync.enrolment import parse_request
+from sync.errors import InvalidField
+
+from . import db
+from .enrol import current_roster, enrol_with_code
+from .errors import EnrolmentRefused, IngestRefused
+from .identity import Central
+from .ingest import Ingest, Router, default_router, now_ms
+
+log = logging.getLogger("bart.central.app")
+
+BATCH_TYPE = "application/vnd.bart.batch"
+MAX_ENROL_BYTES = 16 * 1024
+
+
+class ORJSONResponse(JSONResponse):
+    """JSON replies encoded with orjson (sync replies can be large)."""
+
+    def render(self, content: Any) -> bytes:
+        return orjson.dumps(content)
+
+
+def _error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "detail": message}, status_code=status,
+                        headers={"Cache-Control": "no-store"})
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > limit):
+        raise IngestRefused(413, "too_large", f"body larger than {limit} bytes")
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise IngestRefused(413, "too_large", f"body larger than {limit} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def create_app(central: Central, engine: Engine | None = None,
+               router: Router | None = None) -> FastAPI:
+    """The central application over ``engine`` (default: the configured database)."""
+    engine = engine or db.make_engine(central.database_url)
+    if router is None:
+        router = _load_router(central)
+    ingest = Ingest(engine, central, router)
+    app = FastAPI(title="Bart central", version="1", docs_url="/api/docs", redoc_url=None,
+                  openapi_url="/api/openapi.json")
+    app.state.central = central
+    app.state.engine = engine
+    app.state.ingest = ingest
+
+    @app.exception_handler(IngestRefused)
+    async def _refused(_request: Request, exc: IngestRefused) -> JSONResponse:
+        return _error(exc.status, exc.code, str(exc))
+
+    @app.post("/api/v1/batches", summary="Receive a sealed batch from a node",
+              response_class=ORJSONResponse,
+              responses={400: {}, 401: {}, 403: {}, 413: {}, 415: {}, 422: {}})
+    async def post_batch(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";")[0].strip() != BATCH_TYPE:
+            return _error(415, "unsupported_media_type", f"send {BATCH_TYPE}")
+        wire = await _read_body(request, central.settings.max_batch_bytes)
+        reply = await run_in_threadpool(ingest.handle, wire)
+        return ORJSONResponse(reply, headers={"Cache-Control": "no-store"})
+
+    @app.post("/api/v1/enroll", summary="Enrol a node with a one-time code")
+    async def post_enroll(request: Request) -> Response:
+        raw = await _read_body(request, MAX_ENROL_BYTES)
+        try:
+            req = parse_request(parse_json(raw, MAX_ENROL_BYTES), need_code=True)
+        except InvalidField as exc:
+            return _error(422, "malformed", str(exc))
+        try:
+            answer = await run_in_threadpool(enrol_with_code, engine, central, req)
+        except EnrolmentRefused as exc:
+            log.warning("enrolment of %s refused: %s", req.node, exc)
+            status = 409 if exc.code in ("key_enrolled", "node_exists") else 403
+            return _error(status, exc.code, str(exc))
+        return JSONResponse(answer, headers={"Cache-Control": "no-store"})
+
+    @app.get("/api/v1/roster", summary="The current signed roster")
+    def get_roster() -> Response:
+        with engine.connect() as conn:
+            roster = current_roster(conn)
+        if roster is None:
+            return _error(404, "no_roster", "no node has been enrolled yet")
+        return JSONResponse(roster)
+
+    @app.get("/healthz", summary="Liveness and database reachability")
+    def healthz() -> Response:
+        try:
+            with engine.connect() as conn:
+                nodes = conn.execute(sa.select(sa.func.count()).select_from(db.nodes)).scalar()
+        except sa.exc.SQLAlchemyError as exc:
+            return _error(503, "database", str(exc.__class__.__name__))
+        return JSONResponse({"ok": True, "origin": central.origin, "kid": central.kid,
+                             "nodes": nodes, "time": now_ms()})
+
+    _add_optional_routers(app, central, engine)
+    return app
+
+
+def _load_router(central: Central) -> Router:
+    """The editable triage rules if central/triage.py is present, else the default."""
+    try:
+        from . import triage
+    except ImportError:  # pragma: no cover - triage ships with central
+        return default_router
+    loader = getattr(triage, "router_for", None)
+    if loader is None:
+        return default_router
+    result: Router = loader(central.data_dir)
+    return result
+
+
+def _add_optional_routers(app: FastAPI, central: Central, engine: Engine) -> None:
+    """Staff pages, broadcasts and the CAP feed register themselves here."""
+    import importlib
+
+    for name in ("central.staff", "central.feeds"):
+        try:
+            module = importlib.import_module(name)
+        except ModuleNotFoundError as exc:
+            if exc.name != name:
+                raise
+            continue
+        module.install(app, central, engine)

@@ -1,0 +1,192 @@
+"""Central's storage: SQLAlchemy Core tables over SQLite or PostgreSQL.
+
+The schema is created and changed only by Alembic migrations
+(``central/migrations/``); ``upgrade()`` runs them. The same code runs on a
+SQLite file (one machine, the demo) and on PostgreSQL (production, several
+workers): inserts that may race use ``ON CONFLICT DO NOTHING`` on both, and
+counters are taken with a row lock (``UPDATE … RETURNING``).
+
+Times are Unix milliseconds (UTC) in BIGINT columns.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import Engine
+
+metadata = sa.MetaData()
+
+nodes = sa.Table(
+    "nodes", metadata,
+    sa.Column("name", sa.String(63), primary_key=True),
+    sa.Column("area", sa.String(16), nullable=False),
+    sa.Column("signing_pub", sa.String(64), nullable=False, unique=True),
+    sa.Column("encryption_pub", sa.String(64), nullable=False, unique=True),
+    sa.Column("cert_pem", sa.Text, nullable=False),
+    sa.Column("enrolled_at", sa.BigInteger, nullable=False),
+    sa.Column("revoked_at", sa.BigInteger),
+    sa.Column("last_seen", sa.BigInteger),
+    sa.Column("last_batch_seq", sa.BigInteger, nullable=False, server_default="0"),
+    sa.Column("backlog", sa.BigInteger),
+    sa.Column("version", sa.String(40)),
+    sa.Column("silent_after_s", sa.Integer, nullable=False, server_default="900"),
+)
+
+# Every public key ever enrolled, also of revoked nodes: a key is enrolled once.
+used_keys = sa.Table(
+    "used_keys", metadata,
+    sa.Column("public_key", sa.String(64), primary_key=True),
+    sa.Column("node", sa.String(63), nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+)
+
+enrol_codes = sa.Table(
+    "enrol_codes", metadata,
+    sa.Column("code_hash", sa.String(64), primary_key=True),
+    sa.Column("node", sa.String(63), nullable=False),
+    sa.Column("area", sa.String(16), nullable=False),
+    sa.Column("created", sa.BigInteger, nullable=False),
+    sa.Column("expires", sa.BigInteger, nullable=False),
+    sa.Column("used_at", sa.BigInteger),
+)
+
+batches = sa.Table(
+    "batches", metadata,
+    sa.Column("node", sa.String(63), primary_key=True),
+    sa.Column("batch_seq", sa.BigInteger, primary_key=True),
+    sa.Column("received_at", sa.BigInteger, nullable=False),
+    sa.Column("count", sa.Integer, nullable=False),
+    sa.Column("new", sa.Integer, nullable=False),
+)
+
+events = sa.Table(
+    "events", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),
+    sa.Column("origin", sa.String(63), nullable=False),
+    sa.Column("stream", sa.String(8), nullable=False),
+    sa.Column("seq", sa.BigInteger, nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("kind", sa.String(8), nullable=False),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("sig", sa.String(88), nullable=False),
+    sa.Column("via", sa.String(63), nullable=False),
+    sa.Column("received_at", sa.BigInteger, nullable=False),
+    sa.UniqueConstraint("origin", "stream", "seq", name="uq_events_origin_stream_seq"),
+)
+sa.Index("idx_events_kind_ts", events.c.kind, events.c.ts)
+
+# What central holds of each (origin, stream): the gapless prefix and the highest seq.
+heads = sa.Table(
+    "heads", metadata,
+    sa.Column("origin", sa.String(63), primary_key=True),
+    sa.Column("stream", sa.String(8), primary_key=True),
+    sa.Column("contiguous", sa.BigInteger, nullable=False),
+    sa.Column("max_seq", sa.BigInteger, nullable=False),
+)
+
+# Counters for central's own streams (seq allocation under concurrent workers).
+counters = sa.Table(
+    "counters", metadata,
+    sa.Column("name", sa.String(80), primary_key=True),
+    sa.Column("value", sa.BigInteger, nullable=False),
+)
+
+# Triage and handling state of each report (the event itself stays immutable).
+reports = sa.Table(
+    "reports", metadata,
+    sa.Column("event_id", sa.String(36), sa.ForeignKey("events.id"), primary_key=True),
+    sa.Column("origin", sa.String(63), nullable=False),
+    sa.Column("receipt", sa.String(7), nullable=False),
+    sa.Column("category", sa.String(16), nullable=False),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("route", sa.String(16), nullable=False),
+    sa.Column("rule", sa.String(80), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False, server_default="new"),
+    sa.Column("handler", sa.String(80)),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+)
+sa.Index("idx_reports_route_state", reports.c.route, reports.c.state, reports.c.ts)
+
+# State changes that travel back to the node of the report (receipt status).
+report_updates = sa.Table(
+    "report_updates", metadata,
+    sa.Column("id", sa.BigInteger().with_variant(sa.Integer, "sqlite"), primary_key=True,
+              autoincrement=True),
+    sa.Column("report_id", sa.String(36), nullable=False),
+    sa.Column("origin", sa.String(63), nullable=False),
+    sa.Column("receipt", sa.String(7), nullable=False),
+    sa.Column("state", sa.String(16), nullable=False),
+    sa.Column("at", sa.BigInteger, nullable=False),
+)
+sa.Index("idx_report_updates_origin", report_updates.c.origin, report_updates.c.id)
+
+roster_docs = sa.Table(
+    "roster_docs", metadata,
+    sa.Column("serial", sa.BigInteger, primary_key=True),
+    sa.Column("issued", sa.BigInteger, nullable=False),
+    sa.Column("signed", sa.Text, nullable=False),
+)
+
+
+def make_engine(url: str, *, pool_size: int = 5) -> Engine:
+    """An engine for ``url`` with the settings each backend needs.
+
+    SQLite: WAL, ``synchronous=FULL`` (acknowledged is durable), a busy
+    timeout so that two workers on one file wait instead of failing, foreign
+    keys on. PostgreSQL: psycopg 3, pre-ping so a restarted server is noticed.
+    """
+    if url.startswith("postgresql://"):
+        url = "postgresql+psycopg://" + url[len("postgresql://"):]
+    if url.startswith("sqlite"):
+        engine = sa.create_engine(url, connect_args={"timeout": 30})
+
+        @sa_event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn: Any, _record: Any) -> None:
+            # Autocommit-style isolation, so that BEGIN IMMEDIATE below is ours.
+            dbapi_conn.isolation_level = None
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+
+        @sa_event.listens_for(engine, "begin")
+        def _begin(conn: Any) -> None:
+            # Writers take the lock at BEGIN: no deadlock-prone upgrade later.
+            conn.exec_driver_sql("BEGIN IMMEDIATE")
+
+        return engine
+    return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
+                            pool_pre_ping=True)
+
+
+def sqlite_url(path: Path) -> str:
+    """SQLAlchemy URL of a SQLite file."""
+    return f"sqlite:///{os.fspath(path)}"
+
+
+def insert_ignore(engine_or_dialect: str, table: sa.Table) -> Any:
+    """``INSERT … ON CONFLICT DO NOTHING`` for the engine's dialect."""
+    if engine_or_dialect == "postgresql":
+        return postgresql.insert(table).on_conflict_do_nothing()
+    return sqlite.insert(table).on_conflict_do_nothing()
+
+
+def upgrade(url: str) -> None:
+    """Bring the database at ``url`` to the newest schema (Alembic ``upgrade head``)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    command.upgrade(cfg, "head")

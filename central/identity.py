@@ -1,0 +1,183 @@
+"""Central's keys and settings, created by ``bart central init``.
+
+A central data directory holds::
+
+    central.toml        settings (name, database URL, public URL, listen address)
+    keys/               Ed25519 signing + X25519 encryption keys (0600, sync.keys)
+    ca/ca.pem, ca.key   the CA that issues node TLS certificates (key 0600)
+    central.db          the SQLite database, unless database_url points elsewhere
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from pydantic import BaseModel, Field, ValidationError
+
+from sync.bodies import SLUG
+from sync.keys import KeyPair, b64
+from sync.sealed import key_id
+
+from .errors import CentralConfigError
+
+CONFIG_FILE = "central.toml"
+CA_DAYS = 3650
+NODE_CERT_DAYS = 825
+
+
+class CentralSettings(BaseModel):
+    """Settings of a central server. See docs/central.md."""
+
+    model_config = {"extra": "forbid"}
+
+    name: str = Field(default="central", pattern=SLUG.pattern)
+    database_url: str = ""
+    public_url: str = Field(default="http://127.0.0.1:8090", max_length=300)
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8090, ge=1, le=65535)
+    enrol_code_ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
+    silent_after_s: int = Field(default=900, ge=60, le=7 * 86_400)
+    max_batch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+
+    @property
+    def origin(self) -> str:
+        """Central's origin in the event model, e.g. ``central-haaglanden``."""
+        return self.name if self.name.startswith("central") else f"central-{self.name}"
+
+
+@dataclass(frozen=True)
+class Central:
+    """A loaded central: settings, keys and CA."""
+
+    data_dir: Path
+    settings: CentralSettings
+    keys: KeyPair
+    ca_cert: x509.Certificate
+    ca_key: ec.EllipticCurvePrivateKey
+
+    @property
+    def database_url(self) -> str:
+        """The configured database, or the SQLite file in the data directory."""
+        return self.settings.database_url or f"sqlite:///{self.data_dir / 'central.db'}"
+
+    @property
+    def origin(self) -> str:
+        """Central's origin name."""
+        return self.settings.origin
+
+    @property
+    def kid(self) -> str:
+        """Key id of central's encryption key, as batch headers name it."""
+        return key_id(self.keys.encryption_public)
+
+    def public_info(self) -> dict[str, Any]:
+        """What a node learns about central at enrolment."""
+        return {
+            "origin": self.origin,
+            "signing_pub": b64(self.keys.signing_public),
+            "encryption_pub": b64(self.keys.encryption_public),
+            "kid": self.kid,
+            "url": self.settings.public_url,
+            "ca_pem": self.ca_cert.public_bytes(serialization.Encoding.PEM).decode(),
+        }
+
+    def issue_node_cert(self, csr_pem: bytes, node: str) -> bytes:
+        """Sign a node's CSR: a client+server certificate for mesh mTLS named ``node``."""
+        try:
+            csr = x509.load_pem_x509_csr(csr_pem)
+        except ValueError as exc:
+            raise CentralConfigError("the certificate request is not a PEM CSR") from exc
+        if not csr.is_signature_valid:
+            raise CentralConfigError("the certificate request's signature is invalid")
+        now = dt.datetime.now(dt.UTC)
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, node)]))
+            .issuer_name(self.ca_cert.subject)
+            .public_key(csr.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=NODE_CERT_DAYS))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(node)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH,
+                                                  ExtendedKeyUsageOID.SERVER_AUTH]),
+                           critical=False)
+            .sign(self.ca_key, hashes.SHA256())
+        )
+        return cert.public_bytes(serialization.Encoding.PEM)
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(data)
+        fh.flush()
+        os.fsync(fh.fileno())
+
+
+def init_central(data_dir: Path, settings: CentralSettings) -> Central:
+    """Create keys, CA and settings in ``data_dir``; refuses an existing central."""
+    if (data_dir / CONFIG_FILE).exists():
+        raise CentralConfigError(f"{data_dir} already holds a central ({CONFIG_FILE} exists)")
+    data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
+    KeyPair.generate().save(data_dir / "keys")
+    ca_dir = data_dir / "ca"
+    ca_dir.mkdir(mode=0o700, exist_ok=True)
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = dt.datetime.now(dt.UTC)
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Bart {settings.origin} CA")])
+    cert = (
+        x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
+        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
+                                     key_encipherment=False, data_encipherment=False,
+                                     key_agreement=False, key_cert_sign=True, crl_sign=True,
+                                     encipher_only=False, decipher_only=False), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    _write_private(ca_dir / "ca.key", key.private_bytes(
+        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+        serialization.NoEncryption()))
+    (ca_dir / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    values = settings.model_dump(exclude_defaults=False)
+    lines = ["# Bart central settings. See docs/central.md.", ""]
+    lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
+    (data_dir / CONFIG_FILE).write_text("\n".join(lines) + "\n")
+    return load_central(data_dir)
+
+
+def load_central(data_dir: Path, **overrides: Any) -> Central:
+    """Load a central created by :func:`init_central`; ``overrides`` beat the file."""
+    path = data_dir / CONFIG_FILE
+    if not path.exists():
+        raise CentralConfigError(
+            f"no central in {data_dir} (run: bart central init --data-dir {data_dir})")
+    try:
+        values = tomllib.loads(path.read_text(encoding="utf-8"))
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        settings = CentralSettings(**values)
+    except (tomllib.TOMLDecodeError, ValidationError) as exc:
+        raise CentralConfigError(f"{path}: {exc}") from exc
+    keys = KeyPair.load(data_dir / "keys")
+    ca_key_path = data_dir / "ca" / "ca.key"
+    if ca_key_path.stat().st_mode & 0o077:
+        raise CentralConfigError(f"{ca_key_path} must be mode 0600 (fix: chmod 600 {ca_key_path})")
+    ca_key = serialization.load_pem_private_key(ca_key_path.read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise CentralConfigError(f"{ca_key_path} is not an EC key")
+    ca_cert = x509.load_pem_x509_certificate((data_dir / "ca" / "ca.pem").read_bytes())
+    return Central(data_dir=data_dir, settings=settings, keys=keys, ca_cert=ca_cert, ca_key=ca_key)

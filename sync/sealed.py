@@ -1,0 +1,345 @@
+"""Sealed batches: events from a node to central, encrypted and signed.
+
+The construction is fixed by DESIGN.md §9::
+
+    hdr = canonical({v, node_id, batch_seq, central_kid, created, count})
+    ct  = HPKE(X25519, HKDF-SHA256, ChaCha20-Poly1305).encrypt(
+              payload, central_pub, info=SEAL_DOMAIN + hdr)
+    sig = Ed25519(node).sign(SIG_DOMAIN + hdr + ct)
+
+On the wire (``application/vnd.bart.batch``)::
+
+    "BSB1" | u16 len(hdr) | hdr | sig (64 bytes) | ct
+
+The payload, before encryption, is zstd-compressed::
+
+    u32 len(meta) | meta | frames…     meta = canonical({"heads": {...}})
+    frame = u16 len(unsigned event) | canonical(event without "sig") | sig (64)
+
+so an event's own signature travels as 64 raw bytes, not base64, and the
+encoder never repeats the ``sig`` key. ``meta.heads`` tells central what the
+node already holds of central's own streams, so the reply carries only what
+the node lacks.
+
+Central verifies the batch signature *before* it decrypts anything; an
+event's own signature is verified only when its origin is not the sender
+(carried or relayed events), as DESIGN.md §9 decided.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+import orjson
+import zstandard
+from cryptography.hazmat.primitives import hpke
+from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+
+from .canonical import canonical_bytes
+from .errors import BadSignature, EventError, InvalidField, SyncError, UnknownVersion
+from .event import DOMAIN as EVENT_DOMAIN
+from .event import MAX_EVENT_BYTES, Event, event_from_unsigned
+from .keys import KeyPair, verify_signature
+
+VERSION: Final = 1
+MAGIC: Final = b"BSB1"
+SEAL_DOMAIN: Final = b"bart/batch/v1/hpke\x00"
+SIG_DOMAIN: Final = b"bart/batch/v1/sig\x00"
+
+#: Limits: a batch larger than any of these is refused before work is done.
+MAX_HEADER_BYTES: Final = 512
+MAX_BATCH_BYTES: Final = 8 * 1024 * 1024
+MAX_EVENTS: Final = 5000
+MAX_PAYLOAD_BYTES: Final = 48 * 1024 * 1024
+MAX_META_BYTES: Final = 64 * 1024
+SIG_BYTES: Final = 64
+ZSTD_LEVEL: Final = 3
+
+_SUITE = hpke.Suite(hpke.KEM.X25519, hpke.KDF.HKDF_SHA256, hpke.AEAD.CHACHA20_POLY1305)
+_HEADER_KEYS = frozenset({"v", "node_id", "batch_seq", "central_kid", "created", "count"})
+_U16 = struct.Struct(">H")
+_U32 = struct.Struct(">I")
+
+
+class BatchError(SyncError):
+    """A sealed batch is refused; ``code`` names the reason for the HTTP reply."""
+
+    code = "malformed"
+
+
+class BatchMalformed(BatchError):
+    """The framing, header or payload cannot be read."""
+
+    code = "malformed"
+
+
+class BatchTooLarge(BatchError):
+    """The batch, its payload or its event count exceeds a limit."""
+
+    code = "too_large"
+
+
+class BatchVersion(BatchError, UnknownVersion):
+    """The batch carries a version this code does not know."""
+
+    code = "unknown_version"
+
+
+class BatchWrongKey(BatchError):
+    """The batch is sealed to a central key id that is not ours."""
+
+    code = "wrong_key_id"
+
+
+class BatchBadSignature(BatchError, BadSignature):
+    """The node's signature over header and ciphertext does not verify."""
+
+    code = "bad_signature"
+
+
+class BatchBadTag(BatchError):
+    """Decryption failed: the ciphertext or its binding to the header was altered."""
+
+    code = "bad_tag"
+
+
+def key_id(encryption_public: bytes) -> str:
+    """Short id of an X25519 public key: what a header names as ``central_kid``.
+
+    >>> key_id(bytes(32))
+    'k-66687aadf862bd77'
+    """
+    return "k-" + hashlib.sha256(encryption_public).hexdigest()[:16]
+
+
+@dataclass(frozen=True)
+class BatchHeader:
+    """The signed, unencrypted part of a batch."""
+
+    node_id: str
+    batch_seq: int
+    central_kid: str
+    created: int
+    count: int
+    v: int = VERSION
+
+    def encode(self) -> bytes:
+        """Canonical bytes of the header (what ``info`` and the signature bind)."""
+        return canonical_bytes({
+            "v": self.v, "node_id": self.node_id, "batch_seq": self.batch_seq,
+            "central_kid": self.central_kid, "created": self.created, "count": self.count,
+        })
+
+
+@dataclass(frozen=True)
+class Payload:
+    """What a batch carries: events as (unsigned canonical bytes, signature) pairs."""
+
+    frames: list[tuple[bytes, bytes]]
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def of(cls, events: Iterable[Event], meta: dict[str, Any] | None = None) -> Payload:
+        """Payload for ``events`` (already signed by their origins)."""
+        skip = len(EVENT_DOMAIN)
+        return cls([(e.signing_bytes()[skip:], e.sig) for e in events], meta or {})
+
+
+def encode_payload(payload: Payload) -> bytes:
+    """Frame and compress a payload."""
+    meta = canonical_bytes(payload.meta)
+    parts = [_U32.pack(len(meta)), meta]
+    for unsigned, sig in payload.frames:
+        if len(sig) != SIG_BYTES:
+            raise InvalidField("sig", "must be 64 bytes")
+        if len(unsigned) > MAX_EVENT_BYTES:
+            raise BatchTooLarge(f"an event of {len(unsigned)} bytes exceeds {MAX_EVENT_BYTES}")
+        parts += [_U16.pack(len(unsigned)), unsigned, sig]
+    return zstandard.ZstdCompressor(level=ZSTD_LEVEL).compress(b"".join(parts))
+
+
+def decode_payload(data: bytes, count: int) -> Payload:
+    """Decompress and unframe a payload that must hold exactly ``count`` events."""
+    try:
+        raw = zstandard.ZstdDecompressor().decompress(data, max_output_size=MAX_PAYLOAD_BYTES)
+    except zstandard.ZstdError as exc:
+        raise BatchMalformed(f"payload does not decompress: {exc}") from exc
+    if len(raw) > MAX_PAYLOAD_BYTES:
+        raise BatchTooLarge("payload too large when decompressed")
+    view = memoryview(raw)
+    if len(view) < 4:
+        raise BatchMalformed("payload truncated")
+    (meta_len,) = _U32.unpack_from(view, 0)
+    if meta_len > MAX_META_BYTES or 4 + meta_len > len(view):
+        raise BatchMalformed("payload meta truncated or too large")
+    try:
+        meta = orjson.loads(view[4:4 + meta_len])
+    except orjson.JSONDecodeError as exc:
+        raise BatchMalformed(f"payload meta is not JSON: {exc}") from exc
+    if not isinstance(meta, dict):
+        raise BatchMalformed("payload meta must be an object")
+    frames: list[tuple[bytes, bytes]] = []
+    pos = 4 + meta_len
+    end = len(view)
+    while pos < end:
+        if pos + 2 > end:
+            raise BatchMalformed("event frame truncated")
+        (n,) = _U16.unpack_from(view, pos)
+        pos += 2
+        if n > MAX_EVENT_BYTES or pos + n + SIG_BYTES > end:
+            raise BatchMalformed("event frame truncated or too large")
+        frames.append((bytes(view[pos:pos + n]), bytes(view[pos + n:pos + n + SIG_BYTES])))
+        pos += n + SIG_BYTES
+        if len(frames) > count:
+            break
+    if len(frames) != count:
+        raise BatchMalformed(f"header says {count} events, payload holds {len(frames)}")
+    return Payload(frames, meta)
+
+
+def seal(
+    payload: Payload,
+    *,
+    node_id: str,
+    batch_seq: int,
+    created: int,
+    keys: KeyPair,
+    central_encryption_public: bytes,
+) -> bytes:
+    """Seal ``payload`` for central and sign it as node ``node_id``."""
+    if not 0 <= len(payload.frames) <= MAX_EVENTS:
+        raise BatchTooLarge(f"{len(payload.frames)} events exceeds {MAX_EVENTS}")
+    header = BatchHeader(
+        node_id=node_id, batch_seq=batch_seq, central_kid=key_id(central_encryption_public),
+        created=created, count=len(payload.frames),
+    ).encode()
+    pub = X25519PublicKey.from_public_bytes(central_encryption_public)
+    ct = _SUITE.encrypt(encode_payload(payload), pub, info=SEAL_DOMAIN + header)
+    sig = keys.sign(SIG_DOMAIN + header + ct)
+    wire = b"".join((MAGIC, _U16.pack(len(header)), header, sig, ct))
+    if len(wire) > MAX_BATCH_BYTES:
+        raise BatchTooLarge(f"sealed batch of {len(wire)} bytes exceeds {MAX_BATCH_BYTES}")
+    return wire
+
+
+@dataclass(frozen=True)
+class Envelope:
+    """A batch split into its parts, header parsed, nothing verified yet."""
+
+    header: BatchHeader
+    header_bytes: bytes
+    sig: bytes
+    ct: bytes
+
+
+def parse(wire: bytes) -> Envelope:
+    """Split a batch and parse its header; checks framing and limits only."""
+    if len(wire) > MAX_BATCH_BYTES:
+        raise BatchTooLarge(f"batch of {len(wire)} bytes exceeds {MAX_BATCH_BYTES}")
+    if len(wire) < 6 or wire[:4] != MAGIC:
+        if wire[:3] == b"BSB" and len(wire) >= 4:
+            raise BatchVersion(f"unknown batch framing {wire[:4]!r}")
+        raise BatchMalformed("not a Bart sealed batch")
+    (hlen,) = _U16.unpack_from(wire, 4)
+    if hlen > MAX_HEADER_BYTES:
+        raise BatchMalformed("header too large")
+    start = 6 + hlen
+    if len(wire) < start + SIG_BYTES + 1:
+        raise BatchMalformed("batch truncated")
+    header_bytes = wire[6:start]
+    try:
+        raw = orjson.loads(header_bytes)
+    except orjson.JSONDecodeError as exc:
+        raise BatchMalformed(f"header is not JSON: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise BatchMalformed("header must be an object")
+    if raw.get("v") != VERSION:
+        raise BatchVersion(f"batch version {raw.get('v')!r} is not supported (this is {VERSION})")
+    if set(raw) != _HEADER_KEYS:
+        raise BatchMalformed(f"header fields must be exactly {sorted(_HEADER_KEYS)}")
+    try:
+        header = BatchHeader(
+            node_id=_str(raw, "node_id", 63), batch_seq=_int(raw, "batch_seq"),
+            central_kid=_str(raw, "central_kid", 40), created=_int(raw, "created"),
+            count=_int(raw, "count"),
+        )
+    except InvalidField as exc:
+        raise BatchMalformed(f"header: {exc}") from exc
+    if header.batch_seq < 1:
+        raise BatchMalformed("header: batch_seq must be ≥ 1")
+    if header.count > MAX_EVENTS:
+        raise BatchTooLarge(f"{header.count} events exceeds {MAX_EVENTS}")
+    if header.encode() != header_bytes:
+        raise BatchMalformed("header is not in canonical encoding")
+    return Envelope(header, header_bytes, wire[start:start + SIG_BYTES], wire[start + SIG_BYTES:])
+
+
+def verify(envelope: Envelope, node_signing_public: bytes) -> None:
+    """Check the node's signature over header and ciphertext."""
+    try:
+        verify_signature(
+            node_signing_public, envelope.sig, SIG_DOMAIN + envelope.header_bytes + envelope.ct
+        )
+    except BadSignature as exc:
+        raise BatchBadSignature("batch signature does not verify") from exc
+
+
+def open_envelope(envelope: Envelope, central_encryption: X25519PrivateKey) -> Payload:
+    """Decrypt a *verified* envelope with central's key and decode its payload."""
+    ours = key_id(central_encryption.public_key().public_bytes_raw())
+    if envelope.header.central_kid != ours:
+        raise BatchWrongKey(
+            f"batch is sealed to key {envelope.header.central_kid}, this central has {ours}"
+        )
+    try:
+        plain = _SUITE.decrypt(envelope.ct, central_encryption,
+                               info=SEAL_DOMAIN + envelope.header_bytes)
+    except Exception as exc:  # cryptography raises InvalidTag (and ValueError on short input)
+        raise BatchBadTag("batch does not decrypt (altered ciphertext or header)") from exc
+    return decode_payload(plain, envelope.header.count)
+
+
+def open_batch(wire: bytes, node_signing_public: bytes,
+               central_encryption: X25519PrivateKey) -> tuple[BatchHeader, Payload]:
+    """Parse, verify, then decrypt: the whole receiving side in one call."""
+    env = parse(wire)
+    verify(env, node_signing_public)
+    return env.header, open_envelope(env, central_encryption)
+
+
+def iter_events(payload: Payload) -> Iterator[Event]:
+    """Each frame as a validated event (signature not checked: see the module doc).
+
+    An event whose bytes are not its canonical encoding is refused, so that the
+    stored event still verifies against its origin's signature later.
+    """
+    for i, (unsigned, sig) in enumerate(payload.frames):
+        try:
+            data = orjson.loads(unsigned)
+        except orjson.JSONDecodeError as exc:
+            raise BatchMalformed(f"event {i} is not JSON: {exc}") from exc
+        try:
+            event = event_from_unsigned(data, sig)
+        except EventError as exc:
+            raise BatchMalformed(f"event {i}: {exc}") from exc
+        if event.signing_bytes()[len(EVENT_DOMAIN):] != unsigned:
+            raise BatchMalformed(f"event {i} is not in canonical encoding")
+        yield event
+
+
+def _str(raw: dict[str, Any], key: str, limit: int) -> str:
+    value = raw[key]
+    if not isinstance(value, str) or not 0 < len(value) <= limit:
+        raise InvalidField(key, f"must be text of 1–{limit} characters")
+    return value
+
+
+def _int(raw: dict[str, Any], key: str) -> int:
+    value = raw[key]
+    if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**53:
+        raise InvalidField(key, "must be a non-negative integer")
+    return value

@@ -61,6 +61,23 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_system_render(args: argparse.Namespace) -> int:
+    from node.config import CONFIG_FILE, NodeSettings
+    from node.hotspot import render_system, write_files
+
+    data_dir = _data_dir(args)
+    if (data_dir / CONFIG_FILE).exists():
+        settings = NodeSettings.load(data_dir)
+    else:  # before first boot: the defaults, rendered again once the node exists
+        print(f"no node in {data_dir} yet: rendering the default settings")
+        settings = NodeSettings(data_dir=data_dir)
+    bart = Path(args.bart) if args.bart else Path(sys.argv[0]).absolute()
+    files = render_system(settings, bart=bart, hotspot=args.hotspot, user=args.user)
+    for f, changed in write_files(files, Path(args.dest)):
+        print(f"{'changed' if changed else 'unchanged'} {f.path}")
+    return 0
+
+
 def _node_settings(args: argparse.Namespace) -> NodeSettings:
     from node.config import NodeSettings
 
@@ -237,6 +254,18 @@ def build_parser() -> argparse.ArgumentParser:
     p = team.add_parser("list", help="list team members")
     data_dir_flag(p)
     p.set_defaults(func=cmd_team_list)
+
+    system = node.add_parser("system", help="this node's system files").add_subparsers(
+        dest="system_command", required=True, metavar="SYSTEM_COMMAND")
+    p = system.add_parser("render", help="write systemd units, journald and hotspot configs")
+    p.add_argument("--dest", required=True, help="root to write under (/ on the node)")
+    p.add_argument("--hotspot", action="store_true",
+                   help="also hostapd, dnsmasq, nftables and their units")
+    p.add_argument("--bart", help="absolute path of the bart command the units run "
+                   "(default: this one)")
+    p.add_argument("--user", default="bart", help="account the node runs as (default: bart)")
+    data_dir_flag(p)
+    p.set_defaults(func=cmd_system_render)
 
     points = node.add_parser("point", help="point devices at meeting points").add_subparsers(
         dest="point_command", required=True, metavar="POINT_COMMAND")

@@ -8,6 +8,7 @@ checks this).
 
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
 import secrets
@@ -15,7 +16,14 @@ import tomllib
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from sync.bodies import AREA, SLUG
@@ -45,6 +53,92 @@ class MeetingPoint(BaseModel):
     panic_buttons: list[PanicButtonConfig] = Field(default_factory=list, max_length=8)
 
 
+class HotspotSettings(BaseModel):
+    """The node's Wi-Fi hotspot (``[hotspot]`` in node.toml): hostapd, dnsmasq, nftables.
+
+    Rendered into system files by ``node.hotspot``; see docs/configuration.md.
+    """
+
+    model_config = ConfigDict(extra="forbid")
+
+    # No hyphens: the name is also part of a systemd device unit name.
+    interface: str = Field(default="wlan0", pattern=r"^[A-Za-z0-9_][A-Za-z0-9_.]{0,14}$")
+    address: ipaddress.IPv4Interface = ipaddress.IPv4Interface("10.42.0.1/24")
+    ssid: str = Field(default="Bart", min_length=1)
+    channel: int = Field(default=6, ge=1, le=13)
+    country: str = Field(default="NL", pattern=r"^[A-Z]{2}$")
+    wpa_passphrase: str | None = None
+    dhcp_range: tuple[ipaddress.IPv4Address, ipaddress.IPv4Address] | None = None
+    lease_time_s: int = Field(default=3600, ge=120, le=7 * 86_400)
+    https_url: str | None = Field(default=None, max_length=255)
+
+    @field_validator("address")
+    @classmethod
+    def _usable_address(cls, value: ipaddress.IPv4Interface) -> ipaddress.IPv4Interface:
+        net = value.network
+        if not 8 <= net.prefixlen <= 29:
+            raise ValueError(f"hotspot address {value}: prefix must be /8 to /29")
+        if value.ip in (net.network_address, net.broadcast_address):
+            raise ValueError(f"hotspot address {value}: that is the network or broadcast "
+                             "address, not a host address")
+        return value
+
+    @field_validator("ssid")
+    @classmethod
+    def _ssid(cls, value: str) -> str:
+        if len(value.encode("utf-8")) > 32:
+            raise ValueError("ssid: at most 32 bytes (UTF-8)")
+        if any(ord(c) < 32 or ord(c) == 127 for c in value):
+            raise ValueError("ssid: no control characters")
+        return value
+
+    @field_validator("wpa_passphrase")
+    @classmethod
+    def _passphrase(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not 8 <= len(value) <= 63:
+            raise ValueError("wpa_passphrase: 8 to 63 characters (WPA2), "
+                             "or leave it out for an open network")
+        if any(not 32 <= ord(c) <= 126 for c in value):
+            raise ValueError("wpa_passphrase: printable ASCII characters only")
+        return value
+
+    @field_validator("https_url")
+    @classmethod
+    def _https(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        if not value.startswith("https://") or len(value) <= len("https://"):
+            raise ValueError("https_url: must start with https:// (RFC 8908 requires HTTPS)")
+        if any(c.isspace() or c in "\"'?#" for c in value):
+            raise ValueError("https_url: no spaces, quotes, query or fragment")
+        return value
+
+    @model_validator(mode="after")
+    def _range(self) -> HotspotSettings:
+        net = self.address.network
+        if self.dhcp_range is None:
+            # Leave the first hosts for the node and fixed devices, and a few at the top.
+            size = net.num_addresses
+            low, high = (10, 5) if size >= 64 else (2, 1)
+            self.dhcp_range = (net.network_address + low, net.broadcast_address - high)
+            if low <= int(self.address.ip) - int(net.network_address) <= size - 1 - high:
+                raise ValueError(f"hotspot address {self.address} lies in the default DHCP "
+                                 "range: set hotspot.dhcp_range explicitly")
+            return self
+        start, end = self.dhcp_range
+        for ip in (start, end):
+            if ip not in net or ip in (net.network_address, net.broadcast_address):
+                raise ValueError(f"dhcp_range: {ip} is not a host address of {net}")
+        if int(start) > int(end):
+            raise ValueError(f"dhcp_range: {start} comes after {end}")
+        if int(start) <= int(self.address.ip) <= int(end):
+            raise ValueError(f"dhcp_range: {start}-{end} contains the node's own address "
+                             f"{self.address.ip}")
+        return self
+
+
 class NodeSettings(BaseSettings):
     """Everything a node needs to run. See docs/configuration.md."""
 
@@ -71,6 +165,12 @@ class NodeSettings(BaseSettings):
     cooldown_s: float = Field(default=60.0, ge=0.0, le=3600.0)
     point_port: int = Field(default=8883, ge=0, le=65535)
     point_host: str = Field(default="", max_length=253)
+    uplink_batch_max: int = Field(default=1000, ge=1, le=5000)
+    uplink_max_age_s: float = Field(default=2.0, ge=0.0, le=3600.0)
+    uplink_poll_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    uplink_backoff_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
+    retention_days: int = Field(default=90, ge=1, le=3650)
+    hotspot: HotspotSettings = Field(default_factory=HotspotSettings)
 
     @field_validator("meeting_points")
     @classmethod

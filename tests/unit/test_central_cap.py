@@ -12,6 +12,7 @@ import doctest
 import xml.etree.ElementTree as ET
 from datetime import UTC, datetime, timedelta, timezone
 from importlib import resources
+from pathlib import Path
 
 import pytest
 from conftest import require
@@ -437,3 +438,13 @@ def test_active_alerts_drop_expired_and_keep_a_cancel_until_it_expires() -> None
 def test_docstring_examples() -> None:
     result = doctest.testmod(cap_module)
     assert result.attempted >= 2 and result.failed == 0
+
+
+def test_mappings_are_documented() -> None:
+    docs = (Path(__file__).parent.parent.parent / "docs" / "central.md").read_text()
+    section = docs[docs.index("## CAP 1.2 feed"):docs.index("## Triage rules")]
+    for ours, (severity, urgency, certainty) in LEVELS.items():
+        assert f"| {ours} | {severity} | {urgency} | {certainty} |" in section
+    for ours, category in cap_module.CAP_CATEGORIES.items():
+        events = cap_module.EVENTS
+        assert f"| {ours} | {category} | {events['nl'][ours]} / {events['en'][ours]} |" in section

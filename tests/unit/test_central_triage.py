@@ -379,3 +379,10 @@ def test_every_report_gets_a_route(category: str, text: str, audience: str,
 def test_docstring_examples() -> None:
     result = doctest.testmod(triage_module)
     assert result.attempted >= 2 and result.failed == 0
+
+
+def test_default_rules_are_documented() -> None:
+    docs = (Path(__file__).parent.parent.parent / "docs" / "central.md").read_text()
+    section = docs[docs.index("## Triage rules"):]
+    for rule in default_rules().rules:
+        assert f"| `{rule.name}` |" in section, rule.name

@@ -192,9 +192,9 @@ class PublicAlert:
             _check_token("references", ref.identifier)
             if ref.identifier == self.id:
                 raise CapError("a message cannot reference itself")
+            cap_datetime(ref.sent)
             if ref.sent > self.sent:
                 raise CapError("a referenced message cannot be sent after this one")
-            cap_datetime(ref.sent)
         if not self.texts:
             raise CapError("at least one text (language) is required")
         languages = [t.language.lower() for t in self.texts]

@@ -319,6 +319,7 @@ def test_identifier_and_sender_without_spaces_commas_lt_amp(bad_id: str) -> None
     ({"msg_type": "Update", "references": [("0193f7a2-5c1e-7d2a-9b0c-3e4f5a6b7c8d", T0)]},
      "itself"),
     ({"msg_type": "Update", "references": [("later", T0 + timedelta(seconds=1))]}, "after"),
+    ({"msg_type": "Update", "references": [("naive", datetime(2026, 11, 29))]}, "timezone"),
     ({"texts": ()}, "at least one"),
     ({"texts": (AlertText(LANG_NL, "a"), AlertText("NL-nl", "b"))}, "one text per language"),
     ({"texts": (AlertText("nederlands!", "a"),)}, "language"),

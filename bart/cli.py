@@ -15,9 +15,12 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from central.errors import CentralError
 from hardware import HardwareError
 from node.errors import NodeError
 from sync import SyncError
+
+from .central_cli import add_central_parsers
 
 if TYPE_CHECKING:
     from node.config import NodeSettings
@@ -48,6 +51,14 @@ def cmd_node_init(args: argparse.Namespace) -> int:
     print(f"  signing key fingerprint: {keys.fingerprint}")
     print(f"  start it with: bart node run --data-dir {settings.data_dir}")
     return 0
+
+
+def cmd_node_doctor(args: argparse.Namespace) -> int:
+    from node.doctor import diagnose
+
+    report = diagnose(_data_dir(args), offline=args.offline)
+    print(report.as_json() if args.json else report.text())
+    return 0 if report.ok else 1
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
@@ -166,6 +177,12 @@ def cmd_point_run(args: argparse.Namespace) -> int:
                      gpio=args.gpio, control_port=args.control_port)
 
 
+def cmd_node_enroll(args: argparse.Namespace) -> int:
+    from .central_cli import cmd_node_enroll as enroll
+
+    return enroll(args, _data_dir(args))
+
+
 def cmd_keys_show(args: argparse.Namespace) -> int:
     from node.config import NodeSettings
     from sync import KeyPair
@@ -242,6 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_flag(run)
     port_flags(run)
     run.set_defaults(func=cmd_node_run)
+    doctor = node.add_parser("doctor", help="check this node and its hotspot; says how to fix "
+                             "each problem")
+    doctor.add_argument("--offline", action="store_true",
+                        help="leave out the network checks (DNS answers, uplink)")
+    doctor.add_argument("--json", action="store_true", help="print the report as JSON")
+    data_dir_flag(doctor)
+    doctor.set_defaults(func=cmd_node_doctor)
 
     team = node.add_parser("team", help="prevention-team accounts").add_subparsers(
         dest="team_command", required=True, metavar="TEAM_COMMAND")
@@ -296,6 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--verbose", action="store_true", help="log what the device does")
     p.set_defaults(func=cmd_point_run)
 
+    enroll = node.add_parser("enroll", help="join a central: online with a code, or by files")
+    enroll.add_argument("url", nargs="?", help="central's URL, e.g. https://bart.example.nl")
+    enroll.add_argument("--code", help="one-time code from bart central enroll-code")
+    enroll.add_argument("--bundle", help="offline: the bundle file from central")
+    enroll.add_argument("--request-out", help="offline: write this node's request to a file")
+    data_dir_flag(enroll)
+    enroll.set_defaults(func=cmd_node_enroll)
+
+    add_central_parsers(top)
+
     keys = top.add_parser("keys", help="show this node's keys").add_subparsers(
         dest="keys_command", required=True, metavar="KEYS_COMMAND")
     show = keys.add_parser("show", help="print node id, public keys and fingerprint")
@@ -325,7 +359,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (NodeError, SyncError, HardwareError, ValueError) as exc:
+    except (NodeError, SyncError, HardwareError, CentralError, ValueError) as exc:
         print(f"bart: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

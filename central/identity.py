@@ -128,6 +128,7 @@ def _write_private(path: Path, data: bytes) -> None:
 
 def init_central(data_dir: Path, settings: CentralSettings) -> Central:
     """Create keys, CA and settings in ``data_dir``; refuses an existing central."""
+    data_dir = data_dir.resolve()
     if (data_dir / CONFIG_FILE).exists():
         raise CentralConfigError(f"{data_dir} already holds a central ({CONFIG_FILE} exists)")
     data_dir.mkdir(parents=True, exist_ok=True, mode=0o700)
@@ -162,6 +163,7 @@ def init_central(data_dir: Path, settings: CentralSettings) -> Central:
 
 def load_central(data_dir: Path, **overrides: Any) -> Central:
     """Load a central created by :func:`init_central`; ``overrides`` beat the file."""
+    data_dir = data_dir.resolve()
     path = data_dir / CONFIG_FILE
     if not path.exists():
         raise CentralConfigError(

@@ -74,11 +74,19 @@ def _m004_json_indexes(db: sqlite_utils.Database) -> None:
                "(json_extract(body, '$.button'), ts) WHERE kind = 'alert'")
 
 
+def _m005_uplink(db: sqlite_utils.Database) -> None:
+    # The uplink's durable state: the last batch seq used (never reused after a
+    # crash), what central holds per origin/stream, cursors of central's replies.
+    db.execute(db.create_table_sql("uplink_state", {"key": str, "value": int}, pk="key",
+                                   not_null={"value"}))
+
+
 MIGRATIONS: list[Migration] = [
     ("001_events", _m001_events),
     ("002_receipts", _m002_receipts),
     ("003_point_presses", _m003_point_presses),
     ("004_json_indexes", _m004_json_indexes),
+    ("005_uplink", _m005_uplink),
 ]
 
 

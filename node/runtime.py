@@ -32,6 +32,7 @@ from .reports import ReceiptTaken, Submitted, store_report
 from .store import Store
 from .tls import ensure_tls
 from .trust import TrustedKeys
+from .uplink import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -96,6 +97,7 @@ class NodeRuntime:
         self.broker: BrokerProcess | None = None
         self.mqtt: MqttClient | None = None
         self.buttons: ButtonService | None = None
+        self.uplink: Uplink | None = None
         self.started_at = time.time()
         self._start_broker = start_broker
         self._tasks: set[asyncio.Task[None]] = set()
@@ -142,6 +144,11 @@ class NodeRuntime:
         await self.mqtt.wait_connected(5.0)
         self.spawn(self._publisher())
         self.spawn(self._publish_health(online=True))
+        self.uplink = Uplink(s, self.store, self.keys, on_central_event=self._central_event)
+        if self.uplink.state.enabled:
+            self.spawn(self.uplink.run())
+        else:
+            log.info("not enrolled with a central: no uplink (bart node enroll)")
         # Everything made at start-up lives as long as the node: keep it out of the
         # cyclic collector's generations, whose full passes were p99 latency spikes.
         gc.collect()
@@ -251,10 +258,18 @@ class NodeRuntime:
         if event.stream == "public":
             self.hub.publish(event)
         self.team_hub.publish(event)
+        if self.uplink is not None:
+            self.uplink.wake()
         try:
             self._outbox.put_nowait(event)
         except asyncio.QueueFull:  # bounded memory; the store has the event
             self._refusals.refuse("publish-backlog", f"{event.id} not published live")
+
+    def _central_event(self, event: Event) -> None:
+        """A verified event from central (a broadcast) was stored: show it live."""
+        if event.stream == "public":
+            self.hub.publish(event)
+        self.team_hub.publish(event)
 
     async def _publisher(self) -> None:
         """Publish committed local events on Mosquitto, a batch at a time.
@@ -412,4 +427,5 @@ class NodeRuntime:
                       "events": self.store.count_events() if store_ok and self.store else None},
             "disk": {"ok": disk_ok, "free_bytes": disk.free},
             "live_subscribers": self.hub.subscriber_count,
+            "uplink": self.uplink.state.to_dict() if self.uplink else {"enabled": False},
         }

@@ -1,0 +1,419 @@
+"""The uplink: this node's events to central in sealed batches (DESIGN.md §4.3).
+
+The outbox is not a second copy: it is every stored event whose seq lies
+beyond what central said it holds for that (origin, stream). So nothing can be
+lost between store and outbox, and a crash anywhere only means sending again
+what central will de-duplicate by id.
+
+One batch is in flight at a time. A batch goes when ``uplink_batch_max``
+events wait or the oldest waiting one is ``uplink_max_age_s`` old; with
+nothing to send, an empty batch every ``uplink_poll_s`` fetches broadcasts,
+receipt states and roster updates. Failures back off exponentially with full
+jitter up to ``uplink_backoff_max_s``. Each batch seq is committed to the
+store *before* the batch is sent, so a seq is never used twice, not even
+across a crash.
+
+Central's reply is trusted only after its signature verifies against the key
+from enrolment; then the node records what central holds, marks forwarded
+receipts, stores central's events (each verified), applies receipt updates
+and a newer roster. Events central holds and older than ``retention_days``
+are pruned (the newest of each stream always stays: seqs must never restart).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import contextlib
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+
+from sync import Event, KeyPair, sealed
+from sync.canonical import parse_json
+from sync.errors import SyncError
+from sync.event import event_from_dict
+from sync.roster import ACK_DOMAIN, DocumentError, verify_document
+
+from .config import NodeSettings
+from .enrol import load_enrolment, load_roster, package_version, save_roster
+from .store import Store, WriteTx, _row_to_event
+
+log = logging.getLogger("bart.node.uplink")
+logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise
+
+BATCH_TYPE = "application/vnd.bart.batch"
+#: Central states of a report, as the node's receipt page names them.
+RECEIPT_STATES = {"new": "forwarded", "in_progress": "in_progress", "handled": "handled",
+                  "reopened": "reopened"}
+MAX_REPLY_BYTES = 16 * 1024 * 1024
+PRUNE_EVERY_S = 3600.0
+
+
+@dataclass
+class UplinkState:
+    """What ``/healthz`` and ``bart status`` show of the uplink."""
+
+    enabled: bool = False
+    central: str = ""
+    url: str = ""
+    backlog: int = 0
+    batches_sent: int = 0
+    events_sent: int = 0
+    last_batch_seq: int = 0
+    last_success_ms: int | None = None
+    last_attempt_ms: int | None = None
+    last_error: str = ""
+    failures: int = 0
+    next_attempt_in_s: float = 0.0
+    revoked: bool = False
+    paused: bool = False
+    holds: dict[str, dict[str, int]] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {k: v for k, v in self.__dict__.items()}
+
+
+def _get(conn: sqlite3.Connection, key: str) -> int:
+    row = conn.execute("SELECT value FROM uplink_state WHERE key = ?", (key,)).fetchone()
+    return int(row[0]) if row else 0
+
+
+def _set(conn: sqlite3.Connection, key: str, value: int) -> None:
+    conn.execute("INSERT INTO uplink_state (key, value) VALUES (?, ?) "
+                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+
+def _acked_key(origin: str, stream: str) -> str:
+    return f"acked/{origin}/{stream}"
+
+
+class Uplink:
+    """Sends the outbox to central and applies what central answers."""
+
+    def __init__(self, settings: NodeSettings, store: Store, keys: KeyPair,
+                 on_central_event: Callable[[Event], None] | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.settings = settings
+        self.store = store
+        self.keys = keys
+        self.on_central_event = on_central_event
+        self.state = UplinkState()
+        self._wake = asyncio.Event()  # set when an event is committed
+        self._kick = asyncio.Event()  # set by pause/resume (and tests): act now
+        self._transport = transport
+        enrolment = load_enrolment(settings)
+        self.enrolment = enrolment
+        if enrolment is None:
+            return
+        self.central_origin = str(enrolment["origin"])
+        self.central_signing = base64.b64decode(enrolment["signing_pub"])
+        self.central_encryption = base64.b64decode(enrolment["encryption_pub"])
+        self.url = str(enrolment["url"]).rstrip("/")
+        roster = load_roster(settings, self.central_signing)
+        self.roster_serial = roster.serial if roster else 0
+        self.state.enabled = True
+        self.state.central = self.central_origin
+        self.state.url = self.url
+
+    # -- the outbox -------------------------------------------------------------
+
+    def wake(self) -> None:
+        """A new event was committed: look at the outbox now."""
+        self._wake.set()
+
+    def pause(self, paused: bool) -> None:
+        """Demo control: cut (True) or restore (False) the uplink."""
+        self.state.paused = paused
+        self._wake.set()
+        self._kick.set()
+
+    def _pending(self, conn: sqlite3.Connection, limit: int) -> tuple[list[Event], int, int]:
+        """Up to ``limit`` unsent events, the backlog size, and the oldest unsent ts."""
+        events: list[Event] = []
+        backlog = 0
+        oldest = 0
+        streams = conn.execute(
+            "SELECT origin, stream, MAX(seq) FROM events WHERE origin != ? "
+            "GROUP BY origin, stream ORDER BY origin, stream", (self.central_origin,)).fetchall()
+        for origin, stream, top in streams:
+            acked = _get(conn, _acked_key(origin, stream))
+            if top <= acked:
+                continue
+            backlog += conn.execute(
+                "SELECT COUNT(*) FROM events WHERE origin = ? AND stream = ? AND seq > ?",
+                (origin, stream, acked)).fetchone()[0]
+            room = limit - len(events)
+            if room <= 0:
+                continue
+            rows = conn.execute(
+                "SELECT id, origin, stream, seq, ts, kind, body, sig FROM events "
+                "WHERE origin = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+                (origin, stream, acked, room)).fetchall()
+            batch = [_row_to_event(r) for r in rows]
+            if batch:
+                oldest = min(oldest or batch[0].ts, batch[0].ts)
+            events.extend(batch)
+        return events, backlog, oldest
+
+    def read_pending(self, limit: int) -> tuple[list[Event], int, int]:
+        """The outbox as seen by a reader connection."""
+        conn = sqlite3.connect(f"file:{self.settings.db_path}?mode=ro", uri=True)
+        try:
+            conn.execute("BEGIN")
+            return self._pending(conn, limit)
+        finally:
+            conn.close()
+
+    def _cursors(self) -> dict[str, int]:
+        conn = sqlite3.connect(f"file:{self.settings.db_path}?mode=ro", uri=True)
+        try:
+            return {
+                "central_public": conn.execute(
+                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ? AND "
+                    "stream = 'public'", (self.central_origin,)).fetchone()[0],
+                "updates_after": _get(conn, "updates_after"),
+                "batch_seq": _get(conn, "batch_seq"),
+            }
+        finally:
+            conn.close()
+
+    # -- one exchange ----------------------------------------------------------------
+
+    async def send_once(self, client: httpx.AsyncClient, events: list[Event],
+                        backlog: int) -> dict[str, Any]:
+        """Seal ``events`` under a fresh batch seq, post it, apply the reply."""
+        cursors = await asyncio.to_thread(self._cursors)
+        batch_seq = await self.store.write(lambda tx: self._next_batch_seq(tx))
+        meta = {
+            "heads": {self.central_origin: {"public": cursors["central_public"]}},
+            "updates_after": cursors["updates_after"],
+            "roster_serial": self.roster_serial,
+            "status": {"backlog": max(0, backlog - len(events)), "version": package_version()[:40]},
+        }
+        wire = await asyncio.to_thread(
+            sealed.seal, sealed.Payload.of(events, meta), node_id=self.settings.name,
+            batch_seq=batch_seq, created=time.time_ns() // 1_000_000, keys=self.keys,
+            central_encryption_public=self.central_encryption)
+        self.state.last_attempt_ms = time.time_ns() // 1_000_000
+        resp = await client.post(f"{self.url}/api/v1/batches", content=wire,
+                                 headers={"Content-Type": BATCH_TYPE})
+        if resp.status_code != 200:
+            try:
+                detail = resp.json()
+            except ValueError:
+                detail = {"error": "http", "detail": resp.text[:200]}
+            raise CentralRefused(resp.status_code, str(detail.get("error", "")),
+                                 str(detail.get("detail", "")))
+        reply = parse_json(resp.content, MAX_REPLY_BYTES)
+        ack = self._verify_ack(reply, batch_seq)
+        await self._apply(reply, ack)
+        self.state.batches_sent += 1
+        self.state.events_sent += len(events)
+        self.state.last_batch_seq = batch_seq
+        self.state.last_success_ms = time.time_ns() // 1_000_000
+        return ack
+
+    @staticmethod
+    def _next_batch_seq(tx: WriteTx) -> int:
+        seq = _get(tx.conn, "batch_seq") + 1
+        _set(tx.conn, "batch_seq", seq)
+        return seq
+
+    def _verify_ack(self, reply: Any, batch_seq: int) -> dict[str, Any]:
+        if not isinstance(reply, dict):
+            raise UplinkError("central's reply is not an object")
+        try:
+            ack = verify_document(reply.get("ack"), self.central_signing, ACK_DOMAIN)
+        except DocumentError as exc:
+            raise UplinkError(f"central's acknowledgement does not verify: {exc}") from exc
+        if ack.get("node") != self.settings.name or ack.get("batch_seq") != batch_seq:
+            raise UplinkError("the acknowledgement is for another node or batch")
+        return ack
+
+    async def _apply(self, reply: dict[str, Any], ack: dict[str, Any]) -> None:
+        holds = ack.get("holds") if isinstance(ack.get("holds"), dict) else {}
+        assert isinstance(holds, dict)
+        updates = ack.get("updates") if isinstance(ack.get("updates"), list) else []
+        assert isinstance(updates, list)
+        central_events: list[Event] = []
+        raw_events = reply.get("events") if isinstance(reply.get("events"), list) else []
+        assert isinstance(raw_events, list)
+        for raw in raw_events[:1000]:
+            try:
+                event = event_from_dict(raw)
+                if event.origin != self.central_origin:
+                    raise SyncError(f"origin {event.origin} is not central")
+                event.verify(self.central_signing)
+            except SyncError as exc:
+                log.warning("an event from central was refused: %s", exc)
+                continue
+            central_events.append(event)
+
+        def apply(tx: WriteTx) -> list[Event]:
+            for origin, streams in holds.items():
+                if not isinstance(streams, dict):
+                    continue
+                for stream, seq in streams.items():
+                    if isinstance(seq, int) and _get(tx.conn, _acked_key(origin, stream)) < seq:
+                        _set(tx.conn, _acked_key(origin, stream), seq)
+                        if origin == self.settings.name and stream == "private":
+                            tx.conn.execute(
+                                "UPDATE receipts SET state = 'forwarded', updated_at = ? "
+                                "WHERE state = 'received' AND event_id IN (SELECT id FROM "
+                                "events WHERE origin = ? AND stream = 'private' AND seq <= ?)",
+                                (tx.now_ms, origin, seq))
+            last = _get(tx.conn, "updates_after")
+            for upd in updates:
+                if not isinstance(upd, dict) or not isinstance(upd.get("id"), int):
+                    continue
+                state = RECEIPT_STATES.get(str(upd.get("state")))
+                if state is not None:
+                    tx.conn.execute(
+                        "UPDATE receipts SET state = ?, updated_at = ? WHERE event_id = ?",
+                        (state, tx.now_ms, str(upd.get("report"))))
+                last = max(last, int(upd["id"]))
+            _set(tx.conn, "updates_after", last)
+            return [e for e in central_events if tx.insert(e)]
+
+        stored = await self.store.write(apply)
+        for event in stored:
+            if self.on_central_event is not None:
+                self.on_central_event(event)
+        self.state.holds = {o: dict(s) for o, s in holds.items() if isinstance(s, dict)}
+        roster = reply.get("roster")
+        if roster is not None:
+            try:
+                newer = save_roster(self.settings, roster, self.central_signing,
+                                    self.roster_serial)
+            except SyncError as exc:
+                log.warning("a roster from central was refused: %s", exc)
+            else:
+                if newer is not None:
+                    self.roster_serial = newer.serial
+                    log.info("roster updated to serial %s", newer.serial)
+
+    # -- the loop ------------------------------------------------------------------------
+
+    async def run(self) -> None:
+        """Send whenever there is something to send and a path to central."""
+        if not self.state.enabled:
+            return
+        s = self.settings
+        delay = 0.0
+        last_poll = 0.0
+        last_prune = 0.0
+        async with httpx.AsyncClient(timeout=30.0, transport=self._transport) as client:
+            while True:
+                if self.state.paused:
+                    self.state.next_attempt_in_s = 0.0
+                    self._kick.clear()
+                    await self._kick.wait()
+                    continue
+                if delay > 0:
+                    # New events cut a quiet wait short, but never a back-off.
+                    self.state.next_attempt_in_s = delay
+                    if self.state.failures:
+                        self._kick.clear()
+                    signal = self._kick if self.state.failures else self._wake
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(signal.wait(), delay)
+                    delay = 0.0
+                    self.state.next_attempt_in_s = 0.0
+                    continue
+                self._wake.clear()
+                events, backlog, oldest = await asyncio.to_thread(
+                    self.read_pending, s.uplink_batch_max)
+                self.state.backlog = backlog
+                now = time.time()
+                age = now - oldest / 1000 if oldest else 0.0
+                due_poll = now - last_poll >= s.uplink_poll_s
+                if not events and not due_poll:
+                    delay = s.uplink_poll_s - (now - last_poll)
+                    self.state.failures = 0
+                    continue
+                if events and len(events) < s.uplink_batch_max and age < s.uplink_max_age_s \
+                        and not due_poll:
+                    delay = s.uplink_max_age_s - age
+                    self.state.failures = 0
+                    continue
+                try:
+                    await self.send_once(client, events, backlog)
+                except CentralRefused as exc:
+                    self._failed(f"central refused the batch ({exc.status} {exc.code}): "
+                                 f"{exc.detail}")
+                    if exc.code == "revoked":
+                        self.state.revoked = True
+                        log.error("central says this node is revoked: the uplink stops")
+                        return
+                except (httpx.HTTPError, OSError) as exc:
+                    self._failed(f"central unreachable: {exc.__class__.__name__}: {exc}")
+                except (UplinkError, SyncError) as exc:
+                    self._failed(str(exc))
+                else:
+                    self.state.failures = 0
+                    self.state.last_error = ""
+                    last_poll = time.time()
+                    self.state.backlog = max(0, backlog - len(events))
+                    if now - last_prune > PRUNE_EVERY_S:
+                        last_prune = now
+                        await self.prune()
+                    continue
+                delay = self._backoff()
+
+    def _failed(self, message: str) -> None:
+        self.state.failures += 1
+        self.state.last_error = message
+        level = logging.WARNING if self.state.failures in (1, 5, 20) else logging.DEBUG
+        log.log(level, "uplink attempt %d failed: %s", self.state.failures, message)
+
+    def _backoff(self) -> float:
+        """Exponential back-off with full jitter: uniform in [base, min(cap, 2^n))."""
+        cap = min(self.settings.uplink_backoff_max_s, 2.0 ** min(self.state.failures, 20))
+        return random.uniform(min(1.0, cap), cap)  # noqa: S311 - jitter, not security
+
+    async def prune(self) -> int:
+        """Delete events central holds that are older than the retention period."""
+        cutoff = time.time_ns() // 1_000_000 - self.settings.retention_days * 86_400_000
+
+        def prune(tx: WriteTx) -> int:
+            gone = 0
+            for key, acked in tx.conn.execute(
+                    "SELECT key, value FROM uplink_state WHERE key LIKE 'acked/%'").fetchall():
+                _, origin, stream = key.split("/", 2)
+                where = ("origin = ? AND stream = ? AND seq <= ? AND ts < ? AND seq < "
+                         "(SELECT MAX(seq) FROM events WHERE origin = ? AND stream = ?)")
+                args = (origin, stream, acked, cutoff, origin, stream)
+                tx.conn.execute(f"DELETE FROM receipts WHERE event_id IN "
+                                f"(SELECT id FROM events WHERE {where})", args)
+                tx.conn.execute(f"DELETE FROM point_presses WHERE event_id IN "
+                                f"(SELECT id FROM events WHERE {where})", args)
+                gone += tx.conn.execute(f"DELETE FROM events WHERE {where}", args).rowcount
+            return gone
+
+        gone = await self.store.write(prune)
+        if gone:
+            log.info("pruned %d events central holds, older than %d days", gone,
+                     self.settings.retention_days)
+        return gone
+
+
+class UplinkError(Exception):
+    """Central's answer could not be used (not verified, not ours)."""
+
+
+class CentralRefused(UplinkError):
+    """Central answered a batch with an error status."""
+
+    def __init__(self, status: int, code: str, detail: str) -> None:
+        super().__init__(f"{status} {code}: {detail}")
+        self.status = status
+        self.code = code
+        self.detail = detail

@@ -195,6 +195,27 @@ def triage(report: Mapping[str, Any], rules: RuleSet | None = None) -> Decision:
     return (rules or default_rules()).decide(report)
 
 
+#: File name of the edited rules in central's data directory (see :func:`router_for`).
+RULES_FILE: Final = "triage_rules.toml"
+
+
+def router_for(data_dir: Path) -> Callable[[Mapping[str, Any]], tuple[str, str]]:
+    """The ingest router: ``body -> (route, rule name)``.
+
+    Uses ``data_dir/triage_rules.toml`` when an admin has put edited rules
+    there, else the shipped defaults. Invalid edited rules raise
+    :class:`RulesError` here, at start-up, rather than misroute reports later.
+    """
+    path = Path(data_dir) / RULES_FILE
+    ruleset = load_rules(path) if path.exists() else default_rules()
+
+    def route(body: Mapping[str, Any]) -> tuple[str, str]:
+        decision = ruleset.decide(body)
+        return decision.route, decision.rule.name
+
+    return route
+
+
 # --- loading -----------------------------------------------------------------
 
 
@@ -337,6 +358,7 @@ def _coverage_problems(rules: Sequence[Rule]) -> list[str]:
 
 __all__ = [
     "ROUTES",
+    "RULES_FILE",
     "RULES_VERSION",
     "Decision",
     "Rule",
@@ -348,5 +370,6 @@ __all__ = [
     "fold",
     "load_rules",
     "parse_rules",
+    "router_for",
     "triage",
 ]

@@ -386,3 +386,16 @@ def test_default_rules_are_documented() -> None:
     section = docs[docs.index("## Triage rules"):]
     for rule in default_rules().rules:
         assert f"| `{rule.name}` |" in section, rule.name
+
+
+def test_router_for_uses_edited_rules_in_the_data_dir(tmp_path: Path) -> None:
+    route = triage_module.router_for(tmp_path)
+    assert route(report("social", "eenzaamheid")) == ("municipality", "social")
+    assert route(report("emergency", "brand")) == ("police", "emergency")
+    (tmp_path / triage_module.RULES_FILE).write_text(
+        'version = 1\n[[rule]]\nname = "all-to-police"\nroute = "police"\n', encoding="utf-8")
+    assert triage_module.router_for(tmp_path)(report("social", "eenzaamheid")) == (
+        "police", "all-to-police")
+    (tmp_path / triage_module.RULES_FILE).write_text("version = 1\n", encoding="utf-8")
+    with pytest.raises(RulesError, match="no rules"):
+        triage_module.router_for(tmp_path)

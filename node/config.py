@@ -171,6 +171,7 @@ class NodeSettings(BaseSettings):
     uplink_backoff_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
     retention_days: int = Field(default=90, ge=1, le=3650)
     hotspot: HotspotSettings = Field(default_factory=HotspotSettings)
+    captive_grace_s: float = Field(default=3600.0, ge=0.0, le=7 * 86400.0)
 
     @field_validator("meeting_points")
     @classmethod

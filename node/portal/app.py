@@ -21,7 +21,8 @@ from ..config import NodeSettings
 from ..runtime import NodeRuntime
 from ..team import routes as team_routes
 from ..team.session import close_accounts, open_accounts
-from . import api, demo, resident
+from . import api, captive, demo, resident
+from .captive import CaptiveClients, CaptivePolicy, CaptivePortal
 from .guards import LimitBody, RateLimiter, SecurityHeaders
 from .i18n import Catalogue
 from .ingest import ReportIngest
@@ -67,9 +68,12 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     app.state.runtime = rt
     app.state.settings = settings
     app.state.renderer = Renderer(Catalogue.load())
+    app.state.captive_policy = CaptivePolicy.from_settings(settings)
+    app.state.captive_clients = CaptiveClients(settings.captive_grace_s)
     app.state.report_limiter = RateLimiter(settings.reports_per_minute)
     app.state.lookup_limiter = RateLimiter(60 if settings.reports_per_minute else 0)
     app.include_router(api.router)
+    app.include_router(captive.router)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:
@@ -95,14 +99,21 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
 
     app.add_middleware(LimitBody, limit=settings.max_request_bytes)
     app.add_middleware(SecurityHeaders)
+    # Outermost: probes and foreign hosts are answered before anything else runs.
+    app.add_middleware(CaptivePortal, policy=app.state.captive_policy,
+                       clients=app.state.captive_clients, catalogue=app.state.renderer.catalogue)
     return app
 
 
 def create_asgi(settings: NodeSettings) -> ASGIApp:
     """What the server runs: the app, with ``POST /api/v1/reports`` served in front of
-    the framework's own middleware stack (see :mod:`node.portal.ingest`)."""
+    the framework's own middleware stack (see :mod:`node.portal.ingest`), and the
+    captive portal's Host check in front of both (see :mod:`node.portal.captive`)."""
     app = create_app(settings)
-    return ReportIngest(app, fastapi=app, limit=settings.max_request_bytes)
+    ingest = ReportIngest(app, fastapi=app, limit=settings.max_request_bytes)
+    return CaptivePortal(ingest, policy=app.state.captive_policy,
+                         clients=app.state.captive_clients,
+                         catalogue=app.state.renderer.catalogue)
 
 
 def _version() -> str:

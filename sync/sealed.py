@@ -240,10 +240,10 @@ def parse(wire: bytes) -> Envelope:
     """Split a batch and parse its header; checks framing and limits only."""
     if len(wire) > MAX_BATCH_BYTES:
         raise BatchTooLarge(f"batch of {len(wire)} bytes exceeds {MAX_BATCH_BYTES}")
+    if len(wire) >= 4 and wire[:3] == MAGIC[:3] and wire[:4] != MAGIC:
+        raise BatchVersion(f"unknown batch framing {wire[:4]!r}")
     if len(wire) < 6 or wire[:4] != MAGIC:
-        if wire[:3] == b"BSB" and len(wire) >= 4:
-            raise BatchVersion(f"unknown batch framing {wire[:4]!r}")
-        raise BatchMalformed("not a Bart sealed batch")
+        raise BatchMalformed("not a Bart sealed batch (or truncated)")
     (hlen,) = _U16.unpack_from(wire, 4)
     if hlen > MAX_HEADER_BYTES:
         raise BatchMalformed("header too large")

@@ -149,7 +149,7 @@ def next_counter(conn: Connection, name: str) -> int:
     if got is not None:
         return int(got[0])
     ins = db.insert_ignore(conn.dialect.name, table).values(name=name, value=1)
-    if conn.execute(ins).rowcount == 1:
+    if conn.execute(ins.returning(table.c.value)).first() is not None:
         return 1
     got = conn.execute(table.update().where(table.c.name == name)
                        .values(value=table.c.value + 1).returning(table.c.value)).first()

@@ -152,8 +152,8 @@ class Ingest:
         with self.engine.begin() as conn:
             ins = db.insert_ignore(self.dialect, db.batches).values(
                 node=node, batch_seq=header.batch_seq, received_at=at,
-                count=header.count, new=0)
-            if conn.execute(ins).rowcount == 0:
+                count=header.count, new=0).returning(db.batches.c.batch_seq)
+            if conn.execute(ins).first() is None:
                 count, new = conn.execute(
                     sa.select(db.batches.c.count, db.batches.c.new).where(
                         db.batches.c.node == node, db.batches.c.batch_seq == header.batch_seq)

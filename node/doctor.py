@@ -128,17 +128,26 @@ class Doctor:
     def run(self) -> Report:
         """Every check, in the order a volunteer should fix them."""
         report = Report()
-        report.checks.append(self.check_node())
-        report.checks.append(self.check_clock())
-        report.checks.append(self.check_disk())
-        report.checks += self.check_keys()
-        report.checks += self.check_hotspot()
-        report.checks += self.check_services()
-        report.checks += self.check_ports()
-        report.checks.append(self.check_dns())
-        enrolment = self.check_enrolment()
-        report.checks.append(enrolment[0])
-        report.checks.append(self.check_uplink(enrolment[1]))
+        central_url: list[str | None] = [None]
+
+        def enrolment() -> Check:
+            check, central_url[0] = self.check_enrolment()
+            return check
+
+        steps: list[tuple[str, Callable[[], Check | list[Check]]]] = [
+            ("node", self.check_node), ("clock", self.check_clock),
+            ("disk", self.check_disk), ("keys", self.check_keys),
+            ("hotspot interface", self.check_hotspot), ("services", self.check_services),
+            ("ports", self.check_ports), ("hotspot DNS", self.check_dns),
+            ("enrolment", enrolment), ("uplink", lambda: self.check_uplink(central_url[0])),
+        ]
+        for name, step in steps:
+            try:
+                result = step()
+            except OSError as exc:  # e.g. not allowed to look: a check must not crash
+                result = Check(name, "fail", f"cannot check: {exc}",
+                               "run the doctor as root: sudo bart node doctor")
+            report.checks += result if isinstance(result, list) else [result]
         return report
 
     # -- the node itself --------------------------------------------------------
@@ -153,6 +162,9 @@ class Doctor:
                          "create it: sudo bart node init --name NAME --area AREA "
                          "(on a Raspberry Pi the first boot does this from "
                          "bart-node.env on the SD card)")
+        if "Permission denied" in self.settings_error:
+            return Check("node", "fail", f"cannot read {self.data_dir / CONFIG_FILE}",
+                         "run the doctor as root: sudo bart node doctor")
         return Check("node", "fail", f"{self.data_dir / CONFIG_FILE} is not valid: "
                      f"{self.settings_error}",
                      f"correct the setting named above in {self.data_dir / CONFIG_FILE} "
@@ -441,7 +453,7 @@ def diagnose(data_dir: Path, *, offline: bool = False) -> Report:
     error = ""
     try:
         settings = NodeSettings.load(data_dir)
-    except NodeError as exc:
+    except (NodeError, OSError) as exc:
         error = str(exc)
     doctor = Doctor(data_dir=data_dir, settings=settings, offline=offline,
                     not_before=installed_at(), settings_error=error)

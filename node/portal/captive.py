@@ -42,6 +42,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, Final, Literal
+from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse
@@ -260,12 +261,14 @@ class CaptivePolicy:
     ``portal_address`` is the hotspot address phones reach the node on (port
     80 there); a request that arrived on another address is sent to the
     address and port it came in on, so the node also works on a LAN.
+    ``https_url`` is the portal over HTTPS when it is set up
+    (``hotspot.https_url``): the RFC 8908 API then names it as the portal.
     """
 
     own_names: frozenset[str]
     portal_address: str | None = None
-    portal_host: str | None = None
     fallback: tuple[str, int] = ("127.0.0.1", 8080)
+    https_url: str | None = None
 
     @classmethod
     def from_settings(cls, settings: NodeSettings) -> CaptivePolicy:
@@ -276,16 +279,23 @@ class CaptivePolicy:
             host = parse_host(value.encode()) if value else None
             if host:
                 names.add(host)
-        address, host_name = _hotspot(settings)
-        names.update(n for n in (address, host_name) if n)
+        hotspot = settings.hotspot
+        address = str(hotspot.address.ip)
+        names.add(address)
+        https_url = hotspot.https_url.rstrip("/") + "/" if hotspot.https_url else None
+        if https_url:
+            # The name phones were given by DHCP option 114 for the API.
+            name = parse_host((urlsplit(https_url).hostname or "").encode())
+            if name:
+                names.add(name)
         fallback_host = "127.0.0.1" if wildcard else settings.http_host
-        return cls(own_names=frozenset(names), portal_address=address, portal_host=host_name,
-                   fallback=(fallback_host, settings.http_port))
+        return cls(own_names=frozenset(names), portal_address=address,
+                   fallback=(fallback_host, settings.http_port), https_url=https_url)
 
     def portal_url(self, server: tuple[str, int | None] | None) -> str:
         """The portal's URL as seen by a client whose connection reached ``server``."""
         if self.portal_address and (server is None or server[0] == self.portal_address):
-            return f"http://{self.portal_host or self.portal_address}/"
+            return f"http://{self.portal_address}/"
         host, port = server if server and server[1] else self.fallback
         if ":" in host:
             host = f"[{host}]"
@@ -304,11 +314,6 @@ class CaptivePolicy:
         if probe is not None and online and not probe.always_portal:
             return "online", probe
         return "portal", probe
-
-
-def _hotspot(settings: NodeSettings) -> tuple[str | None, str | None]:
-    """The hotspot's address (and host name, when the settings give one)."""
-    return str(settings.hotspot.address.ip), None
 
 
 _HEADERS: Final = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
@@ -419,7 +424,7 @@ router = APIRouter()
 def captive_state(policy: CaptivePolicy, clients: CaptiveClients, client: str | None,
                   server: tuple[str, int | None] | None) -> dict[str, Any]:
     """The RFC 8908 API object for ``client`` (pure: the route only serialises it)."""
-    url = policy.portal_url(server)
+    url = policy.https_url or policy.portal_url(server)
     remaining = clients.remaining(client) if client else None
     state: dict[str, Any] = {"captive": remaining is None, "user-portal-url": url,
                              "venue-info-url": url, "can-extend-session": True}

@@ -159,8 +159,6 @@ def test_portal_url_is_the_hotspot_address_or_where_the_request_came_in() -> Non
     assert policy.portal_url(None) == f"http://{NODE}/"
     assert policy.portal_url(("192.168.1.50", 8080)) == "http://192.168.1.50:8080/"
     assert policy.portal_url(("fd00::5", 80)) == "http://[fd00::5]/"
-    named = CaptivePolicy(own_names=frozenset(), portal_address=NODE, portal_host="bart.buurt")
-    assert named.portal_url((NODE, 80)) == "http://bart.buurt/"
     plain = CaptivePolicy(own_names=frozenset(), fallback=("127.0.0.1", 8081))
     assert plain.portal_url(None) == "http://127.0.0.1:8081/"
 
@@ -172,6 +170,18 @@ def test_policy_from_settings_knows_the_nodes_names(tmp_path: Path) -> None:
     assert {"localhost", "n1.local", "bart-hub.example.net"} <= policy.own_names
     assert "0.0.0.0" not in policy.own_names
     assert policy.fallback == ("127.0.0.1", 80)
+    assert policy.https_url is None and "10.42.0.1" in policy.own_names
+
+
+def test_with_https_set_up_the_api_names_the_https_portal(tmp_path: Path) -> None:
+    settings = NodeSettings(data_dir=tmp_path, name="n1", area="ESC-01",
+                            hotspot={"https_url": "https://Escamp-West.bart.example"})  # type: ignore[arg-type]
+    policy = CaptivePolicy.from_settings(settings)
+    assert "escamp-west.bart.example" in policy.own_names  # the API's host is the portal
+    state = captive.captive_state(policy, CaptiveClients(60), PHONE, (NODE, 8080))
+    assert state["user-portal-url"] == "https://Escamp-West.bart.example/"
+    assert state["captive"] is True
+    assert policy.portal_url((NODE, 8080)) == f"http://{NODE}/"  # probes: plain HTTP
 
 
 # -- the real app ----------------------------------------------------------------

@@ -8,7 +8,7 @@ set -Eeuo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: ./install.sh [--dev] [--help]
+Usage: ./install.sh [--dev | --hotspot | --uninstall] [--no-start] [--help]
 
 Install Bart on this machine: Debian packages (Mosquitto, Python, SQLite),
 a virtual environment in .venv and the bart package (editable install).
@@ -16,10 +16,28 @@ Safe to run again: it only does what is missing.
 
   (no option)  a node: mosquitto mosquitto-clients python3 python3-venv
                python3-pip sqlite3 ca-certificates; on a Raspberry Pi also
-               python3-lgpio (GPIO backend) from the Raspberry Pi archive
+               python3-lgpio (GPIO backend) from the Raspberry Pi archive.
+               Then the system user 'bart', the units bart-node.service and
+               bart-firstboot.service (enabled) and journald settings that
+               spare the SD card (docs/deploy.md). Put the repository where
+               user bart can read it, e.g. /opt/bart.
+  --hotspot    a node with its Wi-Fi hotspot and captive portal: also
+               hostapd, dnsmasq-base, nftables, rfkill (Debian packages),
+               /etc/bart/{hostapd.conf,dnsmasq.conf,nftables.nft} rendered
+               from the node's settings and checked by dnsmasq and nft, and
+               the units bart-firewall, bart-hostapd and bart-dnsmasq.
+  --no-start   enable the units but start or restart nothing (an SD-card
+               image, a chroot). Implied when systemd is not running.
+  --uninstall  stop, disable and remove what a node install added (units,
+               /etc/bart, drop-ins, the firewall table) and re-enable
+               mosquitto.service if it was enabled before. Keeps the node's
+               data and keys (/var/lib/bart), the user bart, .venv and the
+               Debian packages.
   --dev        a development machine: the node packages plus chromium,
-               postgresql, wrk, iproute2, git, and the package with its
-               'dev' extra (tests, linters). Touches no network settings.
+               postgresql, wrk, iproute2, git, dnsmasq-base, nftables,
+               hostapd, debootstrap (binaries for the tests; no service
+               is configured), and the package with its 'dev' extra (tests,
+               linters). Touches no network settings.
   -h, --help   show this help and exit
 
 After installing:
@@ -30,9 +48,16 @@ EOF
 
 # ---------------------------------------------------------------- arguments
 MODE=node
+HOTSPOT=0
+SERVICES=0
+NO_START=0
+UNINSTALL=0
 for arg in "$@"; do
     case "$arg" in
         --dev) MODE=dev ;;
+        --hotspot) HOTSPOT=1 ;;
+        --no-start) NO_START=1 ;;
+        --uninstall) UNINSTALL=1 ;;
         -h | --help) usage; exit 0 ;;
         *)
             echo "install.sh: unknown option: $arg" >&2
@@ -41,6 +66,15 @@ for arg in "$@"; do
             ;;
     esac
 done
+if [[ $MODE == dev && ($HOTSPOT -eq 1 || $UNINSTALL -eq 1) ]]; then
+    echo "install.sh: --dev touches no network settings: it cannot be combined with" \
+        "--hotspot or --uninstall" >&2
+    exit 2
+fi
+if [[ $UNINSTALL -eq 1 && $HOTSPOT -eq 1 ]]; then
+    echo "install.sh: --uninstall cannot be combined with --hotspot" >&2
+    exit 2
+fi
 
 # --------------------------------------------------------------------- root
 SCRIPT_PATH="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)/$(basename "${BASH_SOURCE[0]}")"
@@ -63,8 +97,14 @@ SYS_PYTHON=/usr/bin/python3
 CHANGED=0
 STEP="starting"
 
+POLICY_RC=/usr/sbin/policy-rc.d
+OUR_POLICY_RC=0 # 1 while our own policy-rc.d keeps apt from starting services
+
 on_exit() {
     local rc=$?
+    if [[ $OUR_POLICY_RC -eq 1 ]]; then
+        rm -f "$POLICY_RC"
+    fi
     if [[ $rc -ne 0 ]]; then
         echo "!! install.sh failed (exit $rc) during step: $STEP" >&2
     fi
@@ -105,14 +145,121 @@ if [[ -r /proc/device-tree/model ]] && grep -qa "Raspberry Pi" /proc/device-tree
     ON_PI=1
 fi
 
+# ------------------------------------------------------- what a node install adds
+BART_USER=bart
+DATA_DIR="${BART_DATA_DIR:-/var/lib/bart}"
+ETC_BART=/etc/bart
+MOSQUITTO_MARK="$ETC_BART/.mosquitto-was-enabled" # for --uninstall
+NODE_UNITS=(bart-node.service bart-firstboot.service)
+HOTSPOT_UNITS=(bart-firewall.service bart-hostapd.service bart-dnsmasq.service)
+# Every file the renderer (bart node system render) may write; all are our own
+# names, so nothing of the distribution's is replaced.
+SYSTEM_FILES=(
+    /etc/systemd/system/bart-node.service
+    /etc/systemd/system/bart-firstboot.service
+    /etc/systemd/system/bart-firewall.service
+    /etc/systemd/system/bart-hostapd.service
+    /etc/systemd/system/bart-dnsmasq.service
+    /etc/systemd/journald.conf.d/bart.conf
+    /etc/NetworkManager/conf.d/bart-hotspot.conf
+    "$ETC_BART/hostapd.conf"
+    "$ETC_BART/dnsmasq.conf"
+    "$ETC_BART/nftables.nft"
+)
+
+SYSTEMD_RUNNING=0
+[[ -d /run/systemd/system ]] && SYSTEMD_RUNNING=1
+IN_CHROOT=0
+if command -v systemd-detect-virt >/dev/null 2>&1 && systemd-detect-virt --chroot --quiet; then
+    IN_CHROOT=1
+fi
+if [[ $NO_START -eq 0 && ($SYSTEMD_RUNNING -eq 0 || $IN_CHROOT -eq 1) ]]; then
+    NO_START=1
+    NO_START_WHY="systemd is not running here (chroot, container or image)"
+else
+    NO_START_WHY="--no-start"
+fi
+
+# systemctl that only starts or stops anything when allowed to.
+unit_active() { [[ $NO_START -eq 0 ]] && systemctl is-active --quiet "$1" 2>/dev/null; }
+
+# ---------------------------------------------------------------- uninstall
+if [[ $UNINSTALL -eq 1 ]]; then
+    step "uninstalling the node's system files"
+    removed=0
+    if command -v systemctl >/dev/null 2>&1; then
+        for unit in "${HOTSPOT_UNITS[@]}" "${NODE_UNITS[@]}"; do
+            [[ -e /etc/systemd/system/$unit ]] || continue
+            if unit_active "$unit"; then
+                systemctl stop "$unit"
+                say "stopped $unit"
+            fi
+            systemctl disable --quiet "$unit" 2>/dev/null || true
+            removed=1
+        done
+    fi
+    if [[ $NO_START -eq 0 ]] && command -v nft >/dev/null 2>&1 \
+        && nft list table inet bart >/dev/null 2>&1; then
+        nft delete table inet bart
+        say "firewall table inet bart removed"
+        removed=1
+    fi
+    journald_changed=0 nm_changed=0
+    for f in "${SYSTEM_FILES[@]}"; do
+        if [[ -e $f ]]; then
+            rm -f "$f"
+            say "removed $f"
+            removed=1
+            [[ $f == *journald* ]] && journald_changed=1
+            [[ $f == *NetworkManager* ]] && nm_changed=1
+        fi
+    done
+    if [[ -e $MOSQUITTO_MARK ]]; then
+        if command -v systemctl >/dev/null 2>&1; then
+            systemctl enable --quiet mosquitto 2>/dev/null \
+                && say "mosquitto.service enabled again, as it was before the node"
+            if [[ $NO_START -eq 0 ]]; then systemctl start mosquitto || true; fi
+        fi
+        rm -f "$MOSQUITTO_MARK"
+        removed=1
+    fi
+    rmdir "$ETC_BART" 2>/dev/null || true
+    if [[ $removed -eq 1 && $NO_START -eq 0 ]]; then
+        systemctl daemon-reload
+        [[ $journald_changed -eq 1 ]] && systemctl restart systemd-journald
+        [[ $nm_changed -eq 1 ]] && unit_active NetworkManager && systemctl reload NetworkManager
+    fi
+    if [[ $removed -eq 0 ]]; then
+        say "nothing to uninstall: no node system files here"
+    else
+        say "uninstalled the node's system files"
+    fi
+    echo "Kept: the node's data and keys in $DATA_DIR, the user $BART_USER, .venv and the"
+    echo "Debian packages. Remove them by hand if you mean it: rm -r $DATA_DIR;"
+    echo "userdel $BART_USER; apt-get remove hostapd dnsmasq-base nftables."
+    exit 0
+fi
+
+# A node installed with --hotspot keeps its hotspot when install.sh runs again.
+if [[ $MODE == node && $HOTSPOT -eq 0 && -e $ETC_BART/hostapd.conf ]]; then
+    say "hotspot installed before: keeping it (./install.sh --uninstall removes it)"
+    HOTSPOT=1
+fi
+
 # ---------------------------------------------------------- Debian packages
 step "installing Debian packages"
 PACKAGES=(mosquitto mosquitto-clients python3 python3-venv python3-pip sqlite3 ca-certificates)
 if [[ $ON_PI -eq 1 ]]; then
     PACKAGES+=(python3-lgpio) # gpiozero's pin backend; only in the Raspberry Pi archive
 fi
+if [[ $HOTSPOT -eq 1 ]]; then
+    # dnsmasq-base: the binary without the distribution's service, which would
+    # answer on every interface and make itself the node's own resolver.
+    PACKAGES+=(hostapd dnsmasq-base nftables iproute2 rfkill)
+fi
 if [[ $MODE == dev ]]; then
-    PACKAGES+=(chromium postgresql wrk iproute2 git)
+    # The hotspot tools are here only so that the tests can run them.
+    PACKAGES+=(chromium postgresql wrk iproute2 git dnsmasq-base nftables hostapd debootstrap systemd)
 fi
 
 pkg_installed() {
@@ -137,7 +284,18 @@ else
         && ! apt-cache policy python3-lgpio 2>/dev/null | grep -q 'Candidate: [0-9]'; then
         die "python3-lgpio is not available: on a Raspberry Pi use Raspberry Pi OS (bookworm), whose archive (archive.raspberrypi.com) packages it"
     fi
+    if [[ $NO_START -eq 1 && ! -e $POLICY_RC ]]; then
+        # Packages must not start their daemons here ($NO_START_WHY).
+        printf '#!/bin/sh\n# install.sh: no service starts while packages are installed\nexit 101\n' \
+            >"$POLICY_RC"
+        chmod 0755 "$POLICY_RC"
+        OUR_POLICY_RC=1
+    fi
     apt-get install -y -qq "${MISSING[@]}"
+    if [[ $OUR_POLICY_RC -eq 1 ]]; then
+        rm -f "$POLICY_RC"
+        OUR_POLICY_RC=0
+    fi
     CHANGED=1
 fi
 
@@ -145,11 +303,20 @@ fi
 # The node supervises its own broker on its own port: the distribution's
 # mosquitto.service must neither run nor start at boot.
 step "disabling the distribution's mosquitto.service"
+remember_mosquitto() {
+    # --uninstall enables it again. Only a node install keeps this note.
+    if [[ $MODE == node && ! -e $MOSQUITTO_MARK ]] \
+        && systemctl is-enabled --quiet mosquitto 2>/dev/null; then
+        mkdir -p "$ETC_BART"
+        : >"$MOSQUITTO_MARK"
+    fi
+}
 if command -v systemctl >/dev/null 2>&1; then
     if [[ -d /run/systemd/system ]]; then
         # systemd is running: stop and disable.
         if systemctl is-enabled --quiet mosquitto 2>/dev/null \
             || systemctl is-active --quiet mosquitto 2>/dev/null; then
+            remember_mosquitto
             systemctl disable --now --quiet mosquitto
             say "mosquitto.service stopped and disabled (the node runs its own broker)"
             CHANGED=1
@@ -159,6 +326,7 @@ if command -v systemctl >/dev/null 2>&1; then
     else
         # No systemd as init (container, CI, chroot): only drop the boot links.
         if systemctl is-enabled --quiet mosquitto 2>/dev/null; then
+            remember_mosquitto
             if systemctl disable --quiet mosquitto >/dev/null 2>&1; then
                 say "mosquitto.service disabled (systemd not running)"
                 CHANGED=1
@@ -258,6 +426,108 @@ if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
         chown -R -h "$SUDO_USER:$(id -gn "$SUDO_USER")" "${owned[@]}"
         say "ownership: .venv given to $SUDO_USER"
         CHANGED=1
+    fi
+fi
+
+# ------------------------------------------------------------ node services
+# The node runs as its own unprivileged account (DESIGN.md, "Mosquitto and
+# users"); its units and the hotspot's files are rendered by bart itself.
+if [[ $MODE == node ]]; then
+    step "creating the system user $BART_USER"
+    if ! getent passwd "$BART_USER" >/dev/null; then
+        useradd --system --user-group --home-dir "$DATA_DIR" --no-create-home \
+            --shell /usr/sbin/nologin --comment "Bart node" "$BART_USER"
+        say "system user $BART_USER created"
+        CHANGED=1
+    fi
+    if getent group gpio >/dev/null && ! id -nG "$BART_USER" | tr ' ' '\n' | grep -qx gpio; then
+        usermod -a -G gpio "$BART_USER" # panic buttons: /dev/gpiochip* on Raspberry Pi OS
+        say "user $BART_USER added to group gpio"
+        CHANGED=1
+    fi
+
+    step "preparing the data directory $DATA_DIR"
+    if [[ ! -d $DATA_DIR ]]; then
+        install -d -m 0750 -o "$BART_USER" -g "$BART_USER" "$DATA_DIR"
+        say "data directory $DATA_DIR created (the node is made at first boot or by bart node init)"
+        CHANGED=1
+    elif [[ -n "$(find "$DATA_DIR" ! -user "$BART_USER" -print -quit)" ]]; then
+        # A node made by root before (sudo bart node init): the service runs as $BART_USER.
+        chown -R "$BART_USER:$BART_USER" "$DATA_DIR"
+        say "data directory $DATA_DIR given to $BART_USER"
+        CHANGED=1
+    fi
+
+    step "checking that user $BART_USER can run .venv/bin/bart"
+    SERVICES=1
+    if ! setpriv --reuid="$BART_USER" --regid="$BART_USER" --clear-groups \
+        "$VENV/bin/bart" --version >/dev/null 2>&1; then
+        msg="user $BART_USER cannot run $VENV/bin/bart (is the repository in a private home directory?); move the repository to /opt/bart and run install.sh there"
+        if [[ $HOTSPOT -eq 1 ]]; then
+            die "$msg"
+        fi
+        warn "$msg. The node's services are NOT installed; the demo works as it is."
+        SERVICES=0
+    fi
+fi
+
+if [[ $MODE == node && $SERVICES -eq 1 ]]; then
+    step "rendering the system files"
+    render_args=(node system render --dest / --data-dir "$DATA_DIR" --bart "$VENV/bin/bart")
+    [[ $HOTSPOT -eq 1 ]] && render_args+=(--hotspot)
+    rendered="$("$VENV/bin/bart" "${render_args[@]}")" || die "bart node system render failed"
+    changed_files="$(sed -n 's/^changed //p' <<<"$rendered")"
+    if [[ -n $changed_files ]]; then
+        while read -r f; do say "wrote $f"; done <<<"$changed_files"
+        CHANGED=1
+    else
+        say "system files up to date"
+    fi
+
+    UNITS=("${NODE_UNITS[@]}")
+    if [[ $HOTSPOT -eq 1 ]]; then
+        UNITS+=("${HOTSPOT_UNITS[@]}")
+        step "checking the hotspot's files with dnsmasq and nft"
+        /usr/sbin/dnsmasq --test --conf-file="$ETC_BART/dnsmasq.conf" >/dev/null 2>&1 \
+            || die "dnsmasq refuses $ETC_BART/dnsmasq.conf: $(/usr/sbin/dnsmasq --test --conf-file="$ETC_BART/dnsmasq.conf" 2>&1)"
+        nft_out="$(/usr/sbin/nft -c -f "$ETC_BART/nftables.nft" 2>&1)" \
+            || die "nft refuses $ETC_BART/nftables.nft: $nft_out"
+        say "hotspot files checked by dnsmasq and nft"
+    fi
+
+    step "enabling the node's units"
+    if [[ $NO_START -eq 0 ]]; then
+        systemctl daemon-reload
+    fi
+    for unit in "${UNITS[@]}"; do
+        if ! systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+            systemctl enable --quiet "$unit"
+            say "$unit enabled"
+            CHANGED=1
+        fi
+    done
+
+    if [[ $NO_START -eq 1 ]]; then
+        say "services enabled, not started ($NO_START_WHY)"
+    else
+        step "starting the node's services"
+        if grep -q journald <<<"$changed_files"; then
+            systemctl restart systemd-journald
+        fi
+        if grep -q NetworkManager <<<"$changed_files" && systemctl is-active --quiet NetworkManager; then
+            systemctl reload NetworkManager
+        fi
+        for unit in "${UNITS[@]}"; do
+            [[ $unit == bart-firstboot.service ]] && continue
+            # --no-block: hostapd waits for its interface, the node for node.toml.
+            if grep -q "/$unit" <<<"$changed_files" || [[ -n $changed_files && $unit != bart-node.service ]]; then
+                systemctl try-restart --quiet "$unit" || true
+            fi
+            systemctl start --no-block "$unit" || warn "could not start $unit"
+        done
+        if [[ ! -e $DATA_DIR/node.toml ]]; then
+            say "no node yet: create it with bart node init (or bart-node.env at first boot), then: systemctl start bart-node"
+        fi
     fi
 fi
 

@@ -1,0 +1,289 @@
+"""install.sh on a fresh Debian bookworm: a minimal root made by debootstrap,
+a clean copy of this checkout in /opt/bart, `install.sh --hotspot` run inside
+by chroot (it detects the chroot and starts no service), then the installed
+layout, the first-boot path, `bart --version`, `bart node doctor --offline`,
+a second run that changes nothing, and `install.sh --uninstall`.
+
+Slow tier. The debootstrap root (as a tarball), the downloaded .deb files and
+pip's cache are kept in $BART_TEST_CACHE (default /var/cache/bart-tests), so
+only the first run downloads. Needs root (chroot, mounts), like CI.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import json
+import os
+import re
+import shlex
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import require, require_binary
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+
+REPO = Path(__file__).resolve().parents[2]
+CACHE = Path(os.environ.get("BART_TEST_CACHE", "/var/cache/bart-tests"))
+SUITE = "bookworm"
+# What a Raspberry Pi OS Lite image has and a minbase root lacks.
+BASE_PACKAGES = ["systemd", "systemd-sysv", "ca-certificates", "iproute2"]
+BASE_VERSION = 1  # bump when BASE_PACKAGES change: the cached root is made again
+ENV = {"PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+       "HOME": "/root", "LANG": "C.UTF-8", "DEBIAN_FRONTEND": "noninteractive",
+       **{k: v for k, v in os.environ.items() if k.lower().endswith("_proxy")}}
+
+
+def mirror() -> str:
+    """$BART_DEBIAN_MIRROR, else the host's own Debian mirror, else deb.debian.org."""
+    if env := os.environ.get("BART_DEBIAN_MIRROR"):
+        return env
+    for src in [Path("/etc/apt/sources.list"), *Path("/etc/apt/sources.list.d").glob("*")]:
+        try:
+            text = src.read_text()
+        except OSError:
+            continue
+        for url in re.findall(r"(?:URIs:|deb)\s+(https?://\S+)", text):
+            if "security" not in url and url.rstrip("/").endswith("/debian"):
+                return url
+    return "http://deb.debian.org/debian"
+
+
+def log(msg: str) -> None:
+    print(f"[chroot test {time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+def base_tarball() -> Path:
+    """The cached debootstrap root, made once (under a lock: tests may run in parallel)."""
+    debootstrap = require_binary("debootstrap", "/usr/sbin/debootstrap")
+    CACHE.mkdir(parents=True, exist_ok=True)
+    tarball = CACHE / f"{SUITE}-minbase-v{BASE_VERSION}.tar"
+    with open(CACHE / "base.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if tarball.exists():
+            return tarball
+        work = CACHE / f"build-{os.getpid()}"
+        shutil.rmtree(work, ignore_errors=True)
+        debs = CACHE / "debootstrap-debs"
+        debs.mkdir(exist_ok=True)
+        started = time.monotonic()
+        log(f"debootstrap {SUITE} from {mirror()} (first run: downloads)")
+        try:
+            subprocess.run(
+                [debootstrap, "--variant=minbase", f"--include={','.join(BASE_PACKAGES)}",
+                 f"--cache-dir={debs}", SUITE, str(work), mirror()],
+                check=True, capture_output=True, text=True, timeout=1200)
+        except subprocess.CalledProcessError as exc:
+            shutil.rmtree(work, ignore_errors=True)
+            raise AssertionError(f"debootstrap failed:\n{exc.stdout[-3000:]}\n"
+                                 f"{exc.stderr[-3000:]}") from exc
+        (work / "var/cache/apt/archives").mkdir(parents=True, exist_ok=True)
+        for leftover in (work / "var/cache/apt/archives").glob("*.deb"):
+            leftover.unlink()
+        tmp = tarball.with_suffix(".tmp")
+        subprocess.run(["tar", "-C", str(work), "--numeric-owner", "-cf", str(tmp), "."],
+                       check=True)
+        tmp.rename(tarball)
+        shutil.rmtree(work, ignore_errors=True)
+        log(f"base root cached in {tarball} ({time.monotonic() - started:.0f} s)")
+        return tarball
+
+
+def copy_checkout(dest: Path) -> None:
+    """The working tree's files as they are (tracked and new, not ignored)."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=REPO, check=True, capture_output=True).stdout.decode().split("\0")
+    for rel in filter(None, listed):
+        src = REPO / rel
+        if not src.is_file():  # deleted in the working tree
+            continue
+        target = dest / rel
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(src, target)
+
+
+class Chroot:
+    """A root directory with /proc, /dev and caches mounted; everything unmounted on close."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.mounts: list[Path] = []
+
+    def mount(self, args: list[str], target: Path) -> None:
+        target.mkdir(parents=True, exist_ok=True)
+        subprocess.run(["mount", *args, str(target)], check=True, capture_output=True)
+        self.mounts.append(target)
+
+    def bind(self, source: Path, inside: str) -> None:
+        source.mkdir(parents=True, exist_ok=True)
+        self.mount(["--bind", str(source)], self.root / inside.lstrip("/"))
+
+    def run(self, *cmd: str, timeout: float = 900,
+            check: bool = True) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run(["chroot", str(self.root), *cmd], env=ENV, text=True,
+                                capture_output=True, timeout=timeout)
+        if check and result.returncode != 0:
+            raise AssertionError(f"{shlex.join(cmd)} failed ({result.returncode}):\n"
+                                 f"{result.stdout[-6000:]}\n{result.stderr[-6000:]}")
+        return result
+
+    def leftover_processes(self) -> list[int]:
+        """Processes whose root is this chroot (a daemon a package started)."""
+        found = []
+        for proc in Path("/proc").iterdir():
+            if proc.name.isdigit():
+                try:
+                    if os.readlink(proc / "root") == str(self.root):
+                        found.append(int(proc.name))
+                except OSError:
+                    continue
+        return found
+
+    def close(self) -> None:
+        for target in reversed(self.mounts):
+            if subprocess.run(["umount", str(target)], capture_output=True).returncode:
+                subprocess.run(["umount", "-l", str(target)], capture_output=True)
+        self.mounts.clear()
+
+
+@pytest.fixture
+def chroot(tmp_path: Path) -> Iterator[Chroot]:
+    require(os.geteuid() == 0, "needs root (chroot and mounts), as in CI")
+    require_binary("chroot", "/usr/sbin/chroot")
+    tarball = base_tarball()
+    root = tmp_path / "root"
+    root.mkdir()
+    subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xf", str(tarball)], check=True)
+    # apt and pip reach their registries as they do from this machine: its resolver,
+    # the certificate authorities it added, its pip settings and proxies.
+    shutil.copy("/etc/resolv.conf", root / "etc/resolv.conf")
+    local_ca = Path("/usr/local/share/ca-certificates")
+    if local_ca.is_dir():
+        shutil.copytree(local_ca, root / "usr/local/share/ca-certificates", dirs_exist_ok=True)
+    if Path("/etc/pip.conf").is_file():
+        shutil.copy("/etc/pip.conf", root / "etc/pip.conf")
+    box = Chroot(root)
+    try:
+        box.mount(["-t", "proc", "proc"], root / "proc")
+        box.bind(Path("/dev"), "/dev")
+        box.mount(["-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts"],
+                  root / "dev/pts")
+        box.bind(CACHE / "apt-archives", "/var/cache/apt/archives")
+        box.bind(CACHE / "pip", "/root/.cache/pip")
+        copy_checkout(root / "opt/bart")
+        box.run("update-ca-certificates")
+        yield box
+    finally:
+        stray = box.leftover_processes()
+        for pid in stray:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        box.close()
+        shutil.rmtree(root, ignore_errors=True)
+        assert not stray, f"processes were left running in the chroot: {stray}"
+
+
+def firstboot(box: Chroot) -> None:
+    """Run bart-firstboot.service's commands as systemd would (EnvironmentFile, ${VAR})."""
+    unit = (box.root / "etc/systemd/system/bart-firstboot.service").read_text()
+    env_file = re.search(r"^EnvironmentFile=(\S+)$", unit, re.M)
+    assert env_file
+    env: dict[str, str] = {}
+    for line in (box.root / env_file.group(1).lstrip("/")).read_text().splitlines():
+        if line and not line.startswith("#"):
+            key, _, value = line.partition("=")
+            env[key] = value
+    for line in re.findall(r"^ExecStart(?:Post)?=(.+)$", unit, re.M):
+        argv = [re.sub(r"^\$\{(\w+)\}$", lambda m: env.get(m.group(1), ""), a)
+                for a in shlex.split(line)]
+        box.run(*argv)
+
+
+def test_install_sh_on_fresh_bookworm(chroot: Chroot) -> None:
+    box = chroot
+    root = box.root
+    started = time.monotonic()
+
+    # -- install: node mode with the hotspot, in a chroot (no service started)
+    first = box.run("bash", "/opt/bart/install.sh", "--hotspot", timeout=1500)
+    out = first.stdout + first.stderr
+    log(f"install.sh --hotspot: {time.monotonic() - started:.0f} s")
+    assert "not started" in out, out[-3000:]
+    assert not (root / "usr/sbin/policy-rc.d").exists(), "install.sh left its policy-rc.d"
+
+    # -- layout
+    assert "bart:" in box.run("getent", "passwd", "bart").stdout
+    data = root / "var/lib/bart"
+    assert data.is_dir() and oct(data.stat().st_mode & 0o777) == "0o750"
+    for rel in ("etc/systemd/system/bart-node.service", "etc/systemd/system/bart-firstboot.service",
+                "etc/systemd/system/bart-firewall.service",
+                "etc/systemd/system/bart-hostapd.service",
+                "etc/systemd/system/bart-dnsmasq.service",
+                "etc/systemd/journald.conf.d/bart.conf",
+                "etc/NetworkManager/conf.d/bart-hotspot.conf",
+                "etc/bart/hostapd.conf", "etc/bart/dnsmasq.conf", "etc/bart/nftables.nft"):
+        assert (root / rel).is_file(), rel
+    wants = root / "etc/systemd/system/multi-user.target.wants"
+    for unit in ("bart-node.service", "bart-firstboot.service", "bart-hostapd.service",
+                 "bart-dnsmasq.service"):
+        assert (wants / unit).is_symlink(), f"{unit} not enabled"
+    assert (root / "etc/systemd/system/sysinit.target.wants/bart-firewall.service").is_symlink()
+    for pkg in ("mosquitto", "hostapd", "dnsmasq-base", "nftables", "python3-venv"):
+        assert "install ok installed" in box.run(
+            "dpkg-query", "-W", "-f=${Status}", pkg).stdout, pkg
+    assert box.run("systemctl", "is-enabled", "mosquitto", check=False).stdout.strip() \
+        == "disabled"
+    assert "ExecStart=/opt/bart/.venv/bin/bart node run --data-dir /var/lib/bart" in (
+        root / "etc/systemd/system/bart-node.service").read_text()
+    # the units, checked by this system's own systemd, with its real executables
+    verify = box.run("systemd-analyze", "verify", "/etc/systemd/system/bart-node.service",
+                     "/etc/systemd/system/bart-firewall.service",
+                     "/etc/systemd/system/bart-hostapd.service",
+                     "/etc/systemd/system/bart-dnsmasq.service", check=False)
+    assert verify.returncode == 0 and "Unknown" not in verify.stdout + verify.stderr, (
+        verify.stdout + verify.stderr)
+
+    # -- the bart command runs there
+    assert box.run("/opt/bart/.venv/bin/bart", "--version").stdout.startswith("bart ")
+
+    # -- a second run changes nothing
+    again = box.run("bash", "/opt/bart/install.sh", "--hotspot", timeout=600)
+    assert "nothing to do" in again.stdout, again.stdout[-3000:]
+
+    # -- first boot: the volunteer's file on the boot partition makes the node here
+    (root / "boot/firmware").mkdir(parents=True, exist_ok=True)
+    shutil.copy(root / "opt/bart/firmware-config/bart-node.env.example",
+                root / "boot/firmware/bart-node.env")
+    firstboot(box)
+    key = data / "keys/signing.key"
+    assert key.is_file() and oct(key.stat().st_mode & 0o777) == "0o600"
+    bart_uid = int(box.run("id", "-u", "bart").stdout)
+    assert key.stat().st_uid == bart_uid and (data / "node.toml").stat().st_uid == bart_uid
+
+    # -- bart node doctor --offline runs there (as the node's user) and finds the node
+    doctor = box.run("setpriv", "--reuid=bart", "--regid=bart", "--clear-groups",
+                     "/opt/bart/.venv/bin/bart", "node", "doctor", "--offline", "--json",
+                     "--data-dir", "/var/lib/bart", check=False)
+    assert doctor.returncode in (0, 1), doctor.stdout + doctor.stderr
+    report = json.loads(doctor.stdout)
+    status = {c["name"]: c["status"] for c in report["checks"]}
+    assert status.get("node") == "ok" and status.get("keys") == "ok", report
+
+    # -- uninstall: our files go, the node's data stays, mosquitto is as it was
+    gone = box.run("bash", "/opt/bart/install.sh", "--uninstall", timeout=300)
+    assert "uninstalled" in gone.stdout, gone.stdout
+    assert not list((root / "etc/systemd/system").rglob("bart-*"))
+    assert not (root / "etc/bart").exists()
+    assert not (root / "etc/systemd/journald.conf.d/bart.conf").exists()
+    assert key.is_file(), "uninstall must keep the node's keys"
+    assert box.run("systemctl", "is-enabled", "mosquitto", check=False).stdout.strip() \
+        == "enabled"
+    assert "nothing to uninstall" in box.run("bash", "/opt/bart/install.sh",
+                                             "--uninstall").stdout
+    log(f"whole test: {time.monotonic() - started:.0f} s after the root was ready")

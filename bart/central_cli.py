@@ -58,9 +58,8 @@ def cmd_central_init(args: argparse.Namespace) -> int:
 
 
 def cmd_central_run(args: argparse.Namespace) -> int:
-    import uvicorn
-
     from central.db import upgrade
+    from central.server import serve
 
     central = _load(args)
     upgrade(central.database_url)
@@ -72,8 +71,7 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     print(f"Bart central {central.origin} on http://{host}:{port}/ "
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, "
           f"database {_redact(central.database_url)})", flush=True)
-    uvicorn.run("central.asgi:create", factory=True, host=host, port=port,
-                workers=args.workers, log_level="warning", access_log=False)
+    serve(host, port, args.workers)
     return 0
 
 

@@ -277,10 +277,9 @@ class Doctor:
             units += list(HOTSPOT_UNITS)
         checks = []
         for unit in units:
-            code, out = _run(["systemctl", "show", "-p", "LoadState,ActiveState,SubState",
-                              "--value", unit])
-            load, active, sub = ([*out.splitlines(), "", "", ""])[:3] if code == 0 \
-                else ("unknown", out, "")
+            state = _unit_state(unit)
+            load, active, sub = state.get("LoadState", "unknown"), \
+                state.get("ActiveState", "unknown"), state.get("SubState", "")
             if load == "not-found":
                 checks.append(Check(unit, "fail", "not installed",
                                     "install it: sudo ./install.sh" +
@@ -288,9 +287,16 @@ class Doctor:
             elif active == "active":
                 checks.append(Check(unit, "ok", f"active ({sub})"))
             else:
-                checks.append(Check(unit, "fail", f"{active or 'unknown'} ({sub or load})",
+                checks.append(Check(unit, "fail", f"{active} ({sub or load})",
                                     f"start it: sudo systemctl enable --now {unit}; if it "
                                     f"stops again, read why: journalctl -u {unit} -n 50"))
+        if self._hotspot_installed():
+            # The distributions' own units would fight ours over the Wi-Fi and port 53.
+            for unit in ("hostapd.service", "dnsmasq.service"):
+                if _unit_state(unit).get("ActiveState") == "active":
+                    checks.append(Check(unit, "fail", "runs beside the node's own "
+                                        f"bart-{unit}",
+                                        f"switch it off: sudo systemctl disable --now {unit}"))
         return checks
 
     def check_ports(self) -> list[Check]:
@@ -421,6 +427,15 @@ class Doctor:
                          "Wi-Fi), then: ping -c 3 " + (urlsplit(url).hostname or "central")
                          + "; reports wait on the node until it is back")
         return Check("uplink", "ok", f"central answers (HTTP {status})")
+
+
+def _unit_state(unit: str) -> dict[str, str]:
+    """``LoadState``, ``ActiveState`` and ``SubState`` of a systemd unit."""
+    code, out = _run(["systemctl", "show", "-p", "LoadState", "-p", "ActiveState",
+                      "-p", "SubState", unit])
+    if code != 0:
+        return {"ActiveState": out[:200] or "unknown"}
+    return dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
 
 
 def _read(path: Path) -> str:

@@ -14,6 +14,7 @@ import datetime as dt
 import doctest
 import http.server
 import json
+import os
 import socket
 import struct
 import threading
@@ -326,3 +327,44 @@ def test_the_command_prints_text_or_json_and_exits_1_on_a_problem(
                  "--data-dir", str(tmp_path / "none")]) == 1
     data = json.loads(capsys.readouterr().out)
     assert data["ok"] is False and data["checks"][0]["name"] == "node"
+
+
+FAKE_SYSTEMCTL = """\
+#!/bin/sh
+# Stands in for systemctl (this machine runs no systemd): unit states by name.
+for unit; do :; done
+case "$unit" in
+    bart-dnsmasq.service) printf 'ActiveState=failed\\nSubState=failed\\nLoadState=loaded\\n' ;;
+    bart-hostapd.service) printf 'LoadState=not-found\\nActiveState=inactive\\nSubState=dead\\n' ;;
+    dnsmasq.service) printf 'LoadState=loaded\\nActiveState=active\\nSubState=running\\n' ;;
+    hostapd.service) printf 'LoadState=masked\\nActiveState=inactive\\nSubState=dead\\n' ;;
+    *) printf 'LoadState=loaded\\nActiveState=active\\nSubState=running\\n' ;;
+esac
+"""
+
+
+def test_units_are_checked_when_systemd_runs(node: NodeSettings, tmp_path: Path,
+                                             fake_sys: Path,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "systemctl").write_text(FAKE_SYSTEMCTL)
+    (bin_dir / "systemctl").chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    systemd_run = tmp_path / "run-systemd"
+    systemd_run.mkdir()
+    install_hotspot(tmp_path)
+    checks = by_name(make_doctor(node, tmp_path, fake_sys, systemd_run=systemd_run).run())
+    assert checks["bart-node.service"]["status"] == "ok"
+    assert checks["bart-firewall.service"]["detail"] == "active (running)"
+    failed = checks["bart-dnsmasq.service"]
+    assert failed["status"] == "fail" and failed["detail"] == "failed (failed)"
+    assert "journalctl -u bart-dnsmasq.service" in failed["fix"]
+    missing = checks["bart-hostapd.service"]
+    assert missing["detail"] == "not installed" and "install.sh --hotspot" in missing["fix"]
+    assert checks["dnsmasq.service"]["fix"] == \
+        "switch it off: sudo systemctl disable --now dnsmasq.service"
+    assert "hostapd.service" not in checks
+    # With systemd, a node that does not answer is a failure, not a skip.
+    assert checks["portal"]["status"] == "fail"
+    assert "systemctl enable --now bart-node" in checks["portal"]["fix"]

@@ -260,6 +260,7 @@ fi
 if [[ $MODE == dev ]]; then
     # The hotspot tools are here only so that the tests can run them.
     PACKAGES+=(chromium postgresql wrk iproute2 git dnsmasq-base nftables hostapd debootstrap systemd)
+    PACKAGES+=(busybox curl) # the "phone" of tests/system/test_captive_netns.py: udhcpc, curl
 fi
 
 pkg_installed() {

@@ -137,6 +137,55 @@ def cmd_central_nodes(args: argparse.Namespace) -> int:
     return 0
 
 
+def _staff_accounts(args: argparse.Namespace) -> Any:
+    from central.staff_accounts import StaffAccounts
+
+    return StaffAccounts(_engine(_load(args)))
+
+
+def _cli_user() -> str:
+    import getpass
+
+    try:
+        return f"cli:{getpass.getuser()}"[:40]
+    except (KeyError, OSError):  # no name for this uid (a container)
+        return "cli"
+
+
+def cmd_central_staff_add(args: argparse.Namespace) -> int:
+    otp = _staff_accounts(args).add(args.name, args.role, by=_cli_user())
+    print(f"Staff account {args.name!r} ({args.role}) created.")
+    print(f"  one-time password: {otp}")
+    print("  shown once: hand it over in person. At the first login at /staff/login the "
+          "new member chooses a personal password.")
+    return 0
+
+
+def cmd_central_staff_remove(args: argparse.Namespace) -> int:
+    _staff_accounts(args).remove(args.name, by=_cli_user())
+    print(f"Staff account {args.name!r} removed; its sessions have ended.")
+    return 0
+
+
+def cmd_central_staff_reset(args: argparse.Namespace) -> int:
+    otp = _staff_accounts(args).reset(args.name, by=_cli_user())
+    print(f"New one-time password for {args.name!r}: {otp}")
+    print("  its sessions have ended; at the next login a personal password is chosen.")
+    return 0
+
+
+def cmd_central_staff_list(args: argparse.Namespace) -> int:
+    members = _staff_accounts(args).members()
+    if not members:
+        print("No staff accounts yet (bart central staff add NAME --role ROLE).")
+    for m in members:
+        last = (dt.datetime.fromtimestamp(m.last_login / 1000, dt.UTC).strftime(
+            "%Y-%m-%d %H:%M UTC") if m.last_login else "never")
+        state = "must choose a password" if m.must_change else "active"
+        print(f"{m.name:<30} {m.role:<13} {state:<24} last login {last}")
+    return 0
+
+
 def cmd_node_enroll(args: argparse.Namespace, data_dir: Path) -> int:
     from node.config import NodeSettings
     from node.enrol import enrol_online, load_bundle, write_request
@@ -219,3 +268,28 @@ def add_central_parsers(top: Any) -> None:
     p = sub.add_parser("nodes", help="list enrolled nodes and their health")
     common(p)
     p.set_defaults(func=cmd_central_nodes)
+
+
+    staff = sub.add_parser("staff", help="staff accounts for the staff pages")
+    staff_sub = staff.add_subparsers(dest="staff_command", required=True,
+                                     metavar="STAFF_COMMAND")
+    p = staff_sub.add_parser("add", help="create a staff account; prints a one-time password")
+    p.add_argument("name", help="the member's name (letters, digits, spaces, - and .)")
+    p.add_argument("--role", required=True, choices=("police", "municipality", "admin"),
+                   help="police and municipality see their own desk; admin sees everything")
+    common(p)
+    p.set_defaults(func=cmd_central_staff_add)
+
+    p = staff_sub.add_parser("remove", help="delete a staff account and end its sessions")
+    p.add_argument("name", help="the member's name")
+    common(p)
+    p.set_defaults(func=cmd_central_staff_remove)
+
+    p = staff_sub.add_parser("reset", help="new one-time password for a forgotten password")
+    p.add_argument("name", help="the member's name")
+    common(p)
+    p.set_defaults(func=cmd_central_staff_reset)
+
+    p = staff_sub.add_parser("list", help="list staff accounts, roles and last logins")
+    common(p)
+    p.set_defaults(func=cmd_central_staff_list)

@@ -117,7 +117,8 @@ class Ingest:
                 raise IngestRefused(401, "bad_signature", "batch signature does not verify")
             try:
                 payload = sealed.open_envelope(env, self.central.keys.encryption)
-                events = list(sealed.iter_events(payload))
+                # Batch signature verified: structural validation, no re-cleaning.
+                events = list(sealed.iter_events(payload, clean=False))
             except sealed.BatchTooLarge as exc:
                 raise IngestRefused(413, exc.code, str(exc)) from exc
             except sealed.BatchError as exc:
@@ -159,22 +160,10 @@ class Ingest:
                         db.batches.c.node == node, db.batches.c.batch_seq == header.batch_seq)
                 ).one()
                 return int(count), int(new), True
-            new_ids: set[str] = set()
-            if events:
-                rows = [{
-                    "id": e.id, "origin": e.origin, "stream": e.stream, "seq": e.seq,
-                    "ts": e.ts, "kind": e.kind, "body": e.body_json().decode(),
-                    "sig": base64.b64encode(e.sig).decode(), "via": node, "received_at": at,
-                } for e in events]
-                stmt = db.insert_ignore(self.dialect, db.events).returning(db.events.c.id)
-                new_ids = {r[0] for r in conn.execute(stmt, rows)}
-                reports = [self._report_row(e, at) for e in events
-                           if e.kind == "report" and e.id in new_ids]
-                if reports:
-                    conn.execute(db.insert_ignore(self.dialect, db.reports), reports)
+            new = self._insert_events(conn, events, node, at) if events else 0
             conn.execute(db.batches.update().where(
                 db.batches.c.node == node, db.batches.c.batch_seq == header.batch_seq)
-                .values(new=len(new_ids)))
+                .values(new=new))
             values: dict[str, Any] = {"last_seen": at}
             backlog = status.get("backlog")
             if isinstance(backlog, int) and not isinstance(backlog, bool) and backlog >= 0:
@@ -186,16 +175,45 @@ class Ingest:
             conn.execute(db.nodes.update().where(
                 db.nodes.c.name == node, db.nodes.c.last_batch_seq < header.batch_seq)
                 .values(last_batch_seq=header.batch_seq))
-        if len(new_ids) != len(events):
+        if new != len(events):
             log.info("batch %s/%s: %d of %d events were already here", node, header.batch_seq,
-                     len(events) - len(new_ids), len(events))
-        return len(events), len(new_ids), False
+                     len(events) - new, len(events))
+        return len(events), new, False
 
-    def _report_row(self, event: Event, at: int) -> dict[str, Any]:
+    def _insert_events(self, conn: Connection, events: list[Event], via: str, at: int) -> int:
+        """Insert events and their triage rows, skipping what is already held.
+
+        Uses the DB-API's ``executemany`` directly: SQLAlchemy's per-row
+        parameter processing cost more than the insert itself. A report's
+        triage row is inserted with ``ON CONFLICT DO NOTHING`` too, so an
+        event held already keeps its (possibly re-routed) triage state.
+        """
+        rows = [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind, e.body_json().decode(),
+                 base64.b64encode(e.sig).decode(), via, at) for e in events]
+        reports = [self._report_row(e, at) for e in events if e.kind == "report"]
+        p = "?" if self.dialect == "sqlite" else "%s"
+        cur = conn.connection.cursor()
+        try:
+            cur.executemany(
+                "INSERT INTO events (id, origin, stream, seq, ts, kind, body, sig, via, "
+                f"received_at) VALUES ({', '.join([p] * 10)}) ON CONFLICT DO NOTHING", rows)
+            new = int(cur.rowcount)
+            if reports:
+                # Only for events stored under their id: an event refused as a fork
+                # (same origin/stream/seq, other id) gets no triage row.
+                cur.executemany(
+                    "INSERT INTO reports (event_id, origin, receipt, category, ts, route, rule, "
+                    f"state, updated_at, version) SELECT {', '.join([p] * 10)} "
+                    f"WHERE EXISTS (SELECT 1 FROM events WHERE id = {p}) "
+                    "ON CONFLICT DO NOTHING", [(*r, r[0]) for r in reports])
+        finally:
+            cur.close()
+        return new
+
+    def _report_row(self, event: Event, at: int) -> tuple[Any, ...]:
         route, rule = self.router(event.body)
-        return {"event_id": event.id, "origin": event.origin, "receipt": event.body["receipt"],
-                "category": event.body["category"], "ts": event.ts, "route": route,
-                "rule": rule[:80], "state": "new", "updated_at": at, "version": 1}
+        return (event.id, event.origin, event.body["receipt"], event.body["category"], event.ts,
+                route, rule[:80], "new", at, 1)
 
     def advance_heads(self, keys: Iterable[tuple[str, str]]) -> None:
         """Step 6: move each (origin, stream)'s gapless prefix forward."""
@@ -265,13 +283,20 @@ def advance_head(conn: Connection, origin: str, stream: str) -> None:
         db.heads.c.origin == origin, db.heads.c.stream == stream)).first()
     contiguous = int(row.contiguous) if row else 0
     top = int(row.max_seq) if row else 0
-    seqs = conn.execute(sa.select(db.events.c.seq).where(
+    n, high = conn.execute(sa.select(sa.func.count(), sa.func.max(db.events.c.seq)).where(
         db.events.c.origin == origin, db.events.c.stream == stream,
-        db.events.c.seq > contiguous).order_by(db.events.c.seq)).scalars()
-    for seq in seqs:
-        if seq == contiguous + 1:
-            contiguous = seq
-        top = max(top, int(seq))
+        db.events.c.seq > contiguous)).one()
+    if n:
+        top = max(top, int(high))
+        if int(high) - contiguous == int(n):
+            contiguous = int(high)  # no gap: the usual case, one indexed query
+        else:
+            for seq in conn.execute(sa.select(db.events.c.seq).where(
+                    db.events.c.origin == origin, db.events.c.stream == stream,
+                    db.events.c.seq > contiguous).order_by(db.events.c.seq)).scalars():
+                if seq != contiguous + 1:
+                    break
+                contiguous = seq
     dialect = conn.dialect.name
     stmt: Any
     if dialect == "postgresql":

@@ -229,10 +229,72 @@ KIND_STREAMS: Final[dict[str, tuple[str, ...]]] = {
 }
 
 
-def validate_body(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
-    """Validate ``body`` for event ``kind``; return the cleaned body."""
+def validate_body(kind: str, body: Mapping[str, Any], *, clean: bool = True) -> dict[str, Any]:
+    """Validate ``body`` for event ``kind``; return the cleaned body.
+
+    ``clean=False`` is the lean check of :func:`_lean`: central's ingest uses
+    it for events whose batch signature it verified (DESIGN.md §9: the sending
+    node validated, cleaned and signed them; nodes, which show and relay
+    events, always run the full validators).
+    """
     try:
         validator = VALIDATORS[kind]
     except KeyError:
         raise InvalidField("kind", f"must be one of {', '.join(VALIDATORS)}") from None
-    return validator(body)
+    if clean:
+        return validator(body)
+    return _lean(kind, body)
+
+
+#: The fields each kind may carry (what the validators above return).
+KIND_FIELDS: Final[dict[str, frozenset[str]]] = {
+    "report": frozenset({"category", "text", "place", "audience", "called_112", "called_112_by",
+                         "contact", "receipt", "lang"}),
+    "alert": frozenset({"source", "category", "severity", "title", "text", "place", "areas",
+                        "expires", "ref", "called_112", "called_112_by", "button"}),
+    "ack": frozenset({"ref", "action", "by", "note", "to"}),
+}
+_LEAN_TEXT = 4 * MAX_REPORT_TEXT
+
+
+def _lean(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
+    """Structure and limits only, for events whose batch signature was verified.
+
+    Known fields only; every value a scalar, short text (≤ 4000 characters), a
+    short list or a small place object; and what central acts on (a report's
+    category and receipt, an alert's source, an ack's action and ref) exact.
+    Text is not re-cleaned: the sending node cleaned it before signing.
+    """
+    if not isinstance(body, dict):
+        raise InvalidField("body", "must be an object")
+    if kind == "status":
+        return validate_status(body)
+    allowed = KIND_FIELDS[kind]
+    for key, value in body.items():
+        if key not in allowed:
+            raise InvalidField("body", f"unknown field {key!r}")
+        if isinstance(value, str):
+            if len(value) > _LEAN_TEXT:
+                raise InvalidField(key, "is too long")
+        elif isinstance(value, dict):
+            if len(value) > 2 or not all(isinstance(v, str | None) and (v is None or len(v) <= 800)
+                                         for v in value.values()):
+                raise InvalidField(key, "must be a small object of text")
+        elif isinstance(value, list):
+            if len(value) > MAX_AREAS or not all(isinstance(v, str) and len(v) <= 16
+                                                 for v in value):
+                raise InvalidField(key, "must be a short list of codes")
+        elif value is not None and not isinstance(value, int | bool):
+            raise InvalidField(key, "has an unexpected type")
+    if kind == "report":
+        if body.get("category") not in CATEGORIES:
+            raise InvalidField("category", f"must be one of {', '.join(CATEGORIES)}")
+        receipt = body.get("receipt")
+        if not isinstance(receipt, str) or not RECEIPT.fullmatch(receipt):
+            raise InvalidField("receipt", "must look like K7F-3QX")
+    elif kind == "alert":
+        if body.get("source") not in ALERT_SOURCES:
+            raise InvalidField("source", f"must be one of {', '.join(ALERT_SOURCES)}")
+    elif body.get("action") not in ACK_ACTIONS or not isinstance(body.get("ref"), str):
+        raise InvalidField("action", "an ack needs a known action and a ref")
+    return body

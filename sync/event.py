@@ -39,6 +39,7 @@ MAX_TS: Final = 4_102_444_800_000
 #: A lower-case, hyphenated RFC 9562 UUID of version 7 (variant bits 10).
 UUID7: Final = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-7[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}")
 _FIELDS: Final = frozenset({"v", "id", "origin", "stream", "seq", "ts", "kind", "body", "sig"})
+_UNSIGNED_FIELDS: Final = _FIELDS - {"sig"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -193,7 +194,8 @@ def make_event(
     return signed
 
 
-def _checked_fields(data: Mapping[str, Any], fields: frozenset[str]) -> dict[str, Any]:
+def _checked_fields(data: Mapping[str, Any], fields: frozenset[str], *,
+                    clean: bool = True) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidField("$", "an event must be an object")
     extra = set(data) - fields
@@ -206,24 +208,24 @@ def _checked_fields(data: Mapping[str, Any], fields: frozenset[str]) -> dict[str
     body = data["body"]
     if not isinstance(body, Mapping):
         raise InvalidField("body", "must be an object")
-    clean = validate_body(data["kind"], body)
-    if clean != dict(body):
+    cleaned = validate_body(data["kind"], body, clean=clean)
+    if cleaned != (body if isinstance(body, dict) else dict(body)):
         raise InvalidField("body", "is not in canonical cleaned form")
-    return clean
+    return cleaned
 
 
-def event_from_unsigned(data: Mapping[str, Any], sig: bytes) -> Event:
+def event_from_unsigned(data: Mapping[str, Any], sig: bytes, *, clean: bool = True) -> Event:
     """Build an event from its parsed unsigned fields and a raw 64-byte signature.
 
     Every field and the body are checked as in :func:`event_from_dict`; the
     signature is not verified here.
     """
-    clean = _checked_fields(data, _FIELDS - {"sig"})
+    clean_body = _checked_fields(data, _UNSIGNED_FIELDS, clean=clean)
     if len(sig) != 64:
         raise InvalidField("sig", "must be a 64-byte Ed25519 signature")
     return Event(
         id=data["id"], origin=data["origin"], stream=data["stream"], seq=data["seq"],
-        ts=data["ts"], kind=data["kind"], body=clean, sig=bytes(sig),
+        ts=data["ts"], kind=data["kind"], body=clean_body, sig=bytes(sig),
     )
 
 

@@ -311,11 +311,12 @@ def open_batch(wire: bytes, node_signing_public: bytes,
     return env.header, open_envelope(env, central_encryption)
 
 
-def iter_events(payload: Payload) -> Iterator[Event]:
+def iter_events(payload: Payload, *, clean: bool = True) -> Iterator[Event]:
     """Each frame as a validated event (signature not checked: see the module doc).
 
     An event whose bytes are not its canonical encoding is refused, so that the
     stored event still verifies against its origin's signature later.
+    ``clean=False``: see :func:`sync.bodies.validate_body`.
     """
     for i, (unsigned, sig) in enumerate(payload.frames):
         try:
@@ -323,7 +324,7 @@ def iter_events(payload: Payload) -> Iterator[Event]:
         except orjson.JSONDecodeError as exc:
             raise BatchMalformed(f"event {i} is not JSON: {exc}") from exc
         try:
-            event = event_from_unsigned(data, sig)
+            event = event_from_unsigned(data, sig, clean=clean)
         except EventError as exc:
             raise BatchMalformed(f"event {i}: {exc}") from exc
         if event.signing_bytes()[len(EVENT_DOMAIN):] != unsigned:

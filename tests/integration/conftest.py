@@ -555,6 +555,7 @@ class CentralProcess:
         try:
             wait_until(up, timeout, 0.1, "central /healthz")
         except AssertionError as exc:
+            self.kill()  # a supervisor whose workers failed may linger
             raise AssertionError(f"{exc}\n--- central log ---\n{self.log_tail()}") from None
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:

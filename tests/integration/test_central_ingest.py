@@ -116,17 +116,22 @@ def test_replay_gets_the_original_ack_and_stores_nothing(engine: sa.Engine,
                                                          central: Central) -> None:
     keys = enrol(engine, central, "wereld")
     ingest = Ingest(engine, central)
-    wire = batch(keys, "wereld", 1, reports(keys, "wereld", range(1, 11)), central)
+    evs = reports(keys, "wereld", range(1, 11))
+    wire = batch(keys, "wereld", 1, evs, central)
     first = verify_document(ingest.handle(wire)["ack"], central.keys.signing_public, ACK_DOMAIN)
     again = verify_document(ingest.handle(wire)["ack"], central.keys.signing_public, ACK_DOMAIN)
     assert (again["count"], again["new"], again["replay"]) == (first["count"], first["new"], True)
     # The same events again under a new batch seq (a node that crashed before the ack).
-    resent = verify_document(
-        ingest.handle(batch(keys, "wereld", 2, reports(keys, "wereld", range(1, 11)),
-                            central))["ack"], central.keys.signing_public, ACK_DOMAIN)
+    resent = verify_document(ingest.handle(batch(keys, "wereld", 2, evs, central))["ack"],
+                             central.keys.signing_public, ACK_DOMAIN)
     assert (resent["count"], resent["new"]) == (10, 0)
+    # A fork (same seqs, other ids: a node restored from an old backup) stores nothing.
+    forked = verify_document(
+        ingest.handle(batch(keys, "wereld", 3, reports(keys, "wereld", range(1, 11)),
+                            central))["ack"], central.keys.signing_public, ACK_DOMAIN)
+    assert (forked["count"], forked["new"]) == (10, 0)
     assert count(engine, db.events) == 10 and count(engine, db.reports) == 10
-    assert count(engine, db.batches) == 2
+    assert count(engine, db.batches) == 3
 
 
 def test_out_of_order_batches_and_gaps(engine: sa.Engine, central: Central) -> None:

@@ -118,6 +118,7 @@ class Renderer:
             lang = DEFAULT
         return Translator(lang, self.messages[lang], self.messages[DEFAULT])
 
-    def render(self, name: str, *, lang: str, **context: Any) -> str:
-        """Render template ``name``; ``t`` and ``lang`` are added."""
-        return self.env.get_template(name).render(t=self.translator(lang), lang=lang, **context)
+    def render(self, template: str, /, *, lang: str, **context: Any) -> str:
+        """Render ``template``; ``t`` and ``lang`` are added."""
+        return self.env.get_template(template).render(t=self.translator(lang), lang=lang,
+                                                      **context)

@@ -269,15 +269,18 @@ class StaffAccounts:
                 ok = verify_password(normalise_one_time_password(password), row.pw_hash)
         else:
             verify_password(password, self._dummy)
-        with self.engine.begin() as conn:
-            if not ok:
+        if not ok:
+            # Recorded in a transaction of its own that commits: raising inside
+            # it would roll the count back.
+            with self.engine.begin() as conn:
                 lock = self._failure(conn, key, client, now)
                 audit(conn, now, name[:40] or "?", "login_failed", client,
                       "locked" if lock else "")
-                if lock is not None:
-                    raise lock
-                raise LoginFailed("wrong name or password")
-            assert row is not None
+            if lock is not None:
+                raise lock
+            raise LoginFailed("wrong name or password")
+        assert row is not None
+        with self.engine.begin() as conn:
             conn.execute(staff_name_failures.delete().where(staff_name_failures.c.key == key))
             conn.execute(staff.update().where(staff.c.key == key).values(last_login=now))
             audit(conn, now, row.name, "login", client)

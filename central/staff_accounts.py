@@ -194,8 +194,8 @@ class StaffAccounts:
         with self.engine.begin() as conn:
             ins = db.insert_ignore(conn.dialect.name, staff).values(
                 key=clean.casefold(), name=clean, role=role, pw_hash=pw_hash, must_change=True,
-                created=now, last_login=None)
-            if conn.execute(ins).rowcount == 0:
+                created=now, last_login=None).returning(staff.c.key)
+            if conn.execute(ins).first() is None:
                 raise NameTaken(f"a staff account named {clean!r} exists already")
             audit(conn, now, by, "staff_add", clean, f"role {role}")
         return otp

@@ -383,6 +383,23 @@ class Store:
             out.setdefault(event.body["ref"], []).append(event)
         return out
 
+    def replaced_alerts(self, alert_ids: list[str]) -> set[str]:
+        """Those of ``alert_ids`` that a later alert of the same origin refers to.
+
+        Central updates or cancels a broadcast with a new alert whose ``ref`` is
+        the earlier one (docs/protocol.md); only an alert's own origin can
+        replace it. (A resident's alert refers to its report, not an alert.)
+        """
+        if not alert_ids:
+            return set()
+        marks = ",".join("?" * len(alert_ids))
+        rows = self._reader().execute(
+            "SELECT DISTINCT o.id FROM events o JOIN events n "
+            "ON json_extract(n.body, '$.ref') = o.id AND n.origin = o.origin "
+            f"WHERE o.id IN ({marks}) AND o.kind = 'alert' AND n.kind = 'alert'",
+            alert_ids).fetchall()
+        return {str(r[0]) for r in rows}
+
     def open_items(self, limit: int = 100, *, area: str | None = None) -> list[dict[str, Any]]:
         """Alarms, alerts and reports for the team, newest first, with their state.
 

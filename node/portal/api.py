@@ -146,7 +146,9 @@ async def stream(
                         return
                     yield b": keepalive\n\n"
                     continue
-                if event.kind == "alert" and is_visible(event, s, int(time.time() * 1000)):
+                if event.kind == "alert" and is_visible(
+                        event, s, int(time.time() * 1000),
+                        central_origin=deps.central_origin(request)):
                     yield message(event)
 
     return StreamingResponse(events(), media_type="text/event-stream",

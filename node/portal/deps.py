@@ -52,21 +52,36 @@ def limit(request: Request, limiter_name: str) -> None:
                             headers={"Retry-After": "60"})
 
 
+def central_origin(request: Request) -> str | None:
+    """Origin of the central this node is enrolled with (None when it is not)."""
+    uplink = getattr(runtime(request), "uplink", None)
+    if uplink is None or not uplink.state.enabled:
+        return None
+    origin: str = uplink.central_origin
+    return origin
+
+
 def visible_alerts(request: Request, limit_count: int = 50,
                    since_ms: int = 0) -> list[Event]:
     """Public alerts residents of this node should see now, newest first.
 
     A "hidden" answer counts only from the alert's own origin (its team): a
-    neighbouring node cannot hide another node's or central's alerts.
+    neighbouring node cannot hide another node's or central's alerts. An alert
+    that a later alert of the same origin refers to was updated or cancelled
+    (central's broadcasts, docs/protocol.md): only the newest is shown.
     """
     rt = runtime(request)
     s = settings(request)
     now = int(time.time() * 1000)
-    events = rt.require_store().recent("alert", limit=limit_count * 2, since_ms=since_ms)
+    store = rt.require_store()
+    events = store.recent("alert", limit=limit_count * 2, since_ms=since_ms)
     origin = {e.id: e.origin for e in events}
-    hidden = {ref for ref, acks in rt.require_store().acks_for(list(origin)).items()
+    hidden = {ref for ref, acks in store.acks_for(list(origin)).items()
               for a in acks if a.body["action"] == "hidden" and a.origin == origin[ref]}
-    return [e for e in events if is_visible(e, s, now) and e.id not in hidden][:limit_count]
+    hidden |= store.replaced_alerts(list(origin))
+    central = central_origin(request)
+    return [e for e in events if e.id not in hidden
+            and is_visible(e, s, now, central_origin=central)][:limit_count]
 
 
 def report_status(state: str, event: Event, s: NodeSettings,

@@ -39,11 +39,23 @@ def place_text(body: dict[str, Any], settings: NodeSettings) -> str:
     return " – ".join(p for p in parts if p)
 
 
-def is_visible(event: Event, settings: NodeSettings, now_ms: int) -> bool:
-    """Should residents of this node see this public alert now?"""
+def is_visible(event: Event, settings: NodeSettings, now_ms: int, *,
+               central_origin: str | None = None) -> bool:
+    """Should residents of this node see this public alert now?
+
+    A police or municipality alert (``source = "central"``) is shown only when
+    its origin is the central this node enrolled with (``central_origin``;
+    None when not enrolled): central's events are stored only after their
+    signature verified against that central's key, and the mesh refuses
+    "central" alerts from anyone else. (Replaced alerts are left out by
+    :func:`node.portal.deps.visible_alerts`, which asks the store.)
+    """
     if event.kind != "alert" or event.stream != "public":
         return False
     body = event.body
+    if body.get("source") == "central" and (central_origin is None
+                                            or event.origin != central_origin):
+        return False
     if body.get("expires") is not None and body["expires"] <= now_ms:
         return False
     areas = body.get("areas") or []
@@ -67,6 +79,8 @@ def alert_view(event: Event, settings: NodeSettings, lang: str) -> dict[str, Any
         # Signed events reach this point only after their signature verified;
         # what is "not verified" is a resident's own account of events.
         "verified": body["source"] != "resident",
+        # Verified against the enrolled central's key (see is_visible).
+        "central": body["source"] == "central",
         "called_112": bool(body.get("called_112")),
         "called_112_by": body.get("called_112_by", ""),
     }

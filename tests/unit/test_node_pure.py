@@ -73,12 +73,16 @@ def test_visibility_by_area_and_expiry(tmp_path: Path) -> None:
         return make_event(keys, origin="c", stream="public", seq=1, kind="alert", ts=TS,
                           body={"source": "central", "title": "x", **body})
 
-    assert is_visible(alert(areas=["ESC-01"]), s, TS)
-    assert is_visible(alert(), s, TS)  # no areas: everywhere it reaches
-    assert not is_visible(alert(areas=["LYP-01"]), s, TS)
-    assert not is_visible(alert(expires=TS + 10), s, TS + 10)
+    assert is_visible(alert(areas=["ESC-01"]), s, TS, central_origin="c")
+    assert is_visible(alert(), s, TS, central_origin="c")  # no areas: everywhere it reaches
+    assert not is_visible(alert(areas=["LYP-01"]), s, TS, central_origin="c")
+    assert not is_visible(alert(expires=TS + 10), s, TS + 10, central_origin="c")
+    # A "central" alert from anyone but the enrolled central, or with none enrolled: never.
+    assert not is_visible(alert(), s, TS, central_origin="central-other")
+    assert not is_visible(alert(), s, TS)
     view = alert_view(alert(place={"point": "klimboom", "text": "bij het hek"}), s, "nl")
     assert view["place"] == "Speeltuin – bij het hek" and view["verified"] is True
+    assert view["central"] is True
 
 
 def test_local_time_in_node_zone() -> None:

@@ -79,10 +79,29 @@ def fold(text: str) -> str:
     >>> fold("Hang-JONGEREN bij de  speeltuin!  Café ŁÓDŹ")
     'hang jongeren bij de speeltuin cafe lodz'
     """
+    if text.isascii():  # the common case; the same result as the general path below
+        return " ".join(_WORD.findall(text.lower().replace("_", " ")))
     text = unicodedata.normalize("NFKD", text.casefold()).translate(_FOLD)
-    kept = "".join(ch for ch in text
-                   if not unicodedata.combining(ch) and unicodedata.category(ch) != "Cf")
+    kept = text.translate(_DROP)
     return " ".join(_WORD.findall(kept.replace("_", " ")))
+
+
+class _DropMarks(dict[int, str | None]):
+    """``str.translate`` table deleting combining marks and format characters.
+
+    Filled on first sight of each character, so translation runs at C speed.
+    """
+
+    def __missing__(self, code: int) -> str | None:
+        ch = chr(code)
+        drop = unicodedata.combining(ch) or unicodedata.category(ch) == "Cf"
+        if drop:
+            self[code] = None
+            return None
+        raise LookupError(code)  # keep the character; not cached (the table stays small)
+
+
+_DROP: Final = _DropMarks()
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,14 +128,16 @@ class Rule:
         """True when only the category decides (no keyword, audience or 112 condition)."""
         return not self.keywords and not self.audiences and self.called_112 is None
 
+    def applies(self, category: str, audience: str, called_112: bool) -> bool:
+        """True when category, audience and 112 allow this rule (keywords aside)."""
+        return not ((self.categories and category not in self.categories)
+                    or (self.audiences and audience not in self.audiences)
+                    or (self.called_112 is not None and called_112 != self.called_112))
+
     def match(self, category: str, folded_text: str, audience: str,
               called_112: bool) -> str | None:
         """The matched words (``""`` when the rule has no keywords), or None."""
-        if self.categories and category not in self.categories:
-            return None
-        if self.audiences and audience not in self.audiences:
-            return None
-        if self.called_112 is not None and called_112 != self.called_112:
+        if not self.applies(category, audience, called_112):
             return None
         if self._pattern is None:
             return ""
@@ -174,9 +195,12 @@ class RuleSet:
         text = report.get("text") or ""
         audience = report.get("audience") or ""
         called = report.get("called_112") is True
-        folded = fold(text) if isinstance(text, str) else ""
+        folded: str | None = None  # folded only when a keyword rule gets that far
         for rule in self.rules:
-            matched = rule.match(category, folded, audience, called)
+            if rule._pattern is not None and folded is None and rule.applies(
+                    category, audience, called):
+                folded = fold(text) if isinstance(text, str) else ""
+            matched = rule.match(category, folded or "", audience, called)
             if matched is not None:
                 return Decision(rule.route, rule, matched)
         # parse_rules() checked that every category has a fallback rule.

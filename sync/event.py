@@ -198,18 +198,24 @@ def _checked_fields(data: Mapping[str, Any], fields: frozenset[str], *,
                     clean: bool = True) -> dict[str, Any]:
     if not isinstance(data, Mapping):
         raise InvalidField("$", "an event must be an object")
+    if data.keys() == fields:  # the usual case, without building sets
+        return _checked_body(data, clean)
     extra = set(data) - fields
     missing = fields - set(data) - {"v"}
     if extra:
         raise InvalidField("$", f"unknown field(s): {', '.join(sorted(extra))}")
     if missing:
         raise InvalidField("$", f"missing field(s): {', '.join(sorted(missing))}")
+    return _checked_body(data, clean)
+
+
+def _checked_body(data: Mapping[str, Any], clean: bool) -> dict[str, Any]:
     _check_header(data)
     body = data["body"]
     if not isinstance(body, Mapping):
         raise InvalidField("body", "must be an object")
     cleaned = validate_body(data["kind"], body, clean=clean)
-    if cleaned != (body if isinstance(body, dict) else dict(body)):
+    if cleaned is not body and cleaned != (body if isinstance(body, dict) else dict(body)):
         raise InvalidField("body", "is not in canonical cleaned form")
     return cleaned
 

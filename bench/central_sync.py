@@ -1,0 +1,286 @@
+"""Central ingest and uplink benchmarks (issue #4).
+
+1. **Ingest per worker** — ``bart central run`` (one worker, pinned to CPU 0)
+   receives sealed batches of 1,000 realistic report events over HTTP from a
+   client on CPU 1: verify + decrypt + decompress + validate + store. Figures:
+   events per second of wall time and per CPU-second of the worker ("per
+   core"). Baseline in the same run: a raw DB-API ``executemany`` of the same
+   rows into a table with the same columns and indexes in the same database,
+   one transaction per 1,000 rows. On SQLite and on a real PostgreSQL server.
+2. **Backlog drain** — a node whose store holds 100,000 events not yet at
+   central is started; time until central holds all of them.
+3. **Wire bytes** — sealed bytes per event against the event's JSON, for
+   batches of the 460 distinct non-adversarial reports (no repeated text).
+
+Usage: .venv/bin/python bench/central_sync.py [--batches N] [--skip-pg] [--skip-drain]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import sqlalchemy as sa
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _common import (  # noqa: E402
+    BART,
+    REPO,
+    Procs,
+    cpu_seconds,
+    describe,
+    free_port,
+    load_reports,
+    pinned,
+    ratio,
+    wait_healthy,
+)
+
+from central import db  # noqa: E402
+from central.enrol import enrol_bundle  # noqa: E402
+from central.identity import CentralSettings, init_central  # noqa: E402
+from sync import KeyPair, make_event, sealed  # noqa: E402
+from sync.enrolment import EnrolRequest  # noqa: E402
+from sync.event import Event  # noqa: E402
+
+TS0 = 1_795_904_700_000
+NODE = "bench-node"
+BATCH = 1000
+
+
+def csr_for(name: str) -> str:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    return (x509.CertificateSigningRequestBuilder()
+            .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
+
+
+def report_events(keys: KeyPair, first_seq: int, n: int,
+                  reports: list[dict[str, Any]]) -> list[Event]:
+    out = []
+    for i in range(n):
+        r = reports[(first_seq + i) % len(reports)]
+        body = {"category": r["category"], "text": r["text"][:1000],
+                "place": {"point": None, "text": r["place"]["text"][:200]},
+                "audience": r["audience"], "called_112": r["called_112"],
+                "receipt": "K7F-3QX", "lang": r["lang"][:3]}
+        out.append(make_event(keys, origin=NODE, stream="private", seq=first_seq + i,
+                              kind="report", ts=TS0 + first_seq + i, body=body))
+    return out
+
+
+# -- 1. ingest per worker -------------------------------------------------------------------
+
+def raw_baseline(url: str, events: list[Event]) -> float:
+    """Events/s of a bare DB-API executemany of the same rows, same indexes, same DB."""
+    import base64
+
+    engine = db.make_engine(url)
+    rows = [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind, e.body_json().decode(),
+             base64.b64encode(e.sig).decode(), NODE, TS0) for e in events]
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS raw_events")
+        conn.exec_driver_sql(
+            "CREATE TABLE raw_events (id VARCHAR(36) PRIMARY KEY, origin VARCHAR(63) NOT NULL, "
+            "stream VARCHAR(8) NOT NULL, seq BIGINT NOT NULL, ts BIGINT NOT NULL, "
+            "kind VARCHAR(8) NOT NULL, body TEXT NOT NULL, sig VARCHAR(88) NOT NULL, "
+            "via VARCHAR(63) NOT NULL, received_at BIGINT NOT NULL, "
+            "UNIQUE (origin, stream, seq))")
+        conn.exec_driver_sql("CREATE INDEX raw_kind_ts ON raw_events (kind, ts)")
+    p = "?" if url.startswith("sqlite") else "%s"
+    sql = f"INSERT INTO raw_events VALUES ({', '.join([p] * 10)})"
+    start = time.perf_counter()
+    for i in range(0, len(rows), BATCH):
+        with engine.begin() as conn:
+            cur = conn.connection.cursor()
+            cur.executemany(sql, rows[i:i + BATCH])
+            cur.close()
+    elapsed = time.perf_counter() - start
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE raw_events")
+    engine.dispose()
+    return len(rows) / elapsed
+
+
+def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
+                 reports: list[dict[str, Any]]) -> dict[str, float]:
+    central = init_central(tmp / f"central-{label}", CentralSettings(
+        name="bench", database_url=database_url))
+    db.upgrade(central.database_url)
+    engine = db.make_engine(central.database_url)
+    keys = KeyPair.generate()
+    enrol_bundle(engine, central, EnrolRequest(
+        node=NODE, signing_pub=keys.signing_public, encryption_pub=keys.encryption_public,
+        csr_pem=csr_for(NODE)), "ESC-01")
+    engine.dispose()
+    warm = 3
+    print(f"  [{label}] signing {(n_batches + warm) * BATCH:,} events …", flush=True)
+    events = report_events(keys, 1, (n_batches + warm) * BATCH, reports)
+    wires = [sealed.seal(sealed.Payload.of(events[i * BATCH:(i + 1) * BATCH]), node_id=NODE,
+                         batch_seq=i + 1, created=TS0, keys=keys,
+                         central_encryption_public=central.keys.encryption_public)
+             for i in range(n_batches + warm)]
+    port = free_port()
+    with Procs(tmp) as procs:
+        proc = procs.start(pinned([str(BART), "central", "run", "--data-dir",
+                                   str(central.data_dir), "--http-port", str(port)], 0),
+                           f"central-{label}")
+        url = f"http://127.0.0.1:{port}"
+        wait_healthy(url, proc, 30)
+        os.sched_setaffinity(0, {1})
+        with httpx.Client(timeout=60) as client:
+            for w in wires[:warm]:
+                client.post(f"{url}/api/v1/batches", content=w,
+                            headers={"Content-Type": "application/vnd.bart.batch"}
+                            ).raise_for_status()
+            cpu0 = cpu_seconds(proc.pid)
+            t0 = time.perf_counter()
+            for w in wires[warm:]:
+                r = client.post(f"{url}/api/v1/batches", content=w,
+                                headers={"Content-Type": "application/vnd.bart.batch"})
+                r.raise_for_status()
+                assert r.json()["ack"]["doc"]["new"] == BATCH
+            wall = time.perf_counter() - t0
+            cpu = cpu_seconds(proc.pid) - cpu0
+        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+        procs.stop(proc)
+    n = n_batches * BATCH
+    os.sched_setaffinity(0, {1})
+    raw = raw_baseline(central.database_url, events)
+    os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    per_core = n / cpu if cpu else float("nan")
+    print(f"  [{label}] ingest {n:,} events: {n / wall:,.0f} events/s wall, "
+          f"{per_core:,.0f} events per worker CPU-second ({cpu:.2f} s CPU in {wall:.2f} s)")
+    print(f"  [{label}] raw executemany of the same rows: {raw:,.0f} events/s "
+          f"→ ratio (per core / raw) {ratio(per_core, raw)}, (wall / raw) {ratio(n / wall, raw)}")
+    return {"wall": n / wall, "per_core": per_core, "raw": raw}
+
+
+# -- 2. backlog drain --------------------------------------------------------------------
+
+def drain_bench(tmp: Path, n_events: int, reports: list[dict[str, Any]]) -> float:
+    """Seconds until central holds a node's backlog of ``n_events``."""
+    from node.config import NodeSettings
+    from node.store import Store
+
+    with Procs(tmp) as procs:
+        cdir = tmp / "drain-central"
+        cport, hport, mport = free_port(), free_port(), free_port()
+        subprocess.run([str(BART), "central", "init", "--data-dir", str(cdir), "--http-port",
+                        str(cport), "--public-url", f"http://127.0.0.1:{cport}"], check=True,
+                       stdout=subprocess.DEVNULL)
+        cproc = procs.start(pinned([str(BART), "central", "run", "--data-dir", str(cdir)], 0),
+                            "drain-central")
+        curl = f"http://127.0.0.1:{cport}"
+        wait_healthy(curl, cproc, 30)
+        ndir = tmp / "drain-node"
+        subprocess.run([str(BART), "node", "init", "--name", NODE, "--area", "ESC-01",
+                        "--data-dir", str(ndir), "--http-port", str(hport), "--mqtt-port",
+                        str(mport)], check=True, stdout=subprocess.DEVNULL)
+        code = subprocess.run([str(BART), "central", "enroll-code", "--data-dir", str(cdir),
+                               "--node", NODE, "--area", "ESC-01"], check=True,
+                              capture_output=True, text=True).stdout.split(": ", 1)[1].split()[0]
+        subprocess.run([str(BART), "node", "enroll", curl, "--code", code, "--data-dir",
+                        str(ndir)], check=True, stdout=subprocess.DEVNULL)
+        print(f"  filling the node's store with {n_events:,} events …", flush=True)
+        settings = NodeSettings.load(ndir)
+        keys = KeyPair.load(settings.keys_dir)
+        store = Store(settings.db_path, origin=NODE, keys=keys)
+        texts = [r for r in reports]
+        for start in range(0, n_events, 2000):
+            def fill(tx: Any, start: int = start) -> None:
+                for i in range(start, min(n_events, start + 2000)):
+                    r = texts[i % len(texts)]
+                    tx.append_local("report", "private", {
+                        "category": r["category"], "text": r["text"][:1000],
+                        "place": {"point": None, "text": r["place"]["text"][:200]},
+                        "audience": "authorities", "receipt": "K7F-3QX", "lang": "nl"})
+            store.write_sync(fill, timeout=120)
+        store.close()
+        nproc = procs.start(pinned([str(BART), "node", "run", "--data-dir", str(ndir)], 1),
+                            "drain-node", env={"BART_LOG_LEVEL": "WARNING"})
+        t0 = time.perf_counter()
+        engine = db.make_engine(f"sqlite:///{cdir / 'central.db'}")
+        held = 0
+        while time.perf_counter() - t0 < 120:
+            with engine.connect() as conn:
+                held = conn.execute(sa.select(sa.func.count()).select_from(db.events)).scalar_one()
+            if held >= n_events:
+                break
+            if nproc.poll() is not None:
+                raise RuntimeError("node exited during the drain")
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        engine.dispose()
+        print(f"  backlog of {n_events:,} events: central held {held:,} after {elapsed:.1f} s "
+              f"(from `bart node run`, start-up included)")
+        return elapsed
+
+
+# -- 3. wire bytes ----------------------------------------------------------------------------
+
+def wire_bytes(reports: list[dict[str, Any]]) -> float:
+    keys, central = KeyPair.generate(), KeyPair.generate()
+    events = report_events(keys, 1, len(reports), reports)
+    wire = sealed.seal(sealed.Payload.of(events), node_id=NODE, batch_seq=1, created=TS0,
+                       keys=keys, central_encryption_public=central.encryption_public)
+    as_json = sum(len(e.encode()) for e in events)
+    print(f"  {len(events)} distinct realistic reports: {as_json / len(events):.0f} bytes of "
+          f"JSON per event, {len(wire) / len(events):.0f} sealed bytes per event "
+          f"→ {len(wire) / as_json:.0%} of JSON")
+    return len(wire) / as_json
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=40, help="batches of 1,000 to ingest")
+    parser.add_argument("--skip-pg", action="store_true", help="SQLite only")
+    parser.add_argument("--skip-drain", action="store_true", help="no backlog drain")
+    parser.add_argument("--drain-events", type=int, default=100_000)
+    args = parser.parse_args()
+    reports = load_reports()
+    print(f"bench/central_sync.py — {describe()}, {os.cpu_count()} CPUs")
+    print("wire bytes:")
+    wire_bytes(reports)
+    with tempfile.TemporaryDirectory(prefix="bart-bench-central-") as tmpdir:
+        tmp = Path(tmpdir)
+        print("ingest per worker (SQLite):")
+        ingest_bench(tmp, "sqlite", "", args.batches, reports)
+        if not args.skip_pg:
+            sys.path.insert(0, str(REPO / "tests"))
+            from conftest import PostgresServer  # the tests' real-server helper
+
+            base = Path(tempfile.mkdtemp(prefix="bart-pg-"))
+            pg = PostgresServer(base)
+            pg.start()
+            try:
+                print("ingest per worker (PostgreSQL):")
+                ingest_bench(tmp, "pg", pg.create_database("bench"), args.batches, reports)
+            finally:
+                pg.stop()
+                import shutil
+
+                shutil.rmtree(base, ignore_errors=True)
+        if not args.skip_drain:
+            print("backlog drain over loopback:")
+            drain_bench(tmp, args.drain_events, reports)
+    json.dumps({})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

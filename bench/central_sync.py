@@ -20,7 +20,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -32,7 +31,7 @@ import httpx
 import sqlalchemy as sa
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _common import (  # noqa: E402
+from _common import (
     BART,
     REPO,
     Procs,
@@ -45,12 +44,12 @@ from _common import (  # noqa: E402
     wait_healthy,
 )
 
-from central import db  # noqa: E402
-from central.enrol import enrol_bundle  # noqa: E402
-from central.identity import CentralSettings, init_central  # noqa: E402
-from sync import KeyPair, make_event, sealed  # noqa: E402
-from sync.enrolment import EnrolRequest  # noqa: E402
-from sync.event import Event  # noqa: E402
+from central import db
+from central.enrol import enrol_bundle
+from central.identity import CentralSettings, init_central
+from sync import KeyPair, make_event, sealed
+from sync.enrolment import EnrolRequest
+from sync.event import Event
 
 TS0 = 1_795_904_700_000
 NODE = "bench-node"

@@ -23,8 +23,7 @@ from central.enrol import enrol_bundle, issue_code, revoke
 from central.errors import EnrolmentRefused, IngestRefused
 from central.identity import Central, CentralSettings, init_central
 from central.ingest import Ingest
-from sync import KeyPair, make_event
-from sync import sealed
+from sync import KeyPair, make_event, sealed
 from sync.enrolment import EnrolRequest
 from sync.event import Event
 from sync.roster import ACK_DOMAIN, ROSTER_DOMAIN, verify_document, verify_roster

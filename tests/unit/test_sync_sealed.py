@@ -13,8 +13,7 @@ from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from sync import KeyPair, make_event
-from sync import sealed
+from sync import KeyPair, make_event, sealed
 from sync.event import MIN_TS, Event
 
 VECTORS = Path(__file__).parent.parent / "vectors"

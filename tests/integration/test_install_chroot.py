@@ -157,6 +157,10 @@ def chroot(tmp_path: Path) -> Iterator[Chroot]:
     require(os.geteuid() == 0, "needs root (chroot and mounts), as in CI")
     require_binary("chroot", "/usr/sbin/chroot")
     tarball = base_tarball()
+    # One chroot run at a time on this machine: they share the .deb and pip caches
+    # (and apt's lock in the .deb cache).
+    lock = open(CACHE / "run.lock", "w")  # noqa: SIM115 - held until the fixture ends
+    fcntl.flock(lock, fcntl.LOCK_EX)
     root = tmp_path / "root"
     root.mkdir()
     subprocess.run(["tar", "-C", str(root), "--numeric-owner", "-xf", str(tarball)], check=True)
@@ -170,8 +174,9 @@ def chroot(tmp_path: Path) -> Iterator[Chroot]:
         shutil.copy("/etc/pip.conf", root / "etc/pip.conf")
     box = Chroot(root)
     try:
+        # debootstrap made the device nodes; the host's /dev is not mounted in (a
+        # mount below a shared /dev could show up on the host's own /dev).
         box.mount(["-t", "proc", "proc"], root / "proc")
-        box.bind(Path("/dev"), "/dev")
         box.mount(["-t", "devpts", "-o", "newinstance,ptmxmode=0666", "devpts"],
                   root / "dev/pts")
         box.bind(CACHE / "apt-archives", "/var/cache/apt/archives")
@@ -186,6 +191,7 @@ def chroot(tmp_path: Path) -> Iterator[Chroot]:
                 os.kill(pid, 9)
         box.close()
         shutil.rmtree(root, ignore_errors=True)
+        lock.close()
         assert not stray, f"processes were left running in the chroot: {stray}"
 
 

@@ -540,3 +540,14 @@ def test_catalogue_has_the_same_keys_in_dutch_and_english() -> None:
     messages = load_messages()
     assert set(messages["nl"]) == set(messages["en"])
     assert list(messages) == ["nl", "en"]
+
+
+def test_every_staff_and_cap_endpoint_is_documented(env: Env) -> None:
+    text = (Path(__file__).parents[2] / "docs" / "central.md").read_text()
+    for route in env.app.routes:
+        path = getattr(route, "path", "")
+        if not path.startswith(("/staff", "/api/v1/nodes", "/api/v1/cap")):
+            continue
+        for method in sorted(getattr(route, "methods", None) or {"GET"}):
+            if method != "HEAD":
+                assert f"`{method} {path}" in text, f"{method} {path} missing from docs/central.md"

@@ -198,14 +198,22 @@ class Ingest:
                 "INSERT INTO events (id, origin, stream, seq, ts, kind, body, sig, via, "
                 f"received_at) VALUES ({', '.join([p] * 10)}) ON CONFLICT DO NOTHING", rows)
             new = int(cur.rowcount)
+            if reports and new < len(events):
+                # Some were here already, or are forks (same origin/stream/seq, other
+                # id): triage rows only for events stored under their own id.
+                ids = [r[0] for r in reports]
+                held: set[str] = set()
+                for i in range(0, len(ids), 500):
+                    chunk = ids[i:i + 500]
+                    marks = ", ".join([p] * len(chunk))
+                    cur.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
+                    held.update(row[0] for row in cur.fetchall())
+                reports = [r for r in reports if r[0] in held]
             if reports:
-                # Only for events stored under their id: an event refused as a fork
-                # (same origin/stream/seq, other id) gets no triage row.
                 cur.executemany(
                     "INSERT INTO reports (event_id, origin, receipt, category, ts, route, rule, "
-                    f"state, updated_at, version) SELECT {', '.join([p] * 10)} "
-                    f"WHERE EXISTS (SELECT 1 FROM events WHERE id = {p}) "
-                    "ON CONFLICT DO NOTHING", [(*r, r[0]) for r in reports])
+                    f"state, updated_at, version) VALUES ({', '.join([p] * 10)}) "
+                    "ON CONFLICT DO NOTHING", reports)
         finally:
             cur.close()
         return new

@@ -186,6 +186,8 @@ class RuleSet:
 
     rules: tuple[Rule, ...]
     source: str = "<rules>"
+    _cache: dict[tuple[str, str, bool], tuple[Rule, ...]] = field(
+        default_factory=dict, init=False, repr=False, compare=False)
 
     def decide(self, report: Mapping[str, Any]) -> Decision:
         """Route a report body (as :func:`sync.bodies.validate_report` returns it)."""
@@ -196,15 +198,27 @@ class RuleSet:
         audience = report.get("audience") or ""
         called = report.get("called_112") is True
         folded: str | None = None  # folded only when a keyword rule gets that far
-        for rule in self.rules:
-            if rule._pattern is not None and folded is None and rule.applies(
-                    category, audience, called):
+        for rule in self._applicable(category, audience, called):
+            if rule._pattern is None:
+                return Decision(rule.route, rule, "")
+            if folded is None:
                 folded = fold(text) if isinstance(text, str) else ""
-            matched = rule.match(category, folded or "", audience, called)
-            if matched is not None:
-                return Decision(rule.route, rule, matched)
+            found = rule._pattern.search(folded)
+            if found:
+                return Decision(rule.route, rule, found.group(0))
         # parse_rules() checked that every category has a fallback rule.
         raise TriageError(f"no rule in {self.source} matches a {category} report")
+
+    def _applicable(self, category: str, audience: str, called: bool) -> tuple[Rule, ...]:
+        """The rules that category, audience and 112 allow, in order (cached)."""
+        key = (category, audience, called)
+        cache = self._cache
+        found = cache.get(key)
+        if found is None:
+            found = tuple(r for r in self.rules if r.applies(category, audience, called))
+            if len(cache) < 256:
+                cache[key] = found
+        return found
 
     def by_name(self, name: str) -> Rule:
         """The rule called ``name`` (KeyError when there is none)."""

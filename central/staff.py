@@ -192,7 +192,8 @@ def _done(request: Request) -> str:
 
 
 class StaffHeaders:
-    """ASGI middleware: CSP nonce and strict headers on the staff pages and node API.
+    """ASGI middleware: CSP nonce and strict headers on the staff pages and node API,
+    and a body limit (MAX_FORM_BYTES) on their forms.
 
     Only paths under ``/staff`` and ``/api/v1/nodes``: batch ingest stays untouched.
     """
@@ -206,6 +207,12 @@ class StaffHeaders:
         if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.PREFIXES):
             await self.app(scope, receive, send)
             return
+        if scope.get("method") == "POST":
+            body = await _read_limited(scope, receive)
+            if body is None:
+                await _too_large(send)
+                return
+            receive = _replay(body, receive)
         nonce = base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
         scope.setdefault("state", {})["csp_nonce"] = nonce
         csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
@@ -222,6 +229,50 @@ class StaffHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers)
+
+
+async def _read_limited(scope: Scope, receive: Receive) -> bytes | None:
+    """The whole request body, or None when it is larger than MAX_FORM_BYTES
+    (declared or not: a chunked body is counted as it arrives)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and (not value.isdigit() or int(value) > MAX_FORM_BYTES):
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _too_large(send: Send) -> None:
+    body = b"form larger than %d bytes" % MAX_FORM_BYTES
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})
 
 
 # -- login, logout, password ------------------------------------------------------------

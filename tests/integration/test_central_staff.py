@@ -546,3 +546,55 @@ def test_every_staff_and_cap_endpoint_is_documented(env: Env) -> None:
         for method in sorted(getattr(route, "methods", None) or {"GET"}):
             if method != "HEAD":
                 assert f"`{method} {path}" in text, f"{method} {path} missing from docs/central.md"
+
+
+def test_racing_takes_in_threads_one_wins_the_other_is_told(env: Env) -> None:
+    """Two workers take the same report at the same moment: exactly one succeeds."""
+    import threading
+
+    members = []
+    for name in ("Race Een", "Race Twee"):
+        env.accounts.add(name, "police")
+        found = env.accounts.get(name)
+        assert found is not None
+        members.append(found)
+    for _ in range(5):
+        report_id = add_report(env)
+        barrier = threading.Barrier(2)
+        results: list[object] = []
+
+        def take(who: Any, report_id: str = report_id,
+                 barrier: threading.Barrier = barrier, results: list[object] = results) -> None:
+            barrier.wait()
+            try:
+                results.append(handling.change_state(env.engine, who, report_id, "in_progress",
+                                                     1, int(time.time() * 1000)))
+            except handling.Stale as exc:
+                results.append(exc)
+
+        threads = [threading.Thread(target=take, args=(m,)) for m in members]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(30)
+        won = [r for r in results if isinstance(r, handling.Report)]
+        lost = [r for r in results if isinstance(r, handling.Stale)]
+        assert len(won) == 1 and len(lost) == 1, results
+        assert lost[0].handler == won[0].handler and lost[0].state == "in_progress"
+        assert updates_for(env, report_id) == ["in_progress"]
+
+
+def test_oversized_forms_are_refused_before_parsing(env: Env) -> None:
+    client = member(env, "Groot", "police")
+    token = csrf_of(client.get("/staff/broadcasts").text)
+    r = client.post("/staff/broadcasts", data={"csrf": token, "title": "x" * 70_000})
+    assert r.status_code == 413
+
+    def chunks() -> Iterator[bytes]:
+        for _ in range(100):
+            yield b"a" * 1000
+
+    r = client.post("/staff/login", content=chunks(),
+                    headers={"Content-Type": "application/x-www-form-urlencoded"})
+    assert r.status_code == 413
+    assert central_alerts(env) == []

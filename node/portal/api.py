@@ -116,7 +116,9 @@ async def stream(
     """Server-Sent Events: one ``alert`` message per new public alert.
 
     ``render=nl`` adds the rendered list item (for the resident page). After a
-    reconnect, ``Last-Event-ID`` replays what was missed.
+    reconnect, ``Last-Event-ID`` replays what was missed. When an alert updates
+    or cancels an earlier one of its origin (``ref``), a ``withdraw`` message
+    ``{"id": …}`` names the earlier one first.
     """
     rt = deps.runtime(request)
     s = deps.settings(request)
@@ -128,6 +130,10 @@ async def stream(
             data["html"] = r.render_alert_item(alert_view(event, s, render), render)
         payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         return f"id: {event.id}\nevent: alert\ndata: {payload}\n\n".encode()
+
+    def withdraw(alert_id: str) -> bytes:
+        payload = json.dumps({"id": alert_id}, separators=(",", ":"))
+        return f"event: withdraw\ndata: {payload}\n\n".encode()
 
     async def events() -> AsyncIterator[bytes]:
         async with rt.hub.subscribe() as sub:
@@ -146,9 +152,16 @@ async def stream(
                         return
                     yield b": keepalive\n\n"
                     continue
-                if event.kind == "alert" and is_visible(
-                        event, s, int(time.time() * 1000),
-                        central_origin=deps.central_origin(request)):
+                if event.kind != "alert":
+                    continue
+                replaced = event.body.get("ref")
+                if replaced:  # an update or cancel: the page drops what it replaces
+                    earlier = rt.require_store().get_event(replaced)
+                    if earlier is not None and earlier.kind == "alert" \
+                            and earlier.origin == event.origin:
+                        yield withdraw(earlier.id)
+                if is_visible(event, s, int(time.time() * 1000),
+                              central_origin=deps.central_origin(request)):
                     yield message(event)
 
     return StreamingResponse(events(), media_type="text/event-stream",

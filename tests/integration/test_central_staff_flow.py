@@ -25,6 +25,7 @@ import pytest
 from conftest import (
     CentralProcess,
     NodeProcess,
+    SseReader,
     configure,
     init_central_process,
     init_node,
@@ -210,8 +211,13 @@ def test_broadcasts_reach_the_node_verified_and_go_when_replaced(stack: Stack) -
     api = httpx.get(f"{node.base_url}/api/v1/alerts").json()["alerts"]
     assert next(a for a in api if a["id"] == first)["source"] == "central"
 
-    second = broadcast(police, f"/staff/broadcasts/{first}/update",
-                       title="Inbraakgolf: ook bij de Leyweg")
+    with SseReader(f"{node.base_url}/api/v1/stream?render=nl") as sse:
+        second = broadcast(police, f"/staff/broadcasts/{first}/update",
+                           title="Inbraakgolf: ook bij de Leyweg")
+        gone = sse.wait_for(lambda m: m["event"] == "withdraw", SYNC_S)
+        new = sse.wait_for(lambda m: m["event"] == "alert", SYNC_S)
+    assert gone["data"] == {"id": first} and new["id"] == second
+    assert 'data-testid="verified-central"' in new["data"]["html"]
     items = wait_until(lambda: (i := alert_items(home(node))) and second in i and i, SYNC_S,
                        message="update on the resident page")
     assert first not in items and "ook bij de Leyweg" in items[second]
@@ -331,3 +337,24 @@ def test_staff_page_in_headless_chromium(stack: Stack, browser: Any) -> None:
         page.close()
     wait_until(lambda: receipt_state(node, receipt) == "in_progress", SYNC_S,
                message="receipt in progress on the node")
+
+
+def test_resident_page_follows_broadcasts_live_in_chromium(stack: Stack, browser: Any) -> None:
+    """Without reloading, the resident page shows a broadcast and drops it when cancelled."""
+    central, node = stack.central, stack.node
+    police = staff_client(central, "Hugo Mulder", "police")
+    page = browser.new_page(viewport={"width": 360, "height": 740}, locale="nl-NL")
+    try:
+        page.goto(f"{node.base_url}/")
+        page.wait_for_selector('[data-testid="live"]:not([hidden])')
+        ident = broadcast(police, title="Live: gaslek bij het winkelcentrum", severity="extreme")
+        item = page.wait_for_selector(f"#alert-{ident}", timeout=SYNC_S * 1000)
+        assert item is not None
+        assert "Geverifieerd door politie/gemeente" in item.inner_text()
+        detail = police.get(f"/staff/broadcasts/{ident}").text
+        r = police.post(f"/staff/broadcasts/{ident}/cancel", data={"csrf": csrf_of(detail)})
+        assert r.status_code == 303
+        page.wait_for_selector(f"#alert-{ident}", state="detached", timeout=SYNC_S * 1000)
+    finally:
+        page.close()
+        police.close()

@@ -149,7 +149,9 @@ fi
 BART_USER=bart
 DATA_DIR="${BART_DATA_DIR:-/var/lib/bart}"
 ETC_BART=/etc/bart
-MOSQUITTO_MARK="$ETC_BART/.mosquitto-was-enabled" # for --uninstall
+# A distribution unit that was enabled before we disabled it gets a note here,
+# so that --uninstall enables it again.
+WAS_ENABLED="$ETC_BART/.was-enabled-"
 NODE_UNITS=(bart-node.service bart-firstboot.service)
 HOTSPOT_UNITS=(bart-firewall.service bart-hostapd.service bart-dnsmasq.service)
 # Every file the renderer (bart node system render) may write; all are our own
@@ -214,15 +216,17 @@ if [[ $UNINSTALL -eq 1 ]]; then
             [[ $f == *NetworkManager* ]] && nm_changed=1
         fi
     done
-    if [[ -e $MOSQUITTO_MARK ]]; then
+    for mark in "$WAS_ENABLED"*; do
+        [[ -e $mark ]] || continue
+        unit="${mark#"$WAS_ENABLED"}"
         if command -v systemctl >/dev/null 2>&1; then
-            systemctl enable --quiet mosquitto 2>/dev/null \
-                && say "mosquitto.service enabled again, as it was before the node"
-            if [[ $NO_START -eq 0 ]]; then systemctl start mosquitto || true; fi
+            systemctl enable --quiet "$unit" 2>/dev/null \
+                && say "$unit enabled again, as it was before the node"
+            if [[ $NO_START -eq 0 ]]; then systemctl start "$unit" || true; fi
         fi
-        rm -f "$MOSQUITTO_MARK"
+        rm -f "$mark"
         removed=1
-    fi
+    done
     rmdir "$ETC_BART" 2>/dev/null || true
     if [[ $removed -eq 1 && $NO_START -eq 0 ]]; then
         systemctl daemon-reload
@@ -304,12 +308,12 @@ fi
 # The node supervises its own broker on its own port: the distribution's
 # mosquitto.service must neither run nor start at boot.
 step "disabling the distribution's mosquitto.service"
-remember_mosquitto() {
+remember_enabled() {
     # --uninstall enables it again. Only a node install keeps this note.
-    if [[ $MODE == node && ! -e $MOSQUITTO_MARK ]] \
-        && systemctl is-enabled --quiet mosquitto 2>/dev/null; then
+    if [[ $MODE == node && ! -e $WAS_ENABLED$1 ]] \
+        && systemctl is-enabled --quiet "$1" 2>/dev/null; then
         mkdir -p "$ETC_BART"
-        : >"$MOSQUITTO_MARK"
+        : >"$WAS_ENABLED$1"
     fi
 }
 if command -v systemctl >/dev/null 2>&1; then
@@ -317,7 +321,7 @@ if command -v systemctl >/dev/null 2>&1; then
         # systemd is running: stop and disable.
         if systemctl is-enabled --quiet mosquitto 2>/dev/null \
             || systemctl is-active --quiet mosquitto 2>/dev/null; then
-            remember_mosquitto
+            remember_enabled mosquitto.service
             systemctl disable --now --quiet mosquitto
             say "mosquitto.service stopped and disabled (the node runs its own broker)"
             CHANGED=1
@@ -327,7 +331,7 @@ if command -v systemctl >/dev/null 2>&1; then
     else
         # No systemd as init (container, CI, chroot): only drop the boot links.
         if systemctl is-enabled --quiet mosquitto 2>/dev/null; then
-            remember_mosquitto
+            remember_enabled mosquitto.service
             if systemctl disable --quiet mosquitto >/dev/null 2>&1; then
                 say "mosquitto.service disabled (systemd not running)"
                 CHANGED=1
@@ -488,6 +492,22 @@ if [[ $MODE == node && $SERVICES -eq 1 ]]; then
     UNITS=("${NODE_UNITS[@]}")
     if [[ $HOTSPOT -eq 1 ]]; then
         UNITS+=("${HOTSPOT_UNITS[@]}")
+        step "disabling the distribution's hostapd and dnsmasq services"
+        # Ours run hostapd and dnsmasq with /etc/bart's files; the distribution's
+        # units (hostapd.service is enabled by its package) must not start a
+        # second one on the same interface.
+        for unit in hostapd.service dnsmasq.service; do
+            if systemctl is-enabled --quiet "$unit" 2>/dev/null; then
+                remember_enabled "$unit"
+                if [[ $NO_START -eq 0 ]]; then
+                    systemctl disable --now --quiet "$unit"
+                else
+                    systemctl disable --quiet "$unit"
+                fi
+                say "$unit disabled (bart-${unit%.service}.service runs it for the hotspot)"
+                CHANGED=1
+            fi
+        done
         step "checking the hotspot's files with dnsmasq and nft"
         /usr/sbin/dnsmasq --test --conf-file="$ETC_BART/dnsmasq.conf" >/dev/null 2>&1 \
             || die "dnsmasq refuses $ETC_BART/dnsmasq.conf: $(/usr/sbin/dnsmasq --test --conf-file="$ETC_BART/dnsmasq.conf" 2>&1)"
@@ -540,6 +560,13 @@ else
     say "done ($MODE)"
 fi
 echo "Next steps:"
+if [[ $MODE == node && $SERVICES -eq 1 && ! -e $DATA_DIR/node.toml ]]; then
+    echo "  a node for this machine: put bart-node.env on the boot partition and reboot,"
+    echo "  or: sudo -u $BART_USER $VENV/bin/bart node init --data-dir $DATA_DIR --name NAME --area AREA --http-host 0.0.0.0"
+    echo "  (docs/deploy.md, step 4)"
+elif [[ $MODE == node && $SERVICES -eq 1 ]]; then
+    echo "  sudo -u $BART_USER $VENV/bin/bart node doctor --data-dir $DATA_DIR    check the node"
+fi
 echo "  .venv/bin/bart demo     run the demo"
 if [[ $MODE == dev ]]; then
     echo "  .venv/bin/pytest        run the tests"

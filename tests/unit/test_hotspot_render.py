@@ -237,3 +237,10 @@ def test_every_template_is_used() -> None:
         "bart-hostapd.service", "bart-dnsmasq.service", "hostapd.conf", "dnsmasq.conf",
         "nftables.nft", "journald-bart.conf", "NetworkManager-bart.conf"}
     assert {"hostapd.conf", "dnsmasq.conf", "nftables.nft"} <= used
+
+
+def test_option_114_names_the_portals_rfc8908_api() -> None:
+    from node.hotspot import CAPTIVE_API_PATH
+    from node.portal.captive import API_PATH
+
+    assert CAPTIVE_API_PATH == API_PATH

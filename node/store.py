@@ -355,6 +355,13 @@ class Store:
         """Highest seq committed or being committed for (origin, stream)."""
         return self._heads.get((origin, stream), 0)
 
+    def known_heads(self) -> dict[tuple[str, str], int]:
+        """Highest seq per (origin, stream), from memory (no table scan).
+
+        Includes work being committed; a reader may not see those rows yet.
+        """
+        return dict(self._heads)
+
     def id_at(self, origin: str, stream: str, seq: int) -> str | None:
         """Id of the event held at (origin, stream, seq), if any."""
         row = self._reader().execute(

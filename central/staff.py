@@ -160,7 +160,7 @@ def render(request: Request, template: str, member: StaffMember | None, *,
            status: int = 200, refresh: bool = False, **context: Any) -> HTMLResponse:
     """Render a staff page with what every page needs (nav, alarm banner, language)."""
     lang = _lang(request)
-    query = dict(request.query_params)
+    query = {k: v for k, v in request.query_params.items() if k != "done"}
     links = []
     for code in LANGUAGES:
         query["lang"] = code
@@ -187,8 +187,10 @@ def _redirect(url: str, message: str = "") -> RedirectResponse:
 
 
 def _done(request: Request) -> str:
-    key = request.query_params.get("done", "")
-    return _t(request, f"done.{key}") if key.isidentifier() and len(key) < 40 else ""
+    """The confirmation named by ``?done=`` (only words of the catalogue, never the query)."""
+    key = "done." + request.query_params.get("done", "")[:40]
+    text = _t(request, key)
+    return "" if text == key else text
 
 
 class StaffHeaders:

@@ -598,3 +598,28 @@ def test_oversized_forms_are_refused_before_parsing(env: Env) -> None:
                     headers={"Content-Type": "application/x-www-form-urlencoded"})
     assert r.status_code == 413
     assert central_alerts(env) == []
+
+
+def test_confirmations_come_only_from_the_catalogue(env: Env) -> None:
+    client = member(env, "Ilse", "police")
+    page = client.get("/staff/reports", params={"done": "<b>hacked</b>"}).text
+    assert "hacked" not in page
+    assert "U behandelt deze melding nu" in client.get("/staff/reports?done=take").text
+
+
+def test_migration_0002_goes_down_and_up_again(env: Env) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(db.__file__).parent / "migrations"))
+    cfg.set_main_option("sqlalchemy.url", env.central.database_url.replace("%", "%%"))
+    cfg.attributes["configure_logger"] = False
+    env.engine.dispose()
+    command.downgrade(cfg, "0001")
+    assert "staff" not in sa.inspect(env.engine).get_table_names()
+    assert "reports" in sa.inspect(env.engine).get_table_names()
+    env.engine.dispose()
+    db.upgrade(env.central.database_url)
+    assert {"staff", "staff_sessions", "staff_audit", "report_notes"} <= set(
+        sa.inspect(env.engine).get_table_names())

@@ -16,6 +16,7 @@ reaches the driver means the file parsed.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import uuid
 from collections.abc import Iterator
@@ -208,3 +209,17 @@ def test_systemd_verify_catches_a_bad_key(tmp_path: Path) -> None:
         "[Unit]\nDescription=x\n[Service]\nExecStart=/bin/true\nProtectSystm=strict\n")
     result = verify_units(tmp_path)
     assert "Unknown key" in result.stdout + result.stderr
+
+
+def test_node_unit_exposure_stays_low(tmp_path: Path) -> None:
+    """systemd's own hardening score for bart-node.service (0 best, 10 worst)."""
+    exe = require_binary("systemd-analyze", "/usr/bin/systemd-analyze")
+    s = NodeSettings(data_dir=Path("/var/lib/bart"), name="n1", area="ESC-01")
+    write_files(render_system(s, bart=BART, hotspot=False), tmp_path)
+    unit = tmp_path / "etc/systemd/system/bart-node.service"
+    result = subprocess.run([exe, "security", "--offline=yes", "--threshold=35", str(unit)],
+                            capture_output=True, text=True, timeout=60)
+    level = re.search(r"Overall exposure level for bart-node.service: ([\d.]+)",
+                      result.stdout)
+    assert level, result.stdout + result.stderr
+    assert result.returncode == 0 and float(level.group(1)) <= 3.5, result.stdout[-2000:]

@@ -12,12 +12,17 @@ the probe's own ``Host``. Routing on the ``Host`` header:
 * a request for any other host is answered here: a ``302`` to the portal
   (``Cache-Control: no-store``), which makes the phone open its sign-in
   sheet on the portal;
-* once a client has opened a portal page, its probes get the exact answer
-  its OS expects from the internet ("signed in": ``204`` for Android,
-  Apple's ``Success`` page, ``Microsoft Connect Test`` …) for
-  ``captive_grace_s`` seconds, so that the sheet does not pop up again and
-  iOS does not leave the network when the sheet is closed. Other hosts keep
-  landing on the portal: there is no internet behind this network.
+* once the resident is *done* — made a report (a POST that succeeded), or
+  tapped "Klaar" (``GET /klaar``, linked on every page) — that client's
+  probes get the exact answer its OS expects from the internet ("signed in":
+  ``204`` for Android, Apple's ``Success`` page, ``Microsoft Connect Test``
+  …) for ``captive_grace_s`` seconds, so that the sheet does not pop up again
+  and iOS does not leave the network when the sheet is closed. Not on merely
+  opening a page: Android's sign-in sheet probes again after each page load
+  and closes itself as soon as the answer says "online", which would take
+  the portal away from a resident who is still reading or typing. Other
+  hosts keep landing on the portal: there is no internet behind this
+  network.
 
 ``GET /api/v1/captive`` is the RFC 8908 captive-portal API
 (``application/captive+json``) for clients that use it instead of probes.
@@ -57,6 +62,9 @@ CAPTIVE_JSON: Final = "application/captive+json"
 MAX_CLIENTS: Final = 4096
 #: Longest ``Host`` header taken apart (a DNS name is at most 253 characters).
 MAX_HOST: Final = 300
+#: "Klaar" (done): the link on every portal page that signs the phone in.
+DONE_PATH = "/klaar"
+
 #: Scope key that marks a request an outer :class:`CaptivePortal` already handled.
 SCOPE_KEY: Final = "bart.captive"
 
@@ -368,7 +376,14 @@ class CaptivePortal:
                                              server[0] if server else None,
                                              remaining is not None)
         if decision == "pass":
-            if scope["method"] == "GET" and address and not scope["path"].startswith("/api/"):
+            if scope["path"] == DONE_PATH and scope["method"] in ("GET", "HEAD") and address:
+                # "Klaar": the resident is done in the sign-in window; from now on
+                # the probes say online and the phone may close the window.
+                self.clients.mark(address)
+                await _answer(send, 303, b"", "text/plain; charset=utf-8",
+                              scope["method"] == "HEAD", ((b"location", b"/"),))
+                return
+            if scope["method"] == "POST" and address:
                 await self.app(scope, receive, self._marking(send, address))
             else:
                 await self.app(scope, receive, send)
@@ -385,13 +400,10 @@ class CaptivePortal:
                       head, ((b"location", url.encode()),))
 
     def _marking(self, send: Send, address: str) -> Send:
-        """Wrap ``send``: a portal page (HTML, 200) marks the client as signed in."""
+        """Wrap ``send``: a POST that succeeded (a report made) signs the client in."""
         async def marking(message: Message) -> None:
-            if message["type"] == "http.response.start" and message["status"] == 200:
-                for name, value in message.get("headers", ()):
-                    if name == b"content-type" and value.startswith(b"text/html"):
-                        self.clients.mark(address)
-                        break
+            if message["type"] == "http.response.start" and message["status"] < 400:
+                self.clients.mark(address)
             await send(message)
 
         return marking

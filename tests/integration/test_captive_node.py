@@ -44,6 +44,11 @@ def test_probes_land_on_the_portal_then_say_online(running_node: NodeProcess) ->
         # The phone follows the redirect: the portal's home page (alerts from the store).
         home = client.get("/")
         assert home.status_code == 200 and "text/html" in home.headers["content-type"]
+        assert client.get("/generate_204", headers={"Host": "connectivitycheck.gstatic.com"}
+                          ).status_code == 302  # reading is not done: the sheet stays
+        # Making a report signs the phone in (as does the "Klaar" link).
+        made = client.post("/api/v1/reports", json={"category": "nuisance", "text": "Afval"})
+        assert made.status_code == 201
 
         for (host, path), (status, body) in PROBES.items():
             r = client.get(path, headers={"Host": host})

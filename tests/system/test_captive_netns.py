@@ -305,7 +305,11 @@ def test_probes_lead_to_the_portal_then_say_online(hotspot: Hotspot) -> None:
                                                "-L")
     assert (code, status) == (0, 200)
     assert headers["content-type"].startswith("text/html")
-    assert b'lang="nl"' in body and b"/report" in body
+    assert b'lang="nl"' in body and b"/report" in body and b'href="/klaar"' in body
+    code, status, headers, _ = hotspot.curl("http://connectivitycheck.gstatic.com/generate_204")
+    assert (code, status) == (0, 302)  # still reading: the sheet must stay open
+    code, status, headers, _ = hotspot.curl(PORTAL + "klaar")  # the resident taps "Klaar"
+    assert (code, status, headers["location"]) == (0, 303, "/")
 
     # 3. From now on the probes say "online" (for this phone).
     for url, (want_status, want_body) in PROBES.items():

@@ -271,6 +271,12 @@ def test_opening_the_portal_signs_the_phone_in_for_its_probes(settings: NodeSett
     assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
     # The portal's own pages keep their nonce CSP (SecurityHeaders still runs).
     assert "script-src 'nonce-" in page.headers["content-security-policy"]
+    assert 'href="/klaar"' in page.text
+    # Reading is not yet "done": Android would close its sign-in sheet on "online".
+    assert_portal_redirect(request(app, "GET", "/generate_204",
+                                   host="connectivitycheck.gstatic.com"))
+    done = request(app, "GET", "/klaar", host=NODE)
+    assert (done.status_code, done.headers["location"]) == (303, "/")
     for (host, path), (status, body) in ONLINE.items():
         r = request(app, "GET", path, host=host)
         assert (r.status_code, r.content) == (status, body), (host, path)
@@ -311,7 +317,7 @@ def test_the_grace_runs_out(settings: NodeSettings) -> None:
     assert isinstance(app, CaptivePortal)
     now = [0.0]
     app.clients.clock = lambda: now[0]
-    request(app, "GET", "/report", host=NODE)
+    request(app, "GET", "/klaar", host=NODE)
     assert request(app, "GET", "/generate_204",
                    host="connectivitycheck.gstatic.com").status_code == 204
     now[0] += settings.captive_grace_s

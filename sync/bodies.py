@@ -265,26 +265,35 @@ def _lean(kind: str, body: Mapping[str, Any]) -> dict[str, Any]:
     category and receipt, an alert's source, an ack's action and ref) exact.
     Text is not re-cleaned: the sending node cleaned it before signing.
     """
-    if not isinstance(body, dict):
+    if type(body) is not dict:
         raise InvalidField("body", "must be an object")
     if kind == "status":
         return validate_status(body)
-    allowed = KIND_FIELDS[kind]
+    if not KIND_FIELDS[kind].issuperset(body):
+        extra = sorted(set(body) - KIND_FIELDS[kind])
+        raise InvalidField("body", f"unknown field(s): {', '.join(map(str, extra))}")
     for key, value in body.items():
-        if key not in allowed:
-            raise InvalidField("body", f"unknown field {key!r}")
-        if isinstance(value, str):
+        # type() identity, not isinstance(): this loop runs for every event of
+        # every batch, and central's ingest rate is bounded by it.
+        kind_of = type(value)
+        if kind_of is str:
             if len(value) > _LEAN_TEXT:
                 raise InvalidField(key, "is too long")
-        elif isinstance(value, dict):
-            if len(value) > 2 or not all(isinstance(v, str | None) and (v is None or len(v) <= 800)
-                                         for v in value.values()):
+        elif kind_of is bool or kind_of is int or value is None:
+            continue
+        elif kind_of is dict:
+            if len(value) > 2:
                 raise InvalidField(key, "must be a small object of text")
-        elif isinstance(value, list):
-            if len(value) > MAX_AREAS or not all(isinstance(v, str) and len(v) <= 16
-                                                 for v in value):
+            for item in value.values():
+                if item is not None and (type(item) is not str or len(item) > 800):
+                    raise InvalidField(key, "must be a small object of text")
+        elif kind_of is list:
+            if len(value) > MAX_AREAS:
                 raise InvalidField(key, "must be a short list of codes")
-        elif value is not None and not isinstance(value, int | bool):
+            for item in value:
+                if type(item) is not str or len(item) > 16:
+                    raise InvalidField(key, "must be a short list of codes")
+        else:
             raise InvalidField(key, "has an unexpected type")
     if kind == "report":
         if body.get("category") not in CATEGORIES:

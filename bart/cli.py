@@ -217,13 +217,21 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from .demo import press, run_demo
+    command = getattr(args, "demo_command", None)
+    if command == "press":
+        from .demo_control import press
 
-    if getattr(args, "demo_command", None) == "press":
         return press(args.button, args.url)
+    if command == "uplink":
+        from .demo_control import uplink
+
+        return uplink(args.node, args.action, args.url)
+    from .demo import run_demo
+
     _logging("WARNING" if not args.verbose else "INFO")
     return run_demo(data_dir=Path(args.data_dir) if args.data_dir else None,
-                    http_port=args.http_port, mqtt_port=args.mqtt_port)
+                    http_port=args.http_port, mqtt_port=args.mqtt_port,
+                    central_port=args.central_port, verbose=args.verbose)
 
 
 def _logging(level: str) -> None:
@@ -340,16 +348,28 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_flag(status)
     status.set_defaults(func=cmd_status)
 
-    demo = top.add_parser("demo", help="run a demo node on free local ports")
+    demo = top.add_parser("demo", help="run central and three demo nodes on free local ports")
     demo.add_argument("--data-dir", help="keep demo data here (default: a temporary dir)")
-    demo.add_argument("--http-port", type=int, default=0, help="portal port (default: free)")
-    demo.add_argument("--mqtt-port", type=int, default=0, help="Mosquitto port (default: free)")
-    demo.add_argument("--verbose", action="store_true", help="log what the node does")
+    demo.add_argument("--http-port", type=int, default=0,
+                      help="portal port of the first node; the others get the next ones "
+                      "(default: free ports)")
+    demo.add_argument("--mqtt-port", type=int, default=0,
+                      help="Mosquitto port of the first node; the others get the next ones "
+                      "(default: free ports)")
+    demo.add_argument("--central-port", type=int, default=0,
+                      help="central's port when the demo is created (default: free)")
+    demo.add_argument("--verbose", action="store_true", help="log what the nodes do")
     demo.set_defaults(func=cmd_demo)
     demo_sub = demo.add_subparsers(dest="demo_command", metavar="DEMO_COMMAND")
     p = demo_sub.add_parser("press", help="hold a simulated panic button of the running demo")
     p.add_argument("button", help="button id, e.g. klimboom-hek (see /demo)")
-    p.add_argument("--url", help="the demo's portal URL (default: the running demo's)")
+    p.add_argument("--url", help="the node's portal URL (default: the running demo's node "
+                   "with this button)")
+    p.set_defaults(func=cmd_demo)
+    p = demo_sub.add_parser("uplink", help="cut or restore a demo node's uplink to central")
+    p.add_argument("node", help="node name (e.g. escamp-zandloper) or number (1, 2, 3)")
+    p.add_argument("action", choices=("cut", "restore"), help="cut or restore")
+    p.add_argument("--url", help="the node's portal URL (default: from the running demo)")
     p.set_defaults(func=cmd_demo)
     return parser
 

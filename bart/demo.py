@@ -1,13 +1,31 @@
-"""``bart demo``: a node with its own Mosquitto and portal on free local ports.
+"""``bart demo``: central plus the three nodes of the demo neighbourhood, on free local ports.
 
-Uses the fictional neighbourhood in ``demo_data/demo-neighbourhood.toml``
-(the first node) and runs the real code paths; no root, no network changes.
+Uses the fictional neighbourhood in ``demo_data/demo-neighbourhood.toml`` and
+runs the real code paths; no root, no network changes (DESIGN.md §8):
+
+* central is created as ``bart central init`` does and runs as its own
+  ``bart central run`` process, with a staff account per role (as ``bart
+  central staff add`` makes them);
+* each node is created as ``bart node init`` does, with its own Mosquitto,
+  store and portal (served in this process, one event loop for the three), and
+  enrolled online with a one-time code, as ``bart central enroll-code`` and
+  ``bart node enroll URL --code`` do (see :mod:`bart.demo_nodes`);
+* each point device runs as its own ``bart point run`` process on mock pins.
+
+Start-up runs in parallel where nothing waits on it: central's process starts
+first and boots while the node code loads, the nodes are created and started
+and their point devices connect; then the nodes are enrolled and their uplinks
+start. Ctrl-C (or SIGTERM) stops point devices, nodes (and their Mosquitto)
+and central, each by its own handle, and exits 0.
+
+This module imports only what central's start needs; the node side is loaded
+after central's process has started.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
+import contextlib
 import os
 import shutil
 import signal
@@ -15,31 +33,33 @@ import socket
 import subprocess
 import sys
 import tempfile
+import time
 import tomllib
-import urllib.error
-import urllib.request
+from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from node.config import NodeSettings, load_secrets
-from node.points import add_point, load_points, point_buttons
-from node.portal.demo import DEMO_POINTS
-from node.reports import validate_report_input
-from node.runtime import INTEGRATION_USER
-from node.server import NodeServer, uvicorn_config
-from node.setup import init_node
-from node.team import TEAM_DB, TeamAccounts
+from central.identity import Central, CentralSettings, init_central, load_central
 
-#: Where a running demo leaves its address for ``bart demo press``.
-STATE_FILE = Path(tempfile.gettempdir()) / f"bart-demo-{os.getuid()}.json"
+from .demo_control import clear_state, write_state
 
-SAMPLE_REPORTS: list[dict[str, Any]] = [
-    {"category": "suspicious", "text": "Twee mannen kijken bij auto's naar binnen.",
-     "place": {"point": "hinkelbaan", "text": ""}, "audience": "both", "called_112": False},
-    {"category": "nuisance", "text": "Harde muziek uit een auto bij de speeltuin.",
-     "place": {"point": "klimboom", "text": ""}, "audience": "neighbours", "called_112": False},
-]
+if TYPE_CHECKING:
+    from .demo_nodes import DemoNode
+
+CENTRAL_DIR = "central"
+#: One staff account per role at central: (name, role).
+STAFF = (("Demo Politie", "police"), ("Demo Gemeente", "municipality"),
+         ("Demo Beheer", "admin"))
+#: Central's staff pages show a node as silent after a minute without contact.
+CENTRAL_SILENT_AFTER_S = 60
+START_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 10.0
+POINTS_TIMEOUT_S = 20.0
+
+
+class DemoError(Exception):
+    """The demo could not start; the message says what to do."""
 
 
 def load_neighbourhood() -> dict[str, Any]:
@@ -58,140 +78,308 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def prepare(data_dir: Path, http_port: int, mqtt_port: int) -> NodeSettings:
-    """Create (or reuse) the demo node in ``data_dir``."""
-    hood = load_neighbourhood()
-    spec = hood["nodes"][0]
-    if (data_dir / "node.toml").exists():
-        return NodeSettings.load(data_dir, http_port=http_port, mqtt_port=mqtt_port)
-    points = [{"id": p["id"], "name": p["name"], "description": p.get("description", ""),
-               "panic_buttons": p.get("panic_buttons", [])}
-              for p in spec.get("meeting_points", [])]
-    settings, _ = init_node(data_dir, name=spec["name"], area=spec["area_code"],
-                            display_name=spec["display_name"], meeting_points=points,
-                            http_host="127.0.0.1", http_port=http_port, mqtt_port=mqtt_port,
-                            timezone=hood["demo"].get("timezone", "Europe/Amsterdam"),
-                            demo=True, gpio="mock", point_port=free_port())
-    for mp in settings.meeting_points:
-        if point_buttons(settings, mp.id):
-            add_point(settings, mp.id, host="127.0.0.1",
-                      out=data_dir / f"point-{mp.id}.json")
-    return settings
+def bart_command() -> list[str]:
+    """How to run ``bart`` in a child process: the console script next to this Python."""
+    script = Path(sys.executable).with_name("bart")
+    return [str(script)] if script.exists() else [sys.executable, "-m", "bart.cli"]
 
 
-def start_points(settings: NodeSettings) -> list[subprocess.Popen[bytes]]:
-    """One ``bart point run`` process per point device, on mock pins, with a control port.
-
-    Writes ``demo-points.json`` (button → control URL) for the node's demo page.
-    """
-    procs = []
-    controls: dict[str, str] = {}
-    for name in sorted(load_points(settings)):
-        port = free_port()
-        bundle = settings.data_dir / f"point-{name}.json"
-        procs.append(subprocess.Popen(
-            [sys.executable, "-m", "bart.cli", "point", "run", "--config", str(bundle),
-             "--gpio", "mock", "--control-port", str(port),
-             "--data-dir", str(settings.data_dir / f"point-{name}-data")],
-            start_new_session=True))
-        for button in point_buttons(settings, name):
-            controls[button["id"]] = f"http://127.0.0.1:{port}"
-    (settings.data_dir / DEMO_POINTS).write_text(json.dumps(controls))
-    return procs
+def child_env() -> dict[str, str]:
+    """Our environment without ``BART_…``: settings meant for the user's own node or
+    central must not steer the demo's."""
+    return {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
 
 
-def stop_points(procs: list[subprocess.Popen[bytes]]) -> None:
-    """Stop the point-device processes by their own handles."""
-    for proc in procs:
-        proc.send_signal(signal.SIGTERM)
-    for proc in procs:
-        try:
-            proc.wait(10)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
-async def _serve(settings: NodeSettings, fresh: bool) -> None:
-    server = NodeServer(uvicorn_config(settings))
-    task = asyncio.create_task(server.serve())
-    while not server.started and not task.done():
-        await asyncio.sleep(0.05)
-    if task.done():
-        await task
+def stop_process(proc: subprocess.Popen[bytes] | None, timeout: float = STOP_TIMEOUT_S) -> None:
+    """SIGTERM a child we started (its own process group); SIGKILL it if it lingers."""
+    if proc is None or proc.poll() is not None:
         return
-    app = server.config.loaded_app
-    while not hasattr(app, "state"):
-        app = app.app  # unwrap middleware to reach the FastAPI app
-    runtime = app.state.runtime
-    team_line = "(the demo's team account was made on its first run)"
-    if fresh:
-        for report in SAMPLE_REPORTS:
-            await runtime.submit_report(validate_report_input({**report, "lang": "nl"}))
-        with TeamAccounts(settings.data_dir / TEAM_DB) as team:
-            team_line = f"log in as 'Demo' with one-time password {team.add('Demo')}"
-    points = start_points(settings)
-    base = f"http://127.0.0.1:{settings.http_port}"
-    STATE_FILE.write_text(json.dumps({"url": base, "pid": os.getpid()}))
-    secret = load_secrets(settings.data_dir)["integration_password"]
-    print(f"""
-Bart demo is running — node "{settings.display_name}" ({settings.name}, area {settings.area})
-
-  Resident portal   {base}/
-  Report something  {base}/report
-  Panic buttons     {base}/demo   (or: bart demo press BUTTON_ID)
-  Team page         {base}/team   {team_line}
-  Receipt status    {base}/status
-  API docs          {base}/api/docs
-  Health            {base}/healthz
-  Live alerts (SSE) {base}/api/v1/stream
-  MQTT (read-only)  mosquitto_sub -h 127.0.0.1 -p {settings.mqtt_port} \\
-                      -u {INTEGRATION_USER} -P {secret} -t 'bart/v1/+/public/#' -v
-  Data directory    {settings.data_dir}
-
-Press Ctrl-C to stop.
-""", flush=True)
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
     try:
-        await task
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(5)
+
+
+# -- central ---------------------------------------------------------------------------
+
+
+@dataclass
+class DemoCentral:
+    """The demo's central: its data, its process and the staff accounts made for it."""
+
+    central: Central
+    fresh: bool
+    proc: subprocess.Popen[bytes] | None = None
+    staff: list[tuple[str, str, str]] = field(default_factory=list)  # name, role, password
+
+    @property
+    def url(self) -> str:
+        """Where central listens (also the URL the nodes are enrolled with)."""
+        return f"http://127.0.0.1:{self.central.settings.http_port}"
+
+
+def prepare_central(data_dir: Path, hood: dict[str, Any], port: int) -> DemoCentral:
+    """Create central's keys, CA and settings as ``bart central init`` does, or load the
+    kept one. Its database schema is made by ``bart central run``."""
+    if (data_dir / "central.toml").exists():
+        central = load_central(data_dir)
+        if port and port != central.settings.http_port:
+            print(f"bart demo: the kept central stays on port {central.settings.http_port} "
+                  "(its nodes know it by that URL)", file=sys.stderr)
+        return DemoCentral(central, fresh=False)
+    port = port or free_port()
+    central = init_central(data_dir, CentralSettings(
+        name=hood["central"]["name"], public_url=f"http://127.0.0.1:{port}",
+        http_host="127.0.0.1", http_port=port, silent_after_s=CENTRAL_SILENT_AFTER_S))
+    return DemoCentral(central, fresh=True)
+
+
+def start_central(demo: DemoCentral) -> subprocess.Popen[bytes]:
+    """``bart central run`` as a process of its own (stdout quiet; warnings on stderr)."""
+    return subprocess.Popen(
+        [*bart_command(), "central", "run", "--data-dir", str(demo.central.data_dir)],
+        stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=child_env(),
+        start_new_session=True)
+
+
+async def wait_central(demo: DemoCentral, timeout: float = START_TIMEOUT_S) -> None:
+    """Until central answers ``/healthz``; DemoError when its process ends first."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while True:
+            assert demo.proc is not None
+            if demo.proc.poll() is not None:
+                raise DemoError(f"central exited with {demo.proc.returncode} before it answered "
+                                f"(is port {demo.central.settings.http_port} taken?)")
+            with contextlib.suppress(httpx.HTTPError):
+                if (await client.get(f"{demo.url}/healthz")).status_code == 200:
+                    return
+            if time.monotonic() > deadline:
+                raise DemoError(f"central did not answer on {demo.url} within {timeout:.0f} s")
+            await asyncio.sleep(0.05)
+
+
+def add_staff(demo: DemoCentral) -> list[tuple[str, str, str]]:
+    """A staff account per role, as ``bart central staff add NAME --role ROLE`` makes it
+    (on a fresh central only: a kept one has them)."""
+    from central.db import make_engine
+    from central.staff_accounts import StaffAccounts
+
+    if not demo.fresh:
+        return []
+    engine = make_engine(demo.central.database_url)
+    try:
+        accounts = StaffAccounts(engine)
+        return [(name, role, accounts.add(name, role, by="bart demo")) for name, role in STAFF]
     finally:
-        await asyncio.to_thread(stop_points, points)
-        STATE_FILE.unlink(missing_ok=True)
+        engine.dispose()
 
 
-def run_demo(*, data_dir: Path | None, http_port: int = 0, mqtt_port: int = 0) -> int:
+def issue_codes(demo: DemoCentral, nodes: list[tuple[str, str]]) -> dict[str, str]:
+    """One-time enrolment codes, as ``bart central enroll-code --node --area`` issues them."""
+    from central.db import make_engine
+    from central.enrol import issue_code
+
+    if not nodes:
+        return {}
+    engine = make_engine(demo.central.database_url)
+    try:
+        return {name: issue_code(engine, demo.central, name, area)[0] for name, area in nodes}
+    finally:
+        engine.dispose()
+
+
+# -- the whole demo ----------------------------------------------------------------------
+
+
+@dataclass
+class Demo:
+    """Central, the nodes and their point devices of one ``bart demo`` run."""
+
+    path: Path
+    http_port: int = 0
+    mqtt_port: int = 0
+    central_port: int = 0
+    log_level: str = "WARNING"
+    central: DemoCentral | None = None
+    nodes: list[DemoNode] = field(default_factory=list)
+    hood: dict[str, Any] = field(default_factory=dict)
+    #: (phase, seconds since start-up began), printed with --verbose.
+    timings: list[tuple[str, float]] = field(default_factory=list)
+    _t0: float = 0.0
+
+    def mark(self, phase: str) -> None:
+        """Record how long start-up took up to ``phase``."""
+        elapsed = time.monotonic() - self._t0
+        self.timings.append((phase, elapsed))
+        if self.log_level == "INFO":
+            print(f"bart demo: {elapsed:5.2f} s  {phase}", file=sys.stderr)
+
+    @property
+    def ready_s(self) -> float:
+        """Seconds from the start of start-up to ready."""
+        return self.timings[-1][1] if self.timings else 0.0
+
+    async def start(self) -> None:
+        """Create what is missing, start, enrol; in parallel where nothing waits on it."""
+        self._t0 = time.monotonic()
+        hood = self.hood = load_neighbourhood()
+        if (self.path / "node.toml").exists():
+            raise DemoError(f"{self.path} holds a one-node demo of an earlier version; "
+                            "start this demo with another --data-dir")
+        central = self.central = prepare_central(self.path / CENTRAL_DIR, hood,
+                                                 self.central_port)
+        central.proc = start_central(central)
+        self.mark("central created, its process started")
+
+        from . import demo_nodes as dn  # loads while central boots
+
+        timezone = str(hood["demo"].get("timezone", "Europe/Amsterdam"))
+        self.nodes = list(await asyncio.gather(*(asyncio.to_thread(
+            dn.prepare_node, spec, self.path / spec["name"],
+            http_port=self.http_port + i if self.http_port else free_port(),
+            mqtt_port=self.mqtt_port + i if self.mqtt_port else free_port(),
+            timezone=timezone, log_level=self.log_level)
+            for i, spec in enumerate(hood["nodes"]))))
+        self.mark("nodes created")
+        await asyncio.gather(*(dn.start_node(n) for n in self.nodes))
+        for node in self.nodes:
+            dn.start_points(node)
+        self.mark("nodes started (Mosquitto, store, portal); point devices starting")
+        await asyncio.gather(*(dn.seed(n) for n in self.nodes))
+        await wait_central(central)
+        self.mark("central answers")
+        staff = asyncio.create_task(asyncio.to_thread(add_staff, central))
+        todo = [n for n in self.nodes if dn.needs_enrolment(n)]
+        codes = await asyncio.to_thread(issue_codes, central,
+                                        [(n.name, n.settings.area) for n in todo])
+        self.mark("codes issued")
+        await asyncio.gather(*(dn.enrol(n, central.url, codes[n.name]) for n in todo))
+        central.staff = await staff
+        self.mark("nodes enrolled, uplinks started; staff accounts made")
+        dn.write_links(self.nodes, {
+            "name": central.central.origin,
+            "display_name": str(hood["central"].get("display_name", central.central.origin)),
+            "url": central.url, "staff_url": f"{central.url}/staff/login"})
+        lost = await dn.wait_points(self.nodes, POINTS_TIMEOUT_S)
+        if lost:
+            print(f"bart demo: point devices not connected yet: {', '.join(lost)}",
+                  file=sys.stderr)
+        self.mark("point devices connected")
+        write_state({"pid": os.getpid(), "central": central.url,
+                     "url": self.nodes[0].url if self.nodes else "",
+                     "nodes": [{"name": n.name, "url": n.url, "buttons": n.buttons()}
+                               for n in self.nodes]})
+
+    def failed(self) -> str | None:
+        """What stopped by itself (central, a node), or None while everything runs."""
+        if self.central and self.central.proc and self.central.proc.poll() is not None:
+            return f"central exited with {self.central.proc.returncode}"
+        for node in self.nodes:
+            if node.task is not None and node.task.done():
+                return f"node {node.name} stopped"
+        return None
+
+    async def stop(self) -> None:
+        """Point devices first (so none logs a lost node), then the nodes, then central."""
+        if self.nodes:
+            from . import demo_nodes as dn
+
+            await asyncio.to_thread(dn.stop_points, self.nodes)
+            await asyncio.gather(*(dn.stop_node(n) for n in self.nodes))
+        if self.central is not None:
+            await asyncio.to_thread(stop_process, self.central.proc)
+        clear_state()
+
+    def announce(self) -> str:
+        """What ``bart demo`` prints once everything runs."""
+        from . import demo_nodes as dn
+
+        assert self.central is not None
+        c = self.central
+        title = self.hood.get("demo", {}).get("title", "Bart demo")
+        lines = [f"\nBart demo is running — {title}",
+                 f"Central, {len(self.nodes)} nodes and their point devices were ready in "
+                 f"{self.ready_s:.1f} s.", "",
+                 f"Central (police and municipality): {c.central.origin}",
+                 f"  Staff pages       {c.url}/staff/login"]
+        if c.staff:
+            lines += [f"                    log in as {name!r} ({role}) with one-time password "
+                      f"{password}" for name, role, password in c.staff]
+        else:
+            lines.append("                    staff accounts "
+                         + ", ".join(f"{n!r} ({r})" for n, r in STAFF)
+                         + " were made on the first run (new password: bart central staff "
+                         f"reset NAME --data-dir {c.central.data_dir})")
+        lines += [f"  Node health       {c.url}/staff/nodes",
+                  f"  CAP feed          {c.url}/api/v1/cap/alerts.xml",
+                  f"  Data directory    {c.central.data_dir}"]
+        for number, node in enumerate(self.nodes, 1):
+            lines += dn.describe(node, number)
+        example = self.nodes[1] if len(self.nodes) > 1 else self.nodes[0]
+        button = example.buttons()[0] if example.buttons() else "BUTTON_ID"
+        lines += ["",
+                  "Every node also serves /report, /status, /api/docs and /api/v1/stream (SSE).",
+                  f"Try: bart demo press {button}",
+                  f"     bart demo uplink {example.name} cut    (then report something there "
+                  "and watch its backlog on /demo)",
+                  f"     bart demo uplink {example.name} restore",
+                  "", "Press Ctrl-C to stop.", ""]
+        return "\n".join(lines)
+
+
+async def _run(demo: Demo) -> int:
+    loop = asyncio.get_running_loop()
+    stop = asyncio.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    code = 0
+    try:
+        startup = asyncio.create_task(demo.start(), name="demo start-up")
+        stopper = asyncio.create_task(stop.wait())
+        await asyncio.wait({startup, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        if not startup.done():  # Ctrl-C during start-up
+            startup.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await startup
+            return 0
+        stopper.cancel()
+        startup.result()
+        print(demo.announce(), flush=True)
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            problem = demo.failed()
+            if problem and not stop.is_set():
+                print(f"bart demo: {problem}; stopping the demo", file=sys.stderr)
+                code = 1
+                break
+    except Exception as exc:  # a start-up failure: say it, then stop what runs
+        print(f"bart demo: {exc}", file=sys.stderr)
+        code = 1
+    finally:
+        await demo.stop()
+    return code
+
+
+def run_demo(*, data_dir: Path | None, http_port: int = 0, mqtt_port: int = 0,
+             central_port: int = 0, verbose: bool = False) -> int:
     """Run the demo until Ctrl-C; remove a temporary data dir afterwards."""
     temporary = data_dir is None
     path = Path(tempfile.mkdtemp(prefix="bart-demo-")) if data_dir is None else data_dir
+    path.mkdir(parents=True, exist_ok=True)
+    demo = Demo(path.resolve(), http_port=http_port, mqtt_port=mqtt_port,
+                central_port=central_port, log_level="INFO" if verbose else "WARNING")
     try:
-        fresh = not (path / "node.toml").exists()
-        settings = prepare(path, http_port or free_port(), mqtt_port or free_port())
-        asyncio.run(_serve(settings, fresh))
+        code = asyncio.run(_run(demo))
     finally:
         if temporary:
             shutil.rmtree(path, ignore_errors=True)
     print("Bart demo stopped.")
-    return 0
-
-
-def press(button: str, url: str | None = None) -> int:
-    """``bart demo press BUTTON``: hold a simulated button of the running demo."""
-    if url is None:
-        try:
-            url = json.loads(STATE_FILE.read_text())["url"]
-        except (OSError, ValueError, KeyError):
-            print("bart: no demo is running (start one: bart demo)", file=sys.stderr)
-            return 1
-    if not url.startswith(("http://", "https://")):
-        print(f"bart: {url} is not an http URL", file=sys.stderr)
-        return 1
-    request = urllib.request.Request(  # noqa: S310 - scheme checked above
-        f"{url}/demo/press/{button}", method="POST")
-    try:
-        with urllib.request.urlopen(request, timeout=10) as reply:  # noqa: S310 - local demo
-            print(f"pressed {button}: {reply.status}")
-    except urllib.error.HTTPError as exc:
-        print(f"bart: {button}: {exc.code} {exc.reason}", file=sys.stderr)
-        return 1
-    except OSError as exc:
-        print(f"bart: demo at {url} did not answer: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return code

@@ -144,10 +144,7 @@ class NodeRuntime:
         await self.mqtt.wait_connected(5.0)
         self.spawn(self._publisher())
         self.spawn(self._publish_health(online=True))
-        self.uplink = Uplink(s, self.store, self.keys, on_central_event=self._central_event)
-        if self.uplink.state.enabled:
-            self.spawn(self.uplink.run())
-        else:
+        if not self.start_uplink():
             log.info("not enrolled with a central: no uplink (bart node enroll)")
         # Everything made at start-up lives as long as the node: keep it out of the
         # cyclic collector's generations, whose full passes were p99 latency spikes.
@@ -155,6 +152,21 @@ class NodeRuntime:
         gc.freeze()
         if self._start_broker:
             self.spawn(self._watch_points())
+
+    def start_uplink(self) -> bool:
+        """Start the uplink when the node is enrolled; True when it runs.
+
+        Called at start-up, and again by ``bart demo`` once it has enrolled a
+        running node: then the uplink starts without a restart.
+        """
+        if self.uplink is not None and self.uplink.state.enabled:
+            return True
+        self.uplink = Uplink(self.settings, self.require_store(), self.keys,
+                             on_central_event=self._central_event)
+        if not self.uplink.state.enabled:
+            return False
+        self.spawn(self.uplink.run())
+        return True
 
     async def _watch_points(self) -> None:
         """Restart the broker when point devices are added or removed."""

@@ -1,27 +1,42 @@
-"""Demo-only controls: press a simulated panic button (gpiozero mock pin).
+"""Demo-only controls: panic buttons on mock pins, and cutting the uplink.
 
 Mounted only when the node runs with ``demo = true`` (``bart demo``). A press
 holds the button's mock pin for the hold time — on the node for wired buttons,
 on the point-device process for point buttons — so it takes the real path
 (debounce, hold detection, outbox, MQTT/TLS, store, light), not a shortcut.
+
+Cutting the uplink pauses the node's real uplink (:meth:`node.uplink.Uplink.pause`):
+events keep being stored and wait (the backlog in ``/healthz`` grows); restoring
+it sends them to central in the next batches. That form carries a CSRF token
+(double submit: a ``SameSite=Strict`` cookie and the same value in the form),
+and a press from a page of another site is refused by its ``Origin``.
+
+``bart demo`` also writes ``demo-links.json``: the demo's central and every
+node, so that each node's ``/demo`` page links all of them.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import json
+import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, HTTPException, Request
-from fastapi.responses import RedirectResponse, Response
+from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from . import deps
-from .resident import render
+from .resident import page_lang, render
 
 router = APIRouter(tags=["demo"])
 #: Written by ``bart demo``: button id → control URL of its point-device process.
 DEMO_POINTS = "demo-points.json"
+#: Written by ``bart demo``: {"central": {...}, "nodes": [{...}, ...]} for the links.
+DEMO_LINKS = "demo-links.json"
+CSRF_COOKIE = "bart_demo_csrf"
+UPLINK_ACTIONS = {"cut": True, "restore": False}
 
 
 def _point_controls(request: Request) -> dict[str, str]:
@@ -75,15 +90,113 @@ async def demo_buttons(request: Request) -> dict[str, Any]:
     return {"buttons": await _buttons(request)}
 
 
+def _links(request: Request) -> dict[str, Any]:
+    """The demo's central and nodes (empty when ``bart demo`` wrote none)."""
+    path = deps.settings(request).data_dir / DEMO_LINKS
+    try:
+        data = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+    if not isinstance(data, dict):
+        return {}
+    nodes = [n for n in data.get("nodes", []) if isinstance(n, dict)
+             and str(n.get("url", "")).startswith("http")]
+    central = data.get("central")
+    if not (isinstance(central, dict) and str(central.get("url", "")).startswith("http")):
+        central = None
+    return {"central": central, "nodes": nodes}
+
+
+def _uplink_state(request: Request) -> dict[str, Any]:
+    """The uplink as ``/healthz`` shows it."""
+    uplink = deps.runtime(request).uplink
+    return uplink.state.to_dict() if uplink is not None else {"enabled": False}
+
+
+def _same_origin(request: Request) -> bool:
+    """False for a request a page of another site made (its ``Origin`` names another host)."""
+    origin = request.headers.get("origin")
+    if origin is None:
+        return True  # not sent by a browser's cross-site form (they always send Origin)
+    return origin != "null" and urlsplit(origin).netloc == request.headers.get("host")
+
+
+def _csrf_token(request: Request) -> str:
+    return request.cookies.get(CSRF_COOKIE) or secrets.token_urlsafe(16)
+
+
+def _with_csrf_cookie(response: Response, token: str) -> Response:
+    response.set_cookie(CSRF_COOKIE, token, path="/demo", samesite="strict", httponly=True)
+    return response
+
+
+def _csrf_ok(request: Request, given: str) -> bool:
+    cookie = request.cookies.get(CSRF_COOKIE)
+    return (_same_origin(request) and bool(cookie) and bool(given)
+            and hmac.compare_digest(str(cookie).encode(), given.encode()))
+
+
+async def _page(request: Request, *, error: str = "", status: int = 200) -> Response:
+    token = _csrf_token(request)
+    response = render(request, "demo.html", status=status, buttons=await _buttons(request),
+                      links=_links(request), uplink=_uplink_state(request),
+                      this_node=deps.settings(request).name, csrf_token=token, error=error)
+    return _with_csrf_cookie(response, token)
+
+
 @router.get("/demo", include_in_schema=False)
 async def demo_page(request: Request) -> Response:
-    """A page with a press control per simulated button."""
-    return render(request, "demo.html", buttons=await _buttons(request))
+    """Links to everything in the demo, the uplink control, a press control per button."""
+    return await _page(request)
+
+
+@router.get("/demo/uplink")
+async def demo_uplink_state(request: Request) -> Response:
+    """The uplink's state (as in ``/healthz``) and a CSRF token for ``POST /demo/uplink``.
+
+    Sets the token's cookie too: a client that keeps cookies (``bart demo uplink``)
+    can then post. Another site's page cannot read this answer (no CORS).
+    """
+    token = _csrf_token(request)
+    response = JSONResponse({"uplink": _uplink_state(request), "csrf": token},
+                            headers={"Cache-Control": "no-store"})
+    return _with_csrf_cookie(response, token)
+
+
+@router.post("/demo/uplink", response_model=None)
+async def demo_uplink(request: Request) -> Response:
+    """Cut (``action=cut``) or restore (``action=restore``) the uplink to central.
+
+    A form post with the CSRF token of ``GET /demo`` or ``GET /demo/uplink``
+    (field ``csrf``, and its cookie). While cut, events are stored as always
+    and wait; restored, they go to central in the next batches.
+    """
+    form = await request.form(max_files=0, max_fields=5)
+    values = {k: v for k, v in form.items() if isinstance(v, str)}
+    html = "text/html" in request.headers.get("accept", "")
+    action = values.get("action", "")
+    if not _csrf_ok(request, values.get("csrf", "")):
+        if html:
+            msg = deps.translate(request, page_lang(request), "demo.uplink.csrf")
+            return await _page(request, error=msg, status=403)
+        raise HTTPException(403, "missing or wrong CSRF token (GET /demo/uplink gives one)")
+    if action not in UPLINK_ACTIONS:
+        raise HTTPException(422, "action must be cut or restore")
+    uplink = deps.runtime(request).uplink
+    if uplink is None or not uplink.state.enabled:
+        raise HTTPException(409, "this node is not enrolled with a central: it has no uplink")
+    uplink.pause(UPLINK_ACTIONS[action])
+    if html:
+        return RedirectResponse("/demo", status_code=303)
+    return JSONResponse({"uplink": uplink.state.to_dict()},
+                        headers={"Cache-Control": "no-store"})
 
 
 @router.post("/demo/press/{button_id}", status_code=202, response_model=None)
 async def demo_press(button_id: str, request: Request) -> dict[str, str] | Response:
     """Hold a simulated button for the hold time (plus a little)."""
+    if not _same_origin(request):
+        raise HTTPException(403, "a demo control may only be used from the node's own pages")
     rt = deps.runtime(request)
     controls = _point_controls(request)
     if rt.buttons is not None and button_id in rt.buttons.buttons:

@@ -1,0 +1,146 @@
+"""``bart demo press`` and ``bart demo uplink``: drive a running ``bart demo``.
+
+The running demo leaves its addresses in :data:`STATE_FILE` (central, and
+per node its portal URL and buttons). Both commands go through the node's own
+demo endpoints (``/demo/press/…``, ``/demo/uplink``), as the ``/demo`` page does.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+#: Where a running demo leaves its addresses.
+STATE_FILE = Path(tempfile.gettempdir()) / f"bart-demo-{os.getuid()}.json"
+
+
+def write_state(state: dict[str, Any]) -> None:
+    """Record the running demo (atomically: a reader never sees half a file)."""
+    tmp = STATE_FILE.with_name(STATE_FILE.name + f".{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    os.replace(tmp, STATE_FILE)
+
+
+def clear_state() -> None:
+    """Forget the demo's addresses, unless another demo has written them since."""
+    try:
+        if json.loads(STATE_FILE.read_text()).get("pid") != os.getpid():
+            return
+    except (OSError, ValueError, AttributeError):
+        return
+    STATE_FILE.unlink(missing_ok=True)
+
+
+def read_state() -> dict[str, Any] | None:
+    """The running demo's addresses, or None (with a message on stderr)."""
+    try:
+        state = json.loads(STATE_FILE.read_text())
+    except (OSError, ValueError):
+        state = None
+    if not isinstance(state, dict) or not isinstance(state.get("nodes"), list):
+        print("bart: no demo is running (start one: bart demo)", file=sys.stderr)
+        return None
+    return state
+
+
+def _http_url(url: str) -> bool:
+    if url.startswith(("http://", "https://")):
+        return True
+    print(f"bart: {url} is not an http URL", file=sys.stderr)
+    return False
+
+
+def press(button: str, url: str | None = None) -> int:
+    """``bart demo press BUTTON``: hold a simulated button of the running demo.
+
+    Without ``url``, the node is the one of the running demo that has this button.
+    """
+    if url is None:
+        state = read_state()
+        if state is None:
+            return 1
+        owners = [n["url"] for n in state["nodes"] if button in n.get("buttons", [])]
+        if not owners:
+            known = ", ".join(b for n in state["nodes"] for b in n.get("buttons", []))
+            print(f"bart: no button {button!r} in the running demo (buttons: {known})",
+                  file=sys.stderr)
+            return 1
+        url = str(owners[0])
+    if not _http_url(url):
+        return 1
+    try:
+        reply = httpx.post(f"{url.rstrip('/')}/demo/press/{button}", timeout=10)
+    except httpx.HTTPError as exc:
+        print(f"bart: demo at {url} did not answer: {exc}", file=sys.stderr)
+        return 1
+    if reply.status_code >= 400:
+        print(f"bart: {button}: {reply.status_code} {_detail(reply)}", file=sys.stderr)
+        return 1
+    print(f"pressed {button}: {reply.status_code}")
+    return 0
+
+
+def _node_url(state: dict[str, Any], node: str) -> str | None:
+    """The portal URL of ``node``: its name, or its number (1, 2, 3) in the demo."""
+    nodes = state["nodes"]
+    for i, n in enumerate(nodes, 1):
+        if node in (n.get("name"), str(i)):
+            return str(n["url"])
+    names = ", ".join(f"{i} = {n.get('name')}" for i, n in enumerate(nodes, 1))
+    print(f"bart: no node {node!r} in the running demo (nodes: {names})", file=sys.stderr)
+    return None
+
+
+def uplink(node: str, action: str, url: str | None = None) -> int:
+    """``bart demo uplink NODE cut|restore``: cut or restore a node's uplink to central.
+
+    Takes the CSRF token and its cookie from ``GET /demo/uplink``, then posts the
+    form as the ``/demo`` page does.
+    """
+    if url is None:
+        state = read_state()
+        if state is None:
+            return 1
+        url = _node_url(state, node)
+        if url is None:
+            return 1
+    if not _http_url(url):
+        return 1
+    base = url.rstrip("/")
+    try:
+        with httpx.Client(timeout=10) as client:
+            first = client.get(f"{base}/demo/uplink")
+            if first.status_code != 200:
+                print(f"bart: {base}/demo/uplink: {first.status_code} {_detail(first)}",
+                      file=sys.stderr)
+                return 1
+            reply = client.post(f"{base}/demo/uplink",
+                                data={"action": action, "csrf": first.json()["csrf"]})
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        print(f"bart: demo at {base} did not answer: {exc}", file=sys.stderr)
+        return 1
+    if reply.status_code != 200:
+        print(f"bart: uplink {action}: {reply.status_code} {_detail(reply)}", file=sys.stderr)
+        return 1
+    state_now = reply.json()["uplink"]
+    if action == "cut":
+        print(f"Uplink of {node} cut: its events are stored and wait "
+              f"(backlog {state_now.get('backlog', '?')}, see {base}/demo or /healthz).")
+        print(f"  restore it with: bart demo uplink {node} restore")
+    else:
+        print(f"Uplink of {node} restored: what waited (backlog "
+              f"{state_now.get('backlog', '?')}) goes to central in the next batches.")
+    return 0
+
+
+def _detail(reply: httpx.Response) -> str:
+    try:
+        return str(reply.json().get("detail", reply.reason_phrase))
+    except (ValueError, AttributeError):
+        return reply.reason_phrase

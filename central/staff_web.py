@@ -1,0 +1,259 @@
+"""Plumbing of central's staff pages: sessions, CSRF, forms, rendering, headers.
+
+* Session cookie ``bart_staff`` (HttpOnly, SameSite=Strict, Secure over
+  https, Path=/); every form carries HMAC-SHA256(session token, "csrf"); the
+  login form a double-submit token (cookie ``bart_staff_login``).
+* :class:`StaffHeaders`: a strict CSP with a per-request nonce (no scripts at
+  all), ``no-store``, no framing, and a 64 KB limit on form bodies, for
+  ``/staff`` and ``/api/v1/nodes`` only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import hashlib
+import hmac
+import os
+import time
+from typing import Any, Final
+from urllib.parse import urlencode, urlsplit
+
+from fastapi import HTTPException, Request
+from fastapi.responses import HTMLResponse, RedirectResponse
+from sqlalchemy.engine import Engine
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from .health import silent_nodes
+from .identity import Central
+from .pages import LANGUAGES, Renderer, negotiate
+from .staff_accounts import StaffAccounts, StaffMember
+
+COOKIE: Final = "bart_staff"
+LOGIN_COOKIE: Final = "bart_staff_login"
+LANG_COOKIE: Final = "bart_staff_lang"
+MAX_FORM_FIELDS: Final = 20
+MAX_FORM_BYTES: Final = 64 * 1024
+#: Lists refresh themselves (a control room leaves them open); forms never do.
+REFRESH_S: Final = 60
+
+
+def now_ms() -> int:
+    """Current Unix time in milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def accounts_of(request: Request) -> StaffAccounts:
+    """The app's staff accounts."""
+    accounts: StaffAccounts = request.app.state.staff_accounts
+    return accounts
+
+
+def engine_of(request: Request) -> Engine:
+    """The app's database engine."""
+    engine: Engine = request.app.state.engine
+    return engine
+
+
+def central_of(request: Request) -> Central:
+    """The running central (settings and keys)."""
+    central: Central = request.app.state.central
+    return central
+
+
+def renderer_of(request: Request) -> Renderer:
+    """The staff pages' renderer."""
+    renderer: Renderer = request.app.state.staff_renderer
+    return renderer
+
+
+def page_lang(request: Request) -> str:
+    """Language of this request: ``?lang=``, cookie, Accept-Language, Dutch."""
+    return negotiate(request.query_params.get("lang"), request.cookies.get(LANG_COOKIE),
+                     request.headers.get("accept-language"))
+
+
+def tr(request: Request, key: str, **kwargs: object) -> str:
+    """A word of the catalogue in the page's language."""
+    return renderer_of(request).translator(page_lang(request))(key, **kwargs)
+
+
+def client_key(request: Request) -> str:
+    """The client address that login throttling counts."""
+    return request.client.host if request.client else "unknown"
+
+
+def csrf_token(session_token: str) -> str:
+    """The form token of a session: HMAC-SHA256(session token, "csrf")."""
+    return hmac.new(session_token.encode(), b"csrf", hashlib.sha256).hexdigest()
+
+
+def same_origin(request: Request) -> bool:
+    """False when the browser says the request comes from another site.
+
+    Pages send ``Referrer-Policy: no-referrer``, so browsers send ``Origin:
+    null`` with our own forms: that (or no header) says nothing either way;
+    the CSRF token decides.
+    """
+    origin = request.headers.get("origin")
+    if not origin or origin == "null":
+        return True
+    return urlsplit(origin).netloc == request.headers.get("host")
+
+
+def csrf_ok(request: Request, given: str) -> bool:
+    """Same origin, and ``given`` is the form token of the request's session."""
+    token = request.cookies.get(COOKIE)
+    if not token or not same_origin(request) or len(given) > 128:
+        return False
+    return hmac.compare_digest(csrf_token(token).encode(), given.encode())
+
+
+async def read_form(request: Request) -> dict[str, str]:
+    """The text fields of a posted form (no files, at most MAX_FORM_FIELDS)."""
+    length = request.headers.get("content-length")
+    if length is not None and (not length.isdigit() or int(length) > MAX_FORM_BYTES):
+        raise HTTPException(413, "form too large")
+    form = await request.form(max_files=0, max_fields=MAX_FORM_FIELDS)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+async def current_member(request: Request) -> StaffMember | None:
+    """The member of the request's session cookie, or None."""
+    token = request.cookies.get(COOKIE)
+    if not token:
+        return None
+    return await asyncio.to_thread(accounts_of(request).session, token)
+
+
+async def require_member(request: Request) -> StaffMember:
+    """The logged-in member; else 303 to the login page (or to choose a password)."""
+    member = await current_member(request)
+    if member is None:
+        raise HTTPException(303, "log in first", headers={"Location": "/staff/login"})
+    if member.must_change and request.url.path != "/staff/password":
+        raise HTTPException(303, "choose your own password first",
+                            headers={"Location": "/staff/password"})
+    return member
+
+
+def render(request: Request, template: str, member: StaffMember | None, *,
+           status: int = 200, refresh: bool = False, **context: Any) -> HTMLResponse:
+    """Render a staff page with what every page needs (nav, alarm banner, language)."""
+    lang = page_lang(request)
+    query = {k: v for k, v in request.query_params.items() if k != "done"}
+    links = []
+    for code in LANGUAGES:
+        query["lang"] = code
+        links.append({"code": code, "url": f"{request.url.path}?{urlencode(query)}"})
+    silent = silent_nodes(engine_of(request), now_ms()) if member is not None else []
+    token = request.cookies.get(COOKIE, "")
+    html = renderer_of(request).render(
+        template, lang=lang, member=member, silent=silent, lang_links=links,
+        csrf=csrf_token(token) if token and member else "",
+        csp_nonce=request.scope.get("state", {}).get("csp_nonce", ""),
+        refresh=REFRESH_S if refresh else 0, central_name=central_of(request).origin,
+        **context)
+    response = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
+    if request.query_params.get("lang") in LANGUAGES:
+        response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="strict",
+                            httponly=True, path="/")
+    return response
+
+
+def redirect(url: str, message: str = "") -> RedirectResponse:
+    """303 to ``url``; ``message`` names a ``done.*`` confirmation to show there."""
+    if message:
+        url += ("&" if "?" in url else "?") + urlencode({"done": message})
+    return RedirectResponse(url, status_code=303)
+
+
+def done_text(request: Request) -> str:
+    """The confirmation named by ``?done=`` (only words of the catalogue, never the query)."""
+    key = "done." + request.query_params.get("done", "")[:40]
+    text = tr(request, key)
+    return "" if text == key else text
+
+
+class StaffHeaders:
+    """ASGI middleware: CSP nonce and strict headers on the staff pages and node API,
+    and a body limit (MAX_FORM_BYTES) on their forms.
+
+    Only paths under ``/staff`` and ``/api/v1/nodes``: batch ingest stays untouched.
+    """
+
+    PREFIXES: Final = ("/staff", "/api/v1/nodes")
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not str(scope.get("path", "")).startswith(self.PREFIXES):
+            await self.app(scope, receive, send)
+            return
+        if scope.get("method") == "POST":
+            body = await _read_limited(scope, receive)
+            if body is None:
+                await _too_large(send)
+                return
+            receive = _replay(body, receive)
+        nonce = base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
+        scope.setdefault("state", {})["csp_nonce"] = nonce
+        csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
+               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'").encode()
+
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = list(message.get("headers", []))
+                headers += [(b"content-security-policy", csp),
+                            (b"x-content-type-options", b"nosniff"),
+                            (b"referrer-policy", b"no-referrer"),
+                            (b"x-frame-options", b"DENY")]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, with_headers)
+
+
+async def _read_limited(scope: Scope, receive: Receive) -> bytes | None:
+    """The whole request body, or None when it is larger than MAX_FORM_BYTES
+    (declared or not: a chunked body is counted as it arrives)."""
+    for name, value in scope.get("headers", []):
+        if name == b"content-length" and (not value.isdigit() or int(value) > MAX_FORM_BYTES):
+            return None
+    chunks: list[bytes] = []
+    size = 0
+    while True:
+        message = await receive()
+        if message["type"] != "http.request":
+            break
+        chunk = message.get("body", b"")
+        size += len(chunk)
+        if size > MAX_FORM_BYTES:
+            return None
+        chunks.append(chunk)
+        if not message.get("more_body", False):
+            break
+    return b"".join(chunks)
+
+
+def _replay(body: bytes, receive: Receive) -> Receive:
+    sent = False
+
+    async def replay() -> Message:
+        nonlocal sent
+        if not sent:
+            sent = True
+            return {"type": "http.request", "body": body, "more_body": False}
+        return await receive()
+
+    return replay
+
+
+async def _too_large(send: Send) -> None:
+    body = b"form larger than %d bytes" % MAX_FORM_BYTES
+    await send({"type": "http.response.start", "status": 413,
+                "headers": [(b"content-type", b"text/plain; charset=utf-8"),
+                            (b"content-length", str(len(body)).encode()),
+                            (b"connection", b"close")]})
+    await send({"type": "http.response.body", "body": body})

@@ -124,12 +124,17 @@ class Board:
 
 def board(items: Sequence[Mapping[str, Any]], settings: NodeSettings, lang: str,
           now_ms: int) -> Board:
-    """Rows for the dashboard from ``open_items()``; expired alerts are left out."""
+    """Rows for the dashboard from ``open_items()``; expired alerts are left out, and so
+    are alerts a later alert of the same origin replaced (central's updates and
+    cancels, docs/protocol.md)."""
     reports = {i["id"] for i in items if i.get("kind") == "report"}
+    origin = {i["id"]: i.get("origin") for i in items if i.get("kind") == "alert"}
+    replaced = {i["ref"] for i in items if i.get("kind") == "alert" and i.get("ref") in origin
+                and origin[i["ref"]] == i.get("origin")}
     folded = {i["ref"]: i for i in items if is_warning(i) and i.get("ref") in reports}
     out = Board()
     for item in sort_items(items):
-        if is_warning(item) and item.get("ref") in reports:
+        if (is_warning(item) and item.get("ref") in reports) or item["id"] in replaced:
             continue
         expires = item.get("expires")
         if item.get("kind") == "alert" and isinstance(expires, int) and expires <= now_ms:

@@ -105,3 +105,22 @@ def test_saar_who_called_112_reaches_the_neighbours(tmp_path: Path) -> None:
     assert "112 is al gebeld door: buurman Jan" in html
     not_called = warning_body({**clean, "called_112": False}, event.id, "ESC-01")
     assert not_called["called_112_by"] == ""
+
+
+def test_team_board_leaves_out_replaced_central_broadcasts(tmp_path: Path) -> None:
+    from node.team.views import board
+
+    def item(ident: str, ts: int, ref: str | None, expires: int, origin: str = "central-x") -> dict:
+        return {"id": ident, "kind": "alert", "origin": origin, "ts": ts, "source": "central",
+                "category": "suspicious", "severity": "severe", "title": ident, "text": "",
+                "place": {"point": None, "text": ""}, "state": "new", "by": "",
+                "called_112": False, "contact": "", "receipt": None, "button_id": None,
+                "ref": ref, "expires": expires}
+
+    first, update = item("a1", TS, None, TS + 10_000), item("a2", TS + 1, "a1", TS + 10_000)
+    other = item("b1", TS + 2, "a2", TS + 10_000, origin="n2")  # another origin cannot replace
+    rows = board([first, update, other], settings(tmp_path), "nl", TS + 5)
+    assert [r["id"] for r in rows.open] == ["b1", "a2"]
+    cancel = item("a3", TS + 3, "a2", TS + 3)  # expires <= ts: a cancel, itself not shown
+    rows = board([first, update, cancel], settings(tmp_path), "nl", TS + 5)
+    assert rows.open == [] and rows.closed == []

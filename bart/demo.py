@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import os
 import shutil
 import signal
@@ -241,6 +242,11 @@ class Demo:
         from . import demo_nodes as dn  # loads while central boots
 
         timezone = str(hood["demo"].get("timezone", "Europe/Amsterdam"))
+        # A kept node's uplink starts with the node, before central answers: its
+        # first failed attempt is expected, not news. Tried again once central is up.
+        uplink_log = logging.getLogger("bart.node.uplink")
+        uplink_level = uplink_log.level
+        uplink_log.setLevel(logging.ERROR)
         self.nodes = list(await asyncio.gather(*(asyncio.to_thread(
             dn.prepare_node, spec, self.path / spec["name"],
             http_port=self.http_port + i if self.http_port else free_port(),
@@ -253,7 +259,14 @@ class Demo:
             dn.start_points(node)
         self.mark("nodes started (Mosquitto, store, portal); point devices starting")
         await asyncio.gather(*(dn.seed(n) for n in self.nodes))
-        await wait_central(central)
+        try:
+            await wait_central(central)
+        finally:
+            uplink_log.setLevel(uplink_level)
+        for node in self.nodes:
+            uplink = node.runtime().uplink
+            if uplink is not None and uplink.state.enabled:
+                uplink.pause(False)  # not paused: try now instead of after the back-off
         self.mark("central answers")
         staff = asyncio.create_task(asyncio.to_thread(add_staff, central))
         todo = [n for n in self.nodes if dn.needs_enrolment(n)]

@@ -86,12 +86,12 @@ def press(button: str, url: str | None = None) -> int:
     return 0
 
 
-def _node_url(state: dict[str, Any], node: str) -> str | None:
-    """The portal URL of ``node``: its name, or its number (1, 2, 3) in the demo."""
+def _find_node(state: dict[str, Any], node: str) -> tuple[str, str] | None:
+    """Name and portal URL of ``node``: its name, or its number (1, 2, 3) in the demo."""
     nodes = state["nodes"]
     for i, n in enumerate(nodes, 1):
         if node in (n.get("name"), str(i)):
-            return str(n["url"])
+            return str(n["name"]), str(n["url"])
     names = ", ".join(f"{i} = {n.get('name')}" for i, n in enumerate(nodes, 1))
     print(f"bart: no node {node!r} in the running demo (nodes: {names})", file=sys.stderr)
     return None
@@ -107,9 +107,10 @@ def uplink(node: str, action: str, url: str | None = None) -> int:
         state = read_state()
         if state is None:
             return 1
-        url = _node_url(state, node)
-        if url is None:
+        found = _find_node(state, node)
+        if found is None:
             return 1
+        node, url = found
     if not _http_url(url):
         return 1
     base = url.rstrip("/")

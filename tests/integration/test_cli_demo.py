@@ -149,13 +149,23 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
                        ["alerts"] if a.get("button") == "kompasplein-gevel"], 30,
               "the button's alarm on the second node")
 
-        # The uplink control refuses a post without its CSRF token, or from another site.
+        # The demo controls refuse a post without the CSRF token, or from another site.
+        evil = {"Origin": "http://evil.example"}
         assert httpx.post(second + "/demo/uplink", data={"action": "cut"},
                           timeout=5).status_code == 403
         with httpx.Client(timeout=5) as client:
             token = client.get(second + "/demo/uplink").json()["csrf"]
             assert client.post(second + "/demo/uplink", data={"action": "cut", "csrf": token},
-                               headers={"Origin": "http://evil.example"}).status_code == 403
+                               headers=evil).status_code == 403
+            assert client.post(second + "/demo/press/kompasplein-gevel", data={"csrf": token},
+                               headers=evil).status_code == 403
+            # A browser posts our pages' forms with "Origin: null" (no-referrer): the
+            # token decides. Cut and restore once the way the /demo page does.
+            for action in ("cut", "restore"):
+                reply = client.post(second + "/demo/uplink", headers={"Origin": "null"},
+                                    data={"action": action, "csrf": token})
+                assert reply.status_code == 200, reply.text
+                assert reply.json()["uplink"]["paused"] == (action == "cut")
         assert not httpx.get(second + "/healthz", timeout=5).json()["uplink"]["paused"]
 
         # Cut the second node's uplink from the CLI: a report is stored and waits.

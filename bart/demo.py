@@ -166,6 +166,12 @@ async def wait_central(demo: DemoCentral, timeout: float = START_TIMEOUT_S) -> N
             await asyncio.sleep(0.05)
 
 
+def _import_central_db() -> None:
+    import central.db
+    import central.enrol
+    import central.staff_accounts  # noqa: F401
+
+
 def add_staff(demo: DemoCentral) -> list[tuple[str, str, str]]:
     """A staff account per role, as ``bart central staff add NAME --role ROLE`` makes it
     (on a fresh central only: a kept one has them)."""
@@ -258,11 +264,14 @@ class Demo:
         for node in self.nodes:
             dn.start_points(node)
         self.mark("nodes started (Mosquitto, store, portal); point devices starting")
+        # Load central's database code while central finishes booting.
+        warm = asyncio.create_task(asyncio.to_thread(_import_central_db))
         await asyncio.gather(*(dn.seed(n) for n in self.nodes))
         try:
             await wait_central(central)
         finally:
             uplink_log.setLevel(uplink_level)
+        await warm
         for node in self.nodes:
             uplink = node.runtime().uplink
             if uplink is not None and uplink.state.enabled:

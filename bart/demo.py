@@ -253,30 +253,50 @@ class Demo:
         uplink_log = logging.getLogger("bart.node.uplink")
         uplink_level = uplink_log.level
         uplink_log.setLevel(logging.ERROR)
-        self.nodes = list(await asyncio.gather(*(asyncio.to_thread(
-            dn.prepare_node, spec, self.path / spec["name"],
-            http_port=self.http_port + i if self.http_port else free_port(),
-            mqtt_port=self.mqtt_port + i if self.mqtt_port else free_port(),
-            timezone=timezone, log_level=self.log_level)
-            for i, spec in enumerate(hood["nodes"]))))
-        self.mark("nodes created")
-        await asyncio.gather(*(dn.start_node(n) for n in self.nodes))
-        for node in self.nodes:
-            dn.start_points(node)
-        self.mark("nodes started (Mosquitto, store, portal); point devices starting")
-        # Load central's database code while central finishes booting.
-        warm = asyncio.create_task(asyncio.to_thread(_import_central_db))
-        await asyncio.gather(*(dn.seed(n) for n in self.nodes))
         try:
+            await self._start_nodes(timezone)
             await wait_central(central)
         finally:
             uplink_log.setLevel(uplink_level)
-        await warm
         for node in self.nodes:
             uplink = node.runtime().uplink
             if uplink is not None and uplink.state.enabled:
                 uplink.pause(False)  # not paused: try now instead of after the back-off
         self.mark("central answers")
+        await self._enrol(central)
+        lost = await dn.wait_points(self.nodes, POINTS_TIMEOUT_S)
+        if lost:
+            print(f"bart demo: point devices not connected yet: {', '.join(lost)}",
+                  file=sys.stderr)
+        self.mark("point devices connected")
+        write_state({"pid": os.getpid(), "central": central.url,
+                     "url": self.nodes[0].url if self.nodes else "",
+                     "nodes": [{"name": n.name, "url": n.url, "buttons": n.buttons()}
+                               for n in self.nodes]})
+
+    async def _start_nodes(self, timezone: str) -> None:
+        """Create the nodes, start them and their point devices, seed fresh ones."""
+        from . import demo_nodes as dn
+
+        self.nodes = list(await asyncio.gather(*(asyncio.to_thread(
+            dn.prepare_node, spec, self.path / spec["name"],
+            http_port=self.http_port + i if self.http_port else free_port(),
+            mqtt_port=self.mqtt_port + i if self.mqtt_port else free_port(),
+            timezone=timezone, log_level=self.log_level)
+            for i, spec in enumerate(self.hood["nodes"]))))
+        self.mark("nodes created")
+        await asyncio.gather(*(dn.start_node(n) for n in self.nodes))
+        for node in self.nodes:
+            dn.start_points(node)
+        self.mark("nodes started (Mosquitto, store, portal); point devices starting")
+        await asyncio.gather(*(dn.seed(n) for n in self.nodes))
+        # Load central's database code while central finishes booting.
+        await asyncio.to_thread(_import_central_db)
+
+    async def _enrol(self, central: DemoCentral) -> None:
+        """Enrol new nodes with one-time codes (their uplinks start); staff accounts."""
+        from . import demo_nodes as dn
+
         staff = asyncio.create_task(asyncio.to_thread(add_staff, central))
         todo = [n for n in self.nodes if dn.needs_enrolment(n)]
         codes = await asyncio.to_thread(issue_codes, central,
@@ -287,17 +307,9 @@ class Demo:
         self.mark("nodes enrolled, uplinks started; staff accounts made")
         dn.write_links(self.nodes, {
             "name": central.central.origin,
-            "display_name": str(hood["central"].get("display_name", central.central.origin)),
+            "display_name": str(self.hood["central"].get("display_name",
+                                                         central.central.origin)),
             "url": central.url, "staff_url": f"{central.url}/staff/login"})
-        lost = await dn.wait_points(self.nodes, POINTS_TIMEOUT_S)
-        if lost:
-            print(f"bart demo: point devices not connected yet: {', '.join(lost)}",
-                  file=sys.stderr)
-        self.mark("point devices connected")
-        write_state({"pid": os.getpid(), "central": central.url,
-                     "url": self.nodes[0].url if self.nodes else "",
-                     "nodes": [{"name": n.name, "url": n.url, "buttons": n.buttons()}
-                               for n in self.nodes]})
 
     def failed(self) -> str | None:
         """What stopped by itself (central, a node), or None while everything runs."""

@@ -205,6 +205,14 @@ def issue_codes(demo: DemoCentral, nodes: list[tuple[str, str]]) -> dict[str, st
 # -- the whole demo ----------------------------------------------------------------------
 
 
+class _RootNotice(logging.Filter):
+    """Drops Mosquitto's "should not be run as root" warning (one per broker): the
+    README starts the demo as root, and it says nothing the demo's user can act on."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "should not be run as root" not in record.getMessage()
+
+
 @dataclass
 class Demo:
     """Central, the nodes and their point devices of one ``bart demo`` run."""
@@ -410,6 +418,8 @@ def run_demo(*, data_dir: Path | None, http_port: int = 0, mqtt_port: int = 0,
     path.mkdir(parents=True, exist_ok=True)
     demo = Demo(path.resolve(), http_port=http_port, mqtt_port=mqtt_port,
                 central_port=central_port, log_level="INFO" if verbose else "WARNING")
+    if not verbose:
+        logging.getLogger("broker.process").addFilter(_RootNotice())
     try:
         code = asyncio.run(_run(demo))
     finally:

@@ -16,31 +16,38 @@ from typing import Any
 
 import httpx
 
-#: Where a running demo leaves its addresses.
+#: Where a running demo leaves its addresses, unless $BART_DEMO_STATE names a file.
 STATE_FILE = Path(tempfile.gettempdir()) / f"bart-demo-{os.getuid()}.json"
+
+
+def state_file() -> Path:
+    """The file a running demo leaves its addresses in ($BART_DEMO_STATE or STATE_FILE)."""
+    return Path(os.environ.get("BART_DEMO_STATE") or STATE_FILE)
 
 
 def write_state(state: dict[str, Any]) -> None:
     """Record the running demo (atomically: a reader never sees half a file)."""
-    tmp = STATE_FILE.with_name(STATE_FILE.name + f".{os.getpid()}.tmp")
+    path = state_file()
+    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
     tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, STATE_FILE)
+    os.replace(tmp, path)
 
 
 def clear_state() -> None:
     """Forget the demo's addresses, unless another demo has written them since."""
+    path = state_file()
     try:
-        if json.loads(STATE_FILE.read_text()).get("pid") != os.getpid():
+        if json.loads(path.read_text()).get("pid") != os.getpid():
             return
     except (OSError, ValueError, AttributeError):
         return
-    STATE_FILE.unlink(missing_ok=True)
+    path.unlink(missing_ok=True)
 
 
 def read_state() -> dict[str, Any] | None:
     """The running demo's addresses, or None (with a message on stderr)."""
     try:
-        state = json.loads(STATE_FILE.read_text())
+        state = json.loads(state_file().read_text())
     except (OSError, ValueError):
         state = None
     if not isinstance(state, dict) or not isinstance(state.get("nodes"), list):

@@ -79,8 +79,9 @@ class DemoOutput:
         return self.text
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([BART, "demo", *args], capture_output=True, text=True, timeout=30)
+def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([BART, "demo", *args], capture_output=True, text=True, timeout=30,
+                          env=env)
 
 
 def _central_has(db: Path, sql: str, *params: Any) -> list[Any]:
@@ -94,9 +95,12 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
     on the second node; cut its uplink, report, see it wait; restore, see it at central;
     Ctrl-C stops everything."""
     data = tmp_path / "demo"
+    # Our own address file: another demo on this machine must not answer our commands.
+    env = {**os.environ, "BART_DEMO_STATE": str(tmp_path / "demo-state.json")}
     started = time.monotonic()
     proc = subprocess.Popen([BART, "demo", "--data-dir", str(data)], stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True, start_new_session=True)
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=env)
     out = DemoOutput(proc)
     try:
         text = out.wait_for("Press Ctrl-C to stop.", 90)
@@ -143,7 +147,7 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
 
         # A panic button of the second node (on a point device) raises its alarm there.
         second = nodes[1]
-        pressed = _cli("press", "kompasplein-gevel")
+        pressed = _cli(env, "press", "kompasplein-gevel")
         assert pressed.returncode == 0, pressed.stderr
         _wait(lambda: [a for a in httpx.get(second + "/api/v1/alerts", timeout=5).json()
                        ["alerts"] if a.get("button") == "kompasplein-gevel"], 30,
@@ -169,7 +173,7 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
         assert not httpx.get(second + "/healthz", timeout=5).json()["uplink"]["paused"]
 
         # Cut the second node's uplink from the CLI: a report is stored and waits.
-        cut = _cli("uplink", "escamp-zandloper", "cut")
+        cut = _cli(env, "uplink", "escamp-zandloper", "cut")
         assert cut.returncode == 0, cut.stderr
         assert httpx.get(second + "/healthz", timeout=5).json()["uplink"]["paused"]
         report = httpx.post(second + "/api/v1/reports", timeout=5, json={
@@ -186,7 +190,7 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
         assert not _central_has(db, "SELECT id FROM events WHERE id = ?", report_id)
 
         # Restore: what waited arrives at central, and the backlog is gone.
-        restored = _cli("uplink", "2", "restore")
+        restored = _cli(env, "uplink", "2", "restore")
         assert restored.returncode == 0, restored.stderr
         _wait(lambda: _central_has(db, "SELECT id FROM events WHERE id = ?", report_id), 20,
               "the report at central after the restore")
@@ -199,6 +203,7 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
         out.thread.join(5)
         assert proc.returncode == 0, out.text
         assert "Bart demo stopped." in out.text
+        assert not (tmp_path / "demo-state.json").exists()
         left = _processes_under(str(data))
         assert not left, f"processes left after Ctrl-C: {left}"
     finally:

@@ -303,4 +303,12 @@ def test_install_sh_on_fresh_bookworm(chroot: Chroot) -> None:
                        check=False).stdout.strip() == "enabled", distro_unit
     assert "nothing to uninstall" in box.run("bash", "/opt/bart/install.sh",
                                              "--uninstall").stdout
+
+    # -- node mode without the hotspot, on the same system: node units only
+    plain = box.run("bash", "/opt/bart/install.sh", timeout=600)
+    assert "not started" in plain.stdout, plain.stdout
+    units = sorted(p.name for p in (root / "etc/systemd/system").glob("bart-*.service"))
+    assert units == ["bart-firstboot.service", "bart-node.service"]
+    assert not (root / "etc/bart/hostapd.conf").exists()
+    assert (wants / "bart-node.service").is_symlink()
     log(f"whole test: {time.monotonic() - started:.0f} s after the root was ready")

@@ -244,3 +244,22 @@ def test_option_114_names_the_portals_rfc8908_api() -> None:
     from node.portal.captive import API_PATH
 
     assert CAPTIVE_API_PATH == API_PATH
+
+
+def test_every_system_file_is_documented() -> None:
+    docs = Path(__file__).parents[2] / "docs"
+    deploy = (docs / "deploy.md").read_text()
+    config = (docs / "configuration.md").read_text()
+    for path in files():
+        name = PurePosixPath(path).name
+        assert path in deploy or name in deploy, f"{path} missing from docs/deploy.md"
+        assert path in config or name in config, f"{path} missing from docs/configuration.md"
+    for key in HotspotSettings.model_fields:
+        assert f"| `hotspot.{key}` |" in config, f"hotspot.{key} missing from configuration.md"
+
+
+def test_readme_deploy_section_links_the_guide() -> None:
+    readme = (Path(__file__).parents[2] / "README.md").read_text()
+    section = readme.split("## Deploy a node on a Raspberry Pi", 1)[1].split("\n## ", 1)[0]
+    assert "docs/deploy.md" in section
+    assert "install.sh --hotspot" in section

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ipaddress
+import subprocess
+import sys
 from pathlib import Path, PurePosixPath
 
 import pytest
@@ -263,3 +265,31 @@ def test_readme_deploy_section_links_the_guide() -> None:
     section = readme.split("## Deploy a node on a Raspberry Pi", 1)[1].split("\n## ", 1)[0]
     assert "docs/deploy.md" in section
     assert "install.sh --hotspot" in section
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
+    bart = Path(sys.executable).parent / "bart"  # the console script, as install.sh runs it
+    return subprocess.run([str(bart), "node", "system", "render", *args],
+                          capture_output=True, text=True, timeout=60)
+
+
+def test_cli_renders_then_changes_nothing(tmp_path: Path) -> None:
+    args = ("--dest", str(tmp_path / "root"), "--hotspot", "--data-dir", str(tmp_path / "data"),
+            "--bart", str(BART))
+    first = run_cli(*args)
+    assert first.returncode == 0, first.stderr
+    assert "rendering the default settings" in first.stdout  # no node yet
+    assert first.stdout.count("\nchanged /") == 10
+    second = run_cli(*args)
+    assert second.returncode == 0 and "changed /" not in second.stdout.replace("unchanged", "")
+    assert (tmp_path / "root/etc/bart/nftables.nft").is_file()
+
+
+def test_cli_refuses_bad_hotspot_settings_with_the_reason(tmp_path: Path) -> None:
+    (tmp_path / "node.toml").write_text(
+        'name = "n1"\narea = "ESC-01"\n[hotspot]\nwpa_passphrase = "kort"\n')
+    result = run_cli("--dest", str(tmp_path / "root"), "--hotspot",
+                     "--data-dir", str(tmp_path), "--bart", str(BART))
+    assert result.returncode == 1
+    assert result.stderr.startswith("bart: ") and "8 to 63 characters" in result.stderr
+    assert not (tmp_path / "root").exists()  # nothing written

@@ -6,7 +6,9 @@ a second run that changes nothing, and `install.sh --uninstall`.
 
 Slow tier. The debootstrap root (as a tarball), the downloaded .deb files and
 pip's cache are kept in $BART_TEST_CACHE (default /var/cache/bart-tests), so
-only the first run downloads. Needs root (chroot, mounts), like CI.
+only the first run downloads Debian packages (pip keeps only what its registry
+lets it cache). Needs root (chroot, mounts), like CI. Measured on 2 cores:
+about 90 s the first time (debootstrap 41 s), 45-65 s after that.
 """
 
 from __future__ import annotations

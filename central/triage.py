@@ -86,7 +86,7 @@ def fold(text: str) -> str:
     return " ".join(_WORD.findall(kept.replace("_", " ")))
 
 
-class _DropMarks(dict[int, str | None]):
+class _DropMarks(dict[int, str | None]):  # noqa: FURB189 - __missing__ is the point
     """``str.translate`` table deleting combining marks and format characters.
 
     Filled on first sight of each character, so translation runs at C speed.
@@ -95,10 +95,10 @@ class _DropMarks(dict[int, str | None]):
     def __missing__(self, code: int) -> str | None:
         ch = chr(code)
         drop = unicodedata.combining(ch) or unicodedata.category(ch) == "Cf"
-        if drop:
-            self[code] = None
-            return None
-        raise LookupError(code)  # keep the character; not cached (the table stays small)
+        keep = None if drop else ch
+        if len(self) < 8192:  # bounded: hostile text cannot grow the table without end
+            self[code] = keep
+        return keep
 
 
 _DROP: Final = _DropMarks()
@@ -118,10 +118,29 @@ class Rule:
     keywords: tuple[str, ...] = ()
     _pattern: re.Pattern[str] | None = field(default=None, init=False, repr=False,
                                              compare=False)
+    # A cheap pre-check before the regex: a match must start with one of these
+    # whole words, or with a word that begins with one of the prefixes.
+    _firsts: frozenset[str] = field(default=frozenset(), init=False, repr=False, compare=False)
+    _prefixes: tuple[str, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         if self.keywords:
             object.__setattr__(self, "_pattern", _keyword_pattern(self.keywords))
+            firsts, prefixes = set(), []
+            for keyword in self.keywords:
+                words = fold(keyword.rstrip("*")).split()
+                if keyword.endswith("*") and len(words) == 1:
+                    prefixes.append(words[0])
+                elif words:
+                    firsts.add(words[0])
+            object.__setattr__(self, "_firsts", frozenset(firsts))
+            object.__setattr__(self, "_prefixes", tuple(prefixes))
+
+    def may_match(self, words: frozenset[str]) -> bool:
+        """False when the keywords cannot match text made of ``words`` (no regex run)."""
+        if not self._firsts.isdisjoint(words):
+            return True
+        return bool(self._prefixes) and any(w.startswith(self._prefixes) for w in words)
 
     @property
     def is_fallback(self) -> bool:
@@ -198,11 +217,15 @@ class RuleSet:
         audience = report.get("audience") or ""
         called = report.get("called_112") is True
         folded: str | None = None  # folded only when a keyword rule gets that far
+        words: frozenset[str] = frozenset()
         for rule in self._applicable(category, audience, called):
             if rule._pattern is None:
                 return Decision(rule.route, rule, "")
             if folded is None:
                 folded = fold(text) if isinstance(text, str) else ""
+                words = frozenset(folded.split())
+            if not rule.may_match(words):
+                continue
             found = rule._pattern.search(folded)
             if found:
                 return Decision(rule.route, rule, found.group(0))

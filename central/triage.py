@@ -86,7 +86,7 @@ def fold(text: str) -> str:
     return " ".join(_WORD.findall(kept.replace("_", " ")))
 
 
-class _DropMarks(dict[int, str | None]):  # noqa: FURB189 - __missing__ is the point
+class _DropMarks(dict[int, str | None]):
     """``str.translate`` table deleting combining marks and format characters.
 
     Filled on first sight of each character, so translation runs at C speed.

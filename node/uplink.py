@@ -39,7 +39,7 @@ from sync import Event, KeyPair, sealed
 from sync.canonical import parse_json
 from sync.errors import SyncError
 from sync.event import event_from_dict
-from sync.roster import ACK_DOMAIN, DocumentError, verify_document
+from sync.roster import ACK_DOMAIN, DocumentError, Roster, verify_document
 
 from .config import NodeSettings
 from .enrol import load_enrolment, load_roster, package_version, save_roster
@@ -119,6 +119,7 @@ class Uplink:
         self.url = str(enrolment["url"]).rstrip("/")
         roster = load_roster(settings, self.central_signing)
         self.roster_serial = roster.serial if roster else 0
+        self.roster: Roster | None = roster
         self.state.enabled = True
         self.state.central = self.central_origin
         self.state.url = self.url
@@ -147,7 +148,7 @@ class Uplink:
         acked = {key[6:]: value for key, value in conn.execute(
             "SELECT key, value FROM uplink_state WHERE key LIKE 'acked/%'")}
         for (origin, stream), top in sorted(self.store.known_heads().items()):
-            if origin == self.central_origin:
+            if origin != self.settings.name and not self._carries(origin):
                 continue
             done = acked.get(f"{origin}/{stream}", 0)
             if top <= done:
@@ -165,6 +166,15 @@ class Uplink:
                 oldest = min(oldest or batch[0].ts, batch[0].ts)
             events.extend(batch)
         return events, backlog, oldest
+
+    def _carries(self, origin: str) -> bool:
+        """Whether events of another origin go up with ours: only roster members'.
+
+        Central refuses a batch carrying events it cannot verify, so events of
+        a peer that central does not know (or revoked) would stall the uplink;
+        they stay on the node (central itself and unknown peers).
+        """
+        return self.roster is not None and self.roster.member(origin) is not None
 
     def read_pending(self, limit: int) -> tuple[list[Event], int, int]:
         """The outbox as seen by a reader connection."""
@@ -302,6 +312,7 @@ class Uplink:
             else:
                 if newer is not None:
                     self.roster_serial = newer.serial
+                    self.roster = newer
                     log.info("roster updated to serial %s", newer.serial)
 
     # -- the loop ------------------------------------------------------------------------

@@ -106,6 +106,9 @@ class Uplink:
         self.keys = keys
         self.on_central_event = on_central_event
         self.state = UplinkState()
+        # Highest seq per (origin, stream) in a batch sealed or posted but not yet
+        # acknowledged: the next batch starts after it.
+        self._inflight: dict[tuple[str, str], int] = {}
         self._wake = asyncio.Event()  # set when an event is committed
         self._kick = asyncio.Event()  # set by pause/resume (and tests): act now
         self._transport = transport
@@ -155,12 +158,13 @@ class Uplink:
                 continue
             backlog += top - done
             room = limit - len(events)
-            if room <= 0:
+            after = max(done, self._inflight.get((origin, stream), 0))
+            if room <= 0 or top <= after:
                 continue
             rows = conn.execute(
                 "SELECT id, origin, stream, seq, ts, kind, body, sig FROM events "
                 "WHERE origin = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (origin, stream, done, room)).fetchall()
+                (origin, stream, after, room)).fetchall()
             batch = [_row_to_event(r) for r in rows]
             if batch:
                 oldest = min(oldest or batch[0].ts, batch[0].ts)
@@ -203,20 +207,29 @@ class Uplink:
     async def send_once(self, client: httpx.AsyncClient, events: list[Event],
                         backlog: int) -> dict[str, Any]:
         """Seal ``events`` under a fresh batch seq, post it, apply the reply."""
+        return await self._exchange(client, await self._prepare(events, backlog))
+
+    async def _prepare(self, events: list[Event], backlog: int) -> _Prepared:
+        """Allocate a batch seq (committed first: never reused) and seal the batch."""
         cursors = await asyncio.to_thread(self._cursors)
         batch_seq = await self.store.write(lambda tx: self._next_batch_seq(tx))
         meta = {
             "heads": {self.central_origin: {"public": cursors["central_public"]}},
             "updates_after": cursors["updates_after"],
             "roster_serial": self.roster_serial,
-            "status": {"backlog": max(0, backlog - len(events)), "version": package_version()[:40]},
+            "status": {"backlog": max(0, backlog - len(events)),
+                       "version": package_version()[:40]},
         }
         wire = await asyncio.to_thread(
             sealed.seal, sealed.Payload.of(events, meta), node_id=self.settings.name,
             batch_seq=batch_seq, created=time.time_ns() // 1_000_000, keys=self.keys,
             central_encryption_public=self.central_encryption)
+        return _Prepared(batch_seq, wire, events, backlog)
+
+    async def _exchange(self, client: httpx.AsyncClient, batch: _Prepared) -> dict[str, Any]:
+        """Post a sealed batch; verify and apply central's reply."""
         self.state.last_attempt_ms = time.time_ns() // 1_000_000
-        resp = await client.post(f"{self.url}/api/v1/batches", content=wire,
+        resp = await client.post(f"{self.url}/api/v1/batches", content=batch.wire,
                                  headers={"Content-Type": BATCH_TYPE})
         if resp.status_code != 200:
             try:
@@ -226,11 +239,11 @@ class Uplink:
             raise CentralRefused(resp.status_code, str(detail.get("error", "")),
                                  str(detail.get("detail", "")))
         reply = parse_json(resp.content, MAX_REPLY_BYTES)
-        ack = self._verify_ack(reply, batch_seq)
+        ack = self._verify_ack(reply, batch.batch_seq)
         await self._apply(reply, ack)
         self.state.batches_sent += 1
-        self.state.events_sent += len(events)
-        self.state.last_batch_seq = batch_seq
+        self.state.events_sent += len(batch.events)
+        self.state.last_batch_seq = batch.batch_seq
         self.state.last_success_ms = time.time_ns() // 1_000_000
         return ack
 
@@ -325,6 +338,9 @@ class Uplink:
         delay = 0.0
         last_poll = 0.0
         last_prune = 0.0
+        prepared: _Prepared | None = None
+        events: list[Event] = []
+        backlog = 0
         async with httpx.AsyncClient(timeout=30.0, transport=self._transport) as client:
             while True:
                 if self.state.paused:
@@ -347,26 +363,35 @@ class Uplink:
                     delay = 0.0
                     self.state.next_attempt_in_s = 0.0
                     continue
-                self._wake.clear()
-                events, backlog, oldest = await asyncio.to_thread(
-                    self.read_pending, s.uplink_batch_max)
-                self.state.backlog = backlog
-                if self.state.paused:  # cut while reading: send nothing
-                    continue
                 now = time.time()
-                age = now - oldest / 1000 if oldest else 0.0
-                due_poll = now - last_poll >= s.uplink_poll_s
-                if not events and not due_poll:
-                    delay = s.uplink_poll_s - (now - last_poll)
-                    self.state.failures = 0
-                    continue
-                if events and len(events) < s.uplink_batch_max and age < s.uplink_max_age_s \
-                        and not due_poll:
-                    delay = s.uplink_max_age_s - age
-                    self.state.failures = 0
-                    continue
+                if prepared is None:
+                    self._wake.clear()
+                    events, backlog, oldest = await asyncio.to_thread(
+                        self.read_pending, s.uplink_batch_max)
+                    self.state.backlog = backlog
+                    if self.state.paused:  # cut while reading: send nothing
+                        continue
+                    age = now - oldest / 1000 if oldest else 0.0
+                    due_poll = now - last_poll >= s.uplink_poll_s
+                    if not events and not due_poll:
+                        delay = s.uplink_poll_s - (now - last_poll)
+                        self.state.failures = 0
+                        continue
+                    if events and len(events) < s.uplink_batch_max \
+                            and age < s.uplink_max_age_s and not due_poll:
+                        delay = s.uplink_max_age_s - age
+                        self.state.failures = 0
+                        continue
+                batch, prepared = prepared, None
                 try:
-                    await self.send_once(client, events, backlog)
+                    if batch is None:
+                        batch = await self._prepare(events, backlog)
+                    exchange = asyncio.ensure_future(self._exchange(client, batch))
+                    if len(batch.events) >= s.uplink_batch_max:
+                        # A long backlog: seal the next batch while central takes this
+                        # one (one batch in flight, one ready).
+                        prepared = await self._prepare_next(batch)
+                    await exchange
                 except CentralRefused as exc:
                     self._failed(f"central refused the batch ({exc.status} {exc.code}): "
                                  f"{exc.detail}")
@@ -382,12 +407,29 @@ class Uplink:
                     self.state.failures = 0
                     self.state.last_error = ""
                     last_poll = time.time()
-                    self.state.backlog = max(0, backlog - len(events))
+                    self.state.backlog = max(0, batch.backlog - len(batch.events))
+                    self._inflight = prepared.tops() if prepared else {}
                     if now - last_prune > PRUNE_EVERY_S:
                         last_prune = now
                         await self.prune()
                     continue
+                prepared, self._inflight = None, {}  # resend from what central holds
                 delay = self._backoff()
+
+    async def _prepare_next(self, sent: _Prepared) -> _Prepared | None:
+        """Seal the batch after ``sent`` if a full one waits; None otherwise."""
+        self._inflight = sent.tops()
+        try:
+            events, backlog, _ = await asyncio.to_thread(
+                self.read_pending, self.settings.uplink_batch_max)
+            if self.state.paused or len(events) < self.settings.uplink_batch_max:
+                return None
+            return await self._prepare(events, backlog)
+        except (SyncError, UplinkError, OSError, sqlite3.Error) as exc:
+            log.debug("could not seal the next batch ahead: %s", exc)
+            return None
+        finally:
+            self._inflight = {}
 
     def _failed(self, message: str) -> None:
         self.state.failures += 1
@@ -424,6 +466,25 @@ class Uplink:
             log.info("pruned %d events central holds, older than %d days", gone,
                      self.settings.retention_days)
         return gone
+
+
+@dataclass(frozen=True)
+class _Prepared:
+    """A sealed batch ready to post."""
+
+    batch_seq: int
+    wire: bytes
+    events: list[Event]
+    backlog: int
+
+    def tops(self) -> dict[tuple[str, str], int]:
+        """Highest seq per (origin, stream) in this batch."""
+        out: dict[tuple[str, str], int] = {}
+        for e in self.events:
+            key = (e.origin, e.stream)
+            if e.seq > out.get(key, 0):
+                out[key] = e.seq
+        return out
 
 
 class UplinkError(Exception):

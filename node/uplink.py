@@ -444,7 +444,7 @@ class Uplink:
 
     async def prune(self) -> int:
         """Delete events central holds that are older than the retention period."""
-        cutoff = time.time_ns() // 1_000_000 - self.settings.retention_days * 86_400_000
+        cutoff = self.store.clock_ms() - self.settings.retention_days * 86_400_000
 
         def prune(tx: WriteTx) -> int:
             gone = 0

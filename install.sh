@@ -18,8 +18,9 @@ Safe to run again: it only does what is missing.
                python3-pip sqlite3 ca-certificates; on a Raspberry Pi also
                python3-lgpio (GPIO backend) from the Raspberry Pi archive.
                Then the system user 'bart', the units bart-node.service and
-               bart-firstboot.service (enabled) and journald settings that
-               spare the SD card (docs/deploy.md). Put the repository where
+               bart-firstboot.service (enabled; they do nothing until a node
+               exists) and, on a Raspberry Pi, journald settings that spare
+               the SD card (docs/deploy.md). Put the repository where
                user bart can read it, e.g. /opt/bart.
   --hotspot    a node with its Wi-Fi hotspot and captive portal: also
                hostapd, dnsmasq-base, nftables, rfkill (Debian packages),
@@ -480,6 +481,8 @@ if [[ $MODE == node && $SERVICES -eq 1 ]]; then
     step "rendering the system files"
     render_args=(node system render --dest / --data-dir "$DATA_DIR" --bart "$VENV/bin/bart")
     [[ $HOTSPOT -eq 1 ]] && render_args+=(--hotspot)
+    # Logs in RAM spare an SD card; a laptop that only tries the demo keeps its own.
+    [[ $HOTSPOT -eq 0 && $ON_PI -eq 0 ]] && render_args+=(--no-journald)
     rendered="$("$VENV/bin/bart" "${render_args[@]}")" || die "bart node system render failed"
     changed_files="$(sed -n 's/^changed //p' <<<"$rendered")"
     if [[ -n $changed_files ]]; then

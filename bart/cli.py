@@ -83,7 +83,8 @@ def cmd_system_render(args: argparse.Namespace) -> int:
         print(f"no node in {data_dir} yet: rendering the default settings")
         settings = NodeSettings(data_dir=data_dir)
     bart = Path(args.bart) if args.bart else Path(sys.argv[0]).absolute()
-    files = render_system(settings, bart=bart, hotspot=args.hotspot, user=args.user)
+    files = render_system(settings, bart=bart, hotspot=args.hotspot, user=args.user,
+                          journald=not args.no_journald)
     for f, changed in write_files(files, Path(args.dest)):
         print(f"{'changed' if changed else 'unchanged'} {f.path}")
     return 0
@@ -296,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--bart", help="absolute path of the bart command the units run "
                    "(default: this one)")
     p.add_argument("--user", default="bart", help="account the node runs as (default: bart)")
+    p.add_argument("--no-journald", action="store_true",
+                   help="leave out the journald drop-in (logs in RAM for SD cards)")
     data_dir_flag(p)
     p.set_defaults(func=cmd_system_render)
 

@@ -85,12 +85,14 @@ def _environment(templates: Path) -> jinja2.Environment:
 
 def render_system(settings: NodeSettings, *, bart: Path, hotspot: bool = True,
                   user: str = "bart", boot_env: PurePosixPath = BOOT_ENV,
-                  templates: Path = TEMPLATES) -> list[SystemFile]:
+                  templates: Path = TEMPLATES, journald: bool = True) -> list[SystemFile]:
     """Every system file of a node, from its settings (pure apart from reading templates).
 
     ``bart`` is the absolute path of the ``bart`` command the units run;
     ``hotspot`` adds hostapd, dnsmasq, nftables, their units and the
-    NetworkManager drop-in.
+    NetworkManager drop-in; ``journald=False`` leaves out the journald drop-in
+    (install.sh off a Raspberry Pi without a hotspot: a laptop that only tries
+    the demo keeps its own logging).
     """
     if not bart.is_absolute():
         raise ConfigError(f"the bart command must be an absolute path, not {bart}")
@@ -133,7 +135,8 @@ def render_system(settings: NodeSettings, *, bart: Path, hotspot: bool = True,
         return env.get_template(template).render(context)
 
     files = [SystemFile(UNIT_DIR / unit, render(f"systemd/{unit}.j2")) for unit in NODE_UNITS]
-    files.append(SystemFile(JOURNALD_CONF, render("journald-bart.conf.j2")))
+    if journald:
+        files.append(SystemFile(JOURNALD_CONF, render("journald-bart.conf.j2")))
     if hotspot:
         files += [SystemFile(UNIT_DIR / unit, render(f"systemd/{unit}.j2"))
                   for unit in HOTSPOT_UNITS]

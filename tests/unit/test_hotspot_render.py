@@ -53,6 +53,13 @@ def test_node_mode_renders_units_and_journald_only() -> None:
                            "/etc/systemd/system/bart-node.service"]
 
 
+def test_without_journald_a_laptop_keeps_its_logging() -> None:
+    # install.sh off a Raspberry Pi without --hotspot (someone trying the demo).
+    out = files(hotspot=False, journald=False)
+    assert sorted(out) == ["/etc/systemd/system/bart-firstboot.service",
+                           "/etc/systemd/system/bart-node.service"]
+
+
 def test_hotspot_mode_adds_hostapd_dnsmasq_nftables() -> None:
     out = files()
     for path in (HOSTAPD_CONF, DNSMASQ_CONF, NFTABLES_FILE):

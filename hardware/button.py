@@ -204,12 +204,13 @@ class PanicButton:
 
     def _dispatch(self, event: ButtonEvent) -> None:
         event = ButtonEvent(event.kind, event.at, event.press_started, self.button_id)
-        log.info("panic button %s: %s", self.button_id, event.kind.value)
         callback = self._callbacks[event.kind]
-        if callback is None:
-            return
-        try:
-            callback(event)
-        except Exception:
-            log.exception("panic button %s: %s callback failed", self.button_id,
-                          event.kind.value)
+        if callback is not None:
+            try:
+                callback(event)
+            except Exception:
+                log.exception("panic button %s: %s callback failed", self.button_id,
+                              event.kind.value)
+        # Logged after the callback: a log line (formatting, a write to journald's
+        # pipe that may block) must not stand between a hold and its alarm.
+        log.info("panic button %s: %s", self.button_id, event.kind.value)

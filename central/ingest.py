@@ -156,19 +156,23 @@ class Ingest:
         status = meta.get("status") if isinstance(meta.get("status"), dict) else {}
         assert isinstance(status, dict)
         with self.engine.begin() as conn:
-            ins = db.insert_ignore(self.dialect, db.batches).values(
-                node=node, batch_seq=header.batch_seq, received_at=at,
-                count=header.count, new=0).returning(db.batches.c.batch_seq)
-            if conn.execute(ins).first() is None:
-                count, new = conn.execute(
-                    sa.select(db.batches.c.count, db.batches.c.new).where(
-                        db.batches.c.node == node, db.batches.c.batch_seq == header.batch_seq)
-                ).one()
-                return int(count), int(new), True
-            new = self._insert_events(conn, events, node, at) if events else 0
-            conn.execute(db.batches.update().where(
-                db.batches.c.node == node, db.batches.c.batch_seq == header.batch_seq)
-                .values(new=new))
+            new = 0
+            # An empty batch is a poll (every uplink_poll_s per node): nothing to
+            # de-duplicate, so it leaves no batch row behind — only last_seen.
+            if events:
+                ins = db.insert_ignore(self.dialect, db.batches).values(
+                    node=node, batch_seq=header.batch_seq, received_at=at,
+                    count=header.count, new=0).returning(db.batches.c.batch_seq)
+                if conn.execute(ins).first() is None:
+                    count, new = conn.execute(
+                        sa.select(db.batches.c.count, db.batches.c.new).where(
+                            db.batches.c.node == node,
+                            db.batches.c.batch_seq == header.batch_seq)).one()
+                    return int(count), int(new), True
+                new = self._insert_events(conn, events, node, at)
+                conn.execute(db.batches.update().where(
+                    db.batches.c.node == node, db.batches.c.batch_seq == header.batch_seq)
+                    .values(new=new))
             values: dict[str, Any] = {"last_seen": at}
             backlog = status.get("backlog")
             if isinstance(backlog, int) and not isinstance(backlog, bool) and backlog >= 0:

@@ -287,6 +287,7 @@ def test_central_events_reach_the_node_in_replies(engine: sa.Engine, central: Ce
                                 meta={"heads": {central.origin: {"public": 1}}}))
     got = [e["seq"] for e in reply["events"]]
     assert got == [2, 3]
+    assert count(engine, db.batches) == 0  # a poll leaves no batch row behind
     from sync import event_from_dict
 
     for raw in reply["events"]:

@@ -18,7 +18,6 @@ Usage: .venv/bin/python bench/central_sync.py [--batches N] [--skip-pg] [--skip-
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -277,7 +276,6 @@ def main() -> int:
         if not args.skip_drain:
             print("backlog drain over loopback:")
             drain_bench(tmp, args.drain_events, reports)
-    json.dumps({})
     return 0
 
 

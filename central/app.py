@@ -2,7 +2,7 @@
 
 Workers are stateless: everything lives in the database, so any number of
 ``bart central run`` processes may serve one PostgreSQL database. Staff pages,
-broadcasts and the CAP feed are routers added by their own modules.
+broadcasts and the CAP feed add their routes through their modules' ``install``.
 """
 
 from __future__ import annotations
@@ -21,11 +21,12 @@ from sync.canonical import parse_json
 from sync.enrolment import parse_request
 from sync.errors import InvalidField
 
-from . import db
+from . import db, feeds, staff
 from .enrol import current_roster, enrol_with_code
 from .errors import EnrolmentRefused, IngestRefused
 from .identity import Central
-from .ingest import Ingest, Router, default_router, now_ms
+from .ingest import Ingest, Router, now_ms
+from .triage import router_for
 
 log = logging.getLogger("bart.central.app")
 
@@ -64,7 +65,7 @@ def create_app(central: Central, engine: Engine | None = None,
     """The central application over ``engine`` (default: the configured database)."""
     engine = engine or db.make_engine(central.database_url)
     if router is None:
-        router = _load_router(central)
+        router = router_for(central.data_dir)  # edited rules in the data dir, or the defaults
     ingest = Ingest(engine, central, router)
     app = FastAPI(title="Bart central", version="1", docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
@@ -120,32 +121,7 @@ def create_app(central: Central, engine: Engine | None = None,
         return JSONResponse({"ok": True, "origin": central.origin, "kid": central.kid,
                              "nodes": nodes, "time": now_ms()})
 
-    _add_optional_routers(app, central, engine)
+    # Staff pages with broadcasts, and the CAP feed, register their own routes.
+    staff.install(app, central, engine)
+    feeds.install(app, central, engine)
     return app
-
-
-def _load_router(central: Central) -> Router:
-    """The editable triage rules if central/triage.py is present, else the default."""
-    try:
-        from . import triage
-    except ImportError:  # pragma: no cover - triage ships with central
-        return default_router
-    loader = getattr(triage, "router_for", None)
-    if loader is None:
-        return default_router
-    result: Router = loader(central.data_dir)
-    return result
-
-
-def _add_optional_routers(app: FastAPI, central: Central, engine: Engine) -> None:
-    """Staff pages, broadcasts and the CAP feed register themselves here."""
-    import importlib
-
-    for name in ("central.staff", "central.feeds"):
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.install(app, central, engine)

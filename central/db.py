@@ -11,7 +11,6 @@ Times are Unix milliseconds (UTC) in BIGINT columns.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -166,11 +165,6 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                             pool_pre_ping=True)
-
-
-def sqlite_url(path: Path) -> str:
-    """SQLAlchemy URL of a SQLite file."""
-    return f"sqlite:///{os.fspath(path)}"
 
 
 def insert_ignore(engine_or_dialect: str, table: sa.Table) -> Any:

@@ -204,11 +204,6 @@ class Uplink:
 
     # -- one exchange ----------------------------------------------------------------
 
-    async def send_once(self, client: httpx.AsyncClient, events: list[Event],
-                        backlog: int) -> dict[str, Any]:
-        """Seal ``events`` under a fresh batch seq, post it, apply the reply."""
-        return await self._exchange(client, await self._prepare(events, backlog))
-
     async def _prepare(self, events: list[Event], backlog: int) -> _Prepared:
         """Allocate a batch seq (committed first: never reused) and seal the batch."""
         cursors = await asyncio.to_thread(self._cursors)

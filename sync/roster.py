@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 from .bodies import AREA, SLUG
-from .canonical import canonical_bytes, parse_json
+from .canonical import canonical_bytes
 from .errors import BadSignature, InvalidField, SyncError, UnknownVersion
 from .keys import KeyPair, b64, verify_signature
 
@@ -138,8 +138,3 @@ def verify_roster(signed: Any, central_signing_public: bytes) -> Roster:
     if not isinstance(serial, int) or not isinstance(issued, int) or not isinstance(central, str):
         raise DocumentError("roster serial/issued/central missing")
     return Roster(serial=serial, issued=issued, central_origin=central, nodes=tuple(entries))
-
-
-def load_signed(data: bytes) -> Any:
-    """Parse a signed document received as JSON bytes (with a size limit)."""
-    return parse_json(data, MAX_DOC_BYTES)

@@ -108,6 +108,36 @@ def mosquitto_pids_for(data_dir: Path) -> list[int]:
     return found
 
 
+def log_tail(path: Path, lines: int = 60) -> str:
+    """The last ``lines`` lines of a process log, for failure messages."""
+    try:
+        text = path.read_text(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(text.splitlines()[-lines:])
+
+
+def kill_group(pid: int) -> None:
+    """SIGKILL a process group (gone already is fine)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def terminate(proc: subprocess.Popen[bytes], timeout: float, kill: Callable[[], None],
+              what: str, log_path: Path) -> int:
+    """SIGTERM ``proc``'s group and wait; on a timeout ``kill()`` and fail. Exit code."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill()
+            raise AssertionError(f"{what} ignored SIGTERM for {timeout}s:\n"
+                                 f"{log_tail(log_path)}") from None
+    return int(proc.returncode)
+
+
 @dataclass
 class NodeProcess:
     """One node created with ``bart node init`` and run with ``bart node run``."""
@@ -190,40 +220,24 @@ class NodeProcess:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM to the node; wait; return its exit code."""
-        proc = self.proc
-        assert proc is not None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"node ignored SIGTERM for {timeout}s:\n{self.log_tail()}")
-        return int(proc.returncode)
+        assert self.proc is not None
+        return terminate(self.proc, timeout, self.kill, "node", self.log_path)
 
     def kill(self) -> None:
         """SIGKILL the node's process group and its Mosquitto (a power cut)."""
         proc = self.proc
         broker_pids = mosquitto_pids_for(self.data_dir)
         if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
-        for pid in broker_pids:
-            # Mosquitto leads its own session (and so its own process group).
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(pid, signal.SIGKILL)
+            kill_group(proc.pid)
+        for pid in broker_pids:  # Mosquitto leads its own session (and process group)
+            kill_group(pid)
         if proc is not None:
             proc.wait(10)
         wait_until(lambda: not mosquitto_pids_for(self.data_dir), 5.0,
                    message="killed mosquitto gone")
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     # -- peer events -------------------------------------------------------------
 
@@ -559,31 +573,17 @@ class CentralProcess:
             raise AssertionError(f"{exc}\n--- central log ---\n{self.log_tail()}") from None
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
-        proc = self.proc
-        assert proc is not None
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.kill()
-                raise AssertionError(f"central ignored SIGTERM:\n{self.log_tail()}") from None
-        return int(proc.returncode)
+        assert self.proc is not None
+        return terminate(self.proc, timeout, self.kill, "central", self.log_path)
 
     def kill(self) -> None:
         proc = self.proc
         if proc is not None and proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(proc.pid, signal.SIGKILL)
+            kill_group(proc.pid)
             proc.wait(10)
 
     def log_tail(self, lines: int = 60) -> str:
-        try:
-            text = self.log_path.read_text(errors="replace")
-        except OSError:
-            return "(no log)"
-        return "\n".join(text.splitlines()[-lines:])
+        return log_tail(self.log_path, lines)
 
     def enrol(self, node: NodeProcess, area: str = AREA) -> None:
         """Enrol ``node`` the way a volunteer does: a code here, ``bart node enroll`` there."""

@@ -59,7 +59,9 @@ def cmd_central_init(args: argparse.Namespace) -> int:
 
 def cmd_central_run(args: argparse.Namespace) -> int:
     from central.db import upgrade
+    from central.projector import ProjectorProcess
     from central.server import serve
+    from central.triage import router_for
 
     central = _load(args)
     upgrade(central.database_url)
@@ -71,7 +73,15 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     print(f"Bart central {central.origin} on http://{host}:{port}/ "
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, "
           f"database {_redact(central.database_url)})", flush=True)
-    serve(host, port, args.workers)
+    # Triage runs beside the HTTP workers, off the ingest path (central/projector.py).
+    # Edited rules are checked here, so that bad ones stop the start, not the projector.
+    router_for(central.data_dir)
+    projector = ProjectorProcess(central.data_dir, args.database_url or None)
+    projector.start()
+    try:
+        serve(host, port, args.workers)
+    finally:
+        projector.stop()
     return 0
 
 

@@ -25,8 +25,7 @@ from . import db, feeds, staff
 from .enrol import current_roster, enrol_with_code
 from .errors import EnrolmentRefused, IngestRefused
 from .identity import Central
-from .ingest import Ingest, Router, now_ms
-from .triage import router_for
+from .ingest import Ingest, now_ms
 
 log = logging.getLogger("bart.central.app")
 
@@ -60,13 +59,14 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-def create_app(central: Central, engine: Engine | None = None,
-               router: Router | None = None) -> FastAPI:
-    """The central application over ``engine`` (default: the configured database)."""
+def create_app(central: Central, engine: Engine | None = None) -> FastAPI:
+    """The central application over ``engine`` (default: the configured database).
+
+    Triage is not done here but by the projector (``central/projector.py``),
+    which ``bart central run`` starts beside the workers.
+    """
     engine = engine or db.make_engine(central.database_url)
-    if router is None:
-        router = router_for(central.data_dir)  # edited rules in the data dir, or the defaults
-    ingest = Ingest(engine, central, router)
+    ingest = Ingest(engine, central)
     app = FastAPI(title="Bart central", version="1", docs_url="/api/docs", redoc_url=None,
                   openapi_url="/api/openapi.json")
     app.state.central = central
@@ -105,7 +105,7 @@ def create_app(central: Central, engine: Engine | None = None,
 
     @app.get("/api/v1/roster", summary="The current signed roster")
     def get_roster() -> Response:
-        with engine.connect() as conn:
+        with db.reading(engine) as conn:
             roster = current_roster(conn)
         if roster is None:
             return _error(404, "no_roster", "no node has been enrolled yet")
@@ -114,12 +114,16 @@ def create_app(central: Central, engine: Engine | None = None,
     @app.get("/healthz", summary="Liveness and database reachability")
     def healthz() -> Response:
         try:
-            with engine.connect() as conn:
+            with db.reading(engine) as conn:
                 nodes = conn.execute(sa.select(sa.func.count()).select_from(db.nodes)).scalar()
+                # Batches whose reports the projector has not triaged yet.
+                pending = conn.execute(sa.select(sa.func.count()).select_from(db.batches)
+                                       .where(db.batches.c.pending.isnot(None))).scalar()
         except sa.exc.SQLAlchemyError as exc:
             return _error(503, "database", str(exc.__class__.__name__))
         return JSONResponse({"ok": True, "origin": central.origin, "kid": central.kid,
-                             "nodes": nodes, "time": now_ms()})
+                             "nodes": nodes, "triage_pending_batches": pending,
+                             "time": now_ms()})
 
     # Staff pages with broadcasts, and the CAP feed, register their own routes.
     staff.install(app, central, engine)

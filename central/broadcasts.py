@@ -221,7 +221,7 @@ def get(engine: Engine, central: Central, message_id: str) -> Broadcast | None:
     """One message of central by id (with what replaced it), or None."""
     if not _UUID.fullmatch(message_id):
         return None
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         row = conn.execute(_messages_query(central).where(db.events.c.id == message_id)).first()
         if row is None:
             return None
@@ -235,7 +235,7 @@ def get(engine: Engine, central: Central, message_id: str) -> Broadcast | None:
 
 def recent(engine: Engine, central: Central, now: int, limit: int = 500) -> list[Broadcast]:
     """Central's messages of the look-back window, newest first, with ``replaced_by``."""
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         rows = conn.execute(_messages_query(central).where(db.events.c.ts >= now - LOOKBACK_MS)
                             .order_by(db.events.c.seq.desc()).limit(limit)).all()
     messages = [_row(r) for r in rows]
@@ -250,7 +250,7 @@ def chain(engine: Engine, central: Central, message: Broadcast) -> list[Broadcas
     """The earlier messages ``message`` replaces, newest first (bounded)."""
     out: list[Broadcast] = []
     ref = message.ref
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         while ref and len(out) < MAX_CHAIN:
             row = conn.execute(_messages_query(central).where(db.events.c.id == ref)).first()
             if row is None:

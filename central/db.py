@@ -62,7 +62,12 @@ batches = sa.Table(
     sa.Column("received_at", sa.BigInteger, nullable=False),
     sa.Column("count", sa.Integer, nullable=False),
     sa.Column("new", sa.Integer, nullable=False),
+    # Event ids of the batch's reports not yet projected (JSON array); NULL when done.
+    sa.Column("pending", sa.Text),
 )
+sa.Index("idx_batches_pending", batches.c.received_at,
+         sqlite_where=batches.c.pending.isnot(None),
+         postgresql_where=batches.c.pending.isnot(None))
 
 events = sa.Table(
     "events", metadata,
@@ -160,11 +165,27 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         @sa_event.listens_for(engine, "begin")
         def _begin(conn: Any) -> None:
             # Writers take the lock at BEGIN: no deadlock-prone upgrade later.
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Readers (see reading()) take a snapshot and no lock: WAL lets them
+            # run beside the one writer.
+            if conn.get_execution_options().get("bart_read"):
+                conn.exec_driver_sql("BEGIN")
+            else:
+                conn.exec_driver_sql("BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,
                             pool_pre_ping=True)
+
+
+def reading(engine: Engine) -> sa.Connection:
+    """A connection for reads only: ``with db.reading(engine) as conn: …``.
+
+    On SQLite a plain ``engine.connect()`` would begin with ``BEGIN
+    IMMEDIATE`` and hold the file's one write lock while it reads; this one
+    reads from a snapshot and leaves the lock to writers. (Anything written
+    through it would be rolled back: it is never committed.)
+    """
+    return engine.connect().execution_options(bart_read=True)
 
 
 def insert_ignore(engine_or_dialect: str, table: sa.Table) -> Any:

@@ -130,7 +130,7 @@ def list_reports(engine: Engine, member: StaffMember, *, states: tuple[str, ...]
         query = query.where(r.c.route == route)
     if states:
         query = query.where(r.c.state.in_(states))
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         return [_report(row) for row in conn.execute(query)]
 
 
@@ -140,14 +140,14 @@ def counts(engine: Engine, member: StaffMember) -> dict[str, int]:
     query = sa.select(r.c.state, sa.func.count()).group_by(r.c.state)
     if member.role != "admin":
         query = query.where(r.c.route == member.role)
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         found = {state: int(n) for state, n in conn.execute(query)}
     return {state: found.get(state, 0) for state in STATES}
 
 
 def get_report(engine: Engine, member: StaffMember, report_id: str) -> tuple[Report, list[Note]]:
     """One report and its notes; :class:`NotFound` also when the role does not see it."""
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         row = conn.execute(_select().where(db.reports.c.event_id == report_id)).first()
         if row is None or not member.sees(row.route):
             raise NotFound("no such report")

@@ -44,7 +44,7 @@ class NodeHealth:
 
 def node_health(engine: Engine, now: int) -> list[NodeHealth]:
     """Every enrolled node, silent ones first, then by name."""
-    with engine.connect() as conn:
+    with db.reading(engine) as conn:
         rows = conn.execute(sa.select(db.nodes).order_by(db.nodes.c.name)).all()
     out = []
     for r in rows:

@@ -25,7 +25,7 @@ from __future__ import annotations
 import base64
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,8 +34,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from sync import sealed
-from sync.event import Event
-from sync.keys import unb64
+from sync.errors import BadSignature
+from sync.event import DOMAIN as EVENT_DOMAIN
+from sync.keys import unb64, verify_signature
 from sync.roster import ACK_DOMAIN, sign_document
 
 from . import db
@@ -51,19 +52,6 @@ MAX_REPLY_UPDATES = 500
 
 _EVENT_COLS = ("id", "origin", "stream", "seq", "ts", "kind", "body", "sig", "via",
                "received_at")
-_REPORT_COLS = ("event_id", "origin", "receipt", "category", "ts", "route", "rule", "state",
-                "updated_at", "version")
-
-#: ``route(report_body) -> (route, rule name)``; central/triage.py provides the real one.
-Router = Callable[[dict[str, Any]], tuple[str, str]]
-
-
-def default_router(body: dict[str, Any]) -> tuple[str, str]:
-    """Police for suspicious and emergency, municipality for the rest (DESIGN.md §6)."""
-    if body.get("category") in ("suspicious", "emergency"):
-        return "police", "default-police"
-    return "municipality", "default-municipality"
-
 
 def now_ms() -> int:
     """Current Unix time in milliseconds."""
@@ -78,12 +66,15 @@ class _NodeKeys:
 
 
 class Ingest:
-    """The receiving side of the uplink, shared by the HTTP app and the benchmarks."""
+    """The receiving side of the uplink, shared by the HTTP app and the benchmarks.
 
-    def __init__(self, engine: Engine, central: Central, router: Router = default_router) -> None:
+    Ingest stores events and answers; reports are triaged afterwards by
+    :mod:`central.projector`, off this path.
+    """
+
+    def __init__(self, engine: Engine, central: Central) -> None:
         self.engine = engine
         self.central = central
-        self.router = router
         self.dialect = engine.dialect.name
 
     # ------------------------------------------------------------ the steps
@@ -94,8 +85,9 @@ class Ingest:
             return None
         return _NodeKeys(name, unb64(row.signing_pub, 32, "signing_pub"), row.revoked_at)
 
-    def open(self, wire: bytes) -> tuple[sealed.BatchHeader, sealed.Payload, list[Event]]:
-        """Steps 1–4: refuse or return the verified, decrypted, validated batch."""
+    def open(self, wire: bytes) -> tuple[sealed.BatchHeader, sealed.Payload,
+                                         list[sealed.LeanEvent]]:
+        """Steps 1–4: refuse or return the verified, decrypted, checked batch."""
         if len(wire) > self.central.settings.max_batch_bytes:
             raise IngestRefused(413, "too_large", f"batch of {len(wire)} bytes is too large")
         try:
@@ -105,7 +97,7 @@ class Ingest:
         except sealed.BatchError as exc:
             raise IngestRefused(400, exc.code, str(exc)) from exc
         sender = env.header.node_id
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             node = self._node(conn, sender)
             others: dict[str, _NodeKeys | None] = {}
             try:
@@ -122,8 +114,8 @@ class Ingest:
                 raise IngestRefused(401, "bad_signature", "batch signature does not verify")
             try:
                 payload = sealed.open_envelope(env, self.central.keys.encryption)
-                # Batch signature verified: structural validation, no re-cleaning.
-                events = list(sealed.iter_events(payload, clean=False))
+                # Batch signature verified: structural checks, no re-cleaning.
+                events = list(sealed.iter_lean(payload))
             except sealed.BatchTooLarge as exc:
                 raise IngestRefused(413, exc.code, str(exc)) from exc
             except sealed.BatchError as exc:
@@ -131,95 +123,84 @@ class Ingest:
                 raise IngestRefused(status, exc.code, str(exc)) from exc
             # Events the sender carries for others keep their own signatures:
             # verify those (DESIGN.md §9), against keys central enrolled.
-            for event in events:
-                if event.origin == sender:
+            for ident, origin_id, _s, _q, ts, _k, _b, sig, unsigned in events:
+                if origin_id == sender:
                     continue
-                if event.origin not in others:
-                    others[event.origin] = self._node(conn, event.origin)
-                origin = others[event.origin]
+                if origin_id not in others:
+                    others[origin_id] = self._node(conn, origin_id)
+                origin = others[origin_id]
                 if origin is None or (origin.revoked_at is not None
-                                      and event.ts >= origin.revoked_at):
+                                      and ts >= origin.revoked_at):
                     raise IngestRefused(422, "unknown_origin",
-                                        f"event {event.id} from untrusted origin {event.origin!r}")
+                                        f"event {ident} from untrusted origin {origin_id!r}")
                 try:
-                    event.verify(origin.signing)
-                except Exception as exc:
+                    # iter_lean checked the bytes are canonical: they are what was signed.
+                    verify_signature(origin.signing, sig, EVENT_DOMAIN + unsigned)
+                except BadSignature as exc:
                     raise IngestRefused(422, "bad_event_signature",
-                                        f"event {event.id} does not verify") from exc
+                                        f"event {ident} does not verify") from exc
         return env.header, payload, events
 
-    def store(self, header: sealed.BatchHeader, events: list[Event],
+    def store(self, header: sealed.BatchHeader, events: list[sealed.LeanEvent],
               meta: dict[str, Any]) -> tuple[int, int, bool]:
-        """Step 5: store once. Returns (count, new, replay)."""
+        """Steps 5 (and 6 on SQLite): store once. Returns (count, new, replay)."""
         node = header.node_id
+        b64 = base64.b64encode
         at = now_ms()
         status = meta.get("status") if isinstance(meta.get("status"), dict) else {}
         assert isinstance(status, dict)
+        values: dict[str, Any] = {"backlog": None, "version": None}
+        backlog = status.get("backlog")
+        if isinstance(backlog, int) and not isinstance(backlog, bool) and backlog >= 0:
+            values["backlog"] = backlog
+        version = status.get("version")
+        if isinstance(version, str) and len(version) <= 40:
+            values["version"] = version
+        p = "?" if self.dialect == "sqlite" else "%s"
         with self.engine.begin() as conn:
             new = 0
-            # An empty batch is a poll (every uplink_poll_s per node): nothing to
-            # de-duplicate, so it leaves no batch row behind — only last_seen.
-            if events:
-                ins = db.insert_ignore(self.dialect, db.batches).values(
-                    node=node, batch_seq=header.batch_seq, received_at=at,
-                    count=header.count, new=0).returning(db.batches.c.batch_seq)
-                if conn.execute(ins).first() is None:
-                    count, new = conn.execute(
-                        sa.select(db.batches.c.count, db.batches.c.new).where(
-                            db.batches.c.node == node,
-                            db.batches.c.batch_seq == header.batch_seq)).one()
-                    return int(count), int(new), True
-                new = self._insert_events(conn, events, node, at)
-                conn.execute(db.batches.update().where(
-                    db.batches.c.node == node, db.batches.c.batch_seq == header.batch_seq)
-                    .values(new=new))
-            values: dict[str, Any] = {"last_seen": at}
-            backlog = status.get("backlog")
-            if isinstance(backlog, int) and not isinstance(backlog, bool) and backlog >= 0:
-                values["backlog"] = backlog
-            version = status.get("version")
-            if isinstance(version, str) and len(version) <= 40:
-                values["version"] = version
-            conn.execute(db.nodes.update().where(db.nodes.c.name == node).values(**values))
-            conn.execute(db.nodes.update().where(
-                db.nodes.c.name == node, db.nodes.c.last_batch_seq < header.batch_seq)
-                .values(last_batch_seq=header.batch_seq))
+            # DB-API statements: SQLAlchemy's statement machinery cost ~2 ms per
+            # batch here, more than the fsync of the commit.
+            cur = conn.connection.cursor()
+            try:
+                # An empty batch is a poll (every uplink_poll_s per node): nothing to
+                # de-duplicate, so it leaves no batch row behind — only last_seen.
+                if events:
+                    cur.execute(f"INSERT INTO batches (node, batch_seq, received_at, count, new) "
+                                f"VALUES ({p}, {p}, {p}, {p}, 0) ON CONFLICT DO NOTHING "
+                                f"RETURNING batch_seq", (node, header.batch_seq, at, header.count))
+                    if cur.fetchone() is None:
+                        cur.execute(f"SELECT count, new FROM batches WHERE node = {p} "
+                                    f"AND batch_seq = {p}", (node, header.batch_seq))
+                        held = cur.fetchone()
+                        assert held is not None  # the conflicting row is committed
+                        return int(held[0]), int(held[1]), True
+                    new = self._insert_rows(cur, "events", _EVENT_COLS, [
+                        (e[0], e[1], e[2], e[3], e[4], e[5], e[6], b64(e[7]).decode(), node, at)
+                        for e in events])
+                    # Reports wait in the batch row for the projector (triage).
+                    reports = [e[0] for e in events if e[5] == "report"]
+                    cur.execute(f"UPDATE batches SET new = {p}, pending = {p} WHERE node = {p} "
+                                f"AND batch_seq = {p}",
+                                (new, orjson.dumps(reports).decode() if reports else None,
+                                 node, header.batch_seq))
+                cur.execute(
+                    f"UPDATE nodes SET last_seen = {p}, backlog = COALESCE({p}, backlog), "
+                    f"version = COALESCE({p}, version), last_batch_seq = CASE WHEN "
+                    f"last_batch_seq < {p} THEN {p} ELSE last_batch_seq END WHERE name = {p}",
+                    (at, values["backlog"], values["version"], header.batch_seq,
+                     header.batch_seq, node))
+            finally:
+                cur.close()
+            if events and self.dialect == "sqlite":
+                # SQLite's writer lock (BEGIN IMMEDIATE) serialises this with
+                # every other ingest: the heads can move in the same
+                # transaction, saving a second commit (fsync) per batch.
+                self._advance(conn, events, all_new=new == len(events))
         if new != len(events):
             log.info("batch %s/%s: %d of %d events were already here", node, header.batch_seq,
                      len(events) - new, len(events))
         return len(events), new, False
-
-    def _insert_events(self, conn: Connection, events: list[Event], via: str, at: int) -> int:
-        """Insert events and their triage rows, skipping what is already held.
-
-        Uses the DB-API's ``executemany`` directly: SQLAlchemy's per-row
-        parameter processing cost more than the insert itself. A report's
-        triage row is inserted with ``ON CONFLICT DO NOTHING`` too, so an
-        event held already keeps its (possibly re-routed) triage state.
-        """
-        rows = [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind, e.body_json().decode(),
-                 base64.b64encode(e.sig).decode(), via, at) for e in events]
-        reports = [self._report_row(e, at) for e in events if e.kind == "report"]
-        cur = conn.connection.cursor()
-        try:
-            new = self._insert_rows(cur, "events", _EVENT_COLS, rows)
-            if reports and new < len(events):
-                # Some were here already, or are forks (same origin/stream/seq, other
-                # id): triage rows only for events stored under their own id.
-                p = "?" if self.dialect == "sqlite" else "%s"
-                ids = [r[0] for r in reports]
-                held: set[str] = set()
-                for i in range(0, len(ids), 500):
-                    chunk = ids[i:i + 500]
-                    marks = ", ".join([p] * len(chunk))
-                    cur.execute(f"SELECT id FROM events WHERE id IN ({marks})", chunk)
-                    held.update(row[0] for row in cur.fetchall())
-                reports = [r for r in reports if r[0] in held]
-            if reports:
-                self._insert_rows(cur, "reports", _REPORT_COLS, reports)
-        finally:
-            cur.close()
-        return new
 
     def _insert_rows(self, cur: Any, table: str, cols: tuple[str, ...],
                      rows: list[tuple[Any, ...]]) -> int:
@@ -246,16 +227,14 @@ class Ingest:
                     "ON CONFLICT DO NOTHING")
         return int(cur.rowcount)
 
-    def _report_row(self, event: Event, at: int) -> tuple[Any, ...]:
-        route, rule = self.router(event.body)
-        return (event.id, event.origin, event.body["receipt"], event.body["category"], event.ts,
-                route, rule[:80], "new", at, 1)
-
-    def advance_heads(self, keys: Iterable[tuple[str, str]]) -> None:
+    def _advance(self, conn: Connection, events: list[sealed.LeanEvent], *,
+                 all_new: bool) -> None:
         """Step 6: move each (origin, stream)'s gapless prefix forward."""
-        for origin, stream in sorted(set(keys)):
-            with self.engine.begin() as conn:
-                advance_head(conn, origin, stream)
+        seqs: dict[tuple[str, str], list[int]] = {}
+        for e in events:
+            seqs.setdefault((e[1], e[2]), []).append(e[3])
+        for (origin, stream), got in sorted(seqs.items()):
+            advance_head(conn, origin, stream, got if all_new else None)
 
     def holds(self, conn: Connection, origins: Iterable[str]) -> dict[str, dict[str, int]]:
         """Gapless prefix central holds per origin and stream."""
@@ -276,16 +255,19 @@ class Ingest:
             log.warning("batch refused (%s %s): %s", exc.status, exc.code, exc)
             raise
         count, new, replay = self.store(header, events, payload.meta)
-        if not replay:
-            self.advance_heads((e.origin, e.stream) for e in events)
+        if not replay and events and self.dialect != "sqlite":
+            # PostgreSQL: after the commit, so that concurrent workers' events
+            # are seen (the heads only ever move forward).
+            with self.engine.begin() as conn:
+                self._advance(conn, events, all_new=False)
         return self.reply(header, payload.meta, count, new, replay,
-                          {e.origin for e in events} | {header.node_id})
+                          {e[1] for e in events} | {header.node_id})
 
     def reply(self, header: sealed.BatchHeader, meta: dict[str, Any], count: int, new: int,
               replay: bool, origins: set[str]) -> dict[str, Any]:
         """Step 7: the signed acknowledgement and what the node lacks."""
         node = header.node_id
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             holds = self.holds(conn, origins)
             have = _int_in(meta, "heads", self.central.origin, "public")
             central_events = [
@@ -313,45 +295,52 @@ class Ingest:
         return reply
 
 
-def advance_head(conn: Connection, origin: str, stream: str) -> None:
-    """Recompute one head from the committed events (idempotent, monotonic)."""
-    row = conn.execute(sa.select(db.heads.c.contiguous, db.heads.c.max_seq).where(
-        db.heads.c.origin == origin, db.heads.c.stream == stream)).first()
-    contiguous = int(row.contiguous) if row else 0
-    top = int(row.max_seq) if row else 0
-    n, high = conn.execute(sa.select(sa.func.count(), sa.func.max(db.events.c.seq)).where(
-        db.events.c.origin == origin, db.events.c.stream == stream,
-        db.events.c.seq > contiguous)).one()
-    if n:
-        top = max(top, int(high))
-        if int(high) - contiguous == int(n):
-            contiguous = int(high)  # no gap: the usual case, one indexed query
+def advance_head(conn: Connection, origin: str, stream: str,
+                 stored: list[int] | None = None) -> None:
+    """Recompute one head from the committed events (idempotent, monotonic).
+
+    ``stored``: the seqs a batch has just stored, every one of them new, in a
+    transaction that holds the writer lock. When they continue a head that
+    has no gap, the head moves to their end without counting rows.
+
+    DB-API statements (``?`` becomes ``%s`` on PostgreSQL): this runs for
+    every batch, and SQLAlchemy's statement machinery cost more than the
+    queries.
+    """
+    def run(sql: str, params: tuple[Any, ...]) -> list[Any]:
+        cur.execute(sql if sqlite else sql.replace("?", "%s"), params)
+        return list(cur.fetchall()) if cur.description else []
+
+    sqlite = conn.dialect.name == "sqlite"
+    cur = conn.connection.cursor()
+    try:
+        got = run("SELECT contiguous, max_seq FROM heads WHERE origin = ? AND stream = ?",
+                  (origin, stream))
+        contiguous, top = (int(got[0][0]), int(got[0][1])) if got else (0, 0)
+        if stored and top == contiguous and min(stored) == contiguous + 1 \
+                and max(stored) - contiguous == len(stored):
+            contiguous = top = max(stored)
         else:
-            for seq in conn.execute(sa.select(db.events.c.seq).where(
-                    db.events.c.origin == origin, db.events.c.stream == stream,
-                    db.events.c.seq > contiguous).order_by(db.events.c.seq)).scalars():
-                if seq != contiguous + 1:
-                    break
-                contiguous = seq
-    dialect = conn.dialect.name
-    stmt: Any
-    if dialect == "postgresql":
-        from sqlalchemy.dialects.postgresql import insert as pg_insert
-
-        stmt = pg_insert(db.heads).values(origin=origin, stream=stream, contiguous=contiguous,
-                                          max_seq=top)
-        stmt = stmt.on_conflict_do_update(index_elements=["origin", "stream"], set_={
-            "contiguous": sa.func.greatest(db.heads.c.contiguous, stmt.excluded.contiguous),
-            "max_seq": sa.func.greatest(db.heads.c.max_seq, stmt.excluded.max_seq)})
-    else:
-        from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-
-        stmt = sqlite_insert(db.heads).values(origin=origin, stream=stream,
-                                              contiguous=contiguous, max_seq=top)
-        stmt = stmt.on_conflict_do_update(index_elements=["origin", "stream"], set_={
-            "contiguous": sa.func.max(db.heads.c.contiguous, stmt.excluded.contiguous),
-            "max_seq": sa.func.max(db.heads.c.max_seq, stmt.excluded.max_seq)})
-    conn.execute(stmt)
+            n, high = run("SELECT count(*), max(seq) FROM events WHERE origin = ? "
+                          "AND stream = ? AND seq > ?", (origin, stream, contiguous))[0]
+            if n:
+                top = max(top, int(high))
+                if int(high) - contiguous == int(n):
+                    contiguous = int(high)  # no gap: the usual case, one indexed query
+                else:
+                    for (seq,) in run("SELECT seq FROM events WHERE origin = ? AND stream = ? "
+                                      "AND seq > ? ORDER BY seq", (origin, stream, contiguous)):
+                        if seq != contiguous + 1:
+                            break
+                        contiguous = seq
+        top_of = "max" if sqlite else "greatest"
+        run(f"INSERT INTO heads (origin, stream, contiguous, max_seq) VALUES (?, ?, ?, ?) "
+            f"ON CONFLICT (origin, stream) DO UPDATE SET "
+            f"contiguous = {top_of}(heads.contiguous, excluded.contiguous), "
+            f"max_seq = {top_of}(heads.max_seq, excluded.max_seq)",
+            (origin, stream, contiguous, top))
+    finally:
+        cur.close()
 
 
 def _int_in(meta: Any, *path: str) -> int:

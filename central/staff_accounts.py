@@ -231,13 +231,13 @@ class StaffAccounts:
 
     def members(self) -> list[StaffMember]:
         """Every account, by name."""
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             rows = conn.execute(sa.select(staff).order_by(staff.c.key)).all()
         return [_member(r) for r in rows]
 
     def get(self, name: str) -> StaffMember | None:
         """One account by name (any case), or None."""
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             row = conn.execute(sa.select(staff).where(staff.c.key == _login_key(name))).first()
         return _member(row) if row else None
 
@@ -322,7 +322,7 @@ class StaffAccounts:
     def set_password(self, member: StaffMember, old: str, new: str) -> None:
         """Replace ``member``'s password after checking the old one; ends other sessions."""
         check_new_password(new, old)
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             row = conn.execute(sa.select(staff).where(staff.c.key == member.key)).first()
         if row is None:
             raise UnknownStaff("the account no longer exists")
@@ -396,7 +396,7 @@ class StaffAccounts:
         query = sa.select(staff_audit).order_by(staff_audit.c.id.desc()).limit(limit)
         if before is not None:
             query = query.where(staff_audit.c.id < before)
-        with self.engine.connect() as conn:
+        with db.reading(self.engine) as conn:
             rows = conn.execute(query).all()
         return [AuditEntry(int(r.id), int(r.at), r.staff, r.action, r.subject, r.detail)
                 for r in rows]

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import base64
 import threading
+import time
+from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -23,6 +26,7 @@ from central.enrol import enrol_bundle, issue_code, revoke
 from central.errors import EnrolmentRefused, IngestRefused
 from central.identity import Central, CentralSettings, init_central
 from central.ingest import Ingest
+from central.projector import Projector
 from sync import KeyPair, make_event, sealed
 from sync.enrolment import EnrolRequest
 from sync.event import Event
@@ -95,6 +99,11 @@ def test_store_once_heads_triage_and_signed_ack(engine: sa.Engine, central: Cent
     assert (ack["count"], ack["new"], ack["replay"]) == (1000, 1000, False)
     assert ack["holds"] == {"wereld": {"private": 1000}}
     assert count(engine, db.events) == 1000
+    # Ingest does not triage: the batch waits for the projector.
+    assert count(engine, db.reports) == 0
+    projector = Projector(engine)
+    assert projector.pending() == 1
+    assert projector.drain() == 1 and projector.pending() == 0
     with engine.connect() as conn:
         routes = dict(conn.execute(sa.select(db.reports.c.route, sa.func.count())
                                    .group_by(db.reports.c.route)).all())
@@ -129,6 +138,7 @@ def test_replay_gets_the_original_ack_and_stores_nothing(engine: sa.Engine,
         ingest.handle(batch(keys, "wereld", 3, reports(keys, "wereld", range(1, 11)),
                             central))["ack"], central.keys.signing_public, ACK_DOMAIN)
     assert (forked["count"], forked["new"]) == (10, 0)
+    Projector(engine).drain()
     assert count(engine, db.events) == 10 and count(engine, db.reports) == 10
     assert count(engine, db.batches) == 3
 
@@ -293,3 +303,132 @@ def test_central_events_reach_the_node_in_replies(engine: sa.Engine, central: Ce
     for raw in reply["events"]:
         event_from_dict(raw).verify(central.keys.signing_public)
     assert base64.b64decode(reply["events"][0]["sig"])
+
+
+# -- the projector: reports triaged off the ingest path (central/projector.py) ------------
+
+def routes(engine: sa.Engine) -> dict[str, str]:
+    with engine.connect() as conn:
+        return dict(conn.execute(sa.select(db.reports.c.event_id, db.reports.c.route)).all())
+
+
+def test_projection_is_idempotent_and_keeps_staff_routes(engine: sa.Engine,
+                                                         central: Central) -> None:
+    keys = enrol(engine, central, "wereld")
+    evs = reports(keys, "wereld", range(1, 21))
+    Ingest(engine, central).handle(batch(keys, "wereld", 1, evs, central))
+    projector = Projector(engine)
+    assert projector.drain() == 1
+    first = routes(engine)
+    assert len(first) == 20
+    # Staff move one report to the other desk …
+    moved = evs[0].id
+    other = "municipality" if first[moved] == "police" else "police"
+    with engine.begin() as conn:
+        conn.execute(db.reports.update().where(db.reports.c.event_id == moved)
+                     .values(route=other, state="in_progress"))
+    # … and the projector runs the batch again (as after a crash before it
+    # cleared the batch): nothing doubled, nothing undone.
+    with engine.begin() as conn:
+        conn.execute(db.batches.update().values(pending=sa.literal(
+            '["' + '","'.join(e.id for e in evs) + '"]')))
+    assert projector.drain() == 1
+    again = routes(engine)
+    assert count(engine, db.reports) == 20
+    assert again[moved] == other and {k: v for k, v in again.items() if k != moved} == {
+        k: v for k, v in first.items() if k != moved}
+
+
+def test_a_failing_rule_falls_back_to_the_default_route(engine: sa.Engine,
+                                                        central: Central) -> None:
+    keys = enrol(engine, central, "wereld")
+    evs = reports(keys, "wereld", range(1, 5))
+    Ingest(engine, central).handle(batch(keys, "wereld", 1, evs, central))
+
+    def broken(body: Mapping[str, Any]) -> tuple[str, str]:
+        if body["text"].endswith("2"):
+            raise RuntimeError("a rule with a bug")
+        return "police", "all-police"
+
+    assert Projector(engine, broken).drain() == 1
+    got = routes(engine)
+    assert got[evs[1].id] == "municipality"  # category nuisance → default municipality
+    assert [got[e.id] for e in (evs[0], evs[2], evs[3])] == ["police"] * 3
+    with engine.connect() as conn:
+        rule = conn.execute(sa.select(db.reports.c.rule).where(
+            db.reports.c.event_id == evs[1].id)).scalar_one()
+    assert rule == "default-municipality"
+
+
+def test_only_stored_reports_are_projected(engine: sa.Engine, central: Central) -> None:
+    keys = enrol(engine, central, "wereld")
+    ingest = Ingest(engine, central)
+    ingest.handle(batch(keys, "wereld", 1, reports(keys, "wereld", range(1, 6)), central))
+    # A fork: same seqs, other ids — stored never, so never a report either.
+    ingest.handle(batch(keys, "wereld", 2, reports(keys, "wereld", range(1, 6)), central))
+    # Public alerts carry no report to project.
+    ingest.handle(batch(keys, "wereld", 3, reports(keys, "wereld", range(1, 4),
+                                                   stream="public"), central))
+    projector = Projector(engine)
+    assert projector.pending() == 2  # the alert batch has nothing pending
+    projector.drain()
+    assert count(engine, db.reports) == 5 and projector.pending() == 0
+
+
+def test_concurrent_projectors_and_ingest_lose_and_double_nothing(engine: sa.Engine,
+                                                                  central: Central) -> None:
+    keys = enrol(engine, central, "wereld")
+    ingest = Ingest(engine, central)
+    wires = [batch(keys, "wereld", i + 1, reports(keys, "wereld", range(i * 100 + 1,
+                                                                        i * 100 + 101)), central)
+             for i in range(12)]
+    stop = threading.Event()
+    errors: list[BaseException] = []
+
+    def project() -> None:
+        try:
+            Projector(engine).run(stop, poll_s=0.01)
+        except BaseException as exc:  # pragma: no cover - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=project) for _ in range(3)]
+    for t in threads:
+        t.start()
+    try:
+        for wire in wires:
+            ingest.handle(wire)
+        deadline = time.monotonic() + 60
+        while Projector(engine).pending() and time.monotonic() < deadline:
+            time.sleep(0.02)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert not errors
+    assert count(engine, db.reports) == 1200 and Projector(engine).pending() == 0
+
+
+def test_a_reader_does_not_hold_sqlites_write_lock(tmp_path: Any) -> None:
+    url = f"sqlite:///{tmp_path / 'c.db'}"
+    db.upgrade(url)
+    eng = db.make_engine(url)
+    try:
+        with db.reading(eng) as conn:
+            conn.execute(sa.select(sa.func.count()).select_from(db.events)).scalar_one()
+            # The read transaction is open; a writer elsewhere proceeds at once.
+            done = threading.Event()
+
+            def write() -> None:
+                with eng.begin() as w:
+                    w.execute(db.counters.insert().values(name="x", value=1))
+                done.set()
+
+            t = threading.Thread(target=write)
+            t.start()
+            assert done.wait(5), "the writer waited for a reader"
+            t.join()
+            # The reader still sees its snapshot.
+            assert conn.execute(sa.select(sa.func.count()).select_from(db.counters)
+                                ).scalar_one() == 0
+    finally:
+        eng.dispose()

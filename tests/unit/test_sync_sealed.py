@@ -246,3 +246,67 @@ def test_too_many_events_refused_at_seal() -> None:
     with pytest.raises(sealed.BatchTooLarge):
         sealed.seal(big, node_id="n1", batch_seq=1, created=TS, keys=NODE,
                     central_encryption_public=CENTRAL.encryption_public)
+
+
+# -- central's lean path: iter_lean checks exactly what iter_events(clean=False) checks ------
+
+def _unsigned(ev: Event) -> bytes:
+    return ev.signing_bytes()[len(b"bart/event/v1\x00"):]
+
+
+def _outcome(fn: object, payload: sealed.Payload) -> object:
+    try:
+        return ("ok", fn(payload))  # type: ignore[operator]
+    except sealed.BatchError as exc:
+        return (type(exc).__name__, str(exc))
+
+
+def test_iter_lean_gives_the_fields_iter_events_gives() -> None:
+    alert = make_event(NODE, origin="escamp-kleine-wereld", stream="public", seq=9,
+                       kind="alert", ts=TS, body={"source": "team", "title": "Let op",
+                                                  "areas": ["ESC-01"], "expires": TS + 60_000})
+    evs = [*events(n=5), alert]
+    payload = sealed.Payload.of(evs)
+    lean = sealed.iter_lean(payload)
+    full = list(sealed.iter_events(payload, clean=False))
+    assert [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind, e.body_json().decode(), e.sig,
+             _unsigned(e)) for e in full] == lean
+
+
+# Edits of one event's unsigned bytes, each of which some check must refuse (or not).
+MUTATIONS = [
+    (b'"seq":1', b'"seq": 1'), (b'"seq":1', b'"seq":1.0'), (b'"seq":1', b'"seq":0'),
+    (b'"seq":1', b'"seq":true'), (b'"seq":1', b'"seq":"1"'), (b'"v":1', b'"v":2'),
+    (b'"v":1', b'"v":true'), (b'"kind":"report"', b'"kind":"rumour"'),
+    (b'"stream":"private"', b'"stream":"public"'), (b'"origin":"escamp', b'"origin":"Escamp'),
+    (b'"id":"019ac8f2', b'"id":"019AC8F2'), (b'-7a3c-', b'-4a3c-'),
+    (b'"ts":1795904700123', b'"ts":17'), (b'"category":"nuisance"', b'"category":"gossip"'),
+    (b'"receipt":"K7F-3QX"', b'"receipt":"nope"'), (b'"lang":"nl"', b'"lang":"nl","x":1'),
+    (b'"text":"Plein"', b'"text":"Plein","z":"a"'),
+    (b'{"body":', b'{"xbody":'), (b',"v":1}', b',"v":1,"w":2}'), (b',"v":1}', b'}'),
+    (b'"audience":"both"', b'"audience":"both","audience":"both"'),
+    ("—".encode(), b"\\u2014"), (b'"Harde', b'"Harde\\/'),
+    (b'"seq":1,', b'"seq":1,"id":"019ac8f2-6d5b-7a3c-8e1f-000000000001",'),
+]
+
+
+@pytest.mark.parametrize(("old", "new"), MUTATIONS)
+def test_iter_lean_refuses_what_iter_events_refuses(old: bytes, new: bytes) -> None:
+    evs = events(n=3)
+    frames = [(_unsigned(e), e.sig) for e in evs]
+    assert old in frames[0][0], old
+    frames[0] = (frames[0][0].replace(old, new, 1), frames[0][1])
+    payload = sealed.Payload(frames, {})
+    lean = _outcome(sealed.iter_lean, payload)
+    full = _outcome(lambda p: list(sealed.iter_events(p, clean=False)), payload)
+    assert lean == ("BatchMalformed", full[1]), (lean, full)
+
+
+def test_iter_lean_refuses_a_short_signature_and_non_json() -> None:
+    ev = events(n=1)[0]
+    with pytest.raises(sealed.BatchMalformed, match="64-byte"):
+        sealed.iter_lean(sealed.Payload([(_unsigned(ev), ev.sig[:63])], {}))
+    with pytest.raises(sealed.BatchMalformed, match="not JSON"):
+        sealed.iter_lean(sealed.Payload([(b"{", ev.sig)], {}))
+    with pytest.raises(sealed.BatchMalformed, match="object"):
+        sealed.iter_lean(sealed.Payload([(b"[]", ev.sig)], {}))

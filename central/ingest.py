@@ -242,8 +242,11 @@ class Ingest:
         names = sorted(set(origins))
         if not names:
             return out
-        for row in conn.execute(sa.select(db.heads).where(db.heads.c.origin.in_(names))):
-            out.setdefault(row.origin, {})[row.stream] = int(row.contiguous)
+        marks = ", ".join("?" * len(names))
+        for origin, stream, contiguous in db.query(
+                conn, f"SELECT origin, stream, contiguous FROM heads WHERE origin IN ({marks})",
+                names):
+            out.setdefault(origin, {})[stream] = int(contiguous)
         return out
 
     # --------------------------------------------------------- the whole thing
@@ -267,30 +270,32 @@ class Ingest:
               replay: bool, origins: set[str]) -> dict[str, Any]:
         """Step 7: the signed acknowledgement and what the node lacks."""
         node = header.node_id
+        # DB-API queries: this runs for every batch (see advance_head).
         with db.reading(self.engine) as conn:
             holds = self.holds(conn, origins)
             have = _int_in(meta, "heads", self.central.origin, "public")
             central_events = [
-                event_row_to_wire(r) for r in conn.execute(
-                    sa.select(db.events).where(
-                        db.events.c.origin == self.central.origin,
-                        db.events.c.stream == "public", db.events.c.seq > have)
-                    .order_by(db.events.c.seq).limit(MAX_REPLY_EVENTS))
-            ]
-            after = _int_in(meta, "updates_after")
+                event_row_to_wire(r) for r in db.query(
+                    conn, "SELECT id, origin, stream, seq, ts, kind, body, sig FROM events "
+                    "WHERE origin = ? AND stream = 'public' AND seq > ? ORDER BY seq LIMIT ?",
+                    (self.central.origin, have, MAX_REPLY_EVENTS), named=True)]
             updates = [
-                {"id": int(r.id), "report": r.report_id, "receipt": r.receipt, "state": r.state,
-                 "at": int(r.at)}
-                for r in conn.execute(sa.select(db.report_updates).where(
-                    db.report_updates.c.origin == node, db.report_updates.c.id > after)
-                    .order_by(db.report_updates.c.id).limit(MAX_REPLY_UPDATES))
-            ]
-            roster = current_roster(conn)
+                {"id": int(i), "report": report, "receipt": receipt, "state": state,
+                 "at": int(at)}
+                for i, report, receipt, state, at in db.query(
+                    conn, "SELECT id, report_id, receipt, state, at FROM report_updates "
+                    "WHERE origin = ? AND id > ? ORDER BY id LIMIT ?",
+                    (node, _int_in(meta, "updates_after"), MAX_REPLY_UPDATES))]
+            # The roster only when the node's is older (it grows with every node).
+            newest = db.query(conn, "SELECT serial FROM roster_docs ORDER BY serial DESC "
+                                    "LIMIT 1", ())
+            roster = (current_roster(conn) if newest
+                      and int(newest[0][0]) > _int_in(meta, "roster_serial") else None)
         ack = {"v": 1, "node": node, "batch_seq": header.batch_seq, "count": count, "new": new,
                "replay": replay, "holds": holds, "updates": updates, "at": now_ms()}
         reply: dict[str, Any] = {"ack": sign_document(ack, self.central.keys, ACK_DOMAIN),
                                  "events": central_events}
-        if roster is not None and roster["doc"]["serial"] > _int_in(meta, "roster_serial"):
+        if roster is not None:
             reply["roster"] = roster
         return reply
 
@@ -302,45 +307,35 @@ def advance_head(conn: Connection, origin: str, stream: str,
     ``stored``: the seqs a batch has just stored, every one of them new, in a
     transaction that holds the writer lock. When they continue a head that
     has no gap, the head moves to their end without counting rows.
-
-    DB-API statements (``?`` becomes ``%s`` on PostgreSQL): this runs for
-    every batch, and SQLAlchemy's statement machinery cost more than the
-    queries.
+    DB-API statements (:func:`central.db.query`): this runs for every batch.
     """
-    def run(sql: str, params: tuple[Any, ...]) -> list[Any]:
-        cur.execute(sql if sqlite else sql.replace("?", "%s"), params)
-        return list(cur.fetchall()) if cur.description else []
-
-    sqlite = conn.dialect.name == "sqlite"
-    cur = conn.connection.cursor()
-    try:
-        got = run("SELECT contiguous, max_seq FROM heads WHERE origin = ? AND stream = ?",
-                  (origin, stream))
-        contiguous, top = (int(got[0][0]), int(got[0][1])) if got else (0, 0)
-        if stored and top == contiguous and min(stored) == contiguous + 1 \
-                and max(stored) - contiguous == len(stored):
-            contiguous = top = max(stored)
-        else:
-            n, high = run("SELECT count(*), max(seq) FROM events WHERE origin = ? "
-                          "AND stream = ? AND seq > ?", (origin, stream, contiguous))[0]
-            if n:
-                top = max(top, int(high))
-                if int(high) - contiguous == int(n):
-                    contiguous = int(high)  # no gap: the usual case, one indexed query
-                else:
-                    for (seq,) in run("SELECT seq FROM events WHERE origin = ? AND stream = ? "
-                                      "AND seq > ? ORDER BY seq", (origin, stream, contiguous)):
-                        if seq != contiguous + 1:
-                            break
-                        contiguous = seq
-        top_of = "max" if sqlite else "greatest"
-        run(f"INSERT INTO heads (origin, stream, contiguous, max_seq) VALUES (?, ?, ?, ?) "
-            f"ON CONFLICT (origin, stream) DO UPDATE SET "
-            f"contiguous = {top_of}(heads.contiguous, excluded.contiguous), "
-            f"max_seq = {top_of}(heads.max_seq, excluded.max_seq)",
-            (origin, stream, contiguous, top))
-    finally:
-        cur.close()
+    key = (origin, stream)
+    got = db.query(conn, "SELECT contiguous, max_seq FROM heads WHERE origin = ? "
+                         "AND stream = ?", key)
+    contiguous, top = (int(got[0][0]), int(got[0][1])) if got else (0, 0)
+    if stored and top == contiguous and min(stored) == contiguous + 1 \
+            and max(stored) - contiguous == len(stored):
+        contiguous = top = max(stored)
+    else:
+        n, high = db.query(conn, "SELECT count(*), max(seq) FROM events WHERE origin = ? "
+                                 "AND stream = ? AND seq > ?", (*key, contiguous))[0]
+        if n:
+            top = max(top, int(high))
+            if int(high) - contiguous == int(n):
+                contiguous = int(high)  # no gap: the usual case, one indexed query
+            else:
+                for (seq,) in db.query(conn, "SELECT seq FROM events WHERE origin = ? AND "
+                                             "stream = ? AND seq > ? ORDER BY seq",
+                                       (*key, contiguous)):
+                    if seq != contiguous + 1:
+                        break
+                    contiguous = seq
+    top_of = "max" if conn.dialect.name == "sqlite" else "greatest"
+    db.query(conn, f"INSERT INTO heads (origin, stream, contiguous, max_seq) VALUES (?, ?, ?, ?) "
+                   f"ON CONFLICT (origin, stream) DO UPDATE SET "
+                   f"contiguous = {top_of}(heads.contiguous, excluded.contiguous), "
+                   f"max_seq = {top_of}(heads.max_seq, excluded.max_seq)",
+             (*key, contiguous, top))
 
 
 def _int_in(meta: Any, *path: str) -> int:

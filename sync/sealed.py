@@ -40,7 +40,8 @@ import zstandard
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from .bodies import KIND_STREAMS, SLUG, validate_body
+from . import fastpath
+from .bodies import KIND_STREAMS, RECEIPT, SLUG, validate_body
 from .canonical import canonical_bytes
 from .errors import BadSignature, EventError, InvalidField, SyncError, UnknownVersion
 from .event import DOMAIN as EVENT_DOMAIN
@@ -336,7 +337,7 @@ def iter_events(payload: Payload, *, clean: bool = True) -> Iterator[Event]:
 
 #: One event as central's ingest stores it: (id, origin, stream, seq, ts, kind,
 #: body as canonical JSON text, raw 64-byte signature, the unsigned canonical bytes).
-LeanEvent = tuple[str, str, str, int, int, str, str, bytes, bytes]
+LeanEvent = fastpath.LeanEvent
 _FIELD_SET: Final = frozenset({"v", "id", "origin", "stream", "seq", "ts", "kind", "body"})
 
 
@@ -345,14 +346,23 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
 
     Central's ingest path: the same header checks, the same lean body check
     and the same canonical-encoding check, without building :class:`Event`
-    objects (they cost more than storing the row). A frame that fails any
-    check is handed to :func:`iter_events`'s checks, so the refusal and its
-    message are the same on both paths.
+    objects (they cost more than storing the row); reports are decoded and
+    checked in C first (:mod:`sync.fastpath`). A frame that fails any check
+    is handed to :func:`iter_events`'s checks, so a batch is refused exactly
+    when ``iter_events`` refuses it, with its message (when several events are
+    bad, the one named may differ).
     """
     loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
     origins: set[str] = set()  # each origin's slug is checked once per batch
     out: list[LeanEvent] = []
+    fast = fastpath.report
+    receipts: list[tuple[int, str]] = []  # of the reports the fast path took
     for i, (unsigned, sig) in enumerate(payload.frames):
+        report = fast(unsigned, sig)  # reports, in C (sync/fastpath.py)
+        if report is not None:
+            out.append(report[0])
+            receipts.append((i, report[1]))
+            continue
         try:
             data = loads(unsigned)
         except orjson.JSONDecodeError as exc:
@@ -382,16 +392,24 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
         # run of bytes (only slugs, UUIDs and integers follow it).
         body_json = unsigned[8:unsigned.rfind(b',"id":"')].decode()
         out.append((ident, origin, stream, seq, ts, kind, body_json, sig, unsigned))
-    # Every id a UUIDv7: one regex pass over all of them (36 characters each,
-    # checked above; a newline cannot occur in a valid id).
+    # Formats checked for the whole batch at once: every id a UUIDv7 (one regex
+    # pass; 36 characters each, checked above, and no valid one holds a
+    # newline), each distinct origin a slug, each fast-path receipt well formed.
+    # The first frame that fails gets the general path's refusal.
+    wrong = {o for o in {e[1] for e in out} - origins if not SLUG.fullmatch(o)}
+    bad = [i for i, e in enumerate(out) if e[1] in wrong] if wrong else []
     if out and not _UUID7_LINES.fullmatch("\n".join([e[0] for e in out]) + "\n"):
-        for i, e in enumerate(out):
-            if not UUID7.fullmatch(e[0]):
-                _refuse(i, loads(e[8]), e[7], e[8])
+        bad += [i for i, e in enumerate(out) if not UUID7.fullmatch(e[0])]
+    if receipts and not _RECEIPT_LINES.fullmatch("\n".join([r for _, r in receipts]) + "\n"):
+        bad += [i for i, r in receipts if not RECEIPT.fullmatch(r)]
+    if bad:
+        i = min(bad)
+        _refuse(i, loads(out[i][8]), out[i][7], out[i][8])
     return out
 
 
 _UUID7_LINES: Final = re.compile(f"(?:{UUID7.pattern}\n)+")
+_RECEIPT_LINES: Final = re.compile(f"(?:{RECEIPT.pattern.strip('^$')}\n)+")
 
 
 def _refuse(i: int, data: Any, sig: bytes, unsigned: bytes) -> NoReturn:

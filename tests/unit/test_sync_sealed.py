@@ -281,7 +281,9 @@ MUTATIONS = [
     (b'"stream":"private"', b'"stream":"public"'), (b'"origin":"escamp', b'"origin":"Escamp'),
     (b'"id":"019ac8f2', b'"id":"019AC8F2'), (b'-7a3c-', b'-4a3c-'),
     (b'"ts":1795904700123', b'"ts":17'), (b'"category":"nuisance"', b'"category":"gossip"'),
-    (b'"receipt":"K7F-3QX"', b'"receipt":"nope"'), (b'"lang":"nl"', b'"lang":"nl","x":1'),
+    (b'"receipt":"K7F-3QX"', b'"receipt":"nope"'), (b'"receipt":"K7F-3QX"', b'"receipt":"K7F-3QI"'),
+    (b'"receipt":"K7F-3QX"', b'"receipt":"K7F\\n3QX"'), (b'"origin":"escamp', b'"origin":"-scamp'),
+    (b'"lang":"nl"', b'"lang":"nl","x":1'),
     (b'"text":"Plein"', b'"text":"Plein","z":"a"'),
     (b'{"body":', b'{"xbody":'), (b',"v":1}', b',"v":1,"w":2}'), (b',"v":1}', b'}'),
     (b'"audience":"both"', b'"audience":"both","audience":"both"'),
@@ -310,3 +312,60 @@ def test_iter_lean_refuses_a_short_signature_and_non_json() -> None:
         sealed.iter_lean(sealed.Payload([(b"{", ev.sig)], {}))
     with pytest.raises(sealed.BatchMalformed, match="object"):
         sealed.iter_lean(sealed.Payload([(b"[]", ev.sig)], {}))
+
+
+# Text as it may arrive inside a report's JSON, canonical or not: the fast path
+# (msgspec) must agree with the general path on each, byte for byte.
+TEXT_VARIANTS = [
+    "gewoon", "café — 😀", "\\u00e9", "\\ud83d\\ude00", "\\ud800", "\\udc00x", "\\u0000",
+    "\\u001f", "\\u001F", "\\t", "\\u0009", "\\n", "\\r\\b\\f", "\\\\", '\\"', "\\/", "/",
+    "\x7f", "\\u007f", "\u2028", "\\u2028", "\u0085", "\\u0085", "\ufeff", "\\uFEFF",
+    "\U0010ffff", "a\\u0000b",
+]
+
+
+@pytest.mark.parametrize("text", TEXT_VARIANTS)
+def test_fast_and_general_paths_agree_on_text(text: str) -> None:
+    from sync import fastpath
+
+    ev = events(n=1)[0]
+    unsigned = _unsigned(ev).replace("Harde muziek 0 — café".encode(), text.encode("utf-8",
+                                                                                   "surrogatepass"))
+    payload = sealed.Payload([(unsigned, ev.sig)], {})
+    lean = _outcome(sealed.iter_lean, payload)
+    full = _outcome(lambda p: [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind,
+                                e.body_json().decode(), e.sig, _unsigned(e))
+                               for e in sealed.iter_events(p, clean=False)], payload)
+    assert lean == full
+    if fastpath.report(unsigned, ev.sig) is not None:  # the fast path's verdict held
+        assert full[0] == "ok"
+
+
+def test_the_fast_path_takes_ordinary_reports() -> None:
+    from sync import fastpath
+
+    for ev in events(n=5):
+        assert fastpath.report(_unsigned(ev), ev.sig) is not None
+    assert fastpath.report(_unsigned(events(n=1)[0]), b"short") is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet=st.characters(min_codepoint=0, max_codepoint=0x10FFFF,
+                                      blacklist_categories=("Cs",)), max_size=40))
+def test_fast_path_never_accepts_what_the_general_path_refuses(text: str) -> None:
+    from sync import fastpath
+
+    ev = make_event(NODE, origin="escamp-kleine-wereld", stream="private", seq=1, kind="report",
+                    ts=TS, event_id="019ac8f2-6d5b-7a3c-8e1f-000000000001",
+                    body={"category": "nuisance", "text": "x", "place": {"point": None,
+                          "text": "Plein"}, "audience": "both", "receipt": "K7F-3QX",
+                          "lang": "nl"})
+    import orjson
+
+    unsigned = _unsigned(ev).replace(b'"text":"x"', b'"text":' + orjson.dumps(text))
+    payload = sealed.Payload([(unsigned, ev.sig)], {})
+    lean = _outcome(sealed.iter_lean, payload)
+    full = _outcome(lambda p: [e.id for e in sealed.iter_events(p, clean=False)], payload)
+    assert (lean[0] == "ok") == (full[0] == "ok")
+    if fastpath.report(unsigned, ev.sig) is not None:
+        assert full[0] == "ok"

@@ -146,7 +146,11 @@ def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
     warm = 3
     print(f"  [{label}] signing {(n_batches + warm) * BATCH:,} events …", flush=True)
     events = report_events(keys, 1, (n_batches + warm) * BATCH, reports)
-    wires = [sealed.seal(sealed.Payload.of(events[i * BATCH:(i + 1) * BATCH]), node_id=NODE,
+    # The meta a node's uplink sends (node/uplink.py): what it holds of
+    # central's stream, the receipt updates and roster it has, its status.
+    meta = {"heads": {central.origin: {"public": 0}}, "updates_after": 0, "roster_serial": 1,
+            "status": {"backlog": 0, "version": "bench"}}
+    wires = [sealed.seal(sealed.Payload.of(events[i * BATCH:(i + 1) * BATCH], meta), node_id=NODE,
                          batch_seq=i + 1, created=TS0, keys=keys,
                          central_encryption_public=central.keys.encryption_public)
              for i in range(n_batches + warm)]

@@ -11,6 +11,7 @@ Times are Unix milliseconds (UTC) in BIGINT columns.
 
 from __future__ import annotations
 
+import functools
 from collections import namedtuple
 from collections.abc import Sequence
 from pathlib import Path
@@ -207,11 +208,16 @@ def query(conn: sa.Connection, sql: str, params: Sequence[Any], *,
             return []
         rows = cur.fetchall()
         if named:
-            cls = namedtuple("Row", [d[0] for d in cur.description])  # type: ignore[misc]
+            cls = _row_class(tuple(d[0] for d in cur.description))
             return [cls(*row) for row in rows]
         return list(rows)
     finally:
         cur.close()
+
+
+@functools.lru_cache(maxsize=64)
+def _row_class(names: tuple[str, ...]) -> Any:
+    return namedtuple("Row", names)
 
 
 def insert_ignore(engine_or_dialect: str, table: sa.Table) -> Any:

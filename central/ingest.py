@@ -22,7 +22,7 @@ Nothing is stored for a refused batch, and every refusal is logged.
 
 from __future__ import annotations
 
-import base64
+import binascii
 import logging
 import time
 from collections.abc import Iterable
@@ -145,7 +145,7 @@ class Ingest:
               meta: dict[str, Any]) -> tuple[int, int, bool]:
         """Steps 5 (and 6 on SQLite): store once. Returns (count, new, replay)."""
         node = header.node_id
-        b64 = base64.b64encode
+        b64 = binascii.b2a_base64
         at = now_ms()
         status = meta.get("status") if isinstance(meta.get("status"), dict) else {}
         assert isinstance(status, dict)
@@ -176,8 +176,8 @@ class Ingest:
                         assert held is not None  # the conflicting row is committed
                         return int(held[0]), int(held[1]), True
                     new = self._insert_rows(cur, "events", _EVENT_COLS, [
-                        (e[0], e[1], e[2], e[3], e[4], e[5], e[6], b64(e[7]).decode(), node, at)
-                        for e in events])
+                        (e[0], e[1], e[2], e[3], e[4], e[5], e[6],
+                         b64(e[7], newline=False).decode(), node, at) for e in events])
                     # Reports wait in the batch row for the projector (triage).
                     reports = [e[0] for e in events if e[5] == "report"]
                     cur.execute(f"UPDATE batches SET new = {p}, pending = {p} WHERE node = {p} "

@@ -10,7 +10,7 @@ from __future__ import annotations
 import base64
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -432,3 +432,41 @@ def test_a_reader_does_not_hold_sqlites_write_lock(tmp_path: Any) -> None:
                                 ).scalar_one() == 0
     finally:
         eng.dispose()
+
+
+# -- POST /api/v1/batches over HTTP: the lean endpoint in front of FastAPI ----------------
+
+def test_batch_endpoint_answers_and_refuses_over_http(engine: sa.Engine,
+                                                      central: Central) -> None:
+    from fastapi.testclient import TestClient
+
+    from central.app import BATCH_TYPE, create_app
+
+    keys = enrol(engine, central, "wereld")
+    client = TestClient(create_app(central, engine))
+    wire = batch(keys, "wereld", 1, reports(keys, "wereld", range(1, 4)), central)
+    ok = client.post("/api/v1/batches", content=wire, headers={"Content-Type": BATCH_TYPE})
+    assert ok.status_code == 200 and ok.headers["cache-control"] == "no-store"
+    ack = verify_document(ok.json()["ack"], central.keys.signing_public, ACK_DOMAIN)
+    assert (ack["count"], ack["new"]) == (3, 3)
+    wrong_type = client.post("/api/v1/batches", content=wire,
+                             headers={"Content-Type": "application/json"})
+    assert (wrong_type.status_code, wrong_type.json()["error"]) == (415, "unsupported_media_type")
+    limit = central.settings.max_batch_bytes
+    declared = client.post("/api/v1/batches", content=b"x",
+                           headers={"Content-Type": BATCH_TYPE, "Content-Length": str(limit + 1)})
+    assert (declared.status_code, declared.json()["error"]) == (413, "too_large")
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts what arrives
+        for _ in range(limit // 65536 + 2):
+            yield bytes(65536)
+
+    streamed = client.post("/api/v1/batches", content=chunks(),
+                           headers={"Content-Type": BATCH_TYPE})
+    assert (streamed.status_code, streamed.json()["error"]) == (413, "too_large")
+    forged = client.post("/api/v1/batches", content=batch(KeyPair.generate(), "wereld", 2, [],
+                                                           central),
+                         headers={"Content-Type": BATCH_TYPE})
+    assert (forged.status_code, forged.json()["error"]) == (401, "bad_signature")
+    assert client.get("/api/v1/batches").status_code == 405
+    assert count(engine, db.events) == 3 and count(engine, db.batches) == 1

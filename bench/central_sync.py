@@ -2,11 +2,14 @@
 
 1. **Ingest per worker** — ``bart central run`` (one worker, pinned to CPU 0)
    receives sealed batches of 1,000 realistic report events over HTTP from a
-   client on CPU 1: verify + decrypt + decompress + validate + store. Figures:
+   client on CPU 1: verify + decrypt + decompress + check + store. Figures:
    events per second of wall time and per CPU-second of the worker ("per
-   core"). Baseline in the same run: a raw DB-API ``executemany`` of the same
-   rows into a table with the same columns and indexes in the same database,
-   one transaction per 1,000 rows. On SQLite and on a real PostgreSQL server.
+   core"); the projector (triage, off the ingest path) on CPU 1, with its CPU
+   and the time until every report is routed. Baseline in the same run: a raw
+   DB-API ``executemany`` of the same rows into a table with the same columns
+   and indexes in the same database, one transaction per 1,000 rows, median of
+   3 runs, per CPU-second and per wall second. On SQLite and on a real
+   PostgreSQL server.
 2. **Backlog drain** — a node whose store holds 100,000 events not yet at
    central is started; time until central holds all of them.
 3. **Wire bytes** — sealed bytes per event against the event's JSON, for

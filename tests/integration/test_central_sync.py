@@ -293,3 +293,47 @@ def test_events_of_a_peer_central_does_not_know_do_not_stall_the_uplink(
     assert central_count(engine, node.peer_origin) == 0
     stop_and_check(node)
     engine.dispose()
+
+
+def _projectors(central: CentralProcess) -> list[int]:
+    """Pids of the projector processes central's supervisor runs (multiprocessing children)."""
+    assert central.proc is not None
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
+        if ppid == central.proc.pid and b"spawn_main" in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+def test_the_projector_is_restarted_and_stops_with_central(node: NodeProcess,
+                                                          central: CentralProcess) -> None:
+    import os
+    import signal
+
+    first = wait_until(lambda: _projectors(central), 10.0, message="a projector process")
+    assert len(first) == 1
+    os.kill(first[0], signal.SIGKILL)
+    second = wait_until(lambda: [p for p in _projectors(central) if p != first[0]], 15.0,
+                        message="the projector restarted")
+    node.start()
+    post_reports(node, 5)
+    engine = central_db(central)
+
+    def routed() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(db.reports)).scalar())
+    wait_until(lambda: routed() == 5, 20.0, message="5 reports routed by the new projector")
+    stop_and_check(node)
+    assert central.stop() == 0
+    wait_until(lambda: not Path(f"/proc/{second[0]}").exists(), 10.0,
+               message="the projector gone with central")
+    assert "projector exited" in central.log_tail(200)
+    engine.dispose()

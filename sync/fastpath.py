@@ -24,7 +24,7 @@ import msgspec
 
 from .event import MAX_TS, MIN_TS
 
-#: One event as central's ingest stores it; see :data:`sync.sealed.LeanEvent`.
+#: One event as central's ingest stores it (the same as :data:`sync.sealed.LeanEvent`).
 LeanEvent = tuple[str, str, str, int, int, str, str, bytes, bytes]
 
 

@@ -40,7 +40,6 @@ import zstandard
 from cryptography.hazmat.primitives import hpke
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
 
-from . import fastpath
 from .bodies import KIND_STREAMS, RECEIPT, SLUG, validate_body
 from .canonical import canonical_bytes
 from .errors import BadSignature, EventError, InvalidField, SyncError, UnknownVersion
@@ -340,7 +339,7 @@ def iter_events(payload: Payload, *, clean: bool = True) -> Iterator[Event]:
 
 #: One event as central's ingest stores it: (id, origin, stream, seq, ts, kind,
 #: body as canonical JSON text, raw 64-byte signature, the unsigned canonical bytes).
-LeanEvent = fastpath.LeanEvent
+LeanEvent = tuple[str, str, str, int, int, str, str, bytes, bytes]
 _FIELD_SET: Final = frozenset({"v", "id", "origin", "stream", "seq", "ts", "kind", "body"})
 
 
@@ -358,6 +357,8 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
     loads, dumps, sort = orjson.loads, orjson.dumps, orjson.OPT_SORT_KEYS
     origins: set[str] = set()  # each origin's slug is checked once per batch
     out: list[LeanEvent] = []
+    from . import fastpath  # msgspec: only central's ingest comes here, never a node
+
     fast = fastpath.report
     receipts: list[tuple[int, str]] = []  # of the reports the fast path took
     for i, (unsigned, sig) in enumerate(payload.frames):

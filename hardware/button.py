@@ -10,6 +10,7 @@ a deadline is pending and calls the consumer's callbacks.
 from __future__ import annotations
 
 import logging
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -26,6 +27,27 @@ __all__ = ["ButtonCallback", "ButtonEvent", "ButtonEventKind", "HoldDetector", "
 log = logging.getLogger(__name__)
 
 _MIN_WAIT_S = 0.001  # never spin, even on a clock that stands still
+_PR_SET_TIMERSLACK = 29  # linux/prctl.h
+
+
+def _precise_timers() -> None:
+    """Let this thread's timed waits end on time (Linux), not up to 50 µs late.
+
+    Linux groups timer expiries within a thread's "timer slack" (50 µs by
+    default) to save wake-ups; the wait that ends a hold is the one wait on an
+    alarm's path, and one wake-up per hold costs nothing. Measured once in
+    bench/button.py (200 holds): hold deadline → callback p50 0.21 → 0.16 ms;
+    the whole path's p99 stays within its run-to-run spread. Elsewhere (or if
+    prctl is missing) this does nothing.
+    """
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_TIMERSLACK, 1, 0, 0, 0)
+    except (OSError, AttributeError):  # no libc symbol: keep the default slack
+        pass
 
 ButtonCallback = Callable[[ButtonEvent], None]
 """Called with the event, on the button's own thread (``panic-button-<id>``)."""
@@ -189,6 +211,7 @@ class PanicButton:
     # -- our thread ----------------------------------------------------------
 
     def _run(self) -> None:
+        _precise_timers()
         while not self._stop.is_set():
             with self._lock:
                 now = self._clock()

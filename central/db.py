@@ -185,10 +185,13 @@ def reading(engine: Engine) -> sa.Connection:
 
     On SQLite a plain ``engine.connect()`` would begin with ``BEGIN
     IMMEDIATE`` and hold the file's one write lock while it reads; this one
-    reads from a snapshot and leaves the lock to writers. (Anything written
-    through it would be rolled back: it is never committed.)
+    begins at once with a plain ``BEGIN``: every read through it, also by
+    :func:`query`, sees one snapshot, and the lock stays with writers. The
+    transaction is never committed (anything written would be rolled back).
     """
-    return engine.connect().execution_options(bart_read=True)
+    conn = engine.connect().execution_options(bart_read=True)
+    conn.begin()
+    return conn
 
 
 def query(conn: sa.Connection, sql: str, params: Sequence[Any], *,

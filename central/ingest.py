@@ -151,7 +151,7 @@ class Ingest:
         assert isinstance(status, dict)
         values: dict[str, Any] = {"backlog": None, "version": None}
         backlog = status.get("backlog")
-        if isinstance(backlog, int) and not isinstance(backlog, bool) and backlog >= 0:
+        if isinstance(backlog, int) and not isinstance(backlog, bool) and 0 <= backlog < 2**53:
             values["backlog"] = backlog
         version = status.get("version")
         if isinstance(version, str) and len(version) <= 40:
@@ -344,7 +344,8 @@ def _int_in(meta: Any, *path: str) -> int:
         if not isinstance(value, dict):
             return 0
         value = value.get(key)
-    return value if isinstance(value, int) and not isinstance(value, bool) and value >= 0 else 0
+    return (value if isinstance(value, int) and not isinstance(value, bool)
+            and 0 <= value < 2**53 else 0)  # BIGINT-safe: a huge number is no number
 
 
 def event_row_to_wire(row: Any) -> dict[str, Any]:

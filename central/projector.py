@@ -23,6 +23,7 @@ import logging
 import multiprocessing
 import os
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -120,7 +121,7 @@ class Projector:
             try:
                 busy = self.run_once()
                 failures = 0
-            except sa.exc.SQLAlchemyError:
+            except Exception:  # the database away, a DB-API error: retry, never die
                 failures += 1
                 log.exception("projection failed (%d in a row); retrying", failures)
                 busy = 0
@@ -244,15 +245,23 @@ class ProjectorProcess:
 
     def _supervise(self) -> None:
         delay = 1.0
+        started = time.monotonic()
         while not self._stop.wait(1.0):
             if self._proc.is_alive():
-                delay = 1.0
                 continue
+            if self._proc.exitcode == 0:
+                # Stopped by a signal (Ctrl-C and systemctl stop reach the whole
+                # group): the server is stopping too, or someone meant it.
+                log.warning("projector stopped; not restarted")
+                return
+            if time.monotonic() - started >= 60:
+                delay = 1.0  # it had been running fine: a fresh failure
             log.error("projector exited with %s; restarting in %.0f s", self._proc.exitcode,
                       delay)
             if self._stop.wait(delay):
                 return
             delay = min(60.0, delay * 2)
+            started = time.monotonic()
             self._spawn()
 
     def stop(self, timeout: float = 5.0) -> None:

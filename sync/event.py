@@ -136,7 +136,7 @@ def _check_header(data: Mapping[str, Any], *, id_is_ours: bool = False) -> None:
     if not isinstance(origin, str) or not SLUG.fullmatch(origin):
         raise InvalidField("origin", "must be a slug of a-z, 0-9 and -")
     kind = data.get("kind")
-    if kind not in KIND_STREAMS:
+    if not isinstance(kind, str) or kind not in KIND_STREAMS:
         raise InvalidField("kind", f"must be one of {', '.join(KINDS)}")
     stream = data.get("stream")
     if stream not in KIND_STREAMS[kind]:

@@ -82,8 +82,8 @@ def report(unsigned: bytes, sig: bytes) -> tuple[LeanEvent, str] | None:
     """
     try:
         e = _DECODE(unsigned)
-    except (msgspec.ValidationError, msgspec.DecodeError):
-        return None
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+        return None  # ValueError: msgspec raises UnicodeDecodeError for invalid UTF-8
     if len(sig) != 64 or _ENCODE(e) != unsigned:
         return None
     # Canonical: the body is the first member, and the header's `,"id":"` the

@@ -377,14 +377,16 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
             ident, origin, stream, kind = data["id"], data["origin"], data["stream"], data["kind"]
             seq, ts, body = data["seq"], data["ts"], data["body"]
             if not (type(ident) is str and len(ident) == 36
-                    and (origin in origins or (type(origin) is str and SLUG.fullmatch(origin)))
+                    and type(origin) is str and (origin in origins or SLUG.fullmatch(origin))
                     and type(kind) is str and stream in KIND_STREAMS.get(kind, ())
                     and type(seq) is int and 1 <= seq <= 2**53 - 1
                     and type(ts) is int and MIN_TS <= ts <= MAX_TS and type(data["v"]) is int
                     and data["v"] == 1
                     and type(body) is dict and len(sig) == SIG_BYTES):
                 raise _Slow
-            validate_body(kind, body, clean=False)
+            checked = validate_body(kind, body, clean=False)
+            if checked is not body and checked != body:  # a status body is cleaned
+                raise _Slow
         except (_Slow, EventError):
             _refuse(i, data, sig, unsigned)
         origins.add(origin)

@@ -470,3 +470,21 @@ def test_batch_endpoint_answers_and_refuses_over_http(engine: sa.Engine,
     assert (forged.status_code, forged.json()["error"]) == (401, "bad_signature")
     assert client.get("/api/v1/batches").status_code == 405
     assert count(engine, db.events) == 3 and count(engine, db.batches) == 1
+
+
+def test_huge_numbers_in_meta_are_ignored_not_a_crash(engine: sa.Engine, central: Central,
+                                                      monkeypatch: pytest.MonkeyPatch) -> None:
+    import orjson
+
+    keys = enrol(engine, central, "wereld")
+    # Our own encoder refuses integers beyond 2**53; another sender's need not.
+    monkeypatch.setattr(sealed, "canonical_bytes", orjson.dumps)
+    meta = {"status": {"backlog": 2**64 - 1, "version": "x"}, "updates_after": 2**64 - 1,
+            "roster_serial": 2**63, "heads": {central.origin: {"public": 2**63}}}
+    reply = Ingest(engine, central).handle(batch(keys, "wereld", 1,
+                                                 reports(keys, "wereld", range(1, 3)), central,
+                                                 meta))
+    assert reply["ack"]["doc"]["new"] == 2
+    with engine.connect() as conn:
+        node = conn.execute(sa.select(db.nodes).where(db.nodes.c.name == "wereld")).one()
+    assert node.backlog is None and node.version == "x"

@@ -369,3 +369,31 @@ def test_fast_path_never_accepts_what_the_general_path_refuses(text: str) -> Non
     assert (lean[0] == "ok") == (full[0] == "ok")
     if fastpath.report(unsigned, ev.sig) is not None:
         assert full[0] == "ok"
+
+
+def _status_frame(note_json: bytes) -> tuple[bytes, bytes]:
+    ev = make_event(NODE, origin="escamp-kleine-wereld", stream="private", seq=5,
+                    kind="status", ts=TS, body={"note": "ok"})
+    return _unsigned(ev).replace(b'"note":"ok"', b'"note":' + note_json), ev.sig
+
+
+@pytest.mark.parametrize("frame", [
+    _status_frame(b'" ok "'), _status_frame(b'"ok  fine"'), _status_frame(b'"a\\nb"'),
+    _status_frame('"\u202eok"'.encode()), _status_frame(b'"o\\u0000k"'),
+    _status_frame('"e\u0301"'.encode()), _status_frame('"a\u200bb"'.encode()),
+    _status_frame(b'"ok"'),
+    # Invalid UTF-8, an unhashable origin or kind: a refusal, never a crash.
+    ((_unsigned(events(n=1)[0]).replace(b"Harde", b"Ha\xffrde"), events(n=1)[0].sig)),
+    ((_unsigned(events(n=1)[0]).replace(b'"origin":"escamp-kleine-wereld"', b'"origin":[]'),
+      events(n=1)[0].sig)),
+    ((_unsigned(events(n=1)[0]).replace(b'"kind":"report"', b'"kind":{}'),
+      events(n=1)[0].sig)),
+], ids=["spaces", "double-space", "newline", "bidi", "nul", "nfd", "zwsp", "clean", "utf8",
+        "origin-list", "kind-object"])
+def test_review_cases_agree(frame: tuple[bytes, bytes]) -> None:
+    payload = sealed.Payload([frame], {})
+    lean = _outcome(sealed.iter_lean, payload)
+    full = _outcome(lambda p: [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind,
+                                e.body_json().decode(), e.sig, _unsigned(e))
+                               for e in sealed.iter_events(p, clean=False)], payload)
+    assert lean == full

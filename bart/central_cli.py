@@ -85,6 +85,20 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_central_triage(args: argparse.Namespace) -> int:
+    from central.db import upgrade
+    from central.projector import run_foreground
+    from central.triage import router_for
+
+    central = _load(args)
+    upgrade(central.database_url)
+    router_for(central.data_dir)  # edited rules checked before anything runs
+    print(f"Bart central {central.origin}: routing new reports (projector); Ctrl-C stops",
+          flush=True)
+    run_foreground(central.data_dir, args.database_url or None)
+    return 0
+
+
 def cmd_central_enroll_code(args: argparse.Namespace) -> int:
     from central.enrol import issue_code
 
@@ -256,6 +270,11 @@ def add_central_parsers(top: Any) -> None:
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     common(p)
     p.set_defaults(func=cmd_central_run)
+
+    p = sub.add_parser("triage", help="route new reports (the projector) in the foreground; "
+                       "`run` starts one itself, this is for central served another way")
+    common(p)
+    p.set_defaults(func=cmd_central_triage)
 
     p = sub.add_parser("enroll-code", help="print a one-time enrolment code for a node")
     p.add_argument("--node", required=True, help="the node's name")

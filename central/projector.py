@@ -192,8 +192,12 @@ def _insert_ignore(conn: Connection, dialect: str, rows: list[tuple[Any, ...]]) 
 
 # --------------------------------------------------------------- as a process
 
-def _process_main(data_dir: str, database_url: str | None, parent: int) -> None:
-    """Entry point of the projector process started by ``bart central run``."""
+def _process_main(data_dir: str, database_url: str | None, parent: int | None) -> None:
+    """Run a projector until SIGTERM/SIGINT.
+
+    The entry point of the process ``bart central run`` starts (``parent``:
+    its pid, to stop with it), and of ``bart central triage`` (no parent).
+    """
     import signal
 
     from .identity import load_central
@@ -213,9 +217,15 @@ def _process_main(data_dir: str, database_url: str | None, parent: int) -> None:
             if os.getppid() != parent:
                 stop.set()
 
-    threading.Thread(target=orphaned, name="bart-projector-parent", daemon=True).start()
+    if parent is not None:
+        threading.Thread(target=orphaned, name="bart-projector-parent", daemon=True).start()
     projector.run(stop)
     engine.dispose()
+
+
+def run_foreground(data_dir: Path, database_url: str | None) -> None:
+    """``bart central triage``: the projector alone, for central served another way."""
+    _process_main(str(data_dir), database_url, None)
 
 
 class ProjectorProcess:

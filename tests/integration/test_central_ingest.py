@@ -488,3 +488,32 @@ def test_huge_numbers_in_meta_are_ignored_not_a_crash(engine: sa.Engine, central
     with engine.connect() as conn:
         node = conn.execute(sa.select(db.nodes).where(db.nodes.c.name == "wereld")).one()
     assert node.backlog is None and node.version == "x"
+
+
+def test_bart_central_triage_runs_the_projector_alone(engine: sa.Engine,
+                                                      central: Central) -> None:
+    import os
+    import signal
+    import subprocess
+    import time as _time
+
+    from conftest import bart_command, wait_until
+
+    keys = enrol(engine, central, "wereld")
+    env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
+    proc = subprocess.Popen([*bart_command(), "central", "triage", "--data-dir",
+                             str(central.data_dir)], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT)
+    try:
+        Ingest(engine, central).handle(batch(keys, "wereld", 1,
+                                             reports(keys, "wereld", range(1, 11)), central))
+        wait_until(lambda: count(engine, db.reports) == 10, 30.0,
+                   message="10 reports routed by `bart central triage`")
+        assert Projector(engine).pending() == 0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        started = _time.monotonic()
+        out = proc.communicate(timeout=15)[0].decode()
+    assert proc.returncode == 0, out
+    assert _time.monotonic() - started < 5
+    assert "routing new reports" in out

@@ -452,12 +452,14 @@ class Store:
         A button is faulty when its last ``button_fault``/``button_fault_cleared``
         status event is a fault (a line stuck active, DESIGN.md §9).
         """
+        # The last by seq, not by ts: a fault and its clearing can share a
+        # millisecond (status events are all on this node's private stream).
         rows = self._reader().execute(
-            "SELECT json_extract(body, '$.button'), json_extract(body, '$.event'), MAX(ts) "
+            "SELECT json_extract(body, '$.button'), json_extract(body, '$.event'), ts, MAX(seq) "
             "FROM events WHERE kind = 'status' AND origin = ? AND "
             "json_extract(body, '$.event') IN ('button_fault', 'button_fault_cleared') "
             "GROUP BY json_extract(body, '$.button')", (self.origin,)).fetchall()
-        return [(str(b), int(ts)) for b, event, ts in rows if event == "button_fault"]
+        return [(str(b), int(ts)) for b, event, ts, _seq in rows if event == "button_fault"]
 
     def open_alarm(self, button_id: str) -> tuple[Event, str] | None:
         """The newest alarm of a button and its last answer ("new" if none)."""

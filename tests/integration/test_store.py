@@ -129,6 +129,14 @@ def test_button_faults_follow_the_last_fault_event(store: Store) -> None:
     assert sorted(b for b, _ in store.button_faults()) == ["bank", "hek"]
     store.write_sync(press_task("hek", "klimboom", "fault_cleared", "ESC-01", None))
     assert [b for b, _ in store.button_faults()] == ["bank"]
+    # A fault cleared within the same millisecond (one transaction: one clock
+    # reading) is cleared: the last event decides by seq, not by time.
+    store.write_sync(lambda tx: [press_task("bank", "plein", "fault_cleared", "ESC-01", None)(tx),
+                                 press_task("bank", "plein", "fault", "ESC-01", None)(tx)])
+    assert [b for b, _ in store.button_faults()] == ["bank"]
+    store.write_sync(lambda tx: [press_task("bank", "plein", kind, "ESC-01", None)(tx)
+                                 for kind in ("fault", "fault_cleared")])
+    assert store.button_faults() == []
 
 
 def test_team_answers_keep_names_out_of_public(store: Store) -> None:

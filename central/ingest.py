@@ -7,12 +7,15 @@ Order of work for ``POST /api/v1/batches``, cheapest refusal first:
 3. verify the node's signature over header‖ciphertext → 401 ``bad_signature``;
 4. only then decrypt (wrong key id → 400 ``wrong_key_id``, bad tag → 400
    ``bad_tag``), decompress and validate every event (→ 422 ``malformed``);
-5. one transaction: the batch row (``(node, batch_seq)`` unique) and the
-   events (unique by id), both ``ON CONFLICT DO NOTHING``. A batch row that
-   already exists is a replay: nothing is stored and the original
-   acknowledgement (count, new) is returned;
-6. after the commit, advance the per-(origin, stream) heads (gapless prefix
-   and highest seq; gaps are what lies between);
+5. one transaction: the batch row (``(node, batch_seq)`` unique, with the ids
+   of its reports for the projector, which triages them later) and the events
+   (unique by id), both ``ON CONFLICT DO NOTHING``. A batch row that already
+   exists is a replay: nothing is stored and the original acknowledgement
+   (count, new) is returned;
+6. advance the per-(origin, stream) heads (gapless prefix and highest seq;
+   gaps are what lies between): inside that transaction on SQLite (its one
+   writer sees everything), after the commit on PostgreSQL (so that
+   concurrent workers' events are seen);
 7. answer with a signed acknowledgement that says what central holds of the
    node's streams, plus what the node lacks: central's public events
    (broadcasts), receipt-state updates of its reports, a newer roster.

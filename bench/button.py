@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+from typing import Any
 
 from _common import describe, free_port, percentile
 from latency import SseClient, Waiter, paho_client, report, timed
@@ -34,6 +35,45 @@ GOAL = 3.0
 CEILING_MS = 50.0
 
 
+_STAGES = ("callback", "writer starts", "COMMIT done", "event loop", "SSE client")
+
+
+def _instrument() -> dict[str, list[Any]]:
+    """Time stamps at each hand-over of the alarm path (``--stages``; a diagnostic).
+
+    Wraps the button service's two hand-over methods and the store's submit;
+    the figures of the run itself are the same code path plus these stamps.
+    """
+    import node.buttons as buttons
+    import node.store as store
+
+    stamps: dict[str, list[Any]] = {k: [] for k in (*_STAGES, "rows")}
+    from_thread, stored, submit = (buttons.ButtonService._from_thread,
+                                   buttons.ButtonService._stored, store.Store.submit)
+
+    def from_thread_(self: Any, *args: Any) -> None:
+        stamps["callback"].append(time.perf_counter())
+        from_thread(self, *args)
+
+    def stored_(self: Any, *args: Any) -> None:
+        stamps["event loop"].append(time.perf_counter())
+        stored(self, *args)
+
+    def submit_(self: Any, fn: Any) -> Any:
+        def timed(tx: Any) -> Any:
+            stamps["writer starts"].append(time.perf_counter())
+            return fn(tx)
+
+        future = submit(self, timed)
+        future.add_done_callback(lambda _f: stamps["COMMIT done"].append(time.perf_counter()))
+        return future
+
+    buttons.ButtonService._from_thread = from_thread_  # type: ignore[method-assign]
+    buttons.ButtonService._stored = stored_  # type: ignore[method-assign]
+    store.Store.submit = submit_  # type: ignore[method-assign]
+    return stamps
+
+
 def main() -> int:
     """Start an in-process node with one wired mock button; press it N times."""
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -41,10 +81,14 @@ def main() -> int:
     ap.add_argument("-n", type=int, help="presses")
     ap.add_argument("--warmup", type=int, default=20, help="unmeasured presses first")
     ap.add_argument("--switch-ms", type=float, help="sys.setswitchinterval for this process")
+    ap.add_argument("--stages", action="store_true",
+                    help="also print where the time goes: hold deadline → callback → writer "
+                         "starts → COMMIT done → event loop → SSE client")
     args = ap.parse_args()
     if args.switch_ms:
         sys.setswitchinterval(args.switch_ms / 1000)
     n = args.n or (100 if args.quick else 500)
+    stamps = _instrument() if args.stages else None
     tmp = Path(tempfile.mkdtemp(prefix="bart-bench-button-"))
     print(f"button: {n} holds of {HOLD_S} s on a mock pin (hold excluded) after "
           f"{args.warmup} warm-up holds; {describe()}")
@@ -109,6 +153,10 @@ def main() -> int:
                 lost["node"] += measured
             elif measured:
                 button.append(arrivals[before][1] - start - HOLD_S)
+                if stamps is not None:
+                    t0 = start + HOLD_S
+                    stamps["rows"].append([stamps[k][-1] - t0 for k in _STAGES[:-1]]
+                                          + [arrivals[before][1] - t0])
             time.sleep(0.1 + rng.uniform(0, 0.05))  # release settles (debounce 50 ms)
         for client in (pub, sub):
             client.disconnect()
@@ -125,6 +173,12 @@ def main() -> int:
     print(f"RESULT button: p99 hold→SSE {p99:.3f} ms, raw {raw_p99:.3f} ms, ratio {r:.2f} "
           f"(goal <= {GOAL:g}, and <= {CEILING_MS:g} ms) {'MET' if ok else 'NOT MET'}")
     print(f"median {percentile([b * 1000 for b in button], 50):.3f} ms")
+    if stamps is not None:
+        print("stages, ms after the hold deadline:")
+        for j, name in enumerate(_STAGES):
+            vals = [row[j] * 1000 for row in stamps["rows"]]
+            print(f"  {name:15s} p50 {percentile(vals, 50):.3f}  p90 {percentile(vals, 90):.3f}"
+                  f"  p99 {percentile(vals, 99):.3f}")
     return 0 if ok else 1
 
 

@@ -328,13 +328,18 @@ def iter_events(payload: Payload, *, clean: bool = True) -> Iterator[Event]:
             data = orjson.loads(unsigned)
         except orjson.JSONDecodeError as exc:
             raise BatchMalformed(f"event {i} is not JSON: {exc}") from exc
-        try:
-            event = event_from_unsigned(data, sig, clean=clean)
-        except EventError as exc:
-            raise BatchMalformed(f"event {i}: {exc}") from exc
-        if event.signing_bytes()[len(EVENT_DOMAIN):] != unsigned:
-            raise BatchMalformed(f"event {i} is not in canonical encoding")
-        yield event
+        yield _checked_event(i, data, sig, unsigned, clean)
+
+
+def _checked_event(i: int, data: Any, sig: bytes, unsigned: bytes, clean: bool) -> Event:
+    """Frame ``i`` as an event, or the refusal that names what is wrong with it."""
+    try:
+        event = event_from_unsigned(data, sig, clean=clean)
+    except EventError as exc:
+        raise BatchMalformed(f"event {i}: {exc}") from exc
+    if event.signing_bytes()[len(EVENT_DOMAIN):] != unsigned:
+        raise BatchMalformed(f"event {i} is not in canonical encoding")
+    return event
 
 
 #: One event as central's ingest stores it: (id, origin, stream, seq, ts, kind,
@@ -420,12 +425,7 @@ _RECEIPT_LINES: Final = re.compile(f"(?:{RECEIPT.pattern.strip('^$')}\n)+")
 
 def _refuse(i: int, data: Any, sig: bytes, unsigned: bytes) -> NoReturn:
     """Raise the refusal :func:`iter_events` raises for frame ``i``."""
-    try:
-        event = event_from_unsigned(data, sig, clean=False)
-    except EventError as exc:
-        raise BatchMalformed(f"event {i}: {exc}") from exc
-    if event.signing_bytes()[len(EVENT_DOMAIN):] != unsigned:
-        raise BatchMalformed(f"event {i} is not in canonical encoding")
+    _checked_event(i, data, sig, unsigned, clean=False)
     raise BatchMalformed(f"event {i} is malformed")
 
 

@@ -88,10 +88,8 @@ def bart_command() -> list[str]:
     return [sys.executable, "-m", "bart.cli"]
 
 
-def mosquitto_pids_for(data_dir: Path) -> list[int]:
-    """Live (non-zombie) mosquitto processes whose command line names ``data_dir``."""
-    needle = str(data_dir.resolve()).encode()
-    found = []
+def live_processes() -> Iterator[tuple[int, bytes, int]]:
+    """(pid, command line, parent pid) of every live (non-zombie) process."""
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
             continue
@@ -100,12 +98,16 @@ def mosquitto_pids_for(data_dir: Path) -> list[int]:
             stat = (entry / "stat").read_text()
         except OSError:
             continue
-        if b"mosquitto" not in cmdline.split(b"\0")[0] or needle not in cmdline:
-            continue
-        state = stat.rsplit(")", 1)[1].split()[0]
-        if state != "Z":
-            found.append(int(entry.name))
-    return found
+        fields = stat.rsplit(")", 1)[1].split()
+        if fields[0] != "Z":
+            yield int(entry.name), cmdline, int(fields[1])
+
+
+def mosquitto_pids_for(data_dir: Path) -> list[int]:
+    """Live mosquitto processes whose command line names ``data_dir``."""
+    needle = str(data_dir.resolve()).encode()
+    return [pid for pid, cmdline, _ in live_processes()
+            if b"mosquitto" in cmdline.split(b"\0")[0] and needle in cmdline]
 
 
 def log_tail(path: Path, lines: int = 60) -> str:

@@ -26,6 +26,7 @@ from conftest import (
     configure,
     init_central_process,
     init_node,
+    live_processes,
     stop_and_check,
     wait_until,
 )
@@ -298,19 +299,8 @@ def test_events_of_a_peer_central_does_not_know_do_not_stall_the_uplink(
 def _projectors(central: CentralProcess) -> list[int]:
     """Pids of the projector processes central's supervisor runs (multiprocessing children)."""
     assert central.proc is not None
-    found = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            stat = (entry / "stat").read_text()
-            cmdline = (entry / "cmdline").read_bytes()
-        except OSError:
-            continue
-        ppid = int(stat[stat.rindex(")") + 2:].split()[1])
-        if ppid == central.proc.pid and b"spawn_main" in cmdline:
-            found.append(int(entry.name))
-    return found
+    return [pid for pid, cmdline, ppid in live_processes()
+            if ppid == central.proc.pid and b"spawn_main" in cmdline]
 
 
 def test_the_projector_is_restarted_and_stops_with_central(node: NodeProcess,

@@ -8,7 +8,6 @@ broadcasts and the CAP feed add their routes through their modules' ``install``.
 from __future__ import annotations
 
 import logging
-from typing import Any
 
 import orjson
 import sqlalchemy as sa
@@ -53,73 +52,6 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class BatchEndpoint:
-    """``POST /api/v1/batches`` served in front of FastAPI's routing (ASGI middleware).
-
-    Central's hottest path: a node's backlog arrives as batches of up to
-    thousands of events. FastAPI's per-request machinery (routing, request
-    and response objects, exception and header middlewares) is skipped; the
-    rules are the same as the documented route's, which shares
-    :func:`_batch_answer`.
-    """
-
-    def __init__(self, app: Any, *, ingest: Ingest, limit: int) -> None:
-        self.app = app
-        self.ingest = ingest
-        self.limit = limit
-
-    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
-        if scope["type"] != "http" or scope["path"] != BATCH_PATH or scope["method"] != "POST":
-            await self.app(scope, receive, send)
-            return
-        answer = await self._answer(dict(scope["headers"]), receive)
-        if answer is None:  # the node went away mid-upload: nothing to answer
-            return
-        status, body = answer
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"), (b"cache-control", b"no-store"),
-            (b"x-content-type-options", b"nosniff"),
-            (b"content-length", str(len(body)).encode())]})
-        await send({"type": "http.response.body", "body": body})
-
-    async def _answer(self, headers: dict[bytes, bytes],
-                      receive: Any) -> tuple[int, bytes] | None:
-        ctype = headers.get(b"content-type", b"").decode("latin-1")
-        length = headers.get(b"content-length")
-        if length is not None and (not length.isdigit() or int(length) > self.limit):
-            return _refusal(IngestRefused(413, "too_large", f"body larger than {self.limit} bytes"))
-        chunks: list[bytes] = []
-        size = 0
-        while True:
-            message = await receive()
-            if message["type"] == "http.disconnect":
-                return None
-            chunk = message.get("body", b"")
-            size += len(chunk)
-            if size > self.limit:
-                return _refusal(IngestRefused(413, "too_large",
-                                              f"body larger than {self.limit} bytes"))
-            chunks.append(chunk)
-            if not message.get("more_body"):
-                break
-        return await _batch_answer(self.ingest, ctype, b"".join(chunks))
-
-
-def _refusal(exc: IngestRefused) -> tuple[int, bytes]:
-    return exc.status, orjson.dumps({"error": exc.code, "detail": str(exc)})
-
-
-async def _batch_answer(ingest: Ingest, ctype: str, wire: bytes) -> tuple[int, bytes]:
-    """Status and JSON body of the answer to one posted batch."""
-    if ctype.split(";")[0].strip() != BATCH_TYPE:
-        return _refusal(IngestRefused(415, "unsupported_media_type", f"send {BATCH_TYPE}"))
-    try:
-        reply = await run_in_threadpool(ingest.handle, wire)
-    except IngestRefused as exc:
-        return _refusal(exc)
-    return 200, orjson.dumps(reply)
-
-
 def create_app(central: Central, engine: Engine | None = None) -> FastAPI:
     """The central application over ``engine`` (default: the configured database).
 
@@ -139,13 +71,14 @@ def create_app(central: Central, engine: Engine | None = None) -> FastAPI:
         return _error(exc.status, exc.code, str(exc))
 
     @app.post(BATCH_PATH, summary="Receive a sealed batch from a node",
-              description="Served by BatchEndpoint in front of the routing; same rules.",
               responses={400: {}, 401: {}, 403: {}, 413: {}, 415: {}, 422: {}})
     async def post_batch(request: Request) -> Response:
+        ctype = request.headers.get("content-type", "")
+        if ctype.split(";")[0].strip() != BATCH_TYPE:
+            return _error(415, "unsupported_media_type", f"send {BATCH_TYPE}")
         wire = await _read_body(request, central.settings.max_batch_bytes)
-        status, body = await _batch_answer(ingest, request.headers.get("content-type", ""),
-                                           wire)
-        return Response(body, status_code=status, media_type="application/json",
+        reply = await run_in_threadpool(ingest.handle, wire)  # IngestRefused: _refused
+        return Response(orjson.dumps(reply), media_type="application/json",
                         headers={"Cache-Control": "no-store"})
 
     @app.post("/api/v1/enroll", summary="Enrol a node with a one-time code")
@@ -188,6 +121,4 @@ def create_app(central: Central, engine: Engine | None = None) -> FastAPI:
     # Staff pages with broadcasts, and the CAP feed, register their own routes.
     staff.install(app, central, engine)
     feeds.install(app, central, engine)
-    # Outermost of the middlewares: batches skip the staff pages' headers too.
-    app.add_middleware(BatchEndpoint, ingest=ingest, limit=central.settings.max_batch_bytes)
     return app

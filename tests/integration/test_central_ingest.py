@@ -434,7 +434,7 @@ def test_a_reader_does_not_hold_sqlites_write_lock(tmp_path: Any) -> None:
         eng.dispose()
 
 
-# -- POST /api/v1/batches over HTTP: the lean endpoint in front of FastAPI ----------------
+# -- POST /api/v1/batches over HTTP ---------------------------------------------------------
 
 def test_batch_endpoint_answers_and_refuses_over_http(engine: sa.Engine,
                                                       central: Central) -> None:

@@ -1,11 +1,15 @@
 """Panic button → SSE latency: hold complete on a gpiozero mock pin until the
 alarm's ``id:`` line arrives on GET /api/v1/stream.
 
-The node runs in this process (uvicorn on its own thread and loop) so that the
-moment the pin goes low and the moment the SSE line arrives are read from one
-clock; the hold time is subtracted (the detector fires exactly at edge +
-hold_s). The SSE client is a raw socket on another thread. Baseline in the same
-run, on the node's own Mosquitto: a raw paho QoS 1 publish → paho subscriber.
+The node runs in this process (uvicorn on its own thread and loop) and drives
+its mock pin; the hold time is subtracted (the detector fires exactly at edge +
+hold_s). The observer is another process, as a phone or a siren would be: a
+raw-socket SSE client and, for the baseline in the same run on the node's own
+Mosquitto, the paho subscriber of a raw paho QoS 1 publish made here. Both
+processes read CLOCK_MONOTONIC (``time.perf_counter`` on Linux), so the
+moment the pin goes low and the moment the line arrives come from one clock.
+(Until the fourth session the observer was a thread of this process: it then
+waited for the node's GIL, which no real client does.)
 
 Run: ``.venv/bin/python bench/button.py [--quick]``.
 Goal: p99 <= 3 x raw p99 and never above 50 ms.
@@ -16,6 +20,7 @@ from __future__ import annotations
 import argparse
 import random
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -68,10 +73,48 @@ def _instrument() -> dict[str, list[Any]]:
         future.add_done_callback(lambda _f: stamps["COMMIT done"].append(time.perf_counter()))
         return future
 
-    buttons.ButtonService._from_thread = from_thread_  # type: ignore[method-assign]
-    buttons.ButtonService._stored = stored_  # type: ignore[method-assign]
+    buttons.ButtonService._from_thread = from_thread_  # type: ignore[method-assign,assignment]
+    buttons.ButtonService._stored = stored_  # type: ignore[method-assign,assignment]
     store.Store.submit = submit_  # type: ignore[method-assign]
     return stamps
+
+
+RAW_TOPIC = "bart/v1/bench/raw/x"
+
+
+def observe(http_port: int, mqtt_port: int) -> int:
+    """The observer process: print ``sse ID T`` / ``raw KEY T`` as lines arrive.
+
+    The service password comes on stdin (first line); EOF on stdin ends it.
+    """
+    password = sys.stdin.readline().strip()
+    lock = threading.Lock()
+
+    def emit(kind: str, key: object, when: float) -> None:
+        with lock:
+            sys.stdout.write(f"{kind} {key} {when!r}\n")
+            sys.stdout.flush()
+
+    class Printer(Waiter):
+        def seen(self, key: object, when: float) -> None:
+            emit("sse", key, when)
+
+    sse = SseClient(http_port, Printer())
+    sse.start()
+    subscribed = threading.Event()
+    sub = paho_client("bench-sub", mqtt_port, password)
+    sub.on_message = lambda _c, _u, msg: emit("raw", msg.payload[:4].hex(),
+                                              time.perf_counter())
+    sub.on_subscribe = lambda *_a: subscribed.set()
+    sub.subscribe(RAW_TOPIC, qos=1)
+    if not (sse.connected.wait(10) and subscribed.wait(10)):
+        raise RuntimeError("observer: SSE stream or subscription did not start")
+    emit("ready", "-", 0.0)
+    sys.stdin.read()  # until the bench closes our stdin
+    sub.disconnect()
+    sub.loop_stop()
+    sse.close()
+    return 0
 
 
 def main() -> int:
@@ -84,7 +127,14 @@ def main() -> int:
     ap.add_argument("--stages", action="store_true",
                     help="also print where the time goes: hold deadline → callback → writer "
                          "starts → COMMIT done → event loop → SSE client")
+    ap.add_argument("--observe", nargs=2, type=int, metavar=("HTTP_PORT", "MQTT_PORT"),
+                    help=argparse.SUPPRESS)  # the observer process
     args = ap.parse_args()
+    if args.observe:
+        return observe(*args.observe)
+    clock = time.get_clock_info("perf_counter").implementation
+    if "CLOCK_MONOTONIC" not in clock:  # the two processes must share the clock
+        raise SystemExit(f"perf_counter is {clock}: this benchmark needs CLOCK_MONOTONIC")
     if args.switch_ms:
         sys.setswitchinterval(args.switch_ms / 1000)
     n = args.n or (100 if args.quick else 500)
@@ -110,25 +160,33 @@ def main() -> int:
             app = app.app
         pin = app.state.runtime.buttons.factory.pin(17)
 
-        waiter = Waiter()
         arrivals: list[tuple[str, float]] = []
         arrived = threading.Event()
-        sse = SseClient(settings.http_port, waiter)
-
-        def seen(key: object, when: float) -> None:
-            arrivals.append((str(key), when))
-            arrived.set()
-
-        waiter.seen = seen  # type: ignore[method-assign]
-        sse.start()
-        if not sse.connected.wait(10):
-            raise RuntimeError("SSE stream did not start")
-        password = load_secrets(settings.data_dir)["service_password"]
         raw_wait = Waiter()
-        sub = paho_client("bench-sub", settings.mqtt_port, password)
-        sub.on_message = lambda _c, _u, msg: raw_wait.seen(msg.payload, time.perf_counter())
-        sub.subscribe("bart/v1/bench/raw/x", qos=1)
-        pub = paho_client("bench-pub", settings.mqtt_port, password)
+        ready = threading.Event()
+        observer = subprocess.Popen(
+            [sys.executable, __file__, "--observe", str(settings.http_port),
+             str(settings.mqtt_port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        assert observer.stdin is not None and observer.stdout is not None
+        observer.stdin.write(load_secrets(settings.data_dir)["service_password"] + "\n")
+        observer.stdin.flush()
+
+        def read(lines: Any) -> None:
+            for line in lines:
+                kind, key, when = line.split()
+                if kind == "sse":
+                    arrivals.append((key, float(when)))
+                    arrived.set()
+                elif kind == "raw":
+                    raw_wait.seen(key, float(when))
+                elif kind == "ready":
+                    ready.set()
+
+        threading.Thread(target=read, args=(observer.stdout,), daemon=True).start()
+        if not ready.wait(20):
+            raise RuntimeError("the observer process did not start")
+        pub = paho_client("bench-pub", settings.mqtt_port,
+                          load_secrets(settings.data_dir)["service_password"])
         time.sleep(0.5)
         payload = b"x" * 600
         rng = random.Random(3)
@@ -138,7 +196,7 @@ def main() -> int:
         for i in range(n + args.warmup):
             measured = i >= args.warmup  # the first presses warm caches on both paths
             seq = i.to_bytes(4, "big") + payload
-            value = timed(pub, raw_wait, seq, "bart/v1/bench/raw/x", seq)
+            value = timed(pub, raw_wait, seq[:4].hex(), RAW_TOPIC, seq)
             if value is None:
                 lost["raw"] += measured
             elif measured:
@@ -158,10 +216,10 @@ def main() -> int:
                     stamps["rows"].append([stamps[k][-1] - t0 for k in _STAGES[:-1]]
                                           + [arrivals[before][1] - t0])
             time.sleep(0.1 + rng.uniform(0, 0.05))  # release settles (debounce 50 ms)
-        for client in (pub, sub):
-            client.disconnect()
-            client.loop_stop()
-        sse.close()
+        pub.disconnect()
+        pub.loop_stop()
+        observer.stdin.close()
+        observer.wait(10)
         server.should_exit = True
         thread.join(15)
     finally:

@@ -179,6 +179,26 @@ class HoldDetector:
             deadlines.append(self._press_start + self.stuck_s)
         return min(deadlines, default=None)
 
+    def pending_hold(self) -> ButtonEvent | None:
+        """The ALARM or REFRESH the current press will give if it lasts.
+
+        None when no press is being held (or it has had its ALARM/REFRESH, or
+        the line is faulted). ``at`` is when it will be due, ``press_started``
+        the press edge. Nothing is emitted: this lets a consumer prepare
+        during the hold what does not depend on the moment it completes.
+
+        >>> d = HoldDetector(hold_s=2.0, cooldown_s=60.0)
+        >>> d.update(True, 1.0), d.pending_hold()
+        ([], None)
+        >>> d.tick(1.05); d.pending_hold()
+        []
+        ButtonEvent(kind=<ButtonEventKind.ALARM: 'alarm'>, at=3.0, press_started=1.0, button_id='')
+        """
+        if not self._stable or self._alarm_done or self._faulted:
+            return None
+        hold_at = self._press_start + self.hold_s
+        return ButtonEvent(self._hold_kind(hold_at), hold_at, self._press_start)
+
     # -- internals ---------------------------------------------------------
 
     def _begin(self, now: float) -> list[ButtonEvent]:
@@ -208,14 +228,16 @@ class HoldDetector:
                                               self._raw_since + self.debounce_s))
         return events
 
+    def _hold_kind(self, hold_at: float) -> ButtonEventKind:
+        refresh = self._last_alarm is not None and hold_at - self._last_alarm < self.cooldown_s
+        return ButtonEventKind.REFRESH if refresh else ButtonEventKind.ALARM
+
     def _deadlines(self, end: float) -> list[ButtonEvent]:
         events: list[ButtonEvent] = []
         hold_at = self._press_start + self.hold_s
         if not self._alarm_done and end >= hold_at:
             self._alarm_done = True
-            refresh = (self._last_alarm is not None
-                       and hold_at - self._last_alarm < self.cooldown_s)
-            kind = ButtonEventKind.REFRESH if refresh else ButtonEventKind.ALARM
+            kind = self._hold_kind(hold_at)
             self._last_alarm = hold_at
             events.append(ButtonEvent(kind, hold_at, self._press_start))
         stuck_at = self._press_start + self.stuck_s

@@ -15,6 +15,7 @@ import concurrent.futures
 import contextlib
 import json
 import logging
+import math
 import time
 from collections.abc import Callable
 from functools import partial
@@ -22,6 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from broker.topics import POINT_PRESS_FILTER, parse_point_topic, point_topic
 from hardware import (
+    ButtonEvent,
+    ButtonEventKind,
     ButtonSpec,
     HardwareError,
     PanicButton,
@@ -29,7 +32,7 @@ from hardware import (
     load_buttons,
     pin_factory_for,
 )
-from sync import Event
+from sync import Event, SyncError
 from sync.bodies import SLUG
 
 from .alarms import button_alarm_body, store_ack
@@ -75,11 +78,14 @@ def parse_press(payload: bytes) -> dict[str, Any]:
 
 
 def press_task(button: str, meeting_point: str, kind: str, area: str,
-               press_id: str | None) -> Callable[[WriteTx], Event | None]:
+               press_id: str | None, prepared: Event | None = None,
+               ) -> Callable[[WriteTx], Event | None]:
     """Writer task: the event of one press, de-duplicated by ``press_id``.
 
     A hold raises an alarm, or — when the button's last alarm is still open —
     answers it with ``repeated`` (the person is still pressing: same alarm).
+    ``prepared`` is the alarm made during the hold (see
+    :meth:`ButtonService._hold`); it is stored when it still fits.
     """
 
     def task(tx: WriteTx) -> Event | None:
@@ -89,7 +95,8 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
         event: Event
         if kind == "alarm":  # the hold detector already decided: a new incident
             event = tx.append_local("alert", "public",
-                                    button_alarm_body(button, meeting_point, area))
+                                    button_alarm_body(button, meeting_point, area),
+                                    prepared=prepared)
         elif kind == "repeat":
             row = tx.conn.execute(
                 "SELECT id FROM events WHERE kind = 'alert' AND "
@@ -131,6 +138,8 @@ class ButtonService:
         # Point button -> id of its last press that is COMMITTED: only such an
         # id may go back to the device, which then drops it from its outbox.
         self._last_press: dict[str, str] = {}
+        # Wired button -> (hold deadline, the alarm made for it during the hold).
+        self._prepared: dict[str, tuple[float, Event]] = {}
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Claim the pins of wired buttons; subscribe to point devices."""
@@ -163,7 +172,8 @@ class ButtonService:
                 on_alarm=partial(self._from_thread, spec.id, "alarm"),
                 on_refresh=partial(self._from_thread, spec.id, "repeat"),
                 on_fault=partial(self._from_thread, spec.id, "fault"),
-                on_fault_cleared=partial(self._from_thread, spec.id, "fault_cleared"))
+                on_fault_cleared=partial(self._from_thread, spec.id, "fault_cleared"),
+                on_hold=partial(self._hold, spec.id))
         except HardwareError:
             light.close()
             raise
@@ -181,18 +191,42 @@ class ButtonService:
 
     # -- wired buttons ------------------------------------------------------------
 
-    def _from_thread(self, button: str, kind: str, _event: object) -> None:
+    def _hold(self, button: str, hold: ButtonEvent) -> None:
+        """A press settled (button's thread): make its alarm now, store it at the deadline.
+
+        Id, body check and signature (a third of an alarm's path) are done
+        during the hold; the alarm's ts is the moment the hold completes.
+        When the hold ends early the prepared alarm is dropped unused.
+        """
+        store = self.runtime.store
+        self._prepared.pop(button, None)
+        if hold.kind is not ButtonEventKind.ALARM or store is None:
+            return
+        spec = self.specs[button]
+        ts = store.clock_ms() + math.floor((hold.at - time.monotonic()) * 1000)
+        try:
+            event = store.prepare_local(
+                "alert", "public", button_alarm_body(button, spec.meeting_point,
+                                                     self.settings.area), ts)
+        except SyncError as exc:  # the alarm is then made at the deadline
+            log.warning("panic button %s: alarm not prepared: %s", button, exc)
+            return
+        self._prepared[button] = (hold.at, event)
+
+    def _from_thread(self, button: str, kind: str, event: ButtonEvent) -> None:
         # Called on the button's own thread. The write is queued from here, at
         # once (the store's queue is thread-safe); only what follows the COMMIT
         # is handed to the event loop. One thread hop fewer before "stored".
         loop = self._loop
         store = self.runtime.store
+        prepared = self._prepared.pop(button, None)
         if loop is None or loop.is_closed() or store is None:
             return
         spec = self.specs[button]
+        made = prepared[1] if prepared is not None and prepared[0] == event.at else None
         try:
             future = store.submit(press_task(button, spec.meeting_point, kind,
-                                             self.settings.area, None))
+                                             self.settings.area, None, made))
         except NodeError as exc:
             log.error("panic button %s: %s not stored: %s", button, kind, exc)
             return

@@ -37,6 +37,8 @@ T = TypeVar("T")
 
 #: Most pieces of work in one transaction: bounds latency under heavy load.
 MAX_GROUP = 256
+#: A prepared event older than this when its transaction runs is made afresh.
+PREPARED_MAX_AGE_MS = 60_000
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -73,13 +75,26 @@ class WriteTx:
         self.conn = conn
         self.now_ms = store.clock_ms()
 
-    def append_local(self, kind: str, stream: str, body: dict[str, Any]) -> Event:
-        """Create, sign and insert an event of this node; seq is allocated here."""
+    def append_local(self, kind: str, stream: str, body: dict[str, Any], *,
+                     prepared: Event | None = None) -> Event:
+        """Create, sign and insert an event of this node; seq is allocated here.
+
+        ``prepared`` (from :meth:`Store.prepare_local` with the same kind,
+        stream and body) is inserted as it is when it still fits: its seq is
+        the next one and its ts is not in the future nor older than a minute.
+        Otherwise the event is made here, as without it.
+        """
         store = self._store
         key = (store.origin, stream)
         seq = store._heads.get(key, 0) + 1
-        event = make_event(store.keys, origin=store.origin, stream=stream, seq=seq,
-                           kind=kind, body=body, ts=self.now_ms)
+        if (prepared is not None and prepared.origin == store.origin
+                and prepared.stream == stream and prepared.kind == kind
+                and prepared.seq == seq
+                and self.now_ms - PREPARED_MAX_AGE_MS <= prepared.ts <= self.now_ms):
+            event = prepared
+        else:
+            event = make_event(store.keys, origin=store.origin, stream=stream, seq=seq,
+                               kind=kind, body=body, ts=self.now_ms)
         self._insert(event)
         store._heads[key] = seq
         return event
@@ -185,6 +200,19 @@ class Store:
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
         self._queue.put(_Work(fn, future=fut))
         return fut
+
+    def prepare_local(self, kind: str, stream: str, body: dict[str, Any], ts: int) -> Event:
+        """Make and sign, outside the writer, the event the next local append
+        on ``stream`` would store at ``ts``; nothing is stored.
+
+        For work whose moment is known ahead (a panic button's hold completes
+        ``hold_s`` after its press): :meth:`WriteTx.append_local` with
+        ``prepared=`` then only inserts it — when no other event of the
+        stream came first, else it makes a new one. Safe from any thread.
+        """
+        seq = self._heads.get((self.origin, stream), 0) + 1
+        return make_event(self.keys, origin=self.origin, stream=stream, seq=seq, kind=kind,
+                          body=body, ts=ts)
 
     async def write(self, fn: Callable[[WriteTx], T]) -> T:
         """Run ``fn`` in the writer's next transaction and await its COMMIT.

@@ -6,6 +6,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -71,3 +72,57 @@ def test_hold_raises_one_alarm_and_light_shows_stored(button_node: str) -> None:
     time.sleep(1.2)
     assert len(alarms()) == 1
     assert httpx.post(button_node + "/demo/press/no-such-button").status_code == 404
+
+
+@pytest.mark.timeout(60)
+def test_the_alarm_is_signed_during_the_hold_and_stored_at_its_deadline(
+        tmp_path: Path, mosquitto_bin: str) -> None:
+    # In-process node (real Mosquitto, store, HTTP server): its button service's
+    # prepared alarm is visible, so the test can follow it from press to store.
+    import threading
+
+    from conftest import free_port
+
+    from node.server import NodeServer, uvicorn_config
+    from node.setup import init_node as setup_node
+
+    settings, _ = setup_node(
+        tmp_path / "node", name="hold-node", area="ESC-01", http_port=free_port(),
+        mqtt_port=free_port(), gpio="mock", hold_s=0.5, cooldown_s=0.0, point_port=0,
+        meeting_points=[{"id": "klimboom", "name": "Speeltuin", "panic_buttons": [
+            {"id": "klimboom-hek", "device": "hub", "button_pin": 17, "led_pin": 23}]}])
+    server = NodeServer(uvicorn_config(settings))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        assert _wait(lambda: server.started, 20)
+        app = server.config.loaded_app
+        while not hasattr(app, "state"):
+            app = app.app
+        runtime = app.state.runtime
+        service, store = runtime.buttons, runtime.store
+        pin = service.factory.pin(17)
+
+        def alarms() -> list[Any]:
+            return [e for e in store.recent("alert") if e.body.get("button") == "klimboom-hek"]
+
+        # A press released before hold_s: prepared during the hold, dropped unused.
+        pin.drive_low()
+        assert _wait(lambda: "klimboom-hek" in service._prepared)
+        pin.drive_high()
+        short, _ = service._prepared["klimboom-hek"]
+        time.sleep(0.8)
+        assert alarms() == []
+        # A hold: the alarm made at the start of the hold is the one stored.
+        pin.drive_low()
+        assert _wait(lambda: service._prepared.get("klimboom-hek", (short,))[0] != short)
+        _, prepared = service._prepared["klimboom-hek"]
+        stored = _wait(alarms)
+        pin.drive_high()
+        assert [e.id for e in stored] == [prepared.id]
+        assert stored[0] == prepared and stored[0].verify(store.keys.signing_public) is None
+        assert "klimboom-hek" not in service._prepared
+    finally:
+        server.should_exit = True
+        thread.join(20)
+    assert not thread.is_alive()

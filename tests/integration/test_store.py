@@ -93,6 +93,34 @@ def test_report_with_neighbours_makes_a_public_warning_without_contact(store: St
     assert only.warning is None
 
 
+def test_a_prepared_event_is_stored_as_made_only_while_it_fits(store: Store) -> None:
+    now = store.clock_ms()
+    early = store.prepare_local("alert", "public", ALERT, now - 5)
+    assert early.seq == 1 and store.count_events() == 0  # made, not stored
+    stored = store.write_sync(lambda tx: tx.append_local("alert", "public", ALERT,
+                                                         prepared=early))
+    assert stored is early  # signed during the hold, inserted at its deadline
+    assert store.get_event(early.id) == early
+    assert store.heads() == {("n1", "public"): 1}
+
+    # Another event of the stream came first: its seq is taken, so a new event.
+    late = store.prepare_local("alert", "public", ALERT, store.clock_ms())
+    store.write_sync(lambda tx: tx.append_local("alert", "public", ALERT))
+    made = store.write_sync(lambda tx: tx.append_local("alert", "public", ALERT,
+                                                       prepared=late))
+    assert made.id != late.id and made.seq == 3
+    # Not yet due (ts ahead of the transaction), too old, or of another kind: made anew.
+    status = {"event": "button_fault", "button": "b1"}
+    for ts, kind, stream, body in ((store.clock_ms() + 60_000, "alert", "public", ALERT),
+                                   (now - 61_000, "alert", "public", ALERT),
+                                   (store.clock_ms(), "status", "private", status)):
+        odd = store.prepare_local(kind, stream, body, ts)
+        made = store.write_sync(lambda tx, odd=odd: tx.append_local("alert", "public", ALERT,
+                                                                     prepared=odd))
+        assert made.id != odd.id and made.verify(store.keys.signing_public) is None
+    assert store.heads() == {("n1", "public"): 6} and store.count_events() == 6
+
+
 def test_heads_survive_reopen(tmp_path: Path) -> None:
     keys = KeyPair.generate()
     with Store(tmp_path / "n.db", origin="n1", keys=keys) as s:

@@ -147,6 +147,60 @@ def test_hold_of_two_seconds_raises_one_alarm_on_the_buttons_thread(
     assert rec.quiet() == [ALARM]  # one alarm per press
 
 
+def test_on_hold_announces_the_coming_alarm_once_per_settled_press(
+        make: Callable[..., PanicButton], factory: MockFactory, clock: FakeClock,
+        rec: Recorder) -> None:
+    holds = Recorder()
+    make(on_hold=holds)
+    press(factory)
+    assert holds.quiet() == []  # not settled: could be bounce
+    clock.advance(0.25)
+    assert holds.wait_for(1) == [ALARM] and rec.kinds() == []
+    hold = holds.events[0]
+    assert hold.at == pytest.approx(102.0) and hold.press_started == pytest.approx(100.0)
+    assert hold.button_id == "klimboom-hek"
+    assert holds.threads == ["panic-button-klimboom-hek"]
+    clock.advance(0.5)
+    assert holds.quiet() == [ALARM]  # once per press
+    clock.advance(1.25)
+    assert rec.wait_for(1) == [ALARM] and rec.events[0].at == hold.at
+    release(factory)
+    clock.advance(1.0)
+    press(factory)  # within the cool-down: the hold will refresh
+    clock.advance(0.25)
+    assert holds.wait_for(2) == [ALARM, REFRESH]
+    release(factory)  # released early: announced, but nothing follows
+    clock.advance(10.0)
+    assert rec.quiet() == [ALARM] and holds.kinds() == [ALARM, REFRESH]
+
+
+def test_with_a_real_clock_the_alarm_comes_at_its_deadline_never_before(
+        factory: MockFactory) -> None:
+    # The thread wakes early and spins the last ms before a hold completes.
+    import time
+
+    seen: list[tuple[float, ButtonEvent]] = []
+    done = threading.Event()
+
+    def alarm(event: ButtonEvent) -> None:
+        seen.append((time.monotonic(), event))
+        done.set()
+
+    with PanicButton(PIN, button_id="klimboom-hek", pin_factory=factory, hold_s=0.1,
+                     debounce_s=0.01, cooldown_s=0.0, on_alarm=alarm):
+        for _ in range(5):
+            done.clear()
+            press(factory)
+            assert done.wait(5)
+            release(factory)
+            time.sleep(0.05)
+    assert len(seen) == 5
+    for called, event in seen:
+        assert event.kind is ALARM and event.press_started is not None
+        assert event.at == pytest.approx(event.press_started + 0.1)
+        assert event.at <= called < event.at + 0.5
+
+
 def test_short_press_raises_nothing(make: Callable[..., PanicButton], factory: MockFactory,
                                     clock: FakeClock, rec: Recorder) -> None:
     make()

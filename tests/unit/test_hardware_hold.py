@@ -53,6 +53,30 @@ def test_hold_of_exactly_hold_s_is_one_alarm_at_the_deadline() -> None:
     assert d.tick(10.0) == [] and d.update(False, 10.0) == [] and d.tick(20.0) == []
 
 
+def test_pending_hold_tells_what_a_settled_press_will_give_and_when() -> None:
+    d = HoldDetector(hold_s=2.0, debounce_s=0.05, cooldown_s=60.0)
+    d.start(False, 0.0)
+    assert d.pending_hold() is None
+    d.update(True, 1.0)
+    assert d.pending_hold() is None  # not settled: may be bounce
+    d.tick(1.05)
+    assert d.pending_hold() == ButtonEvent(ALARM, 3.0, 1.0)
+    assert d.tick(3.0) == [ButtonEvent(ALARM, 3.0, 1.0)]
+    assert d.pending_hold() is None  # had its alarm
+    run(d, [(4.0, False), (4.1, None), (10.0, True), (10.05, None)])
+    assert d.pending_hold() == ButtonEvent(REFRESH, 12.0, 10.0)  # inside the cool-down
+    run(d, [(11.0, False), (11.1, None)])
+    assert d.pending_hold() is None  # released before the deadline
+    d.reset_cooldown()
+    run(d, [(20.0, True), (20.05, None)])
+    assert d.pending_hold() == ButtonEvent(ALARM, 22.0, 20.0)
+    run(d, [(22.0, None), (50.0, None)])  # stuck: alarm, then fault
+    assert d.faulted and d.pending_hold() is None
+    stuck = HoldDetector()
+    stuck.start(True, 0.0)
+    assert stuck.pending_hold() is None  # active at start-up: a fault, never an alarm
+
+
 def test_release_just_before_hold_s_is_nothing() -> None:
     d = HoldDetector()
     assert run(d, [(0.0, True), *ticks(0.0, 1.99), (1.99, False), *ticks(1.99, 5.0)]) == []
@@ -217,6 +241,24 @@ def test_a_noisy_press_alarms_once_iff_held_long_enough(
         assert events == [ButtonEvent(ALARM, press_edge + 2.0, press_edge)]
     elif held <= 2.0 - 1e-9:
         assert events == []
+
+
+@PROPERTY
+@given(case=noisy_press())
+def test_pending_hold_foretells_the_alarm_exactly(
+        case: tuple[list[tuple[float, bool | None]], float, float]) -> None:
+    timeline, _, _ = case
+    d = HoldDetector(hold_s=2.0, debounce_s=0.05)
+    foretold: ButtonEvent | None = None  # after the previous step
+    seen = 0
+    for now, level in timeline:
+        events = d.tick(now) if level is None else d.update(level, now)
+        for event in events:
+            if event.kind in (ALARM, REFRESH) and foretold is not None:
+                assert event == foretold  # (settled and due in one step: none foretold)
+                seen += 1
+        foretold = d.pending_hold()
+    assert seen <= 1
 
 
 @PROPERTY

@@ -43,6 +43,10 @@ from .store import WriteTx
 if TYPE_CHECKING:
     from .runtime import NodeRuntime
 
+#: A prepared alarm is stored only when the hold's deadline is at most this far
+#: behind the wall clock when the hold completes (else the clock jumped).
+PREPARED_LAG_MS = 1000
+
 log = logging.getLogger(__name__)
 
 PRESS_KINDS = ("alarm", "repeat", "fault", "fault_cleared")
@@ -188,6 +192,7 @@ class ButtonService:
             light.close()
         self.buttons.clear()
         self.lights.clear()
+        self._prepared.clear()
 
     # -- wired buttons ------------------------------------------------------------
 
@@ -196,13 +201,15 @@ class ButtonService:
 
         Id, body check and signature (a third of an alarm's path) are done
         during the hold; the alarm's ts is the moment the hold completes.
-        When the hold ends early the prepared alarm is dropped unused.
+        When the hold ends early the prepared alarm is never stored (it stays
+        in memory until the button's next event) and never leaves the process.
         """
         store = self.runtime.store
         self._prepared.pop(button, None)
         if hold.kind is not ButtonEventKind.ALARM or store is None:
             return
         spec = self.specs[button]
+        # The button's clock is time.monotonic (PanicButton's default, see _claim).
         ts = store.clock_ms() + math.floor((hold.at - time.monotonic()) * 1000)
         try:
             event = store.prepare_local(
@@ -224,6 +231,8 @@ class ButtonService:
             return
         spec = self.specs[button]
         made = prepared[1] if prepared is not None and prepared[0] == event.at else None
+        if made is not None and not 0 <= store.clock_ms() - made.ts <= PREPARED_LAG_MS:
+            made = None  # the wall clock moved during the hold: ts would be wrong
         try:
             future = store.submit(press_task(button, spec.meeting_point, kind,
                                              self.settings.area, None, made))

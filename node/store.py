@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from sync import Event, KeyPair
+from sync.bodies import validate_body
 from sync.event import make_event
 
 from .errors import SeqConflict, StoreClosed, StoreError
@@ -79,10 +80,10 @@ class WriteTx:
                      prepared: Event | None = None) -> Event:
         """Create, sign and insert an event of this node; seq is allocated here.
 
-        ``prepared`` (from :meth:`Store.prepare_local` with the same kind,
-        stream and body) is inserted as it is when it still fits: its seq is
-        the next one and its ts is not in the future nor older than a minute.
-        Otherwise the event is made here, as without it.
+        ``prepared`` (from :meth:`Store.prepare_local`) is inserted as it is
+        when it still fits: same kind, stream and body (``body`` as cleaned),
+        its seq is the next one and its ts is not in the future nor older than
+        a minute. Otherwise the event is made here, as without it.
         """
         store = self._store
         key = (store.origin, stream)
@@ -90,7 +91,8 @@ class WriteTx:
         if (prepared is not None and prepared.origin == store.origin
                 and prepared.stream == stream and prepared.kind == kind
                 and prepared.seq == seq
-                and self.now_ms - PREPARED_MAX_AGE_MS <= prepared.ts <= self.now_ms):
+                and self.now_ms - PREPARED_MAX_AGE_MS <= prepared.ts <= self.now_ms
+                and (prepared.body == body or prepared.body == validate_body(kind, body))):
             event = prepared
         else:
             event = make_event(store.keys, origin=store.origin, stream=stream, seq=seq,

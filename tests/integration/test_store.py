@@ -111,14 +111,16 @@ def test_a_prepared_event_is_stored_as_made_only_while_it_fits(store: Store) -> 
     assert made.id != late.id and made.seq == 3
     # Not yet due (ts ahead of the transaction), too old, or of another kind: made anew.
     status = {"event": "button_fault", "button": "b1"}
+    other = {"source": "team", "title": "Iets anders"}
     for ts, kind, stream, body in ((store.clock_ms() + 60_000, "alert", "public", ALERT),
                                    (now - 61_000, "alert", "public", ALERT),
-                                   (store.clock_ms(), "status", "private", status)):
+                                   (store.clock_ms(), "status", "private", status),
+                                   (store.clock_ms(), "alert", "public", other)):
         odd = store.prepare_local(kind, stream, body, ts)
         made = store.write_sync(lambda tx, odd=odd: tx.append_local("alert", "public", ALERT,
                                                                      prepared=odd))
         assert made.id != odd.id and made.verify(store.keys.signing_public) is None
-    assert store.heads() == {("n1", "public"): 6} and store.count_events() == 6
+    assert store.heads() == {("n1", "public"): 7} and store.count_events() == 7
 
 
 def test_heads_survive_reopen(tmp_path: Path) -> None:

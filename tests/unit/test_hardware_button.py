@@ -201,6 +201,28 @@ def test_with_a_real_clock_the_alarm_comes_at_its_deadline_never_before(
         assert event.at <= called < event.at + 0.5
 
 
+def test_the_spin_before_a_deadline_is_once_and_short_on_a_clock_that_stands_still(
+        make: Callable[..., PanicButton], factory: MockFactory, clock: FakeClock,
+        rec: Recorder) -> None:
+    calls = [0]
+
+    def counting() -> float:
+        calls[0] += 1
+        return clock()
+
+    make(clock=counting)
+    press(factory)
+    clock.advance(1.999)  # settled; parked 1 ms before the deadline, for good
+    rec.quiet(0.05)
+    calls[0] = 0
+    assert rec.quiet(0.3) == []
+    # One spin (≤ 4 ms), then waits of 1 ms with a few reads each: ~500 reads
+    # in 0.3 s here. A spin before every wait read it ~7,000 times.
+    assert calls[0] < 2_000, calls[0]
+    clock.advance(0.001)
+    assert rec.wait_for(1) == [ALARM]
+
+
 def test_short_press_raises_nothing(make: Callable[..., PanicButton], factory: MockFactory,
                                     clock: FakeClock, rec: Recorder) -> None:
     make()

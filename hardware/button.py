@@ -30,8 +30,8 @@ _MIN_WAIT_S = 0.001  # never spin, even on a clock that stands still
 _PR_SET_TIMERSLACK = 29  # linux/prctl.h
 #: The button's thread wakes this long before a hold completes and stays on the
 #: CPU until it does: the alarm's path then starts on a CPU that is awake. One
-#: core for 2 ms per hold. Measured (bench/button.py, 300 holds): hold → SSE
-#: p99 3.8 → 2.5 ms, hold deadline → callback p99 0.9 → 0.19 ms.
+#: core for 2 ms per hold. Measured (bench/button.py, 1,000 holds): hold
+#: deadline → callback p50 0.21 → 0.10 ms, p99 0.46 → 0.22 ms.
 _SPIN_BEFORE_HOLD_S = 0.002
 
 

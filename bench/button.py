@@ -140,6 +140,7 @@ def main() -> int:
     n = args.n or (100 if args.quick else 500)
     stamps = _instrument() if args.stages else None
     tmp = Path(tempfile.mkdtemp(prefix="bart-bench-button-"))
+    observer: subprocess.Popen[str] | None = None
     print(f"button: {n} holds of {HOLD_S} s on a mock pin (hold excluded) after "
           f"{args.warmup} warm-up holds; {describe()}")
     try:
@@ -164,11 +165,12 @@ def main() -> int:
         arrived = threading.Event()
         raw_wait = Waiter()
         ready = threading.Event()
+        password = load_secrets(settings.data_dir)["service_password"]
         observer = subprocess.Popen(
             [sys.executable, __file__, "--observe", str(settings.http_port),
              str(settings.mqtt_port)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
         assert observer.stdin is not None and observer.stdout is not None
-        observer.stdin.write(load_secrets(settings.data_dir)["service_password"] + "\n")
+        observer.stdin.write(password + "\n")
         observer.stdin.flush()
 
         def read(lines: Any) -> None:
@@ -185,8 +187,7 @@ def main() -> int:
         threading.Thread(target=read, args=(observer.stdout,), daemon=True).start()
         if not ready.wait(20):
             raise RuntimeError("the observer process did not start")
-        pub = paho_client("bench-pub", settings.mqtt_port,
-                          load_secrets(settings.data_dir)["service_password"])
+        pub = paho_client("bench-pub", settings.mqtt_port, password)
         time.sleep(0.5)
         payload = b"x" * 600
         rng = random.Random(3)
@@ -223,6 +224,9 @@ def main() -> int:
         server.should_exit = True
         thread.join(15)
     finally:
+        if observer is not None and observer.poll() is None:  # a run that failed
+            observer.kill()
+            observer.wait(10)
         shutil.rmtree(tmp, ignore_errors=True)
     raw_p99 = report("raw paho→paho", raw, lost["raw"])
     p99 = report("hold→SSE", button, lost["node"])

@@ -72,7 +72,9 @@ class PanicButton:
     ``on_hold`` is called once per press, as soon as the press has settled
     (after the debounce), with the ALARM or REFRESH it will give if it lasts
     (``at`` is when): time to prepare what does not depend on the moment the
-    hold completes. A release before then gives nothing more.
+    hold completes. When that press ends without it (released before ``at``),
+    ``on_hold_abandoned`` is called once with the same event — the only call
+    such a release gives.
 
     ``tick_s`` caps how long the thread waits between checks while a deadline
     is pending; with a real clock it wakes exactly at the deadline, so it only
@@ -104,7 +106,8 @@ class PanicButton:
                  on_refresh: ButtonCallback | None = None,
                  on_fault: ButtonCallback | None = None,
                  on_fault_cleared: ButtonCallback | None = None,
-                 on_hold: ButtonCallback | None = None) -> None:
+                 on_hold: ButtonCallback | None = None,
+                 on_hold_abandoned: ButtonCallback | None = None) -> None:
         """Claim the pin, read its level at start-up and start the thread.
 
         ``pin`` is a BCM number (or a gpiozero pin name). ``pin_factory=None``
@@ -132,7 +135,9 @@ class PanicButton:
         self._stop = threading.Event()
         self._pending: list[ButtonEvent] = []
         self._on_hold = on_hold
+        self._on_hold_abandoned = on_hold_abandoned
         self._announced: float | None = None  # press edge of the hold last announced
+        self._open_hold: ButtonEvent | None = None  # announced, neither given nor abandoned
         self._spun_for: float | None = None  # hold deadline last spun towards
         self._closed = False
         try:
@@ -234,10 +239,14 @@ class PanicButton:
                 deadline = self._detector.next_deadline()
                 coming = self._detector.pending_hold()
                 announce = coming is not None and coming.press_started != self._announced
+                abandoned = self._settle_open_hold(events, coming)
                 if coming is not None and announce:
                     self._announced = coming.press_started
+                    self._open_hold = coming
             for event in events:
                 self._dispatch(event)
+            if abandoned is not None and self._on_hold_abandoned is not None:
+                self._call(self._on_hold_abandoned, abandoned, "hold abandoned")
             if coming is not None and announce and self._on_hold is not None:
                 self._call(self._on_hold, coming, "hold")
             if deadline is None:
@@ -253,6 +262,21 @@ class PanicButton:
                         continue
                 self._wake.wait(min(self._tick_s, max(_MIN_WAIT_S, left)))
             self._wake.clear()
+
+    def _settle_open_hold(self, events: list[ButtonEvent],
+                          coming: ButtonEvent | None) -> ButtonEvent | None:
+        """The announced hold that ended without its ALARM/REFRESH, if one did (locked)."""
+        held = self._open_hold
+        if held is None:
+            return None
+        if any(e.press_started == held.press_started
+               and e.kind in (ButtonEventKind.ALARM, ButtonEventKind.REFRESH) for e in events):
+            self._open_hold = None  # given
+            return None
+        if coming is not None and coming.press_started == held.press_started:
+            return None  # still being held
+        self._open_hold = None
+        return held
 
     def _spin(self, deadline: float) -> bool:
         """Stay on the CPU until ``deadline`` (a hold's, at most a few ms away).

@@ -1,11 +1,19 @@
 """Panic buttons on the node: wired (hub) buttons and point devices, one path.
 
 A hold of a wired button (gpiozero, :mod:`hardware`) and a press message from
-a point device (MQTT over TLS) both end in :meth:`ButtonService.handle`: the
-alarm is stored first, then shown and published; then the button's light says
+a point device (MQTT over TLS) both end in the same writer task: the alarm is
+stored first, then shown and published; then the button's light says
 "stored". Team answers move the light on: "on my way" → *coming*, "resolved" →
 *resolved*. A press id from a point device is remembered with the event it
 produced, so a press delivered twice raises one alarm.
+
+A wired button's alarm is *armed* during the hold: made, signed and flushed
+to disk in ``armed_alarms`` as soon as the press has settled (~2 s before the
+hold completes). When the hold completes it is moved into the event log in a
+COMMIT that does not wait for the disk (the store's *covered* work); a release
+before then deletes it. An armed alarm found at start-up — the node lost
+power during a hold, or right after one — is stored then: a panic button
+errs towards the alarm, as it cannot tell whether the hold was long enough.
 """
 
 from __future__ import annotations
@@ -81,6 +89,57 @@ def parse_press(payload: bytes) -> dict[str, Any]:
     return data
 
 
+_ARMED_COLS = "id, origin, stream, seq, ts, kind, body, sig"
+
+
+def arm_task(button: str, event: Event) -> Callable[[WriteTx], None]:
+    """Writer task: keep ``event``, the alarm of a hold in progress, on disk."""
+
+    def task(tx: WriteTx) -> None:
+        tx.conn.execute(
+            f"INSERT OR REPLACE INTO armed_alarms (button, {_ARMED_COLS}, armed_at) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (button, event.id, event.origin, event.stream, event.seq, event.ts, event.kind,
+             event.body_json().decode("utf-8"), event.sig, tx.now_ms))
+
+    return task
+
+
+def disarm_task(button: str, event_id: str) -> Callable[[WriteTx], None]:
+    """Writer task: the hold ended early (or the node stops): forget its alarm."""
+
+    def task(tx: WriteTx) -> None:
+        tx.conn.execute("DELETE FROM armed_alarms WHERE button = ? AND id = ?",
+                        (button, event_id))
+
+    return task
+
+
+def recover_armed(tx: WriteTx) -> list[Event]:
+    """Writer task at start-up: every armed alarm left behind becomes an alarm.
+
+    Stored exactly as armed when its seq is still the next one — it may
+    already have been shown and relayed before a power cut took its COMMIT —
+    and made afresh (same body) when its seq was taken, which means it was
+    never stored, so never shown.
+    """
+    rows = tx.conn.execute(
+        f"SELECT button, {_ARMED_COLS} FROM armed_alarms ORDER BY ts, button").fetchall()
+    stored: list[Event] = []
+    for button, ident, origin, stream, seq, ts, kind, body, sig in rows:
+        tx.conn.execute("DELETE FROM armed_alarms WHERE button = ?", (button,))
+        armed = Event(id=ident, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
+                      body=json.loads(body), sig=bytes(sig))
+        if tx.conn.execute("SELECT 1 FROM events WHERE id = ?", (ident,)).fetchone():
+            continue  # stored already (cannot happen: the same COMMIT deletes the row)
+        if origin == tx.origin and seq == tx.head(stream) + 1:
+            tx.insert(armed)
+            stored.append(armed)
+        else:
+            stored.append(tx.append_local(kind, stream, armed.body))
+    return stored
+
+
 def press_task(button: str, meeting_point: str, kind: str, area: str,
                press_id: str | None, prepared: Event | None = None,
                ) -> Callable[[WriteTx], Event | None]:
@@ -89,13 +148,17 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
     A hold raises an alarm, or — when the button's last alarm is still open —
     answers it with ``repeated`` (the person is still pressing: same alarm).
     ``prepared`` is the alarm made during the hold (see
-    :meth:`ButtonService._hold`); it is stored when it still fits.
+    :meth:`ButtonService._hold`); it is stored when it still fits. A wired
+    button's armed alarm (``press_id`` None) is consumed here, whichever event
+    the press gives.
     """
 
     def task(tx: WriteTx) -> Event | None:
         if press_id is not None and tx.conn.execute(
                 "SELECT 1 FROM point_presses WHERE press_id = ?", (press_id,)).fetchone():
             return None
+        if press_id is None:
+            tx.conn.execute("DELETE FROM armed_alarms WHERE button = ?", (button,))
         event: Event
         if kind == "alarm":  # the hold detector already decided: a new incident
             event = tx.append_local("alert", "public",
@@ -128,6 +191,10 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
     return task
 
 
+def _done_ok(future: concurrent.futures.Future[None]) -> bool:
+    return future.done() and not future.cancelled() and future.exception() is None
+
+
 class ButtonService:
     """The node's panic buttons: gpiozero devices, point-device messages, lights."""
 
@@ -142,12 +209,16 @@ class ButtonService:
         # Point button -> id of its last press that is COMMITTED: only such an
         # id may go back to the device, which then drops it from its outbox.
         self._last_press: dict[str, str] = {}
-        # Wired button -> (hold deadline, the alarm made for it during the hold).
-        self._prepared: dict[str, tuple[float, Event]] = {}
+        # Wired button -> (hold deadline, the alarm made for it during the hold,
+        # the writer's future of arming it).
+        self._prepared: dict[str, tuple[float, Event, concurrent.futures.Future[None]]] = {}
+        self.recovered: list[Event] = []  # armed alarms stored at start-up
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
-        """Claim the pins of wired buttons; subscribe to point devices."""
+        """Store alarms armed before a power cut; claim the pins of wired
+        buttons; subscribe to point devices."""
         self._loop = loop
+        self._recover()
         hub = [s for s in self.specs.values() if s.device == "hub"]
         if hub and self.settings.gpio != "off":
             try:
@@ -177,7 +248,8 @@ class ButtonService:
                 on_refresh=partial(self._from_thread, spec.id, "repeat"),
                 on_fault=partial(self._from_thread, spec.id, "fault"),
                 on_fault_cleared=partial(self._from_thread, spec.id, "fault_cleared"),
-                on_hold=partial(self._hold, spec.id))
+                on_hold=partial(self._hold, spec.id),
+                on_hold_abandoned=partial(self._abandoned, spec.id))
         except HardwareError:
             light.close()
             raise
@@ -185,14 +257,35 @@ class ButtonService:
         self.buttons[spec.id] = button
 
     def close(self) -> None:
-        """Release every pin."""
+        """Release every pin; disarm the alarms of holds still in progress.
+
+        A clean stop is not a power cut: a hold it interrupts did not complete.
+        """
         for button in self.buttons.values():
             button.close()
         for light in self.lights.values():
             light.close()
         self.buttons.clear()
         self.lights.clear()
+        store = self.runtime.store
+        for button_id, (_, event, _armed) in self._prepared.items():
+            if store is not None:
+                with contextlib.suppress(NodeError):
+                    store.submit(disarm_task(button_id, event.id))
         self._prepared.clear()
+
+    def _recover(self) -> None:
+        store = self.runtime.store
+        if store is None:
+            return
+        self.recovered = store.write_sync(recover_armed)
+        for event in self.recovered:
+            log.warning("panic button %s: alarm of a hold in progress when the node "
+                        "stopped stored now (%s)", event.body.get("button"), event.id)
+            self.runtime.after_commit(event)
+            button = event.body.get("button")
+            if isinstance(button, str) and button in self.specs:
+                self.runtime.spawn(self._light_after(button, "alarm"))
 
     # -- wired buttons ------------------------------------------------------------
 
@@ -201,8 +294,9 @@ class ButtonService:
 
         Id, body check and signature (a third of an alarm's path) are done
         during the hold; the alarm's ts is the moment the hold completes.
-        When the hold ends early the prepared alarm is never stored (it stays
-        in memory until the button's next event) and never leaves the process.
+        It is armed at once (flushed to disk, see the module's docstring).
+        When the hold ends early it is disarmed, never stored as an event,
+        and never leaves the process.
         """
         store = self.runtime.store
         self._prepared.pop(button, None)
@@ -218,7 +312,23 @@ class ButtonService:
         except SyncError as exc:  # the alarm is then made at the deadline
             log.warning("panic button %s: alarm not prepared: %s", button, exc)
             return
-        self._prepared[button] = (hold.at, event)
+        try:
+            armed = store.submit(arm_task(button, event))
+        except NodeError as exc:
+            log.warning("panic button %s: alarm not armed: %s", button, exc)
+            return
+        self._prepared[button] = (hold.at, event, armed)
+
+    def _abandoned(self, button: str, hold: ButtonEvent) -> None:
+        """Released before the hold completed (button's thread): disarm its alarm."""
+        prepared = self._prepared.pop(button, None)
+        store = self.runtime.store
+        if prepared is None or prepared[0] != hold.at or store is None:
+            return
+        try:
+            store.submit(disarm_task(button, prepared[1].id))
+        except NodeError as exc:
+            log.error("panic button %s: armed alarm not disarmed: %s", button, exc)
 
     def _from_thread(self, button: str, kind: str, event: ButtonEvent) -> None:
         # Called on the button's own thread. The write is queued from here, at
@@ -233,9 +343,13 @@ class ButtonService:
         made = prepared[1] if prepared is not None and prepared[0] == event.at else None
         if made is not None and not 0 <= store.clock_ms() - made.ts <= PREPARED_LAG_MS:
             made = None  # the wall clock moved during the hold: ts would be wrong
+        # Armed, i.e. on disk already: the COMMIT need not wait for the disk
+        # (if the store makes a new event after all, it flushes as usual).
+        covered = made is not None and prepared is not None and _done_ok(prepared[2])
         try:
             future = store.submit(press_task(button, spec.meeting_point, kind,
-                                             self.settings.area, None, made))
+                                             self.settings.area, None, made),
+                                  covered=covered)
         except NodeError as exc:
             log.error("panic button %s: %s not stored: %s", button, kind, exc)
             return

@@ -81,12 +81,27 @@ def _m005_uplink(db: sqlite_utils.Database) -> None:
                                    not_null={"value"}))
 
 
+def _m006_armed_alarms(db: sqlite_utils.Database) -> None:
+    # A panic-button alarm made and signed during its hold, flushed to disk
+    # before the hold completes: the COMMIT at the deadline then need not wait
+    # for the disk. A row left at start-up (power cut during or right after a
+    # hold) becomes its alarm; a release before the deadline deletes it.
+    db.execute(db.create_table_sql(
+        "armed_alarms",
+        {"button": str, "id": str, "origin": str, "stream": str, "seq": int, "ts": int,
+         "kind": str, "body": str, "sig": bytes, "armed_at": int},
+        pk="button",
+        not_null={"id", "origin", "stream", "seq", "ts", "kind", "body", "sig", "armed_at"},
+    ))
+
+
 MIGRATIONS: list[Migration] = [
     ("001_events", _m001_events),
     ("002_receipts", _m002_receipts),
     ("003_point_presses", _m003_point_presses),
     ("004_json_indexes", _m004_json_indexes),
     ("005_uplink", _m005_uplink),
+    ("006_armed_alarms", _m006_armed_alarms),
 ]
 
 

@@ -7,6 +7,14 @@ the COMMIT that contains its work, with ``synchronous=FULL`` in WAL mode, so an
 answer to a resident always means "on disk". Each piece of work runs inside
 its own SAVEPOINT, so one failing piece never takes others down with it.
 
+One exception to the flush: work submitted as *covered* stores only what an
+earlier, flushed transaction already holds in a form that is recovered at
+start-up (a panic-button alarm armed during its hold, see node/buttons.py).
+A transaction of covered work only is committed without waiting for the disk
+(``synchronous=NORMAL`` for that COMMIT): a power cut may lose the COMMIT,
+never the alarm. Any uncovered write in it (an event made afresh, an insert
+of an event made elsewhere) makes it flush as usual.
+
 Readers use their own connections (WAL lets them run beside the writer).
 """
 
@@ -75,6 +83,17 @@ class WriteTx:
         self._store = store
         self.conn = conn
         self.now_ms = store.clock_ms()
+        #: An event not held by an earlier flushed transaction was written.
+        self.uncovered = False
+
+    @property
+    def origin(self) -> str:
+        """This node's origin (its own events' ``origin``)."""
+        return self._store.origin
+
+    def head(self, stream: str) -> int:
+        """The seq of this node's last event on ``stream`` (0: none)."""
+        return self._store._heads.get((self._store.origin, stream), 0)
 
     def append_local(self, kind: str, stream: str, body: dict[str, Any], *,
                      prepared: Event | None = None) -> Event:
@@ -97,6 +116,7 @@ class WriteTx:
         else:
             event = make_event(store.keys, origin=store.origin, stream=stream, seq=seq,
                                kind=kind, body=body, ts=self.now_ms)
+            self.uncovered = True
         self._insert(event)
         store._heads[key] = seq
         return event
@@ -115,6 +135,7 @@ class WriteTx:
             )
         if self.conn.execute("SELECT 1 FROM events WHERE id = ?", (event.id,)).fetchone():
             raise SeqConflict(f"event {event.id} is stored under another seq")
+        self.uncovered = True
         self._insert(event)
         key = (event.origin, event.stream)
         if event.seq > self._store._heads.get(key, 0):
@@ -135,6 +156,7 @@ class _Work(Generic[T]):
     future: concurrent.futures.Future[T] | None = None  # from threads and the CLI
     afuture: asyncio.Future[T] | None = None  # from the event loop
     loop: asyncio.AbstractEventLoop | None = None
+    covered: bool = False  # see the module's docstring
 
     def wanted(self) -> bool:
         """False when the caller gave up before the work ran (nothing to answer)."""
@@ -189,18 +211,25 @@ class Store:
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self.commits = 0
+        self.unflushed_commits = 0  # commits of covered work only (no disk flush)
         self._thread = threading.Thread(target=self._run, name=f"store-writer-{origin}",
                                         daemon=True)
         self._thread.start()
 
     # -- writing ---------------------------------------------------------------
 
-    def submit(self, fn: Callable[[WriteTx], T]) -> concurrent.futures.Future[T]:
-        """Queue ``fn`` for the writer; the future resolves after its COMMIT."""
+    def submit(self, fn: Callable[[WriteTx], T], *,
+               covered: bool = False) -> concurrent.futures.Future[T]:
+        """Queue ``fn`` for the writer; the future resolves after its COMMIT.
+
+        ``covered=True`` only for work whose result an earlier flushed
+        transaction already holds in recoverable form (module docstring):
+        its COMMIT may then skip the flush.
+        """
         if self._closed:
             raise StoreClosed("the store is closed")
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Work(fn, future=fut))
+        self._queue.put(_Work(fn, future=fut, covered=covered))
         return fut
 
     def prepare_local(self, kind: str, stream: str, body: dict[str, Any], ts: int) -> Event:
@@ -281,13 +310,30 @@ class Store:
     def _commit_batch(self, batch: list[_Work[Any]]) -> None:
         live = [work for work in batch if work.wanted()]
         heads_before = dict(self._heads)
+        # SQLite takes the flush setting only between transactions.
+        unflushed = bool(live) and all(work.covered for work in live)
         try:
-            results = self._run_fast(live)
-            if results is None:  # a piece failed: again, each in its own savepoint
+            if unflushed:
+                self._conn.execute("PRAGMA synchronous = NORMAL")
+            fast = self._run_fast(live)
+            if fast is not None and unflushed and fast[1].uncovered:
+                # Covered work wrote something no earlier flush holds: again, flushed.
+                self._conn.execute("ROLLBACK")
                 self._heads = dict(heads_before)
+                unflushed = False
+                self._conn.execute("PRAGMA synchronous = FULL")
+                fast = self._run_fast(live)
+            if fast is None:  # a piece failed: again, each in its own savepoint
+                self._heads = dict(heads_before)
+                if unflushed:
+                    unflushed = False
+                    self._conn.execute("PRAGMA synchronous = FULL")
                 results = self._run_isolated(live)
+            else:
+                results = fast[0]
             self._conn.execute("COMMIT")
             self.commits += 1
+            self.unflushed_commits += unflushed
         except BaseException as exc:
             log.error("store transaction failed: %s", exc)
             with suppress(sqlite3.Error):
@@ -295,9 +341,13 @@ class Store:
             self._heads = heads_before
             error = StoreError(f"transaction failed: {exc}")
             results = [(work, False, error) for work in live]
+        finally:
+            if unflushed:
+                self._conn.execute("PRAGMA synchronous = FULL")
         self._answer(results)
 
-    def _run_fast(self, live: list[_Work[Any]]) -> list[tuple[_Work[Any], bool, Any]] | None:
+    def _run_fast(self, live: list[_Work[Any]],
+                  ) -> tuple[list[tuple[_Work[Any], bool, Any]], WriteTx] | None:
         """Every piece in one transaction without savepoints (the common case).
 
         Returns None, with the transaction rolled back, when a piece raised.
@@ -312,7 +362,7 @@ class Store:
             except Exception:
                 conn.execute("ROLLBACK")
                 return None
-        return results
+        return results, tx
 
     def _run_isolated(self, live: list[_Work[Any]]) -> list[tuple[_Work[Any], bool, Any]]:
         """Each piece in its own savepoint: one failing piece never takes others down."""

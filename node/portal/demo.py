@@ -24,7 +24,7 @@ import secrets
 from typing import Any
 from urllib.parse import urlsplit
 
-from fastapi import APIRouter, HTTPException, Request
+from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from . import deps
@@ -195,8 +195,13 @@ async def demo_uplink(request: Request) -> Response:
 
 
 @router.post("/demo/press/{button_id}", status_code=202, response_model=None)
-async def demo_press(button_id: str, request: Request) -> dict[str, str] | Response:
+async def demo_press(button_id: str, request: Request,
+                     hold_s: float | None = Query(None, gt=0, le=60),
+                     ) -> dict[str, str] | Response:
     """Hold a simulated button for the hold time (plus a little).
+
+    ``?hold_s=`` holds a wired button that long instead (a short press, a
+    press cut by a power cut in a test).
 
     A browser's post (it sends ``Origin``) must carry the form's CSRF token; a
     client that is not a browser (``bart demo press``, tests) sends no ``Origin``.
@@ -210,11 +215,14 @@ async def demo_press(button_id: str, request: Request) -> dict[str, str] | Respo
     rt = deps.runtime(request)
     controls = _point_controls(request)
     if rt.buttons is not None and button_id in rt.buttons.buttons:
-        rt.spawn(rt.buttons.press(button_id))
+        rt.spawn(rt.buttons.press(button_id, hold_s))
+    elif hold_s is not None and button_id in controls:
+        raise HTTPException(422, "hold_s is for wired buttons; a point device holds its own")
     elif button_id in controls:
         await _control(controls[button_id], "POST", f"/press/{button_id}")
     else:
         raise HTTPException(404, "no simulated button with this id")
     if "text/html" in request.headers.get("accept", ""):
         return RedirectResponse("/demo", status_code=303)
-    return {"button": button_id, "pressed_for_s": str(rt.settings.hold_s + 0.2)}
+    held = rt.settings.hold_s + 0.2 if hold_s is None else hold_s
+    return {"button": button_id, "pressed_for_s": str(held)}

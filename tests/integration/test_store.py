@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
 from node.errors import SeqConflict
 from node.reports import store_report, validate_report_input
-from node.store import Store
-from sync import KeyPair, make_event
+from node.store import Store, WriteTx
+from sync import Event, KeyPair, make_event
 
 ALERT = {"source": "team", "title": "Let op"}
 
@@ -28,7 +30,7 @@ def test_pragmas_and_migrations(store: Store, tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
     assert names == ["001_events", "002_receipts", "003_point_presses", "004_json_indexes",
-                     "005_uplink"]
+                     "005_uplink", "006_armed_alarms"]
     # The writer's own connection runs with synchronous=FULL (2).
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
@@ -121,6 +123,44 @@ def test_a_prepared_event_is_stored_as_made_only_while_it_fits(store: Store) -> 
                                                                      prepared=odd))
         assert made.id != odd.id and made.verify(store.keys.signing_public) is None
     assert store.heads() == {("n1", "public"): 7} and store.count_events() == 7
+
+
+def test_covered_work_commits_without_a_flush_unless_it_writes_something_new(
+        store: Store) -> None:
+    def synchronous() -> int:
+        return int(store._conn.execute("PRAGMA synchronous").fetchone()[0])
+
+    seen: list[int] = []
+
+    def append(prepared: Event | None) -> Callable[[WriteTx], Event]:
+        def work(tx: WriteTx) -> Event:
+            seen.append(synchronous())
+            return tx.append_local("alert", "public", ALERT, prepared=prepared)
+        return work
+
+    # Covered and stored as prepared: one COMMIT with synchronous=NORMAL (1).
+    ready = store.prepare_local("alert", "public", ALERT, store.clock_ms())
+    assert store.submit(append(ready), covered=True).result(10) is ready
+    assert (store.unflushed_commits, seen) == (1, [1])
+    assert synchronous() == 2  # FULL again for everything else
+    # Covered, but the prepared event no longer fits (its seq is taken): the
+    # event is made anew, so the transaction runs again, flushed.
+    stale = store.prepare_local("alert", "public", ALERT, store.clock_ms() - 1)
+    store.write_sync(lambda tx: tx.append_local("alert", "public", ALERT))
+    made = store.submit(append(stale), covered=True).result(10)
+    assert made.id != stale.id and made.seq == 3
+    assert store.unflushed_commits == 1 and seen[1:] == [1, 2]
+    assert store.heads() == {("n1", "public"): 3} and store.count_events() == 3
+    # Covered work in one transaction with uncovered work: flushed.
+    gate = threading.Event()
+    store.submit(lambda tx: gate.wait(10))  # holds the writer while the next two queue
+    ready = store.prepare_local("alert", "public", ALERT, store.clock_ms())
+    first = store.submit(append(ready), covered=True)
+    second = store.submit(append(None))
+    gate.set()
+    assert first.result(10) is ready and second.result(10).seq == 5
+    assert store.unflushed_commits == 1 and seen[-2:] == [2, 2]
+    assert synchronous() == 2
 
 
 def test_heads_survive_reopen(tmp_path: Path) -> None:

@@ -174,6 +174,36 @@ def test_on_hold_announces_the_coming_alarm_once_per_settled_press(
     assert rec.quiet() == [ALARM] and holds.kinds() == [ALARM, REFRESH]
 
 
+def test_on_hold_abandoned_once_for_a_press_released_before_its_hold(
+        make: Callable[..., PanicButton], factory: MockFactory, clock: FakeClock,
+        rec: Recorder) -> None:
+    holds, abandoned = Recorder(), Recorder()
+    make(on_hold=holds, on_hold_abandoned=abandoned)
+    press(factory)
+    clock.advance(0.25)
+    assert holds.wait_for(1) == [ALARM]
+    release(factory)  # bounce: shorter than the debounce, the hold goes on
+    press(factory)
+    clock.advance(0.5)
+    assert abandoned.quiet() == []
+    release(factory)  # a real release, 0.75 s into a 2 s hold
+    clock.advance(0.25)
+    assert abandoned.wait_for(1) == [ALARM]
+    assert abandoned.events[0].at == holds.events[0].at
+    assert abandoned.threads == ["panic-button-klimboom-hek"]
+    clock.advance(5.0)
+    assert abandoned.quiet() == [ALARM] and rec.kinds() == []  # once, and no alarm
+    # A press that completes its hold is never abandoned, also when released after.
+    press(factory)
+    clock.advance(0.25)
+    assert holds.wait_for(2) == [ALARM, ALARM]
+    clock.advance(2.0)
+    assert rec.wait_for(1) == [ALARM]
+    release(factory)
+    clock.advance(1.0)
+    assert abandoned.quiet() == [ALARM]
+
+
 def test_with_a_real_clock_the_alarm_comes_at_its_deadline_never_before(
         factory: MockFactory) -> None:
     # The thread wakes early and spins the last ms before a hold completes.

@@ -64,12 +64,15 @@ def _instrument() -> dict[str, list[Any]]:
         stamps["event loop"].append(time.perf_counter())
         stored(self, *args)
 
-    def submit_(self: Any, fn: Any) -> Any:
+    def submit_(self: Any, fn: Any, **kwargs: Any) -> Any:
+        if "covered" not in kwargs:  # not a press (arming, disarming, …)
+            return submit(self, fn, **kwargs)
+
         def timed(tx: Any) -> Any:
             stamps["writer starts"].append(time.perf_counter())
             return fn(tx)
 
-        future = submit(self, timed)
+        future = submit(self, timed, **kwargs)
         future.add_done_callback(lambda _f: stamps["COMMIT done"].append(time.perf_counter()))
         return future
 
@@ -160,6 +163,7 @@ def main() -> int:
         while not hasattr(app, "state"):
             app = app.app
         pin = app.state.runtime.buttons.factory.pin(17)
+        store = app.state.runtime.store
 
         arrivals: list[tuple[str, float]] = []
         arrived = threading.Event()
@@ -194,8 +198,11 @@ def main() -> int:
         button: list[float] = []
         raw: list[float] = []
         lost = {"raw": 0, "node": 0}
+        unflushed = 0
         for i in range(n + args.warmup):
             measured = i >= args.warmup  # the first presses warm caches on both paths
+            if i == args.warmup:
+                unflushed = store.unflushed_commits
             seq = i.to_bytes(4, "big") + payload
             value = timed(pub, raw_wait, seq[:4].hex(), RAW_TOPIC, seq)
             if value is None:
@@ -217,6 +224,7 @@ def main() -> int:
                     stamps["rows"].append([stamps[k][-1] - t0 for k in _STAGES[:-1]]
                                           + [arrivals[before][1] - t0])
             time.sleep(0.1 + rng.uniform(0, 0.05))  # release settles (debounce 50 ms)
+        unflushed = store.unflushed_commits - unflushed
         pub.disconnect()
         pub.loop_stop()
         observer.stdin.close()
@@ -234,7 +242,8 @@ def main() -> int:
     ok = r <= GOAL and p99 <= CEILING_MS and not lost["node"]
     print(f"RESULT button: p99 hold→SSE {p99:.3f} ms, raw {raw_p99:.3f} ms, ratio {r:.2f} "
           f"(goal <= {GOAL:g}, and <= {CEILING_MS:g} ms) {'MET' if ok else 'NOT MET'}")
-    print(f"median {percentile([b * 1000 for b in button], 50):.3f} ms")
+    print(f"median {percentile([b * 1000 for b in button], 50):.3f} ms; "
+          f"{unflushed} of {n} alarms committed without a second flush (armed during the hold)")
     if stamps is not None:
         print("stages, ms after the hold deadline:")
         for j, name in enumerate(_STAGES):

@@ -130,6 +130,8 @@ def main() -> int:
     ap.add_argument("--stages", action="store_true",
                     help="also print where the time goes: hold deadline → callback → writer "
                          "starts → COMMIT done → event loop → SSE client")
+    ap.add_argument("--rows", metavar="FILE",
+                    help="with --stages: write each measured hold's stage times (ms) as CSV")
     ap.add_argument("--observe", nargs=2, type=int, metavar=("HTTP_PORT", "MQTT_PORT"),
                     help=argparse.SUPPRESS)  # the observer process
     args = ap.parse_args()
@@ -244,6 +246,11 @@ def main() -> int:
           f"(goal <= {GOAL:g}, and <= {CEILING_MS:g} ms) {'MET' if ok else 'NOT MET'}")
     print(f"median {percentile([b * 1000 for b in button], 50):.3f} ms; "
           f"{unflushed} of {n} alarms committed without a second flush (armed during the hold)")
+    if stamps is not None and args.rows:
+        with open(args.rows, "w", encoding="utf-8") as out:
+            out.write(",".join(name.replace(" ", "_") for name in _STAGES) + "\n")
+            for row in stamps["rows"]:
+                out.write(",".join(f"{v * 1000:.4f}" for v in row) + "\n")
     if stamps is not None:
         print("stages, ms after the hold deadline:")
         for j, name in enumerate(_STAGES):

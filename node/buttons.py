@@ -372,7 +372,12 @@ class ButtonService:
             return
         if event is not None:
             self.runtime.after_commit(event)
-        self.runtime.spawn(self._light_after(button, kind))
+        if kind == "alarm" and event is not None and event.kind == "alert":
+            # A new alarm has no answer yet: no read on the loop (the live
+            # streams are about to send it).
+            self.runtime.spawn(self.show(button, "stored"))
+        else:
+            self.runtime.spawn(self._light_after(button, kind))
 
     async def press(self, button_id: str, hold_s: float | None = None) -> None:
         """Hold a wired button's mock pin (demo and tests): the real code path."""

@@ -31,34 +31,36 @@ def udp_free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def start_dnsmasq(answer: str, port: int) -> subprocess.Popen[str]:
+def start_dnsmasq(answer: str) -> tuple[subprocess.Popen[str], int]:
+    """dnsmasq on a free loopback port (it binds UDP and TCP: a free UDP port
+    may be taken for TCP by another test, then it tries another port)."""
     exe = require_binary("dnsmasq", "/usr/sbin/dnsmasq")
-    proc = subprocess.Popen(
-        [exe, "--keep-in-foreground", "--conf-file=/dev/null", f"--port={port}",
-         "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
-         f"--address=/#/{answer}", "--pid-file=", "--log-facility=-"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            query_a("127.0.0.1", "ready.example.com", port=port, timeout=0.2, attempts=1)
-            return proc
-        except DnsError:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                out = proc.communicate()[0]
-                raise AssertionError(f"dnsmasq did not start: {out}") from None
+    for _ in range(5):
+        port = udp_free_port()
+        proc = subprocess.Popen(
+            [exe, "--keep-in-foreground", "--conf-file=/dev/null", f"--port={port}",
+             "--listen-address=127.0.0.1", "--bind-interfaces", "--no-resolv", "--no-hosts",
+             f"--address=/#/{answer}", "--pid-file=", "--log-facility=-"],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 10
+        while True:
+            try:
+                query_a("127.0.0.1", "ready.example.com", port=port, timeout=0.2, attempts=1)
+                return proc, port
+            except DnsError:
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    proc.kill()
+                    out = proc.communicate()[0]
+                    if "Address already in use" in out:
+                        break  # another port
+                    raise AssertionError(f"dnsmasq did not start: {out}") from None
+    raise AssertionError("dnsmasq found no free port in five tries")
 
 
 @pytest.fixture
-def dns_port() -> int:
-    return udp_free_port()
-
-
-@pytest.fixture
-def dnsmasq(dns_port: int) -> Iterator[subprocess.Popen[str]]:
-    proc = start_dnsmasq("127.0.0.1", dns_port)
-    yield proc
+def dnsmasq() -> Iterator[int]:
+    proc, port = start_dnsmasq("127.0.0.1")
+    yield port
     proc.terminate()
     proc.wait(10)
 
@@ -73,16 +75,15 @@ def doctor(tmp_path: Path, port: int) -> Doctor:
                   dns_port=port, timeout=1.0)
 
 
-def test_dnsmasq_that_answers_the_node_address_passes(tmp_path: Path, dns_port: int,
-                                                      dnsmasq: subprocess.Popen[str]) -> None:
-    check = doctor(tmp_path, dns_port).check_dns()
+def test_dnsmasq_that_answers_the_node_address_passes(tmp_path: Path, dnsmasq: int) -> None:
+    check = doctor(tmp_path, dnsmasq).check_dns()
     assert (check.status, check.detail) == ("ok", "any name answers 127.0.0.1")
 
 
-def test_a_dns_server_that_answers_elsewhere_fails(tmp_path: Path, dns_port: int) -> None:
-    proc = start_dnsmasq("10.9.9.9", dns_port)
+def test_a_dns_server_that_answers_elsewhere_fails(tmp_path: Path) -> None:
+    proc, port = start_dnsmasq("10.9.9.9")
     try:
-        check = doctor(tmp_path, dns_port).check_dns()
+        check = doctor(tmp_path, port).check_dns()
     finally:
         proc.terminate()
         proc.wait(10)

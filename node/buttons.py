@@ -115,29 +115,39 @@ def disarm_task(button: str, event_id: str) -> Callable[[WriteTx], None]:
     return task
 
 
-def recover_armed(tx: WriteTx) -> list[Event]:
-    """Writer task at start-up: every armed alarm left behind becomes an alarm.
+def armed_buttons(tx: WriteTx) -> list[str]:
+    """Buttons with an armed alarm, the earliest hold first."""
+    return [row[0] for row in tx.conn.execute(
+        "SELECT button FROM armed_alarms ORDER BY ts, seq, button")]
+
+
+def recover_armed(button: str) -> Callable[[WriteTx], Event | None]:
+    """Writer task at start-up: the armed alarm ``button`` left behind becomes an alarm.
 
     Stored exactly as armed when its seq is still the next one — it may
     already have been shown and relayed before a power cut took its COMMIT —
     and made afresh (same body) when its seq was taken, which means it was
-    never stored, so never shown.
+    never stored, so never shown. (Only an armed alarm whose seq no other
+    armed alarm has is stored without a flush: see :func:`press_task`.)
     """
-    rows = tx.conn.execute(
-        f"SELECT button, {_ARMED_COLS} FROM armed_alarms ORDER BY ts, button").fetchall()
-    stored: list[Event] = []
-    for button, ident, origin, stream, seq, ts, kind, body, sig in rows:
+
+    def task(tx: WriteTx) -> Event | None:
+        row = tx.conn.execute(
+            f"SELECT {_ARMED_COLS} FROM armed_alarms WHERE button = ?", (button,)).fetchone()
+        if row is None:
+            return None
+        ident, origin, stream, seq, ts, kind, body, sig = row
         tx.conn.execute("DELETE FROM armed_alarms WHERE button = ?", (button,))
         armed = Event(id=ident, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
                       body=json.loads(body), sig=bytes(sig))
         if tx.conn.execute("SELECT 1 FROM events WHERE id = ?", (ident,)).fetchone():
-            continue  # stored already (cannot happen: the same COMMIT deletes the row)
+            return None  # stored already (cannot happen: the same COMMIT deletes the row)
         if origin == tx.origin and seq == tx.head(stream) + 1:
             tx.insert(armed)
-            stored.append(armed)
-        else:
-            stored.append(tx.append_local(kind, stream, armed.body))
-    return stored
+            return armed
+        return tx.append_local(kind, stream, armed.body)
+
+    return task
 
 
 def press_task(button: str, meeting_point: str, kind: str, area: str,
@@ -159,6 +169,12 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
             return None
         if press_id is None:
             tx.conn.execute("DELETE FROM armed_alarms WHERE button = ?", (button,))
+        if prepared is not None and tx.conn.execute(
+                "SELECT 1 FROM armed_alarms WHERE stream = ? AND seq = ?",
+                (prepared.stream, prepared.seq)).fetchone():
+            # Another button's alarm is armed with the same seq: were this
+            # COMMIT lost, recovery could not tell which of the two was shown.
+            tx.uncovered = True
         event: Event
         if kind == "alarm":  # the hold detector already decided: a new incident
             event = tx.append_local("alert", "public",
@@ -189,6 +205,14 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
         return event
 
     return task
+
+
+def _disarmed(button: str, done: concurrent.futures.Future[None]) -> None:
+    if done.cancelled() or done.exception() is not None:
+        # The row stays until this button's next press; a restart before
+        # then stores it as an alarm (erring towards the alarm).
+        log.error("panic button %s: armed alarm not disarmed: %s", button,
+                  "cancelled" if done.cancelled() else done.exception())
 
 
 def _done_ok(future: concurrent.futures.Future[None]) -> bool:
@@ -278,13 +302,25 @@ class ButtonService:
         store = self.runtime.store
         if store is None:
             return
-        self.recovered = store.write_sync(recover_armed)
-        for event in self.recovered:
+        try:
+            buttons = store.write_sync(armed_buttons)
+        except NodeError as exc:
+            log.critical("armed alarms not read: %s", exc)
+            return
+        for button in buttons:
+            try:
+                event = store.write_sync(recover_armed(button))
+            except Exception as exc:  # one bad row must not keep the node down
+                log.critical("panic button %s: armed alarm left at start-up could not be "
+                             "stored (%s); it stays in armed_alarms", button, exc)
+                continue
+            if event is None:
+                continue
+            self.recovered.append(event)
             log.warning("panic button %s: alarm of a hold in progress when the node "
-                        "stopped stored now (%s)", event.body.get("button"), event.id)
+                        "stopped stored now (%s)", button, event.id)
             self.runtime.after_commit(event)
-            button = event.body.get("button")
-            if isinstance(button, str) and button in self.specs:
+            if button in self.specs:
                 self.runtime.spawn(self._light_after(button, "alarm"))
 
     # -- wired buttons ------------------------------------------------------------
@@ -295,8 +331,9 @@ class ButtonService:
         Id, body check and signature (a third of an alarm's path) are done
         during the hold; the alarm's ts is the moment the hold completes.
         It is armed at once (flushed to disk, see the module's docstring).
-        When the hold ends early it is disarmed, never stored as an event,
-        and never leaves the process.
+        When the hold ends early it is disarmed: never stored as an event,
+        never published (only a power cut before the disarm lets it be, at
+        the next start).
         """
         store = self.runtime.store
         self._prepared.pop(button, None)
@@ -326,9 +363,11 @@ class ButtonService:
         if prepared is None or prepared[0] != hold.at or store is None:
             return
         try:
-            store.submit(disarm_task(button, prepared[1].id))
+            done = store.submit(disarm_task(button, prepared[1].id))
         except NodeError as exc:
             log.error("panic button %s: armed alarm not disarmed: %s", button, exc)
+            return
+        done.add_done_callback(partial(_disarmed, button))
 
     def _from_thread(self, button: str, kind: str, event: ButtonEvent) -> None:
         # Called on the button's own thread. The write is queued from here, at

@@ -312,9 +312,11 @@ class Store:
         heads_before = dict(self._heads)
         # SQLite takes the flush setting only between transactions.
         unflushed = bool(live) and all(work.covered for work in live)
+        lowered = False  # the connection is at synchronous=NORMAL now
         try:
             if unflushed:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
+                lowered = True
             fast = self._run_fast(live)
             if fast is not None and unflushed and fast[1].uncovered:
                 # Covered work wrote something no earlier flush holds: again, flushed.
@@ -322,12 +324,14 @@ class Store:
                 self._heads = dict(heads_before)
                 unflushed = False
                 self._conn.execute("PRAGMA synchronous = FULL")
+                lowered = False
                 fast = self._run_fast(live)
             if fast is None:  # a piece failed: again, each in its own savepoint
                 self._heads = dict(heads_before)
-                if unflushed:
+                if lowered:
                     unflushed = False
                     self._conn.execute("PRAGMA synchronous = FULL")
+                    lowered = False
                 results = self._run_isolated(live)
             else:
                 results = fast[0]
@@ -341,10 +345,16 @@ class Store:
             self._heads = heads_before
             error = StoreError(f"transaction failed: {exc}")
             results = [(work, False, error) for work in live]
-        finally:
-            if unflushed:
+        restore: sqlite3.Error | None = None
+        if lowered:
+            try:
                 self._conn.execute("PRAGMA synchronous = FULL")
+            except sqlite3.Error as exc:
+                restore = exc
         self._answer(results)
+        if restore is not None:
+            # Never go on without the flush: the writer stops, the store closes.
+            raise StoreError(f"could not restore synchronous=FULL: {restore}")
 
     def _run_fast(self, live: list[_Work[Any]],
                   ) -> tuple[list[tuple[_Work[Any], bool, Any]], WriteTx] | None:

@@ -152,8 +152,14 @@ def test_covered_work_commits_without_a_flush_unless_it_writes_something_new(
     assert store.unflushed_commits == 1 and seen[1:] == [1, 2]
     assert store.heads() == {("n1", "public"): 3} and store.count_events() == 3
     # Covered work in one transaction with uncovered work: flushed.
-    gate = threading.Event()
-    store.submit(lambda tx: gate.wait(10))  # holds the writer while the next two queue
+    gate, held = threading.Event(), threading.Event()
+
+    def hold(tx: WriteTx) -> None:  # holds the writer (in its own batch) while two queue
+        held.set()
+        gate.wait(10)
+
+    store.submit(hold)
+    assert held.wait(10)
     ready = store.prepare_local("alert", "public", ALERT, store.clock_ms())
     first = store.submit(append(ready), covered=True)
     second = store.submit(append(None))
@@ -161,6 +167,20 @@ def test_covered_work_commits_without_a_flush_unless_it_writes_something_new(
     assert first.result(10) is ready and second.result(10).seq == 5
     assert store.unflushed_commits == 1 and seen[-2:] == [2, 2]
     assert synchronous() == 2
+    # Covered work next to covered work that raises: isolated, and flushed.
+
+    def fails(tx: WriteTx) -> None:
+        raise ValueError("no")
+
+    gate.clear()
+    held.clear()
+    store.submit(hold)
+    assert held.wait(10)
+    ready = store.prepare_local("alert", "public", ALERT, store.clock_ms())
+    good, bad = store.submit(append(ready), covered=True), store.submit(fails, covered=True)
+    gate.set()
+    assert good.result(10) is ready and isinstance(bad.exception(10), ValueError)
+    assert store.unflushed_commits == 1 and seen[-2:] == [1, 2] and synchronous() == 2
 
 
 def test_heads_survive_reopen(tmp_path: Path) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import queue
 import sqlite3
@@ -40,6 +39,7 @@ from sync.event import make_event
 
 from .errors import SeqConflict, StoreClosed, StoreError
 from .migrations import migrate
+from .store_queries import EVENT_COLS, StoreQueries
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -65,15 +65,6 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     if readonly:
         conn.execute("PRAGMA query_only = ON")
     return conn
-
-
-def _row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
-    ident, origin, stream, seq, ts, kind, body, sig = row
-    return Event(id=ident, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
-                 body=json.loads(body), sig=bytes(sig))
-
-
-_EVENT_COLS = "id, origin, stream, seq, ts, kind, body, sig"
 
 
 class WriteTx:
@@ -144,7 +135,7 @@ class WriteTx:
 
     def _insert(self, event: Event) -> None:
         self.conn.execute(
-            f"INSERT INTO events ({_EVENT_COLS}, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
+            f"INSERT INTO events ({EVENT_COLS}, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
             (event.id, event.origin, event.stream, event.seq, event.ts, event.kind,
              event.body_json().decode("utf-8"), event.sig, self.now_ms),
         )
@@ -176,7 +167,7 @@ def _resolve(items: list[tuple[asyncio.Future[Any], bool, Any]]) -> None:
             future.set_exception(value)
 
 
-class Store:
+class Store(StoreQueries):
     """The node's event log and receipts, with one writer thread.
 
     A batch first runs as one plain transaction; only when a piece of work
@@ -435,12 +426,6 @@ class Store:
         finally:
             conn.execute("COMMIT")
 
-    def get_event(self, event_id: str) -> Event | None:
-        """One event by id."""
-        row = self._reader().execute(
-            f"SELECT {_EVENT_COLS} FROM events WHERE id = ?", (event_id,)).fetchone()
-        return _row_to_event(row) if row else None
-
     def head(self, origin: str, stream: str) -> int:
         """Highest seq committed or being committed for (origin, stream)."""
         return self._heads.get((origin, stream), 0)
@@ -451,141 +436,6 @@ class Store:
         Includes work being committed; a reader may not see those rows yet.
         """
         return dict(self._heads)
-
-    def id_at(self, origin: str, stream: str, seq: int) -> str | None:
-        """Id of the event held at (origin, stream, seq), if any."""
-        row = self._reader().execute(
-            "SELECT id FROM events WHERE origin = ? AND stream = ? AND seq = ?",
-            (origin, stream, seq)).fetchone()
-        return str(row[0]) if row else None
-
-    def recent(self, kind: str, *, limit: int = 50, since_ms: int = 0) -> list[Event]:
-        """Newest events of ``kind`` first."""
-        rows = self._reader().execute(
-            f"SELECT {_EVENT_COLS} FROM events WHERE kind = ? AND ts >= ? "
-            "ORDER BY ts DESC, id DESC LIMIT ?", (kind, since_ms, limit)).fetchall()
-        return [_row_to_event(r) for r in rows]
-
-    def acks_for(self, ref_ids: list[str]) -> dict[str, list[Event]]:
-        """Acks referring to each of ``ref_ids``, oldest first."""
-        if not ref_ids:
-            return {}
-        marks = ",".join("?" * len(ref_ids))
-        rows = self._reader().execute(
-            f"SELECT {_EVENT_COLS} FROM events WHERE kind = 'ack' AND "
-            f"json_extract(body, '$.ref') IN ({marks}) ORDER BY ts, id", ref_ids).fetchall()
-        out: dict[str, list[Event]] = {}
-        for row in rows:
-            event = _row_to_event(row)
-            out.setdefault(event.body["ref"], []).append(event)
-        return out
-
-    def replaced_alerts(self, alert_ids: list[str]) -> set[str]:
-        """Those of ``alert_ids`` that a later alert of the same origin refers to.
-
-        Central updates or cancels a broadcast with a new alert whose ``ref`` is
-        the earlier one (docs/protocol.md); only an alert's own origin can
-        replace it. (A resident's alert refers to its report, not an alert.)
-        """
-        if not alert_ids:
-            return set()
-        marks = ",".join("?" * len(alert_ids))
-        rows = self._reader().execute(
-            "SELECT DISTINCT o.id FROM events o JOIN events n "
-            "ON json_extract(n.body, '$.ref') = o.id AND n.origin = o.origin "
-            f"WHERE o.id IN ({marks}) AND o.kind = 'alert' AND n.kind = 'alert'",
-            alert_ids).fetchall()
-        return {str(r[0]) for r in rows}
-
-    def open_items(self, limit: int = 100, *, area: str | None = None) -> list[dict[str, Any]]:
-        """Alarms, alerts and reports for the team, newest first, with their state.
-
-        The state is the last answer (ack) given; an item without one is "new".
-        Reports include contact data: this is for the logged-in team only.
-        """
-        with self._read() as conn:
-            rows = conn.execute(
-                f"SELECT {_EVENT_COLS} FROM events WHERE kind IN ('alert', 'report') "
-                "ORDER BY ts DESC, id DESC LIMIT ?", (limit,)).fetchall()
-            events = [_row_to_event(r) for r in rows]
-            ids = [e.id for e in events]
-            last: dict[str, tuple[str, str]] = {}
-            if ids:
-                marks = ",".join("?" * len(ids))
-                for ref, action, by in conn.execute(
-                        "SELECT json_extract(body, '$.ref'), json_extract(body, '$.action'), "
-                        "json_extract(body, '$.by') FROM events WHERE kind = 'ack' AND "
-                        f"json_extract(body, '$.ref') IN ({marks}) "
-                        "AND json_extract(body, '$.action') != 'repeated' ORDER BY ts, id",
-                        ids):
-                    last[ref] = (action, by)
-        items = []
-        for e in events:
-            b = e.body
-            if e.kind == "alert" and area and b["areas"] and area not in b["areas"]:
-                continue
-            action, by = last.get(e.id, ("new", ""))
-            items.append({
-                "id": e.id, "kind": e.kind, "origin": e.origin, "ts": e.ts,
-                "source": b.get("source", "resident"), "category": b["category"],
-                "severity": b.get("severity", "moderate"), "title": b.get("title", ""),
-                "text": b["text"], "place": b["place"], "state": action, "by": by,
-                "called_112": b["called_112"], "contact": b.get("contact", ""),
-                "receipt": b.get("receipt"), "button_id": b.get("button"),
-                "ref": b.get("ref"), "expires": b.get("expires"),
-            })
-        return items
-
-    def button_faults(self) -> list[tuple[str, int]]:
-        """(button id, since ms) of this node's buttons whose line is faulty now.
-
-        A button is faulty when its last ``button_fault``/``button_fault_cleared``
-        status event is a fault (a line stuck active, DESIGN.md §9).
-        """
-        # The last by seq, not by ts: a fault and its clearing can share a
-        # millisecond (status events are all on this node's private stream).
-        rows = self._reader().execute(
-            "SELECT json_extract(body, '$.button'), json_extract(body, '$.event'), ts, MAX(seq) "
-            "FROM events WHERE kind = 'status' AND origin = ? AND "
-            "json_extract(body, '$.event') IN ('button_fault', 'button_fault_cleared') "
-            "GROUP BY json_extract(body, '$.button')", (self.origin,)).fetchall()
-        return [(str(b), int(ts)) for b, event, ts, _seq in rows if event == "button_fault"]
-
-    def open_alarm(self, button_id: str) -> tuple[Event, str] | None:
-        """The newest alarm of a button and its last answer ("new" if none)."""
-        with self._read() as conn:
-            row = conn.execute(
-                f"SELECT {_EVENT_COLS} FROM events WHERE kind = 'alert' AND "
-                "json_extract(body, '$.button') = ? ORDER BY ts DESC, id DESC LIMIT 1",
-                (button_id,)).fetchone()
-            if row is None:
-                return None
-            alarm = _row_to_event(row)
-            last = conn.execute(
-                "SELECT json_extract(body, '$.action') FROM events WHERE kind = 'ack' AND "
-                "json_extract(body, '$.ref') = ? AND json_extract(body, '$.action') "
-                "!= 'repeated' ORDER BY ts DESC, id DESC LIMIT 1", (alarm.id,)).fetchone()
-        return alarm, (last[0] if last else "new")
-
-    def receipt(self, code: str) -> tuple[str, Event] | None:
-        """(state, report event) for a receipt code, or None."""
-        with self._read() as conn:
-            row = conn.execute("SELECT state, event_id FROM receipts WHERE receipt = ?",
-                               (code,)).fetchone()
-            if row is None:
-                return None
-            ev = conn.execute(f"SELECT {_EVENT_COLS} FROM events WHERE id = ?",
-                              (row[1],)).fetchone()
-        return row[0], _row_to_event(ev)
-
-    def count_events(self) -> int:
-        """Number of events held."""
-        return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-    def heads(self) -> dict[tuple[str, str], int]:
-        """Highest seq held per (origin, stream): the replication vector."""
-        return {(o, s): q for o, s, q in self._reader().execute(
-            "SELECT origin, stream, MAX(seq) FROM events GROUP BY origin, stream")}
 
     def check(self) -> bool:
         """Cheap liveness check of the database file."""

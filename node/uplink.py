@@ -43,7 +43,8 @@ from sync.roster import ACK_DOMAIN, DocumentError, Roster, verify_document
 
 from .config import NodeSettings
 from .enrol import load_enrolment, load_roster, package_version, save_roster
-from .store import Store, WriteTx, _row_to_event
+from .store import Store, WriteTx
+from .store_queries import row_to_event
 
 log = logging.getLogger("bart.node.uplink")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise
@@ -165,7 +166,7 @@ class Uplink:
                 "SELECT id, origin, stream, seq, ts, kind, body, sig FROM events "
                 "WHERE origin = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?",
                 (origin, stream, after, room)).fetchall()
-            batch = [_row_to_event(r) for r in rows]
+            batch = [row_to_event(r) for r in rows]
             if batch:
                 oldest = min(oldest or batch[0].ts, batch[0].ts)
             events.extend(batch)

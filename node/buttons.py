@@ -47,6 +47,7 @@ from .alarms import button_alarm_body, store_ack
 from .config import NodeSettings
 from .errors import NodeError
 from .store import WriteTx
+from .store_queries import EVENT_COLS, row_to_event
 
 if TYPE_CHECKING:
     from .runtime import NodeRuntime
@@ -89,15 +90,12 @@ def parse_press(payload: bytes) -> dict[str, Any]:
     return data
 
 
-_ARMED_COLS = "id, origin, stream, seq, ts, kind, body, sig"
-
-
 def arm_task(button: str, event: Event) -> Callable[[WriteTx], None]:
     """Writer task: keep ``event``, the alarm of a hold in progress, on disk."""
 
     def task(tx: WriteTx) -> None:
         tx.conn.execute(
-            f"INSERT OR REPLACE INTO armed_alarms (button, {_ARMED_COLS}, armed_at) "
+            f"INSERT OR REPLACE INTO armed_alarms (button, {EVENT_COLS}, armed_at) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
             (button, event.id, event.origin, event.stream, event.seq, event.ts, event.kind,
              event.body_json().decode("utf-8"), event.sig, tx.now_ms))
@@ -133,19 +131,17 @@ def recover_armed(button: str) -> Callable[[WriteTx], Event | None]:
 
     def task(tx: WriteTx) -> Event | None:
         row = tx.conn.execute(
-            f"SELECT {_ARMED_COLS} FROM armed_alarms WHERE button = ?", (button,)).fetchone()
+            f"SELECT {EVENT_COLS} FROM armed_alarms WHERE button = ?", (button,)).fetchone()
         if row is None:
             return None
-        ident, origin, stream, seq, ts, kind, body, sig = row
         tx.conn.execute("DELETE FROM armed_alarms WHERE button = ?", (button,))
-        armed = Event(id=ident, origin=origin, stream=stream, seq=seq, ts=ts, kind=kind,
-                      body=json.loads(body), sig=bytes(sig))
-        if tx.conn.execute("SELECT 1 FROM events WHERE id = ?", (ident,)).fetchone():
+        armed = row_to_event(row)
+        if tx.conn.execute("SELECT 1 FROM events WHERE id = ?", (armed.id,)).fetchone():
             return None  # stored already (cannot happen: the same COMMIT deletes the row)
-        if origin == tx.origin and seq == tx.head(stream) + 1:
+        if armed.origin == tx.origin and armed.seq == tx.head(armed.stream) + 1:
             tx.insert(armed)
             return armed
-        return tx.append_local(kind, stream, armed.body)
+        return tx.append_local(armed.kind, armed.stream, armed.body)
 
     return task
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import sqlite3
+from abc import ABC, abstractmethod
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -23,18 +24,18 @@ def row_to_event(row: sqlite3.Row | tuple[Any, ...]) -> Event:
 EVENT_COLS = "id, origin, stream, seq, ts, kind, body, sig"
 
 
-class StoreQueries:
+class StoreQueries(ABC):
     """Queries of the node store; the store provides the reader connections."""
 
     origin: str
 
+    @abstractmethod
     def _reader(self) -> sqlite3.Connection:
         """This thread's read-only connection."""
-        raise NotImplementedError
 
+    @abstractmethod
     def _read(self) -> AbstractContextManager[sqlite3.Connection]:
         """This thread's reader inside one read transaction (a consistent view)."""
-        raise NotImplementedError
 
     def get_event(self, event_id: str) -> Event | None:
         """One event by id."""

@@ -157,6 +157,16 @@ def _button_alarms(db: Path) -> list[str]:
             "AND json_extract(body, '$.button') = 'klimboom-hek' ORDER BY seq")]
 
 
+BODY = button_alarm_body("klimboom-hek", "klimboom", "ESC-01")
+
+
+def _arm(store: Store, button: str = "klimboom-hek", body: dict[str, Any] = BODY) -> Event:
+    """What a settled press does: the alarm made, signed and armed on disk."""
+    armed = store.prepare_local("alert", "public", body, store.clock_ms())
+    store.write_sync(arm_task(button, armed))
+    return armed
+
+
 def _recover_all(store: Store) -> list[Event | None]:
     return [store.write_sync(recover_armed(b)) for b in store.write_sync(armed_buttons)]
 
@@ -164,12 +174,9 @@ def _recover_all(store: Store) -> list[Event | None]:
 def test_armed_alarms_left_at_start_up_are_stored_as_armed_or_made_anew(
         tmp_path: Path) -> None:
     keys, db = KeyPair.generate(), tmp_path / "node.db"
-    body = button_alarm_body("klimboom-hek", "klimboom", "ESC-01")
     with Store(db, origin="n1", keys=keys) as store:
-        armed = store.prepare_local("alert", "public", body, store.clock_ms())
-        store.write_sync(arm_task("klimboom-hek", armed))
-        other = store.prepare_local("alert", "public", body, store.clock_ms())
-        store.write_sync(arm_task("poort", other))
+        armed = _arm(store)
+        other = _arm(store, "poort")
         store.write_sync(disarm_task("poort", other.id))  # released early
     # The node stops without storing it (a power cut took the COMMIT):
     with Store(db, origin="n1", keys=keys) as store:
@@ -177,9 +184,8 @@ def test_armed_alarms_left_at_start_up_are_stored_as_armed_or_made_anew(
         assert store.get_event(armed.id) == armed and _armed(db) == []
         assert _recover_all(store) == []
         # Armed with a seq another event has taken since: never stored, so made anew.
-        late = store.prepare_local("alert", "public", body, store.clock_ms())
-        store.write_sync(arm_task("klimboom-hek", late))
-        store.write_sync(lambda tx: tx.append_local("alert", "public", body))
+        late = _arm(store)
+        store.write_sync(lambda tx: tx.append_local("alert", "public", BODY))
         [made] = _recover_all(store)
         assert made is not None and made.id != late.id and made.seq == 3
         assert made.body == late.body and made.verify(keys.signing_public) is None
@@ -192,10 +198,8 @@ def test_a_lost_unflushed_commit_brings_back_the_very_alarm_that_was_shown(
     # flush: the WAL frames written after the last flush are gone. Here they
     # are cut off a copy of the files; the copy then starts as a node would.
     keys, db = KeyPair.generate(), tmp_path / "node.db"
-    body = button_alarm_body("klimboom-hek", "klimboom", "ESC-01")
     with Store(db, origin="n1", keys=keys) as store:
-        armed = store.prepare_local("alert", "public", body, store.clock_ms())
-        store.write_sync(arm_task("klimboom-hek", armed))
+        armed = _arm(store)
         flushed = Path(f"{db}-wal").stat().st_size
         task = press_task("klimboom-hek", "klimboom", "alarm", "ESC-01", None, armed)
         shown = store.submit(task, covered=True).result(10)
@@ -216,14 +220,10 @@ def test_a_lost_unflushed_commit_brings_back_the_very_alarm_that_was_shown(
 
 def test_two_alarms_armed_with_one_seq_are_stored_with_a_flush(tmp_path: Path) -> None:
     keys = KeyPair.generate()
-    body = button_alarm_body("klimboom-hek", "klimboom", "ESC-01")
     with Store(tmp_path / "node.db", origin="n1", keys=keys) as store:
-        first = store.prepare_local("alert", "public", body, store.clock_ms())
-        second = store.prepare_local("alert", "public", {**body, "button": "poort"},
-                                     store.clock_ms())
+        first = _arm(store)
+        second = _arm(store, "poort", {**BODY, "button": "poort"})
         assert first.seq == second.seq == 1  # two buttons held at once
-        store.write_sync(arm_task("klimboom-hek", first))
-        store.write_sync(arm_task("poort", second))
         task = press_task("klimboom-hek", "klimboom", "alarm", "ESC-01", None, first)
         assert store.submit(task, covered=True).result(10) is first
         # Were that COMMIT lost, recovery could not tell which seq-1 alarm was shown.

@@ -232,7 +232,6 @@ class ButtonService:
         # Wired button -> (hold deadline, the alarm made for it during the hold,
         # the writer's future of arming it).
         self._prepared: dict[str, tuple[float, Event, concurrent.futures.Future[None]]] = {}
-        self.recovered: list[Event] = []  # armed alarms stored at start-up
 
     def start(self, loop: asyncio.AbstractEventLoop) -> None:
         """Store alarms armed before a power cut; claim the pins of wired
@@ -312,7 +311,6 @@ class ButtonService:
                 continue
             if event is None:
                 continue
-            self.recovered.append(event)
             log.warning("panic button %s: alarm of a hold in progress when the node "
                         "stopped stored now (%s)", button, event.id)
             self.runtime.after_commit(event)

@@ -302,25 +302,18 @@ class Store(StoreQueries):
         live = [work for work in batch if work.wanted()]
         heads_before = dict(self._heads)
         # SQLite takes the flush setting only between transactions.
-        unflushed = bool(live) and all(work.covered for work in live)
-        lowered = False  # the connection is at synchronous=NORMAL now
+        lowered = bool(live) and all(work.covered for work in live)
         try:
-            if unflushed:
+            if lowered:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
-                lowered = True
             fast = self._run_fast(live)
-            if fast is not None and unflushed and fast[1].uncovered:
+            if fast is not None and lowered and fast[1].uncovered:
                 # Covered work wrote something no earlier flush holds: again, flushed.
                 self._conn.execute("ROLLBACK")
-                self._heads = dict(heads_before)
-                unflushed = False
-                self._conn.execute("PRAGMA synchronous = FULL")
-                lowered = False
-                fast = self._run_fast(live)
+                fast = None
             if fast is None:  # a piece failed: again, each in its own savepoint
                 self._heads = dict(heads_before)
                 if lowered:
-                    unflushed = False
                     self._conn.execute("PRAGMA synchronous = FULL")
                     lowered = False
                 results = self._run_isolated(live)
@@ -328,7 +321,7 @@ class Store(StoreQueries):
                 results = fast[0]
             self._conn.execute("COMMIT")
             self.commits += 1
-            self.unflushed_commits += unflushed
+            self.unflushed_commits += lowered
         except BaseException as exc:
             log.error("store transaction failed: %s", exc)
             with suppress(sqlite3.Error):

@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
-import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from sync import sealed
@@ -82,11 +81,12 @@ class Ingest:
 
     # ------------------------------------------------------------ the steps
     def _node(self, conn: Connection, name: str) -> _NodeKeys | None:
-        row = conn.execute(sa.select(db.nodes.c.signing_pub, db.nodes.c.revoked_at)
-                           .where(db.nodes.c.name == name)).first()
-        if row is None:
+        # DB-API: this runs for every batch (see advance_head).
+        rows = db.query(conn, "SELECT signing_pub, revoked_at FROM nodes WHERE name = ?", (name,))
+        if not rows:
             return None
-        return _NodeKeys(name, unb64(row.signing_pub, 32, "signing_pub"), row.revoked_at)
+        signing_pub, revoked_at = rows[0]
+        return _NodeKeys(name, unb64(signing_pub, 32, "signing_pub"), revoked_at)
 
     def open(self, wire: bytes) -> tuple[sealed.BatchHeader, sealed.Payload,
                                          list[sealed.LeanEvent]]:
@@ -126,9 +126,9 @@ class Ingest:
                 raise IngestRefused(status, exc.code, str(exc)) from exc
             # Events the sender carries for others keep their own signatures:
             # verify those (DESIGN.md §9), against keys central enrolled.
-            for ident, origin_id, _s, _q, ts, _k, _b, sig, unsigned in events:
-                if origin_id == sender:
-                    continue
+            carried = ([e for e in events if e[1] != sender]
+                       if {e[1] for e in events} - {sender} else [])
+            for ident, origin_id, _s, _q, ts, _k, _b, sig, unsigned in carried:
                 if origin_id not in others:
                     others[origin_id] = self._node(conn, origin_id)
                 origin = others[origin_id]
@@ -234,8 +234,12 @@ class Ingest:
                  all_new: bool) -> None:
         """Step 6: move each (origin, stream)'s gapless prefix forward."""
         seqs: dict[tuple[str, str], list[int]] = {}
-        for e in events:
-            seqs.setdefault((e[1], e[2]), []).append(e[3])
+        keys = {(e[1], e[2]) for e in events}
+        if len(keys) == 1:  # the usual batch: one node's own stream
+            seqs[keys.pop()] = [e[3] for e in events]
+        else:
+            for e in events:
+                seqs.setdefault((e[1], e[2]), []).append(e[3])
         for (origin, stream), got in sorted(seqs.items()):
             advance_head(conn, origin, stream, got if all_new else None)
 

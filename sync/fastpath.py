@@ -34,12 +34,12 @@ _Text = Annotated[str, msgspec.Meta(max_length=4000)]
 _PlaceText = Annotated[str, msgspec.Meta(max_length=800)]
 
 
-class _Place(msgspec.Struct, forbid_unknown_fields=True):
+class _Place(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     point: _PlaceText | None
     text: _PlaceText | None
 
 
-class _ReportBody(msgspec.Struct, forbid_unknown_fields=True):
+class _ReportBody(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     # Every field the report validator writes: a body without one of them is
     # not what a node sends, and takes the general path.
     audience: _Text
@@ -53,7 +53,7 @@ class _ReportBody(msgspec.Struct, forbid_unknown_fields=True):
     text: _Text
 
 
-class _Report(msgspec.Struct, forbid_unknown_fields=True):
+class _Report(msgspec.Struct, forbid_unknown_fields=True, gc=False):
     body: _ReportBody
     # The formats of id and origin (and the body's receipt) are not checked
     # here: msgspec's pattern check calls Python's re once per value (~0.5 µs
@@ -68,8 +68,14 @@ class _Report(msgspec.Struct, forbid_unknown_fields=True):
 
 
 _DECODE: Final = msgspec.json.Decoder(_Report).decode
-_ENCODE: Final = msgspec.json.Encoder(order="sorted").encode
+_DECODE_ALL: Final = msgspec.json.Decoder(list[_Report]).decode
+# The structs above declare their fields in sorted order, and msgspec encodes
+# a struct's fields in declaration order: that is the canonical (sorted-key)
+# encoding without asking msgspec to sort (~0.2 µs per event less).
+# tests/unit/test_sync_sealed.py holds the declarations sorted.
+_ENCODE: Final = msgspec.json.Encoder().encode
 _ID_AT: Final = b',"id":"'
+_BODY_FIRST: Final = b'{"body":'
 
 
 def report(unsigned: bytes, sig: bytes) -> tuple[LeanEvent, str] | None:
@@ -90,3 +96,40 @@ def report(unsigned: bytes, sig: bytes) -> tuple[LeanEvent, str] | None:
     # last such run of bytes (only slugs, UUIDs and integers follow it).
     body = unsigned[8:unsigned.rfind(_ID_AT)].decode()
     return (e.id, e.origin, e.stream, e.seq, e.ts, e.kind, body, sig, unsigned), e.body.receipt
+
+
+def reports(frames: list[tuple[bytes, bytes]]) -> tuple[list[LeanEvent], list[str]] | None:
+    """Every frame as :func:`report` would take it, in one pass; else None.
+
+    A batch of reports only (the usual uplink batch) is decoded and re-encoded
+    as one JSON array: two calls into msgspec per batch instead of two per
+    event (~0.8 µs per event less). None — one frame is no report, or any
+    check fails — is no verdict: the caller goes frame by frame.
+
+    Why one array stands for its frames: every frame must begin with
+    ``{"body":``. Outside a JSON string those bytes can only open an object
+    whose first key is ``body`` (inside one, a ``"`` is always escaped), and
+    only a report has a ``body`` key (the body and place structs forbid
+    unknown keys). So when the joined array decodes into exactly as many
+    reports as there are frames, each frame is exactly one report; when its
+    encoding gives back the joined bytes, each frame is canonical.
+    """
+    if not frames:
+        return None
+    unsigned = [u for u, _ in frames]
+    first = _BODY_FIRST
+    for u, sig in frames:
+        if u[:8] != first or len(sig) != 64:
+            return None
+    joined = b"[" + b",".join(unsigned) + b"]"
+    try:
+        decoded = _DECODE_ALL(joined)
+    except (msgspec.ValidationError, msgspec.DecodeError, ValueError):
+        return None
+    if len(decoded) != len(frames) or _ENCODE(decoded) != joined:
+        return None
+    id_at = _ID_AT
+    out: list[LeanEvent] = [
+        (e.id, e.origin, e.stream, e.seq, e.ts, e.kind, u[8:u.rfind(id_at)].decode(), sig, u)
+        for e, (u, sig) in zip(decoded, frames, strict=True)]
+    return out, [e.body.receipt for e in decoded]

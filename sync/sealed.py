@@ -366,7 +366,12 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
 
     fast = fastpath.report
     receipts: list[tuple[int, str]] = []  # of the reports the fast path took
-    for i, (unsigned, sig) in enumerate(payload.frames):
+    every = fastpath.reports(payload.frames)  # a batch of reports only, at once
+    frames = () if every is not None else payload.frames
+    if every is not None:
+        out, taken = every
+        receipts = list(enumerate(taken))
+    for i, (unsigned, sig) in enumerate(frames):
         report = fast(unsigned, sig)  # reports, in C (sync/fastpath.py)
         if report is not None:
             out.append(report[0])

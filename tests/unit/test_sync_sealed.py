@@ -254,7 +254,7 @@ def _unsigned(ev: Event) -> bytes:
     return ev.signing_bytes()[len(b"bart/event/v1\x00"):]
 
 
-def _outcome(fn: object, payload: sealed.Payload) -> object:
+def _outcome(fn: object, payload: sealed.Payload) -> tuple[str, object]:
     try:
         return ("ok", fn(payload))  # type: ignore[operator]
     except sealed.BatchError as exc:
@@ -397,3 +397,73 @@ def test_review_cases_agree(frame: tuple[bytes, bytes]) -> None:
                                 e.body_json().decode(), e.sig, _unsigned(e))
                                for e in sealed.iter_events(p, clean=False)], payload)
     assert lean == full
+
+
+# -- the batch of reports taken at once (sync.fastpath.reports) -------------------------------
+
+def _full(p: sealed.Payload) -> list[tuple[object, ...]]:
+    return [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind, e.body_json().decode(), e.sig,
+             _unsigned(e)) for e in sealed.iter_events(p, clean=False)]
+
+
+def test_the_structs_declare_their_fields_in_sorted_order() -> None:
+    # The canonical check encodes without sorting: declaration order must be sorted.
+    from sync import fastpath
+
+    for struct_type in (fastpath._Report, fastpath._ReportBody, fastpath._Place):
+        fields = struct_type.__struct_fields__
+        assert list(fields) == sorted(fields), struct_type
+
+
+def test_a_batch_of_reports_is_taken_at_once_with_the_fields_of_the_general_path() -> None:
+    from sync import fastpath
+
+    payload = sealed.Payload.of(events(n=50))
+    taken = fastpath.reports(payload.frames)
+    assert taken is not None
+    assert taken[0] == _full(payload) == sealed.iter_lean(payload)
+    assert taken[1] == ["K7F-3QX"] * 50
+
+
+@pytest.mark.parametrize("text", TEXT_VARIANTS)
+def test_the_batch_and_frame_paths_agree_on_text_in_any_position(text: str) -> None:
+    # The altered report first, last, and among a status event (frame by frame).
+    ev = events(n=1)[0]
+    bad = (_unsigned(ev).replace("Harde muziek 0 — café".encode(),
+                                 text.encode("utf-8", "surrogatepass")), ev.sig)
+    others = [(_unsigned(e), e.sig) for e in events(n=3, start=2)]
+    for frames in ([bad, *others], [*others, bad], [_status_frame(b'"ok"'), bad, *others]):
+        payload = sealed.Payload(frames, {})
+        full = _outcome(_full, payload)
+        lean = _outcome(sealed.iter_lean, payload)
+        assert lean == full, frames
+
+
+def test_frames_that_split_or_join_reports_are_not_taken_at_once() -> None:
+    # Joined with commas, these frames read as the very same JSON array as two
+    # good reports; each frame alone is not one report.
+    from sync import fastpath
+
+    a, b = (_unsigned(e) for e in events(n=2))
+    sig = events(n=1)[0].sig
+    cut = a.index(b',"id":"')
+    for frames in ([(a[:cut], sig), (a[cut + 1:] + b"," + b, sig)],  # as many as reports
+                   [(a[:cut], sig), (a[cut + 1:], sig), (b, sig)],   # one report in two
+                   [(a + b"," + b, sig), (b"", sig)],                 # two in one, one empty
+                   [(a + b"," + b[:10], sig), (b[11:], sig)]):         # a cut in the middle
+        assert fastpath.reports(frames) is None, frames
+        payload = sealed.Payload(frames, {})
+        assert _outcome(sealed.iter_lean, payload)[0] == "BatchMalformed"
+        assert _outcome(sealed.iter_lean, payload) == _outcome(_full, payload)
+
+
+def test_a_report_out_of_canonical_order_in_a_batch_is_refused() -> None:
+    evs = events(n=3)
+    frames = [(_unsigned(e), e.sig) for e in evs]
+    swapped = _unsigned(evs[1]).replace(b'"kind":"report","origin":"escamp-kleine-wereld"',
+                                        b'"origin":"escamp-kleine-wereld","kind":"report"')
+    assert swapped != frames[1][0]
+    frames[1] = (swapped, evs[1].sig)
+    payload = sealed.Payload(frames, {})
+    assert _outcome(sealed.iter_lean, payload) == _outcome(_full, payload)
+    assert _outcome(sealed.iter_lean, payload)[0] == "BatchMalformed"

@@ -12,8 +12,13 @@ which accept or refuse it with their own words. So this module can only make
 the path faster, never more permissive — ``tests/unit/test_sync_sealed.py``
 holds both paths to the same outcome for valid and altered events.
 
+A batch made of reports only — what an uplink sends — is taken in one pass
+(:func:`reports`): the frames joined into one JSON array, decoded and
+re-encoded by two calls into msgspec for the whole batch.
+
 Measured (bench/README.md): ~2.4 µs less per event than orjson + the lean
-check + re-encoding, of ~16 µs in all.
+check + re-encoding, of ~16 µs in all; the whole batch at once, with structs
+the garbage collector does not track, another ~0.8 µs (3.3 → 2.5 µs).
 """
 
 from __future__ import annotations

@@ -29,7 +29,6 @@ event's own signature is verified only when its origin is not the sender
 from __future__ import annotations
 
 import hashlib
-import re
 import struct
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -370,7 +369,8 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
     frames = () if every is not None else payload.frames
     if every is not None:
         out, taken = every
-        receipts = list(enumerate(taken))
+        if not all_receipts(taken):
+            receipts = list(enumerate(taken))  # the precise check below names the frame
     for i, (unsigned, sig) in enumerate(frames):
         report = fast(unsigned, sig)  # reports, in C (sync/fastpath.py)
         if report is not None:
@@ -408,15 +408,14 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
         # run of bytes (only slugs, UUIDs and integers follow it).
         body_json = unsigned[8:unsigned.rfind(b',"id":"')].decode()
         out.append((ident, origin, stream, seq, ts, kind, body_json, sig, unsigned))
-    # Formats checked for the whole batch at once: every id a UUIDv7 (one regex
-    # pass; 36 characters each, checked above, and no valid one holds a
-    # newline), each distinct origin a slug, each fast-path receipt well formed.
-    # The first frame that fails gets the general path's refusal.
+    # Formats checked for the whole batch at once: every id a UUIDv7, each
+    # distinct origin a slug, each fast-path receipt well formed. The first
+    # frame that fails gets the general path's refusal.
     wrong = {o for o in {e[1] for e in out} - origins if not SLUG.fullmatch(o)}
     bad = [i for i, e in enumerate(out) if e[1] in wrong] if wrong else []
-    if out and not _UUID7_LINES.fullmatch("\n".join([e[0] for e in out]) + "\n"):
+    if out and not all_uuid7([e[0] for e in out]):
         bad += [i for i, e in enumerate(out) if not UUID7.fullmatch(e[0])]
-    if receipts and not _RECEIPT_LINES.fullmatch("\n".join([r for _, r in receipts]) + "\n"):
+    if receipts and not all_receipts([r for _, r in receipts]):
         bad += [i for i, r in receipts if not RECEIPT.fullmatch(r)]
     if bad:
         i = min(bad)
@@ -424,8 +423,48 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
     return out
 
 
-_UUID7_LINES: Final = re.compile(f"(?:{UUID7.pattern}\n)+")
-_RECEIPT_LINES: Final = re.compile(f"(?:{RECEIPT.pattern.strip('^$')}\n)+")
+def _table(classes: dict[bytes, bytes]) -> bytes:
+    """A ``bytes.translate`` table: each byte of a key to its value, all else to ``?``."""
+    table = bytearray(b"?" * 256)
+    for chars, to in classes.items():
+        for c in chars:
+            table[c] = to[0]
+    return bytes(table)
+
+
+_LINES: Final = _table({b"0123456789abcdef": b"h", b"-": b"-", b"\n": b"\n"})
+_VARIANT: Final = _table({b"89ab": b"v"})
+_UUID7_LINE: Final = b"hhhhhhhh-hhhh-hhhh-hhhh-hhhhhhhhhhhh\n"
+_RECEIPT_TABLE: Final = _table({b"ABCDEFGHJKLMNPQRSTUVWXYZ23456789": b"r", b"-": b"-",
+                                b"\n": b"\n"})
+
+
+def all_uuid7(ids: list[str]) -> bool:
+    """Whether every one of ``ids`` matches :data:`sync.event.UUID7` (lowercase).
+
+    One pass in C over all of them (``bytes.translate`` and two strided
+    slices), for a batch: ~10 times fewer instructions than a regular
+    expression over the same text. False says only that one may not: the
+    caller checks them one by one for the refusal.
+    """
+    try:
+        lines = "\n".join(ids).encode("ascii") + b"\n"
+    except UnicodeEncodeError:
+        return False
+    n = len(ids)
+    # Once every line has the shape, line k's version digit is at 37k + 14
+    # and its variant digit at 37k + 19.
+    return (lines.translate(_LINES) == _UUID7_LINE * n and lines[14::37] == b"7" * n
+            and lines[19::37].translate(_VARIANT) == b"v" * n)
+
+
+def all_receipts(receipts: list[str]) -> bool:
+    """Whether every one of ``receipts`` matches :data:`sync.bodies.RECEIPT` (one pass)."""
+    try:
+        lines = "\n".join(receipts).encode("ascii") + b"\n"
+    except UnicodeEncodeError:
+        return False
+    return lines.translate(_RECEIPT_TABLE) == b"rrr-rrr\n" * len(receipts)
 
 
 def _refuse(i: int, data: Any, sig: bytes, unsigned: bytes) -> NoReturn:

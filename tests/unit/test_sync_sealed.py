@@ -467,3 +467,49 @@ def test_a_report_out_of_canonical_order_in_a_batch_is_refused() -> None:
     payload = sealed.Payload(frames, {})
     assert _outcome(sealed.iter_lean, payload) == _outcome(_full, payload)
     assert _outcome(sealed.iter_lean, payload)[0] == "BatchMalformed"
+
+
+# -- ids and receipts checked for a whole batch at once ----------------------------------------
+
+_GOOD_ID = "019ac8f2-6d5b-7a3c-8e1f-000000000001"
+
+
+def _id_variants() -> list[str]:
+    out = []
+    for pos in range(len(_GOOD_ID)):
+        for ch in "07889abfAF-gz\n é":
+            out.append(_GOOD_ID[:pos] + ch + _GOOD_ID[pos + 1:])
+    return [*out, _GOOD_ID[:-1], _GOOD_ID + "0", "", _GOOD_ID.upper()]
+
+
+@pytest.mark.parametrize("where", [0, 1, 4])
+def test_all_uuid7_agrees_with_the_pattern_for_each_altered_character(where: int) -> None:
+    from sync.event import UUID7
+
+    good = [f"019ac8f2-6d5b-7a3c-8e1f-{i:012d}" for i in range(5)]
+    assert sealed.all_uuid7(good)
+    for variant in _id_variants():
+        ids = [*good]
+        ids[where] = variant
+        expected = all(UUID7.fullmatch(i) for i in ids)
+        assert sealed.all_uuid7(ids) == bool(expected), variant
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.sampled_from(_id_variants()),
+                          st.text(alphabet="0123456789abcdef-7\n", min_size=35, max_size=37)),
+                min_size=1, max_size=6))
+def test_all_uuid7_never_passes_what_the_pattern_refuses(ids: list[str]) -> None:
+    from sync.event import UUID7
+
+    assert sealed.all_uuid7(ids) == all(UUID7.fullmatch(i) for i in ids)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.text(alphabet="ABHIJNOPZ0129-\né", min_size=6, max_size=8),
+                min_size=1, max_size=6))
+def test_all_receipts_agrees_with_the_pattern(receipts: list[str]) -> None:
+    from sync.bodies import RECEIPT
+
+    assert sealed.all_receipts(receipts) == all(RECEIPT.fullmatch(r) for r in receipts)
+    assert sealed.all_receipts(["K7F-3QX", "ABC-229"])

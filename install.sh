@@ -36,9 +36,9 @@ Safe to run again: it only does what is missing.
                Debian packages.
   --dev        a development machine: the node packages plus chromium,
                postgresql, wrk, iproute2, git, dnsmasq-base, nftables,
-               hostapd, debootstrap (binaries for the tests; no service
-               is configured), and the package with its 'dev' extra (tests,
-               linters). Touches no network settings.
+               hostapd, debootstrap, valgrind (binaries for the tests and
+               benchmarks; no service is configured), and the package with
+               its 'dev' extra (tests, linters). Touches no network settings.
   -h, --help   show this help and exit
 
 After installing:
@@ -266,6 +266,7 @@ if [[ $MODE == dev ]]; then
     # The hotspot tools are here only so that the tests can run them.
     PACKAGES+=(chromium postgresql wrk iproute2 git dnsmasq-base nftables hostapd debootstrap systemd)
     PACKAGES+=(busybox curl) # the "phone" of tests/system/test_captive_netns.py: udhcpc, curl
+    PACKAGES+=(valgrind)     # bench/ingest_instructions.py counts instructions with callgrind
 fi
 
 pkg_installed() {

@@ -7,7 +7,7 @@ import sqlite3
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import closing
+from contextlib import closing, contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -82,11 +82,11 @@ def test_hold_raises_one_alarm_and_light_shows_stored(button_node: str) -> None:
     assert httpx.post(button_node + "/demo/press/no-such-button").status_code == 404
 
 
-@pytest.mark.timeout(60)
-def test_the_alarm_is_signed_during_the_hold_and_stored_at_its_deadline(
-        tmp_path: Path, mosquitto_bin: str) -> None:
-    # In-process node (real Mosquitto, store, HTTP server): its button service's
-    # prepared alarm is visible, so the test can follow it from press to store.
+@contextmanager
+def _node_in_process(tmp_path: Path) -> Iterator[tuple[Any, Store, Any]]:
+    """An in-process node (real Mosquitto, store, HTTP server) with one wired
+    button: (button service, store, mock pin 17). Its service's prepared alarm
+    is visible, so a test can follow it from press to store."""
     import threading
 
     from conftest import free_port
@@ -108,15 +108,23 @@ def test_the_alarm_is_signed_during_the_hold_and_stored_at_its_deadline(
         while not hasattr(app, "state"):
             app = app.app
         runtime = app.state.runtime
-        service, store = runtime.buttons, runtime.store
-        pin = service.factory.pin(17)
+        yield runtime.buttons, runtime.store, runtime.buttons.factory.pin(17)
+    finally:
+        server.should_exit = True
+        thread.join(20)
+    assert not thread.is_alive()
 
-        def alarms() -> list[Any]:
-            return [e for e in store.recent("alert") if e.body.get("button") == "klimboom-hek"]
 
+def _alarms(store: Store) -> list[Event]:
+    return [e for e in store.recent("alert") if e.body.get("button") == "klimboom-hek"]
+
+
+@pytest.mark.timeout(60)
+def test_the_alarm_is_signed_during_the_hold_and_stored_at_its_deadline(
+        tmp_path: Path, mosquitto_bin: str) -> None:
+    with _node_in_process(tmp_path) as (service, store, pin):
         def armed() -> list[tuple[str, str]]:
-            with closing(sqlite3.connect(store.path)) as conn:
-                return conn.execute("SELECT button, id FROM armed_alarms").fetchall()
+            return _armed(store.path)
 
         # A press released before hold_s: armed (on disk) during the hold,
         # disarmed at the release, never stored as an event.
@@ -126,23 +134,53 @@ def test_the_alarm_is_signed_during_the_hold_and_stored_at_its_deadline(
         pin.drive_high()
         assert _wait(lambda: armed() == [])
         time.sleep(0.8)
-        assert alarms() == []
+        assert _alarms(store) == []
         # A hold: the alarm armed at the start of the hold is the one stored,
         # in a COMMIT that does not wait for the disk (the armed row is on it).
         unflushed = store.unflushed_commits
         pin.drive_low()
         again = _wait(lambda: [row for row in armed() if row != first[0]])
         assert again
-        stored = _wait(alarms)
+        stored = _wait(lambda: _alarms(store))
         pin.drive_high()
         assert [e.id for e in stored] == [again[0][1]]
         assert stored[0].verify(store.keys.signing_public) is None
         assert armed() == [] and "klimboom-hek" not in service._prepared
         assert store.unflushed_commits == unflushed + 1
-    finally:
-        server.should_exit = True
-        thread.join(20)
-    assert not thread.is_alive()
+
+
+@pytest.mark.timeout(60)
+def test_an_alarm_whose_arming_is_not_on_disk_by_the_deadline_is_stored_with_a_flush(
+        tmp_path: Path, mosquitto_bin: str) -> None:
+    # The writer is kept busy from before the press until after the deadline:
+    # the arming has not been committed when the hold completes, so nothing
+    # covers the alarm — its COMMIT must wait for the disk like any other.
+    import threading
+
+    with _node_in_process(tmp_path) as (service, store, pin):
+        release, busy = threading.Event(), threading.Event()
+
+        def hold_the_writer(_tx: Any) -> None:
+            busy.set()
+            release.wait(20)
+
+        blocker = store.submit(hold_the_writer)
+        assert busy.wait(5)
+        unflushed = store.unflushed_commits
+        pin.drive_low()
+        prepared = _wait(lambda: service._prepared.get("klimboom-hek"))
+        assert prepared, "the press settles and its alarm is made and signed"
+        made = prepared[1]
+        assert not prepared[2].done()  # the arming waits behind the busy writer
+        assert _wait(lambda: "klimboom-hek" not in service._prepared, 3)  # the deadline
+        assert _alarms(store) == [] and _armed(store.path) == []
+        release.set()
+        blocker.result(10)
+        stored = _wait(lambda: _alarms(store))
+        pin.drive_high()
+        assert [e.id for e in stored] == [made.id]  # the very alarm signed during the hold
+        assert _armed(store.path) == []
+        assert store.unflushed_commits == unflushed  # flushed: the arming did not cover it
 
 
 def _armed(db: Path) -> list[tuple[str, str]]:

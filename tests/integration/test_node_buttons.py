@@ -186,6 +186,30 @@ def test_an_alarm_whose_arming_is_still_queued_at_the_deadline_is_stored_once_as
         assert len(_alarms(store)) == 1
 
 
+@pytest.mark.timeout(60)
+def test_an_alarm_whose_arming_failed_is_stored_with_a_flush(
+        tmp_path: Path, mosquitto_bin: str) -> None:
+    # The arming's INSERT is refused by the database (a trigger stands in for
+    # a full or failing disk): nothing covers the alarm, so the COMMIT that
+    # stores it at the deadline must wait for the disk, alone in its group.
+    with _node_in_process(tmp_path) as (service, store, pin):
+        with closing(sqlite3.connect(store.path)) as conn:
+            conn.execute("CREATE TRIGGER refuse_arming BEFORE INSERT ON armed_alarms "
+                         "BEGIN SELECT RAISE(ABORT, 'disk says no'); END")
+            conn.commit()
+        unflushed = store.unflushed_commits
+        pin.drive_low()
+        prepared = _wait(lambda: service._prepared.get("klimboom-hek"))
+        assert prepared
+        made = prepared[1]
+        assert _wait(lambda: prepared[2].done())
+        assert prepared[2].exception() is not None  # the arming failed
+        stored = _wait(lambda: _alarms(store))
+        pin.drive_high()
+        assert [e.id for e in stored] == [made.id]
+        assert store.unflushed_commits == unflushed  # no flush skipped
+
+
 def _armed(db: Path) -> list[tuple[str, str]]:
     with closing(sqlite3.connect(db)) as conn:
         return conn.execute("SELECT button, id FROM armed_alarms").fetchall()

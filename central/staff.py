@@ -4,8 +4,8 @@ Server-rendered (Jinja2, Dutch first, English), complete without JavaScript,
 usable on a phone. Installed by :func:`install`, which ``central.app`` calls.
 
 * Roles: ``police`` and ``municipality`` see (and handle) reports routed to
-  their desk; ``admin`` sees all of them and the audit log. Everybody may
-  broadcast.
+  their desk; ``admin`` sees all of them, the audit log and the staff
+  accounts (:mod:`central.staff_admin`). Everybody may broadcast.
 * Sessions: cookie ``bart_staff`` (HttpOnly, SameSite=Strict, Secure over
   https, Path=/); every form carries a CSRF token that is
   HMAC-SHA256(session token, "csrf"); the login form a double-submit token.
@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
-from . import handling, staff_broadcasts
+from . import handling, staff_admin, staff_broadcasts
 from .health import node_health
 from .identity import Central
 from .pages import Renderer, local
@@ -368,6 +368,7 @@ def install(app: FastAPI, central: Central, engine: Engine) -> None:
     app.state.staff_rules = _load_rules(central)
     app.include_router(router)
     app.include_router(staff_broadcasts.router)
+    app.include_router(staff_admin.router)
     app.add_middleware(StaffHeaders)
 
 

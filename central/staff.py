@@ -224,6 +224,7 @@ async def _report_page(request: Request, member: StaffMember, report_id: str, *,
                       message=tr(request, "error.no_report"))
     points = report.body.get("place") or {}
     return render(request, "report.html", member, status=status, report=report, notes=notes,
+                  page=f"/staff/reports/{report.id}",
                   place=" – ".join(p for p in (points.get("point") or "",
                                                points.get("text") or "") if p),
                   explanation=_explain(request, report.rule), routes=ROUTES, error=error,

@@ -162,10 +162,16 @@ def _member(row: Any) -> StaffMember:
 
 
 def _login_key(name: str) -> str:
+    """The key of ``name``; for an invalid name one no account can have.
+
+    Invalid names are still counted for lockout, under their own key; the
+    ``#`` (never in a valid name) keeps a padded or over-long spelling of a
+    real name from reaching that account.
+    """
     try:
         return name_key(name)
     except InvalidName:
-        return " ".join(str(name)[:160].split()).casefold()[:160]
+        return "#" + " ".join(str(name)[:160].split()).casefold()[:159]
 
 
 class StaffAccounts:

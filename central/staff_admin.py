@@ -41,7 +41,8 @@ async def _page(request: Request, member: StaffMember, *, status: int = 200, err
                 issued: dict[str, str] | None = None, typed: dict[str, str] | None = None,
                 ) -> Response:
     members = await asyncio.to_thread(accounts_of(request).members)
-    return render(request, "accounts.html", member, status=status, members=members,
+    return render(request, "accounts.html", member, status=status, page="/staff/accounts",
+                  members=members,
                   roles=ROLES, error=error, issued=issued, typed=typed or {},
                   done=done_text(request))
 

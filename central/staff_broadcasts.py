@@ -62,7 +62,7 @@ async def _broadcasts_page(request: Request, member: StaffMember, *, status: int
                                        central_of(request), now)
     nodes = await asyncio.to_thread(node_health, engine_of(request), now)
     areas = sorted({n.area for n in nodes if n.revoked_at is None})
-    return render(request, "broadcasts.html", member, status=status,
+    return render(request, "broadcasts.html", member, status=status, page="/staff/broadcasts",
                   active=[m for m in messages if m.active(now)],
                   past=[m for m in messages if not m.active(now)][:50], now=now,
                   values=values or _form_defaults(), errors=errors or {}, areas=areas,
@@ -113,6 +113,7 @@ async def _broadcast_page(request: Request, member: StaffMember, message_id: str
     earlier = await asyncio.to_thread(broadcasts.chain, engine, central, message)
     now = now_ms()
     return render(request, "broadcast.html", member, status=status, message=message,
+                  page=f"/staff/broadcasts/{message.id}",
                   earlier=earlier, now=now, active=message.active(now),
                   values=values or _form_defaults(message), errors=errors or {},
                   done=done_text(request), **_broadcast_context())

@@ -138,14 +138,19 @@ async def require_member(request: Request) -> StaffMember:
 
 
 def render(request: Request, template: str, member: StaffMember | None, *,
-           status: int = 200, refresh: bool = False, **context: Any) -> HTMLResponse:
-    """Render a staff page with what every page needs (nav, alarm banner, language)."""
+           status: int = 200, refresh: bool = False, page: str | None = None,
+           **context: Any) -> HTMLResponse:
+    """Render a staff page with what every page needs (nav, alarm banner, language).
+
+    ``page``: the page the language links open — for the answer to a POST,
+    the page it was posted from (a link cannot repeat the POST).
+    """
     lang = page_lang(request)
     query = {k: v for k, v in request.query_params.items() if k != "done"}
     links = []
     for code in LANGUAGES:
         query["lang"] = code
-        links.append({"code": code, "url": f"{request.url.path}?{urlencode(query)}"})
+        links.append({"code": code, "url": f"{page or request.url.path}?{urlencode(query)}"})
     silent = silent_nodes(engine_of(request), now_ms()) if member is not None else []
     token = request.cookies.get(COOKIE, "")
     html = renderer_of(request).render(

@@ -82,6 +82,7 @@ def audit_rows(env: Env) -> list[tuple[str, str]]:
     ("<script>alert(1)</script>", "police", 422, "deze naam kan niet"),
     ("Bea", "superuser", 422, "kies een rol"),
     ("anna", "police", 409, "al een account met deze naam"),
+    ("ß" * 21, "police", 422, "deze naam kan niet"),  # 21 letters, 42 in its key
 ])
 def test_bad_additions_are_refused_with_what_was_typed(env: Env, name: str, role: str,
                                                        status: int, says: str) -> None:
@@ -104,7 +105,7 @@ def test_a_new_one_time_password_ends_the_sessions_and_replaces_the_old_one(env:
     assert r.status_code == 200
     otp = otp_of(r.text)
     assert kees.get("/staff/reports").headers["location"] == "/staff/login"
-    assert login(env, "Kees", PASSWORD)[1] != "/staff/reports"  # the old password is gone
+    assert login(env, "Kees", PASSWORD)[1] == "401"  # the old password is gone
     assert login(env, "Kees", otp)[1] == "/staff/password"
     assert "staff_reset" in audit_actions(env)
 
@@ -135,6 +136,11 @@ def test_an_admin_cannot_remove_or_reset_their_own_account_here(env: Env) -> Non
         r = admin.post(f"/staff/accounts/{action}", data={
             "csrf": csrf_of(page.text), "name": " ANNA ", "confirm": "yes"})
         assert r.status_code == 422 and "eigen account" in error_of(r.text), action
+    # Nor by a spelling that is no valid name but folds to theirs.
+    for action in ("remove", "reset"):
+        r = admin.post(f"/staff/accounts/{action}", data={
+            "csrf": csrf_of(page.text), "name": "Anna" + " " * 200, "confirm": "yes"})
+        assert r.status_code == 404, action
     assert admin.get("/staff/reports").status_code == 200  # still logged in
     assert env.accounts.get("Anna") is not None
 
@@ -165,3 +171,21 @@ def test_the_page_in_english(env: Env) -> None:
     status, html = add(admin, "Bob", "municipality")
     assert "Add a staff member" in page.text
     assert status == 200 and "one-time password" in html.lower()
+
+
+def test_answers_to_posts_link_their_languages_to_the_page_itself(env: Env) -> None:
+    admin = member(env, "Anna", "admin")
+    member(env, "Kees", "police")
+    page = admin.get("/staff/accounts")
+    r = admin.post("/staff/accounts/reset", data={"csrf": csrf_of(page.text), "name": "Kees"})
+    links = re.findall(r'href="(/staff/accounts[^"]*lang=[a-z]+)"', r.text)
+    assert links and all(link.startswith("/staff/accounts?") for link in links)
+    assert all(admin.get(link.replace("&amp;", "&")).status_code == 200 for link in links)
+
+
+def test_a_name_whose_key_would_be_too_long_is_refused_by_the_accounts_too(env: Env) -> None:
+    from central.passwords import InvalidName
+
+    with pytest.raises(InvalidName):
+        env.accounts.add("Friedrich-Wilhelm von Groß-Straßenhausen", "police")
+    assert env.accounts.members() == []

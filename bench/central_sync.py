@@ -32,6 +32,7 @@ from typing import Any
 
 import httpx
 import sqlalchemy as sa
+from sqlalchemy.engine import Engine
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import (
@@ -50,7 +51,7 @@ from _common import (
 
 from central import db
 from central.enrol import enrol_bundle
-from central.identity import CentralSettings, init_central
+from central.identity import Central, CentralSettings, init_central
 from sync import KeyPair, make_event, sealed
 from sync.enrolment import EnrolRequest
 from sync.event import Event
@@ -145,27 +146,37 @@ def post(client: httpx.Client, url: str, wire: bytes) -> None:
     assert r.json()["ack"]["doc"]["new"] == BATCH
 
 
-def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
-                 reports: list[dict[str, Any]], uploads: int = 1) -> dict[str, float]:
-    central = init_central(tmp / f"central-{label}", CentralSettings(
-        name="bench", database_url=database_url))
+def enrolled_central(data_dir: Path, database_url: str) -> tuple[Central, Engine, KeyPair]:
+    """A new central on ``database_url`` with node NODE enrolled: (central, engine, NODE's keys)."""
+    central = init_central(data_dir, CentralSettings(name="bench", database_url=database_url))
     db.upgrade(central.database_url)
     engine = db.make_engine(central.database_url)
     keys = KeyPair.generate()
     enrol_bundle(engine, central, EnrolRequest(
         node=NODE, signing_pub=keys.signing_public, encryption_pub=keys.encryption_public,
         csr_pem=csr_for(NODE)), "ESC-01")
-    warm = 3
-    print(f"  [{label}] signing {(n_batches + warm) * BATCH:,} events …", flush=True)
-    events = report_events(keys, 1, (n_batches + warm) * BATCH, reports)
+    return central, engine, keys
+
+
+def sealed_batches(central: Central, keys: KeyPair, events: list[Event]) -> list[bytes]:
+    """``events`` sealed in batches of BATCH from NODE, as its uplink sends them."""
     # The meta a node's uplink sends (node/uplink.py): what it holds of
     # central's stream, the receipt updates and roster it has, its status.
     meta = {"heads": {central.origin: {"public": 0}}, "updates_after": 0, "roster_serial": 1,
             "status": {"backlog": 0, "version": "bench"}}
-    wires = [sealed.seal(sealed.Payload.of(events[i * BATCH:(i + 1) * BATCH], meta), node_id=NODE,
-                         batch_seq=i + 1, created=TS0, keys=keys,
-                         central_encryption_public=central.keys.encryption_public)
-             for i in range(n_batches + warm)]
+    return [sealed.seal(sealed.Payload.of(events[i * BATCH:(i + 1) * BATCH], meta), node_id=NODE,
+                        batch_seq=i + 1, created=TS0, keys=keys,
+                        central_encryption_public=central.keys.encryption_public)
+            for i in range(len(events) // BATCH)]
+
+
+def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
+                 reports: list[dict[str, Any]], uploads: int = 1) -> dict[str, float]:
+    central, engine, keys = enrolled_central(tmp / f"central-{label}", database_url)
+    warm = 3
+    print(f"  [{label}] signing {(n_batches + warm) * BATCH:,} events …", flush=True)
+    events = report_events(keys, 1, (n_batches + warm) * BATCH, reports)
+    wires = sealed_batches(central, keys, events)
     port = free_port()
 
     def pending() -> int:

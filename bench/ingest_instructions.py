@@ -42,29 +42,12 @@ WARM = 3
 
 def prepare(work: Path, n: int) -> None:
     """A central with one enrolled node, and its sealed batches, under ``work``."""
-    from central_sync import BATCH, NODE, TS0, csr_for, report_events
+    from central_sync import BATCH, enrolled_central, report_events, sealed_batches
 
-    from central import db
-    from central.enrol import enrol_bundle
-    from central.identity import CentralSettings, init_central
-    from sync import KeyPair, sealed
-    from sync.enrolment import EnrolRequest
-
-    central = init_central(work / "central", CentralSettings(name="bench", database_url=""))
-    db.upgrade(central.database_url)
-    engine = db.make_engine(central.database_url)
-    keys = KeyPair.generate()
-    enrol_bundle(engine, central, EnrolRequest(
-        node=NODE, signing_pub=keys.signing_public, encryption_pub=keys.encryption_public,
-        csr_pem=csr_for(NODE)), "ESC-01")
+    central, engine, keys = enrolled_central(work / "central", "")
     engine.dispose()
     events = report_events(keys, 1, (WARM + n) * BATCH, load_reports())
-    meta = {"heads": {central.origin: {"public": 0}}, "updates_after": 0, "roster_serial": 1,
-            "status": {"backlog": 0, "version": "bench"}}
-    wires = [sealed.seal(sealed.Payload.of(events[i * BATCH:(i + 1) * BATCH], meta),
-                         node_id=NODE, batch_seq=i + 1, created=TS0, keys=keys,
-                         central_encryption_public=central.keys.encryption_public)
-             for i in range(WARM + n)]
+    wires = sealed_batches(central, keys, events)
     (work / "wires.pkl").write_bytes(pickle.dumps(wires))
 
 

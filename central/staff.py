@@ -51,6 +51,7 @@ from .staff_web import (
     current_member,
     done_text,
     engine_of,
+    not_admin,
     now_ms,
     read_form,
     redirect,
@@ -341,9 +342,8 @@ async def nodes_api(request: Request) -> Response:
 async def audit_page(request: Request) -> Response:
     """The audit log (admin only): every staff action, newest first."""
     member = await require_member(request)
-    if member.role != "admin":
-        return render(request, "error.html", member, status=403,
-                      message=tr(request, "error.admin_only"))
+    if (refused := not_admin(request, member)) is not None:
+        return refused
     before_raw = request.query_params.get("before", "")
     before = int(before_raw) if before_raw.isdigit() and len(before_raw) < 19 else None
     entries = await asyncio.to_thread(accounts_of(request).audit_log, 200, before=before)

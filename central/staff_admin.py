@@ -27,6 +27,7 @@ from .staff_web import (
     accounts_of,
     csrf_ok,
     done_text,
+    not_admin,
     read_form,
     redirect,
     render,
@@ -50,29 +51,36 @@ async def _page(request: Request, member: StaffMember, *, status: int = 200, err
 async def _admin_form(request: Request) -> tuple[StaffMember, dict[str, str]] | Response:
     """The admin and their form, or the page that refuses them."""
     member = await require_member(request)
-    if member.role != "admin":
-        return render(request, "error.html", member, status=403,
-                      message=tr(request, "error.admin_only"))
+    if (refused := not_admin(request, member)) is not None:
+        return refused
     values = await read_form(request)
     if not csrf_ok(request, values.get("csrf", "")):
         return await _page(request, member, status=403, error=tr(request, "error.csrf"))
     return member, values
 
 
-def _is_self(member: StaffMember, name: str) -> bool:
+async def _other_account(request: Request) -> tuple[StaffMember, dict[str, str], str] | Response:
+    """The admin, their form and the account it names — never their own."""
+    got = await _admin_form(request)
+    if isinstance(got, Response):
+        return got
+    member, values = got
+    name = values.get("name", "")
     try:
-        return name_key(name) == member.key
+        own = name_key(name) == member.key
     except InvalidName:
-        return False
+        own = False  # and no account has that name: the action answers 404
+    if own:
+        return await _page(request, member, status=422, error=tr(request, "accounts.not_self"))
+    return member, values, name
 
 
 @router.get("/staff/accounts")
 async def accounts_page(request: Request) -> Response:
     """Every staff account, and the form to add one."""
     member = await require_member(request)
-    if member.role != "admin":
-        return render(request, "error.html", member, status=403,
-                      message=tr(request, "error.admin_only"))
+    if (refused := not_admin(request, member)) is not None:
+        return refused
     return await _page(request, member)
 
 
@@ -104,13 +112,10 @@ async def account_add(request: Request) -> Response:
 @router.post("/staff/accounts/reset")
 async def account_reset(request: Request) -> Response:
     """A new one-time password for a forgotten one (ends that account's sessions)."""
-    got = await _admin_form(request)
+    got = await _other_account(request)
     if isinstance(got, Response):
         return got
-    member, values = got
-    name = values.get("name", "")
-    if _is_self(member, name):
-        return await _page(request, member, status=422, error=tr(request, "accounts.not_self"))
+    member, _values, name = got
     accounts = accounts_of(request)
     try:
         otp = await asyncio.to_thread(accounts.reset, name, by=member.name)
@@ -123,13 +128,10 @@ async def account_reset(request: Request) -> Response:
 @router.post("/staff/accounts/remove")
 async def account_remove(request: Request) -> Response:
     """Delete an account and end its sessions (after a ticked confirmation)."""
-    got = await _admin_form(request)
+    got = await _other_account(request)
     if isinstance(got, Response):
         return got
-    member, values = got
-    name = values.get("name", "")
-    if _is_self(member, name):
-        return await _page(request, member, status=422, error=tr(request, "accounts.not_self"))
+    member, values, name = got
     if values.get("confirm") != "yes":
         return await _page(request, member, status=422,
                            error=tr(request, "accounts.confirm_needed", name=name[:60]))

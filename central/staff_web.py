@@ -137,6 +137,14 @@ async def require_member(request: Request) -> StaffMember:
     return member
 
 
+def not_admin(request: Request, member: StaffMember) -> HTMLResponse | None:
+    """The 403 page for a member who is no admin; None for an admin."""
+    if member.role == "admin":
+        return None
+    return render(request, "error.html", member, status=403,
+                  message=tr(request, "error.admin_only"))
+
+
 def render(request: Request, template: str, member: StaffMember | None, *,
            status: int = 200, refresh: bool = False, page: str | None = None,
            **context: Any) -> HTMLResponse:

@@ -187,19 +187,23 @@ def decode_payload(data: bytes, count: int) -> Payload:
     append = frames.append
     pos = 4 + meta_len
     end = len(raw)
+    sig_bytes, max_event = SIG_BYTES, MAX_EVENT_BYTES
     # Slices of ``raw`` (bytes) rather than of the view: one copy each either
     # way, without a memoryview object per slice (~0.4 µs per event less).
-    while pos < end:
-        if pos + 2 > end:
-            raise BatchMalformed("event frame truncated")
-        n = raw[pos] << 8 | raw[pos + 1]  # u16, big-endian
-        start, stop = pos + 2, pos + 2 + n
-        pos = stop + SIG_BYTES
-        if n > MAX_EVENT_BYTES or pos > end:
-            raise BatchMalformed("event frame truncated or too large")
-        append((raw[start:stop], raw[stop:pos]))
-        if len(frames) > count:
-            break
+    # At most one frame more than the header says: enough to refuse the batch.
+    try:
+        for _ in range(count + 1):
+            if pos >= end:
+                break
+            n = raw[pos] << 8 | raw[pos + 1]  # u16, big-endian; IndexError: 1 byte left
+            start = pos + 2
+            stop = start + n
+            pos = stop + sig_bytes
+            if n > max_event or pos > end:
+                raise BatchMalformed("event frame truncated or too large")
+            append((raw[start:stop], raw[stop:pos]))
+    except IndexError as exc:
+        raise BatchMalformed("event frame truncated") from exc
     if len(frames) != count:
         raise BatchMalformed(f"header says {count} events, payload holds {len(frames)}")
     return Payload(frames, meta)

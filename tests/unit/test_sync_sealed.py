@@ -223,6 +223,20 @@ def test_count_mismatch_and_garbage_payload() -> None:
         sealed.decode_payload(b"not zstd at all", 0)
 
 
+def test_every_cut_of_the_frames_is_refused_and_extra_frames_too() -> None:
+    plain = zstandard.ZstdDecompressor().decompress(
+        sealed.encode_payload(sealed.Payload.of(events(n=2))))
+    meta_end = 4 + int.from_bytes(plain[:4], "big")
+    squeeze = zstandard.ZstdCompressor().compress
+    assert len(sealed.decode_payload(squeeze(plain), 2).frames) == 2
+    for cut in range(meta_end, len(plain)):
+        with pytest.raises(sealed.BatchMalformed):  # never an IndexError, never a short list
+            sealed.decode_payload(squeeze(plain[:cut]), 2)
+    for count in (0, 1):
+        with pytest.raises(sealed.BatchMalformed, match=f"header says {count}"):
+            sealed.decode_payload(squeeze(plain), count)
+
+
 def test_decompression_bomb_is_refused() -> None:
     bomb = zstandard.ZstdCompressor(level=19).compress(b"\0" * (sealed.MAX_PAYLOAD_BYTES + 1))
     with pytest.raises((sealed.BatchTooLarge, sealed.BatchMalformed)):

@@ -16,12 +16,11 @@ admin is made. Rules, on top of :class:`central.staff_accounts.StaffAccounts`:
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .passwords import InvalidName, name_key
+from .passwords import InvalidName, name_key, normalise_name
 from .staff_accounts import ROLES, InvalidRole, NameTaken, StaffMember, UnknownStaff
 from .staff_web import (
     accounts_of,
@@ -105,8 +104,7 @@ async def account_add(request: Request) -> Response:
     except NameTaken:
         return await _page(request, member, status=409, typed=typed,
                            error=tr(request, "accounts.taken"))
-    added = await asyncio.to_thread(accounts.get, name)
-    return await _page(request, member, issued=_issued(added, name, otp, "new"))
+    return await _page(request, member, issued=_issued(normalise_name(name), otp, "new"))
 
 
 @router.post("/staff/accounts/reset")
@@ -121,8 +119,9 @@ async def account_reset(request: Request) -> Response:
         otp = await asyncio.to_thread(accounts.reset, name, by=member.name)
     except (UnknownStaff, InvalidName):
         return await _page(request, member, status=404, error=tr(request, "accounts.unknown"))
-    reset = await asyncio.to_thread(accounts.get, name)
-    return await _page(request, member, issued=_issued(reset, name, otp, "reset"))
+    reset = await asyncio.to_thread(accounts.get, name)  # the name as it is spelled
+    return await _page(request, member,
+                       issued=_issued(reset.name if reset else name, otp, "reset"))
 
 
 @router.post("/staff/accounts/remove")
@@ -142,5 +141,5 @@ async def account_remove(request: Request) -> Response:
     return redirect("/staff/accounts", "account_removed")
 
 
-def _issued(account: StaffMember | None, name: str, otp: str, kind: str) -> dict[str, Any]:
-    return {"name": account.name if account else name, "otp": otp, "kind": kind}
+def _issued(name: str, otp: str, kind: str) -> dict[str, str]:
+    return {"name": name, "otp": otp, "kind": kind}

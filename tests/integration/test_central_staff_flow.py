@@ -297,6 +297,13 @@ def test_cap_feed_over_http_is_valid_cap(stack: Stack) -> None:
     anon.close()
 
 
+def log_in(page: Any, name: str, password: str) -> None:
+    """Fill in and send the login form open in a browser page."""
+    page.fill('[data-testid="login-name"]', name)
+    page.fill('[data-testid="login-password"]', password)
+    page.click('[data-testid="login-submit"]')
+
+
 def test_staff_page_in_headless_chromium(stack: Stack, browser: Any) -> None:
     central, node = stack.central, stack.node
     otp = add_staff(central, "Fatma Yilmaz", "police")
@@ -309,9 +316,7 @@ def test_staff_page_in_headless_chromium(stack: Stack, browser: Any) -> None:
     try:
         page.goto(f"{central.url}/staff/reports")
         assert page.url.endswith("/staff/login")
-        page.fill('[data-testid="login-name"]', "Fatma Yilmaz")
-        page.fill('[data-testid="login-password"]', otp.lower().replace("-", " "))
-        page.click('[data-testid="login-submit"]')
+        log_in(page, "Fatma Yilmaz", otp.lower().replace("-", " "))
         page.wait_for_url("**/staff/password")
         page.fill('[data-testid="password-old"]', otp)
         page.fill('[data-testid="password-new"]', PASSWORD)
@@ -350,9 +355,7 @@ def test_an_admin_adds_and_removes_a_member_in_headless_chromium(stack: Stack,
     try:
         page = admin.new_page()
         page.goto(f"{central.url}/staff/login")
-        page.fill('[data-testid="login-name"]', "Ingrid Bakker")
-        page.fill('[data-testid="login-password"]', PASSWORD)
-        page.click('[data-testid="login-submit"]')
+        log_in(page, "Ingrid Bakker", PASSWORD)
         page.wait_for_url("**/staff/reports*")
         page.click('[data-testid="nav-accounts"]')
         page.fill('[data-testid="account-name"]', "Sanne de Boer")
@@ -365,9 +368,7 @@ def test_an_admin_adds_and_removes_a_member_in_headless_chromium(stack: Stack,
 
         other = newcomer.new_page()
         other.goto(f"{central.url}/staff/login")
-        other.fill('[data-testid="login-name"]', "sanne de boer")
-        other.fill('[data-testid="login-password"]', otp)
-        other.click('[data-testid="login-submit"]')
+        log_in(other, "sanne de boer", otp)
         other.wait_for_url("**/staff/password")
 
         # Removing needs the tick: the browser refuses the form without it.

@@ -8,8 +8,8 @@ broadcasts and the CAP feed add their routes through their modules' ``install``.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
-import orjson
 import sqlalchemy as sa
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse, Response
@@ -20,7 +20,8 @@ from sync.canonical import parse_json
 from sync.enrolment import parse_request
 from sync.errors import InvalidField
 
-from . import db, feeds, staff
+from . import batch_http, db, feeds, staff
+from .batch_http import BatchIngest
 from .enrol import current_roster, enrol_with_code
 from .errors import EnrolmentRefused, IngestRefused
 from .identity import Central
@@ -28,8 +29,8 @@ from .ingest import Ingest, now_ms
 
 log = logging.getLogger("bart.central.app")
 
-BATCH_TYPE = "application/vnd.bart.batch"
-BATCH_PATH = "/api/v1/batches"
+BATCH_TYPE = batch_http.BATCH_TYPE.decode()
+BATCH_PATH = batch_http.PATH
 MAX_ENROL_BYTES = 16 * 1024
 
 
@@ -69,17 +70,6 @@ def create_app(central: Central, engine: Engine | None = None) -> FastAPI:
     @app.exception_handler(IngestRefused)
     async def _refused(_request: Request, exc: IngestRefused) -> JSONResponse:
         return _error(exc.status, exc.code, str(exc))
-
-    @app.post(BATCH_PATH, summary="Receive a sealed batch from a node",
-              responses={400: {}, 401: {}, 403: {}, 413: {}, 415: {}, 422: {}})
-    async def post_batch(request: Request) -> Response:
-        ctype = request.headers.get("content-type", "")
-        if ctype.split(";")[0].strip() != BATCH_TYPE:
-            return _error(415, "unsupported_media_type", f"send {BATCH_TYPE}")
-        wire = await _read_body(request, central.settings.max_batch_bytes)
-        reply = await run_in_threadpool(ingest.handle, wire)  # IngestRefused: _refused
-        return Response(orjson.dumps(reply), media_type="application/json",
-                        headers={"Cache-Control": "no-store"})
 
     @app.post("/api/v1/enroll", summary="Enrol a node with a one-time code")
     async def post_enroll(request: Request) -> Response:
@@ -121,4 +111,39 @@ def create_app(central: Central, engine: Engine | None = None) -> FastAPI:
     # Staff pages with broadcasts, and the CAP feed, register their own routes.
     staff.install(app, central, engine)
     feeds.install(app, central, engine)
+    # Batches are answered in front of the routes (central/batch_http.py).
+    app.add_middleware(BatchIngest, ingest=ingest, limit=central.settings.max_batch_bytes)
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = _document_batches(generate())
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
     return app
+
+
+def _document_batches(schema: dict[str, Any]) -> dict[str, Any]:
+    """``POST /api/v1/batches`` in the OpenAPI schema (served by BatchIngest)."""
+    def answer(text: str) -> dict[str, Any]:
+        return {"description": text}
+
+    schema.setdefault("paths", {})[BATCH_PATH] = {"post": {
+        "summary": "Receive a sealed batch from a node",
+        "description": "The body is a sealed batch (docs/protocol.md, \"Sealed batches\"). "
+                       "Refusals are JSON {\"error\": code, \"detail\": text}; nothing is "
+                       "stored for a refused batch, and a replay gets the original "
+                       "acknowledgement.",
+        "operationId": "post_batch",
+        "requestBody": {"required": True, "content": {BATCH_TYPE: {
+            "schema": {"type": "string", "format": "binary"}}}},
+        "responses": {
+            "200": answer("the signed acknowledgement and what the node lacks"),
+            "400": answer("malformed framing, wrong key id, bad tag"),
+            "401": answer("the batch signature does not verify"),
+            "403": answer("unknown or revoked node"),
+            "413": answer("too large"), "415": answer(f"not {BATCH_TYPE}"),
+            "422": answer("an event is malformed or its own signature does not verify"),
+        }}}
+    return schema

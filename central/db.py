@@ -169,11 +169,13 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
         def _begin(conn: Any) -> None:
             # Writers take the lock at BEGIN: no deadlock-prone upgrade later.
             # Readers (see reading()) take a snapshot and no lock: WAL lets them
-            # run beside the one writer.
+            # run beside the one writer. Straight to the driver: through
+            # exec_driver_sql this cost ~60 µs, three times for every batch.
+            driver = conn.connection.driver_connection
             if conn.get_execution_options().get("bart_read"):
-                conn.exec_driver_sql("BEGIN")
+                driver.execute("BEGIN")
             else:
-                conn.exec_driver_sql("BEGIN IMMEDIATE")
+                driver.execute("BEGIN IMMEDIATE")
 
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,

@@ -179,8 +179,8 @@ class Ingest:
                         assert held is not None  # the conflicting row is committed
                         return int(held[0]), int(held[1]), True
                     new = self._insert_rows(cur, "events", _EVENT_COLS, [
-                        (e[0], e[1], e[2], e[3], e[4], e[5], e[6],
-                         b64(e[7], newline=False).decode(), node, at) for e in events])
+                        (i, o, s, q, t, k, b, b64(sig, newline=False).decode(), node, at)
+                        for i, o, s, q, t, k, b, sig, _unsigned in events])
                     # Reports wait in the batch row for the projector (triage).
                     reports = [e[0] for e in events if e[5] == "report"]
                     cur.execute(f"UPDATE batches SET new = {p}, pending = {p} WHERE node = {p} "

@@ -7,21 +7,24 @@
    core"); the projector (triage, off the ingest path) on CPU 1, with its CPU
    and the time until every report is routed. Baseline in the same run: a raw
    DB-API ``executemany`` of the same rows into a table with the same columns
-   and indexes in the same database, one transaction per 1,000 rows, median of
-   3 runs, per CPU-second and per wall second. On SQLite and on a real
-   PostgreSQL server.
+   and indexes in the same database, on the worker's core, one transaction
+   per 1,000 rows, per CPU-second and per wall second. ``--runs`` (default 3)
+   runs, each on a new central and followed by its baseline; the medians and
+   their ratio are the figures (one run's ratio moves by ±10 % on this VM).
+   On SQLite and on a real PostgreSQL server.
 2. **Backlog drain** — a node whose store holds 100,000 events not yet at
    central is started; time until central holds all of them.
 3. **Wire bytes** — sealed bytes per event against the event's JSON, for
    batches of the 460 distinct non-adversarial reports (no repeated text).
 
-Usage: .venv/bin/python bench/central_sync.py [--batches N] [--skip-pg] [--skip-drain]
+Usage: .venv/bin/python bench/central_sync.py [--batches N] [--runs N] [--skip-pg] [--skip-drain]
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -59,6 +62,7 @@ from sync.event import Event
 TS0 = 1_795_904_700_000
 NODE = "bench-node"
 BATCH = 1000
+WARM = 3  # batches sent before measuring
 
 
 def csr_for(name: str) -> str:
@@ -89,45 +93,43 @@ def report_events(keys: KeyPair, first_seq: int, n: int,
 
 # -- 1. ingest per worker -------------------------------------------------------------------
 
-def raw_baseline(url: str, events: list[Event], repeat: int = 3) -> tuple[float, float]:
+def raw_baseline(url: str, events: list[Event]) -> tuple[float, float]:
     """Events/s of a bare DB-API executemany of the same rows, same indexes, same DB.
 
-    Returns (per CPU-second, per wall second), each the median of ``repeat``
-    runs into a fresh table: the wall figure includes waiting for the
-    disk's fsync at each commit, which varies from run to run here.
+    Returns (per CPU-second, per wall second) of one run into a fresh table;
+    the wall figure includes waiting for the disk's fsync at each commit. The
+    rows are built anew for each run (outside the timing): a text already
+    bound once keeps its UTF-8 form, which a repeated run would get for free
+    and ingest never does.
     """
     import base64
-    import statistics
 
     engine = db.make_engine(url)
     rows = [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind, e.body_json().decode(),
              base64.b64encode(e.sig).decode(), NODE, TS0) for e in events]
     p = "?" if url.startswith("sqlite") else "%s"
     sql = f"INSERT INTO raw_events VALUES ({', '.join([p] * 10)})"
-    per_cpu: list[float] = []
-    per_wall: list[float] = []
-    for _ in range(repeat):
+    with engine.begin() as conn:
+        conn.exec_driver_sql("DROP TABLE IF EXISTS raw_events")
+        conn.exec_driver_sql(
+            "CREATE TABLE raw_events (id VARCHAR(36) PRIMARY KEY, "
+            "origin VARCHAR(63) NOT NULL, stream VARCHAR(8) NOT NULL, seq BIGINT NOT NULL, "
+            "ts BIGINT NOT NULL, kind VARCHAR(8) NOT NULL, body TEXT NOT NULL, "
+            "sig VARCHAR(88) NOT NULL, via VARCHAR(63) NOT NULL, "
+            "received_at BIGINT NOT NULL, UNIQUE (origin, stream, seq))")
+        conn.exec_driver_sql("CREATE INDEX raw_kind_ts ON raw_events (kind, ts)")
+    cpu0, start = time.process_time(), time.perf_counter()
+    for i in range(0, len(rows), BATCH):
         with engine.begin() as conn:
-            conn.exec_driver_sql("DROP TABLE IF EXISTS raw_events")
-            conn.exec_driver_sql(
-                "CREATE TABLE raw_events (id VARCHAR(36) PRIMARY KEY, "
-                "origin VARCHAR(63) NOT NULL, stream VARCHAR(8) NOT NULL, seq BIGINT NOT NULL, "
-                "ts BIGINT NOT NULL, kind VARCHAR(8) NOT NULL, body TEXT NOT NULL, "
-                "sig VARCHAR(88) NOT NULL, via VARCHAR(63) NOT NULL, "
-                "received_at BIGINT NOT NULL, UNIQUE (origin, stream, seq))")
-            conn.exec_driver_sql("CREATE INDEX raw_kind_ts ON raw_events (kind, ts)")
-        cpu0, start = time.process_time(), time.perf_counter()
-        for i in range(0, len(rows), BATCH):
-            with engine.begin() as conn:
-                cur = conn.connection.cursor()
-                cur.executemany(sql, rows[i:i + BATCH])
-                cur.close()
-        per_wall.append(len(rows) / (time.perf_counter() - start))
-        per_cpu.append(len(rows) / (time.process_time() - cpu0))
+            cur = conn.connection.cursor()
+            cur.executemany(sql, rows[i:i + BATCH])
+            cur.close()
+    per_wall = len(rows) / (time.perf_counter() - start)
+    per_cpu = len(rows) / (time.process_time() - cpu0)
     with engine.begin() as conn:
         conn.exec_driver_sql("DROP TABLE raw_events")
     engine.dispose()
-    return statistics.median(per_cpu), statistics.median(per_wall)
+    return per_cpu, per_wall
 
 
 def projector_pid(central_pid: int) -> int:
@@ -146,12 +148,14 @@ def post(client: httpx.Client, url: str, wire: bytes) -> None:
     assert r.json()["ack"]["doc"]["new"] == BATCH
 
 
-def enrolled_central(data_dir: Path, database_url: str) -> tuple[Central, Engine, KeyPair]:
-    """A new central on ``database_url`` with node NODE enrolled: (central, engine, NODE's keys)."""
+def enrolled_central(data_dir: Path, database_url: str, keys: KeyPair | None = None
+                     ) -> tuple[Central, Engine, KeyPair]:
+    """A new central on ``database_url`` with node NODE (``keys``, default new ones)
+    enrolled: (central, engine, NODE's keys)."""
     central = init_central(data_dir, CentralSettings(name="bench", database_url=database_url))
     db.upgrade(central.database_url)
     engine = db.make_engine(central.database_url)
-    keys = KeyPair.generate()
+    keys = keys or KeyPair.generate()
     enrol_bundle(engine, central, EnrolRequest(
         node=NODE, signing_pub=keys.signing_public, encryption_pub=keys.encryption_public,
         csr_pem=csr_for(NODE)), "ESC-01")
@@ -170,12 +174,11 @@ def sealed_batches(central: Central, keys: KeyPair, events: list[Event]) -> list
             for i in range(len(events) // BATCH)]
 
 
-def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
-                 reports: list[dict[str, Any]], uploads: int = 1) -> dict[str, float]:
-    central, engine, keys = enrolled_central(tmp / f"central-{label}", database_url)
-    warm = 3
-    print(f"  [{label}] signing {(n_batches + warm) * BATCH:,} events …", flush=True)
-    events = report_events(keys, 1, (n_batches + warm) * BATCH, reports)
+def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
+               events: list[Event], uploads: int) -> dict[str, float]:
+    """One run on a new central: ingest ``events`` (the first WARM batches unmeasured)
+    over HTTP, then the raw baseline of the measured rows into the same database."""
+    central, engine, keys = enrolled_central(data_dir, database_url, keys)
     wires = sealed_batches(central, keys, events)
     port = free_port()
 
@@ -184,7 +187,7 @@ def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
             return int(conn.execute(sa.select(sa.func.count()).select_from(db.batches).where(
                 db.batches.c.pending.isnot(None))).scalar_one())
 
-    with Procs(tmp) as procs:
+    with Procs(data_dir.parent) as procs:
         proc = procs.start(pinned([str(BART), "central", "run", "--data-dir",
                                    str(central.data_dir), "--http-port", str(port)], 0),
                            f"central-{label}")
@@ -196,7 +199,7 @@ def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
         os.sched_setaffinity(proj, {1})
         os.sched_setaffinity(0, {1})
         with httpx.Client(timeout=60) as client:
-            for w in wires[:warm]:
+            for w in wires[:WARM]:
                 client.post(f"{url}/api/v1/batches", content=w,
                             headers={"Content-Type": "application/vnd.bart.batch"}
                             ).raise_for_status()
@@ -205,13 +208,13 @@ def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
             cpu0, pcpu0 = cpu_seconds(proc.pid), cpu_seconds(proj)
             t0 = time.perf_counter()
             if uploads == 1:
-                for w in wires[warm:]:
+                for w in wires[WARM:]:
                     post(client, url, w)
             else:  # as many nodes uploading at once, each on its own connection
                 clients = [httpx.Client(timeout=60) for _ in range(uploads)]
                 with ThreadPoolExecutor(uploads) as pool:
                     list(pool.map(lambda iw: post(clients[iw[0] % uploads], url, iw[1]),
-                                  enumerate(wires[warm:])))
+                                  enumerate(wires[WARM:])))
                 for c in clients:
                     c.close()
             wall = time.perf_counter() - t0
@@ -220,25 +223,45 @@ def ingest_bench(tmp: Path, label: str, database_url: str, n_batches: int,
                 time.sleep(0.01)
             triaged = time.perf_counter() - t0
             pcpu = cpu_seconds(proj) - pcpu0
-        os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
         procs.stop(proc)
     engine.dispose()
-    n = n_batches * BATCH
-    os.sched_setaffinity(0, {1})
-    raw_cpu, raw_wall = raw_baseline(central.database_url, events)
+    n = len(wires[WARM:]) * BATCH
+    # The baseline on the worker's core, in the database the worker just filled.
+    os.sched_setaffinity(0, {0})
+    raw_cpu, raw_wall = raw_baseline(central.database_url, events[WARM * BATCH:])
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    per_core = n / cpu if cpu else float("nan")
-    print(f"  [{label}] ingest {n:,} events, {uploads} upload(s) at a time: "
-          f"{n / wall:,.0f} events/s wall, "
-          f"{per_core:,.0f} events per worker CPU-second ({cpu:.2f} s CPU in {wall:.2f} s)")
-    print(f"  [{label}] raw executemany of the same rows (median of 3): {raw_cpu:,.0f} events "
-          f"per CPU-second, {raw_wall:,.0f} events/s wall")
-    print(f"  [{label}] → ratio per core / raw per core {ratio(per_core, raw_cpu)}, "
-          f"wall / raw wall {ratio(n / wall, raw_wall)}")
-    print(f"  [{label}] triage (projector, off the ingest path): all {n:,} reports routed "
-          f"{triaged:.2f} s after the first batch, {n / pcpu if pcpu else float('nan'):,.0f} "
+    return {"events": n, "cpu": cpu, "wall_s": wall, "per_core": n / cpu if cpu else 0.0,
+            "wall": n / wall, "raw": raw_cpu, "raw_wall": raw_wall, "triaged": triaged,
+            "pcpu": pcpu}
+
+
+def ingest_bench(tmp: Path, label: str, database_urls: list[str], n_batches: int,
+                 reports: list[dict[str, Any]], uploads: int = 1) -> dict[str, float]:
+    """Ingest per worker against the raw baseline: one run per database URL, medians."""
+    keys = KeyPair.generate()
+    print(f"  [{label}] signing {(n_batches + WARM) * BATCH:,} events …", flush=True)
+    events = report_events(keys, 1, (n_batches + WARM) * BATCH, reports)
+    runs = []
+    for i, url in enumerate(database_urls, 1):
+        r = ingest_run(tmp / f"central-{label}-{i}", label, url, keys, events, uploads)
+        runs.append(r)
+        print(f"  [{label}] run {i}: ingest {r['events']:,} events, {uploads} upload(s) at a "
+              f"time: {r['per_core']:,.0f} events per worker CPU-second ({r['cpu']:.2f} s CPU "
+              f"in {r['wall_s']:.2f} s, {r['wall']:,.0f} events/s wall); raw executemany "
+              f"{r['raw']:,.0f} per CPU-second ({r['raw_wall']:,.0f}/s wall) → ratio "
+              f"{ratio(r['per_core'], r['raw'])}", flush=True)
+    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    print(f"  [{label}] median of {len(runs)} runs: {med['per_core']:,.0f} events per worker "
+          f"CPU-second ({med['wall']:,.0f} events/s wall); raw executemany of the same rows "
+          f"{med['raw']:,.0f} per CPU-second ({med['raw_wall']:,.0f}/s wall)")
+    print(f"  [{label}] → ratio per core / raw per core {ratio(med['per_core'], med['raw'])} "
+          f"(runs: {', '.join(ratio(r['per_core'], r['raw']) for r in runs)}), "
+          f"wall / raw wall {ratio(med['wall'], med['raw_wall'])}")
+    print(f"  [{label}] triage (projector, off the ingest path): all reports routed "
+          f"{med['triaged']:.2f} s after the first batch, "
+          f"{med['events'] / med['pcpu'] if med['pcpu'] else float('nan'):,.0f} "
           f"reports per projector CPU-second")
-    return {"wall": n / wall, "per_core": per_core, "raw": raw_cpu, "raw_wall": raw_wall}
+    return med
 
 
 # -- 2. backlog drain --------------------------------------------------------------------
@@ -319,6 +342,9 @@ def wire_bytes(reports: list[dict[str, Any]]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40, help="batches of 1,000 to ingest")
+    parser.add_argument("--runs", type=int, default=3,
+                        help="ingest runs (each on a new central, then its raw baseline); "
+                             "medians are reported")
     parser.add_argument("--skip-pg", action="store_true", help="SQLite only")
     parser.add_argument("--skip-drain", action="store_true", help="no backlog drain")
     parser.add_argument("--drain-events", type=int, default=100_000)
@@ -332,7 +358,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bart-bench-central-") as tmpdir:
         tmp = Path(tmpdir)
         print("ingest per worker (SQLite):")
-        ingest_bench(tmp, "sqlite", "", args.batches, reports, args.uploads)
+        ingest_bench(tmp, "sqlite", [""] * args.runs, args.batches, reports, args.uploads)
         if not args.skip_pg:
             sys.path.insert(0, str(REPO / "tests"))
             from conftest import PostgresServer  # the tests' real-server helper
@@ -342,8 +368,9 @@ def main() -> int:
             pg.start()
             try:
                 print("ingest per worker (PostgreSQL):")
-                ingest_bench(tmp, "pg", pg.create_database("bench"), args.batches, reports,
-                             args.uploads)
+                ingest_bench(tmp, "pg", [pg.create_database(f"bench{i}")
+                                         for i in range(1, args.runs + 1)],
+                             args.batches, reports, args.uploads)
             finally:
                 pg.stop()
                 import shutil

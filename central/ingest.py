@@ -100,49 +100,54 @@ class Ingest:
         except sealed.BatchError as exc:
             raise IngestRefused(400, exc.code, str(exc)) from exc
         sender = env.header.node_id
+        # Short read transactions: one open through the whole check would hold
+        # a WAL snapshot (and keep checkpoints from resetting the log) for
+        # milliseconds per batch.
         with db.reading(self.engine) as conn:
             node = self._node(conn, sender)
-            others: dict[str, _NodeKeys | None] = {}
-            try:
-                sealed.verify(env, node.signing if node else b"")
-            except sealed.BatchError:
-                node_ok = False
-            else:
-                node_ok = True
-            if node is None:
-                raise IngestRefused(403, "unknown_node", f"node {sender!r} is not enrolled")
-            if node.revoked_at is not None:
-                raise IngestRefused(403, "revoked", f"node {sender!r} was revoked")
-            if not node_ok:
-                raise IngestRefused(401, "bad_signature", "batch signature does not verify")
-            try:
-                payload = sealed.open_envelope(env, self.central.keys.encryption)
-                # Batch signature verified: structural checks, no re-cleaning.
-                events = list(sealed.iter_lean(payload))
-            except sealed.BatchTooLarge as exc:
-                raise IngestRefused(413, exc.code, str(exc)) from exc
-            except sealed.BatchError as exc:
-                status = 422 if exc.code == "malformed" else 400
-                raise IngestRefused(status, exc.code, str(exc)) from exc
-            # Events the sender carries for others keep their own signatures:
-            # verify those (DESIGN.md §9), against keys central enrolled.
-            carried = ([e for e in events if e[1] != sender]
-                       if {e[1] for e in events} - {sender} else [])
-            for ident, origin_id, _s, _q, ts, _k, _b, sig, unsigned in carried:
-                if origin_id not in others:
-                    others[origin_id] = self._node(conn, origin_id)
-                origin = others[origin_id]
-                if origin is None or (origin.revoked_at is not None
-                                      and ts >= origin.revoked_at):
-                    raise IngestRefused(422, "unknown_origin",
-                                        f"event {ident} from untrusted origin {origin_id!r}")
-                try:
-                    # iter_lean checked the bytes are canonical: they are what was signed.
-                    verify_signature(origin.signing, sig, EVENT_DOMAIN + unsigned)
-                except BadSignature as exc:
-                    raise IngestRefused(422, "bad_event_signature",
-                                        f"event {ident} does not verify") from exc
+        try:
+            sealed.verify(env, node.signing if node else b"")
+        except sealed.BatchError:
+            node_ok = False
+        else:
+            node_ok = True
+        if node is None:
+            raise IngestRefused(403, "unknown_node", f"node {sender!r} is not enrolled")
+        if node.revoked_at is not None:
+            raise IngestRefused(403, "revoked", f"node {sender!r} was revoked")
+        if not node_ok:
+            raise IngestRefused(401, "bad_signature", "batch signature does not verify")
+        try:
+            payload = sealed.open_envelope(env, self.central.keys.encryption)
+            # Batch signature verified: structural checks, no re-cleaning.
+            events = sealed.iter_lean(payload)
+        except sealed.BatchTooLarge as exc:
+            raise IngestRefused(413, exc.code, str(exc)) from exc
+        except sealed.BatchError as exc:
+            status = 422 if exc.code == "malformed" else 400
+            raise IngestRefused(status, exc.code, str(exc)) from exc
+        # Events the sender carries for others keep their own signatures:
+        # verify those (DESIGN.md §9), against keys central enrolled.
+        if {e[1] for e in events} - {sender}:
+            self._verify_carried([e for e in events if e[1] != sender])
         return env.header, payload, events
+
+    def _verify_carried(self, carried: list[sealed.LeanEvent]) -> None:
+        others: dict[str, _NodeKeys | None] = {}
+        with db.reading(self.engine) as conn:
+            for origin_id in {e[1] for e in carried}:
+                others[origin_id] = self._node(conn, origin_id)
+        for ident, origin_id, _s, _q, ts, _k, _b, sig, unsigned in carried:
+            origin = others[origin_id]
+            if origin is None or (origin.revoked_at is not None and ts >= origin.revoked_at):
+                raise IngestRefused(422, "unknown_origin",
+                                    f"event {ident} from untrusted origin {origin_id!r}")
+            try:
+                # iter_lean checked the bytes are canonical: they are what was signed.
+                verify_signature(origin.signing, sig, EVENT_DOMAIN + unsigned)
+            except BadSignature as exc:
+                raise IngestRefused(422, "bad_event_signature",
+                                    f"event {ident} does not verify") from exc
 
     def store(self, header: sealed.BatchHeader, events: list[sealed.LeanEvent],
               meta: dict[str, Any]) -> tuple[int, int, bool]:

@@ -40,7 +40,8 @@ def main() -> None:
     """Serve on 127.0.0.1:PORT with the node's uvicorn settings."""
     config = uvicorn.Config(app, host="127.0.0.1", port=int(sys.argv[1]), log_level="warning",
                             access_log=False, proxy_headers=False,
-                            timeout_graceful_shutdown=5, lifespan="on")
+                            timeout_graceful_shutdown=5, lifespan="on",
+                            http="h11")
     uvicorn.Server(config).run()
 
 

@@ -31,13 +31,20 @@ class CentralServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
 
+#: uvicorn's C parser: a worker takes batches of ~160 kB back to back, and h11
+#: (pure Python) cost its event loop ~4 % of the worker's CPU more per event
+#: (bench/README.md). Nodes, a few requests a minute, keep h11 (node/server.py).
+HTTP_PARSER = "httptools"
+
+
 def serve(host: str, port: int, workers: int) -> None:
     """Serve ``central.asgi:create`` until SIGINT/SIGTERM."""
     config = uvicorn.Config("central.asgi:create", factory=True, host=host, port=port,
                             workers=workers, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5)
+                            timeout_graceful_shutdown=5, http=HTTP_PARSER)
     if workers <= 1:
         CentralServer(config).run()
         return
     uvicorn.run("central.asgi:create", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5)
+                log_level="warning", access_log=False, timeout_graceful_shutdown=5,
+                http=HTTP_PARSER)

@@ -45,6 +45,10 @@ def uvicorn_config(settings: NodeSettings) -> uvicorn.Config:
         proxy_headers=False,
         timeout_graceful_shutdown=3,  # open SSE streams end after this
         lifespan="on",
+        # uvicorn's pure-Python parser, whether or not httptools is installed
+        # (central uses it): a portal takes a few requests a minute, and
+        # bench/ingest.py measures the node against a bare app on this stack.
+        http="h11",
     )
 
 

@@ -55,7 +55,7 @@ class BatchIngest:
         self.pool = ThreadPoolExecutor(INGEST_THREADS, thread_name_prefix="bart-ingest")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] != PATH:
+        if scope["type"] != "http" or scope["path"].rstrip("/") != PATH:
             await self.app(scope, receive, send)
             return
         headers = list(_HEADERS)
@@ -69,19 +69,24 @@ class BatchIngest:
         await send({"type": "http.response.body", "body": data})
 
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
-        ctype = b""
+        ctype, length = b"", b"0"
         for name, value in scope["headers"]:
-            if name == b"content-length" and (not value.isdigit() or int(value) > self.limit):
-                return _error(413, "too_large", f"body larger than {self.limit} bytes")
             if name == b"content-type":
-                ctype = value.split(b";")[0].strip().lower()
+                ctype = value.split(b";")[0].strip().lower()  # media types ignore case
+            elif name == b"content-length":
+                length = value
         if ctype != BATCH_TYPE:
             return _error(415, "unsupported_media_type", f"send {BATCH_TYPE.decode()}")
+        if not length.isdigit() or int(length) > self.limit:
+            return _error(413, "too_large", f"body larger than {self.limit} bytes")
         chunks: list[bytes] = []
         size = 0
         while True:
             message = await receive()
-            if message["type"] != "http.request":
+            if message["type"] != "http.request":  # the client went away mid-body
+                client = scope.get("client")
+                log.info("batch upload from %s ended after %d bytes", client[0] if client
+                         else "?", size)
                 return _error(400, "incomplete", "the request ended early")
             chunk = message.get("body", b"")
             size += len(chunk)

@@ -12,6 +12,7 @@ Times are Unix milliseconds (UTC) in BIGINT columns.
 from __future__ import annotations
 
 import functools
+import sqlite3
 from collections import namedtuple
 from collections.abc import Sequence
 from pathlib import Path
@@ -171,11 +172,12 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
             # Readers (see reading()) take a snapshot and no lock: WAL lets them
             # run beside the one writer. Straight to the driver: through
             # exec_driver_sql this cost ~60 µs, three times for every batch.
-            driver = conn.connection.driver_connection
-            if conn.get_execution_options().get("bart_read"):
-                driver.execute("BEGIN")
-            else:
-                driver.execute("BEGIN IMMEDIATE")
+            # Its errors are wrapped as SQLAlchemy would (OperationalError …).
+            sql = "BEGIN" if conn.get_execution_options().get("bart_read") else "BEGIN IMMEDIATE"
+            try:
+                conn.connection.driver_connection.execute(sql)
+            except sqlite3.Error as exc:
+                raise sa.exc.DBAPIError.instance(sql, (), exc, sqlite3.Error) from exc
 
         return engine
     return sa.create_engine(url, pool_size=pool_size, max_overflow=pool_size,

@@ -468,12 +468,19 @@ def test_batch_endpoint_answers_and_refuses_over_http(engine: sa.Engine,
                                                            central),
                          headers={"Content-Type": BATCH_TYPE})
     assert (forged.status_code, forged.json()["error"]) == (401, "bad_signature")
+    # The media type is checked first, whatever the length says; its case is free.
+    huge_and_wrong = client.post("/api/v1/batches", content=b"x", headers={
+        "Content-Type": "text/plain", "Content-Length": str(limit + 1)})
+    assert huge_and_wrong.status_code == 415
+    upper = client.post("/api/v1/batches/", content=batch(keys, "wereld", 2, reports(
+        keys, "wereld", range(4, 6)), central), headers={"Content-Type": BATCH_TYPE.upper()})
+    assert upper.status_code == 200, upper.text  # a trailing slash is the same path
     not_post = client.get("/api/v1/batches")
     assert (not_post.status_code, not_post.headers["allow"]) == (405, "POST")
     # Served in front of FastAPI's routes (central/batch_http.py), documented all the same.
     documented = client.get("/api/openapi.json").json()["paths"]["/api/v1/batches"]["post"]
     assert set(documented["responses"]) >= {"200", "400", "401", "403", "413", "415", "422"}
-    assert count(engine, db.events) == 3 and count(engine, db.batches) == 1
+    assert count(engine, db.events) == 5 and count(engine, db.batches) == 2
 
 
 def test_huge_numbers_in_meta_are_ignored_not_a_crash(engine: sa.Engine, central: Central,
@@ -521,3 +528,24 @@ def test_bart_central_triage_runs_the_projector_alone(engine: sa.Engine,
     assert proc.returncode == 0, out
     assert _time.monotonic() - started < 5
     assert "routing new reports" in out
+
+
+def test_a_begin_the_database_refuses_is_sqlalchemys_error(tmp_path: Path) -> None:
+    # central/db.py sends BEGIN straight to the driver: its failures must still
+    # be SQLAlchemy's errors, which callers catch (e.g. /healthz answers 503).
+    import sqlite3
+
+    url = f"sqlite:///{tmp_path / 'locked.db'}"
+    db.upgrade(url)
+    engine = db.make_engine(url)
+    holder = sqlite3.connect(tmp_path / "locked.db", isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # the one write lock, held elsewhere
+    try:
+        with engine.connect() as conn:
+            conn.connection.driver_connection.execute("PRAGMA busy_timeout=50")
+            with pytest.raises(sa.exc.OperationalError, match="BEGIN IMMEDIATE"):
+                conn.begin()
+    finally:
+        holder.rollback()
+        holder.close()
+        engine.dispose()

@@ -8,7 +8,7 @@
    and the time until every report is routed. Baseline in the same run: a raw
    DB-API ``executemany`` of the same rows into a table with the same columns
    and indexes in the same database, on the worker's core, one transaction
-   per 1,000 rows, per CPU-second and per wall second. ``--runs`` (default 3)
+   per 1,000 rows, per CPU-second and per wall second. ``--runs`` (default 5)
    runs, each on a new central and followed by its baseline; the medians and
    their ratio are the figures (one run's ratio moves by ±10 % on this VM).
    On SQLite and on a real PostgreSQL server.
@@ -345,7 +345,7 @@ def wire_bytes(reports: list[dict[str, Any]]) -> float:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=40, help="batches of 1,000 to ingest")
-    parser.add_argument("--runs", type=int, default=3,
+    parser.add_argument("--runs", type=int, default=5,
                         help="ingest runs (each on a new central, then its raw baseline); "
                              "medians are reported")
     parser.add_argument("--skip-pg", action="store_true", help="SQLite only")

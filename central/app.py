@@ -21,7 +21,6 @@ from sync.enrolment import parse_request
 from sync.errors import InvalidField
 
 from . import batch_http, db, feeds, staff
-from .batch_http import BatchIngest
 from .enrol import current_roster, enrol_with_code
 from .errors import EnrolmentRefused, IngestRefused
 from .identity import Central
@@ -112,7 +111,8 @@ def create_app(central: Central, engine: Engine | None = None) -> FastAPI:
     staff.install(app, central, engine)
     feeds.install(app, central, engine)
     # Batches are answered in front of the routes (central/batch_http.py).
-    app.add_middleware(BatchIngest, ingest=ingest, limit=central.settings.max_batch_bytes)
+    app.add_middleware(batch_http.BatchIngest, ingest=ingest,
+                       limit=central.settings.max_batch_bytes)
     generate = app.openapi
 
     def openapi() -> dict[str, Any]:

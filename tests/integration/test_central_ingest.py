@@ -20,74 +20,27 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from ingest_support import TS, batch, count, enrol, new_central, new_engine, reports
 
 from central import db
-from central.enrol import enrol_bundle, issue_code, revoke
+from central.enrol import issue_code, revoke
 from central.errors import EnrolmentRefused, IngestRefused
-from central.identity import Central, CentralSettings, init_central
+from central.identity import Central
 from central.ingest import Ingest
 from central.projector import Projector
 from sync import KeyPair, make_event, sealed
 from sync.enrolment import EnrolRequest
-from sync.event import Event
 from sync.roster import ACK_DOMAIN, ROSTER_DOMAIN, verify_document, verify_roster
-
-TS = 1795904700123
 
 
 @pytest.fixture
 def central(tmp_path: Path, database_url: str) -> Central:
-    c = init_central(tmp_path / "central", CentralSettings(name="haaglanden",
-                                                           database_url=database_url))
-    db.upgrade(c.database_url)
-    return c
+    return new_central(tmp_path, database_url)
 
 
 @pytest.fixture
-def engine(central: Central) -> sa.Engine:
-    eng = db.make_engine(central.database_url)
-    yield eng
-    eng.dispose()
-
-
-def enrol(engine: sa.Engine, central: Central, name: str, area: str = "ESCAMP") -> KeyPair:
-    keys = KeyPair.generate()
-    key = ec.generate_private_key(ec.SECP256R1())
-    csr = (x509.CertificateSigningRequestBuilder()
-           .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
-           .sign(key, hashes.SHA256()).public_bytes(serialization.Encoding.PEM).decode())
-    enrol_bundle(engine, central, EnrolRequest(node=name, signing_pub=keys.signing_public,
-                                               encryption_pub=keys.encryption_public,
-                                               csr_pem=csr), area)
-    return keys
-
-
-def reports(keys: KeyPair, origin: str, seqs: range, stream: str = "private") -> list[Event]:
-    out = []
-    for seq in seqs:
-        if stream == "private":
-            body = {"category": "suspicious" if seq % 2 else "nuisance", "text": f"melding {seq}",
-                    "place": {"point": None, "text": "plein"}, "audience": "authorities",
-                    "receipt": "K7F-3QX", "lang": "nl"}
-            kind = "report"
-        else:
-            body = {"source": "team", "title": f"let op {seq}"}
-            kind = "alert"
-        out.append(make_event(keys, origin=origin, stream=stream, seq=seq, kind=kind,
-                              ts=TS + seq, body=body))
-    return out
-
-
-def batch(keys: KeyPair, node: str, seq: int, events: list[Event], central: Central,
-          meta: dict[str, object] | None = None) -> bytes:
-    return sealed.seal(sealed.Payload.of(events, meta or {}), node_id=node, batch_seq=seq,
-                       created=TS, keys=keys,
-                       central_encryption_public=central.keys.encryption_public)
-
-
-def count(engine: sa.Engine, table: sa.Table) -> int:
-    with engine.connect() as conn:
-        return int(conn.execute(sa.select(sa.func.count()).select_from(table)).scalar_one())
+def engine(central: Central) -> Iterator[sa.Engine]:
+    yield from new_engine(central)
 
 
 def test_store_once_heads_triage_and_signed_ack(engine: sa.Engine, central: Central) -> None:
@@ -432,55 +385,6 @@ def test_a_reader_does_not_hold_sqlites_write_lock(tmp_path: Any) -> None:
                                 ).scalar_one() == 0
     finally:
         eng.dispose()
-
-
-# -- POST /api/v1/batches over HTTP ---------------------------------------------------------
-
-def test_batch_endpoint_answers_and_refuses_over_http(engine: sa.Engine,
-                                                      central: Central) -> None:
-    from fastapi.testclient import TestClient
-
-    from central.app import BATCH_TYPE, create_app
-
-    keys = enrol(engine, central, "wereld")
-    client = TestClient(create_app(central, engine))
-    wire = batch(keys, "wereld", 1, reports(keys, "wereld", range(1, 4)), central)
-    ok = client.post("/api/v1/batches", content=wire, headers={"Content-Type": BATCH_TYPE})
-    assert ok.status_code == 200 and ok.headers["cache-control"] == "no-store"
-    ack = verify_document(ok.json()["ack"], central.keys.signing_public, ACK_DOMAIN)
-    assert (ack["count"], ack["new"]) == (3, 3)
-    wrong_type = client.post("/api/v1/batches", content=wire,
-                             headers={"Content-Type": "application/json"})
-    assert (wrong_type.status_code, wrong_type.json()["error"]) == (415, "unsupported_media_type")
-    limit = central.settings.max_batch_bytes
-    declared = client.post("/api/v1/batches", content=b"x",
-                           headers={"Content-Type": BATCH_TYPE, "Content-Length": str(limit + 1)})
-    assert (declared.status_code, declared.json()["error"]) == (413, "too_large")
-
-    def chunks() -> Iterator[bytes]:  # no Content-Length: the limit counts what arrives
-        for _ in range(limit // 65536 + 2):
-            yield bytes(65536)
-
-    streamed = client.post("/api/v1/batches", content=chunks(),
-                           headers={"Content-Type": BATCH_TYPE})
-    assert (streamed.status_code, streamed.json()["error"]) == (413, "too_large")
-    forged = client.post("/api/v1/batches", content=batch(KeyPair.generate(), "wereld", 2, [],
-                                                           central),
-                         headers={"Content-Type": BATCH_TYPE})
-    assert (forged.status_code, forged.json()["error"]) == (401, "bad_signature")
-    # The media type is checked first, whatever the length says; its case is free.
-    huge_and_wrong = client.post("/api/v1/batches", content=b"x", headers={
-        "Content-Type": "text/plain", "Content-Length": str(limit + 1)})
-    assert huge_and_wrong.status_code == 415
-    upper = client.post("/api/v1/batches/", content=batch(keys, "wereld", 2, reports(
-        keys, "wereld", range(4, 6)), central), headers={"Content-Type": BATCH_TYPE.upper()})
-    assert upper.status_code == 200, upper.text  # a trailing slash is the same path
-    not_post = client.get("/api/v1/batches")
-    assert (not_post.status_code, not_post.headers["allow"]) == (405, "POST")
-    # Served in front of FastAPI's routes (central/batch_http.py), documented all the same.
-    documented = client.get("/api/openapi.json").json()["paths"]["/api/v1/batches"]["post"]
-    assert set(documented["responses"]) >= {"200", "400", "401", "403", "413", "415", "422"}
-    assert count(engine, db.events) == 5 and count(engine, db.batches) == 2
 
 
 def test_huge_numbers_in_meta_are_ignored_not_a_crash(engine: sa.Engine, central: Central,

@@ -95,11 +95,10 @@ class BatchIngest:
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break
-        wire = chunks[0] if len(chunks) == 1 else b"".join(chunks)
         loop = asyncio.get_running_loop()
         try:
             reply: dict[str, Any] = await loop.run_in_executor(self.pool, self.ingest.handle,
-                                                                wire)
+                                                                b"".join(chunks))
         except IngestRefused as exc:  # logged by Ingest.handle
             return _error(exc.status, exc.code, str(exc))
         return 200, orjson.dumps(reply)

@@ -6,6 +6,12 @@ disk. The choices follow DESIGN.md §9: the broker is a fast fan-out, SQLite is
 the truth, so persistence is a convenience saved every few minutes; queue limits
 are never 0 (unlimited); ``user`` is the account that runs the node so that a
 broker started as root can still read its own files.
+
+Listeners (DESIGN.md §5): the local one for the node's own accounts; while
+point devices exist, one with TLS for them; with ``mesh_port``, one with mutual
+TLS for peer nodes (docs/mesh.md, "Transport"). As soon as there is more than
+one, ``per_listener_settings true`` gives each its own password and ACL file,
+so an account of one listener cannot log in on another.
 """
 
 from __future__ import annotations
@@ -26,6 +32,8 @@ from .errors import ConfigError
 from .topics import (
     ALL_EVENTS_FILTER,
     HEALTH_FILTER,
+    MESH_ALL_FILTER,
+    MESH_PREFIX,
     PUBLIC_EVENTS_FILTER,
     check_origin,
     point_topic,
@@ -36,6 +44,7 @@ PASSWD_NAME: Final = "passwd"  # noqa: S105 - a file name, not a secret
 ACL_NAME: Final = "acl"
 POINT_PASSWD_NAME: Final = "passwd-points"  # noqa: S105 - a file name, not a secret
 POINT_ACL_NAME: Final = "acl-points"
+MESH_ACL_NAME: Final = "acl-mesh"
 DB_NAME: Final = "mosquitto.db"
 #: Changes between persistence snapshots (with autosave_on_changes; not seconds).
 AUTOSAVE_INTERVAL: Final = 300
@@ -98,17 +107,42 @@ class BrokerSettings:
     tls_bind_address: str = "0.0.0.0"  # noqa: S104 - point devices reach it over Wi-Fi
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    #: A listener with mutual TLS for mesh peers (None: none); see docs/mesh.md.
+    mesh_port: int | None = None
+    mesh_bind_address: str = "0.0.0.0"  # noqa: S104 - peers reach it over the network
+    #: The CAs whose certificates peers may log in with (central's; trusted peers').
+    mesh_cafile: Path | None = None
+    #: This node's own mesh certificate and key (it serves them to diallers).
+    mesh_cert: Path | None = None
+    mesh_key: Path | None = None
 
     def __post_init__(self) -> None:
-        if not 1 <= self.port <= 65535:
-            raise ConfigError(f"port {self.port} is out of range")
+        ports = [("port", self.port), ("tls_port", self.tls_port),
+                 ("mesh_port", self.mesh_port)]
+        for label, port in ports:
+            if port is not None and not 1 <= port <= 65535:
+                raise ConfigError(f"{label} {port} is out of range")
+        used = [port for _, port in ports if port is not None]
+        if len(set(used)) != len(used):
+            # Mosquitto would fail to bind and the start be taken for a bad snapshot.
+            raise ConfigError(f"listener ports must differ: {', '.join(map(str, used))}")
         for label, value in (("state_dir", str(self.state_dir)),
                              ("bind_address", self.bind_address),
-                             ("run_as_user", self.run_as_user or "x")):
+                             ("tls_bind_address", self.tls_bind_address),
+                             ("mesh_bind_address", self.mesh_bind_address),
+                             ("run_as_user", self.run_as_user or "x"),
+                             *((name, str(path)) for name, path in (
+                                 ("tls_cert", self.tls_cert), ("tls_key", self.tls_key),
+                                 ("mesh_cafile", self.mesh_cafile),
+                                 ("mesh_cert", self.mesh_cert), ("mesh_key", self.mesh_key),
+                             ) if path is not None)):
             if not value or any(ch in value for ch in "\r\n\t\0") or value != value.strip():
                 raise ConfigError(f"{label} {value!r} cannot be written into mosquitto.conf")
-        if " " in self.bind_address:
-            raise ConfigError(f"bind_address {self.bind_address!r} contains a space")
+        for label, value in (("bind_address", self.bind_address),
+                             ("tls_bind_address", self.tls_bind_address),
+                             ("mesh_bind_address", self.mesh_bind_address)):
+            if " " in value:
+                raise ConfigError(f"{label} {value!r} contains a space")
         names = [u.name for u in self.users]
         if len(set(names)) != len(names):
             raise ConfigError("MQTT user names must be unique")
@@ -120,6 +154,9 @@ class BrokerSettings:
                 raise ConfigError(f"{label} must be positive, not {number}")
         if self.tls_port is not None and (self.tls_cert is None or self.tls_key is None):
             raise ConfigError("a TLS listener needs tls_cert and tls_key")
+        if self.mesh_port is not None and None in (self.mesh_cafile, self.mesh_cert,
+                                                   self.mesh_key):
+            raise ConfigError("a mesh listener needs mesh_cafile, mesh_cert and mesh_key")
         if self.max_packet_size < 20:
             raise ConfigError("max_packet_size below 20 bytes would refuse every CONNECT")
 
@@ -137,6 +174,16 @@ class BrokerSettings:
     def acl_path(self) -> Path:
         """Where the ACL file is written."""
         return self.state_dir / ACL_NAME
+
+    @property
+    def mesh_acl_path(self) -> Path:
+        """Where the mesh listener's ACL file is written."""
+        return self.state_dir / MESH_ACL_NAME
+
+    @property
+    def per_listener(self) -> bool:
+        """True when there is more than the local listener: each has its own users."""
+        return self.tls_port is not None or self.mesh_port is not None
 
     @property
     def db_path(self) -> Path:
@@ -160,12 +207,13 @@ class BrokerSettings:
 def render_config(s: BrokerSettings) -> str:
     """The text of ``mosquitto.conf`` for ``s`` (Mosquitto 2.0 syntax)."""
     state = s.state_dir.absolute()
+    split = s.per_listener
     lines = [
         "# Rendered by Bart (broker.config); changes here are overwritten.",
-        # With a TLS listener for point devices each listener has its own users:
-        # the node's service account cannot log in from the hotspot at all.
-        f"per_listener_settings {'true' if s.tls_port is not None else 'false'}",
-        *([] if s.tls_port is not None else [
+        # With a TLS or mesh listener each listener has its own users: the node's
+        # service account cannot log in from the hotspot or the mesh at all.
+        f"per_listener_settings {'true' if split else 'false'}",
+        *([] if split else [
             "allow_anonymous false",
             f"password_file {state / PASSWD_NAME}",
             f"acl_file {state / ACL_NAME}",
@@ -206,7 +254,7 @@ def render_config(s: BrokerSettings) -> str:
         "",
         f"listener {s.port} {s.bind_address}",
         "protocol mqtt",
-        *([] if s.tls_port is None else [
+        *([] if not split else [
             "allow_anonymous false",
             f"password_file {state / PASSWD_NAME}",
             f"acl_file {state / ACL_NAME}",
@@ -226,6 +274,24 @@ def render_config(s: BrokerSettings) -> str:
             "tls_version tlsv1.2",
             "",
         ]
+    if (s.mesh_port is not None and s.mesh_cafile is not None and s.mesh_cert is not None
+            and s.mesh_key is not None):
+        lines += [
+            "# Mesh peers: mutual TLS; the certificate's CN is the user name, no passwords.",
+            f"listener {s.mesh_port} {s.mesh_bind_address}",
+            "protocol mqtt",
+            # Still false: it refuses clients without a user name, and with
+            # use_identity_as_username every certificate client has one (its CN).
+            "allow_anonymous false",
+            f"acl_file {state / MESH_ACL_NAME}",
+            f"cafile {s.mesh_cafile.absolute()}",
+            f"certfile {s.mesh_cert.absolute()}",
+            f"keyfile {s.mesh_key.absolute()}",
+            "require_certificate true",
+            "use_identity_as_username true",
+            "tls_version tlsv1.2",
+            "",
+        ]
     return "\n".join(lines)
 
 
@@ -239,7 +305,9 @@ def render_acl(s: BrokerSettings, users: tuple[MqttUser, ...] | None = None) -> 
     for user in s.users if users is None else users:
         lines += ["", f"user {user.name}"]
         if user.role == "service":
-            lines.append(f"topic readwrite {ALL_EVENTS_FILTER}")
+            # Mesh topics too: the node reads peers' up topics and answers on down.
+            lines += [f"topic readwrite {ALL_EVENTS_FILTER}",
+                      f"topic readwrite {MESH_ALL_FILTER}"]
         elif user.role == "point" and user.point is not None:
             lines += [f"topic write {point_topic('+', user.point, 'press')}",
                       f"topic read {point_topic('+', user.point, 'state')}"]
@@ -247,6 +315,22 @@ def render_acl(s: BrokerSettings, users: tuple[MqttUser, ...] | None = None) -> 
             lines += [f"topic read {PUBLIC_EVENTS_FILTER}", f"topic read {HEALTH_FILTER}"]
     lines.append("")
     return "\n".join(lines)
+
+
+def render_mesh_acl() -> str:
+    """The mesh listener's ACL: each peer its own up (write) and down (read) topic.
+
+    Only ``pattern`` lines: they apply to every user of this file, and a peer's
+    user name is its certificate's common name (``use_identity_as_username``),
+    so ``%u`` is the peer. Nothing of ``bart/v1`` is granted to any peer.
+    """
+    return "\n".join([
+        "# Rendered by Bart (broker.config); changes here are overwritten.",
+        "# Mesh listener: %u is the peer's certificate common name (its node name).",
+        f"pattern write {MESH_PREFIX}/%u/up",
+        f"pattern read {MESH_PREFIX}/%u/down",
+        "",
+    ])
 
 
 def hash_password(password: str, salt: bytes, iterations: int = DEFAULT_ITERATIONS) -> str:
@@ -339,7 +423,7 @@ def _owner(s: BrokerSettings) -> tuple[int, int] | None:
 
 
 def write_files(s: BrokerSettings) -> list[Path]:
-    """Write conf, passwd and ACL into ``s.state_dir`` (mode 0600, atomically).
+    """Write conf, passwd and ACL files into ``s.state_dir`` (mode 0600, atomically).
 
     Idempotent: a file whose content is already right is not rewritten (the
     password file counts as right when every user's password still verifies),
@@ -350,12 +434,14 @@ def write_files(s: BrokerSettings) -> list[Path]:
     if owner is not None:
         os.chown(s.state_dir, *owner)
     changed: list[Path] = []
-    # Per listener (with TLS): node users on the local listener, point users on TLS.
-    split = s.tls_port is not None
-    local = tuple(u for u in s.users if u.role != "point") if split else s.users
+    # Per listener: node users on the local listener, point users on TLS; mesh
+    # peers have no password file (their certificate is their login).
+    # Without a TLS listener, point users keep their login on the local one.
+    local = (tuple(u for u in s.users if u.role != "point") if s.tls_port is not None
+             else s.users)
     points = tuple(u for u in s.users if u.role == "point")
     files = [(s.passwd_path, s.acl_path, local)]
-    if split:
+    if s.tls_port is not None:
         files.append((s.state_dir / POINT_PASSWD_NAME, s.state_dir / POINT_ACL_NAME, points))
     for passwd_path, acl_path, users in files:
         try:
@@ -367,6 +453,8 @@ def write_files(s: BrokerSettings) -> list[Path]:
         for path, text in ((passwd_path, passwd), (acl_path, render_acl(s, users))):
             if _write_atomic(path, text, owner):
                 changed.append(path)
+    if s.mesh_port is not None and _write_atomic(s.mesh_acl_path, render_mesh_acl(), owner):
+        changed.append(s.mesh_acl_path)
     if _write_atomic(s.conf_path, render_config(s), owner):
         changed.append(s.conf_path)
     return changed

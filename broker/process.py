@@ -68,6 +68,12 @@ def _probe_host(bind_address: str) -> str:
     return bind_address
 
 
+def _listeners(s: BrokerSettings) -> tuple[object, ...]:
+    """What only a restart of Mosquitto changes."""
+    return (s.port, s.bind_address, s.state_dir, s.tls_port, s.tls_bind_address, s.tls_cert,
+            s.tls_key, s.mesh_port, s.mesh_bind_address, s.mesh_cafile, s.mesh_cert, s.mesh_key)
+
+
 class BrokerProcess:
     """One supervised Mosquitto for ``settings``; a context manager.
 
@@ -161,13 +167,15 @@ class BrokerProcess:
     def reload(self, settings: BrokerSettings | None = None) -> None:
         """Adopt new users/ACLs: rewrite the files and send SIGHUP (Mosquitto re-reads them).
 
-        ``settings`` may change users only; the listener and state directory
-        need a restart, so a change of those raises :class:`ConfigError`.
+        ``settings`` may change users only; listeners and the state directory
+        need a restart, so a change of those raises :class:`ConfigError`. So does
+        new content in ``mesh_cafile``: Mosquitto 2.0.11 does not re-read the CA
+        file on SIGHUP (verified), so a newly trusted CA needs stop() and start().
         """
         if settings is not None:
-            if (settings.port, settings.bind_address, settings.state_dir) != (
-                    self.port, self.settings.bind_address, self.settings.state_dir):
-                raise ConfigError("port, bind address and state_dir need stop() and start()")
+            if _listeners(settings) != _listeners(self.settings):
+                raise ConfigError("listeners, their TLS files and state_dir need stop() "
+                                  "and start()")
             self.settings = settings
         write_files(self.settings)
         proc = self._proc
@@ -195,6 +203,31 @@ class BrokerProcess:
             return
         if not valid:
             move_aside(db, "no Mosquitto header (zero-filled or truncated, e.g. after a power cut)")
+
+    def _check_tls_files(self) -> None:
+        """Raise :class:`BrokerStartError` if a certificate or key the config names is unreadable.
+
+        Mosquitto would exit during start-up, which :meth:`_start_checked` cannot
+        tell from a bad snapshot: a good snapshot would be moved aside for a
+        missing mesh key.
+        """
+        s = self.settings
+        named: list[tuple[str, Path | None]] = []
+        if s.tls_port is not None:
+            named += [("tls_cert", s.tls_cert), ("tls_key", s.tls_key)]
+        if s.mesh_port is not None:
+            named += [("mesh_cafile", s.mesh_cafile), ("mesh_cert", s.mesh_cert),
+                      ("mesh_key", s.mesh_key)]
+        for label, path in named:
+            if path is None:
+                continue
+            try:
+                with path.open("rb"):
+                    pass
+            except OSError as exc:
+                raise BrokerStartError(
+                    f"{label} {path} cannot be read ({exc.strerror}); Mosquitto not started"
+                ) from exc
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self._tail.clear()
@@ -253,6 +286,7 @@ class BrokerProcess:
                 raise BrokerStartError("stopped while starting")
 
     def _start_checked(self, timeout: float) -> subprocess.Popen[bytes]:
+        self._check_tls_files()
         write_files(self.settings)
         self._check_snapshot()
         deadline = self._clock() + timeout

@@ -14,6 +14,15 @@ topic for a report on the public stream.
 'bart/v1/escamp-1/public/alert'
 >>> parse_event_topic("bart/v1/escamp-1/private/report")
 ('escamp-1', 'private', 'report')
+
+Mesh sessions between nodes (``docs/mesh.md``) use a scheme of their own,
+:data:`MESH_PREFIX`, on a node's mTLS mesh listener: a peer publishes to
+``bartmesh/v1/{peer}/up`` and reads ``bartmesh/v1/{peer}/down``, where
+``peer`` is its certificate's common name. Keeping it apart from ``bart/v1``
+means no grant on one scheme ever covers the other.
+
+>>> mesh_topic("escamp-west", "up")
+'bartmesh/v1/escamp-west/up'
 """
 
 from __future__ import annotations
@@ -35,6 +44,14 @@ HEALTH_FILTER: Final = "bart/v1/+/health"
 #: Button presses of every point device of a node (the node subscribes).
 POINT_PRESS_FILTER: Final = "bart/v1/+/points/+/press"
 POINT_MESSAGES: Final = ("press", "state")
+#: Node-to-node mesh documents; a scheme apart from the events' (see docs/mesh.md).
+MESH_PREFIX: Final = "bartmesh/v1"
+#: ``up``: peer -> this node; ``down``: this node -> peer.
+MESH_DIRECTIONS: Final = ("up", "down")
+#: What every peer publishes to this node (the node's service account subscribes).
+MESH_UP_FILTER: Final = "bartmesh/v1/+/up"
+#: Every mesh topic: what node services read and write on the local listener.
+MESH_ALL_FILTER: Final = "bartmesh/v1/#"
 
 STREAMS: Final = ("public", "private")
 KINDS: Final = ("report", "alert", "ack", "status")
@@ -52,6 +69,7 @@ DOCUMENTED_TOPICS: Final[tuple[str, ...]] = (
     f"{PREFIX}/{{node}}/health",
     f"{PREFIX}/{{node}}/points/{{point}}/press",
     f"{PREFIX}/{{node}}/points/{{point}}/state",
+    *(f"{MESH_PREFIX}/{{peer}}/{direction}" for direction in MESH_DIRECTIONS),
 )
 #: Topic filters used in subscriptions and ACLs; documented as well.
 DOCUMENTED_FILTERS: Final[tuple[str, ...]] = (
@@ -59,6 +77,8 @@ DOCUMENTED_FILTERS: Final[tuple[str, ...]] = (
     PUBLIC_EVENTS_FILTER,
     HEALTH_FILTER,
     POINT_PRESS_FILTER,
+    MESH_ALL_FILTER,
+    MESH_UP_FILTER,
 )
 
 
@@ -156,3 +176,39 @@ def parse_point_topic(topic: str) -> tuple[str, str, str]:
     if message not in POINT_MESSAGES:
         raise TopicError(f"{topic!r}: unknown point message {message!r}")
     return node, point, message
+
+
+def mesh_topic(peer: str, direction: str) -> str:
+    """``bartmesh/v1/{peer}/{up|down}``; ``peer`` may be ``+`` in filters.
+
+    ``up`` carries a peer's documents to this node, ``down`` this node's to the peer.
+
+    >>> mesh_topic("escamp-west", "down")
+    'bartmesh/v1/escamp-west/down'
+    >>> mesh_topic("+", "up") == MESH_UP_FILTER
+    True
+    """
+    if peer != "+":
+        check_origin(peer)
+    if direction not in MESH_DIRECTIONS:
+        raise TopicError(f"mesh direction must be one of {', '.join(MESH_DIRECTIONS)}")
+    return f"{MESH_PREFIX}/{peer}/{direction}"
+
+
+def parse_mesh_topic(topic: str) -> tuple[str, str]:
+    """``(peer, direction)`` of a mesh topic; raise :class:`TopicError` for anything else.
+
+    Strict like :func:`parse_event_topic`: wildcards, extra levels, other
+    versions and event topics are refused.
+
+    >>> parse_mesh_topic("bartmesh/v1/escamp-west/up")
+    ('escamp-west', 'up')
+    """
+    parts = topic.split("/") if isinstance(topic, str) else []
+    if len(parts) != 4 or "/".join(parts[:2]) != MESH_PREFIX:
+        raise TopicError(f"{topic!r} is not a mesh topic ({MESH_PREFIX}/peer/up|down)")
+    peer, direction = parts[2], parts[3]
+    check_origin(peer)
+    if direction not in MESH_DIRECTIONS:
+        raise TopicError(f"{topic!r}: unknown mesh direction {direction!r}")
+    return peer, direction

@@ -19,6 +19,7 @@ from broker import (
     passwd_matches,
     render_acl,
     render_config,
+    render_mesh_acl,
     render_passwd,
 )
 
@@ -124,6 +125,7 @@ def test_acl() -> None:
     assert lines == [
         "user node",
         "topic readwrite bart/v1/#",
+        "topic readwrite bartmesh/v1/#",
         "user siren",
         "topic read bart/v1/+/public/#",
         "topic read bart/v1/+/health",
@@ -136,6 +138,7 @@ def test_acl_gives_integrations_no_write() -> None:
     lines = directives(render_acl(settings(users=users)))
     assert all(line.startswith(("user ", "topic read ")) for line in lines)
     assert not any("write" in line for line in lines)
+    assert not any("bartmesh" in line for line in lines)
 
 
 def test_acl_without_users_grants_nothing() -> None:
@@ -187,3 +190,117 @@ def test_passwd_matches() -> None:
     assert not passwd_matches(text + text, users)
     assert not passwd_matches("node:plaintext\n", (NODE,))
     assert passwd_matches("", ())
+
+
+# -- the mesh listener (docs/mesh.md, "Transport") -------------------------------------
+
+MESH = {"mesh_port": 8884, "mesh_cafile": Path("/var/lib/bart/mesh/ca.pem"),
+        "mesh_cert": Path("/var/lib/bart/mesh/node.pem"),
+        "mesh_key": Path("/var/lib/bart/mesh/node.key")}
+
+MESH_BLOCK = [
+    "listener 8884 0.0.0.0",
+    "protocol mqtt",
+    "allow_anonymous false",
+    "acl_file /var/lib/bart/mqtt/acl-mesh",
+    "cafile /var/lib/bart/mesh/ca.pem",
+    "certfile /var/lib/bart/mesh/node.pem",
+    "keyfile /var/lib/bart/mesh/node.key",
+    "require_certificate true",
+    "use_identity_as_username true",
+    "tls_version tlsv1.2",
+]
+
+LOCAL_BLOCK = [
+    "listener 18830 127.0.0.1",
+    "protocol mqtt",
+    "allow_anonymous false",
+    "password_file /var/lib/bart/mqtt/passwd",
+    "acl_file /var/lib/bart/mqtt/acl",
+]
+
+
+def listener_blocks(lines: list[str]) -> list[list[str]]:
+    """The directives of each ``listener`` section, in order."""
+    blocks: list[list[str]] = []
+    for line in lines:
+        if line.startswith("listener "):
+            blocks.append([])
+        if blocks:
+            blocks[-1].append(line)
+    return blocks
+
+
+def test_mesh_listener_block() -> None:
+    lines = directives(render_config(settings(**MESH)))
+    assert lines[0] == "per_listener_settings true"
+    assert listener_blocks(lines) == [LOCAL_BLOCK, MESH_BLOCK]
+    # Nothing about logins before the first listener: every listener has its own.
+    head = lines[:lines.index(LOCAL_BLOCK[0])]
+    assert not any(line.startswith(("allow_anonymous", "password_file", "acl_file"))
+                   for line in head)
+    # No password file at all on the mesh listener: the certificate is the login.
+    assert not any(line.startswith("password_file") for line in MESH_BLOCK)
+
+
+def test_mesh_listener_with_the_point_listener() -> None:
+    lines = directives(render_config(settings(
+        **MESH, mesh_bind_address="10.0.0.5", tls_port=8883,
+        tls_cert=Path("/var/lib/bart/tls/node.pem"), tls_key=Path("/var/lib/bart/tls/node.key"))))
+    local, points, mesh = listener_blocks(lines)
+    assert local == LOCAL_BLOCK
+    assert points[0] == "listener 8883 0.0.0.0"
+    assert "password_file /var/lib/bart/mqtt/passwd-points" in points
+    assert "require_certificate true" not in points  # point devices log in with passwords
+    assert mesh == ["listener 8884 10.0.0.5", *MESH_BLOCK[1:]]
+
+
+def test_mesh_paths_are_absolute() -> None:
+    lines = directives(render_config(settings(**{
+        **MESH, "mesh_cafile": Path("rel/ca.pem")})))
+    cafile = next(line for line in lines if line.startswith("cafile "))
+    assert Path(cafile.split(" ", 1)[1]).is_absolute()
+
+
+def test_no_mesh_listener_by_default() -> None:
+    text = render_config(settings())
+    assert "require_certificate" not in text
+    assert "acl-mesh" not in text
+    assert settings().mesh_port is None
+    assert settings().mesh_bind_address == "0.0.0.0"
+
+
+def test_mesh_acl_grants_each_peer_only_its_own_topics() -> None:
+    assert directives(render_mesh_acl()) == [
+        "pattern write bartmesh/v1/%u/up",
+        "pattern read bartmesh/v1/%u/down",
+    ]
+
+
+def test_service_acl_is_the_same_with_or_without_the_mesh() -> None:
+    assert render_acl(settings(**MESH)) == render_acl(settings())
+
+
+@pytest.mark.parametrize("missing", ["mesh_cafile", "mesh_cert", "mesh_key"])
+def test_mesh_listener_needs_every_file(missing: str) -> None:
+    with pytest.raises(ConfigError, match="mesh_cafile, mesh_cert and mesh_key"):
+        settings(**{**MESH, missing: None})
+
+
+@pytest.mark.parametrize("kw", [
+    {"mesh_port": 0}, {"mesh_port": 65536}, {"mesh_port": 18830},
+    {"tls_port": 8884, "tls_cert": Path("/c"), "tls_key": Path("/k")},
+    {"mesh_bind_address": "0.0.0.0\nallow_anonymous true"},
+    {"mesh_bind_address": "0.0.0.0 x"}, {"mesh_bind_address": ""},
+    {"mesh_cafile": Path("/ca.pem\nrequire_certificate false")},
+    {"mesh_key": Path("/k ")}, {"mesh_cert": Path("/c\0")},
+])
+def test_unsafe_mesh_settings_refused(kw: dict[str, object]) -> None:
+    with pytest.raises(ConfigError):
+        settings(**{**MESH, **kw})
+
+
+def test_mesh_files_without_mesh_port_are_not_used() -> None:
+    # Files given without a port are accepted (the node may hold them) but render nothing.
+    text = render_config(settings(**{**MESH, "mesh_port": None}))
+    assert "cafile" not in text and "per_listener_settings false" in text

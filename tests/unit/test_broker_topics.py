@@ -8,16 +8,21 @@ from hypothesis import strategies as st
 
 from broker import (
     ALL_EVENTS_FILTER,
+    DOCUMENTED_FILTERS,
     DOCUMENTED_TOPICS,
     EVENT_CHANNELS,
+    MESH_PREFIX,
+    MESH_UP_FILTER,
     PUBLIC_EVENTS_FILTER,
     BrokerError,
     TopicError,
     check_filter,
     event_topic,
     health_topic,
+    mesh_topic,
     parse_event_topic,
     parse_health_topic,
+    parse_mesh_topic,
 )
 
 pytestmark = pytest.mark.timeout(30)
@@ -99,3 +104,52 @@ def test_filters_accepted(good: str) -> None:
 def test_filters_refused(bad: str) -> None:
     with pytest.raises(TopicError):
         check_filter(bad)
+
+
+# -- mesh topics ------------------------------------------------------------------------
+
+def test_mesh_examples() -> None:
+    assert MESH_PREFIX == "bartmesh/v1"
+    assert MESH_UP_FILTER == "bartmesh/v1/+/up" == mesh_topic("+", "up")
+    assert mesh_topic("escamp-west", "up") == "bartmesh/v1/escamp-west/up"
+    assert mesh_topic("escamp-west", "down") == "bartmesh/v1/escamp-west/down"
+    assert parse_mesh_topic("bartmesh/v1/escamp-west/down") == ("escamp-west", "down")
+    assert {"bartmesh/v1/{peer}/up", "bartmesh/v1/{peer}/down"} <= set(DOCUMENTED_TOPICS)
+    assert MESH_UP_FILTER in DOCUMENTED_FILTERS
+
+
+@given(peer=origins, direction=st.sampled_from(["up", "down"]))
+def test_mesh_round_trip(peer: str, direction: str) -> None:
+    assert parse_mesh_topic(mesh_topic(peer, direction)) == (peer, direction)
+
+
+@pytest.mark.parametrize(("peer", "direction"), [
+    ("escamp-west", "sideways"), ("escamp-west", "Up"), ("escamp-west", ""),
+    ("#", "up"), ("a/b", "up"), ("%u", "up"), ("Escamp", "down"), ("", "up"),
+])
+def test_mesh_topic_refuses(peer: str, direction: str) -> None:
+    with pytest.raises(TopicError):
+        mesh_topic(peer, direction)
+
+
+@pytest.mark.parametrize("topic", [
+    "bartmesh/v1/+/up", "bartmesh/v1/#", "bartmesh/v1/n1", "bartmesh/v1/n1/up/x",
+    "bartmesh/v2/n1/up", "bart/v1/n1/up", "bartmesh/v1/n1/left", "bartmesh/v1//up",
+    "/bartmesh/v1/n1/up", "bartmesh/v1/N1/up", "bartmesh/v1/%u/up", "",
+    "bart/v1/n1/public/alert",
+])
+def test_parse_mesh_refuses_everything_else(topic: str) -> None:
+    with pytest.raises(TopicError):
+        parse_mesh_topic(topic)
+
+
+def test_parse_mesh_refuses_non_text() -> None:
+    with pytest.raises(TopicError):
+        parse_mesh_topic(b"bartmesh/v1/n1/up")  # type: ignore[arg-type]
+
+
+def test_event_parsers_refuse_mesh_topics() -> None:
+    with pytest.raises(TopicError):
+        parse_event_topic("bartmesh/v1/n1/up")
+    with pytest.raises(TopicError):
+        parse_health_topic("bartmesh/v1/n1/up")

@@ -8,8 +8,15 @@ from pathlib import Path
 
 import pytest
 
-from broker import DOCUMENTED_FILTERS, DOCUMENTED_TOPICS, EVENT_CHANNELS, PREFIX
-from broker.topics import POINT_MESSAGES, event_topic, health_topic, point_topic
+from broker import DOCUMENTED_FILTERS, DOCUMENTED_TOPICS, EVENT_CHANNELS, MESH_PREFIX, PREFIX
+from broker.topics import (
+    MESH_DIRECTIONS,
+    POINT_MESSAGES,
+    event_topic,
+    health_topic,
+    mesh_topic,
+    point_topic,
+)
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -17,6 +24,8 @@ ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "mqtt-topics.md"
 PACKAGES = ("broker", "node", "sync", "hardware", "central", "bart")
 PLACEHOLDER = re.compile(r"\{[^{}/]*\}")
+#: The schemes' first levels: events (``bart/v1``) and node-to-node mesh (``bartmesh/v1``).
+SCHEMES = ("bart/", "bartmesh/")
 
 
 def normalise(topic: str) -> str:
@@ -25,9 +34,9 @@ def normalise(topic: str) -> str:
 
 
 def documented() -> set[str]:
-    """Every backticked token on the page that starts with ``bart/``."""
+    """Every backticked token on the page that starts with ``bart/`` or ``bartmesh/``."""
     text = DOC.read_text("utf-8")
-    return {normalise(tok) for tok in re.findall(r"`(bart/[^`\s]*)`", text)}
+    return {normalise(tok) for tok in re.findall(r"`(bart(?:mesh)?/[^`\s]*)`", text)}
 
 
 def _joined(node: ast.JoinedStr) -> str:
@@ -41,7 +50,7 @@ def _joined(node: ast.JoinedStr) -> str:
 
 
 def source_topics() -> dict[str, str]:
-    """``bart/…`` string literals (and f-strings) in the source, with where they are."""
+    """``bart/…`` and ``bartmesh/…`` literals (and f-strings) in the source, with where."""
     found: dict[str, str] = {}
     for package in PACKAGES:
         for path in sorted((ROOT / package).rglob("*.py")):
@@ -53,7 +62,7 @@ def source_topics() -> dict[str, str]:
                     text = node.value
                 else:
                     continue
-                if text.startswith("bart/"):
+                if text.startswith(SCHEMES):
                     found.setdefault(text, f"{path.relative_to(ROOT)}:{node.lineno}")
     return found
 
@@ -67,6 +76,8 @@ def produced_topics() -> set[str]:
     for message in POINT_MESSAGES:
         out.add(point_topic(marker, "point-marker", message)
                 .replace(marker, "{node}").replace("point-marker", "{point}"))
+    for direction in MESH_DIRECTIONS:
+        out.add(mesh_topic(marker, direction).replace(marker, "{peer}"))
     return out
 
 
@@ -75,6 +86,8 @@ def test_the_scan_finds_the_scheme() -> None:
     found = source_topics()
     assert PREFIX in found
     assert "bart/v1/+/public/#" in found
+    assert MESH_PREFIX in found
+    assert "bartmesh/v1/+/up" in found
 
 
 def test_every_topic_literal_in_the_source_is_documented() -> None:
@@ -94,5 +107,6 @@ def test_every_produced_topic_is_listed_and_documented() -> None:
 
 def test_every_documented_pattern_exists() -> None:
     # The page must not promise topics that nothing produces.
-    known = {normalise(t) for t in (*DOCUMENTED_TOPICS, *DOCUMENTED_FILTERS, PREFIX)}
+    known = {normalise(t) for t in (*DOCUMENTED_TOPICS, *DOCUMENTED_FILTERS, PREFIX,
+                                    MESH_PREFIX)}
     assert documented() - known == set()

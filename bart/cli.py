@@ -21,6 +21,7 @@ from node.errors import NodeError
 from sync import SyncError
 
 from .central_cli import add_central_parsers
+from .mesh_cli import add_parsers as add_mesh_parsers
 
 if TYPE_CHECKING:
     from node.config import NodeSettings
@@ -46,7 +47,8 @@ def cmd_node_init(args: argparse.Namespace) -> int:
 
     settings, keys = init_node(
         _data_dir(args), name=args.name, area=args.area, display_name=args.display_name or "",
-        http_host=args.http_host, http_port=args.http_port, mqtt_port=args.mqtt_port)
+        http_host=args.http_host, http_port=args.http_port, mqtt_port=args.mqtt_port,
+        mesh={"port": args.mesh_port} if args.mesh_port is not None else None)
     print(f"Node {settings.name} (area {settings.area}) created in {settings.data_dir}")
     print(f"  signing key fingerprint: {keys.fingerprint}")
     print(f"  start it with: bart node run --data-dir {settings.data_dir}")
@@ -66,7 +68,8 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     from node.server import serve
 
     settings = NodeSettings.load(_data_dir(args), http_host=args.http_host,
-                                 http_port=args.http_port, mqtt_port=args.mqtt_port)
+                                 http_port=args.http_port, mqtt_port=args.mqtt_port,
+                                 mesh_port=args.mesh_port)
     _logging(settings.log_level)
     serve(settings)
     return 0
@@ -254,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
         p.add_argument("--http-host", help="address the portal listens on")
         p.add_argument("--http-port", type=int, help="portal port")
         p.add_argument("--mqtt-port", type=int, help="local Mosquitto port")
+        p.add_argument("--mesh-port", type=int, help="Mosquitto's mesh listener port (0: off)")
 
     node = top.add_parser("node", help="run and manage this node").add_subparsers(
         dest="node_command", required=True, metavar="NODE_COMMAND")
@@ -338,6 +342,7 @@ def build_parser() -> argparse.ArgumentParser:
     enroll.add_argument("--request-out", help="offline: write this node's request to a file")
     data_dir_flag(enroll)
     enroll.set_defaults(func=cmd_node_enroll)
+    add_mesh_parsers(node, data_dir_flag)
 
     add_central_parsers(top)
 

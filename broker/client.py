@@ -105,7 +105,11 @@ class MqttClient:
     def __init__(self, *, host: str, port: int, username: str | None, password: str | None,
                  client_id: str, max_inflight: int = 200, reconnect_min: float = 0.5,
                  reconnect_max: float = 30.0, publish_timeout: float = 10.0,
-                 keepalive: int = 30, tls_ca: str | None = None) -> None:
+                 keepalive: int = 30, tls_ca: str | None = None,
+                 tls_cert: str | None = None, tls_key: str | None = None,
+                 tls_check_hostname: bool = True,
+                 will: tuple[str, bytes] | None = None,
+                 on_connect: Callable[[], None] | None = None) -> None:
         if max_inflight < 1:
             raise ValueError("max_inflight must be positive")
         self.host = host
@@ -135,8 +139,15 @@ class MqttClient:
             paho.username_pw_set(username, password)
         if tls_ca is not None:
             # Verify the broker against exactly this CA (a node's own, for point
-            # devices); host name checking stays on.
-            paho.tls_set(ca_certs=tls_ca)
+            # devices; central's for mesh peers). Host name checking stays on
+            # unless the caller checks the certificate's name itself (the mesh
+            # dials peers by address: see peer_certificate()).
+            paho.tls_set(ca_certs=tls_ca, certfile=tls_cert, keyfile=tls_key)
+            if not tls_check_hostname:
+                paho.tls_insecure_set(True)
+        if will is not None:
+            paho.will_set(will[0], will[1], qos=1)
+        self._on_connect_hook = on_connect
         # Jitter on the first delay keeps many clients of one node from reconnecting in
         # lock-step after a broker restart; paho doubles it up to reconnect_max.
         self._jitter = random.uniform(1.0, 1.5)  # noqa: S311 - timing jitter, not a secret
@@ -160,6 +171,18 @@ class MqttClient:
         self._paho = paho
 
     # -- public API -----------------------------------------------------------------
+
+    def peer_certificate(self) -> dict[str, Any] | None:
+        """The broker's verified TLS certificate (``ssl.getpeercert()``), if any."""
+        sock = self._paho.socket()
+        getpeercert = getattr(sock, "getpeercert", None)
+        if getpeercert is None:
+            return None
+        try:
+            cert: dict[str, Any] | None = getpeercert()
+        except (OSError, ValueError):
+            return None
+        return cert
 
     @property
     def connected(self) -> bool:
@@ -406,6 +429,11 @@ class MqttClient:
         self._ever_connected = True
         for sub in self._subs.values():
             self._send_subscribe(sub)
+        if self._on_connect_hook is not None:
+            try:
+                self._on_connect_hook()
+            except Exception:
+                logger.exception("MQTT %s: on_connect hook failed", self.client_id)
 
     def _on_refused(self, reason: str) -> None:
         self._trouble("MQTT %s: broker %s:%d refused the connection: %s",

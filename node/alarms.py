@@ -27,10 +27,15 @@ ITEM_STATE = {"seen": "seen", "on_my_way": "on_my_way", "resolved": "resolved",
 BUTTON_SEVERITY = "extreme"
 
 
-def button_alarm_body(button_id: str, point: str | None, area: str) -> dict[str, Any]:
-    """The public alert a panic-button hold raises (place, time; no personal data)."""
+def button_alarm_body(button_id: str, point: str | None, area: str,
+                      point_name: str = "") -> dict[str, Any]:
+    """The public alert a panic-button hold raises (place, time; no personal data).
+
+    The meeting point's name travels in ``place.text``: teams of neighbouring
+    nodes, which do not know this node's meeting points, read where it is.
+    """
     return {"source": "button", "category": "emergency", "severity": BUTTON_SEVERITY,
-            "title": "", "text": "", "place": {"point": point, "text": ""},
+            "title": "", "text": "", "place": {"point": point, "text": point_name},
             "areas": [area], "expires": None, "ref": None, "called_112": False,
             "called_112_by": "", "button": button_id}
 

@@ -147,7 +147,7 @@ def recover_armed(button: str) -> Callable[[WriteTx], Event | None]:
 
 
 def press_task(button: str, meeting_point: str, kind: str, area: str,
-               press_id: str | None, prepared: Event | None = None,
+               press_id: str | None, prepared: Event | None = None, point_name: str = "",
                ) -> Callable[[WriteTx], Event | None]:
     """Writer task: the event of one press, de-duplicated by ``press_id``.
 
@@ -174,7 +174,7 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
         event: Event
         if kind == "alarm":  # the hold detector already decided: a new incident
             event = tx.append_local("alert", "public",
-                                    button_alarm_body(button, meeting_point, area),
+                                    button_alarm_body(button, meeting_point, area, point_name),
                                     prepared=prepared)
         elif kind == "repeat":
             row = tx.conn.execute(
@@ -189,7 +189,7 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
                 event = store_ack(tx, row[0], "repeated", button)
             else:  # nothing open to repeat: this hold is a new alarm
                 event = tx.append_local("alert", "public",
-                                        button_alarm_body(button, meeting_point, area))
+                                        button_alarm_body(button, meeting_point, area, point_name))
         else:
             event = tx.append_local("status", "private",
                                     {"event": f"button_{kind}", "button": button})
@@ -339,7 +339,8 @@ class ButtonService:
         try:
             event = store.prepare_local(
                 "alert", "public", button_alarm_body(button, spec.meeting_point,
-                                                     self.settings.area), ts)
+                                                     self.settings.area,
+                                                     self._point_name(spec.meeting_point)), ts)
         except SyncError as exc:  # the alarm is then made at the deadline
             log.warning("panic button %s: alarm not prepared: %s", button, exc)
             return
@@ -381,7 +382,8 @@ class ButtonService:
         covered = made is not None and prepared is not None and _done_ok(prepared[2])
         try:
             future = store.submit(press_task(button, spec.meeting_point, kind,
-                                             self.settings.area, None, made),
+                                             self.settings.area, None, made,
+                                             self._point_name(spec.meeting_point)),
                                   covered=covered)
         except NodeError as exc:
             log.error("panic button %s: %s not stored: %s", button, kind, exc)
@@ -446,7 +448,8 @@ class ButtonService:
                      press_id: str | None = None) -> Event | None:
         """Store what a press means, fan it out, and update the button's light."""
         spec = self.specs[button]
-        task = press_task(button, spec.meeting_point, kind, self.settings.area, press_id)
+        task = press_task(button, spec.meeting_point, kind, self.settings.area, press_id,
+                          point_name=self._point_name(spec.meeting_point))
         event: Event | None = await self.runtime.require_store().write(task)
         if press_id is not None:
             self._last_press[button] = press_id  # stored now (or stored before)
@@ -466,6 +469,10 @@ class ButtonService:
             found = self.runtime.require_store().open_alarm(button)
             state = LIGHT_AFTER.get(found[1], "stored") if found else "stored"
         await self.show(button, state)
+
+    def _point_name(self, point: str) -> str:
+        """The name residents know a meeting point by ("" if unknown)."""
+        return next((p.name for p in self.settings.meeting_points if p.id == point), "")
 
     async def on_ack(self, ack: Event) -> None:
         """A team answer: move the light of the button whose alarm it answers."""

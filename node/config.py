@@ -139,6 +139,36 @@ class HotspotSettings(BaseModel):
         return self
 
 
+class MeshPeer(BaseModel):
+    """A peer reached by address, for routed networks where mDNS does not pass."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    host: str = Field(min_length=1, max_length=253, pattern=r"^[A-Za-z0-9.:_-]+$")
+    port: int = Field(default=8884, ge=1, le=65535)
+
+
+class MeshSettings(BaseModel):
+    """The neighbourhood mesh (``[mesh]`` in node.toml; docs/mesh.md)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    #: Mosquitto's mutual-TLS mesh listener; 0 turns the mesh off.
+    port: int = Field(default=8884, ge=0, le=65535)
+    host: str = Field(default="0.0.0.0", max_length=253)  # noqa: S104 - peers reach it
+    #: Advertise and browse with mDNS (DNS-SD ``_bart-mesh._tcp``).
+    discovery: bool = True
+    #: Network interfaces (addresses) mDNS uses; empty: all.
+    interfaces: list[str] = Field(default_factory=list, max_length=16)
+    #: Most hops a live event travels.
+    hop_limit: int = Field(default=4, ge=1, le=16)
+    #: Seconds between vector exchanges on every session (anti-entropy).
+    sync_s: float = Field(default=60.0, ge=1.0, le=3600.0)
+    #: Seconds between attempts to reach a peer that does not answer (upper bound).
+    retry_max_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    peers: list[MeshPeer] = Field(default_factory=list, max_length=64)
+
+
 class NodeSettings(BaseSettings):
     """Everything a node needs to run. See docs/configuration.md."""
 
@@ -172,6 +202,7 @@ class NodeSettings(BaseSettings):
     retention_days: int = Field(default=90, ge=1, le=3650)
     hotspot: HotspotSettings = Field(default_factory=HotspotSettings)
     captive_grace_s: float = Field(default=3600.0, ge=0.0, le=7 * 86400.0)
+    mesh: MeshSettings = Field(default_factory=MeshSettings)
 
     @field_validator("meeting_points")
     @classmethod
@@ -228,7 +259,10 @@ class NodeSettings(BaseSettings):
             raise ConfigError(f"{path}: {exc}") from exc
         env_keys = {k[5:].lower() for k in os.environ if k.startswith("BART_")}
         values = {k: v for k, v in file_values.items() if k not in env_keys}
+        mesh_port = overrides.pop("mesh_port", None)
         values.update({k: v for k, v in overrides.items() if v is not None})
+        if mesh_port is not None:  # bart node run --mesh-port
+            values["mesh"] = {**values.get("mesh", {}), "port": mesh_port}
         values["data_dir"] = data_dir
         try:
             settings = cls(**values)
@@ -243,8 +277,16 @@ def render_toml(values: dict[str, Any]) -> str:
     """Write a flat settings mapping (plus meeting points) as TOML."""
     lines = ["# Bart node settings. See docs/configuration.md for every key.", ""]
     points = values.pop("meeting_points", [])
+    mesh = values.pop("mesh", None)
     for key, value in values.items():
         lines.append(f"{key} = {json.dumps(value, ensure_ascii=False)}")
+    if mesh:
+        lines += ["", "[mesh]"]
+        lines += [f"{k} = {json.dumps(v, ensure_ascii=False)}" for k, v in mesh.items()
+                  if k != "peers"]
+        for peer in mesh.get("peers", []):
+            lines += ["", "[[mesh.peers]]"]
+            lines += [f"{k} = {json.dumps(v)}" for k, v in peer.items()]
     for point in points:
         buttons = point.get("panic_buttons", [])
         lines += ["", "[[meeting_points]]"]

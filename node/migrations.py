@@ -95,6 +95,20 @@ def _m006_armed_alarms(db: sqlite_utils.Database) -> None:
     ))
 
 
+def _m007_mesh(db: sqlite_utils.Database) -> None:
+    # held_floor: every seq up to it counts as held although pruned (central has
+    # it), so the mesh's gapless heads do not fall back after a prune.
+    db.execute(db.create_table_sql("held_floor", {"origin": str, "stream": str, "seq": int},
+                                   pk=("origin", "stream"), not_null={"seq"}))
+    # carried: sealed batches of peers without an uplink, kept (unopened) until
+    # central answered and the answer went back to their node.
+    db.execute(db.create_table_sql(
+        "carried",
+        {"node": str, "batch_seq": int, "wire": bytes, "received_at": int,
+         "status": int, "reply": bytes, "answered_at": int},
+        pk=("node", "batch_seq"), not_null={"wire", "received_at"}))
+
+
 MIGRATIONS: list[Migration] = [
     ("001_events", _m001_events),
     ("002_receipts", _m002_receipts),
@@ -102,6 +116,7 @@ MIGRATIONS: list[Migration] = [
     ("004_json_indexes", _m004_json_indexes),
     ("005_uplink", _m005_uplink),
     ("006_armed_alarms", _m006_armed_alarms),
+    ("007_mesh", _m007_mesh),
 ]
 
 

@@ -25,8 +25,11 @@ from sync import Event, KeyPair, SyncError, decode_event, verify_event
 from .alarms import store_team_ack, team_alert_body
 from .buttons import ButtonService
 from .config import NodeSettings, load_secrets
+from .enrol import load_enrolment, load_roster
 from .errors import NodeError
 from .hub import Hub
+from .mesh.engine import Mesh
+from .mesh.identity import MeshIdentity, ensure_identity
 from .points import POINTS_FILE, point_users
 from .reports import ReceiptTaken, Submitted, store_report
 from .store import Store
@@ -61,10 +64,13 @@ class RefusalLog:
                                                 detail)
 
 
-def broker_settings(settings: NodeSettings) -> BrokerSettings:
-    """The node's Mosquitto set-up: the node, read-only integrations, point devices.
+def broker_settings(settings: NodeSettings,
+                    mesh: MeshIdentity | None = None) -> BrokerSettings:
+    """The node's Mosquitto set-up: the node, read-only integrations, point devices,
+    and the mesh listener for peers.
 
-    The TLS listener for point devices exists only while one is registered.
+    The TLS listener for point devices exists only while one is registered;
+    the mesh listener only when the mesh is on and someone can be a peer.
     """
     secrets = load_secrets(settings.data_dir)
     points = point_users(settings)
@@ -81,6 +87,11 @@ def broker_settings(settings: NodeSettings) -> BrokerSettings:
         tls_port=settings.point_port if tls else None,
         tls_cert=tls.cert if tls else None,
         tls_key=tls.key if tls else None,
+        mesh_port=settings.mesh.port if mesh is not None else None,
+        mesh_bind_address=settings.mesh.host,
+        mesh_cafile=mesh.cafile if mesh is not None else None,
+        mesh_cert=mesh.cert if mesh is not None else None,
+        mesh_key=mesh.key if mesh is not None else None,
     )
 
 
@@ -98,6 +109,8 @@ class NodeRuntime:
         self.mqtt: MqttClient | None = None
         self.buttons: ButtonService | None = None
         self.uplink: Uplink | None = None
+        self.mesh: Mesh | None = None
+        self.mesh_identity: MeshIdentity | None = None
         self.started_at = time.time()
         self._start_broker = start_broker
         self._tasks: set[asyncio.Task[None]] = set()
@@ -124,7 +137,10 @@ class NodeRuntime:
     async def _start(self) -> None:
         s = self.settings
         self.store = Store(s.db_path, origin=s.name, keys=self.keys)
-        bsettings = broker_settings(s)
+        self._load_central_trust()
+        if s.mesh.port:
+            self.mesh_identity = await asyncio.to_thread(ensure_identity, s, self.trust)
+        bsettings = broker_settings(s, self.mesh_identity)
         if self._start_broker:
             self.broker = BrokerProcess(bsettings, binary=s.mosquitto_binary)
             try:
@@ -146,6 +162,8 @@ class NodeRuntime:
         self.spawn(self._publish_health(online=True))
         if not self.start_uplink():
             log.info("not enrolled with a central: no uplink (bart node enroll)")
+        if s.mesh.port:
+            await self._start_mesh()
         # Everything made at start-up lives as long as the node: keep it out of the
         # cyclic collector's generations, whose full passes were p99 latency spikes.
         gc.collect()
@@ -165,8 +183,81 @@ class NodeRuntime:
                              on_central_event=self._central_event)
         if not self.uplink.state.enabled:
             return False
+        self._load_central_trust()
         self.spawn(self.uplink.run())
         return True
+
+    def _load_central_trust(self) -> None:
+        """Central's key and roster, once enrolled, decide whom the mesh trusts."""
+        enrolment = load_enrolment(self.settings)
+        if enrolment is None:
+            return
+        import base64
+
+        central_key = base64.b64decode(str(enrolment["signing_pub"]))
+        self.trust.set_central(str(enrolment["origin"]), central_key)
+        roster = (self.uplink.roster if self.uplink is not None and self.uplink.state.enabled
+                  else load_roster(self.settings, central_key))
+        self.trust.set_roster(roster)
+
+    async def _start_mesh(self) -> None:
+        """Sessions with peers: accepted on our broker's mesh listener, dialled to theirs."""
+        assert self.mqtt is not None
+        self.mesh = Mesh(self.settings, self.require_store(), self.trust,
+                         signing_public=self.keys.signing_public, local=self.mqtt,
+                         identity=self.mesh_identity, on_stored=self._mesh_stored,
+                         uplink_up=self._uplink_up)
+        await self.mesh.start()
+
+    async def refresh_mesh(self) -> None:
+        """After enrolment (or a trust change): new certificate and CAs for the mesh.
+
+        The broker is restarted with the new listener files and the sessions
+        start again; ``bart demo`` calls this once it enrolled a running node.
+        """
+        s = self.settings
+        if not s.mesh.port:
+            return
+        self._load_central_trust()
+        identity = await asyncio.to_thread(ensure_identity, s, self.trust)
+        if identity == self.mesh_identity and self.mesh is not None:
+            return
+        self.mesh_identity = identity
+        if self.mesh is not None:
+            await self.mesh.close()
+            self.mesh = None
+        if self.broker is not None:
+            await asyncio.to_thread(self.broker.stop)
+            self.broker = BrokerProcess(broker_settings(s, identity), binary=s.mosquitto_binary)
+            await asyncio.to_thread(self.broker.start)
+            if self.mqtt is not None:
+                await self.mqtt.wait_connected(5.0)
+        await self._start_mesh()
+
+    def peer_names(self) -> dict[str, str]:
+        """Community-centre names of peers, by origin (from their mesh hello)."""
+        return self.mesh.names if self.mesh is not None else {}
+
+    def _uplink_up(self) -> bool:
+        """Whether this node can reach central now (peers may then carry through us)."""
+        up = self.uplink
+        return bool(up is not None and up.state.enabled and not up.state.paused
+                    and up.state.failures == 0 and up.state.last_success_ms)
+
+    def _mesh_stored(self, events: list[Event]) -> None:
+        """Events from peers were committed: show them, tell integrations and buttons."""
+        for event in events:
+            if event.stream == "public":
+                self.hub.publish(event)
+            self.team_hub.publish(event)
+            try:
+                self._outbox.put_nowait(event)
+            except asyncio.QueueFull:
+                self._refusals.refuse("publish-backlog", f"{event.id} not published live")
+            if event.kind == "ack" and self.buttons is not None:
+                self.spawn(self.buttons.on_ack(event))
+        if self.uplink is not None:
+            self.uplink.wake()
 
     async def _watch_points(self) -> None:
         """Restart the broker when point devices are added or removed."""
@@ -180,7 +271,7 @@ class NodeRuntime:
             seen = now
             log.info("point devices changed: restarting the broker with their users")
             try:
-                bsettings = broker_settings(self.settings)
+                bsettings = broker_settings(self.settings, self.mesh_identity)
                 if self.broker is not None:
                     await asyncio.to_thread(self.broker.stop)
                 self.broker = BrokerProcess(bsettings, binary=self.settings.mosquitto_binary)
@@ -194,6 +285,9 @@ class NodeRuntime:
         self.team_hub.close()
         if self.buttons is not None:
             self.buttons.close()
+        if self.mesh is not None:
+            await self.mesh.close()
+            self.mesh = None
         for task in list(self._tasks):
             task.cancel()
         if self.mqtt is not None:
@@ -272,6 +366,8 @@ class NodeRuntime:
         self.team_hub.publish(event)
         if self.uplink is not None:
             self.uplink.wake()
+        if self.mesh is not None:
+            self.mesh.local_event(event)
         try:
             self._outbox.put_nowait(event)
         except asyncio.QueueFull:  # bounded memory; the store has the event
@@ -281,6 +377,8 @@ class NodeRuntime:
         """A verified event from central (a broadcast) was stored: show it live."""
         if event.stream == "public":
             self.hub.publish(event)
+            if self.mesh is not None:
+                self.mesh.local_event(event)  # for peers without an uplink
         self.team_hub.publish(event)
 
     async def _publisher(self) -> None:
@@ -440,4 +538,6 @@ class NodeRuntime:
             "disk": {"ok": disk_ok, "free_bytes": disk.free},
             "live_subscribers": self.hub.subscriber_count,
             "uplink": self.uplink.state.to_dict() if self.uplink else {"enabled": False},
+            "mesh": ({"enabled": True, "peers": len(self.mesh.live_links())} if self.mesh
+                     else {"enabled": False}),
         }

@@ -36,6 +36,7 @@ from typing import Any, Generic, TypeVar
 from sync import Event, KeyPair
 from sync.bodies import validate_body
 from sync.event import make_event
+from sync.replication import Held
 
 from .errors import SeqConflict, StoreClosed, StoreError
 from .migrations import migrate
@@ -67,6 +68,38 @@ def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
     return conn
 
 
+def load_held(conn: sqlite3.Connection) -> dict[tuple[str, str], Held]:
+    """The held seqs of every (origin, stream), read once at start-up.
+
+    A stream whose count of events equals its highest seq (and so every
+    stream of this node's own) is gapless without reading its seqs; only a
+    stream with gaps (events of a peer received out of order) is read seq by
+    seq. Pruned seqs count as held (``held_floor``).
+    """
+    floors = {(o, s): q for o, s, q in conn.execute(
+        "SELECT origin, stream, seq FROM held_floor")}
+    out: dict[tuple[str, str], Held] = {}
+    for origin, stream, top, count in conn.execute(
+            "SELECT origin, stream, MAX(seq), COUNT(*) FROM events GROUP BY origin, stream"):
+        floor = floors.pop((origin, stream), 0)
+        above = count if not floor else conn.execute(
+            "SELECT COUNT(*) FROM events WHERE origin = ? AND stream = ? AND seq > ?",
+            (origin, stream, floor)).fetchone()[0]
+        if above == top - floor:
+            out[(origin, stream)] = Held(top)
+            continue
+        held = Held(floor)
+        for (seq,) in conn.execute(
+                "SELECT seq FROM events WHERE origin = ? AND stream = ? AND seq > ? "
+                "ORDER BY seq", (origin, stream, floor)):
+            held.add(seq)
+        out[(origin, stream)] = held
+    for key, floor in floors.items():  # every event pruned: the floor alone
+        if floor:
+            out[key] = Held(floor)
+    return out
+
+
 class WriteTx:
     """What a piece of work may do inside the writer's transaction."""
 
@@ -76,6 +109,8 @@ class WriteTx:
         self.now_ms = store.clock_ms()
         #: An event not held by an earlier flushed transaction was written.
         self.uncovered = False
+        #: (origin, stream, seq) of every event written, for the held sets after COMMIT.
+        self.added: list[tuple[str, str, int]] = []
 
     @property
     def origin(self) -> str:
@@ -134,6 +169,7 @@ class WriteTx:
         return True
 
     def _insert(self, event: Event) -> None:
+        self.added.append((event.origin, event.stream, event.seq))
         self.conn.execute(
             f"INSERT INTO events ({EVENT_COLS}, received_at) VALUES (?,?,?,?,?,?,?,?,?)",
             (event.id, event.origin, event.stream, event.seq, event.ts, event.kind,
@@ -192,10 +228,9 @@ class Store(StoreQueries):
         path.parent.mkdir(parents=True, exist_ok=True)
         self._conn = connect(path)
         migrate(self._conn)
-        self._heads: dict[tuple[str, str], int] = {
-            (o, s): q for o, s, q in self._conn.execute(
-                "SELECT origin, stream, MAX(seq) FROM events GROUP BY origin, stream")
-        }
+        self._held_lock = threading.Lock()
+        self._held = load_held(self._conn)
+        self._heads: dict[tuple[str, str], int] = {k: h.top for k, h in self._held.items()}
         self._queue: queue.SimpleQueue[_Work[Any] | None] = queue.SimpleQueue()
         self._closed = False
         self._local = threading.local()
@@ -316,10 +351,11 @@ class Store(StoreQueries):
                 if lowered:
                     self._conn.execute("PRAGMA synchronous = FULL")
                     lowered = False
-                results = self._run_isolated(live)
+                results, tx = self._run_isolated(live)
             else:
-                results = fast[0]
+                results, tx = fast
             self._conn.execute("COMMIT")
+            self._note_held(tx.added)
             self.commits += 1
             self.unflushed_commits += lowered
         except BaseException as exc:
@@ -358,7 +394,8 @@ class Store(StoreQueries):
                 return None
         return results, tx
 
-    def _run_isolated(self, live: list[_Work[Any]]) -> list[tuple[_Work[Any], bool, Any]]:
+    def _run_isolated(self, live: list[_Work[Any]],
+                      ) -> tuple[list[tuple[_Work[Any], bool, Any]], WriteTx]:
         """Each piece in its own savepoint: one failing piece never takes others down."""
         conn = self._conn
         conn.execute("BEGIN IMMEDIATE")
@@ -367,17 +404,30 @@ class Store(StoreQueries):
         for work in live:
             conn.execute("SAVEPOINT work")
             heads_work = dict(self._heads)
+            added = len(tx.added)
             try:
                 value = work.fn(tx)
             except Exception as exc:  # the caller gets it; others go on
                 conn.execute("ROLLBACK TO work")
                 conn.execute("RELEASE work")
                 self._heads = heads_work
+                del tx.added[added:]
                 results.append((work, False, exc))
                 continue
             conn.execute("RELEASE work")
             results.append((work, True, value))
-        return results
+        return results, tx
+
+    def _note_held(self, added: list[tuple[str, str, int]]) -> None:
+        """After a COMMIT: the seqs it wrote join the held sets."""
+        if not added:
+            return
+        with self._held_lock:
+            for origin, stream, seq in added:
+                held = self._held.get((origin, stream))
+                if held is None:
+                    held = self._held[(origin, stream)] = Held()
+                held.add(seq)
 
     @staticmethod
     def _answer(results: list[tuple[_Work[Any], bool, Any]]) -> None:
@@ -422,6 +472,16 @@ class Store(StoreQueries):
     def head(self, origin: str, stream: str) -> int:
         """Highest seq committed or being committed for (origin, stream)."""
         return self._heads.get((origin, stream), 0)
+
+    def heads(self, stream: str | None = None) -> dict[tuple[str, str], Held]:
+        """What is committed per (origin, stream): the gapless prefix and the
+        ranges held beyond it (copies; from memory, no table scan).
+
+        ``stream`` keeps only that stream (the mesh's vector: ``"public"``).
+        """
+        with self._held_lock:
+            return {key: held.copy() for key, held in self._held.items()
+                    if stream is None or key[1] == stream}
 
     def known_heads(self) -> dict[tuple[str, str], int]:
         """Highest seq per (origin, stream), from memory (no table scan).

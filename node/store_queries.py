@@ -113,7 +113,10 @@ class StoreQueries(ABC):
         items = []
         for e in events:
             b = e.body
-            if e.kind == "alert" and area and b["areas"] and area not in b["areas"]:
+            # A panic alarm reaches the teams of every node it reaches (DESIGN §4):
+            # a neighbouring team may be the closest help. Other alerts by area.
+            if e.kind == "alert" and area and b["areas"] and area not in b["areas"] \
+                    and b.get("source") != "button":
                 continue
             action, by = last.get(e.id, ("new", ""))
             items.append({
@@ -169,11 +172,14 @@ class StoreQueries(ABC):
                               (row[1],)).fetchone()
         return row[0], row_to_event(ev)
 
+    def events_between(self, origin: str, stream: str, start: int, end: int,
+                       limit: int) -> list[Event]:
+        """Events of (origin, stream) with ``start <= seq <= end``, by seq, at most ``limit``."""
+        rows = self._reader().execute(
+            f"SELECT {EVENT_COLS} FROM events WHERE origin = ? AND stream = ? AND seq >= ? "
+            "AND seq <= ? ORDER BY seq LIMIT ?", (origin, stream, start, end, limit)).fetchall()
+        return [row_to_event(r) for r in rows]
+
     def count_events(self) -> int:
         """Number of events held."""
         return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
-
-    def heads(self) -> dict[tuple[str, str], int]:
-        """Highest seq held per (origin, stream): the replication vector."""
-        return {(o, s): q for o, s, q in self._reader().execute(
-            "SELECT origin, stream, MAX(seq) FROM events GROUP BY origin, stream")}

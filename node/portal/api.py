@@ -127,7 +127,8 @@ async def stream(
     def message(event: Event) -> bytes:
         data: dict[str, Any] = alert_json(event, s)
         if render:
-            data["html"] = r.render_alert_item(alert_view(event, s, render), render)
+            name = rt.peer_names().get(event.origin, event.origin)
+            data["html"] = r.render_alert_item(alert_view(event, s, render, name), render)
         payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
         return f"id: {event.id}\nevent: alert\ndata: {payload}\n\n".encode()
 
@@ -173,3 +174,19 @@ async def healthz(request: Request) -> JSONResponse:
     """Broker, store and disk state; 503 when the node cannot take reports."""
     health = await asyncio.to_thread(deps.runtime(request).health)
     return JSONResponse(health, status_code=503 if health["status"] == "failing" else 200)
+
+
+@router.get("/api/v1/mesh", tags=["health"])
+async def mesh(request: Request) -> JSONResponse:
+    """This node's mesh: peers (name, how found, connected since, round-trip ms,
+    hops, what each lacks), its vector (``{origin: {stream: gapless head}}``)."""
+    runtime = deps.runtime(request)
+    if runtime.mesh is None:
+        view: dict[str, Any] = {"node": runtime.settings.name, "enabled": False,
+                                "why": "mesh.port is 0" if not runtime.settings.mesh.port
+                                else "no one can be a peer yet: enrol with central "
+                                     "or add a peer (bart node trust add)",
+                                "peers": [], "vector": {}}
+    else:
+        view = runtime.mesh.view()
+    return JSONResponse(view, headers={"Cache-Control": "no-store"})

@@ -35,8 +35,9 @@ def place_text(body: dict[str, Any], settings: NodeSettings) -> str:
     """A meeting point's name, or the free text, or both."""
     place = body.get("place") or {}
     names = {p.id: p.name for p in settings.meeting_points}
-    parts = [names.get(place.get("point") or "", ""), place.get("text") or ""]
-    return " – ".join(p for p in parts if p)
+    name, text = names.get(place.get("point") or "", ""), place.get("text") or ""
+    # A panic alarm carries its meeting point's name as text (for other nodes).
+    return " – ".join(p for p in (name, "" if text == name else text) if p)
 
 
 def is_visible(event: Event, settings: NodeSettings, now_ms: int, *,
@@ -62,8 +63,13 @@ def is_visible(event: Event, settings: NodeSettings, now_ms: int, *,
     return not areas or settings.area in areas
 
 
-def alert_view(event: Event, settings: NodeSettings, lang: str) -> dict[str, Any]:
-    """The AlertView the templates and the live stream render."""
+def alert_view(event: Event, settings: NodeSettings, lang: str,
+               node_name: str = "") -> dict[str, Any]:
+    """The AlertView the templates and the live stream render.
+
+    ``node_name``: the community centre an alert of another node comes from
+    (through the mesh); empty for this node's own and central's.
+    """
     body = event.body
     time_text, date_text = local_time(event.ts, settings.timezone, lang)
     return {
@@ -83,6 +89,8 @@ def alert_view(event: Event, settings: NodeSettings, lang: str) -> dict[str, Any
         "central": body["source"] == "central",
         "called_112": bool(body.get("called_112")),
         "called_112_by": body.get("called_112_by", ""),
+        "node": node_name if event.origin != settings.name and body["source"] != "central"
+        else "",
     }
 
 

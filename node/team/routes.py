@@ -190,7 +190,8 @@ def _dashboard(request: Request, member: Member, *, errors: dict[str, str] | Non
     s = deps.settings(request)
     store = team_runtime(request).require_store()
     items = store.open_items(limit=OPEN_ITEMS, area=s.area)
-    rows = board(items, s, lang, int(time.time() * 1000))
+    rows = board(items, s, lang, int(time.time() * 1000),
+                 team_runtime(request).peer_names())
     names = {b.id: mp.name for mp in s.meeting_points for b in mp.panic_buttons}
     faults = [{"button": button, "place": names.get(button, ""),
                "time": " · ".join(local_time(since, s.timezone, lang))}

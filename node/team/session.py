@@ -55,6 +55,8 @@ class TeamRuntime(Protocol):
     async def team_alert(self, title: str, text: str, severity: str, expires_ms: int | None,
                          by: str) -> Event: ...
 
+    def peer_names(self) -> dict[str, str]: ...
+
 
 def open_accounts(app: FastAPI, settings: NodeSettings) -> TeamAccounts:
     """Open ``<data_dir>/team.db`` for ``app`` (else the first team request does)."""

@@ -56,7 +56,8 @@ def row_html(renderer: Renderer, row: dict[str, Any], lang: str, csrf: str) -> s
 
 
 def stream_message(event: Event, store: TeamStore, settings: NodeSettings,
-                   renderer: Renderer, lang: str, csrf: str, now_ms: int) -> bytes:
+                   renderer: Renderer, lang: str, csrf: str, now_ms: int,
+                   names: dict[str, str] | None = None) -> bytes:
     """One SSE message: the event, and the dashboard row it adds or changes."""
     data: dict[str, Any] = {"id": event.id, "kind": event.kind, "origin": event.origin,
                             "stream": event.stream, "ts": event.ts, "body": event.body}
@@ -70,9 +71,10 @@ def stream_message(event: Event, store: TeamStore, settings: NodeSettings,
             else:
                 new = item_from_event(event)
                 areas = event.body.get("areas") or []
-                if new is not None and (not areas or settings.area in areas):
+                if new is not None and (not areas or settings.area in areas
+                                        or event.body.get("source") == "button"):
                     items = [new, *items]
-        row = board(items, settings, lang, now_ms).find(target)
+        row = board(items, settings, lang, now_ms, names).find(target)
         if row is not None:
             data.update(row=row["id"], alarm=row["alarm"], state=row["state"],
                         closed=row["closed"])
@@ -115,7 +117,7 @@ async def stream(request: Request,
                     return
                 try:
                     yield stream_message(event, rt.require_store(), s, r, lang, csrf,
-                                         int(time.time() * 1000))
+                                         int(time.time() * 1000), rt.peer_names())
                 except Exception as exc:  # one odd event must not end everyone's stream
                     log.warning("team stream: cannot show %s: %s", event.id, exc)
 

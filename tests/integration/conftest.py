@@ -432,6 +432,9 @@ def init_node(base: Path, mosquitto: str, *, name: str = NODE_NAME) -> NodeProce
             fh.write("\n[[meeting_points]]\n")
             for key, value in point.items():
                 fh.write(f"{key} = {json.dumps(value, ensure_ascii=False)}\n")
+        # Its own mesh port (nodes of one test host must not share 8884); mDNS
+        # only where a test asks for it.
+        fh.write(f"\n[mesh]\nport = {free_port()}\ndiscovery = false\n")
     signing = base64.b64encode(peer.signing_public).decode()
     (data_dir / "peers.toml").write_text(
         f'[peers.{PEER_ORIGIN}]\nsigning_key = "{signing}"\n', encoding="utf-8")

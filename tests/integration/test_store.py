@@ -14,6 +14,7 @@ from node.errors import SeqConflict
 from node.reports import store_report, validate_report_input
 from node.store import Store, WriteTx
 from sync import Event, KeyPair, make_event
+from sync.replication import Held
 
 ALERT = {"source": "team", "title": "Let op"}
 
@@ -30,7 +31,7 @@ def test_pragmas_and_migrations(store: Store, tmp_path: Path) -> None:
     assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
     assert names == ["001_events", "002_receipts", "003_point_presses", "004_json_indexes",
-                     "005_uplink", "006_armed_alarms"]
+                     "005_uplink", "006_armed_alarms", "007_mesh"]
     # The writer's own connection runs with synchronous=FULL (2).
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 
@@ -45,7 +46,7 @@ def test_concurrent_appends_get_gapless_seqs_in_few_commits(store: Store) -> Non
     seqs = asyncio.run(main())
     assert sorted(seqs) == list(range(1, 301))
     assert store.commits < 300  # group commit coalesced them
-    assert store.heads() == {("n1", "public"): 300}
+    assert store.heads() == {("n1", "public"): Held(300)}
 
 
 def test_failure_in_one_work_item_does_not_affect_others(store: Store) -> None:
@@ -103,7 +104,7 @@ def test_a_prepared_event_is_stored_as_made_only_while_it_fits(store: Store) -> 
                                                          prepared=early))
     assert stored is early  # signed during the hold, inserted at its deadline
     assert store.get_event(early.id) == early
-    assert store.heads() == {("n1", "public"): 1}
+    assert store.heads() == {("n1", "public"): Held(1)}
 
     # Another event of the stream came first: its seq is taken, so a new event.
     late = store.prepare_local("alert", "public", ALERT, store.clock_ms())
@@ -122,7 +123,7 @@ def test_a_prepared_event_is_stored_as_made_only_while_it_fits(store: Store) -> 
         made = store.write_sync(lambda tx, odd=odd: tx.append_local("alert", "public", ALERT,
                                                                      prepared=odd))
         assert made.id != odd.id and made.verify(store.keys.signing_public) is None
-    assert store.heads() == {("n1", "public"): 7} and store.count_events() == 7
+    assert store.heads() == {("n1", "public"): Held(7)} and store.count_events() == 7
 
 
 def test_covered_work_commits_without_a_flush_unless_it_writes_something_new(
@@ -150,7 +151,7 @@ def test_covered_work_commits_without_a_flush_unless_it_writes_something_new(
     made = store.submit(append(stale), covered=True).result(10)
     assert made.id != stale.id and made.seq == 3
     assert store.unflushed_commits == 1 and seen[1:] == [1, 2]
-    assert store.heads() == {("n1", "public"): 3} and store.count_events() == 3
+    assert store.heads() == {("n1", "public"): Held(3)} and store.count_events() == 3
     # Covered work in one transaction with uncovered work: flushed.
     gate, held = threading.Event(), threading.Event()
 
@@ -240,3 +241,64 @@ def test_team_answers_keep_names_out_of_public(store: Store) -> None:
     assert private.stream == "private" and private.body["by"] == "Fatima"
     item = next(i for i in store.open_items() if i["id"] == alarm.id)
     assert (item["state"], item["by"]) == ("on_my_way", "Fatima")  # the team sees who
+
+
+def _peer_alert(keys: KeyPair, seq: int) -> Event:
+    return make_event(keys, origin="peer", stream="public", seq=seq, kind="alert",
+                      body=ALERT, ts=1_795_000_000_000 + seq)
+
+
+def test_heads_are_gapless_prefix_plus_ranges_and_survive_a_restart(tmp_path: Path) -> None:
+    """Events of a peer received out of order: the prefix and the islands beyond it,
+    in memory after each COMMIT and read back the same at the next start."""
+    peer = KeyPair.generate()
+    path = tmp_path / "node.db"
+    with Store(path, origin="n1", keys=KeyPair.generate()) as store:
+        for seq in (1, 2, 5, 6, 9):
+            store.write_sync(lambda tx, seq=seq: tx.insert(_peer_alert(peer, seq)))
+        store.write_sync(lambda tx: tx.append_local("alert", "public", ALERT))
+        assert store.heads("public") == {("peer", "public"): Held(2, [(5, 6), (9, 9)]),
+                                         ("n1", "public"): Held(1)}
+    with Store(path, origin="n1", keys=KeyPair.generate()) as store:
+        assert store.heads() == {("peer", "public"): Held(2, [(5, 6), (9, 9)]),
+                                 ("n1", "public"): Held(1)}
+        for seq in (3, 4):
+            store.write_sync(lambda tx, seq=seq: tx.insert(_peer_alert(peer, seq)))
+        assert store.heads()[("peer", "public")] == Held(6, [(9, 9)])
+        assert [e.seq for e in store.events_between("peer", "public", 2, 6, 10)] == \
+            [2, 3, 4, 5, 6]
+
+
+def test_heads_leave_out_what_a_failed_piece_wrote(store: Store) -> None:
+    """A piece that raises is rolled back to its savepoint: its seqs are not held."""
+    peer = KeyPair.generate()
+
+    def fails(tx: WriteTx) -> None:
+        tx.insert(_peer_alert(peer, 3))
+        raise RuntimeError("refused after writing")
+
+    async def main() -> None:
+        ok = store.write(lambda tx: tx.insert(_peer_alert(peer, 1)))
+        bad = store.write(fails)
+        results = await asyncio.gather(ok, bad, return_exceptions=True)
+        assert results[0] is True and isinstance(results[1], RuntimeError)
+
+    asyncio.run(main())
+    assert store.heads() == {("peer", "public"): Held(1)}
+
+
+def test_pruned_seqs_count_as_held_at_start(tmp_path: Path) -> None:
+    """A floor (seqs pruned because central holds them) keeps the prefix where it was."""
+    peer = KeyPair.generate()
+    path = tmp_path / "node.db"
+    with Store(path, origin="n1", keys=KeyPair.generate()) as store:
+        for seq in range(1, 6):
+            store.write_sync(lambda tx, seq=seq: tx.insert(_peer_alert(peer, seq)))
+
+        def prune(tx: WriteTx) -> None:
+            tx.conn.execute("DELETE FROM events WHERE origin = 'peer' AND seq <= 3")
+            tx.conn.execute("INSERT INTO held_floor VALUES ('peer', 'public', 3)")
+
+        store.write_sync(prune)
+    with Store(path, origin="n1", keys=KeyPair.generate()) as store:
+        assert store.heads() == {("peer", "public"): Held(5)}

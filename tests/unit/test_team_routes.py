@@ -105,6 +105,9 @@ class FakeRuntime:
         return self._event("alert", "public", {"source": "team", "title": title, "text": text,
                                                "severity": severity, "expires": expires_ms})
 
+    def peer_names(self) -> dict[str, str]:
+        return {}
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> NodeSettings:

@@ -1,0 +1,696 @@
+"""The mesh engine: sessions with peers, live relay and catch-up (docs/mesh.md).
+
+One :class:`Mesh` per running node, on the node's event loop. A *link* is
+one direction-agnostic channel to a peer:
+
+- **dialled**: this node connected to the peer's mesh listener (mutual TLS);
+  it publishes on ``bartmesh/v1/{me}/up`` there and reads ``…/{me}/down``;
+- **accepted**: the peer connected to this node's mesh listener; its
+  documents arrive on ``bartmesh/v1/{peer}/up`` through the node's own
+  service connection, answers go to ``…/{peer}/down``.
+
+What arrives is parsed by :mod:`sync.mesh`, checked against whom this node
+trusts (:class:`node.trust.TrustedKeys`), verified, passed on (live relay,
+within the hop limit), stored, and only then shown (``on_stored``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import itertools
+import logging
+import time
+from collections import OrderedDict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker import MqttClient
+from broker.topics import MESH_UP_FILTER, mesh_topic, parse_mesh_topic
+from sync import Event, SyncError
+from sync.keys import fingerprint
+from sync.mesh import (
+    MAX_CHUNK_EVENTS,
+    Bye,
+    Carried,
+    Carry,
+    Chunk,
+    Hello,
+    MeshDoc,
+    MeshDocError,
+    Ping,
+    Relay,
+    Vector,
+    VectorDoc,
+    chunks,
+    parse,
+)
+from sync.replication import Held
+
+from ..config import NodeSettings
+from ..errors import SeqConflict
+from ..store import Store, WriteTx
+from ..trust import TrustedKeys
+from .identity import MeshIdentity, certificate_name
+
+log = logging.getLogger("bart.node.mesh")
+
+#: Alert sources a node (not central) may sign.
+PEER_SOURCES = frozenset({"resident", "team", "button", "integration"})
+SEEN_MAX = 65_536
+LINK_QUEUE = 4_096
+SEND_BATCH = 50
+PING_S = 10.0
+#: A link without any message for this long is considered gone.
+SILENT_S = 45.0
+MESH_KEEPALIVE = 10
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+def _encode_chunk(events: list[Event]) -> bytes:
+    return Chunk(tuple(events)).encode()
+
+
+class QuietLog:
+    """Log a reason loudly once, then quietly; bounded memory (STYLE rule 12)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def say(self, key: str, message: str, *args: object) -> None:
+        n = self.counts.get(key, 0) + 1
+        if len(self.counts) > 512:
+            self.counts.clear()
+        self.counts[key] = n
+        log.log(logging.WARNING if n == 1 else logging.DEBUG, message, *args)
+
+
+@dataclass
+class Link:
+    """One session with a peer."""
+
+    peer: str
+    how: str  # "mdns", "static" (dialled) or "incoming" (accepted)
+    dialled: bool
+    send_raw: Callable[[list[tuple[str, bytes]]], Any]
+    topic: str
+    since_ms: int = field(default_factory=now_ms)
+    last_rx: float = field(default_factory=time.monotonic)
+    area: str = ""
+    fp: str = ""
+    uplink: bool = False
+    vector: Vector | None = None
+    rtt_ms: float | None = None
+    hello_sent: bool = False
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(LINK_QUEUE))
+    task: asyncio.Task[None] | None = None
+    catchup: asyncio.Task[None] | None = None
+    pings: dict[int, float] = field(default_factory=dict)
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for the peer (dropped, counted, when the queue is full:
+        catch-up repairs what live relay loses)."""
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def drain(self) -> None:
+        """Send queued documents, a batch at a time, in order."""
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            while len(batch) < SEND_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                results = await self.send_raw([(self.topic, data) for data in batch])
+            except Exception as exc:
+                log.debug("mesh: sending to %s failed: %s", self.peer, exc)
+                continue
+            self.sent += sum(1 for r in results if r is None)
+
+    def close(self) -> None:
+        """Stop this link's tasks."""
+        for task in (self.task, self.catchup):
+            if task is not None:
+                task.cancel()
+
+
+@dataclass
+class Target:
+    """A peer to dial: from mDNS (name known) or the static list (name from its certificate)."""
+
+    host: str
+    port: int
+    how: str
+    expected: str | None = None
+    client: MqttClient | None = None
+    peer: str | None = None
+    refused_until: float = 0.0
+
+
+class Mesh:
+    """Sessions, relay and catch-up of one node."""
+
+    def __init__(self, settings: NodeSettings, store: Store, trust: TrustedKeys, *,
+                 signing_public: bytes, local: MqttClient, identity: MeshIdentity | None,
+                 on_stored: Callable[[list[Event]], None],
+                 uplink_up: Callable[[], bool] = lambda: False,
+                 carry: Callable[[Carry], Any] | None = None,
+                 on_carried: Callable[[Carried], Any] | None = None) -> None:
+        self.settings = settings
+        self.me = settings.name
+        self.store = store
+        self.trust = trust
+        self.fp = fingerprint(signing_public)
+        self.local = local
+        self.identity = identity
+        self.on_stored = on_stored
+        self.uplink_up = uplink_up
+        self.carry_handler = carry
+        self.carried_handler = on_carried
+        self.hop_limit = settings.mesh.hop_limit
+        self.links: dict[tuple[str, bool], Link] = {}
+        self.targets: dict[str, Target] = {}
+        self.blocked: set[str] = set()
+        self.reach: dict[str, int] = {}  # origin -> fewest hops an event of it took
+        #: Community-centre names of peers (from their hello), shown with their events.
+        self.names: dict[str, str] = {}
+        self._seen: OrderedDict[str, None] = OrderedDict()
+        self._quiet = QuietLog()
+        self._tasks: set[asyncio.Task[Any]] = set()
+        self._ping_n = itertools.count(1)
+        self._announce: asyncio.TimerHandle | None = None
+        self._closed = False
+        self.stats = {"relayed": 0, "received": 0, "stored": 0, "refused": 0, "forks": 0,
+                      "chunks_sent": 0, "chunk_events_sent": 0}
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Read peers' documents on the local broker; dial the static peers."""
+        self.local.subscribe(MESH_UP_FILTER, self._on_up)
+        for peer in self.settings.mesh.peers:
+            self.add_target(peer.host, peer.port, how="static")
+        self._spawn(self._periodic())
+
+    async def close(self) -> None:
+        """Say bye, stop every link and dial; idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._announce is not None:
+            self._announce.cancel()
+        for link in list(self.links.values()):
+            if not link.dialled:
+                with contextlib.suppress(Exception):
+                    await self.local.publish(link.topic, Bye().encode(), timeout=1.0)
+            link.close()
+        self.links.clear()
+        for target in self.targets.values():
+            if target.client is not None:
+                await self._close_client(target.client)
+        self.targets.clear()
+        for task in list(self._tasks):
+            task.cancel()
+
+    def _spawn(self, coro: Any) -> asyncio.Task[Any]:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+        return task
+
+    def _task_done(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("mesh task failed", exc_info=task.exception())
+
+    # -- dialling -----------------------------------------------------------------------
+
+    def add_target(self, host: str, port: int, *, how: str, expected: str | None = None) -> None:
+        """Dial ``host:port`` (again, if it was known under another address)."""
+        key = f"{host}:{port}"
+        if key in self.targets or self._closed or self.identity is None:
+            return
+        target = Target(host=host, port=port, how=how, expected=expected)
+        self.targets[key] = target
+        self._dial(target)
+
+    async def remove_target(self, host: str, port: int) -> None:
+        """Stop dialling ``host:port`` (an mDNS peer went away)."""
+        target = self.targets.pop(f"{host}:{port}", None)
+        if target is not None and target.client is not None:
+            await self._close_client(target.client)
+
+    def _dial(self, target: Target) -> None:
+        identity = self.identity
+        assert identity is not None
+        up = mesh_topic(self.me, "up")
+        client = MqttClient(
+            host=target.host, port=target.port, username=None, password=None,
+            client_id=f"{self.me}-mesh-{target.host}-{target.port}"[:64],
+            reconnect_min=0.5, reconnect_max=self.settings.mesh.retry_max_s,
+            keepalive=MESH_KEEPALIVE, tls_ca=str(identity.cafile), tls_cert=str(identity.cert),
+            tls_key=str(identity.key), tls_check_hostname=False, will=(up, Bye().encode()),
+            on_connect=lambda: self._dialled(target))
+        target.client = client
+        client.subscribe(mesh_topic(self.me, "down"),
+                         lambda _t, payload: self._on_down(target, payload))
+        self._spawn(client.start())
+
+    def _dialled(self, target: Target) -> None:
+        """Connected to a peer's listener: check whom we reached, then say hello."""
+        client = target.client
+        if client is None:
+            return
+        name = certificate_name(client.peer_certificate())
+        why = None
+        if name is None:
+            why = "its certificate names no one"
+        elif target.expected is not None and name != target.expected:
+            why = f"it announced itself as {target.expected} but its certificate says {name}"
+        elif not self.trust.peer(name):
+            why = self.trust.why_not_peer(name)
+        if why is not None or name is None:
+            self._quiet.say(f"dial-refused:{target.host}:{name}",
+                            "mesh: not using peer at %s:%d (%s): %s", target.host, target.port,
+                            name, why)
+            self.stats["refused"] += 1
+            self._spawn(self._drop_target(target))
+            return
+        target.peer = name
+        if name in self.blocked:
+            return
+        old = self.links.pop((name, True), None)
+        if old is not None:
+            old.close()
+        link = Link(peer=name, how=target.how, dialled=True, send_raw=client.publish_batch,
+                    topic=mesh_topic(self.me, "up"))
+        self._open(link)
+        log.info("mesh: connected to %s at %s:%d", name, target.host, target.port)
+        self._send_hello(link)
+
+    async def _drop_target(self, target: Target) -> None:
+        key = f"{target.host}:{target.port}"
+        if self.targets.get(key) is target:
+            del self.targets[key]
+        if target.client is not None:
+            await self._close_client(target.client)
+
+    async def _close_client(self, client: MqttClient) -> None:
+        with contextlib.suppress(Exception):
+            if client.connected:
+                await client.publish(mesh_topic(self.me, "up"), Bye().encode(), timeout=1.0)
+        await client.close()
+
+    # -- links --------------------------------------------------------------------------
+
+    def _open(self, link: Link) -> None:
+        self.links[(link.peer, link.dialled)] = link
+        link.task = self._spawn(link.drain())
+
+    def _close_link(self, link: Link, why: str) -> None:
+        if self.links.get((link.peer, link.dialled)) is link:
+            del self.links[(link.peer, link.dialled)]
+            log.info("mesh: session with %s ended (%s)", link.peer, why)
+        link.close()
+
+    def live_links(self) -> list[Link]:
+        """One link per connected peer (a dialled one when there are two)."""
+        best: dict[str, Link] = {}
+        for link in self.links.values():
+            if link.peer in self.blocked or link.hello_sent is False:
+                continue
+            if link.peer not in best or link.dialled:
+                best[link.peer] = link
+        return list(best.values())
+
+    def _send_hello(self, link: Link) -> None:
+        link.hello_sent = True
+        link.send(Hello(node=self.me, area=self.settings.area, fp=self.fp,
+                        display=self.settings.display_name,
+                        uplink=self.uplink_up(), vector=self.vector()).encode())
+        self._ping(link)
+
+    def _ping(self, link: Link) -> None:
+        n = next(self._ping_n)
+        link.pings[n] = time.monotonic()
+        if len(link.pings) > 16:
+            link.pings.pop(next(iter(link.pings)))
+        link.send(Ping(n).encode())
+
+    def vector(self) -> Vector:
+        """What this node holds of every public stream."""
+        return {origin: held for (origin, _), held in self.store.heads("public").items()}
+
+    # -- receiving ----------------------------------------------------------------------
+
+    def _on_up(self, topic: str, payload: bytes) -> None:
+        """A document from a peer that dialled us (through our own broker)."""
+        try:
+            peer, direction = parse_mesh_topic(topic)
+        except Exception:
+            return
+        if direction != "up" or peer == self.me:
+            return
+        if not self.trust.peer(peer):
+            self._quiet.say(f"in-refused:{peer}", "mesh: ignoring %s (%s)", peer,
+                            self.trust.why_not_peer(peer))
+            self.stats["refused"] += 1
+            return
+        if peer in self.blocked:
+            return
+        doc = self._parse(peer, payload)
+        if doc is None:
+            return
+        link = self.links.get((peer, False))
+        if isinstance(doc, Bye):
+            if link is not None:
+                self._close_link(link, "it said bye")
+            return
+        if link is None or isinstance(doc, Hello):
+            if link is not None:
+                link.close()  # a new session of the same peer
+            link = Link(peer=peer, how="incoming", dialled=False,
+                        send_raw=self.local.publish_batch, topic=mesh_topic(peer, "down"))
+            self._open(link)
+            log.info("mesh: %s connected to this node", peer)
+            self._send_hello(link)
+            if not isinstance(doc, Hello):
+                # Its hello came before we listened (we were starting): ask for
+                # its vector, so that it is sent what it lacks now, not in a minute.
+                link.send(VectorDoc(self.vector(), reply=False).encode())
+        self._handle(link, doc)
+
+    def _on_down(self, target: Target, payload: bytes) -> None:
+        """A document from a peer we dialled."""
+        peer = target.peer
+        if peer is None or peer in self.blocked:
+            return
+        link = self.links.get((peer, True))
+        if link is None:
+            return
+        doc = self._parse(peer, payload)
+        if doc is None:
+            return
+        if isinstance(doc, Bye):
+            return  # its broker is going away; the client notices and reconnects
+        self._handle(link, doc)
+
+    def _parse(self, peer: str, payload: bytes) -> MeshDoc | None:
+        try:
+            return parse(payload)
+        except MeshDocError as exc:
+            self._quiet.say(f"malformed:{peer}", "mesh: refused a document from %s: %s",
+                            peer, exc)
+            self.stats["refused"] += 1
+            return None
+
+    def _handle(self, link: Link, doc: MeshDoc) -> None:
+        link.last_rx = time.monotonic()
+        link.received += 1
+        if isinstance(doc, Relay):
+            self._on_relay(link, doc)
+        elif isinstance(doc, Hello):
+            if doc.node != link.peer:
+                self._quiet.say(f"hello-name:{link.peer}",
+                                "mesh: %s says it is %s; session closed", link.peer, doc.node)
+                self._close_link(link, "wrong name in hello")
+                return
+            link.area, link.fp, link.uplink = doc.area, doc.fp, doc.uplink
+            if doc.display and (doc.node in self.names or len(self.names) < 256):
+                self.names[doc.node] = doc.display
+            self._answer_vector(link, doc.vector, reply=True)
+        elif isinstance(doc, VectorDoc):
+            self._answer_vector(link, doc.vector, reply=doc.reply)
+        elif isinstance(doc, Chunk):
+            self._spawn(self._on_chunk(link, doc))
+        elif isinstance(doc, Ping):
+            if doc.pong:
+                started = link.pings.pop(doc.n, None)
+                if started is not None:
+                    link.rtt_ms = round((time.monotonic() - started) * 1000, 2)
+            else:
+                link.send(Ping(doc.n, pong=True).encode())
+        elif isinstance(doc, Carry):
+            if self.carry_handler is not None:
+                self._spawn(self._carry(link, doc))
+        elif isinstance(doc, Carried) and self.carried_handler is not None \
+                and doc.node == self.me:
+            self._spawn(self.carried_handler(doc))
+
+    async def _carry(self, link: Link, doc: Carry) -> None:
+        assert self.carry_handler is not None
+        answer: Carried | None = await self.carry_handler(doc)
+        if answer is not None:
+            link.send(answer.encode())
+
+    # -- live relay ---------------------------------------------------------------------
+
+    def _seen_add(self, event_id: str) -> bool:
+        """Remember ``event_id``; False when it was seen already."""
+        if event_id in self._seen:
+            return False
+        self._seen[event_id] = None
+        if len(self._seen) > SEEN_MAX:
+            self._seen.popitem(last=False)
+        return True
+
+    def refusal(self, event: Event) -> str | None:
+        """Why ``event`` from a peer may not be taken (None: it may, if it verifies)."""
+        if event.stream != "public":
+            return "private events never travel through the mesh"
+        if event.origin == self.me:
+            return "an event of this node's own origin that it did not make"
+        central = self.trust.central[0] if self.trust.central else None
+        if event.kind == "alert" and event.origin != central \
+                and event.body["source"] not in PEER_SOURCES:
+            return f"{event.origin} may not send {event.body['source']} alerts"
+        try:
+            key = self.trust.lookup(event.origin)
+            if key is None:
+                return f"origin {event.origin} is not trusted here"
+            event.verify(key)
+        except SyncError as exc:
+            return f"bad signature: {exc}"
+        return None
+
+    def _on_relay(self, link: Link, doc: Relay) -> None:
+        event = doc.event
+        assert event is not None
+        if event.id in self._seen:
+            return
+        if event.origin == self.me and self.store.get_event(event.id) is not None:
+            self._seen_add(event.id)
+            return
+        why = self.refusal(event)
+        if why is None:
+            held = self.store.id_at(event.origin, event.stream, event.seq)
+            if held is not None and held != event.id:
+                why = f"fork: {event.origin}/{event.seq} is held by {held}"
+                self.stats["forks"] += 1
+        if why is not None:
+            self._quiet.say(f"relay:{link.peer}:{why[:40]}", "mesh: refused %s from %s: %s",
+                            event.id, link.peer, why)
+            self.stats["refused"] += 1
+            return
+        self._seen_add(event.id)
+        self.stats["received"] += 1
+        if doc.hops < self.reach.get(event.origin, 1 << 30):
+            self.reach[event.origin] = doc.hops
+        if doc.hops < self.hop_limit:
+            data = Relay(hops=doc.hops + 1, event_json=doc.event_json).encode()
+            for other in self.live_links():
+                if other.peer != link.peer and other.peer != event.origin:
+                    other.send(data)
+                    self.stats["relayed"] += 1
+        self._spawn(self._store([event]))
+
+    def local_event(self, event: Event) -> None:
+        """A public event was committed here (made here, or from central): pass it on."""
+        if event.stream != "public" or not self._seen_add(event.id):
+            return
+        data = Relay.of(event, 1).encode()
+        for link in self.live_links():
+            link.send(data)
+            self.stats["relayed"] += 1
+
+    async def _store(self, events: list[Event]) -> list[Event]:
+        def insert(tx: WriteTx) -> tuple[list[Event], int]:
+            new: list[Event] = []
+            forks = 0
+            for event in events:
+                try:
+                    if tx.insert(event):
+                        new.append(event)
+                except SeqConflict as exc:
+                    forks += 1
+                    self._quiet.say("fork", "mesh: refused a fork: %s", exc)
+            return new, forks
+
+        try:
+            new, forks = await self.store.write(insert)
+        except Exception as exc:
+            for event in events:
+                self._seen.pop(event.id, None)
+            self._quiet.say("store", "mesh: could not store %d event(s): %s", len(events), exc)
+            return []
+        self.stats["forks"] += forks
+        self.stats["stored"] += len(new)
+        if new:
+            self.on_stored(new)
+        return new
+
+    # -- catch-up -----------------------------------------------------------------------
+
+    def _answer_vector(self, link: Link, theirs: Vector, *, reply: bool) -> None:
+        link.vector = theirs
+        if link.catchup is not None and not link.catchup.done():
+            link.catchup.cancel()
+        link.catchup = self._spawn(self._send_missing(link, theirs))
+        if not reply and self._lacking(theirs):
+            link.send(VectorDoc(self.vector(), reply=True).encode())
+
+    def _lacking(self, theirs: Vector) -> bool:
+        """Whether a peer's vector holds anything this node lacks."""
+        mine = self.vector()
+        return any(next(mine.get(origin, Held()).missing(held, limit=1), None) is not None
+                   for origin, held in theirs.items() if origin != self.me)
+
+    def lacks(self, theirs: Vector | None) -> dict[str, int]:
+        """Per origin, how many events this node holds that ``theirs`` does not."""
+        if theirs is None:
+            return {}
+        out: dict[str, int] = {}
+        for origin, held in self.vector().items():
+            n = sum(b - a + 1 for a, b in theirs.get(origin, Held()).missing(held))
+            if n:
+                out[origin] = n
+        return out
+
+    async def _send_missing(self, link: Link, theirs: Vector) -> None:
+        mine = self.vector()
+        ranges = [(origin, a, b) for origin, held in sorted(mine.items())
+                  for a, b in theirs.get(origin, Held()).missing(held)]
+        for origin, start, end in ranges:
+            while start <= end:
+                events = await asyncio.to_thread(self.store.events_between, origin, "public",
+                                                 start, end, MAX_CHUNK_EVENTS)
+                if not events:
+                    break
+                start = events[-1].seq + 1
+                for group in chunks(events):
+                    while link.queue.qsize() > LINK_QUEUE // 2:  # let the link drain
+                        await asyncio.sleep(0.01)
+                    data = await asyncio.to_thread(_encode_chunk, group)
+                    link.send(data)
+                    self.stats["chunks_sent"] += 1
+                    self.stats["chunk_events_sent"] += len(group)
+
+    async def _on_chunk(self, link: Link, doc: Chunk) -> None:
+        def check() -> list[Event]:
+            good = []
+            for event in doc.events:
+                if event.origin == self.me:
+                    continue  # ours: held already (or not ours to take)
+                why = self.refusal(event)
+                if why is not None:
+                    self._quiet.say(f"chunk:{link.peer}:{why[:40]}",
+                                    "mesh: refused %s from %s: %s", event.id, link.peer, why)
+                    self.stats["refused"] += 1
+                    continue
+                good.append(event)
+            return good
+
+        good = await asyncio.to_thread(check)
+        if not good:
+            return
+        new = await self._store(good)
+        for event in new:
+            self._seen_add(event.id)
+        if new:
+            self._announce_soon()
+
+    def _announce_soon(self) -> None:
+        """After catch-up brought news: tell the other peers (debounced)."""
+        if self._announce is not None or self._closed:
+            return
+
+        def announce() -> None:
+            self._announce = None
+            data = VectorDoc(self.vector(), reply=False).encode()
+            for link in self.live_links():
+                link.send(data)
+
+        self._announce = asyncio.get_running_loop().call_later(0.5, announce)
+
+    async def _periodic(self) -> None:
+        last_sync = time.monotonic()
+        while True:
+            await asyncio.sleep(PING_S)
+            now = time.monotonic()
+            for link in list(self.links.values()):
+                if now - link.last_rx > SILENT_S:
+                    self._close_link(link, f"silent for {SILENT_S:.0f} s")
+                    continue
+                self._ping(link)
+            for target in list(self.targets.values()):
+                client = target.client
+                if client is not None and not client.connected and target.peer is not None:
+                    gone = self.links.get((target.peer, True))
+                    if gone is not None:
+                        self._close_link(gone, "connection lost")
+            if now - last_sync >= self.settings.mesh.sync_s:
+                last_sync = now
+                data = VectorDoc(self.vector(), reply=False).encode()
+                for link in self.live_links():
+                    link.send(data)
+
+    # -- control and view ---------------------------------------------------------------
+
+    def block(self, peer: str, blocked: bool) -> None:
+        """Demo control: cut (True) or heal (False) the link with ``peer``."""
+        if blocked:
+            self.blocked.add(peer)
+            for link in [lk for lk in self.links.values() if lk.peer == peer]:
+                self._close_link(link, "cut")
+        else:
+            self.blocked.discard(peer)
+            for target in self.targets.values():
+                if target.peer == peer and target.client is not None and target.client.connected:
+                    self._dialled(target)
+
+    def view(self) -> dict[str, Any]:
+        """This node's peers and vector, for ``GET /api/v1/mesh`` and ``bart status``."""
+        vector = self.vector()
+        peers = []
+        for link in sorted(self.live_links(), key=lambda lk: lk.peer):
+            peers.append({
+                "name": link.peer, "area": link.area or self.trust.area_of(link.peer),
+                "how": link.how, "dialled": link.dialled,
+                "connected_since": link.since_ms, "rtt_ms": link.rtt_ms, "hops": 1,
+                "uplink": link.uplink, "fingerprint": link.fp,
+                "lacks": self.lacks(link.vector), "sent": link.sent,
+                "received": link.received, "dropped": link.dropped,
+            })
+        return {
+            "node": self.me,
+            "enabled": True,
+            "provisional": bool(self.identity and self.identity.provisional),
+            "listening": self.identity is not None,
+            "hop_limit": self.hop_limit,
+            "peers": peers,
+            "blocked": sorted(self.blocked),
+            "dialling": sorted(f"{t.host}:{t.port}" for t in self.targets.values()),
+            "vector": {origin: {"public": held.gapless} for origin, held in vector.items()},
+            "reach": dict(sorted(self.reach.items())),
+            "stats": dict(self.stats),
+        }

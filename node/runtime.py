@@ -28,6 +28,7 @@ from .config import NodeSettings, load_secrets
 from .enrol import load_enrolment, load_roster
 from .errors import NodeError
 from .hub import Hub
+from .mesh.carry import Carrier
 from .mesh.engine import Mesh
 from .mesh.identity import MeshIdentity, ensure_identity
 from .points import POINTS_FILE, point_users
@@ -110,6 +111,7 @@ class NodeRuntime:
         self.buttons: ButtonService | None = None
         self.uplink: Uplink | None = None
         self.mesh: Mesh | None = None
+        self.carrier: Carrier | None = None
         self.mesh_identity: MeshIdentity | None = None
         self.started_at = time.time()
         self._start_broker = start_broker
@@ -203,11 +205,16 @@ class NodeRuntime:
     async def _start_mesh(self) -> None:
         """Sessions with peers: accepted on our broker's mesh listener, dialled to theirs."""
         assert self.mqtt is not None
+        enrolment = load_enrolment(self.settings)
+        self.carrier = Carrier(self.require_store(),
+                               str(enrolment["url"]) if enrolment is not None else None)
         self.mesh = Mesh(self.settings, self.require_store(), self.trust,
                          signing_public=self.keys.signing_public, local=self.mqtt,
                          identity=self.mesh_identity, on_stored=self._mesh_stored,
-                         uplink_up=self._uplink_up)
+                         uplink_up=self._uplink_up, carry=self.carrier.take,
+                         on_carried=self.carrier.answered)
         await self.mesh.start()
+        self._mesh_tasks = [self.spawn_task(self.carrier.retry(self.mesh))]
 
     async def refresh_mesh(self) -> None:
         """After enrolment (or a trust change): new certificate and CAs for the mesh.
@@ -223,9 +230,7 @@ class NodeRuntime:
         if identity == self.mesh_identity and self.mesh is not None:
             return
         self.mesh_identity = identity
-        if self.mesh is not None:
-            await self.mesh.close()
-            self.mesh = None
+        await self._stop_mesh()
         if self.broker is not None:
             await asyncio.to_thread(self.broker.stop)
             self.broker = BrokerProcess(broker_settings(s, identity), binary=s.mosquitto_binary)
@@ -233,6 +238,15 @@ class NodeRuntime:
             if self.mqtt is not None:
                 await self.mqtt.wait_connected(5.0)
         await self._start_mesh()
+
+    async def _stop_mesh(self) -> None:
+        for task in getattr(self, "_mesh_tasks", []):
+            task.cancel()
+        if self.mesh is not None:
+            await self.mesh.close()
+            self.mesh = None
+        if self.carrier is not None:
+            await self.carrier.close()
 
     def peer_names(self) -> dict[str, str]:
         """Community-centre names of peers, by origin (from their mesh hello)."""
@@ -285,9 +299,7 @@ class NodeRuntime:
         self.team_hub.close()
         if self.buttons is not None:
             self.buttons.close()
-        if self.mesh is not None:
-            await self.mesh.close()
-            self.mesh = None
+        await self._stop_mesh()
         for task in list(self._tasks):
             task.cancel()
         if self.mqtt is not None:
@@ -302,9 +314,14 @@ class NodeRuntime:
 
     def spawn(self, coro: Any) -> None:
         """Run ``coro`` as a task the runtime keeps (and cancels on stop); log failures."""
+        self.spawn_task(coro)
+
+    def spawn_task(self, coro: Any) -> asyncio.Task[None]:
+        """:meth:`spawn`, returning the task."""
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._task_done)
+        return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)

@@ -441,7 +441,11 @@ class Mesh:
             else:
                 link.send(Ping(doc.n, pong=True).encode())
         elif isinstance(doc, Carry):
-            if self.carry_handler is not None:
+            if doc.node != link.peer:  # a peer carries only its own batches to us
+                self._quiet.say(f"carry-other:{link.peer}", "mesh: %s sent a batch of %s; "
+                                "refused", link.peer, doc.node)
+                self.stats["refused"] += 1
+            elif self.carry_handler is not None:
                 self._spawn(self._carry(link, doc))
         elif isinstance(doc, Carried) and self.carried_handler is not None \
                 and doc.node == self.me:

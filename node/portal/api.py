@@ -189,4 +189,6 @@ async def mesh(request: Request) -> JSONResponse:
                                 "peers": [], "vector": {}}
     else:
         view = runtime.mesh.view()
+        if runtime.carrier is not None:
+            view["carry"] = runtime.carrier.status()
     return JSONResponse(view, headers={"Cache-Control": "no-store"})

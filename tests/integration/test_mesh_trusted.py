@@ -1,0 +1,185 @@
+"""Three real nodes meshed before any central exists (``bart node trust add``).
+
+Each node is ``bart node run`` with its own Mosquitto; they trust each other by
+identity file and dial each other by address (``[[mesh.peers]]``) in a line
+A–B–C on loopback. Checked: an alert made on A is stored on C through B;
+what C missed while it was down it gets by catch-up; a peer's forged,
+own-origin, "central" or unknown-origin event is refused and stored nowhere.
+(The roster path, mDNS and link cuts: tests/system/test_mesh_netns.py.)
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import ssl
+import subprocess
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import paho.mqtt.client as mqtt
+import pytest
+from conftest import (
+    NodeProcess,
+    bart_command,
+    free_port,
+    init_node,
+    require_binary,
+    wait_until,
+)
+from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+from sync import KeyPair, make_event
+from sync.mesh import Relay
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _mesh_settings(node: NodeProcess, port: int, peers: list[int]) -> None:
+    text = (node.data_dir / "node.toml").read_text(encoding="utf-8")
+    head, _, _ = text.partition("\n[mesh]")
+    text = head + f"\n[mesh]\nport = {port}\ndiscovery = false\nsync_s = 2\n"
+    for peer in peers:
+        text += f'\n[[mesh.peers]]\nhost = "127.0.0.1"\nport = {peer}\n'
+    (node.data_dir / "node.toml").write_text(text, encoding="utf-8")
+
+
+def _bart(node: NodeProcess, *args: str) -> str:
+    result = subprocess.run([*bart_command(), "node", *args, "--data-dir", str(node.data_dir)],
+                            capture_output=True, text=True, env=node.env(), timeout=60,
+                            check=False)
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def _public(node: NodeProcess) -> dict[str, int]:
+    conn = sqlite3.connect(f"file:{node.db_path}?mode=ro", uri=True)
+    try:
+        return dict(conn.execute("SELECT origin, COUNT(*) FROM events WHERE stream = 'public' "
+                                 "GROUP BY origin").fetchall())
+    finally:
+        conn.close()
+
+
+def _mesh(node: NodeProcess) -> dict[str, Any]:
+    data: dict[str, Any] = httpx.get(f"{node.base_url}/api/v1/mesh", timeout=5).json()
+    return data
+
+
+def _warn(node: NodeProcess, text: str) -> str:
+    r = httpx.post(f"{node.base_url}/api/v1/reports", timeout=10,
+                   json={"category": "suspicious", "text": text, "audience": "neighbours"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+@pytest.fixture(scope="module")
+def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodeProcess]]:
+    mosquitto = require_binary("mosquitto", "/usr/sbin/mosquitto")
+    base = tmp_path_factory.mktemp("mesh-trusted")
+    nodes = {n: init_node(base / n, mosquitto, name=f"node-{n}") for n in "abc"}
+    ports = {n: free_port() for n in "abc"}
+    for n, node in nodes.items():
+        (node.data_dir / "peers.toml").unlink()  # the fixture's test peer: not here
+        _bart(node, "trust", "export", "--out", str(base / f"{n}.json"))
+    for n, node in nodes.items():
+        for other in "abc":
+            if other != n:
+                _bart(node, "trust", "add", str(base / f"{other}.json"))
+    _mesh_settings(nodes["a"], ports["a"], [ports["b"]])
+    _mesh_settings(nodes["b"], ports["b"], [ports["c"]])
+    _mesh_settings(nodes["c"], ports["c"], [])
+    try:
+        for node in nodes.values():
+            node.start()
+        wait_until(lambda: len(_mesh(nodes["b"])["peers"]) == 2, 20, 0.2,
+                   "B meshed with A and C")
+        yield nodes
+    finally:
+        for node in nodes.values():
+            if node.proc is not None and node.proc.poll() is None:
+                node.stop()
+    for node in nodes.values():
+        assert "Traceback" not in node.log_tail(400), node.log_tail(80)
+
+
+def test_an_alert_on_a_is_stored_on_c_through_b(line: dict[str, NodeProcess]) -> None:
+    a, c = line["a"], line["c"]
+    before = _public(c).get("node-a", 0)
+    started = time.monotonic()
+    _warn(a, "Inbraak bij de school")
+    wait_until(lambda: _public(c).get("node-a", 0) == before + 1, 5, 0.01,
+               "A's alert stored on C")
+    print(f"A -> B -> C stored after {(time.monotonic() - started) * 1000:.0f} ms")
+    view = _mesh(c)
+    assert view["vector"]["node-a"]["public"] == before + 1
+    assert view["reach"]["node-a"] == 2  # two hops: A -> B -> C
+    assert [p["name"] for p in view["peers"]] == ["node-b"]
+    assert view["provisional"] is True  # no central: the nodes' own certificates
+
+
+def test_what_c_missed_while_down_comes_by_catch_up(line: dict[str, NodeProcess]) -> None:
+    a, c = line["a"], line["c"]
+    c.stop()
+    for i in range(30):
+        _warn(a, f"Melding {i} terwijl C uit staat")
+    held_a = _public(a)["node-a"]
+    c.start()
+    wait_until(lambda: _public(c).get("node-a") == held_a, 20, 0.1,
+               "C caught up with everything A made")
+    conn = sqlite3.connect(f"file:{c.db_path}?mode=ro", uri=True)
+    seqs = [s for (s,) in conn.execute(
+        "SELECT seq FROM events WHERE origin = 'node-a' AND stream = 'public' ORDER BY seq")]
+    conn.close()
+    assert seqs == list(range(1, held_a + 1))  # gapless, exactly once
+
+
+def _as_peer(node: NodeProcess, peer: NodeProcess, documents: list[bytes]) -> None:
+    """Connect to ``node``'s mesh listener with ``peer``'s own certificate and send."""
+    mesh_dir = peer.data_dir / "mesh"
+    toml = (node.data_dir / "node.toml").read_text()
+    mesh_port = int(toml.split("[mesh]\nport = ")[1].split("\n")[0])
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id="test-as-peer",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    client.tls_set(ca_certs=str(node.data_dir / "tls" / "ca.pem"),
+                   certfile=str(mesh_dir / "provisional.pem"),
+                   keyfile=str(mesh_dir / "provisional.key"), cert_reqs=ssl.CERT_REQUIRED)
+    client.tls_insecure_set(True)
+    client.connect("127.0.0.1", mesh_port)
+    client.loop_start()
+    try:
+        for data in documents:
+            info = client.publish(f"bartmesh/v1/{peer.name}/up", data, qos=1)
+            info.wait_for_publish(5)
+    finally:
+        client.disconnect()
+        client.loop_stop()
+
+
+def test_forged_and_foreign_events_are_refused(line: dict[str, NodeProcess]) -> None:
+    a, b, c = line["a"], line["b"], line["c"]
+    before = {n.name: _public(n) for n in (a, b, c)}
+    now = int(time.time() * 1000)
+    b_seq = _mesh(a)["vector"].get("node-b", {}).get("public", 0) + 1
+    body = {"source": "team", "category": "suspicious", "severity": "moderate",
+            "title": "Vals", "text": "", "areas": []}
+    stranger = KeyPair.generate()
+    forged = make_event(stranger, origin="node-b", stream="public", seq=b_seq, kind="alert",
+                        ts=now, body=body)
+    own = make_event(stranger, origin="node-a", stream="public", seq=999, kind="alert",
+                     ts=now, body=body)
+    unknown = make_event(stranger, origin="node-x", stream="public", seq=1, kind="alert",
+                         ts=now, body=body)
+    b_keys = KeyPair.load(b.data_dir / "keys")
+    police = make_event(b_keys, origin="node-b", stream="public", seq=b_seq, kind="alert",
+                        ts=now, body={**body, "source": "central"})
+    _as_peer(a, b, [Relay.of(e, 1).encode() for e in (forged, own, unknown, police)]
+             + [b"{not json", b'{"v": 2, "t": "ev"}'])
+    time.sleep(1.5)  # what would have been stored and relayed by now
+    assert {n.name: _public(n) for n in (a, b, c)} == before
+    log = a.log_tail(200)
+    assert "bad signature" in log and "own origin" in log and "not trusted" in log
+    assert "may not send central alerts" in log
+    stats = _mesh(a)["stats"]
+    assert stats["refused"] >= 6

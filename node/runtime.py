@@ -248,6 +248,13 @@ class NodeRuntime:
         if self.carrier is not None:
             await self.carrier.close()
 
+    def mesh_peers(self) -> list[str] | None:
+        """Names of the community centres connected now (None: the mesh is off)."""
+        if self.mesh is None:
+            return None
+        names = self.mesh.names
+        return sorted(names.get(lk.peer, lk.peer) for lk in self.mesh.live_links())
+
     def peer_names(self) -> dict[str, str]:
         """Community-centre names of peers, by origin (from their mesh hello)."""
         return self.mesh.names if self.mesh is not None else {}

@@ -214,7 +214,8 @@ def _dashboard(request: Request, member: Member, *, errors: dict[str, str] | Non
         alert_values=alert_values or {}, row_values=row_values or {}, row_errors=shown,
         severities=SEVERITIES, expiry_choices=EXPIRY_CHOICES, default_hours=DEFAULT_HOURS,
         limits={"title": MAX_TITLE, "text": MAX_REPORT_TEXT, "note": MAX_NOTE},
-        stream_url="/team/stream", faults=faults)
+        stream_url="/team/stream", faults=faults,
+        mesh_peers=team_runtime(request).mesh_peers())
 
 
 @router.get("/team")

@@ -57,6 +57,8 @@ class TeamRuntime(Protocol):
 
     def peer_names(self) -> dict[str, str]: ...
 
+    def mesh_peers(self) -> list[str] | None: ...
+
 
 def open_accounts(app: FastAPI, settings: NodeSettings) -> TeamAccounts:
     """Open ``<data_dir>/team.db`` for ``app`` (else the first team request does)."""

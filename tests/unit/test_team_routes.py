@@ -108,6 +108,9 @@ class FakeRuntime:
     def peer_names(self) -> dict[str, str]:
         return {}
 
+    def mesh_peers(self) -> list[str] | None:
+        return None
+
 
 @pytest.fixture
 def settings(tmp_path: Path) -> NodeSettings:

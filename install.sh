@@ -267,6 +267,7 @@ if [[ $MODE == dev ]]; then
     PACKAGES+=(chromium postgresql wrk iproute2 git dnsmasq-base nftables hostapd debootstrap systemd)
     PACKAGES+=(busybox curl) # the "phone" of tests/system/test_captive_netns.py: udhcpc, curl
     PACKAGES+=(valgrind)     # bench/ingest_instructions.py counts instructions with callgrind
+    PACKAGES+=(bind9-dnsutils) # dig: an independent mDNS client for the discovery tests
 fi
 
 pkg_installed() {

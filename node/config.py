@@ -158,7 +158,7 @@ class MeshSettings(BaseModel):
     host: str = Field(default="0.0.0.0", max_length=253)  # noqa: S104 - peers reach it
     #: Advertise and browse with mDNS (DNS-SD ``_bart-mesh._tcp``).
     discovery: bool = True
-    #: Network interfaces (addresses) mDNS uses; empty: all.
+    #: Network interfaces (names such as eth0, or addresses) mDNS uses; empty: all.
     interfaces: list[str] = Field(default_factory=list, max_length=16)
     #: Most hops a live event travels.
     hop_limit: int = Field(default=4, ge=1, le=16)

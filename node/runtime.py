@@ -112,6 +112,7 @@ class NodeRuntime:
         self.uplink: Uplink | None = None
         self.mesh: Mesh | None = None
         self.carrier: Carrier | None = None
+        self.discovery: Any = None
         self.mesh_identity: MeshIdentity | None = None
         self.started_at = time.time()
         self._start_broker = start_broker
@@ -215,6 +216,8 @@ class NodeRuntime:
                          on_carried=self.carrier.answered)
         await self.mesh.start()
         self._mesh_tasks = [self.spawn_task(self.carrier.retry(self.mesh))]
+        if self.settings.mesh.discovery and self.mesh_identity is not None:
+            self._mesh_tasks.append(self.spawn_task(self._discover(self.mesh)))
 
     async def refresh_mesh(self) -> None:
         """After enrolment (or a trust change): new certificate and CAs for the mesh.
@@ -238,6 +241,26 @@ class NodeRuntime:
             if self.mqtt is not None:
                 await self.mqtt.wait_connected(5.0)
         await self._start_mesh()
+
+    async def _discover(self, mesh: Mesh) -> None:
+        """Advertise this node and browse for peers (mDNS) while the mesh runs."""
+        from .mesh.discovery import Advert, Discovery, DiscoveryError
+
+        s = self.settings
+        advert = Advert(name=s.name, area=s.area, port=s.mesh.port, fp=mesh.fp)
+        discovery = Discovery(advert, on_change=mesh.discovered,
+                              interfaces=s.mesh.interfaces or None)
+        try:
+            await discovery.start()
+        except DiscoveryError as exc:
+            log.error("mDNS discovery did not start (%s); static peers only", exc)
+            return
+        self.discovery = discovery
+        try:
+            await asyncio.Event().wait()  # until cancelled with the mesh
+        finally:
+            self.discovery = None
+            await discovery.close()
 
     async def _stop_mesh(self) -> None:
         for task in getattr(self, "_mesh_tasks", []):

@@ -114,6 +114,8 @@ class Link:
     sent: int = 0
     received: int = 0
     dropped: int = 0
+    #: The mesh's stats: documents' bytes sent on every link add up in "bytes_sent".
+    totals: dict[str, int] = field(default_factory=dict)
 
     def send(self, data: bytes) -> None:
         """Queue ``data`` for the peer (dropped, counted, when the queue is full:
@@ -135,7 +137,9 @@ class Link:
             except Exception as exc:
                 log.debug("mesh: sending to %s failed: %s", self.peer, exc)
                 continue
-            self.sent += sum(1 for r in results if r is None)
+            done = [data for data, r in zip(batch, results, strict=False) if r is None]
+            self.sent += len(done)
+            self.totals["bytes_sent"] = self.totals.get("bytes_sent", 0) + sum(map(len, done))
 
     def close(self) -> None:
         """Stop this link's tasks."""
@@ -191,7 +195,7 @@ class Mesh:
         self._announce: asyncio.TimerHandle | None = None
         self._closed = False
         self.stats = {"relayed": 0, "received": 0, "stored": 0, "refused": 0, "forks": 0,
-                      "chunks_sent": 0, "chunk_events_sent": 0}
+                      "chunks_sent": 0, "chunk_events_sent": 0, "bytes_sent": 0}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -244,6 +248,23 @@ class Mesh:
         self.targets[key] = target
         self._dial(target)
 
+    def discovered(self, peers: dict[str, Any]) -> None:
+        """mDNS saw these peers (``{name: Found}``): dial the new ones, drop the gone.
+
+        Of two nodes that see each other only the one with the smaller name
+        dials (one session, not two); trust is checked on connecting.
+        """
+        wanted: dict[str, tuple[str, int, str]] = {}
+        for name, found in peers.items():
+            if name <= self.me or not found.addresses or name in self.blocked:
+                continue
+            wanted[f"{found.addresses[0]}:{found.port}"] = (found.addresses[0], found.port, name)
+        for key, target in list(self.targets.items()):
+            if target.how == "mdns" and key not in wanted:
+                self._spawn(self.remove_target(target.host, target.port))
+        for host, port, name in wanted.values():
+            self.add_target(host, port, how="mdns", expected=name)
+
     async def remove_target(self, host: str, port: int) -> None:
         """Stop dialling ``host:port`` (an mDNS peer went away)."""
         target = self.targets.pop(f"{host}:{port}", None)
@@ -293,7 +314,7 @@ class Mesh:
         if old is not None:
             old.close()
         link = Link(peer=name, how=target.how, dialled=True, send_raw=client.publish_batch,
-                    topic=mesh_topic(self.me, "up"))
+                    topic=mesh_topic(self.me, "up"), totals=self.stats)
         self._open(link)
         log.info("mesh: connected to %s at %s:%d", name, target.host, target.port)
         self._send_hello(link)
@@ -380,7 +401,8 @@ class Mesh:
             if link is not None:
                 link.close()  # a new session of the same peer
             link = Link(peer=peer, how="incoming", dialled=False,
-                        send_raw=self.local.publish_batch, topic=mesh_topic(peer, "down"))
+                        send_raw=self.local.publish_batch, topic=mesh_topic(peer, "down"),
+                        totals=self.stats)
             self._open(link)
             log.info("mesh: %s connected to this node", peer)
             self._send_hello(link)

@@ -1,4 +1,4 @@
-"""Find neighbouring nodes with mDNS / DNS-SD, and be found (docs/mesh-discovery.md).
+"""Find neighbouring nodes with mDNS / DNS-SD, and be found (docs/mesh.md, "Discovery").
 
 Every node advertises one service of type :data:`SERVICE_TYPE`
 (``_bart-mesh._tcp.local.``): the instance name is the node's name, the SRV

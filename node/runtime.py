@@ -213,7 +213,7 @@ class NodeRuntime:
                          signing_public=self.keys.signing_public, local=self.mqtt,
                          identity=self.mesh_identity, on_stored=self._mesh_stored,
                          uplink_up=self._uplink_up, carry=self.carrier.take,
-                         on_carried=self.carrier.answered)
+                         on_carried=self.carrier.answered, on_tick=self._roster_to_trust)
         await self.mesh.start()
         self._mesh_tasks = [self.spawn_task(self.carrier.retry(self.mesh))]
         if self.settings.mesh.discovery and self.mesh_identity is not None:
@@ -261,6 +261,12 @@ class NodeRuntime:
         finally:
             self.discovery = None
             await discovery.close()
+
+    def _roster_to_trust(self) -> None:
+        """The uplink's newest verified roster decides whom the mesh trusts."""
+        up = self.uplink
+        if up is not None and up.state.enabled and up.roster is not self.trust.roster:
+            self.trust.set_roster(up.roster)
 
     async def _stop_mesh(self) -> None:
         for task in getattr(self, "_mesh_tasks", []):

@@ -169,7 +169,8 @@ class Mesh:
                  on_stored: Callable[[list[Event]], None],
                  uplink_up: Callable[[], bool] = lambda: False,
                  carry: Callable[[Carry], Any] | None = None,
-                 on_carried: Callable[[Carried], Any] | None = None) -> None:
+                 on_carried: Callable[[Carried], Any] | None = None,
+                 on_tick: Callable[[], None] | None = None) -> None:
         self.settings = settings
         self.me = settings.name
         self.store = store
@@ -181,6 +182,7 @@ class Mesh:
         self.uplink_up = uplink_up
         self.carry_handler = carry
         self.carried_handler = on_carried
+        self.on_tick = on_tick
         self.hop_limit = settings.mesh.hop_limit
         self.links: dict[tuple[str, bool], Link] = {}
         self.targets: dict[str, Target] = {}
@@ -663,7 +665,17 @@ class Mesh:
         while True:
             await asyncio.sleep(PING_S)
             now = time.monotonic()
+            if self.on_tick is not None:
+                self.on_tick()  # e.g. a newer roster: revoked peers go below
+            for target in list(self.targets.values()):
+                if target.peer is not None and not self.trust.peer(target.peer):
+                    self._quiet.say(f"untrusted:{target.peer}", "mesh: no longer using %s (%s)",
+                                    target.peer, self.trust.why_not_peer(target.peer))
+                    await self._drop_target(target)
             for link in list(self.links.values()):
+                if not self.trust.peer(link.peer):
+                    self._close_link(link, self.trust.why_not_peer(link.peer))
+                    continue
                 if now - link.last_rx > SILENT_S:
                     self._close_link(link, f"silent for {SILENT_S:.0f} s")
                     continue

@@ -65,6 +65,8 @@ PING_S = 10.0
 #: A link without any message for this long is considered gone.
 SILENT_S = 45.0
 MESH_KEEPALIVE = 10
+#: A peer refused (not in the roster, wrong name) is dialled again after this.
+REFUSED_RETRY_S = 60.0
 
 
 def now_ms() -> int:
@@ -307,7 +309,7 @@ class Mesh:
                             "mesh: not using peer at %s:%d (%s): %s", target.host, target.port,
                             name, why)
             self.stats["refused"] += 1
-            self._spawn(self._drop_target(target))
+            self._spawn(self._pause_target(target))
             return
         target.peer = name
         if name in self.blocked:
@@ -320,6 +322,24 @@ class Mesh:
         self._open(link)
         log.info("mesh: connected to %s at %s:%d", name, target.host, target.port)
         self._send_hello(link)
+        self._spawn(self._hello_again(link))
+
+    async def _hello_again(self, link: Link) -> None:
+        """Say hello again while the peer says nothing: a hello that reached its
+        broker before its node subscribed (the peer was starting) is lost."""
+        for delay in (0.5, 1.0, 2.0, 4.0):
+            await asyncio.sleep(delay)
+            if link.received or self.links.get((link.peer, True)) is not link:
+                return
+            self._send_hello(link)
+
+    async def _pause_target(self, target: Target) -> None:
+        """A peer we may not use (yet): hang up, dial again later (a newer roster
+        may list it by then)."""
+        target.refused_until = time.monotonic() + REFUSED_RETRY_S
+        client, target.client = target.client, None
+        if client is not None:
+            await self._close_client(client)
 
     async def _drop_target(self, target: Target) -> None:
         key = f"{target.host}:{target.port}"
@@ -668,10 +688,12 @@ class Mesh:
             if self.on_tick is not None:
                 self.on_tick()  # e.g. a newer roster: revoked peers go below
             for target in list(self.targets.values()):
-                if target.peer is not None and not self.trust.peer(target.peer):
+                if target.client is None and now >= target.refused_until and not self._closed:
+                    self._dial(target)  # refused before: try again
+                elif target.peer is not None and not self.trust.peer(target.peer):
                     self._quiet.say(f"untrusted:{target.peer}", "mesh: no longer using %s (%s)",
                                     target.peer, self.trust.why_not_peer(target.peer))
-                    await self._drop_target(target)
+                    await self._pause_target(target)
             for link in list(self.links.values()):
                 if not self.trust.peer(link.peer):
                     self._close_link(link, self.trust.why_not_peer(link.peer))

@@ -72,7 +72,7 @@ def _place(value: Any, settings: NodeSettings) -> str:
 
 def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str, *,
              warning: Mapping[str, Any] | None = None,
-             names: Mapping[str, str] | None = None) -> dict[str, Any]:
+             origin_names: Mapping[str, str] | None = None) -> dict[str, Any]:
     """The row ``_team_row.html`` renders for one item (and its folded warning)."""
     state = str(item.get("state") or "new")
     time_text, date_text = local_time(int(item.get("ts") or 0), settings.timezone, lang)
@@ -101,7 +101,7 @@ def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str, *,
         "receipt": str(item.get("receipt") or ""),
         "button": names.get(button, button),
         # Another node's alarm or alert (through the mesh): which community centre.
-        "node": (names or {}).get(str(item.get("origin")), str(item.get("origin")))
+        "node": (origin_names or {}).get(str(item.get("origin")), str(item.get("origin")))
         if item.get("origin") not in (None, settings.name)
         and item.get("source") != "central" else "",
         "actions": actions_for(item),
@@ -145,7 +145,7 @@ def board(items: Sequence[Mapping[str, Any]], settings: NodeSettings, lang: str,
         if item.get("kind") == "alert" and isinstance(expires, int) and expires <= now_ms:
             continue
         warning = folded.get(item["id"])
-        row = row_view(item, settings, lang, warning=warning, names=names)
+        row = row_view(item, settings, lang, warning=warning, origin_names=names)
         (out.closed if row["closed"] else out.open).append(row)
         out.row_of[row["id"]] = row["id"]
         if warning is not None:

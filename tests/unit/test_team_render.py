@@ -200,3 +200,17 @@ def test_a_button_fault_is_shown_on_top(renderer: Renderer) -> None:
     assert 'data-testid="button-fault"' in html
     assert "Storing: noodknop klimboom-hek werkt niet" in html
     assert html.index('data-testid="button-fault"') < html.index('data-testid="row"')
+
+
+def test_another_nodes_alarm_names_its_community_centre_and_meeting_point() -> None:
+    """A panic alarm that came through the mesh: the row says where (the meeting
+    point's name travels in the alarm) and at which community centre."""
+    alarm = item(9, kind="alert", source="button", category="emergency", severity="extreme",
+                 origin="escamp-zandloper", button_id="kompasplein-gevel", contact="",
+                 receipt=None, place={"point": "kompasplein", "text": "Kompasplein"})
+    names = {"escamp-zandloper": "Wijkcentrum De Zandloper"}
+    row = board([alarm], SETTINGS, "nl", 0, names).open[0]
+    assert row["node"] == "Wijkcentrum De Zandloper" and row["place"] == "Kompasplein"
+    assert board([alarm], SETTINGS, "nl", 0).open[0]["node"] == "escamp-zandloper"
+    own = item(10, kind="alert", source="button", origin="n1", button_id="klimboom")
+    assert board([own], SETTINGS, "nl", 0, names).open[0]["node"] == ""

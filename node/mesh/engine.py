@@ -62,6 +62,7 @@ SEEN_MAX = 65_536
 LINK_QUEUE = 4_096
 SEND_BATCH = 50
 PING_S = 10.0
+TICK_S = 1.0
 #: A link without any message for this long is considered gone.
 SILENT_S = 45.0
 MESH_KEEPALIVE = 10
@@ -439,6 +440,14 @@ class Mesh:
         peer = target.peer
         if peer is None or peer in self.blocked:
             return
+        if not self.trust.peer(peer):  # revoked since we dialled: hang up at once
+            self._quiet.say(f"untrusted:{peer}", "mesh: no longer using %s (%s)", peer,
+                            self.trust.why_not_peer(peer))
+            gone = self.links.get((peer, True))
+            if gone is not None:
+                self._close_link(gone, self.trust.why_not_peer(peer))
+            self._spawn(self._pause_target(target))
+            return
         link = self.links.get((peer, True))
         if link is None:
             return
@@ -681,38 +690,54 @@ class Mesh:
         self._announce = asyncio.get_running_loop().call_later(0.5, announce)
 
     async def _periodic(self) -> None:
-        last_sync = time.monotonic()
+        """Every second: whom we trust (a newer roster); every PING_S: pings,
+        silent and lost sessions; every ``sync_s``: vectors (anti-entropy)."""
+        last_ping = last_sync = time.monotonic()
+        roster = self.trust.roster
         while True:
-            await asyncio.sleep(PING_S)
+            await asyncio.sleep(TICK_S)
             now = time.monotonic()
             if self.on_tick is not None:
-                self.on_tick()  # e.g. a newer roster: revoked peers go below
-            for target in list(self.targets.values()):
-                if target.client is None and now >= target.refused_until and not self._closed:
-                    self._dial(target)  # refused before: try again
-                elif target.peer is not None and not self.trust.peer(target.peer):
-                    self._quiet.say(f"untrusted:{target.peer}", "mesh: no longer using %s (%s)",
-                                    target.peer, self.trust.why_not_peer(target.peer))
-                    await self._pause_target(target)
+                self.on_tick()  # e.g. a newer roster from the uplink
+            if self.trust.roster is not roster:
+                roster = self.trust.roster
+                for target in self.targets.values():
+                    target.refused_until = 0.0  # who was refused may be listed now
+            await self._check_targets(now)
             for link in list(self.links.values()):
-                if not self.trust.peer(link.peer):
+                if not self.trust.peer(link.peer):  # revoked
                     self._close_link(link, self.trust.why_not_peer(link.peer))
-                    continue
-                if now - link.last_rx > SILENT_S:
-                    self._close_link(link, f"silent for {SILENT_S:.0f} s")
-                    continue
-                self._ping(link)
-            for target in list(self.targets.values()):
-                client = target.client
-                if client is not None and not client.connected and target.peer is not None:
-                    gone = self.links.get((target.peer, True))
-                    if gone is not None:
-                        self._close_link(gone, "connection lost")
+            if now - last_ping >= PING_S:
+                last_ping = now
+                self._pings(now)
             if now - last_sync >= self.settings.mesh.sync_s:
                 last_sync = now
                 data = VectorDoc(self.vector(), reply=False).encode()
                 for link in self.live_links():
                     link.send(data)
+
+    async def _check_targets(self, now: float) -> None:
+        for target in list(self.targets.values()):
+            client = target.client
+            if client is None:
+                if now >= target.refused_until and not self._closed:
+                    self._dial(target)  # refused before: try again
+                continue
+            if target.peer is not None and not self.trust.peer(target.peer):
+                self._quiet.say(f"untrusted:{target.peer}", "mesh: no longer using %s (%s)",
+                                target.peer, self.trust.why_not_peer(target.peer))
+                await self._pause_target(target)
+            elif not client.connected and target.peer is not None:
+                gone = self.links.get((target.peer, True))
+                if gone is not None:
+                    self._close_link(gone, "connection lost")
+
+    def _pings(self, now: float) -> None:
+        for link in list(self.links.values()):
+            if now - link.last_rx > SILENT_S:
+                self._close_link(link, f"silent for {SILENT_S:.0f} s")
+            else:
+                self._ping(link)
 
     # -- control and view ---------------------------------------------------------------
 

@@ -199,9 +199,11 @@ class NodeRuntime:
 
         central_key = base64.b64decode(str(enrolment["signing_pub"]))
         self.trust.set_central(str(enrolment["origin"]), central_key)
-        roster = (self.uplink.roster if self.uplink is not None and self.uplink.state.enabled
-                  else load_roster(self.settings, central_key))
-        self.trust.set_roster(roster)
+        uplink = self.uplink
+        if uplink is not None and uplink.state.enabled:
+            self.trust.follow_roster(lambda: uplink.roster)
+        else:
+            self.trust.set_roster(load_roster(self.settings, central_key))
 
     async def _start_mesh(self) -> None:
         """Sessions with peers: accepted on our broker's mesh listener, dialled to theirs."""
@@ -213,7 +215,7 @@ class NodeRuntime:
                          signing_public=self.keys.signing_public, local=self.mqtt,
                          identity=self.mesh_identity, on_stored=self._mesh_stored,
                          uplink_up=self._uplink_up, carry=self.carrier.take,
-                         on_carried=self.carrier.answered, on_tick=self._roster_to_trust)
+                         on_carried=self.carrier.answered)
         await self.mesh.start()
         self._mesh_tasks = [self.spawn_task(self.carrier.retry(self.mesh))]
         if self.settings.mesh.discovery and self.mesh_identity is not None:
@@ -261,12 +263,6 @@ class NodeRuntime:
         finally:
             self.discovery = None
             await discovery.close()
-
-    def _roster_to_trust(self) -> None:
-        """The uplink's newest verified roster decides whom the mesh trusts."""
-        up = self.uplink
-        if up is not None and up.state.enabled and up.roster is not self.trust.roster:
-            self.trust.set_roster(up.roster)
 
     async def _stop_mesh(self) -> None:
         for task in getattr(self, "_mesh_tasks", []):

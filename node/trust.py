@@ -21,6 +21,7 @@ from __future__ import annotations
 import base64
 import json
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,8 @@ class TrustedKeys:
         self._own = own
         self._keys = dict(keys)
         self._peers = dict(peers or {})
-        self.roster: Roster | None = None
+        self._roster: Roster | None = None
+        self._roster_source: Callable[[], Roster | None] | None = None
         self.central: tuple[str, bytes] | None = None
 
     @classmethod
@@ -71,7 +73,20 @@ class TrustedKeys:
 
     def set_roster(self, roster: Roster | None) -> None:
         """Use ``roster`` (verified by the caller) from now on."""
-        self.roster = roster
+        self._roster = roster
+        self._roster_source = None
+
+    def follow_roster(self, source: Callable[[], Roster | None]) -> None:
+        """Always use the roster ``source()`` holds now (the uplink's newest, verified):
+        a revocation counts from the moment the uplink took it."""
+        self._roster_source = source
+
+    @property
+    def roster(self) -> Roster | None:
+        """The roster in force (None: none yet)."""
+        if self._roster_source is not None:
+            return self._roster_source()
+        return self._roster
 
     def lookup(self, origin: str) -> bytes | None:
         """The key of ``origin``, or None when it is not trusted."""

@@ -18,7 +18,7 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Final
 
 import orjson
@@ -96,6 +96,24 @@ def _bool(value: Any, name: str) -> bool:
     return value
 
 
+#: Most community-centre names a hello or vector passes on.
+MAX_NAMES: Final = 64
+
+
+def _display(value: Any, name: str) -> str:
+    if not isinstance(value, str) or len(value) > 80 \
+            or any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise MeshDocError(f"{name} must be a name of at most 80 characters")
+    return value
+
+
+def names_from_wire(value: Any) -> dict[str, str]:
+    """Check ``{node: community-centre name}`` (at most MAX_NAMES)."""
+    if not isinstance(value, dict) or len(value) > MAX_NAMES:
+        raise MeshDocError(f"names must be an object of at most {MAX_NAMES} entries")
+    return {_slug(k, "names key"): _display(v, f"names[{k}]") for k, v in value.items()}
+
+
 def vector_to_wire(vector: Vector) -> dict[str, Any]:
     """``{origin: [gapless, [[from, to], …]]}``, at most MAX_RANGES ranges each."""
     out: dict[str, Any] = {}
@@ -145,17 +163,21 @@ class Hello:
     uplink: bool
     vector: Vector
     display: str = ""
+    #: Names of other community centres the sender knows (so that teams two hops
+    #: away read "De Kleine Wereld", not a node name).
+    names: dict[str, str] = field(default_factory=dict)
     proto: int = MESH_VERSION
 
     FIELDS = frozenset({"v", "t", "node", "display", "area", "fp", "proto", "uplink",
-                        "vector"})
+                        "vector", "names"})
 
     def encode(self) -> bytes:
         """Wire bytes."""
         return _dumps({"v": MESH_VERSION, "t": "hello", "node": self.node,
                        "display": self.display, "area": self.area,
                        "fp": self.fp, "proto": self.proto, "uplink": self.uplink,
-                       "vector": vector_to_wire(self.vector)})
+                       "vector": vector_to_wire(self.vector),
+                       "names": dict(list(self.names.items())[:MAX_NAMES])})
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> Hello:
@@ -167,11 +189,9 @@ class Hello:
         fp = doc["fp"]
         if not isinstance(fp, str) or not FINGERPRINT.fullmatch(fp):
             raise MeshDocError("fp must be a key fingerprint like QX7K-3MFA-P2RT")
-        display = doc["display"]
-        if not isinstance(display, str) or len(display) > 80 \
-                or any(ord(c) < 32 or ord(c) == 127 for c in display):
-            raise MeshDocError("display must be a name of at most 80 characters")
+        display = _display(doc["display"], "display")
         return cls(node=_slug(doc["node"], "node"), area=area, fp=fp, display=display,
+                   names=names_from_wire(doc["names"]),
                    proto=_int(doc["proto"], "proto", 1, 1000),
                    uplink=_bool(doc["uplink"], "uplink"),
                    vector=vector_from_wire(doc["vector"]))
@@ -183,19 +203,22 @@ class VectorDoc:
 
     vector: Vector
     reply: bool = False
+    names: dict[str, str] = field(default_factory=dict)
 
-    FIELDS = frozenset({"v", "t", "vector", "reply"})
+    FIELDS = frozenset({"v", "t", "vector", "reply", "names"})
 
     def encode(self) -> bytes:
         """Wire bytes."""
         return _dumps({"v": MESH_VERSION, "t": "vector", "reply": self.reply,
-                       "vector": vector_to_wire(self.vector)})
+                       "vector": vector_to_wire(self.vector),
+                       "names": dict(list(self.names.items())[:MAX_NAMES])})
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any]) -> VectorDoc:
         """Check a parsed document."""
         _fields(doc, cls.FIELDS)
-        return cls(vector=vector_from_wire(doc["vector"]), reply=_bool(doc["reply"], "reply"))
+        return cls(vector=vector_from_wire(doc["vector"]), reply=_bool(doc["reply"], "reply"),
+                   names=names_from_wire(doc["names"]))
 
 
 @dataclass(frozen=True, slots=True)

@@ -193,6 +193,7 @@ class Mesh:
         self.reach: dict[str, int] = {}  # origin -> fewest hops an event of it took
         #: Community-centre names of peers (from their hello), shown with their events.
         self.names: dict[str, str] = {}
+        self._direct_names: set[str] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
         self._quiet = QuietLog()
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -380,9 +381,33 @@ class Mesh:
     def _send_hello(self, link: Link) -> None:
         link.hello_sent = True
         link.send(Hello(node=self.me, area=self.settings.area, fp=self.fp,
-                        display=self.settings.display_name,
+                        display=self.settings.display_name, names=self._known_names(),
                         uplink=self.uplink_up(), vector=self.vector()).encode())
         self._ping(link)
+
+    def _vector_doc(self, *, reply: bool) -> bytes:
+        return VectorDoc(self.vector(), reply=reply, names=self._known_names()).encode()
+
+    def _known_names(self) -> dict[str, str]:
+        """Community-centre names to pass on: our own and those we learnt."""
+        names = {self.me: self.settings.display_name} if self.settings.display_name else {}
+        for origin, display in self.names.items():
+            if len(names) >= 64:
+                break
+            names.setdefault(origin, display)
+        return names
+
+    def _learn_names(self, names: dict[str, str], direct: str | None = None,
+                     display: str = "") -> None:
+        """Names heard from a peer: its own (``direct``) wins over what others say."""
+        if direct is not None and display:
+            self.names[direct] = display
+            self._direct_names.add(direct)
+        for origin, name in names.items():
+            if origin == self.me or origin in self._direct_names or not name:
+                continue
+            if origin in self.names or len(self.names) < 256:
+                self.names[origin] = name
 
     def _ping(self, link: Link) -> None:
         n = next(self._ping_n)
@@ -432,7 +457,7 @@ class Mesh:
             if not isinstance(doc, Hello):
                 # Its hello came before we listened (we were starting): ask for
                 # its vector, so that it is sent what it lacks now, not in a minute.
-                link.send(VectorDoc(self.vector(), reply=False).encode())
+                link.send(self._vector_doc(reply=False))
         self._handle(link, doc)
 
     def _on_down(self, target: Target, payload: bytes) -> None:
@@ -479,10 +504,10 @@ class Mesh:
                 self._close_link(link, "wrong name in hello")
                 return
             link.area, link.fp, link.uplink = doc.area, doc.fp, doc.uplink
-            if doc.display and (doc.node in self.names or len(self.names) < 256):
-                self.names[doc.node] = doc.display
+            self._learn_names(doc.names, doc.node, doc.display)
             self._answer_vector(link, doc.vector, reply=True)
         elif isinstance(doc, VectorDoc):
+            self._learn_names(doc.names)
             self._answer_vector(link, doc.vector, reply=doc.reply)
         elif isinstance(doc, Chunk):
             self._spawn(self._on_chunk(link, doc))
@@ -614,7 +639,7 @@ class Mesh:
             link.catchup.cancel()
         link.catchup = self._spawn(self._send_missing(link, theirs))
         if not reply and self._lacking(theirs):
-            link.send(VectorDoc(self.vector(), reply=True).encode())
+            link.send(self._vector_doc(reply=True))
 
     def _lacking(self, theirs: Vector) -> bool:
         """Whether a peer's vector holds anything this node lacks."""
@@ -683,7 +708,7 @@ class Mesh:
 
         def announce() -> None:
             self._announce = None
-            data = VectorDoc(self.vector(), reply=False).encode()
+            data = self._vector_doc(reply=False)
             for link in self.live_links():
                 link.send(data)
 
@@ -712,7 +737,7 @@ class Mesh:
                 self._pings(now)
             if now - last_sync >= self.settings.mesh.sync_s:
                 last_sync = now
-                data = VectorDoc(self.vector(), reply=False).encode()
+                data = self._vector_doc(reply=False)
                 for link in self.live_links():
                     link.send(data)
 

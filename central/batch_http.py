@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Final
+from typing import Final
 
 import orjson
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -97,8 +97,7 @@ class BatchIngest:
                 break
         loop = asyncio.get_running_loop()
         try:
-            reply: dict[str, Any] = await loop.run_in_executor(self.pool, self.ingest.handle,
-                                                                b"".join(chunks))
-        except IngestRefused as exc:  # logged by Ingest.handle
+            reply = await loop.run_in_executor(self.pool, self.ingest.receive, b"".join(chunks))
+        except IngestRefused as exc:  # logged by Ingest.receive
             return _error(exc.status, exc.code, str(exc))
-        return 200, orjson.dumps(reply)
+        return 200, reply.encode()

@@ -38,8 +38,8 @@ from sqlalchemy.engine import Connection, Engine
 from sync import sealed
 from sync.errors import BadSignature
 from sync.event import DOMAIN as EVENT_DOMAIN
+from sync.exchange import MAX_ACK_UPDATES, Ack, BatchMeta, ReceiptUpdate, SyncReply
 from sync.keys import unb64, verify_signature
-from sync.roster import ACK_DOMAIN, sign_document
 
 from . import db
 from .enrol import current_roster
@@ -48,9 +48,10 @@ from .identity import Central
 
 log = logging.getLogger("bart.central.ingest")
 
-#: At most this many central events / receipt updates in one reply.
+#: At most this many central events / receipt updates in one reply (nodes take
+#: up to sync.exchange.MAX_REPLY_EVENTS events and MAX_ACK_UPDATES updates).
 MAX_REPLY_EVENTS = 200
-MAX_REPLY_UPDATES = 500
+MAX_REPLY_UPDATES = MAX_ACK_UPDATES
 
 _EVENT_COLS = ("id", "origin", "stream", "seq", "ts", "kind", "body", "sig", "via",
                "received_at")
@@ -150,20 +151,11 @@ class Ingest:
                                     f"event {ident} does not verify") from exc
 
     def store(self, header: sealed.BatchHeader, events: list[sealed.LeanEvent],
-              meta: dict[str, Any]) -> tuple[int, int, bool]:
+              meta: BatchMeta) -> tuple[int, int, bool]:
         """Steps 5 (and 6 on SQLite): store once. Returns (count, new, replay)."""
         node = header.node_id
         b64 = binascii.b2a_base64
         at = now_ms()
-        status = meta.get("status") if isinstance(meta.get("status"), dict) else {}
-        assert isinstance(status, dict)
-        values: dict[str, Any] = {"backlog": None, "version": None}
-        backlog = status.get("backlog")
-        if isinstance(backlog, int) and not isinstance(backlog, bool) and 0 <= backlog < 2**53:
-            values["backlog"] = backlog
-        version = status.get("version")
-        if isinstance(version, str) and len(version) <= 40:
-            values["version"] = version
         p = "?" if self.dialect == "sqlite" else "%s"
         with self.engine.begin() as conn:
             new = 0
@@ -196,7 +188,7 @@ class Ingest:
                     f"UPDATE nodes SET last_seen = {p}, backlog = COALESCE({p}, backlog), "
                     f"version = COALESCE({p}, version), last_batch_seq = CASE WHEN "
                     f"last_batch_seq < {p} THEN {p} ELSE last_batch_seq END WHERE name = {p}",
-                    (at, values["backlog"], values["version"], header.batch_seq,
+                    (at, meta.backlog, meta.version, header.batch_seq,
                      header.batch_seq, node))
             finally:
                 cur.close()
@@ -263,53 +255,56 @@ class Ingest:
 
     # --------------------------------------------------------- the whole thing
     def handle(self, wire: bytes) -> dict[str, Any]:
-        """Receive one sealed batch; return the reply document (steps 1–7)."""
+        """Receive one sealed batch; return the reply as a JSON mapping (steps 1–7)."""
+        return self.receive(wire).to_doc()
+
+    def receive(self, wire: bytes) -> SyncReply:
+        """Receive one sealed batch; return the reply (steps 1–7)."""
         try:
             header, payload, events = self.open(wire)
         except IngestRefused as exc:
             log.warning("batch refused (%s %s): %s", exc.status, exc.code, exc)
             raise
-        count, new, replay = self.store(header, events, payload.meta)
+        # Read, never refused: central has always served any meta (see BatchMeta.read).
+        meta = BatchMeta.read(payload.meta)
+        count, new, replay = self.store(header, events, meta)
         if not replay and events and self.dialect != "sqlite":
             # PostgreSQL: after the commit, so that concurrent workers' events
             # are seen (the heads only ever move forward).
             with self.engine.begin() as conn:
                 self._advance(conn, events, all_new=False)
-        return self.reply(header, payload.meta, count, new, replay,
+        return self.reply(header, meta, count, new, replay,
                           {e[1] for e in events} | {header.node_id})
 
-    def reply(self, header: sealed.BatchHeader, meta: dict[str, Any], count: int, new: int,
-              replay: bool, origins: set[str]) -> dict[str, Any]:
+    def reply(self, header: sealed.BatchHeader, meta: BatchMeta, count: int, new: int,
+              replay: bool, origins: set[str]) -> SyncReply:
         """Step 7: the signed acknowledgement and what the node lacks."""
         node = header.node_id
         # DB-API queries: this runs for every batch (see advance_head).
         with db.reading(self.engine) as conn:
             holds = self.holds(conn, origins)
-            have = _int_in(meta, "heads", self.central.origin, "public")
+            have = meta.head(self.central.origin, "public")
             central_events = [
                 event_row_to_wire(r) for r in db.query(
                     conn, "SELECT id, origin, stream, seq, ts, kind, body, sig FROM events "
                     "WHERE origin = ? AND stream = 'public' AND seq > ? ORDER BY seq LIMIT ?",
                     (self.central.origin, have, MAX_REPLY_EVENTS), named=True)]
-            updates = [
-                {"id": int(i), "report": report, "receipt": receipt, "state": state,
-                 "at": int(at)}
+            updates = tuple(
+                ReceiptUpdate(id=int(i), report=report, receipt=receipt, state=state,
+                              at=int(at))
                 for i, report, receipt, state, at in db.query(
                     conn, "SELECT id, report_id, receipt, state, at FROM report_updates "
                     "WHERE origin = ? AND id > ? ORDER BY id LIMIT ?",
-                    (node, _int_in(meta, "updates_after"), MAX_REPLY_UPDATES))]
+                    (node, meta.updates_after, MAX_REPLY_UPDATES)))
             # The roster only when the node's is older (it grows with every node).
             newest = db.query(conn, "SELECT serial FROM roster_docs ORDER BY serial DESC "
                                     "LIMIT 1", ())
             roster = (current_roster(conn) if newest
-                      and int(newest[0][0]) > _int_in(meta, "roster_serial") else None)
-        ack = {"v": 1, "node": node, "batch_seq": header.batch_seq, "count": count, "new": new,
-               "replay": replay, "holds": holds, "updates": updates, "at": now_ms()}
-        reply: dict[str, Any] = {"ack": sign_document(ack, self.central.keys, ACK_DOMAIN),
-                                 "events": central_events}
-        if roster is not None:
-            reply["roster"] = roster
-        return reply
+                      and int(newest[0][0]) > meta.roster_serial else None)
+        ack = Ack(node=node, batch_seq=header.batch_seq, count=count, new=new, replay=replay,
+                  holds=holds, updates=updates, at=now_ms())
+        return SyncReply(ack=ack.sign(self.central.keys), events=tuple(central_events),
+                         roster=roster)
 
 
 def advance_head(conn: Connection, origin: str, stream: str,
@@ -348,16 +343,6 @@ def advance_head(conn: Connection, origin: str, stream: str,
                    f"contiguous = {top_of}(heads.contiguous, excluded.contiguous), "
                    f"max_seq = {top_of}(heads.max_seq, excluded.max_seq)",
              (*key, contiguous, top))
-
-
-def _int_in(meta: Any, *path: str) -> int:
-    value = meta
-    for key in path:
-        if not isinstance(value, dict):
-            return 0
-        value = value.get(key)
-    return (value if isinstance(value, int) and not isinstance(value, bool)
-            and 0 <= value < 2**53 else 0)  # BIGINT-safe: a huge number is no number
 
 
 def event_row_to_wire(row: Any) -> dict[str, Any]:

@@ -36,10 +36,10 @@ from typing import Any
 import httpx
 
 from sync import Event, KeyPair, sealed
-from sync.canonical import parse_json
 from sync.errors import SyncError
 from sync.event import event_from_dict
-from sync.roster import ACK_DOMAIN, DocumentError, Roster, verify_document
+from sync.exchange import Ack, AckNotVerified, BatchMeta, ExchangeError, SyncReply
+from sync.roster import Roster
 
 from .config import NodeSettings
 from .enrol import load_enrolment, load_roster, package_version, save_roster
@@ -53,7 +53,6 @@ BATCH_TYPE = "application/vnd.bart.batch"
 #: Central states of a report, as the node's receipt page names them.
 RECEIPT_STATES = {"new": "forwarded", "in_progress": "in_progress", "handled": "handled",
                   "reopened": "reopened"}
-MAX_REPLY_BYTES = 16 * 1024 * 1024
 PRUNE_EVERY_S = 3600.0
 
 
@@ -209,20 +208,17 @@ class Uplink:
         """Allocate a batch seq (committed first: never reused) and seal the batch."""
         cursors = await asyncio.to_thread(self._cursors)
         batch_seq = await self.store.write(lambda tx: self._next_batch_seq(tx))
-        meta = {
-            "heads": {self.central_origin: {"public": cursors["central_public"]}},
-            "updates_after": cursors["updates_after"],
-            "roster_serial": self.roster_serial,
-            "status": {"backlog": max(0, backlog - len(events)),
-                       "version": package_version()[:40]},
-        }
+        meta = BatchMeta(
+            heads={self.central_origin: {"public": cursors["central_public"]}},
+            updates_after=cursors["updates_after"], roster_serial=self.roster_serial,
+            backlog=max(0, backlog - len(events)), version=package_version()[:40])
         wire = await asyncio.to_thread(
-            sealed.seal, sealed.Payload.of(events, meta), node_id=self.settings.name,
+            sealed.seal, sealed.Payload.of(events, meta.to_doc()), node_id=self.settings.name,
             batch_seq=batch_seq, created=time.time_ns() // 1_000_000, keys=self.keys,
             central_encryption_public=self.central_encryption)
         return _Prepared(batch_seq, wire, events, backlog)
 
-    async def _exchange(self, client: httpx.AsyncClient, batch: _Prepared) -> dict[str, Any]:
+    async def _exchange(self, client: httpx.AsyncClient, batch: _Prepared) -> Ack:
         """Post a sealed batch; verify and apply central's reply."""
         self.state.last_attempt_ms = time.time_ns() // 1_000_000
         resp = await client.post(f"{self.url}/api/v1/batches", content=batch.wire,
@@ -234,7 +230,10 @@ class Uplink:
                 detail = {"error": "http", "detail": resp.text[:200]}
             raise CentralRefused(resp.status_code, str(detail.get("error", "")),
                                  str(detail.get("detail", "")))
-        reply = parse_json(resp.content, MAX_REPLY_BYTES)
+        try:
+            reply = SyncReply.parse(resp.content)
+        except ExchangeError as exc:
+            raise UplinkError(f"central's reply is malformed: {exc}") from exc
         ack = self._verify_ack(reply, batch.batch_seq)
         await self._apply(reply, ack)
         self.state.batches_sent += 1
@@ -249,26 +248,21 @@ class Uplink:
         _set(tx.conn, "batch_seq", seq)
         return seq
 
-    def _verify_ack(self, reply: Any, batch_seq: int) -> dict[str, Any]:
-        if not isinstance(reply, dict):
-            raise UplinkError("central's reply is not an object")
+    def _verify_ack(self, reply: SyncReply, batch_seq: int) -> Ack:
         try:
-            ack = verify_document(reply.get("ack"), self.central_signing, ACK_DOMAIN)
-        except DocumentError as exc:
+            ack = Ack.verify(reply.ack, self.central_signing)
+        except AckNotVerified as exc:
             raise UplinkError(f"central's acknowledgement does not verify: {exc}") from exc
-        if ack.get("node") != self.settings.name or ack.get("batch_seq") != batch_seq:
+        except ExchangeError as exc:
+            raise UplinkError(f"central's acknowledgement is malformed: {exc}") from exc
+        if ack.node != self.settings.name or ack.batch_seq != batch_seq:
             raise UplinkError("the acknowledgement is for another node or batch")
         return ack
 
-    async def _apply(self, reply: dict[str, Any], ack: dict[str, Any]) -> None:
-        holds = ack.get("holds") if isinstance(ack.get("holds"), dict) else {}
-        assert isinstance(holds, dict)
-        updates = ack.get("updates") if isinstance(ack.get("updates"), list) else []
-        assert isinstance(updates, list)
+    async def _apply(self, reply: SyncReply, ack: Ack) -> None:
+        holds = ack.holds
         central_events: list[Event] = []
-        raw_events = reply.get("events") if isinstance(reply.get("events"), list) else []
-        assert isinstance(raw_events, list)
-        for raw in raw_events[:1000]:
+        for raw in reply.events:  # at most MAX_REPLY_EVENTS (SyncReply.parse)
             try:
                 event = event_from_dict(raw)
                 if event.origin != self.central_origin:
@@ -281,11 +275,9 @@ class Uplink:
 
         def apply(tx: WriteTx) -> list[Event]:
             for origin, streams in holds.items():
-                if not isinstance(streams, dict):
-                    continue
                 for stream, seq in streams.items():
                     before = _get(tx.conn, _acked_key(origin, stream))
-                    if isinstance(seq, int) and before < seq:
+                    if before < seq:
                         _set(tx.conn, _acked_key(origin, stream), seq)
                         if origin == self.settings.name and stream == "private":
                             tx.conn.execute(
@@ -294,15 +286,13 @@ class Uplink:
                                 "events WHERE origin = ? AND stream = 'private' AND seq > ? "
                                 "AND seq <= ?)", (tx.now_ms, origin, before, seq))
             last = _get(tx.conn, "updates_after")
-            for upd in updates:
-                if not isinstance(upd, dict) or not isinstance(upd.get("id"), int):
-                    continue
-                state = RECEIPT_STATES.get(str(upd.get("state")))
+            for upd in ack.updates:
+                state = RECEIPT_STATES.get(upd.state)  # a state this node does not know: skip
                 if state is not None:
                     tx.conn.execute(
                         "UPDATE receipts SET state = ?, updated_at = ? WHERE event_id = ?",
-                        (state, tx.now_ms, str(upd.get("report"))))
-                last = max(last, int(upd["id"]))
+                        (state, tx.now_ms, upd.report))
+                last = max(last, upd.id)
             _set(tx.conn, "updates_after", last)
             return [e for e in central_events if tx.insert(e)]
 
@@ -310,8 +300,8 @@ class Uplink:
         for event in stored:
             if self.on_central_event is not None:
                 self.on_central_event(event)
-        self.state.holds = {o: dict(s) for o, s in holds.items() if isinstance(s, dict)}
-        roster = reply.get("roster")
+        self.state.holds = {o: dict(s) for o, s in holds.items()}
+        roster = reply.roster
         if roster is not None:
             try:
                 newer = save_roster(self.settings, roster, self.central_signing,

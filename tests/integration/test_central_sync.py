@@ -269,28 +269,26 @@ def test_two_workers_on_postgresql_race_without_duplicates(
         assert central.stop() in (0, -15)
 
 
-def test_events_of_a_peer_central_does_not_know_do_not_stall_the_uplink(
+def test_events_of_a_peer_central_does_not_know_are_refused_once_enrolled(
         node: NodeProcess, central: CentralProcess) -> None:
-    """A mesh peer trusted locally but not enrolled at central: its events stay on
-    the node (central would refuse a batch carrying them), ours still go up."""
+    """``peers.toml`` trusts a peer only until the node has central's roster
+    (DESIGN.md §5): an enrolled node refuses the events of a peer central does not
+    list, so they never reach its store (nor stall its uplink); ours still go up."""
     import sqlite3
 
     node.start()
     peer_event = node.peer_alert("Verdachte auto bij de school")
     node.publish_events(peer_event)
-
-    def stored() -> bool:
-        with sqlite3.connect(node.db_path) as conn:
-            return conn.execute("SELECT 1 FROM events WHERE id = ?",
-                                (peer_event.id,)).fetchone() is not None
-
-    wait_until(stored, 10.0, message="the peer's alert stored on the node")
     post_reports(node, 3)
     engine = central_db(central)
     wait_until(lambda: central_count(engine, node.name) == 6, 20.0,
                message="our 6 events at central")
     health = wait_until(lambda: (h := node.health())["uplink"]["backlog"] == 0 and h, 10.0)
     assert health["uplink"]["last_error"] == ""
+    with sqlite3.connect(node.db_path) as conn:
+        assert conn.execute("SELECT 1 FROM events WHERE id = ?",
+                            (peer_event.id,)).fetchone() is None
+    assert f"origin {node.peer_origin!r} is not trusted here" in node.log_tail(200)
     assert central_count(engine, node.peer_origin) == 0
     stop_and_check(node)
     engine.dispose()

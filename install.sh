@@ -8,7 +8,7 @@ set -Eeuo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: ./install.sh [--dev | --hotspot | --uninstall] [--no-start] [--help]
+Usage: ./install.sh [--dev | --hotspot | --uninstall] [--mesh-radio IFACE] [--no-start] [--help]
 
 Install Bart on this machine: Debian packages (Mosquitto, Python, SQLite),
 a virtual environment in .venv and the bart package (editable install).
@@ -27,6 +27,15 @@ Safe to run again: it only does what is missing.
                /etc/bart/{hostapd.conf,dnsmasq.conf,nftables.nft} rendered
                from the node's settings and checked by dnsmasq and nft, and
                the units bart-firewall, bart-hostapd and bart-dnsmasq.
+  --mesh-radio IFACE
+               a node linked to other community centres by a second Wi-Fi
+               adapter (IFACE, e.g. wlan1) as an 802.11s mesh point with
+               batman-adv: also batctl, wpasupplicant, iw, rfkill, kmod
+               (Debian packages). Until node.toml has a complete
+               [mesh_radio] table it adds one, commented out, for you to
+               fill in (address, passphrase) and changes no network
+               setting; then wpa_supplicant, batman-adv, NetworkManager
+               and module files rendered from it, and bart-meshradio.service.
   --no-start   enable the units but start or restart nothing (an SD-card
                image, a chroot). Implied when systemd is not running.
   --uninstall  stop, disable and remove what a node install added (units,
@@ -36,7 +45,8 @@ Safe to run again: it only does what is missing.
                Debian packages.
   --dev        a development machine: the node packages plus chromium,
                postgresql, wrk, iproute2, git, dnsmasq-base, nftables,
-               hostapd, debootstrap, valgrind (binaries for the tests and
+               hostapd, debootstrap, valgrind, wpasupplicant, batctl, kmod
+               (binaries for the tests and
                benchmarks; no service is configured), and the package with
                its 'dev' extra (tests, linters). Touches no network settings.
   -h, --help   show this help and exit
@@ -50,13 +60,22 @@ EOF
 # ---------------------------------------------------------------- arguments
 MODE=node
 HOTSPOT=0
+MESH_RADIO="" # the mesh radio's interface (--mesh-radio IFACE)
+MESH_FLAG=0
 SERVICES=0
 NO_START=0
 UNINSTALL=0
-for arg in "$@"; do
+ARGS=("$@") # kept whole for the sudo re-run below
+for ((i = 0; i < ${#ARGS[@]}; i++)); do
+    arg="${ARGS[i]}"
     case "$arg" in
         --dev) MODE=dev ;;
         --hotspot) HOTSPOT=1 ;;
+        --mesh-radio=*) MESH_FLAG=1 MESH_RADIO="${arg#--mesh-radio=}" ;;
+        --mesh-radio)
+            i=$((i + 1))
+            MESH_FLAG=1 MESH_RADIO="${ARGS[i]:-}"
+            ;;
         --no-start) NO_START=1 ;;
         --uninstall) UNINSTALL=1 ;;
         -h | --help) usage; exit 0 ;;
@@ -67,13 +86,18 @@ for arg in "$@"; do
             ;;
     esac
 done
-if [[ $MODE == dev && ($HOTSPOT -eq 1 || $UNINSTALL -eq 1) ]]; then
-    echo "install.sh: --dev touches no network settings: it cannot be combined with" \
-        "--hotspot or --uninstall" >&2
+if [[ $MESH_FLAG -eq 1 ]] && ! [[ $MESH_RADIO =~ ^[A-Za-z0-9_][A-Za-z0-9_.]{0,14}$ ]]; then
+    echo "install.sh: --mesh-radio needs the Wi-Fi interface of the mesh adapter, e.g." \
+        "--mesh-radio wlan1 (letters, digits, '_' and '.'; at most 15), not '$MESH_RADIO'" >&2
     exit 2
 fi
-if [[ $UNINSTALL -eq 1 && $HOTSPOT -eq 1 ]]; then
-    echo "install.sh: --uninstall cannot be combined with --hotspot" >&2
+if [[ $MODE == dev && ($HOTSPOT -eq 1 || $UNINSTALL -eq 1 || -n $MESH_RADIO) ]]; then
+    echo "install.sh: --dev touches no network settings: it cannot be combined with" \
+        "--hotspot, --mesh-radio or --uninstall" >&2
+    exit 2
+fi
+if [[ $UNINSTALL -eq 1 && ($HOTSPOT -eq 1 || -n $MESH_RADIO) ]]; then
+    echo "install.sh: --uninstall cannot be combined with --hotspot or --mesh-radio" >&2
     exit 2
 fi
 
@@ -155,6 +179,7 @@ ETC_BART=/etc/bart
 WAS_ENABLED="$ETC_BART/.was-enabled-"
 NODE_UNITS=(bart-node.service bart-firstboot.service)
 HOTSPOT_UNITS=(bart-firewall.service bart-hostapd.service bart-dnsmasq.service)
+MESH_UNIT=bart-meshradio.service
 # Every file the renderer (bart node system render) may write; all are our own
 # names, so nothing of the distribution's is replaced.
 SYSTEM_FILES=(
@@ -168,6 +193,10 @@ SYSTEM_FILES=(
     "$ETC_BART/hostapd.conf"
     "$ETC_BART/dnsmasq.conf"
     "$ETC_BART/nftables.nft"
+    "/etc/systemd/system/$MESH_UNIT"
+    /etc/NetworkManager/conf.d/bart-meshradio.conf
+    /etc/modules-load.d/bart-batman-adv.conf
+    "$ETC_BART/meshradio-wpa_supplicant.conf"
 )
 
 SYSTEMD_RUNNING=0
@@ -191,7 +220,7 @@ if [[ $UNINSTALL -eq 1 ]]; then
     step "uninstalling the node's system files"
     removed=0
     if command -v systemctl >/dev/null 2>&1; then
-        for unit in "${HOTSPOT_UNITS[@]}" "${NODE_UNITS[@]}"; do
+        for unit in "$MESH_UNIT" "${HOTSPOT_UNITS[@]}" "${NODE_UNITS[@]}"; do
             [[ -e /etc/systemd/system/$unit ]] || continue
             if unit_active "$unit"; then
                 systemctl stop "$unit"
@@ -241,7 +270,7 @@ if [[ $UNINSTALL -eq 1 ]]; then
     fi
     echo "Kept: the node's data and keys in $DATA_DIR, the user $BART_USER, .venv and the"
     echo "Debian packages. Remove them by hand if you mean it: rm -r $DATA_DIR;"
-    echo "userdel $BART_USER; apt-get remove hostapd dnsmasq-base nftables."
+    echo "userdel $BART_USER; apt-get remove hostapd dnsmasq-base nftables batctl."
     exit 0
 fi
 
@@ -249,6 +278,13 @@ fi
 if [[ $MODE == node && $HOTSPOT -eq 0 && -e $ETC_BART/hostapd.conf ]]; then
     say "hotspot installed before: keeping it (./install.sh --uninstall removes it)"
     HOTSPOT=1
+fi
+# The mesh radio's files are rendered whenever node.toml has a [mesh_radio]
+# table (so also at first boot and on every later run): its tools must be here.
+MESH_TOOLS=0
+if [[ $MODE == node ]] && { [[ -n $MESH_RADIO || -e /etc/systemd/system/$MESH_UNIT ]] \
+    || grep -qsE '^[[:space:]]*\[[[:space:]]*mesh_radio[[:space:]]*\]' "$DATA_DIR/node.toml"; }; then
+    MESH_TOOLS=1
 fi
 
 # ---------------------------------------------------------- Debian packages
@@ -262,11 +298,19 @@ if [[ $HOTSPOT -eq 1 ]]; then
     # answer on every interface and make itself the node's own resolver.
     PACKAGES+=(hostapd dnsmasq-base nftables iproute2 rfkill)
 fi
+if [[ $MESH_TOOLS -eq 1 ]]; then
+    # wpa_supplicant joins the 802.11s mesh (SAE), batctl shows batman-adv's
+    # view (batctl n, batctl o), iw the radio's (iw list, station dump).
+    PACKAGES+=(wpasupplicant batctl iw iproute2 rfkill kmod)
+fi
 if [[ $MODE == dev ]]; then
     # The hotspot tools are here only so that the tests can run them.
     PACKAGES+=(chromium postgresql wrk iproute2 git dnsmasq-base nftables hostapd debootstrap systemd)
     PACKAGES+=(busybox curl) # the "phone" of tests/system/test_captive_netns.py: udhcpc, curl
     PACKAGES+=(valgrind)     # bench/ingest_instructions.py counts instructions with callgrind
+    # tests/integration/test_meshradio_tools.py: wpa_supplicant parses the mesh
+    # radio's file, systemd-analyze finds modprobe, batctl reads batman-adv.
+    PACKAGES+=(wpasupplicant batctl kmod)
     PACKAGES+=(bind9-dnsutils) # dig: an independent mDNS client for the discovery tests
 fi
 
@@ -471,12 +515,60 @@ if [[ $MODE == node ]]; then
     if ! setpriv --reuid="$BART_USER" --regid="$BART_USER" --clear-groups \
         "$VENV/bin/bart" --version >/dev/null 2>&1; then
         msg="user $BART_USER cannot run $VENV/bin/bart (is the repository in a private home directory?); move the repository to /opt/bart and run install.sh there"
-        if [[ $HOTSPOT -eq 1 ]]; then
+        if [[ $HOTSPOT -eq 1 || -n $MESH_RADIO ]]; then
             die "$msg"
         fi
         warn "$msg. The node's services are NOT installed; the demo works as it is."
         SERVICES=0
     fi
+fi
+
+MESH_TODO="" # what the operator still has to do for the mesh radio
+if [[ $MODE == node && $SERVICES -eq 1 && -n $MESH_RADIO ]]; then
+    step "checking the kernel and $MESH_RADIO for the mesh radio"
+    if [[ ! -d /sys/module/batman_adv ]] && ! modprobe -n -q batman-adv 2>/dev/null; then
+        why=""
+        [[ $IN_CHROOT -eq 1 ]] && why=" (in a chroot: this is the build machine's kernel)"
+        warn "kernel $(uname -r) has no batman-adv module$why: $MESH_UNIT cannot start on it;" \
+            "Raspberry Pi OS and Debian kernels have it"
+    fi
+    if [[ -r /sys/class/net/$MESH_RADIO/phy80211/name ]]; then
+        phy="$(cat "/sys/class/net/$MESH_RADIO/phy80211/name")"
+        if iw phy "$phy" info 2>/dev/null | grep -qE '^[[:space:]]+\* mesh point$'; then
+            say "$MESH_RADIO ($phy) supports mesh point mode"
+        else
+            warn "$MESH_RADIO ($phy): its driver does not list 'mesh point' among its interface" \
+                "modes (iw phy $phy info): this adapter cannot join the mesh"
+        fi
+    elif [[ -e /sys/class/net/$MESH_RADIO ]]; then
+        die "$MESH_RADIO is not a Wi-Fi interface: --mesh-radio takes the mesh adapter's (e.g. wlan1)"
+    else
+        say "no interface $MESH_RADIO now (adapter not plugged in?): the mesh starts when it appears"
+    fi
+fi
+if [[ $MODE == node && $SERVICES -eq 1 && -n $MESH_RADIO ]]; then
+    step "recording the mesh radio $MESH_RADIO in $DATA_DIR/node.toml"
+    # node.meshradio.record_interface: a commented-out [mesh_radio] table to
+    # fill in, never an incomplete one (the node would not start).
+    record="$("$VENV/bin/python" -c 'import sys
+from pathlib import Path
+from node.errors import ConfigError
+from node.meshradio import record_interface
+try:
+    r = record_interface(Path(sys.argv[1]), sys.argv[2])
+except ConfigError as exc:
+    sys.exit(str(exc))
+print(r.status, r.message)' "$DATA_DIR/node.toml" "$MESH_RADIO")" \
+        || die "mesh radio: see the line above"
+    case "${record%% *}" in
+        configured) say "${record#* }" ;;
+        added)
+            say "mesh radio: [mesh_radio] added to $DATA_DIR/node.toml, commented out"
+            MESH_TODO="${record#* }"
+            CHANGED=1
+            ;;
+        *) MESH_TODO="${record#* }" ;;
+    esac
 fi
 
 if [[ $MODE == node && $SERVICES -eq 1 ]]; then
@@ -495,6 +587,13 @@ if [[ $MODE == node && $SERVICES -eq 1 ]]; then
     fi
 
     UNITS=("${NODE_UNITS[@]}")
+    # Rendered from node.toml's [mesh_radio] (bart node system render), when it has one.
+    if grep -q "/$MESH_UNIT\$" <<<"$rendered"; then
+        command -v wpa_supplicant >/dev/null 2>&1 || [[ -x /usr/sbin/wpa_supplicant ]] \
+            || die "node.toml has a [mesh_radio] but wpa_supplicant is not installed:" \
+                "run ./install.sh --mesh-radio IFACE"
+        UNITS+=("$MESH_UNIT")
+    fi
     if [[ $HOTSPOT -eq 1 ]]; then
         UNITS+=("${HOTSPOT_UNITS[@]}")
         step "disabling the distribution's hostapd and dnsmasq services"
@@ -545,7 +644,8 @@ if [[ $MODE == node && $SERVICES -eq 1 ]]; then
         fi
         for unit in "${UNITS[@]}"; do
             [[ $unit == bart-firstboot.service ]] && continue
-            # --no-block: hostapd waits for its interface, the node for node.toml.
+            # --no-block: hostapd and the mesh radio wait for their interfaces, the
+            # node for node.toml.
             if grep -q "/$unit" <<<"$changed_files" || [[ -n $changed_files && $unit != bart-node.service ]]; then
                 systemctl try-restart --quiet "$unit" || true
             fi
@@ -571,6 +671,11 @@ if [[ $MODE == node && $SERVICES -eq 1 && ! -e $DATA_DIR/node.toml ]]; then
     echo "  (docs/deploy.md, step 4)"
 elif [[ $MODE == node && $SERVICES -eq 1 ]]; then
     echo "  sudo -u $BART_USER $VENV/bin/bart node doctor --data-dir $DATA_DIR    check the node"
+fi
+if [[ -n $MESH_TODO ]]; then
+    echo "  the mesh radio: $MESH_TODO"
+elif [[ $MODE == node && $SERVICES -eq 1 ]] && grep -q "/$MESH_UNIT\$" <<<"$rendered"; then
+    echo "  the mesh radio: batctl n (its neighbours), batctl o, iw dev IFACE station dump (docs/deploy.md)"
 fi
 echo "  .venv/bin/bart demo     run the demo"
 if [[ $MODE == dev ]]; then

@@ -1,5 +1,6 @@
 """The node's system files: hotspot (hostapd, dnsmasq, nftables), systemd units,
-journald settings and the first-boot unit, rendered from its settings.
+journald settings, the first-boot unit and the mesh radio's files
+(``node.meshradio``), rendered from its settings.
 
 The templates live in ``firmware-config/`` (data only); this module fills them
 in. ``render_system`` is pure: settings in, files (path, text, mode) out.
@@ -25,6 +26,7 @@ import jinja2
 
 from .config import NodeSettings
 from .errors import ConfigError
+from .meshradio import SECRET_FILES, hotspot_conflicts, render_mesh_radio
 
 __all__ = [
     "BOOT_ENV",
@@ -92,7 +94,8 @@ def render_system(settings: NodeSettings, *, bart: Path, hotspot: bool = True,
     ``hotspot`` adds hostapd, dnsmasq, nftables, their units and the
     NetworkManager drop-in; ``journald=False`` leaves out the journald drop-in
     (install.sh off a Raspberry Pi without a hotspot: a laptop that only tries
-    the demo keeps its own logging).
+    the demo keeps its own logging). A ``[mesh_radio]`` in the settings adds
+    the mesh radio's files (``node.meshradio``).
     """
     if not bart.is_absolute():
         raise ConfigError(f"the bart command must be an absolute path, not {bart}")
@@ -146,6 +149,13 @@ def render_system(settings: NodeSettings, *, bart: Path, hotspot: bool = True,
         files.append(SystemFile(DNSMASQ_CONF, render("dnsmasq.conf.j2")))
         files.append(SystemFile(NFTABLES_FILE, render("nftables.nft.j2")))
         files.append(SystemFile(NM_CONF, render("NetworkManager-bart.conf.j2")))
+    # getattr: the field may not be in NodeSettings yet (then None).
+    mesh_radio = getattr(settings, "mesh_radio", None)
+    if mesh_radio is not None:
+        if hotspot and (problems := hotspot_conflicts(mesh_radio, hs)):
+            raise ConfigError("; ".join(problems))
+        files += [SystemFile(path, text, 0o600 if path in SECRET_FILES else 0o644)
+                  for path, text in render_mesh_radio(mesh_radio, settings.name).items()]
     return files
 
 

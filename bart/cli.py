@@ -230,6 +230,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
         from .demo_control import uplink
 
         return uplink(args.node, args.action, args.url)
+    if command == "link":
+        from .demo_control import link
+
+        return link(args.a, args.b, args.action)
     from .demo import run_demo
 
     _logging("WARNING" if not args.verbose else "INFO")
@@ -378,6 +382,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("node", help="node name (e.g. escamp-zandloper) or number (1, 2, 3)")
     p.add_argument("action", choices=("cut", "restore"), help="cut or restore")
     p.add_argument("--url", help="the node's portal URL (default: from the running demo)")
+    p.set_defaults(func=cmd_demo)
+    p = demo_sub.add_parser("link", help="cut or heal the mesh link between two demo nodes")
+    p.add_argument("a", metavar="A", help="node name or number (1, 2, 3)")
+    p.add_argument("b", metavar="B", help="the other node's name or number")
+    p.add_argument("action", choices=("cut", "heal"), help="cut or heal")
     p.set_defaults(func=cmd_demo)
     return parser
 

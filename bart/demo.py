@@ -12,11 +12,15 @@ runs the real code paths; no root, no network changes (DESIGN.md §8):
   ``bart node enroll URL --code`` do (see :mod:`bart.demo_nodes`);
 * each point device runs as its own ``bart point run`` process on mock pins.
 
+The three nodes form a mesh: each dials the other two (static peers on this
+run's mesh ports, no mDNS on one loopback), once enrolment gave them central's
+certificates and roster (:func:`bart.demo_nodes.join`).
+
 Start-up runs in parallel where nothing waits on it: central's process starts
 first and boots while the node code loads, the nodes are created and started
 and their point devices connect; then the nodes are enrolled and their uplinks
-start. Ctrl-C (or SIGTERM) stops point devices, nodes (and their Mosquitto)
-and central, each by its own handle, and exits 0.
+and mesh start. Ctrl-C (or SIGTERM) stops point devices, nodes (and their
+Mosquitto) and central, each by its own handle, and exits 0.
 
 This module imports only what central's start needs; the node side is loaded
 after central's process has started.
@@ -36,6 +40,7 @@ import sys
 import tempfile
 import time
 import tomllib
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -205,6 +210,18 @@ def issue_codes(demo: DemoCentral, nodes: list[tuple[str, str]]) -> dict[str, st
 # -- the whole demo ----------------------------------------------------------------------
 
 
+@contextlib.contextmanager
+def _quiet(logger: str) -> Iterator[None]:
+    """Only errors from ``logger`` meanwhile: what else it says then is expected."""
+    log = logging.getLogger(logger)
+    level = log.level
+    log.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        log.setLevel(level)
+
+
 class _RootNotice(logging.Filter):
     """Drops Mosquitto's "should not be run as root" warning (one per broker): the
     README starts the demo as root, and it says nothing the demo's user can act on."""
@@ -258,14 +275,9 @@ class Demo:
         timezone = str(hood["demo"].get("timezone", "Europe/Amsterdam"))
         # A kept node's uplink starts with the node, before central answers: its
         # first failed attempt is expected, not news. Tried again once central is up.
-        uplink_log = logging.getLogger("bart.node.uplink")
-        uplink_level = uplink_log.level
-        uplink_log.setLevel(logging.ERROR)
-        try:
+        with _quiet("bart.node.uplink"):
             await self._start_nodes(timezone)
             await wait_central(central)
-        finally:
-            uplink_log.setLevel(uplink_level)
         for node in self.nodes:
             uplink = node.runtime().uplink
             if uplink is not None and uplink.state.enabled:
@@ -286,12 +298,16 @@ class Demo:
         """Create the nodes, start them and their point devices, seed fresh ones."""
         from . import demo_nodes as dn
 
+        specs = self.hood["nodes"]
+        # Every node dials the others' mesh listeners: all ports are chosen first.
+        mesh_ports = [free_port() for _ in specs]
         self.nodes = list(await asyncio.gather(*(asyncio.to_thread(
             dn.prepare_node, spec, self.path / spec["name"],
             http_port=self.http_port + i if self.http_port else free_port(),
             mqtt_port=self.mqtt_port + i if self.mqtt_port else free_port(),
+            mesh=dn.mesh_settings(port, [p for p in mesh_ports if p != port]),
             timezone=timezone, log_level=self.log_level)
-            for i, spec in enumerate(self.hood["nodes"]))))
+            for i, (spec, port) in enumerate(zip(specs, mesh_ports, strict=True)))))
         self.mark("nodes created")
         await asyncio.gather(*(dn.start_node(n) for n in self.nodes))
         for node in self.nodes:
@@ -302,7 +318,8 @@ class Demo:
         await asyncio.to_thread(_import_central_db)
 
     async def _enrol(self, central: DemoCentral) -> None:
-        """Enrol new nodes with one-time codes (their uplinks start); staff accounts."""
+        """Enrol new nodes with one-time codes; start their uplinks and their mesh with
+        central's certificates and roster; staff accounts."""
         from . import demo_nodes as dn
 
         staff = asyncio.create_task(asyncio.to_thread(add_staff, central))
@@ -311,8 +328,18 @@ class Demo:
                                         [(n.name, n.settings.area) for n in todo])
         self.mark("codes issued")
         await asyncio.gather(*(dn.enrol(n, central.url, codes[n.name]) for n in todo))
+        if todo:  # every node's mesh must know all that are enrolled now
+            roster = await dn.newest_roster(central.url)
+            if roster is not None:
+                for node in self.nodes:
+                    dn.adopt_roster(node, roster)
+        # Joining restarts a new node's Mosquitto with its mesh listener: its own
+        # connection drops and comes back, and a peer's listener may not be up yet
+        # when it is first dialled. Expected, not news.
+        with _quiet("broker.client"):
+            await asyncio.gather(*(dn.join(n) for n in self.nodes))
         central.staff = await staff
-        self.mark("nodes enrolled, uplinks started; staff accounts made")
+        self.mark("nodes enrolled, uplinks and mesh started; staff accounts made")
         dn.write_links(self.nodes, {
             "name": central.central.origin,
             "display_name": str(self.hood["central"].get("display_name",
@@ -364,13 +391,18 @@ class Demo:
                   f"  Data directory    {c.central.data_dir}"]
         for number, node in enumerate(self.nodes, 1):
             lines += dn.describe(node, number)
-        example = self.nodes[1] if len(self.nodes) > 1 else self.nodes[0]
+        at = 1 if len(self.nodes) > 1 else 0
+        example = self.nodes[at]
         button = example.buttons()[0] if example.buttons() else "BUTTON_ID"
+        others = " and ".join(str(i) for i in range(1, len(self.nodes) + 1) if i != at + 1)
         lines += ["",
                   "Every node also serves /report, /status, /api/docs and /api/v1/stream (SSE).",
                   f"Try: bart demo press {button}",
-                  f"     bart demo uplink {example.name} cut    (then report something there "
-                  "and watch its backlog on /demo)",
+                  "     bart demo link 1 2 cut    (the nodes form a mesh: press a button on "
+                  "node 1, and node 2 gets it through node 3)",
+                  "     bart demo link 1 2 heal",
+                  f"     bart demo uplink {example.name} cut    (cut its links with nodes "
+                  f"{others} too: a report there then waits; see its backlog on /demo)",
                   f"     bart demo uplink {example.name} restore",
                   "", "Press Ctrl-C to stop.", ""]
         return "\n".join(lines)

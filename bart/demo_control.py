@@ -1,8 +1,10 @@
-"""``bart demo press`` and ``bart demo uplink``: drive a running ``bart demo``.
+"""``bart demo press``, ``bart demo uplink`` and ``bart demo link``: drive a running
+``bart demo``.
 
 The running demo leaves its addresses in :data:`STATE_FILE` (central, and
-per node its portal URL and buttons). Both commands go through the node's own
-demo endpoints (``/demo/press/…``, ``/demo/uplink``), as the ``/demo`` page does.
+per node its portal URL and buttons). The commands go through the nodes' own
+demo endpoints (``/demo/press/…``, ``/demo/uplink``, ``/demo/link``), as the
+``/demo`` page does.
 """
 
 from __future__ import annotations
@@ -144,6 +146,66 @@ def uplink(node: str, action: str, url: str | None = None) -> int:
     else:
         print(f"Uplink of {node} restored: what waited (backlog "
               f"{state_now.get('backlog', '?')}) goes to central in the next batches.")
+    return 0
+
+
+def _set_link(client: httpx.Client, url: str, peer: str, action: str) -> str:
+    """Cut or heal ``url``'s node's side of its link with ``peer``; "" or what went wrong."""
+    base = url.rstrip("/")
+    try:
+        first = client.get(f"{base}/demo/link")
+        if first.status_code != 200:
+            return f"{base}/demo/link: {first.status_code} {_detail(first)}"
+        reply = client.post(f"{base}/demo/link",
+                            data={"peer": peer, "action": action, "csrf": first.json()["csrf"]})
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        return f"demo at {base} did not answer: {exc}"
+    if reply.status_code != 200:
+        return f"{base}: {reply.status_code} {_detail(reply)}"
+    return ""
+
+
+def link(a: str, b: str, action: str) -> int:
+    """``bart demo link A B cut|heal``: cut or heal the mesh link between two nodes of the
+    running demo, on both sides (each node's ``POST /demo/link`` for the other)."""
+    state = read_state()
+    if state is None:
+        return 1
+    first, second = _find_node(state, a), _find_node(state, b)
+    if first is None or second is None:
+        return 1
+    (name_a, url_a), (name_b, url_b) = first, second
+    if name_a == name_b:
+        print(f"bart: {name_a} has no mesh link with itself (name two nodes)", file=sys.stderr)
+        return 1
+    if not (_http_url(url_a) and _http_url(url_b)):
+        return 1
+    with httpx.Client(timeout=10) as client:
+        failed = [f"{name}: {why}" for name, why in (
+            (name_a, _set_link(client, url_a, name_b, action)),
+            (name_b, _set_link(client, url_b, name_a, action))) if why]
+    if failed:
+        for line in failed:
+            print(f"bart: link {action}: {line}", file=sys.stderr)
+        if len(failed) == 1:
+            print(f"bart: the other side is done; try again: bart demo link {a} {b} {action}",
+                  file=sys.stderr)
+        return 1
+    others = [str(n["name"]) for n in state["nodes"] if n.get("name") not in (name_a, name_b)]
+    around = f" through {' and '.join(others)}" if others else ""
+    if action == "cut":
+        print(f"Mesh link between {name_a} and {name_b} cut: they no longer pass events to "
+              f"each other. An alarm on one still reaches the other{around}, hop by hop "
+              f"(see {url_a}/api/v1/mesh and {url_b}/demo).")
+        button = next((btn for n in state["nodes"] if n.get("name") == name_a
+                       for btn in n.get("buttons", [])), None)
+        if button:
+            print(f"  try: bart demo press {button}   (then look at {url_b}/team)")
+        print(f"  heal it with: bart demo link {a} {b} heal")
+    else:
+        print(f"Mesh link between {name_a} and {name_b} healed: their sessions start again, "
+              "each sends the other what it lacks, and new events go straight across "
+              f"(see {url_a}/demo).")
     return 0
 
 

@@ -4,11 +4,17 @@ Imported by :mod:`bart.demo` only after central's process is started, so that
 central boots while this (heavier) part loads. The nodes are served in one
 event loop, each with its own Mosquitto, store and portal; their point devices
 run as ``bart point run`` processes on mock pins.
+
+The three nodes form a mesh (docs/mesh.md): on one loopback they do not look
+for each other with mDNS but dial each other as static peers, on the mesh
+ports of this run. Their mesh listeners open once they are enrolled: before,
+no one can be a peer.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import contextlib
 import json
 import signal
@@ -20,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from node.config import NodeSettings, load_secrets
-from node.enrol import enrol_online, is_enrolled
+from node.enrol import enrol_online, is_enrolled, load_enrolment, load_roster, save_roster
 from node.points import add_point, load_points, point_buttons
 from node.portal.demo import DEMO_LINKS, DEMO_POINTS
 from node.reports import validate_report_input
@@ -36,6 +42,11 @@ TEAM_MEMBER = "Demo"
 #: within seconds, and a restored uplink (or a restarted central) is tried again soon.
 NODE_DEMO_SETTINGS: dict[str, Any] = {"uplink_max_age_s": 0.5, "uplink_poll_s": 5.0,
                                       "uplink_backoff_max_s": 5.0}
+#: The demo's mesh: three nodes on one loopback dial each other (no mDNS); vectors
+#: every few seconds, so that what went round a cut link shows as caught up soon;
+#: a node that starts later than its peers is reached within seconds.
+NODE_DEMO_MESH: dict[str, Any] = {"host": "127.0.0.1", "discovery": False, "sync_s": 5.0,
+                                  "retry_max_s": 2.0}
 
 #: Seeded on a fresh node through the real report path, per node name.
 SAMPLE_REPORTS: dict[str, list[dict[str, Any]]] = {
@@ -109,11 +120,18 @@ class DemoNode:
         return runtime
 
 
+def mesh_settings(port: int, peer_ports: list[int]) -> dict[str, Any]:
+    """A demo node's ``[mesh]``: its listener on ``port``, the other nodes as static peers."""
+    return {**NODE_DEMO_MESH, "port": port,
+            "peers": [{"host": "127.0.0.1", "port": p} for p in peer_ports]}
+
+
 def prepare_node(spec: dict[str, Any], data_dir: Path, *, http_port: int, mqtt_port: int,
-                 timezone: str, log_level: str) -> DemoNode:
+                 mesh: dict[str, Any], timezone: str, log_level: str) -> DemoNode:
     """Create (or reuse) a node of the neighbourhood in ``data_dir``, with its team account
-    and point devices; the ports are this run's."""
-    overrides = {"http_port": http_port, "mqtt_port": mqtt_port, "log_level": log_level}
+    and point devices; the ports (and ``mesh``, see :func:`mesh_settings`) are this run's."""
+    overrides = {"http_port": http_port, "mqtt_port": mqtt_port, "log_level": log_level,
+                 "mesh": mesh}
     if (data_dir / "node.toml").exists():
         return DemoNode(spec, NodeSettings.load(data_dir, **overrides), fresh=False)
     points = [{"id": p["id"], "name": p["name"], "description": p.get("description", ""),
@@ -123,7 +141,7 @@ def prepare_node(spec: dict[str, Any], data_dir: Path, *, http_port: int, mqtt_p
                             display_name=spec["display_name"], meeting_points=points,
                             http_host="127.0.0.1", http_port=http_port, mqtt_port=mqtt_port,
                             timezone=timezone, demo=True, gpio="mock", point_port=free_port(),
-                            **NODE_DEMO_SETTINGS)
+                            mesh=mesh, **NODE_DEMO_SETTINGS)
     for mp in settings.meeting_points:
         if point_buttons(settings, mp.id):
             add_point(settings, mp.id, host="127.0.0.1", out=data_dir / f"point-{mp.id}.json")
@@ -267,9 +285,47 @@ def needs_enrolment(node: DemoNode) -> bool:
 
 
 async def enrol(node: DemoNode, central_url: str, code: str) -> None:
-    """``bart node enroll CENTRAL_URL --code CODE`` for the running node, then its uplink."""
+    """``bart node enroll CENTRAL_URL --code CODE`` for the running node."""
     await asyncio.to_thread(enrol_online, node.settings, central_url, code)
-    node.runtime().start_uplink()
+
+
+async def newest_roster(central_url: str) -> dict[str, Any] | None:
+    """Central's current signed roster (``GET /api/v1/roster``), None when it has none."""
+    import httpx
+
+    async with httpx.AsyncClient(timeout=10.0, trust_env=False) as client:
+        reply = await client.get(f"{central_url}/api/v1/roster")
+    if reply.status_code == 404:
+        return None
+    reply.raise_for_status()
+    signed: dict[str, Any] = reply.json()
+    return signed
+
+
+def adopt_roster(node: DemoNode, signed: dict[str, Any]) -> None:
+    """Keep ``signed`` as the node's roster when it verifies and is newer.
+
+    The nodes are enrolled side by side: the roster in one's enrolment answer
+    may not list those enrolled after it yet. Its uplink brings the newer one
+    with its first exchange, and the mesh's trust follows; until then its mesh
+    would refuse those peers (a warning each). With the newest roster kept
+    before the uplink and mesh start, the triangle forms at once.
+    """
+    enrolment = load_enrolment(node.settings)
+    if enrolment is None:
+        return
+    key = base64.b64decode(str(enrolment["signing_pub"]))
+    current = load_roster(node.settings, key)
+    save_roster(node.settings, signed, key, current.serial if current else 0)
+
+
+async def join(node: DemoNode) -> None:
+    """Start an enrolled node's uplink, and its mesh with central's certificate, CA and
+    roster (its Mosquitto restarts with the mesh listener); no change for a node whose
+    uplink and mesh run already."""
+    runtime = node.runtime()
+    runtime.start_uplink()
+    await runtime.refresh_mesh()
 
 
 def write_links(nodes: list[DemoNode], central: dict[str, str]) -> None:
@@ -292,8 +348,10 @@ def describe(node: DemoNode, number: int) -> list[str]:
             f"  Resident portal   {node.url}/",
             f"  Team page         {node.url}/team   {team}",
             f"  Demo page         {node.url}/demo   buttons: "
-            f"{', '.join(node.buttons()) or '(none)'}; uplink cut/restore",
+            f"{', '.join(node.buttons()) or '(none)'}; uplink cut/restore; mesh links",
             f"  Health            {node.url}/healthz",
+            f"  Mesh              {node.url}/api/v1/mesh   (peers dial 127.0.0.1:"
+            f"{s.mesh.port}, mutual TLS)",
             f"  MQTT (read-only)  mosquitto_sub -h 127.0.0.1 -p {s.mqtt_port} "
             f"-u {INTEGRATION_USER} -P {secret} -t 'bart/v1/+/public/#' -v",
             f"  Data directory    {s.data_dir}"]

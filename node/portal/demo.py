@@ -1,4 +1,4 @@
-"""Demo-only controls: panic buttons on mock pins, and cutting the uplink.
+"""Demo-only controls: panic buttons on mock pins, cutting the uplink and mesh links.
 
 Mounted only when the node runs with ``demo = true`` (``bart demo``). A press
 holds the button's mock pin for the hold time — on the node for wired buttons,
@@ -11,6 +11,14 @@ it sends them to central in the next batches. That form carries a CSRF token
 (double submit: a ``SameSite=Strict`` cookie and the same value in the form),
 and a press from a page of another site is refused by its ``Origin``.
 
+Cutting a mesh link blocks a peer in the node's mesh
+(:meth:`node.mesh.engine.Mesh.block`): its sessions with that peer close and
+what it sends is ignored, so events take another way round, or wait; healing
+it lets the sessions start again, and both sides send what the other lacks.
+``bart demo link`` does so on both nodes of a link; the ``/demo`` page's form
+asks this node to do its own side and the other node's (its address from
+``demo-links.json``).
+
 ``bart demo`` also writes ``demo-links.json``: the demo's central and every
 node, so that each node's ``/demo`` page links all of them.
 """
@@ -21,14 +29,20 @@ import asyncio
 import hmac
 import json
 import secrets
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
+import httpx
 from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, RedirectResponse, Response
 
+from sync.bodies import SLUG
+
 from . import deps
 from .resident import page_lang, render
+
+if TYPE_CHECKING:
+    from ..mesh.engine import Mesh
 
 router = APIRouter(tags=["demo"])
 #: Written by ``bart demo``: button id → control URL of its point-device process.
@@ -37,6 +51,10 @@ DEMO_POINTS = "demo-points.json"
 DEMO_LINKS = "demo-links.json"
 CSRF_COOKIE = "bart_demo_csrf"
 UPLINK_ACTIONS = {"cut": True, "restore": False}
+#: ``POST /demo/link`` actions: whether the link is blocked afterwards.
+LINK_ACTIONS = {"cut": True, "heal": False}
+#: How long this node waits for the other node of a link (the /demo page's form).
+PEER_TIMEOUT_S = 5.0
 
 
 def _point_controls(request: Request) -> dict[str, str]:
@@ -138,11 +156,50 @@ def _csrf_ok(request: Request, given: str) -> bool:
             and hmac.compare_digest(str(cookie).encode(), given.encode()))
 
 
+def _lacks(mesh: Mesh, peer: str) -> int | None:
+    """How many of the events held here ``peer`` lacks, by the newest vector it sent.
+
+    Two static peers dial each other: two sessions, and a peer sends its periodic
+    vector on only one of them, so the one :meth:`Mesh.view` shows may keep the
+    vector of its hello. What a peer holds only grows: the smallest count is the
+    newest.
+    """
+    counts = [sum(mesh.lacks(link.vector).values()) for link in list(mesh.links.values())
+              if link.peer == peer and link.vector is not None]
+    return min(counts) if counts else None
+
+
+def _mesh_state(request: Request) -> dict[str, Any]:
+    """This node's mesh links: one per other node of the demo (and any other peer),
+    each connected, cut or waiting, with its round trip and what it lacks of ours."""
+    rt = deps.runtime(request)
+    mesh = rt.mesh
+    if mesh is None:
+        return {"enabled": False, "peers": []}
+    view = mesh.view()
+    live = {p["name"]: p for p in view["peers"]}
+    blocked = set(view["blocked"])
+    me = deps.settings(request).name
+    known = {str(n.get("name")): str(n.get("display_name") or n.get("name"))
+             for n in _links(request).get("nodes", []) if n.get("name") != me}
+    names = rt.peer_names()
+    peers = []
+    for name in [*known, *sorted((set(live) | blocked) - set(known))]:
+        link = live.get(name)
+        peers.append({
+            "name": name, "display_name": known.get(name) or names.get(name, name),
+            "state": "cut" if name in blocked else "connected" if link else "waiting",
+            "rtt_ms": link["rtt_ms"] if link else None,
+            "lacks": _lacks(mesh, name) if link else None})
+    return {"enabled": True, "peers": peers}
+
+
 async def _page(request: Request, *, error: str = "", status: int = 200) -> Response:
     token = _csrf_token(request)
     response = render(request, "demo.html", status=status, buttons=await _buttons(request),
                       links=_links(request), uplink=_uplink_state(request),
-                      this_node=deps.settings(request).name, csrf_token=token, error=error)
+                      mesh=_mesh_state(request), this_node=deps.settings(request).name,
+                      csrf_token=token, error=error)
     return _with_csrf_cookie(response, token)
 
 
@@ -191,6 +248,110 @@ async def demo_uplink(request: Request) -> Response:
     if html:
         return RedirectResponse("/demo", status_code=303)
     return JSONResponse({"uplink": uplink.state.to_dict()},
+                        headers={"Cache-Control": "no-store"})
+
+
+@router.get("/demo/link")
+async def demo_link_state(request: Request) -> Response:
+    """This node's mesh links (as the ``/demo`` page shows them) and a CSRF token for
+    ``POST /demo/link``, whose cookie it sets (as ``GET /demo/uplink`` does)."""
+    token = _csrf_token(request)
+    response = JSONResponse({"mesh": _mesh_state(request), "csrf": token},
+                            headers={"Cache-Control": "no-store"})
+    return _with_csrf_cookie(response, token)
+
+
+async def _fields(request: Request) -> dict[str, str]:
+    """The string fields of a form, or of a JSON object (``Content-Type: application/json``)."""
+    if request.headers.get("content-type", "").split(";")[0].strip() == "application/json":
+        try:
+            data = await request.json()
+        except ValueError as exc:
+            raise HTTPException(422, "the body is not JSON") from exc
+        if not isinstance(data, dict):
+            raise HTTPException(422, "the body must be a JSON object")
+        return {str(k): ("1" if v is True else v) for k, v in data.items()
+                if isinstance(v, str) or v is True}
+    form = await request.form(max_files=0, max_fields=6)
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def _peer_url(request: Request, peer: str) -> str | None:
+    """The portal of ``peer`` in this demo (from demo-links.json; loopback only)."""
+    for node in _links(request).get("nodes", []):
+        url = str(node.get("url", ""))
+        if node.get("name") == peer and urlsplit(url).hostname == "127.0.0.1":
+            return url.rstrip("/")
+    return None
+
+
+async def _other_side(request: Request, peer: str, action: str) -> str:
+    """Ask ``peer``'s node to do its side of the link; "" when it did, else why not."""
+    url = _peer_url(request, peer)
+    if url is None:
+        return f"{peer} is not a node of this demo (demo-links.json)"
+    me = deps.settings(request).name
+    try:
+        async with httpx.AsyncClient(timeout=PEER_TIMEOUT_S, trust_env=False) as client:
+            first = await client.get(f"{url}/demo/link")
+            first.raise_for_status()
+            reply = await client.post(f"{url}/demo/link", data={
+                "peer": me, "action": action, "csrf": first.json()["csrf"]})
+    except (httpx.HTTPError, ValueError, KeyError) as exc:
+        return f"{url} did not answer: {exc}"
+    if reply.status_code != 200:
+        try:
+            detail = str(reply.json().get("detail", reply.reason_phrase))
+        except (ValueError, AttributeError):
+            detail = reply.reason_phrase
+        return f"{url}: {reply.status_code} {detail}"
+    return ""
+
+
+@router.post("/demo/link", response_model=None)
+async def demo_link(request: Request) -> Response:
+    """Cut (``action=cut``) or heal (``action=heal``) this node's mesh link with ``peer``.
+
+    Form fields (or a JSON object) ``peer``, ``action`` and ``csrf`` (the token of
+    ``GET /demo`` or ``GET /demo/link``, with its cookie). Cut, this node closes
+    its sessions with ``peer`` and ignores it; healed, the sessions start again
+    and each side sends what the other lacks. Only this node's side, unless
+    ``both=1`` (the ``/demo`` page's form): then this node asks ``peer``'s node
+    to do its side too.
+    """
+    values = await _fields(request)
+    html = "text/html" in request.headers.get("accept", "")
+    if not _csrf_ok(request, values.get("csrf", "")):
+        if html:
+            msg = deps.translate(request, page_lang(request), "demo.uplink.csrf")
+            return await _page(request, error=msg, status=403)
+        raise HTTPException(403, "missing or wrong CSRF token (GET /demo/link gives one)")
+    action, peer = values.get("action", ""), values.get("peer", "")
+    if action not in LINK_ACTIONS:
+        raise HTTPException(422, "action must be cut or heal")
+    if not SLUG.fullmatch(peer):
+        raise HTTPException(422, "peer must be a node name")
+    rt = deps.runtime(request)
+    mesh = rt.mesh
+    if mesh is None:
+        raise HTTPException(409, "this node's mesh is off (not enrolled with a central, "
+                            "or mesh.port is 0): it has no links")
+    if not (rt.trust.peer(peer) or peer in mesh.blocked):
+        raise HTTPException(422, f"{peer} is not a peer of this node (not in central's "
+                            "roster)")
+    mesh.block(peer, LINK_ACTIONS[action])
+    other = (await _other_side(request, peer, action)
+             if values.get("both") in ("1", "true", "on") else None)
+    if html:
+        if other:
+            msg = deps.translate(request, page_lang(request), "demo.mesh.other_side")
+            return await _page(request, error=f"{msg} ({other})", status=502)
+        return RedirectResponse("/demo", status_code=303)
+    body: dict[str, Any] = {"link": {"peer": peer, "cut": LINK_ACTIONS[action]},
+                            "mesh": _mesh_state(request)}
+    if other is not None:
+        body["other_side"] = {"ok": not other, "detail": other}
+    return JSONResponse(body, status_code=502 if other else 200,
                         headers={"Cache-Control": "no-store"})
 
 

@@ -172,7 +172,12 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
                 assert reply.json()["uplink"]["paused"] == (action == "cut")
         assert not httpx.get(second + "/healthz", timeout=5).json()["uplink"]["paused"]
 
-        # Cut the second node's uplink from the CLI: a report is stored and waits.
+        # The second node alone: its mesh links cut (else a neighbour could carry its
+        # batches to central, docs/mesh.md "Carry") and its uplink cut from the CLI:
+        # a report is stored and waits.
+        for other in ("1", "3"):
+            alone = _cli(env, "link", "2", other, "cut")
+            assert alone.returncode == 0, alone.stderr
         cut = _cli(env, "uplink", "escamp-zandloper", "cut")
         assert cut.returncode == 0, cut.stderr
         assert httpx.get(second + "/healthz", timeout=5).json()["uplink"]["paused"]
@@ -206,6 +211,119 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
         assert not (tmp_path / "demo-state.json").exists()
         left = _processes_under(str(data))
         assert not left, f"processes left after Ctrl-C: {left}"
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        for pid in _processes_under(str(data)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(pid, signal.SIGKILL)
+
+
+def _mesh(url: str) -> dict[str, Any]:
+    view: dict[str, Any] = httpx.get(f"{url}/api/v1/mesh", timeout=5).json()
+    return view
+
+
+def _peers(url: str) -> list[str]:
+    return [p["name"] for p in _mesh(url)["peers"]]
+
+
+def _heads(url: str) -> dict[str, int]:
+    """Per origin, the gapless head of the public stream this node holds."""
+    return {o: s["public"] for o, s in _mesh(url)["vector"].items()}
+
+
+def _warn_neighbours(url: str, text: str) -> None:
+    """A report on node 1 whose warning goes to the neighbours: a public event made there."""
+    reply = httpx.post(f"{url}/api/v1/reports", timeout=5, json={
+        "category": "suspicious", "text": text, "place": {"point": "klimboom", "text": ""},
+        "audience": "neighbours"})
+    assert reply.status_code == 201, reply.text
+
+
+@pytest.mark.timeout(180)
+def test_demo_nodes_mesh_and_a_link_cuts_and_heals(mosquitto_bin: str, tmp_path: Path) -> None:
+    """The demo's three nodes are each other's peers; `bart demo link 1 2 cut` makes
+    node 1's events go to node 2 through node 3; `heal` makes everyone whole again;
+    a second run on the same data (every port new) meshes again."""
+    data = tmp_path / "demo"
+    env = {**os.environ, "BART_DEMO_STATE": str(tmp_path / "demo-state.json")}
+    names = ["escamp-kleine-wereld", "escamp-zandloper", "ypenburg-propeller"]
+
+    def start() -> tuple[subprocess.Popen[str], DemoOutput, list[str]]:
+        proc = subprocess.Popen([BART, "demo", "--data-dir", str(data)],
+                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True, env=env)
+        out = DemoOutput(proc)
+        text = out.wait_for("Press Ctrl-C to stop.", 90)
+        nodes = re.findall(r"Resident portal\s+(http://127\.0\.0\.1:\d+)/", text)
+        assert len(nodes) == 3, text
+        # Within seconds of "ready", every node has the other two as peers.
+        for url, name in zip(nodes, names, strict=True):
+            others = sorted(set(names) - {name})
+            _wait(lambda u=url, o=others: _peers(u) == o, 15, f"{name}'s two peers")
+        return proc, out, nodes
+
+    def stop(proc: subprocess.Popen[str], out: DemoOutput) -> None:
+        proc.send_signal(signal.SIGINT)
+        proc.wait(30)
+        out.thread.join(5)
+        assert proc.returncode == 0, out.text
+
+    proc, out, nodes = start()
+    try:
+        one, two, three = nodes
+        cut = _cli(env, "link", "1", "2", "cut")
+        assert cut.returncode == 0, cut.stderr
+        assert "cut" in cut.stdout and "bart demo link 1 2 heal" in cut.stdout, cut.stdout
+        assert _peers(one) == ["ypenburg-propeller"] and _peers(two) == ["ypenburg-propeller"]
+        assert _mesh(one)["blocked"] == ["escamp-zandloper"]
+        assert _mesh(two)["blocked"] == ["escamp-kleine-wereld"]
+        page = httpx.get(f"{one}/demo", timeout=5).text
+        assert 'data-testid="mesh-state-escamp-zandloper">verbroken (demo)<' in page
+
+        # Made on node 1 while cut: node 3 gets it from node 1, node 2 from node 3 (2 hops).
+        before = _heads(one)["escamp-kleine-wereld"]
+        _warn_neighbours(one, "Iemand rommelt aan de fietsen bij de speeltuin.")
+        head = _wait(lambda: _heads(one)["escamp-kleine-wereld"] > before and
+                     _heads(one)["escamp-kleine-wereld"], 5, "the warning on node 1")
+        for url in (three, two):
+            _wait(lambda u=url: _heads(u).get("escamp-kleine-wereld") == head, 10,
+                  f"node 1's warning on {url}")
+        assert _mesh(three)["reach"]["escamp-kleine-wereld"] == 1
+        assert _mesh(two)["reach"]["escamp-kleine-wereld"] == 2
+        assert "escamp-kleine-wereld" not in _peers(two)
+
+        # Node 1 alone (its link with node 3 cut too): what it makes waits there...
+        assert _cli(env, "link", "escamp-kleine-wereld", "3", "cut").returncode == 0
+        assert _peers(one) == []
+        _warn_neighbours(one, "Nog iemand bij de fietsen van de speeltuin.")
+        alone = _wait(lambda: _heads(one)["escamp-kleine-wereld"] > head and
+                      _heads(one)["escamp-kleine-wereld"], 5, "the second warning on node 1")
+        time.sleep(1.0)
+        assert _heads(two)["escamp-kleine-wereld"] == head
+        assert _heads(three)["escamp-kleine-wereld"] == head
+        # ... healed, node 2 catches up at once and node 3 through it; all hold the same.
+        for other in ("2", "3"):
+            healed = _cli(env, "link", "1", other, "heal")
+            assert healed.returncode == 0 and "healed" in healed.stdout, healed.stderr
+        _wait(lambda: _heads(two)["escamp-kleine-wereld"] == alone, 5, "catch-up on node 2")
+        for url, name in zip(nodes, names, strict=True):
+            _wait(lambda u=url, n=name: _peers(u) == sorted(set(names) - {n}), 10,
+                  f"{name}'s peers after the heal")
+        _wait(lambda: _heads(one) == _heads(two) == _heads(three), 15,
+              "the same public events on every node")
+        assert _mesh(one)["blocked"] == [] and _mesh(two)["blocked"] == []
+
+        # Wrong use is said in words.
+        same = _cli(env, "link", "1", "1", "cut")
+        assert same.returncode == 1 and "with itself" in same.stderr
+        stop(proc, out)
+
+        # Again on the same data: every port is new, the nodes mesh again.
+        proc, out, nodes = start()
+        stop(proc, out)
+        assert not _processes_under(str(data))
     finally:
         if proc.poll() is None:
             os.killpg(proc.pid, signal.SIGKILL)

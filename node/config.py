@@ -29,6 +29,7 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from sync.bodies import AREA, SLUG
 
 from .errors import ConfigError, NotInitialised
+from .meshradio import MeshRadioSettings
 
 CONFIG_FILE = "node.toml"
 SECRETS_FILE = "secrets/mqtt.json"
@@ -203,6 +204,7 @@ class NodeSettings(BaseSettings):
     hotspot: HotspotSettings = Field(default_factory=HotspotSettings)
     captive_grace_s: float = Field(default=3600.0, ge=0.0, le=7 * 86400.0)
     mesh: MeshSettings = Field(default_factory=MeshSettings)
+    mesh_radio: MeshRadioSettings | None = None
 
     @field_validator("meeting_points")
     @classmethod

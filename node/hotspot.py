@@ -150,7 +150,7 @@ def render_system(settings: NodeSettings, *, bart: Path, hotspot: bool = True,
         files.append(SystemFile(NFTABLES_FILE, render("nftables.nft.j2")))
         files.append(SystemFile(NM_CONF, render("NetworkManager-bart.conf.j2")))
     # getattr: the field may not be in NodeSettings yet (then None).
-    mesh_radio = getattr(settings, "mesh_radio", None)
+    mesh_radio = settings.mesh_radio
     if mesh_radio is not None:
         if hotspot and (problems := hotspot_conflicts(mesh_radio, hs)):
             raise ConfigError("; ".join(problems))

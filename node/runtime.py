@@ -218,6 +218,10 @@ class NodeRuntime:
                          on_carried=self.carrier.answered)
         await self.mesh.start()
         self._mesh_tasks = [self.spawn_task(self.carrier.retry(self.mesh))]
+        if self.uplink is not None and self.uplink.state.enabled:
+            mesh, carrier, name = self.mesh, self.carrier, self.settings.name
+            self.uplink.carry = lambda seq, wire: carrier.send(mesh, name, seq, wire)
+            self.uplink.carry_ready = lambda: bool(mesh.live_links())
         if self.settings.mesh.discovery and self.mesh_identity is not None:
             self._mesh_tasks.append(self.spawn_task(self._discover(self.mesh)))
 

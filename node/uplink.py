@@ -29,7 +29,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,10 +39,12 @@ from sync import Event, KeyPair, sealed
 from sync.errors import SyncError
 from sync.event import event_from_dict
 from sync.exchange import Ack, AckNotVerified, BatchMeta, ExchangeError, SyncReply
+from sync.mesh import MAX_CARRY_BYTES
 from sync.roster import Roster
 
 from .config import NodeSettings
 from .enrol import load_enrolment, load_roster, package_version, save_roster
+from .mesh.carry import CarryFailed
 from .store import Store, WriteTx
 from .store_queries import row_to_event
 
@@ -54,6 +56,7 @@ BATCH_TYPE = "application/vnd.bart.batch"
 RECEIPT_STATES = {"new": "forwarded", "in_progress": "in_progress", "handled": "handled",
                   "reopened": "reopened"}
 PRUNE_EVERY_S = 3600.0
+UPLINK_TIMEOUT_S = 15.0
 
 
 @dataclass
@@ -74,6 +77,8 @@ class UplinkState:
     next_attempt_in_s: float = 0.0
     revoked: bool = False
     paused: bool = False
+    #: Batches central took through a mesh peer (carry) while this node could not reach it.
+    batches_carried: int = 0
     holds: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -112,6 +117,11 @@ class Uplink:
         self._wake = asyncio.Event()  # set when an event is committed
         self._kick = asyncio.Event()  # set by pause/resume (and tests): act now
         self._transport = transport
+        #: Carry (DESIGN §4 path 4), set by the runtime when the mesh runs:
+        #: ``carry(batch_seq, wire) -> (status, reply)`` through a peer, and
+        #: ``carry_ready()``: whether a peer is connected to try.
+        self.carry: Callable[[int, bytes], Awaitable[tuple[int, bytes]]] | None = None
+        self.carry_ready: Callable[[], bool] = lambda: False
         enrolment = load_enrolment(settings)
         self.enrolment = enrolment
         if enrolment is None:
@@ -221,17 +231,27 @@ class Uplink:
     async def _exchange(self, client: httpx.AsyncClient, batch: _Prepared) -> Ack:
         """Post a sealed batch; verify and apply central's reply."""
         self.state.last_attempt_ms = time.time_ns() // 1_000_000
-        resp = await client.post(f"{self.url}/api/v1/batches", content=batch.wire,
-                                 headers={"Content-Type": BATCH_TYPE})
-        if resp.status_code != 200:
+        try:
+            if self.state.paused:
+                raise httpx.ConnectError("the uplink is cut (demo)")
+            resp = await client.post(f"{self.url}/api/v1/batches", content=batch.wire,
+                                     headers={"Content-Type": BATCH_TYPE})
+            status, content = resp.status_code, resp.content
+        except (httpx.HTTPError, OSError):
+            carried = await self._carry(batch)
+            if carried is None:
+                raise
+            status, content, batch = carried
+            resp = None
+        if status != 200:
             try:
-                detail = resp.json()
+                detail = resp.json() if resp is not None else {}
             except ValueError:
-                detail = {"error": "http", "detail": resp.text[:200]}
-            raise CentralRefused(resp.status_code, str(detail.get("error", "")),
+                detail = {"error": "http", "detail": resp.text[:200] if resp else ""}
+            raise CentralRefused(status, str(detail.get("error", "")),
                                  str(detail.get("detail", "")))
         try:
-            reply = SyncReply.parse(resp.content)
+            reply = SyncReply.parse(content)
         except ExchangeError as exc:
             raise UplinkError(f"central's reply is malformed: {exc}") from exc
         ack = self._verify_ack(reply, batch.batch_seq)
@@ -241,6 +261,32 @@ class Uplink:
         self.state.last_batch_seq = batch.batch_seq
         self.state.last_success_ms = time.time_ns() // 1_000_000
         return ack
+
+    async def _carry(self, batch: _Prepared) -> tuple[int, bytes, _Prepared] | None:
+        """Central cannot be reached: hand the batch to a mesh peer that can.
+
+        A carried batch must fit one mesh document: a larger one is sealed
+        again with fewer events (a new batch seq; the rest follows in the
+        next batches). Central's answer is checked as a direct one.
+        """
+        if self.carry is None or not self.carry_ready():
+            return None
+        used = batch
+        n = len(batch.events)
+        while len(used.wire) > MAX_CARRY_BYTES and n > 1:
+            n = max(1, min(n // 2, int(n * MAX_CARRY_BYTES * 0.8 / len(used.wire))))
+            used = await self._prepare(batch.events[:n], batch.backlog)
+        if len(used.wire) > MAX_CARRY_BYTES:
+            return None
+        try:
+            status, content = await self.carry(used.batch_seq, used.wire)
+        except CarryFailed as exc:
+            log.debug("carry of batch %d failed: %s", used.batch_seq, exc)
+            return None
+        self.state.batches_carried += 1
+        log.info("batch %d (%d events) reached central through a mesh peer",
+                 used.batch_seq, len(used.events))
+        return status, content, used
 
     @staticmethod
     def _next_batch_seq(tx: WriteTx) -> int:
@@ -327,11 +373,15 @@ class Uplink:
         prepared: _Prepared | None = None
         events: list[Event] = []
         backlog = 0
-        async with httpx.AsyncClient(timeout=30.0, transport=self._transport) as client:
+        # A request on a connection whose path went away (a cut uplink) waits for its
+        # timeout before the batch may take another path (carry): 15 s, not minutes.
+        timeout = httpx.Timeout(UPLINK_TIMEOUT_S, connect=5.0)
+        async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
             while True:
-                if self.state.paused:
-                    # Cut (demo): keep counting what waits, so that /healthz shows the
-                    # backlog grow; pause(False) and new events both set _wake.
+                if self.state.paused and not self.carry_ready():
+                    # Cut (demo), and no mesh peer to carry: keep counting what waits,
+                    # so that /healthz shows the backlog grow; pause(False) and new
+                    # events both set _wake.
                     self.state.next_attempt_in_s = 0.0
                     self._wake.clear()
                     _, self.state.backlog, _ = await asyncio.to_thread(self.read_pending, 0)
@@ -355,7 +405,7 @@ class Uplink:
                     events, backlog, oldest = await asyncio.to_thread(
                         self.read_pending, s.uplink_batch_max)
                     self.state.backlog = backlog
-                    if self.state.paused:  # cut while reading: send nothing
+                    if self.state.paused and not self.carry_ready():  # cut while reading
                         continue
                     age = now - oldest / 1000 if oldest else 0.0
                     due_poll = now - last_poll >= s.uplink_poll_s

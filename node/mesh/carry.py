@@ -72,7 +72,8 @@ class Carrier:
         self.store = store
         self.central_url = central_url.rstrip("/") if central_url else None
         self._transport = transport
-        self._waiting: dict[int, asyncio.Future[Carried]] = {}
+        #: batch seq -> (first good answer, answers still expected)
+        self._waiting: dict[int, tuple[asyncio.Future[Carried], list[int]]] = {}
         self.carried_for_peers = 0
         self.carried_by_peers = 0
 
@@ -151,12 +152,14 @@ class Carrier:
         """Hand a sealed batch to a peer with an uplink; central's (status, reply)."""
         if len(wire) > MAX_CARRY_BYTES:
             raise CarryFailed(f"batch of {len(wire)} bytes is too large to carry")
-        carriers = [lk for lk in mesh.live_links() if lk.uplink]
+        # Peers that said they have an uplink; else every peer (an uplink may have
+        # come back since its hello): each answers, a 200 counts.
+        carriers = [lk for lk in mesh.live_links() if lk.uplink] or mesh.live_links()
         if not carriers:
-            raise CarryFailed("no connected peer has an uplink")
+            raise CarryFailed("no peer is connected")
         loop = asyncio.get_running_loop()
         future: asyncio.Future[Carried] = loop.create_future()
-        self._waiting[batch_seq] = future
+        self._waiting[batch_seq] = (future, [len(carriers)])
         data = Carry(node, batch_seq, wire).encode()
         try:
             for link in carriers:  # the first answer counts; central de-duplicates
@@ -176,8 +179,12 @@ class Carrier:
 
     async def answered(self, doc: Carried) -> None:
         """Central's answer to one of our batches came back through a peer."""
-        future = self._waiting.get(doc.batch_seq)
-        if future is not None and not future.done():
+        waiting = self._waiting.get(doc.batch_seq)
+        if waiting is None:
+            return
+        future, left = waiting
+        left[0] -= 1
+        if not future.done() and (doc.status == 200 or left[0] <= 0):
             future.set_result(doc)
 
     def status(self) -> dict[str, Any]:
@@ -187,7 +194,7 @@ class Carrier:
 
     async def close(self) -> None:
         """Fail what still waits."""
-        for future in self._waiting.values():
+        for future, _left in self._waiting.values():
             if not future.done():
                 future.cancel()
         with contextlib.suppress(Exception):

@@ -270,6 +270,12 @@ class MqttClient:
         if self._connected:
             self._send_subscribe(sub)
 
+    def remove_handler(self, topic_filter: str, handler: Handler) -> None:
+        """Stop calling ``handler`` for ``topic_filter`` (the subscription itself stays)."""
+        sub = self._subs.get(topic_filter)
+        if sub is not None and handler in sub.handlers:
+            sub.handlers.remove(handler)
+
     async def publish(self, topic: str, payload: bytes, qos: int = 1, retain: bool = False,
                       timeout: float | None = None) -> None:
         """Publish and, for QoS 1/2, wait for the broker's acknowledgement.

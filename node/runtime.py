@@ -277,6 +277,16 @@ class NodeRuntime:
         if self.carrier is not None:
             await self.carrier.close()
 
+    def _mesh_health(self) -> dict[str, Any]:
+        """The mesh in ``/healthz`` and ``bart status``: peers, round trips, what they lack."""
+        mesh = self.mesh
+        if mesh is None:
+            return {"enabled": False}
+        return {"enabled": True, "listening": mesh.identity is not None,
+                "peers": [{"name": lk.peer, "how": lk.how, "rtt_ms": lk.rtt_ms,
+                           "lacks": sum(mesh.lacks(lk.vector).values())}
+                          for lk in sorted(mesh.live_links(), key=lambda lk: lk.peer)]}
+
     def mesh_peers(self) -> list[str] | None:
         """Names of the community centres connected now (None: the mesh is off)."""
         if self.mesh is None:
@@ -591,6 +601,5 @@ class NodeRuntime:
             "disk": {"ok": disk_ok, "free_bytes": disk.free},
             "live_subscribers": self.hub.subscriber_count,
             "uplink": self.uplink.state.to_dict() if self.uplink else {"enabled": False},
-            "mesh": ({"enabled": True, "peers": len(self.mesh.live_links())} if self.mesh
-                     else {"enabled": False}),
+            "mesh": self._mesh_health(),
         }

@@ -217,6 +217,7 @@ class Mesh:
         if self._closed:
             return
         self._closed = True
+        self.local.remove_handler(MESH_UP_FILTER, self._on_up)
         if self._announce is not None:
             self._announce.cancel()
         for link in list(self.links.values()):
@@ -371,7 +372,7 @@ class Mesh:
     def live_links(self) -> list[Link]:
         """One link per connected peer (a dialled one when there are two)."""
         best: dict[str, Link] = {}
-        for link in self.links.values():
+        for link in list(self.links.values()):  # a copy made at once: health() reads on a thread
             if link.peer in self.blocked or link.hello_sent is False:
                 continue
             if link.peer not in best or link.dialled:
@@ -424,6 +425,8 @@ class Mesh:
 
     def _on_up(self, topic: str, payload: bytes) -> None:
         """A document from a peer that dialled us (through our own broker)."""
+        if self._closed:
+            return
         try:
             peer, direction = parse_mesh_topic(topic)
         except Exception:
@@ -635,6 +638,9 @@ class Mesh:
 
     def _answer_vector(self, link: Link, theirs: Vector, *, reply: bool) -> None:
         link.vector = theirs
+        for other in list(self.links.values()):  # its newest vector, whichever session
+            if other.peer == link.peer:
+                other.vector = theirs
         if link.catchup is not None and not link.catchup.done():
             link.catchup.cancel()
         link.catchup = self._spawn(self._send_missing(link, theirs))

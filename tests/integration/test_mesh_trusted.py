@@ -183,3 +183,31 @@ def test_forged_and_foreign_events_are_refused(line: dict[str, NodeProcess]) -> 
     assert "may not send central alerts" in log
     stats = _mesh(a)["stats"]
     assert stats["refused"] >= 6
+
+
+def test_a_fork_is_refused(line: dict[str, NodeProcess]) -> None:
+    """Another event under a seq A already holds, properly signed by B's own key
+    (a node whose key was copied, or that reused a seq): refused and logged; the
+    event A holds stays."""
+    a, b = line["a"], line["b"]
+    _warn(b, "Een melding van B")
+    wait_until(lambda: _public(a).get("node-b", 0) >= 1, 5, 0.05, "B's alert on A")
+    conn = sqlite3.connect(f"file:{a.db_path}?mode=ro", uri=True)
+    held_id, held_seq = conn.execute(
+        "SELECT id, seq FROM events WHERE origin = 'node-b' AND stream = 'public' "
+        "ORDER BY seq DESC LIMIT 1").fetchone()
+    conn.close()
+    b_keys = KeyPair.load(b.data_dir / "keys")
+    fork = make_event(b_keys, origin="node-b", stream="public", seq=held_seq, kind="alert",
+                      ts=int(time.time() * 1000),
+                      body={"source": "team", "category": "suspicious", "severity": "moderate",
+                            "title": "Andere versie", "text": "", "areas": []})
+    before = _public(a)
+    _as_peer(a, b, [Relay.of(fork, 1).encode()])
+    wait_until(lambda: "fork" in a.log_tail(50), 5, 0.1, "the fork logged on A")
+    assert _public(a) == before
+    conn = sqlite3.connect(f"file:{a.db_path}?mode=ro", uri=True)
+    assert conn.execute("SELECT id FROM events WHERE origin = 'node-b' AND stream = 'public' "
+                        "AND seq = ?", (held_seq,)).fetchone() == (held_id,)
+    assert conn.execute("SELECT 1 FROM events WHERE id = ?", (fork.id,)).fetchone() is None
+    conn.close()

@@ -68,6 +68,8 @@ SILENT_S = 45.0
 MESH_KEEPALIVE = 10
 #: A peer refused (not in the roster, wrong name) is dialled again after this.
 REFUSED_RETRY_S = 60.0
+#: An mDNS peer not reached at one of its addresses within this is tried at the next.
+ADDRESS_TRY_S = 10.0
 
 
 def now_ms() -> int:
@@ -162,6 +164,9 @@ class Target:
     client: MqttClient | None = None
     peer: str | None = None
     refused_until: float = 0.0
+    #: Other addresses the peer advertised (mDNS), tried in turn when this one fails.
+    others: tuple[str, ...] = ()
+    dialled_at: float = field(default_factory=time.monotonic)
 
 
 class Mesh:
@@ -246,12 +251,13 @@ class Mesh:
 
     # -- dialling -----------------------------------------------------------------------
 
-    def add_target(self, host: str, port: int, *, how: str, expected: str | None = None) -> None:
+    def add_target(self, host: str, port: int, *, how: str, expected: str | None = None,
+                   others: tuple[str, ...] = ()) -> None:
         """Dial ``host:port`` (again, if it was known under another address)."""
         key = f"{host}:{port}"
         if key in self.targets or self._closed or self.identity is None:
             return
-        target = Target(host=host, port=port, how=how, expected=expected)
+        target = Target(host=host, port=port, how=how, expected=expected, others=others)
         self.targets[key] = target
         self._dial(target)
 
@@ -261,20 +267,24 @@ class Mesh:
         Of two nodes that see each other only the one with the smaller name
         dials (one session, not two); trust is checked on connecting.
         """
-        wanted: dict[str, tuple[str, int, str]] = {}
-        for name, found in peers.items():
-            if name <= self.me or not found.addresses or name in self.blocked:
-                continue
-            wanted[f"{found.addresses[0]}:{found.port}"] = (found.addresses[0], found.port, name)
+        wanted = {name: found for name, found in peers.items()
+                  if name > self.me and found.addresses and name not in self.blocked}
         for key, target in list(self.targets.items()):
-            if target.how == "mdns" and key not in wanted:
-                self._spawn(self.remove_target(target.host, target.port))
-        for host, port, name in wanted.values():
-            self.add_target(host, port, how="mdns", expected=name)
+            found = wanted.get(target.expected or "")
+            if target.how == "mdns" and (found is None or found.port != target.port or
+                                         target.host not in found.addresses):
+                del self.targets[key]
+                self._spawn(self._drop_target(target))
+        known = {t.expected for t in self.targets.values() if t.how == "mdns"}
+        for name, found in wanted.items():
+            if name not in known:
+                self.add_target(found.addresses[0], found.port, how="mdns", expected=name,
+                                others=tuple(found.addresses[1:]))
 
     async def remove_target(self, host: str, port: int) -> None:
-        """Stop dialling ``host:port`` (an mDNS peer went away)."""
-        target = self.targets.pop(f"{host}:{port}", None)
+        """Stop dialling ``host:port`` (an mDNS peer went away or moved)."""
+        target = self.targets.pop(f"{host}:{port}", None) or next(
+            (t for t in self.targets.values() if (t.host, t.port) == (host, port)), None)
         if target is not None and target.client is not None:
             await self._close_client(target.client)
 
@@ -762,6 +772,17 @@ class Mesh:
                 gone = self.links.get((target.peer, True))
                 if gone is not None:
                     self._close_link(gone, "connection lost")
+            elif not client.connected and target.peer is None and target.others \
+                    and now - target.dialled_at > ADDRESS_TRY_S:
+                # Never reached at this address: the next one the peer advertised.
+                await self._close_client(client)
+                target.client = None
+                self.targets.pop(f"{target.host}:{target.port}", None)
+                target.host, target.others = target.others[0], (*target.others[1:],
+                                                                 target.host)
+                self.targets[f"{target.host}:{target.port}"] = target
+                target.dialled_at = now
+                self._dial(target)
 
     def _pings(self, now: float) -> None:
         for link in list(self.links.values()):

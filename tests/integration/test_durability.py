@@ -87,7 +87,12 @@ def missing_receipts(base_url: str, receipts: dict[str, str]) -> list[str]:
         lost = []
         with httpx.Client(base_url=base_url, timeout=httpx.Timeout(10.0)) as http:
             for receipt, _report_id in chunk:
-                r = http.get(f"/api/v1/reports/{receipt}")
+                try:
+                    r = http.get(f"/api/v1/reports/{receipt}")
+                except httpx.ReadError:
+                    # A keep-alive connection the server closed as it was reused (seen
+                    # once on a loaded CI machine): ask again on a new one.
+                    r = http.get(f"/api/v1/reports/{receipt}")
                 if r.status_code != 200 or r.json().get("receipt") != receipt:
                     lost.append(f"{receipt}: {r.status_code}")
         return lost

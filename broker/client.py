@@ -157,6 +157,7 @@ class MqttClient:
         self._loop_thread: int | None = None
         self._socket: Any = None
         self._socket_closed = asyncio.Event()
+        self._try_now = asyncio.Event()
         self._runner: asyncio.Task[None] | None = None
         self._backoff = reconnect_min * self._jitter
         # Bound paho's own queue too: it loses QoS 1 messages past 65,535 (DESIGN §9).
@@ -216,7 +217,9 @@ class MqttClient:
         while not self._closed:
             if self._socket is None:
                 if not first:
-                    await asyncio.sleep(self._backoff)
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(self._try_now.wait(), self._backoff)
+                    self._try_now.clear()
                     self._backoff = min(self._backoff * 2, self._reconnect_max)
                 first = False
                 self._socket_closed.clear()
@@ -269,6 +272,12 @@ class MqttClient:
         sub.handlers.append(handler)
         if self._connected:
             self._send_subscribe(sub)
+
+    def reconnect_now(self) -> None:
+        """Cut the wait before the next connection attempt short (the broker is
+        known to be back, e.g. just restarted by its supervisor)."""
+        self._backoff = self._reconnect_min * self._jitter
+        self._try_now.set()
 
     def remove_handler(self, topic_filter: str, handler: Handler) -> None:
         """Stop calling ``handler`` for ``topic_filter`` (the subscription itself stays)."""

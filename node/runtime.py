@@ -245,6 +245,7 @@ class NodeRuntime:
             self.broker = BrokerProcess(broker_settings(s, identity), binary=s.mosquitto_binary)
             await asyncio.to_thread(self.broker.start)
             if self.mqtt is not None:
+                self.mqtt.reconnect_now()
                 await self.mqtt.wait_connected(5.0)
         await self._start_mesh()
 
@@ -336,6 +337,8 @@ class NodeRuntime:
                     await asyncio.to_thread(self.broker.stop)
                 self.broker = BrokerProcess(bsettings, binary=self.settings.mosquitto_binary)
                 await asyncio.to_thread(self.broker.start)
+                if self.mqtt is not None:
+                    self.mqtt.reconnect_now()
             except Exception as exc:
                 log.error("broker restart after a point-device change failed: %s", exc)
 

@@ -253,6 +253,7 @@ def link(ns: str, dev: str) -> str:
     return ns_run(ns, IP, "-o", "link", "show", "dev", dev).stdout
 
 
+@pytest.mark.hardware  # batman-adv is in the Raspberry Pi OS kernel, not in every CI kernel
 def test_batman_adv_over_the_units_commands(tmp_path: Path, two_nodes: tuple[str, str]) -> None:
     a, b = two_nodes
     batctl = require_binary("batctl", "/usr/sbin/batctl")

@@ -283,7 +283,13 @@ class Demo:
             if uplink is not None and uplink.state.enabled:
                 uplink.pause(False)  # not paused: try now instead of after the back-off
         self.mark("central answers")
+        fresh = any(dn.needs_enrolment(n) for n in self.nodes)
         await self._enrol(central)
+        if fresh:
+            # After enrolment: joining the mesh restarts each node's broker (central's
+            # CA and certificate), which point devices connected before would see as
+            # a lost connection (seven warnings on a first run).
+            self._start_points()
         lost = await dn.wait_points(self.nodes, POINTS_TIMEOUT_S)
         if lost:
             print(f"bart demo: point devices not connected yet: {', '.join(lost)}",
@@ -310,12 +316,18 @@ class Demo:
             for i, (spec, port) in enumerate(zip(specs, mesh_ports, strict=True)))))
         self.mark("nodes created")
         await asyncio.gather(*(dn.start_node(n) for n in self.nodes))
-        for node in self.nodes:
-            dn.start_points(node)
-        self.mark("nodes started (Mosquitto, store, portal); point devices starting")
+        if not any(dn.needs_enrolment(n) for n in self.nodes):
+            self._start_points()  # no broker restart ahead (see _enrol)
+        self.mark("nodes started (Mosquitto, store, portal)")
         await asyncio.gather(*(dn.seed(n) for n in self.nodes))
         # Load central's database code while central finishes booting.
         await asyncio.to_thread(_import_central_db)
+
+    def _start_points(self) -> None:
+        from . import demo_nodes as dn
+
+        for node in self.nodes:
+            dn.start_points(node)
 
     async def _enrol(self, central: DemoCentral) -> None:
         """Enrol new nodes with one-time codes; start their uplinks and their mesh with

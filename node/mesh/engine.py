@@ -116,6 +116,9 @@ class Link:
     task: asyncio.Task[None] | None = None
     catchup: asyncio.Task[None] | None = None
     pings: dict[int, float] = field(default_factory=dict)
+    #: What catch-up sent on this link since the last anti-entropy round, per origin:
+    #: not sent again when the next vector comes before the peer stored it.
+    sent_held: dict[str, Held] = field(default_factory=dict)
     sent: int = 0
     received: int = 0
     dropped: int = 0
@@ -204,6 +207,7 @@ class Mesh:
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ping_n = itertools.count(1)
         self._announce: asyncio.TimerHandle | None = None
+        self._announce_sources: set[str] = set()
         self._closed = False
         self.stats = {"relayed": 0, "received": 0, "stored": 0, "refused": 0, "forks": 0,
                       "chunks_sent": 0, "chunk_events_sent": 0, "bytes_sent": 0}
@@ -676,8 +680,12 @@ class Mesh:
 
     async def _send_missing(self, link: Link, theirs: Vector) -> None:
         mine = self.vector()
-        ranges = [(origin, a, b) for origin, held in sorted(mine.items())
-                  for a, b in theirs.get(origin, Held()).missing(held)]
+        ranges = []
+        for origin, held in sorted(mine.items()):
+            known = theirs.get(origin, Held()).copy()
+            for a, b in link.sent_held.get(origin, Held()).spans():
+                known.add_range(a, b)  # on its way already
+            ranges += [(origin, a, b) for a, b in known.missing(held)]
         for origin, start, end in ranges:
             while start <= end:
                 events = await asyncio.to_thread(self.store.events_between, origin, "public",
@@ -690,6 +698,9 @@ class Mesh:
                         await asyncio.sleep(0.01)
                     data = await asyncio.to_thread(_encode_chunk, group)
                     link.send(data)
+                    sent = link.sent_held.setdefault(origin, Held())
+                    for event in group:
+                        sent.add(event.seq)
                     self.stats["chunks_sent"] += 1
                     self.stats["chunk_events_sent"] += len(group)
 
@@ -715,18 +726,22 @@ class Mesh:
         for event in new:
             self._seen_add(event.id)
         if new:
-            self._announce_soon()
+            self._announce_soon(link.peer)
 
-    def _announce_soon(self) -> None:
-        """After catch-up brought news: tell the other peers (debounced)."""
+    def _announce_soon(self, source: str) -> None:
+        """After catch-up brought news: tell the other peers (debounced); not the
+        peer(s) it came from, which hold it."""
+        self._announce_sources.add(source)
         if self._announce is not None or self._closed:
             return
 
         def announce() -> None:
             self._announce = None
+            sources, self._announce_sources = self._announce_sources, set()
             data = self._vector_doc(reply=False)
             for link in self.live_links():
-                link.send(data)
+                if link.peer not in sources:
+                    link.send(data)
 
         self._announce = asyncio.get_running_loop().call_later(0.5, announce)
 
@@ -753,6 +768,8 @@ class Mesh:
                 self._pings(now)
             if now - last_sync >= self.settings.mesh.sync_s:
                 last_sync = now
+                for link in list(self.links.values()):
+                    link.sent_held.clear()  # anti-entropy: what was lost is sent again
                 data = self._vector_doc(reply=False)
                 for link in self.live_links():
                     link.send(data)

@@ -99,7 +99,9 @@ def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str, *,
         "called_112": bool(item.get("called_112")),
         "contact": str(item.get("contact") or ""),
         "receipt": str(item.get("receipt") or ""),
-        "button": names.get(button, button),
+        # Another node's button: its id means nothing here; the place names it.
+        "button": names.get(button, button) if item.get("origin") in (None, settings.name)
+        else "",
         # Another node's alarm or alert (through the mesh): which community centre.
         "node": (origin_names or {}).get(str(item.get("origin")), str(item.get("origin")))
         if item.get("origin") not in (None, settings.name)

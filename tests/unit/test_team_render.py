@@ -211,6 +211,7 @@ def test_another_nodes_alarm_names_its_community_centre_and_meeting_point() -> N
     names = {"escamp-zandloper": "Wijkcentrum De Zandloper"}
     row = board([alarm], SETTINGS, "nl", 0, names).open[0]
     assert row["node"] == "Wijkcentrum De Zandloper" and row["place"] == "Kompasplein"
+    assert row["button"] == ""  # its button id means nothing here; the place names it
     assert board([alarm], SETTINGS, "nl", 0).open[0]["node"] == "escamp-zandloper"
     own = item(10, kind="alert", source="button", origin="n1", button_id="klimboom")
     assert board([own], SETTINGS, "nl", 0, names).open[0]["node"] == ""

@@ -280,12 +280,18 @@ class Store(StoreQueries):
         The callers of one transaction are answered with one hand-over to the
         event loop, not one each: under load a COMMIT holds dozens of reports.
         """
+        return await self.write_soon(fn)
+
+    def write_soon(self, fn: Callable[[WriteTx], T]) -> asyncio.Future[T]:
+        """:meth:`write`, queued at once (not when a coroutine first runs): the
+        writer thread starts on it while the caller goes on (the mesh passes an
+        event on while it is being stored). Await the future for the COMMIT."""
         if self._closed:
             raise StoreClosed("the store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
         self._queue.put(_Work(fn, afuture=fut, loop=loop))
-        return await fut
+        return fut
 
     def write_sync(self, fn: Callable[[WriteTx], T], timeout: float = 30.0) -> T:
         """Blocking form of :meth:`write` for threads and the CLI."""
@@ -482,6 +488,12 @@ class Store(StoreQueries):
         with self._held_lock:
             return {key: held.copy() for key, held in self._held.items()
                     if stream is None or key[1] == stream}
+
+    def holds(self, origin: str, stream: str, seq: int) -> bool:
+        """Whether a committed event sits at (origin, stream, seq) (from memory)."""
+        with self._held_lock:
+            held = self._held.get((origin, stream))
+            return held is not None and seq in held
 
     def known_heads(self) -> dict[tuple[str, str], int]:
         """Highest seq per (origin, stream), from memory (no table scan).

@@ -591,9 +591,12 @@ class Mesh:
             self._seen_add(event.id)
             return
         why = self.refusal(event)
-        if why is None:
+        if why is None and self.store.holds(event.origin, event.stream, event.seq):
             held = self.store.id_at(event.origin, event.stream, event.seq)
-            if held is not None and held != event.id:
+            if held == event.id:  # held already (it came by another way): nothing to do
+                self._seen_add(event.id)
+                return
+            if held is not None:
                 why = f"fork: {event.origin}/{event.seq} is held by {held}"
                 self.stats["forks"] += 1
         if why is not None:
@@ -603,6 +606,13 @@ class Mesh:
             return
         self._seen_add(event.id)
         self.stats["received"] += 1
+        try:
+            # Queued first: the writer thread starts while the event is passed on.
+            queued = self._write_soon([event])
+        except Exception as exc:
+            self._quiet.say("store", "mesh: could not store %s: %s", event.id, exc)
+            self._seen.pop(event.id, None)
+            return
         if doc.hops < self.reach.get(event.origin, 1 << 30):
             self.reach[event.origin] = doc.hops
         if doc.hops < self.hop_limit:
@@ -611,7 +621,7 @@ class Mesh:
                 if other.peer != link.peer and other.peer != event.origin:
                     other.send(data)
                     self.stats["relayed"] += 1
-        self._spawn(self._store([event]))
+        self._spawn(self._store([event], queued))
 
     def local_event(self, event: Event) -> None:
         """A public event was committed here (made here, or from central): pass it on."""
@@ -622,7 +632,25 @@ class Mesh:
             link.send(data)
             self.stats["relayed"] += 1
 
-    async def _store(self, events: list[Event]) -> list[Event]:
+    async def _store(self, events: list[Event],
+                     queued: asyncio.Future[tuple[list[Event], int]] | None = None,
+                     ) -> list[Event]:
+        """Store ``events`` (or await ``queued``, their write queued already by
+        :meth:`_write_soon`), then hand what was new to ``on_stored``."""
+        try:
+            new, forks = await (queued if queued is not None else self._write_soon(events))
+        except Exception as exc:
+            for event in events:
+                self._seen.pop(event.id, None)
+            self._quiet.say("store", "mesh: could not store %d event(s): %s", len(events), exc)
+            return []
+        self.stats["forks"] += forks
+        self.stats["stored"] += len(new)
+        if new:
+            self.on_stored(new)
+        return new
+
+    def _write_soon(self, events: list[Event]) -> asyncio.Future[tuple[list[Event], int]]:
         def insert(tx: WriteTx) -> tuple[list[Event], int]:
             new: list[Event] = []
             forks = 0
@@ -635,18 +663,7 @@ class Mesh:
                     self._quiet.say("fork", "mesh: refused a fork: %s", exc)
             return new, forks
 
-        try:
-            new, forks = await self.store.write(insert)
-        except Exception as exc:
-            for event in events:
-                self._seen.pop(event.id, None)
-            self._quiet.say("store", "mesh: could not store %d event(s): %s", len(events), exc)
-            return []
-        self.stats["forks"] += forks
-        self.stats["stored"] += len(new)
-        if new:
-            self.on_stored(new)
-        return new
+        return self.store.write_soon(insert)
 
     # -- catch-up -----------------------------------------------------------------------
 

@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -72,6 +73,40 @@ def _listeners(s: BrokerSettings) -> tuple[object, ...]:
     """What only a restart of Mosquitto changes."""
     return (s.port, s.bind_address, s.state_dir, s.tls_port, s.tls_bind_address, s.tls_cert,
             s.tls_key, s.mesh_port, s.mesh_bind_address, s.mesh_cafile, s.mesh_cert, s.mesh_key)
+
+
+class LineLimiter:
+    """At most ``burst`` log lines of one kind per ``window_s`` (a kind: the line
+    without its numbers). Anyone on the network can make Mosquitto write a line
+    (a refused TLS handshake on the mesh listener: "OpenSSL Error …"); logs must
+    not grow with what a stranger sends (STYLE rule 12).
+
+    >>> lim = LineLimiter(burst=2, window_s=60)
+    >>> [lim.admit("OpenSSL Error[0]: x", t) for t in (0, 1, 2, 3, 61)]
+    [0, 0, None, None, 2]
+    """
+
+    def __init__(self, burst: int = 5, window_s: float = 60.0, kinds: int = 256) -> None:
+        self.burst = burst
+        self.window_s = window_s
+        self.kinds = kinds
+        self._seen: dict[str, tuple[float, int, int]] = {}  # kind -> (since, logged, held)
+
+    def admit(self, line: str, now: float) -> int | None:
+        """None: do not log ``line``; else log it, after saying how many were held back."""
+        kind = re.sub(r"[0-9]+", "#", line)[:60]
+        since, logged, held = self._seen.get(kind, (now, 0, 0))
+        if now - since >= self.window_s:
+            since, logged, held_before = now, 0, held
+        else:
+            held_before = 0
+        if logged >= self.burst:
+            self._seen[kind] = (since, logged, held + 1)
+            return None
+        if len(self._seen) >= self.kinds and kind not in self._seen:
+            self._seen.clear()  # bounded memory
+        self._seen[kind] = (since, logged + 1, 0 if held_before else held)
+        return held_before
 
 
 class BrokerProcess:
@@ -246,6 +281,7 @@ class BrokerProcess:
         return proc
 
     def _read_stderr(self, stream: IO[bytes], pid: int) -> None:
+        limiter = LineLimiter()
         with stream:
             for raw in stream:
                 line = raw.decode("utf-8", "replace").rstrip()
@@ -258,6 +294,12 @@ class BrokerProcess:
                 self._tail.append(line)
                 level = (logging.ERROR if line.startswith("Error")
                          else logging.WARNING if line.startswith("Warning") else logging.INFO)
+                verdict = limiter.admit(line, time.monotonic())
+                if verdict is None:
+                    continue
+                if verdict:
+                    logger.log(level, "mosquitto[%d]: (%d more like the next one in the last "
+                               "minute were not logged)", pid, verdict)
                 logger.log(level, "mosquitto[%d]: %s", pid, line)
 
     def _wait_ready(self, proc: subprocess.Popen[bytes], deadline: float) -> bool:

@@ -198,3 +198,13 @@ def test_held_is_the_set_it_was_given(mine: set[int], theirs: set[int], rnd: obj
     assert lacking == theirs - mine
     wire = parse(VectorDoc({"a": held}).encode())
     assert isinstance(wire, VectorDoc) and wire.vector["a"] == held.clipped()
+
+
+def test_doctests() -> None:
+    import doctest
+
+    import sync.mesh
+    import sync.replication
+
+    assert doctest.testmod(sync.mesh).failed == 0
+    assert doctest.testmod(sync.replication).failed == 0

@@ -12,6 +12,8 @@ one direction-agnostic channel to a peer:
 What arrives is parsed by :mod:`sync.mesh`, checked against whom this node
 trusts (:class:`node.trust.TrustedKeys`), verified, passed on (live relay,
 within the hop limit), stored, and only then shown (``on_stored``).
+Catch-up is its base :class:`node.mesh.catchup.CatchUp`; a link's send queue
+and the timings are in :mod:`node.mesh.link`; carry in :mod:`node.mesh.carry`.
 """
 
 from __future__ import annotations
@@ -23,7 +25,6 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from broker import MqttClient
@@ -31,7 +32,6 @@ from broker.topics import MESH_UP_FILTER, mesh_topic, parse_mesh_topic
 from sync import Event, SyncError
 from sync.keys import fingerprint
 from sync.mesh import (
-    MAX_CHUNK_EVENTS,
     Bye,
     Carried,
     Carry,
@@ -41,138 +41,35 @@ from sync.mesh import (
     MeshDocError,
     Ping,
     Relay,
-    Vector,
     VectorDoc,
-    chunks,
     parse,
 )
-from sync.replication import Held
 
 from ..config import NodeSettings
 from ..errors import SeqConflict
 from ..store import Store, WriteTx
 from ..trust import TrustedKeys
+from .catchup import CatchUp
 from .identity import MeshIdentity, certificate_name
+from .link import (
+    ADDRESS_TRY_S,
+    MESH_KEEPALIVE,
+    PING_S,
+    REFUSED_RETRY_S,
+    SEEN_MAX,
+    SILENT_S,
+    TICK_S,
+    Link,
+    QuietLog,
+    Target,
+)
 
 log = logging.getLogger("bart.node.mesh")
 
 #: Alert sources a node (not central) may sign.
 PEER_SOURCES = frozenset({"resident", "team", "button", "integration"})
-SEEN_MAX = 65_536
-LINK_QUEUE = 4_096
-SEND_BATCH = 50
-PING_S = 10.0
-TICK_S = 1.0
-#: A link without any message for this long is considered gone.
-SILENT_S = 45.0
-MESH_KEEPALIVE = 10
-#: A peer refused (not in the roster, wrong name) is dialled again after this.
-REFUSED_RETRY_S = 60.0
-#: An mDNS peer not reached at one of its addresses within this is tried at the next.
-ADDRESS_TRY_S = 10.0
 
-
-def now_ms() -> int:
-    """Wall-clock milliseconds."""
-    return time.time_ns() // 1_000_000
-
-
-def _encode_chunk(events: list[Event]) -> bytes:
-    return Chunk(tuple(events)).encode()
-
-
-class QuietLog:
-    """Log a reason loudly once, then quietly; bounded memory (STYLE rule 12)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def say(self, key: str, message: str, *args: object) -> None:
-        n = self.counts.get(key, 0) + 1
-        if len(self.counts) > 512:
-            self.counts.clear()
-        self.counts[key] = n
-        log.log(logging.WARNING if n == 1 else logging.DEBUG, message, *args)
-
-
-@dataclass
-class Link:
-    """One session with a peer."""
-
-    peer: str
-    how: str  # "mdns", "static" (dialled) or "incoming" (accepted)
-    dialled: bool
-    send_raw: Callable[[list[tuple[str, bytes]]], Any]
-    topic: str
-    since_ms: int = field(default_factory=now_ms)
-    last_rx: float = field(default_factory=time.monotonic)
-    area: str = ""
-    fp: str = ""
-    uplink: bool = False
-    vector: Vector | None = None
-    rtt_ms: float | None = None
-    hello_sent: bool = False
-    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(LINK_QUEUE))
-    task: asyncio.Task[None] | None = None
-    catchup: asyncio.Task[None] | None = None
-    pings: dict[int, float] = field(default_factory=dict)
-    #: What catch-up sent on this link since the last anti-entropy round, per origin:
-    #: not sent again when the next vector comes before the peer stored it.
-    sent_held: dict[str, Held] = field(default_factory=dict)
-    sent: int = 0
-    received: int = 0
-    dropped: int = 0
-    #: The mesh's stats: documents' bytes sent on every link add up in "bytes_sent".
-    totals: dict[str, int] = field(default_factory=dict)
-
-    def send(self, data: bytes) -> None:
-        """Queue ``data`` for the peer (dropped, counted, when the queue is full:
-        catch-up repairs what live relay loses)."""
-        try:
-            self.queue.put_nowait(data)
-        except asyncio.QueueFull:
-            self.dropped += 1
-
-    async def drain(self) -> None:
-        """Send queued documents, a batch at a time, in order."""
-        while True:
-            first = await self.queue.get()
-            batch = [first]
-            while len(batch) < SEND_BATCH and not self.queue.empty():
-                batch.append(self.queue.get_nowait())
-            try:
-                results = await self.send_raw([(self.topic, data) for data in batch])
-            except Exception as exc:
-                log.debug("mesh: sending to %s failed: %s", self.peer, exc)
-                continue
-            done = [data for data, r in zip(batch, results, strict=False) if r is None]
-            self.sent += len(done)
-            self.totals["bytes_sent"] = self.totals.get("bytes_sent", 0) + sum(map(len, done))
-
-    def close(self) -> None:
-        """Stop this link's tasks."""
-        for task in (self.task, self.catchup):
-            if task is not None:
-                task.cancel()
-
-
-@dataclass
-class Target:
-    """A peer to dial: from mDNS (name known) or the static list (name from its certificate)."""
-
-    host: str
-    port: int
-    how: str
-    expected: str | None = None
-    client: MqttClient | None = None
-    peer: str | None = None
-    refused_until: float = 0.0
-    #: Other addresses the peer advertised (mDNS), tried in turn when this one fails.
-    others: tuple[str, ...] = ()
-    dialled_at: float = field(default_factory=time.monotonic)
-
-
-class Mesh:
+class Mesh(CatchUp):
     """Sessions, relay and catch-up of one node."""
 
     def __init__(self, settings: NodeSettings, store: Store, trust: TrustedKeys, *,
@@ -400,40 +297,12 @@ class Mesh:
                         uplink=self.uplink_up(), vector=self.vector()).encode())
         self._ping(link)
 
-    def _vector_doc(self, *, reply: bool) -> bytes:
-        return VectorDoc(self.vector(), reply=reply, names=self._known_names()).encode()
-
-    def _known_names(self) -> dict[str, str]:
-        """Community-centre names to pass on: our own and those we learnt."""
-        names = {self.me: self.settings.display_name} if self.settings.display_name else {}
-        for origin, display in self.names.items():
-            if len(names) >= 64:
-                break
-            names.setdefault(origin, display)
-        return names
-
-    def _learn_names(self, names: dict[str, str], direct: str | None = None,
-                     display: str = "") -> None:
-        """Names heard from a peer: its own (``direct``) wins over what others say."""
-        if direct is not None and display:
-            self.names[direct] = display
-            self._direct_names.add(direct)
-        for origin, name in names.items():
-            if origin == self.me or origin in self._direct_names or not name:
-                continue
-            if origin in self.names or len(self.names) < 256:
-                self.names[origin] = name
-
     def _ping(self, link: Link) -> None:
         n = next(self._ping_n)
         link.pings[n] = time.monotonic()
         if len(link.pings) > 16:
             link.pings.pop(next(iter(link.pings)))
         link.send(Ping(n).encode())
-
-    def vector(self) -> Vector:
-        """What this node holds of every public stream."""
-        return {origin: held for (origin, _), held in self.store.heads("public").items()}
 
     # -- receiving ----------------------------------------------------------------------
 
@@ -664,103 +533,6 @@ class Mesh:
             return new, forks
 
         return self.store.write_soon(insert)
-
-    # -- catch-up -----------------------------------------------------------------------
-
-    def _answer_vector(self, link: Link, theirs: Vector, *, reply: bool) -> None:
-        link.vector = theirs
-        for other in list(self.links.values()):  # its newest vector, whichever session
-            if other.peer == link.peer:
-                other.vector = theirs
-        if link.catchup is not None and not link.catchup.done():
-            link.catchup.cancel()
-        link.catchup = self._spawn(self._send_missing(link, theirs))
-        if not reply and self._lacking(theirs):
-            link.send(self._vector_doc(reply=True))
-
-    def _lacking(self, theirs: Vector) -> bool:
-        """Whether a peer's vector holds anything this node lacks."""
-        mine = self.vector()
-        return any(next(mine.get(origin, Held()).missing(held, limit=1), None) is not None
-                   for origin, held in theirs.items() if origin != self.me)
-
-    def lacks(self, theirs: Vector | None) -> dict[str, int]:
-        """Per origin, how many events this node holds that ``theirs`` does not."""
-        if theirs is None:
-            return {}
-        out: dict[str, int] = {}
-        for origin, held in self.vector().items():
-            n = sum(b - a + 1 for a, b in theirs.get(origin, Held()).missing(held))
-            if n:
-                out[origin] = n
-        return out
-
-    async def _send_missing(self, link: Link, theirs: Vector) -> None:
-        mine = self.vector()
-        ranges = []
-        for origin, held in sorted(mine.items()):
-            known = theirs.get(origin, Held()).copy()
-            for a, b in link.sent_held.get(origin, Held()).spans():
-                known.add_range(a, b)  # on its way already
-            ranges += [(origin, a, b) for a, b in known.missing(held)]
-        for origin, start, end in ranges:
-            while start <= end:
-                events = await asyncio.to_thread(self.store.events_between, origin, "public",
-                                                 start, end, MAX_CHUNK_EVENTS)
-                if not events:
-                    break
-                start = events[-1].seq + 1
-                for group in chunks(events):
-                    while link.queue.qsize() > LINK_QUEUE // 2:  # let the link drain
-                        await asyncio.sleep(0.01)
-                    data = await asyncio.to_thread(_encode_chunk, group)
-                    link.send(data)
-                    sent = link.sent_held.setdefault(origin, Held())
-                    for event in group:
-                        sent.add(event.seq)
-                    self.stats["chunks_sent"] += 1
-                    self.stats["chunk_events_sent"] += len(group)
-
-    async def _on_chunk(self, link: Link, doc: Chunk) -> None:
-        def check() -> list[Event]:
-            good = []
-            for event in doc.events:
-                if event.origin == self.me:
-                    continue  # ours: held already (or not ours to take)
-                why = self.refusal(event)
-                if why is not None:
-                    self._quiet.say(f"chunk:{link.peer}:{why[:40]}",
-                                    "mesh: refused %s from %s: %s", event.id, link.peer, why)
-                    self.stats["refused"] += 1
-                    continue
-                good.append(event)
-            return good
-
-        good = await asyncio.to_thread(check)
-        if not good:
-            return
-        new = await self._store(good)
-        for event in new:
-            self._seen_add(event.id)
-        if new:
-            self._announce_soon(link.peer)
-
-    def _announce_soon(self, source: str) -> None:
-        """After catch-up brought news: tell the other peers (debounced); not the
-        peer(s) it came from, which hold it."""
-        self._announce_sources.add(source)
-        if self._announce is not None or self._closed:
-            return
-
-        def announce() -> None:
-            self._announce = None
-            sources, self._announce_sources = self._announce_sources, set()
-            data = self._vector_doc(reply=False)
-            for link in self.live_links():
-                if link.peer not in sources:
-                    link.send(data)
-
-        self._announce = asyncio.get_running_loop().call_later(0.5, announce)
 
     async def _periodic(self) -> None:
         """Every second: whom we trust (a newer roster); every PING_S: pings,

@@ -1,0 +1,127 @@
+"""A session's plumbing: the link to one peer (its send queue and counters),
+a peer to dial, the quiet logger, and the mesh's timings (docs/mesh.md)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from broker import MqttClient
+from sync.mesh import Vector
+from sync.replication import Held
+
+log = logging.getLogger("bart.node.mesh")
+
+SEEN_MAX = 65_536
+LINK_QUEUE = 4_096
+SEND_BATCH = 50
+PING_S = 10.0
+TICK_S = 1.0
+#: A link without any message for this long is considered gone.
+SILENT_S = 45.0
+MESH_KEEPALIVE = 10
+#: A peer refused (not in the roster, wrong name) is dialled again after this.
+REFUSED_RETRY_S = 60.0
+#: An mDNS peer not reached at one of its addresses within this is tried at the next.
+ADDRESS_TRY_S = 10.0
+
+
+def now_ms() -> int:
+    """Wall-clock milliseconds."""
+    return time.time_ns() // 1_000_000
+
+
+
+class QuietLog:
+    """Log a reason loudly once, then quietly; bounded memory (STYLE rule 12)."""
+
+    def __init__(self) -> None:
+        self.counts: dict[str, int] = {}
+
+    def say(self, key: str, message: str, *args: object) -> None:
+        n = self.counts.get(key, 0) + 1
+        if len(self.counts) > 512:
+            self.counts.clear()
+        self.counts[key] = n
+        log.log(logging.WARNING if n == 1 else logging.DEBUG, message, *args)
+
+
+@dataclass
+class Link:
+    """One session with a peer."""
+
+    peer: str
+    how: str  # "mdns", "static" (dialled) or "incoming" (accepted)
+    dialled: bool
+    send_raw: Callable[[list[tuple[str, bytes]]], Any]
+    topic: str
+    since_ms: int = field(default_factory=now_ms)
+    last_rx: float = field(default_factory=time.monotonic)
+    area: str = ""
+    fp: str = ""
+    uplink: bool = False
+    vector: Vector | None = None
+    rtt_ms: float | None = None
+    hello_sent: bool = False
+    queue: asyncio.Queue[bytes] = field(default_factory=lambda: asyncio.Queue(LINK_QUEUE))
+    task: asyncio.Task[None] | None = None
+    catchup: asyncio.Task[None] | None = None
+    pings: dict[int, float] = field(default_factory=dict)
+    #: What catch-up sent on this link since the last anti-entropy round, per origin:
+    #: not sent again when the next vector comes before the peer stored it.
+    sent_held: dict[str, Held] = field(default_factory=dict)
+    sent: int = 0
+    received: int = 0
+    dropped: int = 0
+    #: The mesh's stats: documents' bytes sent on every link add up in "bytes_sent".
+    totals: dict[str, int] = field(default_factory=dict)
+
+    def send(self, data: bytes) -> None:
+        """Queue ``data`` for the peer (dropped, counted, when the queue is full:
+        catch-up repairs what live relay loses)."""
+        try:
+            self.queue.put_nowait(data)
+        except asyncio.QueueFull:
+            self.dropped += 1
+
+    async def drain(self) -> None:
+        """Send queued documents, a batch at a time, in order."""
+        while True:
+            first = await self.queue.get()
+            batch = [first]
+            while len(batch) < SEND_BATCH and not self.queue.empty():
+                batch.append(self.queue.get_nowait())
+            try:
+                results = await self.send_raw([(self.topic, data) for data in batch])
+            except Exception as exc:
+                log.debug("mesh: sending to %s failed: %s", self.peer, exc)
+                continue
+            done = [data for data, r in zip(batch, results, strict=False) if r is None]
+            self.sent += len(done)
+            self.totals["bytes_sent"] = self.totals.get("bytes_sent", 0) + sum(map(len, done))
+
+    def close(self) -> None:
+        """Stop this link's tasks."""
+        for task in (self.task, self.catchup):
+            if task is not None:
+                task.cancel()
+
+
+@dataclass
+class Target:
+    """A peer to dial: from mDNS (name known) or the static list (name from its certificate)."""
+
+    host: str
+    port: int
+    how: str
+    expected: str | None = None
+    client: MqttClient | None = None
+    peer: str | None = None
+    refused_until: float = 0.0
+    #: Other addresses the peer advertised (mDNS), tried in turn when this one fails.
+    others: tuple[str, ...] = ()
+    dialled_at: float = field(default_factory=time.monotonic)

@@ -8,6 +8,7 @@ Mosquitto being down never stops the node from taking reports.
 from __future__ import annotations
 
 import asyncio
+import base64
 import gc
 import json
 import logging
@@ -195,8 +196,6 @@ class NodeRuntime:
         enrolment = load_enrolment(self.settings)
         if enrolment is None:
             return
-        import base64
-
         central_key = base64.b64decode(str(enrolment["signing_pub"]))
         self.trust.set_central(str(enrolment["origin"]), central_key)
         uplink = self.uplink

@@ -114,6 +114,15 @@ def names_from_wire(value: Any) -> dict[str, str]:
     return {_slug(k, "names key"): _display(v, f"names[{k}]") for k, v in value.items()}
 
 
+def _b64(value: Any, name: str) -> bytes:
+    if not isinstance(value, str):
+        raise MeshDocError(f"{name} must be base64 text")
+    try:
+        return base64.b64decode(value, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise MeshDocError(f"{name} must be base64 text") from exc
+
+
 def vector_to_wire(vector: Vector) -> dict[str, Any]:
     """``{origin: [gapless, [[from, to], …]]}``, at most MAX_RANGES ranges each."""
     out: dict[str, Any] = {}
@@ -328,13 +337,7 @@ class Carry:
     def from_doc(cls, doc: dict[str, Any]) -> Carry:
         """Check a parsed document (the batch stays sealed)."""
         _fields(doc, cls.FIELDS)
-        raw = doc["batch"]
-        if not isinstance(raw, str):
-            raise MeshDocError("batch must be base64 text")
-        try:
-            batch = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise MeshDocError("batch must be base64 text") from exc
+        batch = _b64(doc["batch"], "batch")
         if not batch or len(batch) > MAX_CARRY_BYTES:
             raise MeshDocError(f"a carried batch is 1 to {MAX_CARRY_BYTES} bytes")
         return cls(node=_slug(doc["node"], "node"),
@@ -362,13 +365,7 @@ class Carried:
     def from_doc(cls, doc: dict[str, Any]) -> Carried:
         """Check a parsed document (the reply is verified by its node)."""
         _fields(doc, cls.FIELDS)
-        raw = doc["reply"]
-        if not isinstance(raw, str):
-            raise MeshDocError("reply must be base64 text")
-        try:
-            reply = base64.b64decode(raw, validate=True)
-        except (binascii.Error, ValueError) as exc:
-            raise MeshDocError("reply must be base64 text") from exc
+        reply = _b64(doc["reply"], "reply")
         return cls(node=_slug(doc["node"], "node"),
                    batch_seq=_int(doc["batch_seq"], "batch_seq", 1),
                    status=_int(doc["status"], "status", 100, 599), reply=reply)

@@ -77,8 +77,7 @@ class Mesh(CatchUp):
                  on_stored: Callable[[list[Event]], None],
                  uplink_up: Callable[[], bool] = lambda: False,
                  carry: Callable[[Carry], Any] | None = None,
-                 on_carried: Callable[[Carried], Any] | None = None,
-                 on_tick: Callable[[], None] | None = None) -> None:
+                 on_carried: Callable[[Carried], Any] | None = None) -> None:
         self.settings = settings
         self.me = settings.name
         self.store = store
@@ -90,7 +89,6 @@ class Mesh(CatchUp):
         self.uplink_up = uplink_up
         self.carry_handler = carry
         self.carried_handler = on_carried
-        self.on_tick = on_tick
         self.hop_limit = settings.mesh.hop_limit
         self.links: dict[tuple[str, bool], Link] = {}
         self.targets: dict[str, Target] = {}
@@ -542,8 +540,6 @@ class Mesh(CatchUp):
         while True:
             await asyncio.sleep(TICK_S)
             now = time.monotonic()
-            if self.on_tick is not None:
-                self.on_tick()  # e.g. a newer roster from the uplink
             if self.trust.roster is not roster:
                 roster = self.trust.roster
                 for target in self.targets.values():

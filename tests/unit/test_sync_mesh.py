@@ -122,6 +122,8 @@ def test_parsed_values(keys: KeyPair) -> None:
     (b'{"v":1,"t":"carry","node":"a","batch_seq":1,"batch":"***"}', "base64"),
     (b'{"v":1,"t":"carry","node":"a","batch_seq":1,"batch":""}', "carried batch"),
     (b'{"v":1,"t":"carried","node":"a","batch_seq":1,"status":42,"reply":""}', "status"),
+    (b'{"v":1,"t":"carried","node":"a","batch_seq":1,"status":200,"reply":"***"}',
+     "reply must be base64"),
     (b'{"v":1,"t":"ev","hops":0,"event":{}}', "hops must be"),
     (b'{"v":1,"t":"ev","hops":1,"event":{}}', "malformed"),
     (b" " * (MAX_DOC_BYTES + 1), "exceeds"),

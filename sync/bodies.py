@@ -145,6 +145,50 @@ def validate_report(body: Mapping[str, Any]) -> dict[str, Any]:
     }
 
 
+#: Categories whose new reports go to the authorities only unless the resident
+#: chooses otherwise: a suspicion about a person, or worries about a neighbour,
+#: are not for the whole street by default.
+AUTHORITIES_BY_DEFAULT: Final = frozenset({"suspicious", "social"})
+
+
+class EmptyReport(InvalidField):
+    """A new report says nothing: no words, no meeting point and no place."""
+
+    def __init__(self) -> None:
+        super().__init__("report", "needs a few words (text), a meeting point (place.point) "
+                                   "or a place (place.text)")
+
+
+def default_audience(category: object) -> str:
+    """Who sees a new report of ``category`` when the resident did not say.
+
+    >>> default_audience("social"), default_audience("nuisance")
+    ('authorities', 'both')
+    """
+    return "authorities" if category in AUTHORITIES_BY_DEFAULT else "both"
+
+
+def check_new_report(report: Mapping[str, Any]) -> None:
+    """Intake rule for a *new* report, after :func:`validate_report` cleaned it.
+
+    A pictogram alone tells no one anything (and an empty card would be shown
+    to every neighbour): a report needs at least a few words, a meeting point
+    or a place. This is not part of parsing an event: reports stored before
+    the rule still validate everywhere. Raises :class:`EmptyReport`.
+
+    >>> check_new_report({"category": "nuisance", "text": "", "place": {"point": "speeltuin"}})
+    >>> try:
+    ...     check_new_report({"category": "nuisance", "text": " ", "place": {"text": ""}})
+    ... except EmptyReport as exc:
+    ...     print(exc.field)
+    report
+    """
+    place = report.get("place") or {}
+    text = report.get("text") or ""
+    if not (text.strip() or place.get("point") or (place.get("text") or "").strip()):
+        raise EmptyReport
+
+
 def validate_alert(body: Mapping[str, Any]) -> dict[str, Any]:
     """A warning for residents (panic button, team, central, resident report)."""
     _only(body, {"source", "category", "severity", "title", "text", "place", "areas",

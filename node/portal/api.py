@@ -37,7 +37,10 @@ class ReportIn(BaseModel):
     category: Literal["nuisance", "suspicious", "social", "emergency"]
     text: str = Field(default="", max_length=4000)
     place: PlaceIn = Field(default_factory=PlaceIn)
-    audience: Literal["neighbours", "authorities", "both"] = "both"
+    audience: Literal["neighbours", "authorities", "both"] | None = Field(
+        default=None,
+        description="Who sees it. Left out (or null): `authorities` for suspicious and "
+                    "social reports, `both` for the others.")
     called_112: bool = False
     called_112_by: str = Field(default="", max_length=320)
     contact: str = Field(default="", max_length=800)
@@ -72,7 +75,9 @@ def add_schemas(schema: dict[str, Any]) -> dict[str, Any]:
         "tags": ["reports"], "summary": "Store a report",
         "description": "Stored durably before the answer: 201 only after its COMMIT. The body "
                        "is checked by the event model's own validator; nothing is stored on "
-                       "any error.",
+                       "any error. A report needs a few words (`text`), a meeting point "
+                       "(`place.point`) or a place (`place.text`): without any of them the "
+                       "answer is 422 with the field `report`.",
         "operationId": "post_report",
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": ref.format(model="ReportIn")}}}},

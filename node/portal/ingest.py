@@ -19,6 +19,7 @@ from typing import Any
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from sync import InvalidField
+from sync.bodies import CATEGORIES, check_new_report, default_audience
 
 from ..errors import NodeError
 from ..reports import validate_report_input
@@ -35,6 +36,15 @@ _HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", 
 def _error(field: str, message: str) -> dict[str, Any]:
     return {"detail": "invalid input; nothing was stored",
             "errors": [{"field": field, "message": message}]}
+
+
+def with_default_audience(data: dict[str, Any]) -> dict[str, Any]:
+    """``data`` with the category's safe audience when it names none (or null):
+    suspicious and social reports go to the authorities only unless asked."""
+    if data.get("audience") is not None:
+        return data
+    category = data.get("category")
+    return {**data, "audience": default_audience(category if category in CATEGORIES else None)}
 
 
 class ReportIngest:
@@ -95,7 +105,8 @@ class ReportIngest:
             return 422, _error("$", "a report must be a JSON object"), []
         settings = state.settings
         try:
-            clean = validate_report_input(data)
+            clean = validate_report_input(with_default_audience(data))
+            check_new_report(clean)
             point = clean["place"]["point"]
             if point is not None and point not in {p.id for p in settings.meeting_points}:
                 raise InvalidField("place.point", "is not a meeting point of this node")

@@ -15,7 +15,15 @@ from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
 from sync import InvalidField
-from sync.bodies import CATEGORIES, MAX_CONTACT, MAX_PLACE_TEXT, MAX_REPORT_TEXT
+from sync.bodies import (
+    CATEGORIES,
+    MAX_CONTACT,
+    MAX_PLACE_TEXT,
+    MAX_REPORT_TEXT,
+    EmptyReport,
+    check_new_report,
+    default_audience,
+)
 
 from ..reports import normalise_receipt, validate_report_input
 from . import deps
@@ -84,6 +92,7 @@ def _form_page(request: Request, category: str, *, values: dict[str, Any] | None
         emergency=category == "emergency",
         meeting_points=[{"id": p.id, "name": p.name} for p in s.meeting_points],
         values=values or {}, errors=errors or {},
+        default_audience=default_audience(category),
         limits={"text": MAX_REPORT_TEXT, "place": MAX_PLACE_TEXT, "contact": MAX_CONTACT},
         csrf_token=token)
     response.set_cookie(CSRF_COOKIE, token, samesite="strict", httponly=True)
@@ -116,7 +125,8 @@ async def report_submit(request: Request) -> Response:
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     category = values.get("category", "")
     if category not in CATEGORIES:
-        return render(request, "report_choose.html", status=422)
+        msg = deps.translate(request, page_lang(request), "error.field.category")
+        return render(request, "report_choose.html", status=422, error=msg)
     if not _same_origin(request, values.get("csrf", "")):
         msg = deps.translate(request, page_lang(request), "error.csrf")
         return _form_page(request, category, values=values, errors={"form": msg}, status=403)
@@ -128,7 +138,7 @@ async def report_submit(request: Request) -> Response:
         "category": category,
         "text": values.get("text", ""),
         "place": {"point": point, "text": values.get("place_text", "")},
-        "audience": values.get("audience", "both"),
+        "audience": values.get("audience") or default_audience(category),
         "called_112": values.get("called_112") == "yes",
         "called_112_by": values.get("called_112_by", ""),
         "contact": values.get("contact", ""),
@@ -136,6 +146,7 @@ async def report_submit(request: Request) -> Response:
     }
     try:
         clean = validate_report_input(raw)
+        check_new_report(clean)
         if point is not None and point not in {p.id for p in deps.settings(request).meeting_points}:
             raise InvalidField("place.point", "unknown meeting point")
     except InvalidField as exc:
@@ -143,7 +154,11 @@ async def report_submit(request: Request) -> Response:
                                                                              exc.field)
         msg = deps.translate(request, page_lang(request), f"error.field.{field}",
                              default=exc.reason)
-        return _form_page(request, category, values=values, errors={field: msg}, status=422)
+        errors = {field: msg}
+        if isinstance(exc, EmptyReport):
+            # Said once at the top; the fields that could fill the gap are marked.
+            errors = {"report": msg, "text": "", "place_point": "", "place_text": ""}
+        return _form_page(request, category, values=values, errors=errors, status=422)
     done = await deps.runtime(request).submit_report(clean)
     receipt = done.report.body["receipt"]
     return RedirectResponse(f"/receipt/{receipt}", status_code=303)
@@ -159,9 +174,10 @@ async def receipt_page(request: Request, code: str) -> Response:
     _, event = found
     receipt = event.body["receipt"]
     status_url = f"{str(request.base_url).rstrip('/')}/status?receipt={receipt}"
+    audience = event.body["audience"]
     return render(request, "receipt.html", receipt=receipt,
                   qr_svg=qr_svg(status_url, label=receipt), status_url=status_url,
-                  shown_to_neighbours=event.body["audience"] in ("neighbours", "both"))
+                  audience=audience, shown_to_neighbours=audience in ("neighbours", "both"))
 
 
 @router.get("/status")

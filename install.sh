@@ -8,75 +8,88 @@ set -Eeuo pipefail
 
 usage() {
     cat <<'EOF'
-Usage: ./install.sh [--dev | --hotspot | --uninstall] [--mesh-radio IFACE] [--no-start] [--help]
+Usage: ./install.sh [--node | --hotspot | --dev | --uninstall] [--mesh-radio IFACE]
+                    [--no-start] [--help]
 
-Install Bart on this machine: Debian packages (Mosquitto, Python, SQLite),
-a virtual environment in .venv and the bart package (editable install).
-Safe to run again: it only does what is missing.
+Install Bart on this machine. Safe to run again: it only does what is missing.
 
-  (no option)  a node: mosquitto mosquitto-clients python3 python3-venv
-               python3-pip sqlite3 ca-certificates; on a Raspberry Pi also
-               python3-lgpio (GPIO backend) from the Raspberry Pi archive.
-               Then the system user 'bart', the units bart-node.service and
-               bart-firstboot.service (enabled; they do nothing until a node
-               exists) and, on a Raspberry Pi, journald settings that spare
-               the SD card (docs/deploy.md). Put the repository where
-               user bart can read it, e.g. /opt/bart.
-  --hotspot    a node with its Wi-Fi hotspot and captive portal: also
-               hostapd, dnsmasq-base, nftables, rfkill (Debian packages),
-               /etc/bart/{hostapd.conf,dnsmasq.conf,nftables.nft} rendered
-               from the node's settings and checked by dnsmasq and nft, and
-               the units bart-firewall, bart-hostapd and bart-dnsmasq.
+  (no option)  try Bart: Debian packages (mosquitto mosquitto-clients python3
+               python3-venv python3-pip sqlite3 ca-certificates), a virtual
+               environment in .venv and the bart command in it (editable
+               install). Nothing starts at boot: no system user, no
+               services, no /var/lib/bart. Then: .venv/bin/bart demo.
+               (mosquitto.service is disabled if this run installed it: the
+               demo starts brokers of its own.)
+  --node       a node at a community centre: all of the above, on a
+               Raspberry Pi also python3-lgpio (GPIO backend) from the
+               Raspberry Pi archive; then the system user 'bart', the data
+               directory /var/lib/bart, the units bart-node.service and
+               bart-firstboot.service (enabled at boot; they do nothing
+               until a node exists) and, on a Raspberry Pi, journald
+               settings that spare the SD card (docs/deploy.md). Put the
+               repository where user bart can read it, e.g. /opt/bart.
+  --hotspot    a node (--node) with its Wi-Fi hotspot and captive portal:
+               also hostapd, dnsmasq-base, nftables, rfkill (Debian
+               packages), /etc/bart/{hostapd.conf,dnsmasq.conf,nftables.nft}
+               rendered from the node's settings and checked by dnsmasq and
+               nft, and the units bart-firewall, bart-hostapd and
+               bart-dnsmasq.
   --mesh-radio IFACE
-               a node linked to other community centres by a second Wi-Fi
-               adapter (IFACE, e.g. wlan1) as an 802.11s mesh point with
-               batman-adv: also batctl, wpasupplicant, iw, rfkill, kmod
-               (Debian packages). Until node.toml has a complete
-               [mesh_radio] table it adds one, commented out, for you to
-               fill in (address, passphrase) and changes no network
-               setting; then wpa_supplicant, batman-adv, NetworkManager
-               and module files rendered from it, and bart-meshradio.service.
-  --no-start   enable the units but start or restart nothing (an SD-card
-               image, a chroot). Implied when systemd is not running.
+               a node (--node) linked to other community centres by a
+               second Wi-Fi adapter (IFACE, e.g. wlan1) as an 802.11s mesh
+               point with batman-adv: also batctl, wpasupplicant, iw,
+               rfkill, kmod (Debian packages). Until node.toml has a
+               complete [mesh_radio] table it adds one, commented out, for
+               you to fill in (address, passphrase) and changes no network
+               setting; then wpa_supplicant, batman-adv, NetworkManager and
+               module files rendered from it, and bart-meshradio.service.
+  --no-start   with --node or --hotspot: enable the units but start or
+               restart nothing (an SD-card image, a chroot). Implied when
+               systemd is not running.
   --uninstall  stop, disable and remove what a node install added (units,
                /etc/bart, drop-ins, the firewall table) and re-enable
                mosquitto.service if it was enabled before. Keeps the node's
                data and keys (/var/lib/bart), the user bart, .venv and the
                Debian packages.
-  --dev        a development machine: the node packages plus chromium,
-               postgresql, wrk, iproute2, git, dnsmasq-base, nftables,
-               hostapd, debootstrap, valgrind, wpasupplicant, batctl, kmod
-               (binaries for the tests and
-               benchmarks; no service is configured), and the package with
-               its 'dev' extra (tests, linters). Touches no network settings.
+  --dev        a development machine: the packages of a plain run plus
+               chromium, postgresql, wrk, iproute2, git, dnsmasq-base,
+               nftables, hostapd, debootstrap, valgrind, wpasupplicant,
+               batctl, kmod (binaries for the tests and benchmarks; no
+               service is configured), and the package with its 'dev' extra
+               (tests, linters). No system user, no units; touches no
+               network settings.
   -h, --help   show this help and exit
 
 After installing:
   .venv/bin/bart demo     run the demo
-  .venv/bin/pytest        run the tests
+  .venv/bin/pytest        run the tests (after --dev)
 EOF
 }
 
 # ---------------------------------------------------------------- arguments
-MODE=node
+MODE=plain # plain: packages, .venv, bart; node: also user, data dir, units; dev: test tools
+NODE_FLAG=0
+DEV_FLAG=0
 HOTSPOT=0
 MESH_RADIO="" # the mesh radio's interface (--mesh-radio IFACE)
 MESH_FLAG=0
 SERVICES=0
 NO_START=0
+NO_START_FLAG=0
 UNINSTALL=0
 ARGS=("$@") # kept whole for the sudo re-run below
 for ((i = 0; i < ${#ARGS[@]}; i++)); do
     arg="${ARGS[i]}"
     case "$arg" in
-        --dev) MODE=dev ;;
+        --node) NODE_FLAG=1 ;;
+        --dev) DEV_FLAG=1 ;;
         --hotspot) HOTSPOT=1 ;;
         --mesh-radio=*) MESH_FLAG=1 MESH_RADIO="${arg#--mesh-radio=}" ;;
         --mesh-radio)
             i=$((i + 1))
             MESH_FLAG=1 MESH_RADIO="${ARGS[i]:-}"
             ;;
-        --no-start) NO_START=1 ;;
+        --no-start) NO_START=1 NO_START_FLAG=1 ;;
         --uninstall) UNINSTALL=1 ;;
         -h | --help) usage; exit 0 ;;
         *)
@@ -91,13 +104,24 @@ if [[ $MESH_FLAG -eq 1 ]] && ! [[ $MESH_RADIO =~ ^[A-Za-z0-9_][A-Za-z0-9_.]{0,14
         "--mesh-radio wlan1 (letters, digits, '_' and '.'; at most 15), not '$MESH_RADIO'" >&2
     exit 2
 fi
-if [[ $MODE == dev && ($HOTSPOT -eq 1 || $UNINSTALL -eq 1 || -n $MESH_RADIO) ]]; then
-    echo "install.sh: --dev touches no network settings: it cannot be combined with" \
-        "--hotspot, --mesh-radio or --uninstall" >&2
+if [[ $DEV_FLAG -eq 1 && ($NODE_FLAG -eq 1 || $HOTSPOT -eq 1 || $UNINSTALL -eq 1 \
+    || -n $MESH_RADIO) ]]; then
+    echo "install.sh: --dev touches no network settings and makes no node: it cannot be" \
+        "combined with --node, --hotspot, --mesh-radio or --uninstall" >&2
     exit 2
 fi
-if [[ $UNINSTALL -eq 1 && ($HOTSPOT -eq 1 || -n $MESH_RADIO) ]]; then
-    echo "install.sh: --uninstall cannot be combined with --hotspot or --mesh-radio" >&2
+if [[ $UNINSTALL -eq 1 && ($NODE_FLAG -eq 1 || $HOTSPOT -eq 1 || -n $MESH_RADIO) ]]; then
+    echo "install.sh: --uninstall cannot be combined with --node, --hotspot or --mesh-radio" >&2
+    exit 2
+fi
+if [[ $DEV_FLAG -eq 1 ]]; then
+    MODE=dev
+elif [[ $NODE_FLAG -eq 1 || $HOTSPOT -eq 1 || -n $MESH_RADIO ]]; then
+    MODE=node # --hotspot and --mesh-radio are kinds of node
+fi
+if [[ $NO_START_FLAG -eq 1 && $MODE != node && $UNINSTALL -eq 0 ]]; then
+    echo "install.sh: --no-start is about a node's services, and this run installs none:" \
+        "add --node (or --hotspot) to install a node without starting it" >&2
     exit 2
 fi
 
@@ -165,8 +189,10 @@ if ! command -v dpkg-query >/dev/null 2>&1 || ! command -v apt-get >/dev/null 2>
     die "dpkg-query/apt-get not found: needs a Debian-based system"
 fi
 
+# The board's model (BART_DEVICE_MODEL names another file: the tests play a Pi).
+MODEL_FILE="${BART_DEVICE_MODEL:-/proc/device-tree/model}"
 ON_PI=0
-if [[ -r /proc/device-tree/model ]] && grep -qa "Raspberry Pi" /proc/device-tree/model; then
+if [[ -r $MODEL_FILE ]] && grep -qa "Raspberry Pi" "$MODEL_FILE"; then
     ON_PI=1
 fi
 
@@ -289,9 +315,22 @@ fi
 
 # ---------------------------------------------------------- Debian packages
 step "installing Debian packages"
+pkg_installed() {
+    local status
+    status="$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" || return 1
+    [[ $status == *" ok installed" ]]
+}
+
 PACKAGES=(mosquitto mosquitto-clients python3 python3-venv python3-pip sqlite3 ca-certificates)
 if [[ $ON_PI -eq 1 ]]; then
     PACKAGES+=(python3-lgpio) # gpiozero's pin backend; only in the Raspberry Pi archive
+    if [[ $MODE != node ]] && ! pkg_installed python3-lgpio \
+        && ! apt-cache policy python3-lgpio 2>/dev/null | grep -q 'Candidate: [0-9]'; then
+        # Trying Bart needs no real pins (the demo's are mock pins); a node does.
+        warn "python3-lgpio is not available here (it is in the Raspberry Pi archive of" \
+            "Raspberry Pi OS): real panic buttons will not work; the demo does"
+        unset 'PACKAGES[-1]'
+    fi
 fi
 if [[ $HOTSPOT -eq 1 ]]; then
     # dnsmasq-base: the binary without the distribution's service, which would
@@ -313,12 +352,6 @@ if [[ $MODE == dev ]]; then
     PACKAGES+=(wpasupplicant batctl kmod)
     PACKAGES+=(bind9-dnsutils) # dig: an independent mDNS client for the discovery tests
 fi
-
-pkg_installed() {
-    local status
-    status="$(dpkg-query -W -f='${Status}' "$1" 2>/dev/null)" || return 1
-    [[ $status == *" ok installed" ]]
-}
 
 MISSING=()
 for pkg in "${PACKAGES[@]}"; do
@@ -352,8 +385,9 @@ else
 fi
 
 # ----------------------------------------------------------- mosquitto.service
-# The node supervises its own broker on its own port: the distribution's
-# mosquitto.service must neither run nor start at boot.
+# The node (and the demo, and the tests) supervise their own brokers on their
+# own ports: the distribution's mosquitto.service must neither run nor start at
+# boot. A plain run leaves one it did not install alone: it may be someone's.
 step "disabling the distribution's mosquitto.service"
 remember_enabled() {
     # --uninstall enables it again. Only a node install keeps this note.
@@ -363,14 +397,16 @@ remember_enabled() {
         : >"$WAS_ENABLED$1"
     fi
 }
-if command -v systemctl >/dev/null 2>&1; then
+if [[ $MODE == plain && $MOSQUITTO_NEW -eq 0 ]]; then
+    : # not ours to switch off
+elif command -v systemctl >/dev/null 2>&1; then
     if [[ -d /run/systemd/system ]]; then
         # systemd is running: stop and disable.
         if systemctl is-enabled --quiet mosquitto 2>/dev/null \
             || systemctl is-active --quiet mosquitto 2>/dev/null; then
             remember_enabled mosquitto.service
             systemctl disable --now --quiet mosquitto
-            say "mosquitto.service stopped and disabled (the node runs its own broker)"
+            say "mosquitto.service stopped and disabled (bart runs its own brokers)"
             CHANGED=1
         else
             say "mosquitto.service already disabled"
@@ -450,14 +486,14 @@ fi
 # --------------------------------------------------------------- bart itself
 step "installing the bart package into .venv"
 if [[ $MODE == dev ]]; then
-    PIP_TARGET='.[dev]'
+    PIP_TARGET='.[dev]' EXTRAS=dev
 else
-    PIP_TARGET='.'
+    PIP_TARGET='.' EXTRAS=none # plain and node install the same package
 fi
-want_stamp="$( { cat pyproject.toml; printf '\nmode=%s\n' "$MODE"; } | sha256sum | cut -d' ' -f1)"
+want_stamp="$( { cat pyproject.toml; printf '\nextras=%s\n' "$EXTRAS"; } | sha256sum | cut -d' ' -f1)"
 have_stamp="$(cat "$STAMP" 2>/dev/null || true)"
 if [[ $have_stamp == "$want_stamp" ]] && "$VENV/bin/bart" --version >/dev/null 2>&1; then
-    say ".venv up to date (bart $MODE install, pyproject.toml unchanged)"
+    say ".venv up to date (bart$([[ $EXTRAS == dev ]] && echo "[dev]"), pyproject.toml unchanged)"
 else
     say "installing bart into .venv: pip install -e '$PIP_TARGET'"
     rm -f "$STAMP"
@@ -514,12 +550,9 @@ if [[ $MODE == node ]]; then
     SERVICES=1
     if ! setpriv --reuid="$BART_USER" --regid="$BART_USER" --clear-groups \
         "$VENV/bin/bart" --version >/dev/null 2>&1; then
-        msg="user $BART_USER cannot run $VENV/bin/bart (is the repository in a private home directory?); move the repository to /opt/bart and run install.sh there"
-        if [[ $HOTSPOT -eq 1 || -n $MESH_RADIO ]]; then
-            die "$msg"
-        fi
-        warn "$msg. The node's services are NOT installed; the demo works as it is."
-        SERVICES=0
+        die "user $BART_USER cannot run $VENV/bin/bart (is the repository in a private" \
+            "home directory?); move the repository to /opt/bart and run install.sh --node there" \
+            "(to try the demo from here, run ./install.sh without --node)"
     fi
 fi
 
@@ -659,10 +692,25 @@ fi
 
 # --------------------------------------------------------------------- done
 step "finishing"
+case $MODE in
+    plain) WHAT="packages, .venv and the bart command; nothing starts at boot" ;;
+    dev) WHAT="packages, test tools, .venv and the bart command; nothing starts at boot" ;;
+    *) WHAT="a node: the user $BART_USER, $DATA_DIR and its services" ;;
+esac
 if [[ $CHANGED -eq 0 ]]; then
-    say "nothing to do: everything was already installed ($MODE)"
+    say "nothing to do: everything was already installed ($MODE: $WHAT)"
 else
-    say "done ($MODE)"
+    say "done ($MODE: $WHAT)"
+fi
+if [[ $MODE != node && -e /etc/systemd/system/bart-node.service ]]; then
+    # A node installed before (--node, or install.sh of an earlier version) is left as it is.
+    echo "A node is installed on this machine (bart-node.service): this run left it as it"
+    echo "was. To update its services too: sudo ./install.sh --node (--hotspot with its"
+    echo "hotspot); to remove them: sudo ./install.sh --uninstall."
+elif [[ $MODE != node && $ON_PI -eq 1 ]]; then
+    echo "This is a Raspberry Pi. For a node at a community centre, run instead:"
+    echo "  sudo ./install.sh --hotspot    the node with its Wi-Fi hotspot (docs/deploy.md)"
+    echo "  sudo ./install.sh --node       the node alone (no hotspot)"
 fi
 echo "Next steps:"
 if [[ $MODE == node && $SERVICES -eq 1 && ! -e $DATA_DIR/node.toml ]]; then

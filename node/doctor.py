@@ -282,8 +282,9 @@ class Doctor:
                 state.get("ActiveState", "unknown"), state.get("SubState", "")
             if load == "not-found":
                 checks.append(Check(unit, "fail", "not installed",
-                                    "install it: sudo ./install.sh" +
-                                    (" --hotspot" if unit != NODE_UNIT else "")))
+                                    "install it: sudo ./install.sh --hotspot (--node "
+                                    "for a node without its hotspot)" if unit == NODE_UNIT
+                                    else "install it: sudo ./install.sh --hotspot"))
             elif active == "active":
                 checks.append(Check(unit, "ok", f"active ({sub})"))
             else:

@@ -1,8 +1,10 @@
 """install.sh on a fresh Debian bookworm: a minimal root made by debootstrap,
-a clean copy of this checkout in /opt/bart, `install.sh --hotspot` run inside
-by chroot (it detects the chroot and starts no service), then the installed
-layout, the first-boot path, `bart --version`, `bart node doctor --offline`,
-a second run that changes nothing, and `install.sh --uninstall`.
+a clean copy of this checkout in /opt/bart, then inside it by chroot: a plain
+`install.sh` (packages, .venv and `bart` only: no user, no unit, no data
+directory), `install.sh --hotspot` (it detects the chroot and starts no
+service), the installed layout, the first-boot path, `bart --version`, `bart
+node doctor --offline`, second runs that change nothing, `install.sh
+--uninstall`, `install.sh --node`, and a plain run on a Raspberry Pi.
 
 Slow tier. The debootstrap root (as a tarball), the downloaded .deb files and
 pip's cache are kept in $BART_TEST_CACHE (default /var/cache/bart-tests), so
@@ -226,10 +228,31 @@ def check_doctor(box: Chroot) -> None:
     assert status.get("node") == "ok" and status.get("keys") == "ok", report
 
 
+def bart_units(root: Path) -> list[str]:
+    """Every bart-* file under /etc/systemd (units and their enablement links)."""
+    return sorted(str(p.relative_to(root)) for p in (root / "etc/systemd").rglob("bart*"))
+
+
 def test_install_sh_on_fresh_bookworm(chroot: Chroot) -> None:
     box = chroot
     root = box.root
     started = time.monotonic()
+
+    # -- plain: to try Bart. Packages, .venv and bart; nothing at boot, no user.
+    plain = box.run("bash", "/opt/bart/install.sh", timeout=1500)
+    log(f"install.sh: {time.monotonic() - started:.0f} s\n{plain.stdout}")
+    assert "nothing starts at boot" in plain.stdout, plain.stdout[-3000:]
+    assert box.run("getent", "passwd", "bart", check=False).returncode == 2  # no such user
+    assert not (root / "var/lib/bart").exists()
+    assert not (root / "etc/bart").exists()
+    assert bart_units(root) == []
+    assert box.run("/opt/bart/.venv/bin/bart", "--version").stdout.startswith("bart ")
+    # mosquitto was installed for its program: its service (the package enables it) not
+    assert box.run("systemctl", "is-enabled", "mosquitto",
+                   check=False).stdout.strip() == "disabled"
+    assert "Raspberry Pi" not in plain.stdout  # this is no Pi
+    again = box.run("bash", "/opt/bart/install.sh", timeout=600)
+    assert "nothing to do" in again.stdout, again.stdout[-3000:]
 
     # -- install: node mode with the hotspot, in a chroot (no service started)
     first = box.run("bash", "/opt/bart/install.sh", "--hotspot", timeout=1500)
@@ -300,17 +323,41 @@ def test_install_sh_on_fresh_bookworm(chroot: Chroot) -> None:
     assert not (root / "etc/bart").exists()
     assert not (root / "etc/systemd/journald.conf.d/bart.conf").exists()
     assert key.is_file(), "uninstall must keep the node's keys"
-    for distro_unit in ("mosquitto", "hostapd"):  # enabled by their packages, so again
+    # hostapd's package enabled it before the node: so again. mosquitto was disabled
+    # before the node (the plain run installed it for its program): so it stays.
+    for distro_unit, was in (("hostapd", "enabled"), ("mosquitto", "disabled")):
         assert box.run("systemctl", "is-enabled", distro_unit,
-                       check=False).stdout.strip() == "enabled", distro_unit
+                       check=False).stdout.strip() == was, distro_unit
     assert "nothing to uninstall" in box.run("bash", "/opt/bart/install.sh",
                                              "--uninstall").stdout
 
     # -- node mode without the hotspot, on the same system: node units only
-    plain = box.run("bash", "/opt/bart/install.sh", timeout=600)
-    assert "not started" in plain.stdout, plain.stdout
+    node = box.run("bash", "/opt/bart/install.sh", "--node", timeout=600)
+    assert "not started" in node.stdout, node.stdout
     units = sorted(p.name for p in (root / "etc/systemd/system").glob("bart-*.service"))
     assert units == ["bart-firstboot.service", "bart-node.service"]
     assert not (root / "etc/bart/hostapd.conf").exists()
     assert (wants / "bart-node.service").is_symlink()
+
+    # -- a plain run on a machine with a node: the node's files stay as they are
+    before = {p: p.read_bytes() for p in (root / "etc/systemd").rglob("bart*") if p.is_file()}
+    kept = box.run("bash", "/opt/bart/install.sh", timeout=600)
+    assert "A node is installed on this machine" in kept.stdout, kept.stdout
+    assert "--node" in kept.stdout and "nothing to do" in kept.stdout, kept.stdout
+    assert before == {p: p.read_bytes() for p in (root / "etc/systemd").rglob("bart*")
+                      if p.is_file()}
+    box.run("bash", "/opt/bart/install.sh", "--uninstall", timeout=300)
+
+    # -- a plain run on a Raspberry Pi says which flag makes a node. (Debian's
+    # archive has no python3-lgpio, Raspberry Pi OS's has: trying Bart goes on without.)
+    (root / "tmp/model").write_bytes(b"Raspberry Pi 4 Model B Rev 1.5\x00")
+    pi = subprocess.run(["chroot", str(root), "bash", "/opt/bart/install.sh"],
+                        env={**ENV, "BART_DEVICE_MODEL": "/tmp/model"}, text=True,
+                        capture_output=True, timeout=900)
+    assert pi.returncode == 0, pi.stdout[-3000:] + pi.stderr[-3000:]
+    assert "python3-lgpio is not available" in pi.stderr, pi.stderr
+    assert "This is a Raspberry Pi" in pi.stdout, pi.stdout
+    assert "sudo ./install.sh --hotspot" in pi.stdout and "sudo ./install.sh --node" in pi.stdout
+    assert box.run("getent", "passwd", "bart").returncode == 0  # made by --node above, kept
+    assert bart_units(root) == []
     log(f"whole test: {time.monotonic() - started:.0f} s after the root was ready")

@@ -50,7 +50,7 @@ def test_help_exits_0_with_usage(flag: str) -> None:
     assert ".venv/bin/pytest" in result.stdout
 
 
-@pytest.mark.parametrize("flag", ["--bogus", "--node", "dev"])
+@pytest.mark.parametrize("flag", ["--bogus", "--nodes", "dev"])
 def test_unknown_flag_exits_2_with_usage(flag: str) -> None:
     result = run(str(INSTALL), flag)
     assert result.returncode == 2
@@ -63,6 +63,28 @@ def test_unknown_flag_is_refused_before_any_work() -> None:
     # even after a valid flag: nothing is installed when any flag is wrong
     result = run(str(INSTALL), "--dev", "--bogus")
     assert result.returncode == 2
+    assert "==>" not in result.stdout + result.stderr
+
+
+def test_help_says_what_each_mode_does() -> None:
+    text = run(str(INSTALL), "--help").stdout
+    plain = text[text.index("(no option)"):text.index("  --node ")]
+    assert "Nothing starts at boot" in plain and "no system user" in plain
+    for flag in ("--node", "--hotspot", "--mesh-radio IFACE", "--no-start", "--uninstall"):
+        assert f"  {flag}" in text, flag
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--no-start"], "add --node (or --hotspot)"),
+    (["--dev", "--no-start"], "add --node (or --hotspot)"),
+    (["--dev", "--node"], "cannot be combined with --node"),
+    (["--node", "--uninstall"], "--uninstall cannot be combined with --node"),
+])
+def test_flags_that_do_not_go_together_are_refused_before_any_work(
+        args: list[str], message: str) -> None:
+    result = run(str(INSTALL), *args)
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert message in result.stderr
     assert "==>" not in result.stdout + result.stderr
 
 

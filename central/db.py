@@ -135,6 +135,29 @@ report_updates = sa.Table(
 )
 sa.Index("idx_report_updates_origin", report_updates.c.origin, report_updates.c.id)
 
+# Alarms for the desks: a node's panic alarm or a team's escalation (central/alarms.py).
+alarms = sa.Table(
+    "alarms", metadata,
+    sa.Column("id", sa.String(36), primary_key=True),  # the event the alarm is about
+    sa.Column("origin", sa.String(63), nullable=False),
+    sa.Column("kind", sa.String(16), nullable=False),  # panic | escalation
+    sa.Column("subject", sa.String(8), nullable=False),  # alert | report
+    sa.Column("desk", sa.String(16), nullable=False),  # police | municipality
+    sa.Column("place", sa.String(200), nullable=False, server_default=""),
+    sa.Column("what", sa.String(32), nullable=False, server_default=""),
+    sa.Column("note", sa.Text, nullable=False, server_default=""),
+    sa.Column("ts", sa.BigInteger, nullable=False),
+    sa.Column("received_at", sa.BigInteger, nullable=False),
+    sa.Column("escalated_at", sa.BigInteger),
+    sa.Column("team_state", sa.String(16), nullable=False, server_default="new"),
+    sa.Column("state", sa.String(16), nullable=False, server_default="new"),
+    sa.Column("handler", sa.String(80)),
+    sa.Column("answered_at", sa.BigInteger),
+    sa.Column("updated_at", sa.BigInteger, nullable=False),
+    sa.Column("version", sa.Integer, nullable=False, server_default="1"),
+)
+sa.Index("idx_alarms_desk_state", alarms.c.desk, alarms.c.state, alarms.c.ts)
+
 roster_docs = sa.Table(
     "roster_docs", metadata,
     sa.Column("serial", sa.BigInteger, primary_key=True),

@@ -53,6 +53,8 @@ log = logging.getLogger("bart.central.ingest")
 MAX_REPLY_EVENTS = 200
 MAX_REPLY_UPDATES = MAX_ACK_UPDATES
 
+#: Event kinds the projector looks at (central/projector.py).
+_PROJECTED = frozenset({"report", "alert", "ack"})
 _EVENT_COLS = ("id", "origin", "stream", "seq", "ts", "kind", "body", "sig", "via",
                "received_at")
 
@@ -178,8 +180,9 @@ class Ingest:
                     new = self._insert_rows(cur, "events", _EVENT_COLS, [
                         (i, o, s, q, t, k, b, b64(sig, newline=False).decode(), node, at)
                         for i, o, s, q, t, k, b, sig, _unsigned in events])
-                    # Reports wait in the batch row for the projector (triage).
-                    reports = [e[0] for e in events if e[5] == "report"]
+                    # Reports (triage), alerts and acks (the alarm desk) wait in
+                    # the batch row for the projector.
+                    reports = [e[0] for e in events if e[5] in _PROJECTED]
                     cur.execute(f"UPDATE batches SET new = {p}, pending = {p} WHERE node = {p} "
                                 f"AND batch_seq = {p}",
                                 (new, orjson.dumps(reports).decode() if reports else None,

@@ -32,7 +32,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import db
+from . import alarms, db
 from .ingest import now_ms
 
 log = logging.getLogger("bart.central.projector")
@@ -41,6 +41,8 @@ log = logging.getLogger("bart.central.projector")
 BATCHES_PER_RUN = 20
 POLL_S = 0.2
 _CHUNK = 500  # ids per ``IN (…)``: below SQLite's default variable limit
+#: The kinds a batch's ``pending`` list names (central/ingest.py).
+_KINDS = frozenset({"report", "alert", "ack"})
 
 #: ``route(report_body) -> (route, rule name)``; central/triage.py provides the real one.
 Router = Callable[[Mapping[str, Any]], tuple[str, str]]
@@ -60,8 +62,10 @@ _REPORT_COLS = ("event_id", "origin", "receipt", "category", "ts", "route", "rul
 class Projector:
     """Derives ``reports`` rows from pending batches; safe to run more than once."""
 
-    def __init__(self, engine: Engine, router: Router = default_router) -> None:
+    def __init__(self, engine: Engine, router: Router = default_router, *,
+                 central_origin: str = "") -> None:
         self.engine = engine
+        self.central_origin = central_origin
         self.router = router
         self.dialect = engine.dialect.name
 
@@ -99,9 +103,15 @@ class Projector:
                 self._write(conn, row, reports)
         return len(taken)
 
-    def _write(self, conn: Connection, batch: Any, reports: list[tuple[Any, ...]]) -> None:
+    def _write(self, conn: Connection, batch: Any,
+               work: tuple[list[tuple[Any, ...]], list[Any]]) -> None:
+        reports, others = work
         if reports:
             _insert_ignore(conn, self.dialect, reports)
+            alarms.bump(conn)
+        if others:
+            # After the reports: an escalation in this batch finds its report row.
+            alarms.project(conn, others, self.central_origin, now_ms())
         conn.execute(db.batches.update().where(
             db.batches.c.node == batch.node, db.batches.c.batch_seq == batch.batch_seq)
             .values(pending=None))
@@ -131,7 +141,7 @@ class Projector:
                 stop.wait(poll_s)
 
     def _fetch(self, conn: Connection, batch: Any) -> list[Any]:
-        """The stored report events of ``batch`` (id, origin, ts, body).
+        """The stored events of ``batch`` the projector looks at (id, origin, ts, kind, body).
 
         An id that is not stored (a fork of an event held under another id)
         has nothing to project.
@@ -145,19 +155,23 @@ class Projector:
             # ~1.4 s per batch instead of ~50 ms.
             rows.extend(row for row in conn.execute(
                 sa.select(ev.id, ev.origin, ev.ts, ev.kind, ev.body)
-                .where(ev.id.in_(ids[i:i + _CHUNK]))) if row.kind == "report")
+                .where(ev.id.in_(ids[i:i + _CHUNK]))) if row.kind in _KINDS)
         return rows
 
-    def _triage(self, events: list[Any]) -> list[tuple[Any, ...]]:
-        """One ``reports`` row per report event, routed by the rules."""
+    def _triage(self, events: list[Any]) -> tuple[list[tuple[Any, ...]], list[Any]]:
+        """One ``reports`` row per report event, routed by the rules; and the alerts
+        and acks for the alarm desk (central/alarms.py)."""
         at = now_ms()
         out: list[tuple[Any, ...]] = []
+        others = [row for row in events if row.kind != "report"]
         for row in events:
+            if row.kind != "report":
+                continue
             body = orjson.loads(row.body)
             route, rule = self._route(row.id, body)
             out.append((row.id, row.origin, body["receipt"], body["category"], row.ts,
                         route, rule[:80], "new", at, 1))
-        return out
+        return out, others
 
     def _route(self, event_id: str, body: Mapping[str, Any]) -> tuple[str, str]:
         try:
@@ -210,7 +224,7 @@ def _process_main(data_dir: str, database_url: str | None, parent: int | None) -
     signal.signal(signal.SIGINT, lambda *_: stop.set())
     central = load_central(Path(data_dir), database_url=database_url)
     engine = db.make_engine(central.database_url)
-    projector = Projector(engine, router_for(central.data_dir))
+    projector = Projector(engine, router_for(central.data_dir), central_origin=central.origin)
 
     def orphaned() -> None:  # the parent died without stopping us
         while not stop.wait(1.0):

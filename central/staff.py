@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
-from . import handling, staff_admin, staff_broadcasts
+from . import alarms, handling, staff_admin, staff_alarms, staff_broadcasts
 from .health import node_health
 from .identity import Central
 from .pages import Renderer, local
@@ -195,7 +195,8 @@ async def reports_page(request: Request) -> Response:
     reports = await asyncio.to_thread(handling.list_reports, engine, member, states=states,
                                       route=route, limit=LIST_LIMIT)
     counts = await asyncio.to_thread(handling.counts, engine, member)
-    return render(request, "reports.html", member, refresh=True, reports=reports,
+    found = await asyncio.to_thread(alarms.list_alarms, engine, member, now_ms())
+    return render(request, "reports.html", member, live=True, reports=reports, alarms=found,
                   counts=counts, state=state if state in (*handling.STATES, "all") else "open",
                   route=route, routes=ROUTES, done=done_text(request))
 
@@ -317,7 +318,7 @@ async def nodes_page(request: Request) -> Response:
     """Node health: last seen, backlog, version, revoked; silent nodes on top, in red."""
     member = await require_member(request)
     nodes = await asyncio.to_thread(node_health, engine_of(request), now_ms())
-    return render(request, "nodes.html", member, refresh=True, nodes=nodes)
+    return render(request, "nodes.html", member, live=True, nodes=nodes)
 
 
 @router.get("/api/v1/nodes")
@@ -370,6 +371,7 @@ def install(app: FastAPI, central: Central, engine: Engine) -> None:
     app.include_router(router)
     app.include_router(staff_broadcasts.router)
     app.include_router(staff_admin.router)
+    app.include_router(staff_alarms.router)
     app.add_middleware(StaffHeaders)
 
 

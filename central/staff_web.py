@@ -34,8 +34,6 @@ LOGIN_COOKIE: Final = "bart_staff_login"
 LANG_COOKIE: Final = "bart_staff_lang"
 MAX_FORM_FIELDS: Final = 20
 MAX_FORM_BYTES: Final = 64 * 1024
-#: Lists refresh themselves (a control room leaves them open); forms never do.
-REFRESH_S: Final = 60
 
 
 def now_ms() -> int:
@@ -146,12 +144,15 @@ def not_admin(request: Request, member: StaffMember) -> HTMLResponse | None:
 
 
 def render(request: Request, template: str, member: StaffMember | None, *,
-           status: int = 200, refresh: bool = False, page: str | None = None,
+           status: int = 200, live: bool = False, page: str | None = None,
            **context: Any) -> HTMLResponse:
     """Render a staff page with what every page needs (nav, alarm banner, language).
 
     ``page``: the page the language links open — for the answer to a POST,
-    the page it was posted from (a link cannot repeat the POST).
+    the page it was posted from (a link cannot repeat the POST). ``live``: the
+    page's list is fetched again whenever the desk changes (``/staff/live``,
+    central/staff_alarms.py); every staff page sounds the alarm cue, none
+    refreshes on a timer.
     """
     lang = page_lang(request)
     query = {k: v for k, v in request.query_params.items() if k != "done"}
@@ -165,7 +166,7 @@ def render(request: Request, template: str, member: StaffMember | None, *,
         template, lang=lang, member=member, silent=silent, lang_links=links,
         csrf=csrf_token(token) if token and member else "",
         csp_nonce=request.scope.get("state", {}).get("csp_nonce", ""),
-        refresh=REFRESH_S if refresh else 0, central_name=central_of(request).origin,
+        live=live, central_name=central_of(request).origin,
         **context)
     response = HTMLResponse(html, status_code=status, headers={"Cache-Control": "no-store"})
     if request.query_params.get("lang") in LANGUAGES:
@@ -212,8 +213,9 @@ class StaffHeaders:
             receive = _replay(body, receive)
         nonce = base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
         scope.setdefault("state", {})["csp_nonce"] = nonce
-        csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; img-src 'self' data:; "
-               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'").encode()
+        csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
+               "connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; "
+               "frame-ancestors 'none'").encode()
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -483,7 +483,11 @@ class ButtonService:
         if ack.body["action"] in ("resolved", "hidden") and button in self.buttons:
             self.buttons[button].reset_cooldown()  # the next hold is a new incident
         if button in self.specs and ack.body["action"] in LIGHT_AFTER:
-            await self.show(button, LIGHT_AFTER[ack.body["action"]])
+            # The furthest answer on the button's newest alarm, not this one alone:
+            # a desk's "seen" after "on my way" must not turn "coming" back.
+            found = self.runtime.require_store().open_alarm(button)
+            if found is not None and found[0].id == alarm.id:
+                await self.show(button, LIGHT_AFTER.get(found[1], "stored"))
 
     async def show(self, button: str, state: str) -> None:
         """Set a wired light, or publish the state to the point device (retained)."""

@@ -13,6 +13,7 @@ import json
 import os
 import secrets
 import tomllib
+import unicodedata
 from pathlib import Path
 from typing import Any, Literal
 
@@ -33,6 +34,36 @@ from .meshradio import MeshRadioSettings
 
 CONFIG_FILE = "node.toml"
 SECRETS_FILE = "secrets/mqtt.json"
+
+
+def node_name_problem(name: str) -> str | None:
+    """Why ``name`` cannot be a node's name (in words, with a name that can), or None.
+
+    The one rule for every place a node name is taken (``bart node init``, ``bart
+    central enroll-code``, ``node.toml``); it is ``sync.bodies.SLUG``, which events,
+    enrolment requests and rosters check on the wire.
+
+    >>> node_name_problem("escamp-west") is None
+    True
+    >>> node_name_problem("Buurthuis Één")[-18:]
+    'e.g. buurthuis-een'
+    """
+    if SLUG.fullmatch(name):
+        return None
+    plain = unicodedata.normalize("NFKD", name.lower())
+    like = "-".join("".join(c if c.isascii() and c.isalnum() else " "
+                            for c in plain if not unicodedata.combining(c)).split())
+    like = like[:63].strip("-") or "escamp-west"
+    return (f"{name!r} is not a node name: use lower-case letters, digits and '-' (not "
+            f"first or last), at most 63, e.g. {like}")
+
+
+def check_node_name(name: str) -> str:
+    """``name`` when it can be a node's name; ConfigError saying why not."""
+    problem = node_name_problem(name)
+    if problem is not None:
+        raise ConfigError(problem)
+    return name
 
 
 class PanicButtonConfig(BaseModel):
@@ -176,7 +207,7 @@ class NodeSettings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="BART_", extra="forbid")
 
     data_dir: Path = Path("/var/lib/bart")
-    name: str = Field(default="", pattern=r"^$|" + SLUG.pattern)
+    name: str = Field(default="", max_length=63)
     display_name: str = Field(default="", max_length=80)
     area: str = Field(default="", pattern=r"^$|" + AREA.pattern)
     meeting_points: list[MeetingPoint] = Field(default_factory=list, max_length=64)
@@ -199,12 +230,24 @@ class NodeSettings(BaseSettings):
     uplink_batch_max: int = Field(default=1000, ge=1, le=5000)
     uplink_max_age_s: float = Field(default=2.0, ge=0.0, le=3600.0)
     uplink_poll_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    uplink_alarm_poll_s: float = Field(default=1.0, ge=0.2, le=60.0)
+    uplink_alarm_watch_s: float = Field(default=900.0, ge=10.0, le=86_400.0)
     uplink_backoff_max_s: float = Field(default=300.0, ge=1.0, le=86_400.0)
     retention_days: int = Field(default=90, ge=1, le=3650)
     hotspot: HotspotSettings = Field(default_factory=HotspotSettings)
     captive_grace_s: float = Field(default=3600.0, ge=0.0, le=7 * 86400.0)
+    # How long residents still see an alert after it was resolved (then it leaves the home page).
+    resolved_alert_keep_s: float = Field(default=1800.0, ge=0.0, le=7 * 86400.0)
     mesh: MeshSettings = Field(default_factory=MeshSettings)
     mesh_radio: MeshRadioSettings | None = None
+
+    @field_validator("name")
+    @classmethod
+    def _node_name(cls, value: str) -> str:
+        problem = node_name_problem(value) if value else None
+        if problem is not None:
+            raise ValueError(problem)
+        return value
 
     @field_validator("meeting_points")
     @classmethod

@@ -187,6 +187,7 @@ class NodeRuntime:
                              on_central_event=self._central_event)
         if not self.uplink.state.enabled:
             return False
+        self.require_store().desk_origin = self.uplink.central_origin
         self._load_central_trust()
         self.spawn(self.uplink.run())
         return True
@@ -317,7 +318,7 @@ class NodeRuntime:
             if event.kind == "ack" and self.buttons is not None:
                 self.spawn(self.buttons.on_ack(event))
         if self.uplink is not None:
-            self.uplink.wake()
+            self.uplink.wake(events)
 
     async def _watch_points(self) -> None:
         """Restart the broker when point devices are added or removed."""
@@ -430,7 +431,7 @@ class NodeRuntime:
             self.hub.publish(event)
         self.team_hub.publish(event)
         if self.uplink is not None:
-            self.uplink.wake()
+            self.uplink.wake((event,))
         if self.mesh is not None:
             self.mesh.local_event(event)
         try:
@@ -439,12 +440,18 @@ class NodeRuntime:
             self._refusals.refuse("publish-backlog", f"{event.id} not published live")
 
     def _central_event(self, event: Event) -> None:
-        """A verified event from central (a broadcast) was stored: show it live."""
+        """A verified event from central (a broadcast, a desk's answer on an alarm)
+        was stored: show it live; an answer moves the button's light."""
         if event.stream == "public":
             self.hub.publish(event)
             if self.mesh is not None:
                 self.mesh.local_event(event)  # for peers without an uplink
         self.team_hub.publish(event)
+        if event.kind == "ack":
+            if self.buttons is not None:
+                self.spawn(self.buttons.on_ack(event))
+            if self.uplink is not None:
+                self.uplink.wake((event,))
 
     async def _publisher(self) -> None:
         """Publish committed local events on Mosquitto, a batch at a time.
@@ -602,6 +609,9 @@ class NodeRuntime:
                       "events": self.store.count_events() if store_ok and self.store else None},
             "disk": {"ok": disk_ok, "free_bytes": disk.free},
             "live_subscribers": self.hub.subscriber_count,
+            # Team pages with their live stream open now: 0 means an alarm is seen
+            # by nobody until someone opens /team (a closed or sleeping phone).
+            "team_watching": self.team_hub.subscriber_count,
             "uplink": self.uplink.state.to_dict() if self.uplink else {"enabled": False},
             "mesh": self._mesh_health(),
         }

@@ -28,6 +28,9 @@ class StoreQueries(ABC):
     """Queries of the node store; the store provides the reader connections."""
 
     origin: str
+    #: Central's origin once enrolled (set by the runtime): its acks are the desk's
+    #: answers (police, municipality), shown beside the team's own state.
+    desk_origin: str = ""
 
     @abstractmethod
     def _reader(self) -> sqlite3.Connection:
@@ -101,15 +104,19 @@ class StoreQueries(ABC):
             events = [row_to_event(r) for r in rows]
             ids = [e.id for e in events]
             last: dict[str, tuple[str, str]] = {}
+            desk: dict[str, tuple[str, str]] = {}
             if ids:
                 marks = ",".join("?" * len(ids))
-                for ref, action, by in conn.execute(
+                for ref, action, by, origin in conn.execute(
                         "SELECT json_extract(body, '$.ref'), json_extract(body, '$.action'), "
-                        "json_extract(body, '$.by') FROM events WHERE kind = 'ack' AND "
+                        "json_extract(body, '$.by'), origin FROM events WHERE kind = 'ack' AND "
                         f"json_extract(body, '$.ref') IN ({marks}) "
                         "AND json_extract(body, '$.action') != 'repeated' ORDER BY ts, id",
                         ids):
-                    last[ref] = (action, by)
+                    if self.desk_origin and origin == self.desk_origin:
+                        desk[ref] = (action, by)  # the desk only moves forward
+                    else:
+                        last[ref] = (action, by)
         items = []
         for e in events:
             b = e.body
@@ -119,6 +126,7 @@ class StoreQueries(ABC):
                     and b.get("source") != "button":
                 continue
             action, by = last.get(e.id, ("new", ""))
+            desk_action, desk_by = desk.get(e.id, ("", ""))
             items.append({
                 "id": e.id, "kind": e.kind, "origin": e.origin, "ts": e.ts,
                 "source": b.get("source", "resident"), "category": b["category"],
@@ -127,6 +135,7 @@ class StoreQueries(ABC):
                 "called_112": b["called_112"], "contact": b.get("contact", ""),
                 "receipt": b.get("receipt"), "button_id": b.get("button"),
                 "ref": b.get("ref"), "expires": b.get("expires"),
+                "desk": desk_action, "desk_by": desk_by,
             })
         return items
 
@@ -146,7 +155,12 @@ class StoreQueries(ABC):
         return [(str(b), int(ts)) for b, event, ts, _seq in rows if event == "button_fault"]
 
     def open_alarm(self, button_id: str) -> tuple[Event, str] | None:
-        """The newest alarm of a button and its last answer ("new" if none)."""
+        """The newest alarm of a button and its furthest answer ("new" if none).
+
+        Furthest, not last: the light never goes back — a desk's "seen" after
+        the team's "on my way" leaves it at "someone is coming"; "resolved"
+        (or "hidden") ends it.
+        """
         with self._read() as conn:
             row = conn.execute(
                 f"SELECT {EVENT_COLS} FROM events WHERE kind = 'alert' AND "
@@ -158,7 +172,10 @@ class StoreQueries(ABC):
             last = conn.execute(
                 "SELECT json_extract(body, '$.action') FROM events WHERE kind = 'ack' AND "
                 "json_extract(body, '$.ref') = ? AND json_extract(body, '$.action') "
-                "!= 'repeated' ORDER BY ts DESC, id DESC LIMIT 1", (alarm.id,)).fetchone()
+                "!= 'repeated' ORDER BY CASE json_extract(body, '$.action') "
+                "WHEN 'resolved' THEN 3 WHEN 'hidden' THEN 3 WHEN 'on_my_way' THEN 2 "
+                "WHEN 'escalated' THEN 2 ELSE 1 END DESC, ts DESC, id DESC LIMIT 1",
+                (alarm.id,)).fetchone()
         return alarm, (last[0] if last else "new")
 
     def receipt(self, code: str) -> tuple[str, Event] | None:

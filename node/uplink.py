@@ -29,7 +29,7 @@ import logging
 import random
 import sqlite3
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -100,6 +100,23 @@ def _acked_key(origin: str, stream: str) -> str:
     return f"acked/{origin}/{stream}"
 
 
+def is_urgent(event: Event) -> bool:
+    """An event central should have now: alarms, answers, alerts, emergencies."""
+    return event.kind in ("alert", "ack") or (
+        event.kind == "report" and (event.body.get("category") == "emergency"
+                                    or bool(event.body.get("called_112"))))
+
+
+def watch_key(event: Event) -> str | None:
+    """The alarm whose answer the uplink waits for after ``event``, if any:
+    a panic button's alarm, or what a team escalated."""
+    if event.kind == "alert" and event.body.get("button"):
+        return event.id
+    if event.kind == "ack" and event.body.get("action") == "escalated":
+        return str(event.body.get("ref"))
+    return None
+
+
 class Uplink:
     """Sends the outbox to central and applies what central answers."""
 
@@ -116,6 +133,8 @@ class Uplink:
         self._inflight: dict[tuple[str, str], int] = {}
         self._wake = asyncio.Event()  # set when an event is committed
         self._kick = asyncio.Event()  # set by pause/resume (and tests): act now
+        self._urgent = False  # an alarm waits in the outbox: send without delay
+        self._watching: dict[str, float] = {}  # open alarms → monotonic deadline
         self._transport = transport
         #: Carry (DESIGN §4 path 4), set by the runtime when the mesh runs:
         #: ``carry(batch_seq, wire) -> (status, reply)`` through a peer, and
@@ -139,9 +158,39 @@ class Uplink:
 
     # -- the outbox -------------------------------------------------------------
 
-    def wake(self) -> None:
-        """A new event was committed: look at the outbox now."""
+    def wake(self, events: Iterable[Event] = ()) -> None:
+        """New events were committed: look at the outbox now.
+
+        An alarm (a panic button's alert, a team's escalation) is sent at once,
+        not after ``uplink_max_age_s``, and opens a *watch*: while it is open
+        the uplink polls central every ``uplink_alarm_poll_s`` instead of
+        every ``uplink_poll_s``, so that the desk's answer reaches the team
+        page and the button's light within seconds. The watch on an alarm
+        ends when it is resolved (here or by the desk) or after
+        ``uplink_alarm_watch_s``.
+        """
+        now = time.monotonic()
+        for event in events:
+            own = event.origin == self.settings.name
+            if own and is_urgent(event):
+                self._urgent = True
+            key = watch_key(event) if own else None
+            if key is not None:
+                self._watching[key] = now + self.settings.uplink_alarm_watch_s
+            elif event.kind == "ack" and event.body.get("action") in ("resolved", "hidden"):
+                self._watching.pop(str(event.body.get("ref")), None)
         self._wake.set()
+
+    def watching(self) -> bool:
+        """Is an alarm of this node open (the fast poll)?"""
+        now = time.monotonic()
+        for key in [k for k, until in self._watching.items() if until <= now]:
+            del self._watching[key]
+        return bool(self._watching)
+
+    def _poll_s(self) -> float:
+        s = self.settings
+        return min(s.uplink_poll_s, s.uplink_alarm_poll_s) if self.watching() else s.uplink_poll_s
 
     def pause(self, paused: bool) -> None:
         """Demo control: cut (True) or restore (False) the uplink."""
@@ -408,12 +457,14 @@ class Uplink:
                     if self.state.paused and not self.carry_ready():  # cut while reading
                         continue
                     age = now - oldest / 1000 if oldest else 0.0
-                    due_poll = now - last_poll >= s.uplink_poll_s
+                    poll_s = self._poll_s()
+                    due_poll = now - last_poll >= poll_s
+                    urgent, self._urgent = self._urgent, False
                     if not events and not due_poll:
-                        delay = s.uplink_poll_s - (now - last_poll)
+                        delay = poll_s - (now - last_poll)
                         self.state.failures = 0
                         continue
-                    if events and len(events) < s.uplink_batch_max \
+                    if events and len(events) < s.uplink_batch_max and not urgent \
                             and age < s.uplink_max_age_s and not due_poll:
                         delay = s.uplink_max_age_s - age
                         self.state.failures = 0

@@ -199,6 +199,7 @@ async def _page(request: Request, *, error: str = "", status: int = 200) -> Resp
     response = render(request, "demo.html", status=status, buttons=await _buttons(request),
                       links=_links(request), uplink=_uplink_state(request),
                       mesh=_mesh_state(request), this_node=deps.settings(request).name,
+                      team_watching=deps.runtime(request).team_hub.subscriber_count,
                       csrf_token=token, error=error)
     return _with_csrf_cookie(response, token)
 

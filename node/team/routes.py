@@ -215,7 +215,8 @@ def _dashboard(request: Request, member: Member, *, errors: dict[str, str] | Non
         severities=SEVERITIES, expiry_choices=EXPIRY_CHOICES, default_hours=DEFAULT_HOURS,
         limits={"title": MAX_TITLE, "text": MAX_REPORT_TEXT, "note": MAX_NOTE},
         stream_url="/team/stream", faults=faults,
-        mesh_peers=team_runtime(request).mesh_peers())
+        mesh_peers=team_runtime(request).mesh_peers(),
+        watching=team_runtime(request).team_hub.subscriber_count)
 
 
 @router.get("/team")

@@ -35,6 +35,8 @@ STATES: Final = ("new", "seen", "on_my_way", "resolved", "escalated", "hidden")
 CLOSED: Final = frozenset({"resolved", "hidden"})
 ACK_ACTIONS: Final = ("seen", "on_my_way", "resolved", "escalated")
 ESCALATE_TO: Final = ("police", "municipality")
+#: The answers of central's desks (central/alarms.py).
+DESK_ANSWERS: Final = ("seen", "on_my_way", "resolved")
 #: What the team may still do in each state (the order of the buttons).
 NEXT_ACTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "new": ("seen", "on_my_way", "resolved", "escalated"),
@@ -106,6 +108,10 @@ def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str, *,
         "node": (origin_names or {}).get(str(item.get("origin")), str(item.get("origin")))
         if item.get("origin") not in (None, settings.name)
         and item.get("source") != "central" else "",
+        # The desk's answer (police/municipality at central), beside the team's state.
+        "desk": str(item.get("desk") or "") if item.get("desk") in DESK_ANSWERS
+        and item.get("desk_by") in ESCALATE_TO else "",
+        "desk_by": str(item.get("desk_by") or "") if item.get("desk_by") in ESCALATE_TO else "",
         "actions": actions_for(item),
         # The public warning residents see of this row, if any, and whether it is hidden.
         "warning_id": str(shown["id"]) if shown is not None else "",

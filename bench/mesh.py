@@ -97,6 +97,7 @@ from sync.keys import KeyPair
 
 AREA = "ESC-01"
 EVENTS_FILTER = "bart/v1/+/public/#"
+MESH_UP = "bartmesh/v1/{}/up"  # a dialler's documents on the dialled node's broker
 RAW_TOPIC = "bench/raw"
 HOP_GOAL_RATIO = 3.0
 HOP_GOAL_MS = 50.0
@@ -362,6 +363,10 @@ class Stamps:
             doc = json.loads(msg.payload)
         except ValueError:
             return
+        if msg.topic.startswith("bartmesh/"):  # a peer's document: only live relays count
+            if doc.get("t") == "ev":
+                self.at.setdefault(doc["event"]["id"], now)
+            return
         self.at.setdefault(doc["id"], now)
         ref = doc.get("body", {}).get("ref")
         if isinstance(ref, str):
@@ -557,6 +562,14 @@ def fig_latency(procs: Procs, net: Net, root: Path,
                 client, subs[n.name] = subscriber(f"bench-sub-{n.name}", n.host, n.mqtt_port,
                                                   EVENTS_FILTER, n.password)
                 clients.append(client)
+            # The relay documents as they reach B's and C's brokers (what their nodes
+            # read, before they verify): "arrived", the like of the bridge's broker 2.
+            arrived: dict[str, Stamps] = {}
+            for n, sender in ((b, a), (c, b)):
+                client, arrived[n.name] = subscriber(f"bench-arr-{n.name}", n.host,
+                                                     n.mqtt_port, MESH_UP.format(sender.name),
+                                                     n.password)
+                clients.append(client)
             raw: list[tuple[Bridge, mqtt.Client, Stamps, Stamps]] = []
             for br in bridges:
                 s1c, s1 = subscriber(f"bench-{br.label}-s1", br.host1, br.port1,
@@ -606,12 +619,16 @@ def fig_latency(procs: Procs, net: Net, root: Path,
         measured = posted[args.warmup:]
         sa, sb, sc = subs[a.name], subs[b.name], subs[c.name]
         out: dict[str, Any] = {"hop1": [], "hop2": [], "per_hop": [], "post_c": [], "c_b": [],
-                               "missing": 0, "load": load()}
+                               "arr1": [], "arr_per_hop": [], "missing": 0, "load": load()}
+        ab, ac = arrived[b.name], arrived[c.name]
         for rid, _before, after in measured:
             eid = sa.ref.get(rid)
             if eid is None or eid not in sb.at or eid not in sc.at:
                 out["missing"] += 1
                 continue
+            if eid in ab.at and eid in ac.at:
+                out["arr1"].append((ab.at[eid] - sa.at[eid]) * 1000)
+                out["arr_per_hop"].append((ac.at[eid] - sa.at[eid]) * 1000 / 2)
             out["hop1"].append((sb.at[eid] - sa.at[eid]) * 1000)
             out["hop2"].append((sc.at[eid] - sa.at[eid]) * 1000)
             out["per_hop"].append(out["hop2"][-1] / 2)
@@ -645,8 +662,11 @@ def pcts(values: Sequence[float]) -> str:
 def print_latency_run(run: int, r: dict[str, Any]) -> None:
     print(f"  run {run} ({r['load']}): {len(r['hop1'])} alerts measured, {r['missing']} missing; "
           f"B stored {r['stored_b']}, C stored {r['stored_c']} of {r['made']} made on A")
-    for key, label in (("hop1", "1 hop (B - A)"), ("hop2", "2 hops (C - A)"),
+    for key, label in (("hop1", "1 hop, stored on B (B - A)"),
+                       ("hop2", "2 hops, stored on C (C - A)"),
                        ("per_hop", "per hop ((C - A) / 2)"),
+                       ("arr1", "arrived on B's broker - A"),
+                       ("arr_per_hop", "arrived on C's broker, / 2"),
                        ("post_c", "POST answered -> C"),
                        ("c_b", "C - B"),
                        ("raw_plain", "raw bridge, plain (2 - 1)"),
@@ -654,7 +674,7 @@ def print_latency_run(run: int, r: dict[str, Any]) -> None:
                        ("pub_plain", "raw bridge, plain (pub - 2)"),
                        ("pub_tls", "raw bridge, TLS (pub - 2)")):
         if r.get(key):
-            print(f"    {label:>28}: {pcts(r[key])}")
+            print(f"    {label:>30}: {pcts(r[key])}")
 
 
 # -- 2: convergence after a partition -------------------------------------------------------
@@ -1013,7 +1033,10 @@ def summary(lat: list[dict[str, Any]], conv: list[dict[str, Any]],
         def div(a: list[float], b: list[float]) -> list[float]:
             return [x / y for x, y in zip(a, b, strict=True)]
 
-        for key, label in (("hop1", "1 hop (B - A)"), ("per_hop", "per hop of 2 ((C - A) / 2)")):
+        for key, label in (("hop1", "1 hop, stored on B (B - A)"),
+                           ("per_hop", "per hop of 2, stored on C ((C - A) / 2)"),
+                           ("arr1", "1 hop, arrived on B's broker (not judged)"),
+                           ("arr_per_hop", "per hop of 2, arrived on C's broker (not judged)")):
             for pct in (50, 99):
                 mine, base = col(key, pct), col("raw_tls", pct)
                 rows.append((f"{label} p{pct}", spread(mine, unit=" ms"),
@@ -1022,7 +1045,7 @@ def summary(lat: list[dict[str, Any]], conv: list[dict[str, Any]],
         rows.append(("2 hops (C - A) p50 / p99",
                      f"{spread(col('hop2', 50))} / {spread(col('hop2', 99), unit=' ms')}", "",
                      ""))
-        rows.append(("C - B p50 / p99 (not a hop: B relays, then commits)",
+        rows.append(("C - B p50 / p99 (not a hop: B passes on before its COMMIT)",
                      f"{spread(col('c_b', 50))} / {spread(col('c_b', 99), unit=' ms')}",
                      f"TLS bridge {spread(col('raw_tls', 50))} / "
                      f"{spread(col('raw_tls', 99), unit=' ms')}",
@@ -1043,7 +1066,8 @@ def summary(lat: list[dict[str, Any]], conv: list[dict[str, Any]],
         worst = [max([*r["hop1"], *r["per_hop"]], default=float("inf")) for r in lat]
         v1, v2 = verdict(ratios, HOP_GOAL_RATIO), verdict(worst, HOP_GOAL_MS)
         results.append(f"RESULT mesh latency: per hop p99 / raw TLS bridge p99 = "
-                       f"{spread(ratios)} (the worse of 1 hop and 2 hops / 2; goal <= "
+                       f"{spread(ratios)} (stored on the last node: the worse of 1 hop and "
+                       f"2 hops / 2; goal <= "
                        f"{HOP_GOAL_RATIO:g}) {v1}; slowest hop {spread(worst, '{:.1f}', ' ms')} "
                        f"(goal: none above {HOP_GOAL_MS:g} ms) {v2}")
         met &= v1 == v2 == "MET"

@@ -60,6 +60,7 @@ from .link import (
     SILENT_S,
     TICK_S,
     Link,
+    MeshClient,
     QuietLog,
     Target,
 )
@@ -98,6 +99,8 @@ class Mesh(CatchUp):
         self.names: dict[str, str] = {}
         self._direct_names: set[str] = set()
         self._seen: OrderedDict[str, None] = OrderedDict()
+        #: (origin, seq) -> id of live events passed on and not yet committed here.
+        self._writing: dict[tuple[str, int], str] = {}
         self._quiet = QuietLog()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ping_n = itertools.count(1)
@@ -191,7 +194,7 @@ class Mesh(CatchUp):
         identity = self.identity
         assert identity is not None
         up = mesh_topic(self.me, "up")
-        client = MqttClient(
+        client = MeshClient(
             host=target.host, port=target.port, username=None, password=None,
             client_id=f"{self.me}-mesh-{target.host}-{target.port}"[:64],
             reconnect_min=0.5, reconnect_max=self.settings.mesh.retry_max_s,
@@ -230,7 +233,8 @@ class Mesh(CatchUp):
         if old is not None:
             old.close()
         link = Link(peer=name, how=target.how, dialled=True, send_raw=client.publish_batch,
-                    topic=mesh_topic(self.me, "up"), totals=self.stats)
+                    topic=mesh_topic(self.me, "up"), totals=self.stats,
+                    send_now=client.publish_now if isinstance(client, MeshClient) else None)
         self._open(link)
         log.info("mesh: connected to %s at %s:%d", name, target.host, target.port)
         self._send_hello(link)
@@ -450,6 +454,14 @@ class Mesh(CatchUp):
         return None
 
     def _on_relay(self, link: Link, doc: Relay) -> None:
+        """A live event from a peer: verify, pass on at once, store, then show.
+
+        Passing on does not wait for our COMMIT (each peer verifies and stores
+        it itself; the origin still holds it if we fail): the peers' copies
+        leave while ours is written. What is shown here waits for the COMMIT
+        (``_store`` → ``on_stored``), and the vector counts only what is
+        committed (``Store.heads``): a failed write is fetched again by catch-up.
+        """
         event = doc.event
         assert event is not None
         if event.id in self._seen:
@@ -458,12 +470,15 @@ class Mesh(CatchUp):
             self._seen_add(event.id)
             return
         why = self.refusal(event)
-        if why is None and self.store.holds(event.origin, event.stream, event.seq):
-            held = self.store.id_at(event.origin, event.stream, event.seq)
-            if held == event.id:  # held already (it came by another way): nothing to do
-                self._seen_add(event.id)
-                return
-            if held is not None:
+        if why is None:
+            key = (event.origin, event.seq)
+            held = self._writing.get(key)  # another event under a seq being written
+            if held is None and self.store.holds(event.origin, event.stream, event.seq):
+                held = self.store.id_at(event.origin, event.stream, event.seq)
+                if held == event.id:  # held already (it came by another way)
+                    self._seen_add(event.id)
+                    return
+            if held is not None and held != event.id:
                 why = f"fork: {event.origin}/{event.seq} is held by {held}"
                 self.stats["forks"] += 1
         if why is not None:
@@ -473,21 +488,23 @@ class Mesh(CatchUp):
             return
         self._seen_add(event.id)
         self.stats["received"] += 1
+        if doc.hops < self.reach.get(event.origin, 1 << 30):
+            self.reach[event.origin] = doc.hops
+        if doc.hops < self.hop_limit:
+            # On the peers' sockets before our writer thread is woken: it would
+            # take the GIL from the loop while the documents go out.
+            data = Relay(hops=doc.hops + 1, event_json=doc.event_json).encode()
+            for other in self.live_links():
+                if other.peer != link.peer and other.peer != event.origin:
+                    other.send(data, now=True)
+                    self.stats["relayed"] += 1
         try:
-            # Queued first: the writer thread starts while the event is passed on.
             queued = self._write_soon([event])
         except Exception as exc:
             self._quiet.say("store", "mesh: could not store %s: %s", event.id, exc)
             self._seen.pop(event.id, None)
             return
-        if doc.hops < self.reach.get(event.origin, 1 << 30):
-            self.reach[event.origin] = doc.hops
-        if doc.hops < self.hop_limit:
-            data = Relay(hops=doc.hops + 1, event_json=doc.event_json).encode()
-            for other in self.live_links():
-                if other.peer != link.peer and other.peer != event.origin:
-                    other.send(data)
-                    self.stats["relayed"] += 1
+        self._writing[(event.origin, event.seq)] = event.id
         self._spawn(self._store([event], queued))
 
     def local_event(self, event: Event) -> None:
@@ -508,9 +525,15 @@ class Mesh(CatchUp):
             new, forks = await (queued if queued is not None else self._write_soon(events))
         except Exception as exc:
             for event in events:
+                # Not held here: the next copy (live or catch-up) is taken again.
                 self._seen.pop(event.id, None)
             self._quiet.say("store", "mesh: could not store %d event(s): %s", len(events), exc)
             return []
+        finally:
+            if queued is not None:
+                for event in events:
+                    if self._writing.get((event.origin, event.seq)) == event.id:
+                        del self._writing[(event.origin, event.seq)]
         self.stats["forks"] += forks
         self.stats["stored"] += len(new)
         if new:

@@ -4,13 +4,17 @@ a peer to dial, the quiet logger, and the mesh's timings (docs/mesh.md)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from paho.mqtt.enums import MQTTErrorCode
+
 from broker import MqttClient
+from broker.client import _Batch
 from sync.mesh import Vector
 from sync.replication import Held
 
@@ -50,6 +54,46 @@ class QuietLog:
         log.log(logging.WARNING if n == 1 else logging.DEBUG, message, *args)
 
 
+class MeshClient(MqttClient):
+    """The client of a dialled session: :class:`MqttClient` plus a publish that is
+    on the socket before the call returns (live relay; bench/README.md, mesh)."""
+
+    def publish_now(self, topic: str, payload: bytes) -> asyncio.Future[None] | None:
+        """Publish at QoS 1 and write it to the socket now, not at the loop's next
+        turn; the future resolves at its PUBACK (or after ``publish_timeout``
+        without one: then ``acked`` is empty). None when it cannot go now (not
+        connected, paho's queue full): the caller queues it instead.
+        """
+        loop = self._loop
+        if loop is None or not self._connected or self._closed:
+            return None
+        size = len(topic) + len(payload) + 16
+        if self._max_packet is not None and size > self._max_packet:
+            return None
+        try:
+            info = self._paho.publish(topic, payload, qos=1)
+        except ValueError:
+            return None
+        if info.rc != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            return None
+        done: asyncio.Future[None] = loop.create_future()
+        batch = _Batch(done, index={info.mid: 0})
+        self._batches[info.mid] = batch
+        with contextlib.suppress(OSError):
+            self._paho.loop_write()  # paho would wait for the loop's next turn
+        mid = info.mid
+
+        def expire() -> None:  # a lost connection never acknowledges it
+            if self._batches.get(mid) is batch:
+                del self._batches[mid]
+            if not done.done():
+                done.set_result(None)
+
+        handle = loop.call_later(self.publish_timeout, expire)
+        done.add_done_callback(lambda _f: handle.cancel())
+        return done
+
+
 @dataclass
 class Link:
     """One session with a peer."""
@@ -59,6 +103,9 @@ class Link:
     dialled: bool
     send_raw: Callable[[list[tuple[str, bytes]]], Any]
     topic: str
+    #: A dialled session's :meth:`MeshClient.publish_now` (None: accepted sessions
+    #: answer through the node's own client and always queue).
+    send_now: Callable[[str, bytes], asyncio.Future[None] | None] | None = None
     since_ms: int = field(default_factory=now_ms)
     last_rx: float = field(default_factory=time.monotonic)
     area: str = ""
@@ -80,13 +127,27 @@ class Link:
     #: The mesh's stats: documents' bytes sent on every link add up in "bytes_sent".
     totals: dict[str, int] = field(default_factory=dict)
 
-    def send(self, data: bytes) -> None:
+    def send(self, data: bytes, *, now: bool = False) -> None:
         """Queue ``data`` for the peer (dropped, counted, when the queue is full:
-        catch-up repairs what live relay loses)."""
+        catch-up repairs what live relay loses).
+
+        ``now`` (live relay): when nothing is queued before it, hand it to the
+        socket at once instead of waking the drain task, a loop turn later.
+        """
+        if now and self.send_now is not None and self.queue.empty():
+            acked = self.send_now(self.topic, data)
+            if acked is not None:
+                acked.add_done_callback(lambda f: self._counted(f, len(data)))
+                return
         try:
             self.queue.put_nowait(data)
         except asyncio.QueueFull:
             self.dropped += 1
+
+    def _counted(self, acked: asyncio.Future[None], size: int) -> None:
+        if not acked.cancelled():
+            self.sent += 1
+            self.totals["bytes_sent"] = self.totals.get("bytes_sent", 0) + size
 
     async def drain(self) -> None:
         """Send queued documents, a batch at a time, in order."""

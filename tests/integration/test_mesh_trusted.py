@@ -22,6 +22,7 @@ import paho.mqtt.client as mqtt
 import pytest
 from conftest import (
     NodeProcess,
+    SseReader,
     bart_command,
     free_port,
     init_node,
@@ -210,4 +211,93 @@ def test_a_fork_is_refused(line: dict[str, NodeProcess]) -> None:
     assert conn.execute("SELECT id FROM events WHERE origin = 'node-b' AND stream = 'public' "
                         "AND seq = ?", (held_seq,)).fetchone() == (held_id,)
     assert conn.execute("SELECT 1 FROM events WHERE id = ?", (fork.id,)).fetchone() is None
+    conn.close()
+
+
+def _lock_store(node: NodeProcess) -> sqlite3.Connection:
+    """Take the write lock of ``node``'s SQLite file (a real second writer, as a
+    backup tool or a stuck process would): its COMMITs wait, readers go on."""
+    conn = sqlite3.connect(node.db_path, isolation_level=None, timeout=5)
+    conn.execute("BEGIN IMMEDIATE")
+    return conn
+
+
+def _a_alert_id(a: NodeProcess, report_id: str) -> str:
+    conn = sqlite3.connect(f"file:{a.db_path}?mode=ro", uri=True)
+    try:
+        for event_id, body in conn.execute(
+                "SELECT id, body FROM events WHERE origin = 'node-a' AND stream = 'public' "
+                "AND kind = 'alert' ORDER BY seq DESC LIMIT 5"):
+            if report_id in body:
+                return str(event_id)
+    finally:
+        conn.close()
+    raise AssertionError(f"no alert for report {report_id} on A")
+
+
+def _has(node: NodeProcess, event_id: str) -> bool:
+    conn = sqlite3.connect(f"file:{node.db_path}?mode=ro", uri=True)
+    try:
+        return conn.execute("SELECT 1 FROM events WHERE id = ?", (event_id,)).fetchone() \
+            is not None
+    finally:
+        conn.close()
+
+
+def test_a_relay_passes_on_before_its_commit_and_shows_only_after(
+        line: dict[str, NodeProcess]) -> None:
+    """B's COMMIT is held up by a second writer on its SQLite file: A's alert
+    still reaches C through B (passed on before B stored it), but B publishes
+    it on its Mosquitto and its SSE stream only once its own COMMIT is done."""
+    a, b, c = line["a"], line["b"], line["c"]
+    held_b = _mesh(b)["vector"]["node-a"]["public"]
+    with b.service_client("test-relay-shown") as probe, \
+            SseReader(f"{b.base_url}/api/v1/stream") as sse:
+        probe.wait_connected()
+        probe.subscribe("bart/v1/node-a/public/#")
+        lock = _lock_store(b)
+        try:
+            report = _warn(a, "Brand in de schuur, kom helpen")
+            alert = _a_alert_id(a, report)
+            wait_until(lambda: _has(c, alert), 5, 0.01, "A's alert stored on C through B")
+            time.sleep(0.3)  # anything B would show early has had time to show
+            assert not _has(b, alert)
+            assert [t for t, p in probe.drain(0.1) if alert.encode() in p] == []
+            assert all(m["id"] != alert for m in sse.all), "shown on B before its COMMIT"
+            assert _mesh(b)["vector"]["node-a"]["public"] == held_b  # not counted yet
+        finally:
+            lock.rollback()
+            lock.close()
+        topic, payload = probe.messages.get(timeout=5)
+        assert alert.encode() in payload, topic
+        assert _has(b, alert)  # published only after it was committed
+        sse.wait_for(lambda m: m["id"] == alert, 5)
+    wait_until(lambda: _mesh(b)["vector"]["node-a"]["public"] == held_b + 1, 5, 0.05,
+               "B's vector counts the alert once committed")
+
+
+def test_a_relay_whose_commit_fails_still_converges(line: dict[str, NodeProcess]) -> None:
+    """B's COMMIT fails (its SQLite file stays locked by another writer past the
+    store's busy timeout): B has passed the alert on, does not count it in its
+    vector nor show it, and gets it again by catch-up once its file is free."""
+    a, b, c = line["a"], line["b"], line["c"]
+    held_b = _mesh(b)["vector"]["node-a"]["public"]
+    lock = _lock_store(b)
+    try:
+        report = _warn(a, "Waterlek in de kelder van het buurthuis")
+        alert = _a_alert_id(a, report)
+        wait_until(lambda: _has(c, alert), 5, 0.01, "A's alert stored on C through B")
+        wait_until(lambda: "could not store" in b.log_tail(40), 20, 0.2,
+                   "B's COMMIT failed (busy timeout 10 s)")
+        assert _mesh(b)["vector"]["node-a"]["public"] == held_b
+        assert not _has(b, alert)
+    finally:
+        lock.rollback()
+        lock.close()
+    # Anti-entropy (sync_s = 2 here) brings it from A or C.
+    wait_until(lambda: _has(b, alert), 15, 0.1, "B caught up with the alert it failed to store")
+    wait_until(lambda: _mesh(b)["vector"]["node-a"]["public"] == held_b + 1, 5, 0.05,
+               "B's vector counts it")
+    conn = sqlite3.connect(f"file:{b.db_path}?mode=ro", uri=True)
+    assert conn.execute("SELECT COUNT(*) FROM events WHERE id = ?", (alert,)).fetchone() == (1,)
     conn.close()

@@ -197,3 +197,63 @@ def test_a_panic_alarm_reaches_the_police_desk_and_its_answer_the_light(demo: De
         if audit is not None:
             log = audit.get("/staff/audit").text
             assert alarm["id"] in log
+
+
+def team_client(node: str, text: str) -> httpx.Client:
+    """The demo's team member 'Demo' of ``node``, logged in (and a new password chosen)."""
+    otp = re.search(re.escape(node) + r"/team\s+log in as 'Demo' with one-time password (\S+)",
+                    text)
+    assert otp, text
+    client = httpx.Client(base_url=node, timeout=10, headers={"Origin": node})
+    r = client.post("/team/login", data={"name": "Demo", "password": otp.group(1)})
+    assert r.status_code == 303 and r.headers["location"] == "/team/password", r.text[:300]
+    page = client.get("/team/password")
+    r = client.post("/team/password", data={"csrf": csrf_of(page.text), "current": otp.group(1),
+                                            "new": PASSWORD, "repeat": PASSWORD})
+    assert r.status_code == 303, r.text[:300]
+    return client
+
+
+@pytest.mark.timeout(240)
+def test_a_teams_escalation_reaches_the_desk_and_its_answer_the_resident(demo: Demo) -> None:
+    """docs/team.md: "Escaleren → gemeente" reaches the municipality's desk at once; the
+    desk's answer is the report's state, which the resident reads with the receipt code."""
+    text = demo.text
+    central = re.search(r"Staff pages\s+(http://127\.0\.0\.1:\d+)/staff/login", text)
+    assert central, text
+    municipality = staff_client(central.group(1), text, "municipality")
+    node = demo.node_of("klimboom-hek")
+    r = httpx.post(f"{node}/api/v1/reports", timeout=10, json={
+        "category": "social", "text": "Mevrouw op nummer 12 doet al twee dagen niet open",
+        "place": {"point": None, "text": "Hinkelbaan 12"}, "audience": "authorities"})
+    assert r.status_code == 201, r.text
+    report = r.json()
+    team = team_client(node, text)
+    page = team.get("/team").text
+    assert f'data-id="{report["id"]}"' in page
+    escalated = time.time()
+    r = team.post("/team/ack", data={"csrf": csrf_of(page), "ref": report["id"],
+                                     "action": "escalated", "to": "municipality",
+                                     "note": "Sleutelhouder is de buurvrouw op 14"})
+    assert r.status_code == 303, r.text[:500]
+    found = _wait(lambda: [a for a in alarms_of(municipality) if a["id"] == report["id"]], 15,
+                  "the escalation at the municipality's desk")
+    latency = time.time() - escalated
+    print(f"escalation on the municipality's desk {latency * 1000:.0f} ms after the team sent it")
+    assert latency <= DESK_WITHIN_S
+    alarm = found[0]
+    assert alarm["kind"] == "escalation" and alarm["subject"] == "report", alarm
+    assert alarm["note"] == "Sleutelhouder is de buurvrouw op 14" and alarm["place"] == \
+        "Hinkelbaan 12"
+    desk_page = municipality.get("/staff/reports").text
+    assert desk_page.index(f'data-id="{report["id"]}"') < desk_page.index(
+        'data-testid="reports"')
+
+    r = answer(municipality, report["id"], "on_my_way", "new")
+    assert r.status_code == 303, r.text[:500]
+
+    def state() -> str:
+        return str(httpx.get(f"{node}/api/v1/reports/{report['receipt']}", timeout=5)
+                   .json()["state"])
+
+    _wait(lambda: state() == "in_progress", 10, "'in progress' for the resident")

@@ -16,10 +16,13 @@ from sync import Event
 
 from ..reports import normalise_receipt
 from . import deps
-from .views import alert_json, alert_view, is_visible
+from .views import Phase, alert_json, alert_phase, alert_view, is_visible
 
 router = APIRouter()
 KEEPALIVE_S = 15.0
+#: Answers that change what residents see of an alert ("hidden" from its
+#: origin removes it; the page drops it on reload).
+PHASE_ACTIONS = frozenset({"on_my_way", "resolved", "hidden"})
 
 
 class PlaceIn(BaseModel):
@@ -108,7 +111,8 @@ async def get_alerts(request: Request,
     """Public alerts for this node's area that have not expired, newest first."""
     s = deps.settings(request)
     return {"node": s.name, "area": s.area,
-            "alerts": [alert_json(e, s) for e in deps.visible_alerts(request, limit)]}
+            "alerts": [alert_json(e, s, phase)
+                       for e, phase in deps.visible_alert_phases(request, limit)]}
 
 
 @router.get("/api/v1/stream", tags=["alerts"],
@@ -123,19 +127,39 @@ async def stream(
     ``render=nl`` adds the rendered list item (for the resident page). After a
     reconnect, ``Last-Event-ID`` replays what was missed. When an alert updates
     or cancels an earlier one of its origin (``ref``), a ``withdraw`` message
-    ``{"id": …}`` names the earlier one first.
+    ``{"id": …}`` names the earlier one first. When an answer changes an
+    alert's phase (someone coming, resolved), the alert is sent again with
+    its new ``phase`` (same id: the page replaces the item).
     """
     rt = deps.runtime(request)
     s = deps.settings(request)
     r = deps.renderer(request)
 
-    def message(event: Event) -> bytes:
-        data: dict[str, Any] = alert_json(event, s)
+    def message(event: Event, phase: Phase | None = None, *, resume: str | None = None) -> bytes:
+        phase = phase or deps.alert_phase_of(request, event)
+        data: dict[str, Any] = alert_json(event, s, phase)
         if render:
             name = rt.peer_names().get(event.origin, event.origin)
-            data["html"] = r.render_alert_item(alert_view(event, s, render, name), render)
+            data["html"] = r.render_alert_item(alert_view(event, s, render, name, phase),
+                                               render)
         payload = json.dumps(data, ensure_ascii=False, separators=(",", ":"))
-        return f"id: {event.id}\nevent: alert\ndata: {payload}\n\n".encode()
+        # An update's id is the answer's, so that Last-Event-ID resumes after it.
+        return f"id: {resume or event.id}\nevent: alert\ndata: {payload}\n\n".encode()
+
+    def answered(ack: Event) -> bytes | None:
+        """The alert an answer refers to, again with its new phase (None: not shown)."""
+        if ack.body.get("action") not in PHASE_ACTIONS:
+            return None
+        alert = rt.require_store().get_event(ack.body["ref"])
+        if alert is None or alert.kind != "alert" or not is_visible(
+                alert, s, int(time.time() * 1000), central_origin=deps.central_origin(request)):
+            return None
+        # Peers' events reach the live stream before their COMMIT: count this
+        # answer even when the store does not hold it yet.
+        acks = rt.require_store().acks_for([alert.id]).get(alert.id, [])
+        if all(a.id != ack.id for a in acks):
+            acks.append(ack)
+        return message(alert, alert_phase(alert, acks), resume=ack.id)
 
     def withdraw(alert_id: str) -> bytes:
         payload = json.dumps({"id": alert_id}, separators=(",", ":"))
@@ -147,16 +171,21 @@ async def stream(
             if last_event_id:
                 last = rt.require_store().get_event(last_event_id)
                 if last is not None:  # replay what was missed, filtered as the page is
-                    missed = deps.visible_alerts(request, 100, since_ms=last.ts)
-                    for e in reversed(missed):
-                        if e.id != last.id:
-                            yield message(e)
+                    for e, phase in reversed(deps.visible_alert_phases(request, 100)):
+                        if e.id != last.id and (e.ts >= last.ts
+                                                or (phase.since or 0) >= last.ts):
+                            yield message(e, phase)
             while not sub.dropped:
                 event = await sub.next(KEEPALIVE_S)
                 if event is None:
                     if await request.is_disconnected():
                         return
                     yield b": keepalive\n\n"
+                    continue
+                if event.kind == "ack":
+                    update = answered(event)
+                    if update is not None:
+                        yield update
                     continue
                 if event.kind != "alert":
                     continue

@@ -13,7 +13,7 @@ from ..config import NodeSettings
 from ..runtime import NodeRuntime
 from .guards import RateLimiter
 from .render import Renderer
-from .views import is_visible, local_time
+from .views import Phase, alert_phase, is_visible, local_time
 
 
 def runtime(request: Request) -> NodeRuntime:
@@ -63,25 +63,44 @@ def central_origin(request: Request) -> str | None:
 
 def visible_alerts(request: Request, limit_count: int = 50,
                    since_ms: int = 0) -> list[Event]:
-    """Public alerts residents of this node should see now, newest first.
+    """Public alerts residents of this node should see now, newest first
+    (see :func:`visible_alert_phases`)."""
+    return [e for e, _ in visible_alert_phases(request, limit_count, since_ms)]
+
+
+def visible_alert_phases(request: Request, limit_count: int = 50,
+                         since_ms: int = 0) -> list[tuple[Event, Phase]]:
+    """Public alerts residents of this node should see now, newest first, each
+    with its phase (new, someone coming, resolved).
 
     A "hidden" answer counts only from the alert's own origin (its team): a
     neighbouring node cannot hide another node's or central's alerts. An alert
     that a later alert of the same origin refers to was updated or cancelled
-    (central's broadcasts, docs/protocol.md): only the newest is shown.
+    (central's broadcasts, docs/protocol.md): only the newest is shown. A
+    resolved alert leaves the list ``resolved_alert_keep_s`` after its answer.
     """
     rt = runtime(request)
     s = settings(request)
     now = int(time.time() * 1000)
+    keep_ms = int(s.resolved_alert_keep_s * 1000)
     store = rt.require_store()
     events = store.recent("alert", limit=limit_count * 2, since_ms=since_ms)
-    origin = {e.id: e.origin for e in events}
-    hidden = {ref for ref, acks in store.acks_for(list(origin)).items()
-              for a in acks if a.body["action"] == "hidden" and a.origin == origin[ref]}
-    hidden |= store.replaced_alerts(list(origin))
+    acks = store.acks_for([e.id for e in events])
+    phases = {e.id: alert_phase(e, acks.get(e.id, ())) for e in events}
+    hidden = {e.id for e in events
+              if any(a.body["action"] == "hidden" and a.origin == e.origin
+                     for a in acks.get(e.id, ()))}
+    hidden |= store.replaced_alerts(list(phases))
     central = central_origin(request)
-    return [e for e in events if e.id not in hidden
+    return [(e, phases[e.id]) for e in events if e.id not in hidden
+            and not phases[e.id].gone(now, keep_ms)
             and is_visible(e, s, now, central_origin=central)][:limit_count]
+
+
+def alert_phase_of(request: Request, alert: Event) -> Phase:
+    """The phase of one alert, from the answers the store holds now."""
+    acks = runtime(request).require_store().acks_for([alert.id])
+    return alert_phase(alert, acks.get(alert.id, ()))
 
 
 def report_status(state: str, event: Event, s: NodeSettings,

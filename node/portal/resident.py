@@ -74,8 +74,8 @@ async def home(request: Request) -> Response:
     s = deps.settings(request)
     # The newest 20 keep the page light on an old phone; the API lists more.
     names = deps.runtime(request).peer_names()
-    alerts = [alert_view(e, s, lang, names.get(e.origin, e.origin))
-              for e in deps.visible_alerts(request, HOME_ALERTS)]
+    alerts = [alert_view(e, s, lang, names.get(e.origin, e.origin), phase)
+              for e, phase in deps.visible_alert_phases(request, HOME_ALERTS)]
     return render(request, "home.html", alerts=alerts, stream_url=f"/api/v1/stream?render={lang}")
 
 

@@ -207,7 +207,7 @@ def test_broadcasts_reach_the_node_verified_and_go_when_replaced(stack: Stack) -
     item = wait_until(lambda: alert_items(home(node)).get(first), SYNC_S,
                       message="broadcast on the resident page")
     assert 'data-testid="verified-central"' in item
-    assert "Geverifieerd door politie/gemeente" in item and "Inbraakgolf in Escamp" in item
+    assert "Gecontroleerd: van politie of gemeente" in item and "Inbraakgolf in Escamp" in item
     assert elsewhere not in alert_items(home(node))  # another area
     api = httpx.get(f"{node.base_url}/api/v1/alerts").json()["alerts"]
     assert next(a for a in api if a["id"] == first)["source"] == "central"
@@ -399,7 +399,7 @@ def test_resident_page_follows_broadcasts_live_in_chromium(stack: Stack, browser
         ident = broadcast(police, title="Live: gaslek bij het winkelcentrum", severity="extreme")
         item = page.wait_for_selector(f"#alert-{ident}", timeout=SYNC_S * 1000)
         assert item is not None
-        assert "Geverifieerd door politie/gemeente" in item.inner_text()
+        assert "Gecontroleerd: van politie of gemeente" in item.inner_text()
         detail = police.get(f"/staff/broadcasts/{ident}").text
         r = police.post(f"/staff/broadcasts/{ident}/cancel", data={"csrf": csrf_of(detail)})
         assert r.status_code == 303

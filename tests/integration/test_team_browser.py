@@ -3,8 +3,10 @@
 A phone-sized browser logs in with a one-time password, chooses a password,
 and keeps the dashboard open: a panic-button hold (the gpiozero mock pin,
 through the demo control) appears live, red and on top; a resident's report
-appears live below it; "Ik ga erheen" changes the row's state and the button's
-light to "someone is coming". Also without JavaScript (plain form posts).
+appears live below it; until someone answers, the page's title, a banner and a
+repeating beep say so; "Ik ga erheen" changes the row's state and the button's
+light to "someone is coming", and the cue stops. Also without JavaScript
+(plain form posts).
 """
 
 from __future__ import annotations
@@ -108,6 +110,14 @@ def test_alarm_appears_live_and_on_my_way_reaches_the_light(
         expect(alarm).to_have_count(1, timeout=5_000)
         expect(alarm).to_contain_text("Alarm: noodknop")
         wait_until(lambda: light(button_node) == "stored", 5.0, message="light stored")
+        # The cue (docs/team.md): the title, a banner, a beep and vibration that
+        # repeat until someone answers; the node counts the page as watching.
+        expect(page.locator("[data-testid=cue]")).to_be_visible()
+        assert page.title().startswith("(1) ALARM"), page.title()
+        page.wait_for_function("Number(document.body.getAttribute('data-cues')) >= 1")
+        expect(page.locator("[data-testid=sound]")).to_be_visible()
+        health = httpx.get(f"{button_node.base_url}/healthz", timeout=5).json()
+        assert health["team_watching"] >= 1, health
 
         text = f"Man probeert deuren {uuid.uuid4().hex[:6]}"
         r = httpx.post(f"{button_node.base_url}/api/v1/reports", timeout=5, json={
@@ -128,6 +138,10 @@ def test_alarm_appears_live_and_on_my_way_reaches_the_light(
         expect(row).to_have_attribute("data-state", "on_my_way")
         expect(row.locator("[data-testid=row-state]")).to_contain_text(name)
         wait_until(lambda: light(button_node) == "coming", 5.0, message="light coming")
+        # Answered: the cue stops.
+        expect(page.locator("[data-testid=cue]")).to_be_hidden()
+        assert page.get_attribute("body", "data-unanswered") == "0"
+        assert not page.title().startswith("(")
 
         # Buttons are big enough for a thumb.
         box = row.locator("[data-testid=act-resolved]").bounding_box()

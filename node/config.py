@@ -238,8 +238,6 @@ class NodeSettings(BaseSettings):
     captive_grace_s: float = Field(default=3600.0, ge=0.0, le=7 * 86400.0)
     # How long residents still see an alert after it was resolved (then it leaves the home page).
     resolved_alert_keep_s: float = Field(default=1800.0, ge=0.0, le=7 * 86400.0)
-    # How long residents still see an alert after it was resolved (then it leaves the home page).
-    resolved_alert_keep_s: float = Field(default=1800.0, ge=0.0, le=7 * 86400.0)
     mesh: MeshSettings = Field(default_factory=MeshSettings)
     mesh_radio: MeshRadioSettings | None = None
 

@@ -14,6 +14,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .errors import CommandError, Unavailable, require_free_port
+
 
 def central_dir(args: argparse.Namespace) -> Path:
     """The central data directory: --data-dir, $BART_CENTRAL_DIR, or a default."""
@@ -26,9 +28,19 @@ def central_dir(args: argparse.Namespace) -> Path:
     return Path.home() / ".local" / "share" / "bart-central"
 
 
+def _check_url(url: str | None) -> None:
+    """Central runs on SQLite or PostgreSQL (psycopg 3): say so before a driver is missed."""
+    if url and not url.startswith(("sqlite:", "postgresql:", "postgresql+psycopg:")):
+        raise CommandError(f"--database-url {url.split('://', 1)[0]}://… is not a database "
+                           "central can use (SQLite or PostgreSQL)",
+                           "give --database-url postgresql://USER@HOST/DATABASE, or leave "
+                           "it out for the SQLite file in the data directory")
+
+
 def _load(args: argparse.Namespace) -> Any:
     from central.identity import load_central
 
+    _check_url(getattr(args, "database_url", None))
     return load_central(central_dir(args), database_url=getattr(args, "database_url", None))
 
 
@@ -47,7 +59,11 @@ def cmd_central_init(args: argparse.Namespace) -> int:
     for key in ("database_url", "public_url", "http_host", "http_port"):
         if getattr(args, key, None) is not None:
             values[key] = getattr(args, key)
-    central = init_central(central_dir(args), CentralSettings(**values))
+    settings = CentralSettings(**values)
+    if args.database_url:  # before any file is made: a retry must not find half a central
+        _check_url(args.database_url)
+        _check_database(args.database_url)
+    central = init_central(central_dir(args), settings)
     upgrade(central.database_url)
     print(f"Central {central.origin} created in {central.data_dir}")
     print(f"  signing key fingerprint: {central.keys.fingerprint}")
@@ -57,6 +73,18 @@ def cmd_central_init(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_database(url: str) -> None:
+    """Connect once to ``url``: an error (bart.errors says it in words) when it cannot."""
+    from central.db import make_engine
+
+    engine = make_engine(url)
+    try:
+        with engine.connect():
+            pass
+    finally:
+        engine.dispose()
+
+
 def cmd_central_run(args: argparse.Namespace) -> int:
     from central.db import upgrade
     from central.projector import ProjectorProcess
@@ -64,12 +92,14 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     from central.triage import router_for
 
     central = _load(args)
+    host = args.http_host or central.settings.http_host
+    port = args.http_port or central.settings.http_port
+    # Before anything starts: a port in use is said here, not by uvicorn half-way.
+    require_free_port(host, port, "central", "--http-port", "http_port in central.toml")
     upgrade(central.database_url)
     os.environ["BART_CENTRAL_DIR"] = str(central.data_dir)
     if args.database_url:
         os.environ["BART_CENTRAL_DATABASE_URL"] = args.database_url
-    host = args.http_host or central.settings.http_host
-    port = args.http_port or central.settings.http_port
     print(f"Bart central {central.origin} on http://{host}:{port}/ "
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, "
           f"database {_redact(central.database_url)})", flush=True)
@@ -80,6 +110,12 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     projector.start()
     try:
         serve(host, port, args.workers)
+    except SystemExit as exc:  # uvicorn's own exit when its start fails (logged above)
+        if exc.code in (0, None):
+            raise
+        raise Unavailable("central stopped while starting: the log lines above say why "
+                          "(e.g. its port taken meanwhile)",
+                          "correct that, then start it again") from exc
     finally:
         projector.stop()
     return 0
@@ -101,7 +137,9 @@ def cmd_central_triage(args: argparse.Namespace) -> int:
 
 def cmd_central_enroll_code(args: argparse.Namespace) -> int:
     from central.enrol import issue_code
+    from node.config import check_node_name
 
+    check_node_name(args.node)  # the rule bart node init applies to the same name
     central = _load(args)
     code, expires = issue_code(_engine(central), central, args.node, args.area)
     when = dt.datetime.fromtimestamp(expires / 1000, dt.UTC).strftime("%Y-%m-%d %H:%M UTC")
@@ -134,7 +172,9 @@ def cmd_central_enroll_bundle(args: argparse.Namespace) -> int:
 
 def cmd_central_revoke(args: argparse.Namespace) -> int:
     from central.enrol import revoke
+    from node.config import check_node_name
 
+    check_node_name(args.node)
     central = _load(args)
     signed = revoke(_engine(central), central, args.node)
     print(f"Node {args.node} revoked; roster serial {signed['doc']['serial']} goes out with "

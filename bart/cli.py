@@ -9,24 +9,28 @@ import argparse
 import json
 import logging
 import sys
+import traceback
 import urllib.error
 import urllib.request
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
-from typing import TYPE_CHECKING
-
-from central.errors import CentralError
-from hardware import HardwareError
-from node.errors import NodeError
-from sync import SyncError
+from typing import TYPE_CHECKING, Any
 
 from .central_cli import add_central_parsers
+from .errors import (
+    EXIT_INTERRUPTED,
+    EXIT_USAGE,
+    Unavailable,
+    explain,
+    require_free_port,
+    split_debug,
+)
 from .mesh_cli import add_parsers as add_mesh_parsers
 
 if TYPE_CHECKING:
     from node.config import NodeSettings
 
-EXIT_USAGE = 2
+__all__ = ["EXIT_USAGE", "build_parser", "main"]
 
 
 def _version() -> str:
@@ -70,9 +74,59 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     settings = NodeSettings.load(_data_dir(args), http_host=args.http_host,
                                  http_port=args.http_port, mqtt_port=args.mqtt_port,
                                  mesh_port=args.mesh_port)
+    # Before anything starts (and logs that the node is up): this node running
+    # already, or another program on its ports, is said here in words.
+    health = node_health(settings, timeout=1.0)
+    if health is not None and health.get("node") == settings.name:
+        raise Unavailable(f"node {settings.name} is running already ({_portal(settings)})",
+                          "stop it first (sudo systemctl stop bart-node, or Ctrl-C where "
+                          "it runs); bart status shows how it is")
+    require_free_port(settings.http_host, settings.http_port, "the portal", "--http-port",
+                      "http_port in node.toml")
+    require_free_port(settings.mqtt_host, settings.mqtt_port, "the node's Mosquitto",
+                      "--mqtt-port", "mqtt_port in node.toml")
     _logging(settings.log_level)
-    serve(settings)
+    try:
+        serve(settings)
+    except SystemExit as exc:  # uvicorn's own exit when its start fails (logged above)
+        if exc.code in (0, None):
+            raise
+        raise Unavailable(f"node {settings.name} stopped while starting: the log lines "
+                          "above say why (e.g. a port taken meanwhile)",
+                          "correct that, then start it again") from exc
     return 0
+
+
+def _portal(settings: NodeSettings, path: str = "/") -> str:
+    wildcard = settings.http_host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
+    host = "127.0.0.1" if wildcard else settings.http_host
+    if ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{settings.http_port}{path}"
+
+
+def node_health(settings: NodeSettings, timeout: float = 5.0) -> dict[str, Any] | None:
+    """The running node's ``/healthz`` (also with 503), or None when nothing answers."""
+    try:
+        with urllib.request.urlopen(_portal(settings, "/healthz"),  # noqa: S310 - http only
+                                    timeout=timeout) as resp:
+            data = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        try:
+            data = json.load(exc)
+        except ValueError:
+            return None
+    except (OSError, ValueError):
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def not_running(settings: NodeSettings) -> Unavailable:
+    """The words for a node that does not answer on its portal."""
+    return Unavailable(
+        f"node {settings.name} is not running: nothing answers on {_portal(settings)}",
+        f"start it: bart node run --data-dir {settings.data_dir} (a node installed with "
+        "install.sh --node: sudo systemctl start bart-node)")
 
 
 def cmd_system_render(args: argparse.Namespace) -> int:
@@ -205,17 +259,9 @@ def cmd_status(args: argparse.Namespace) -> int:
     from node.config import NodeSettings
 
     settings = NodeSettings.load(_data_dir(args))
-    wildcard = settings.http_host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
-    host = "127.0.0.1" if wildcard else settings.http_host
-    url = f"http://{host}:{settings.http_port}/healthz"
-    try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
-            health = json.load(resp)
-    except urllib.error.HTTPError as exc:
-        health = json.load(exc)
-    except OSError as exc:
-        print(f"node {settings.name}: not running ({url}: {exc})")
-        return 1
+    health = node_health(settings)
+    if health is None:
+        raise not_running(settings)
     print(json.dumps(health, indent=2))
     return 0 if health.get("status") == "ok" else 1
 
@@ -251,6 +297,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bart", description=(
         "Bart: offline-first neighbourhood safety nodes. See docs/cli.md."))
     parser.add_argument("--version", action="version", version=f"bart {_version()}")
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, also print the traceback (any command, anywhere)")
     top = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def data_dir_flag(p: argparse.ArgumentParser) -> None:
@@ -392,15 +440,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``bart`` console script."""
+    """Entry point of the ``bart`` console script: errors become words (bart.errors)."""
+    argv, debug = split_debug(list(sys.argv[1:] if argv is None else argv))
     args = build_parser().parse_args(argv)
     try:
         code: int = args.func(args)
-    except (NodeError, SyncError, HardwareError, CentralError, ValueError) as exc:
-        print(f"bart: {exc}", file=sys.stderr)
-        return 1
     except KeyboardInterrupt:
-        return 130
+        return EXIT_INTERRUPTED
+    except Exception as exc:  # the boundary: every error is said in words here
+        if debug:
+            traceback.print_exc()
+        told = explain(exc, args)
+        print(told.text(), file=sys.stderr)
+        return told.code
     return code
 
 

@@ -18,6 +18,8 @@ from typing import TYPE_CHECKING
 
 from node.errors import ConfigError
 
+from .errors import CommandError
+
 if TYPE_CHECKING:
     from node.config import NodeSettings
 
@@ -74,15 +76,18 @@ def cmd_trust_list(settings: NodeSettings) -> int:
 
 def cmd_mesh(settings: NodeSettings) -> int:
     """Print the running node's ``/api/v1/mesh``."""
-    wildcard = settings.http_host in ("0.0.0.0", "::")  # noqa: S104 - comparing, not binding
-    host = "127.0.0.1" if wildcard else settings.http_host
-    url = f"http://{host}:{settings.http_port}/api/v1/mesh"
+    from .cli import _portal, not_running
+
+    url = _portal(settings, "/api/v1/mesh")
     try:
-        with urllib.request.urlopen(url, timeout=5) as resp:
+        with urllib.request.urlopen(url, timeout=5) as resp:  # noqa: S310 - http only
             view = json.load(resp)
+    except urllib.error.HTTPError as exc:
+        raise CommandError(f"node {settings.name} answers {url} with {exc.code} "
+                           f"{exc.reason}", "see its log (journalctl -u bart-node -n 50)"
+                           ) from exc
     except OSError as exc:
-        print(f"node {settings.name}: not running ({url}: {exc})")
-        return 1
+        raise not_running(settings) from exc
     if not view.get("enabled"):
         print(f"node {settings.name}: mesh off ({view.get('why', '')})")
         return 0

@@ -85,6 +85,10 @@ class Report:
         if failed:
             lines.append(f"{failed} problem(s) found; fix them from the top down, then run "
                          "`bart node doctor` again.")
+        elif any(c.name == "portal" and c.status == "skip" for c in self.checks):
+            # Never "everything is fine" about a node that is not running.
+            lines.append("Nothing failed, but the node is not running, so it was not checked "
+                         "itself" + (f" ({warned} warning(s))." if warned else "."))
         else:
             lines.append("Everything checked is fine" + (f" ({warned} warning(s))."
                                                           if warned else "."))
@@ -328,12 +332,20 @@ class Doctor:
             else:
                 checks.append(Check(f"port {port}", "ok", f"{what}: free for the node"))
         if health is None:
-            running = self.systemd_run.is_dir()
-            checks.insert(0, Check("portal", "fail" if running else "skip",
-                                   f"the node does not answer on port {s.http_port}",
-                                   "start it: sudo systemctl enable --now bart-node "
-                                   "(read why it stopped: journalctl -u bart-node -n 50)"
-                                   if running else ""))
+            if self.systemd_run.is_dir():
+                checks.insert(0, Check("portal", "fail",
+                                       f"the node does not answer on port {s.http_port}",
+                                       "start it: sudo systemctl enable --now bart-node "
+                                       "(read why it stopped: journalctl -u bart-node -n 50)"))
+            elif self.offline:  # a chroot or an SD-card image: nothing runs there
+                checks.insert(0, Check("portal", "skip", "the node is not running (no "
+                                       f"answer on port {s.http_port}; --offline)"))
+            else:
+                checks.insert(0, Check("portal", "fail", "the node is not running (no answer "
+                                       f"on port {s.http_port})",
+                                       f"start it: bart node run --data-dir {self.data_dir} "
+                                       "(installed with install.sh --node: sudo systemctl "
+                                       "start bart-node)"))
         else:
             status = str(health.get("status", "?"))
             checks.insert(0, Check("portal", "ok" if status == "ok" else "warn",

@@ -348,7 +348,7 @@ def test_init_refuses_existing_node_and_keys_show(tmp_path: Path) -> None:
     assert oct((tmp_path / "secrets" / "mqtt.json").stat().st_mode)[-3:] == "600"
     status = subprocess.run([BART, "status", "--data-dir", str(tmp_path)],
                             capture_output=True, text=True, timeout=30)
-    assert status.returncode == 1 and "not running" in status.stdout
+    assert status.returncode == 3 and "not running" in status.stderr
 
 
 def test_run_without_init_is_a_clear_error(tmp_path: Path) -> None:

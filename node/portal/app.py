@@ -12,16 +12,17 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from ..config import NodeSettings
+from ..errors import NodeError
 from ..runtime import NodeRuntime
 from ..team import routes as team_routes
 from ..team.session import close_accounts, open_accounts
-from . import api, captive, demo, resident
+from . import api, captive, demo, errorpages, resident
 from .captive import CaptiveClients, CaptivePolicy, CaptivePortal
 from .guards import LimitBody, RateLimiter, SecurityHeaders
 from .i18n import Catalogue
@@ -87,17 +88,13 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     app.include_router(resident.router)
     app.include_router(team_routes.router)
 
-    @app.exception_handler(RequestValidationError)
-    async def invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
-        errors = [
-            {"field": ".".join(str(p) for p in e.get("loc", ()) if p != "body"),
-             "message": e.get("msg", "invalid")}
-            for e in exc.errors()
-        ]
-        return JSONResponse({"detail": "invalid input; nothing was stored", "errors": errors},
-                            status_code=422)
+    # Browsers get the portal's own page in their language; /api/ stays JSON.
+    app.add_exception_handler(RequestValidationError, errorpages.on_invalid)
+    app.add_exception_handler(StarletteHTTPException, errorpages.on_http_error)
+    app.add_exception_handler(NodeError, errorpages.on_node_error)
 
-    app.add_middleware(LimitBody, limit=settings.max_request_bytes)
+    app.add_middleware(LimitBody, limit=settings.max_request_bytes,
+                       page=errorpages.render_error_bytes)
     app.add_middleware(SecurityHeaders)
     # Outermost: probes and foreign hosts are answered before anything else runs.
     app.add_middleware(CaptivePortal, policy=app.state.captive_policy,

@@ -20,9 +20,12 @@ class LimitBody:
     in memory costs nothing.
     """
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int,
+                 page: Callable[[Scope, int], bytes | None] | None = None) -> None:
         self.app = app
         self.limit = limit
+        # For a browser: the portal's own error page (None from it: JSON).
+        self.page = page
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] in ("GET", "HEAD", "OPTIONS"):
@@ -35,7 +38,7 @@ class LimitBody:
                 except ValueError:
                     declared = self.limit + 1
                 if declared > self.limit:
-                    await _too_large(send, self.limit)
+                    await self._too_large(scope, send)
                     return
         chunks: list[bytes] = []
         size = 0
@@ -46,7 +49,7 @@ class LimitBody:
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                await _too_large(send, self.limit)
+                await self._too_large(scope, send)
                 return
             chunks.append(chunk)
             if not message.get("more_body", False):
@@ -63,14 +66,20 @@ class LimitBody:
         await self.app(scope, replay, send)
 
 
-async def _too_large(send: Send, limit: int) -> None:
-    body = (b'{"detail":"request body is larger than %d bytes; nothing was stored"}'
-            % limit)
-    await send({"type": "http.response.start", "status": 413,
-                "headers": [(b"content-type", b"application/json"),
-                            (b"content-length", str(len(body)).encode()),
-                            (b"connection", b"close")]})
-    await send({"type": "http.response.body", "body": body})
+    async def _too_large(self, scope: Scope, send: Send) -> None:
+        page = self.page(scope, 413) if self.page is not None else None
+        if page is not None:
+            body, ctype = page, b"text/html; charset=utf-8"
+        else:
+            body = (b'{"detail":"request body is larger than %d bytes; nothing was stored"}'
+                    % self.limit)
+            ctype = b"application/json"
+        await send({"type": "http.response.start", "status": 413,
+                    "headers": [(b"content-type", ctype),
+                                (b"content-length", str(len(body)).encode()),
+                                (b"cache-control", b"no-store"),
+                                (b"connection", b"close")]})
+        await send({"type": "http.response.body", "body": body})
 
 
 class _NoncePool:

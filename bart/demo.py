@@ -48,7 +48,7 @@ from typing import TYPE_CHECKING, Any
 
 from central.identity import Central, CentralSettings, init_central, load_central
 
-from .demo_control import clear_state, write_state
+from .demo_control import claim_state, clear_state, write_state
 
 if TYPE_CHECKING:
     from .demo_nodes import DemoNode
@@ -295,7 +295,7 @@ class Demo:
             print(f"bart demo: point devices not connected yet: {', '.join(lost)}",
                   file=sys.stderr)
         self.mark("point devices connected")
-        write_state({"pid": os.getpid(), "central": central.url,
+        write_state({"pid": os.getpid(), "data_dir": str(self.path), "central": central.url,
                      "url": self.nodes[0].url if self.nodes else "",
                      "nodes": [{"name": n.name, "url": n.url, "buttons": n.buttons()}
                                for n in self.nodes]})
@@ -456,7 +456,18 @@ async def _run(demo: Demo) -> int:
 
 def run_demo(*, data_dir: Path | None, http_port: int = 0, mqtt_port: int = 0,
              central_port: int = 0, verbose: bool = False) -> int:
-    """Run the demo until Ctrl-C; remove a temporary data dir afterwards."""
+    """Run the demo until Ctrl-C; remove a temporary data dir afterwards. A CommandError
+    (before anything starts) when another demo runs on this machine."""
+    claim_state(data_dir.resolve() if data_dir is not None else None)
+    try:
+        return _run_demo(data_dir=data_dir, http_port=http_port, mqtt_port=mqtt_port,
+                         central_port=central_port, verbose=verbose)
+    finally:
+        clear_state()
+
+
+def _run_demo(*, data_dir: Path | None, http_port: int, mqtt_port: int, central_port: int,
+              verbose: bool) -> int:
     temporary = data_dir is None
     path = Path(tempfile.mkdtemp(prefix="bart-demo-")) if data_dir is None else data_dir
     path.mkdir(parents=True, exist_ok=True)

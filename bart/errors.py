@@ -314,7 +314,9 @@ def _network(exc: BaseException) -> Explained | None:
 
 
 def _scrub(text: str) -> str:
-    """No library URLs or pydantic's "For further information" lines in what we say."""
+    """No library URLs, pydantic's "For further information" lines or errno numbers in
+    what we say."""
     lines = [line for line in text.splitlines()
              if "errors.pydantic.dev" not in line and "sqlalche.me" not in line]
-    return re.sub(r"\s*\(Background on this error at: [^)]*\)", "", "\n".join(lines)).strip()
+    text = re.sub(r"\s*\(Background on this error at: [^)]*\)", "", "\n".join(lines))
+    return re.sub(r"\[Errno -?\d+\] ", "", text).strip()  # "[Errno 111] Connection refused"

@@ -356,3 +356,82 @@ def test_run_without_init_is_a_clear_error(tmp_path: Path) -> None:
                             capture_output=True, text=True, timeout=30)
     assert result.returncode == 1
     assert "bart node init" in result.stderr
+
+
+NOT_WORDS = ("Traceback", "Errno", "202", "httpx.", "{")
+
+
+@pytest.mark.timeout(180)
+def test_a_second_demo_is_refused_and_every_demo_command_answers_in_words(
+        mosquitto_bin: str, tmp_path: Path) -> None:
+    """A second `bart demo` on the machine refuses and names the running one (its pid,
+    its URL, how to stop it) and leaves its state file alone; `press`, `uplink` and
+    `link` answer in sentences, their mistakes too; after Ctrl-C they say no demo runs."""
+    state = tmp_path / "demo-state.json"
+    env = {**os.environ, "BART_DEMO_STATE": str(state)}
+    data = tmp_path / "demo"
+    proc = subprocess.Popen([BART, "demo", "--data-dir", str(data)], stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, start_new_session=True,
+                            env=env)
+    out = DemoOutput(proc)
+    try:
+        text = out.wait_for("Press Ctrl-C to stop.", 90)
+        first = re.findall(r"Resident portal\s+(http://127\.0\.0\.1:\d+)/", text)[0]
+        held = state.read_text()
+
+        # -- a second demo: refused at once, before it starts anything
+        started = time.monotonic()
+        second = subprocess.run([BART, "demo", "--data-dir", str(tmp_path / "other")],
+                                capture_output=True, text=True, timeout=60, env=env)
+        took = time.monotonic() - started
+        assert second.returncode == 3, second.stdout + second.stderr
+        err = second.stderr
+        assert f"a demo is running already on this machine (pid {proc.pid}" in err, err
+        assert f"{first}/demo" in err and f"kill {proc.pid}" in err and "Ctrl-C" in err, err
+        assert str(data) in err, err  # its data directory
+        assert "Traceback" not in err and len(err.strip().splitlines()) == 2, err
+        assert not (tmp_path / "other").exists() and state.read_text() == held
+        assert not _processes_under(str(tmp_path / "other"))
+        print(f"second bart demo refused in {took:.2f} s")
+
+        # -- every subcommand answers in words
+        pressed = _cli(env, "press", "klimboom-hek")
+        assert pressed.returncode == 0, pressed.stderr
+        assert pressed.stdout.startswith("Pressed klimboom-hek of escamp-kleine-wereld, held "), (
+            pressed.stdout)
+        assert f"{first}/team" in pressed.stdout
+        for word in NOT_WORDS:
+            assert word not in pressed.stdout, pressed.stdout
+        for args, words in ((["uplink", "1", "cut"], "Uplink of escamp-kleine-wereld cut"),
+                            (["uplink", "1", "restore"], "restored"),
+                            (["link", "1", "2", "cut"], "Mesh link between"),
+                            (["link", "1", "2", "heal"], "healed")):
+            done = _cli(env, *args)
+            assert done.returncode == 0 and words in done.stdout, (args, done.stdout,
+                                                                   done.stderr)
+        # -- and so do their mistakes: one line of what, one of how
+        for args, code, words in (
+                (["press", "nope"], 1, "no button 'nope' in the running demo"),
+                (["uplink", "9", "cut"], 1, "no node '9' in the running demo"),
+                (["link", "2", "2", "cut"], 1, "has no mesh link with itself"),
+                (["press", "klimboom-hek", "--url", "ftp://x"], 1, "is not an http URL")):
+            wrong = _cli(env, *args)
+            assert wrong.returncode == code, (args, wrong.stdout, wrong.stderr)
+            assert words in wrong.stderr and "fix: " in wrong.stderr, (args, wrong.stderr)
+            assert "Traceback" not in wrong.stderr
+    finally:
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(30)
+        out.thread.join(5)
+    assert proc.returncode == 0, out.text
+
+    # -- after Ctrl-C: no demo, said as such (exit 3); a state file of a demo that died
+    # without clearing it (its pid gone) is no demo either
+    gone = _cli(env, "press", "klimboom-hek")
+    assert gone.returncode == 3 and "no demo is running on this machine" in gone.stderr
+    assert "fix: start one: bart demo" in gone.stderr
+    state.write_text(held)  # the pid in it has ended
+    assert _cli(env, "link", "1", "2", "cut").returncode == 3
+    left = _processes_under(str(data))
+    assert not left, left

@@ -39,6 +39,8 @@ nodes = sa.Table(
     sa.Column("backlog", sa.BigInteger),
     sa.Column("version", sa.String(40)),
     sa.Column("silent_after_s", sa.Integer, nullable=False, server_default="900"),
+    # The community centre's name as the node tells it in each batch (desks show it).
+    sa.Column("display", sa.String(80)),
 )
 
 # Every public key ever enrolled, also of revoked nodes: a key is enrolled once.

@@ -34,6 +34,8 @@ class NodeHealth:
     #: Seconds since central last heard from it (or since enrolment).
     quiet_s: int
     silent: bool
+    #: The community centre's name, as the node tells it (its slug until it does).
+    display: str = ""
 
     def to_json(self) -> dict[str, Any]:
         """The JSON form of ``GET /api/v1/nodes``."""
@@ -57,7 +59,8 @@ def node_health(engine: Engine, now: int) -> list[NodeHealth]:
             last_batch_seq=int(r.last_batch_seq),
             backlog=int(r.backlog) if r.backlog is not None else None, version=r.version,
             revoked_at=int(r.revoked_at) if r.revoked_at is not None else None,
-            silent_after_s=int(r.silent_after_s), quiet_s=int(quiet_s), silent=silent))
+            silent_after_s=int(r.silent_after_s), quiet_s=int(quiet_s), silent=silent,
+            display=r.display or r.name))
     out.sort(key=lambda n: (not n.silent, n.name))
     return out
 
@@ -65,3 +68,10 @@ def node_health(engine: Engine, now: int) -> list[NodeHealth]:
 def silent_nodes(engine: Engine, now: int) -> list[NodeHealth]:
     """Only the silent nodes (for the banner of every staff page)."""
     return [n for n in node_health(engine, now) if n.silent]
+
+
+def node_names(engine: Engine) -> dict[str, str]:
+    """Community-centre names by node slug (the slug where a node has not told one)."""
+    with db.reading(engine) as conn:
+        return {str(name): str(display or name) for name, display in conn.execute(
+            sa.select(db.nodes.c.name, db.nodes.c.display))}

@@ -189,9 +189,10 @@ class Ingest:
                                  node, header.batch_seq))
                 cur.execute(
                     f"UPDATE nodes SET last_seen = {p}, backlog = COALESCE({p}, backlog), "
-                    f"version = COALESCE({p}, version), last_batch_seq = CASE WHEN "
+                    f"version = COALESCE({p}, version), display = COALESCE({p}, display), "
+                    f"last_batch_seq = CASE WHEN "
                     f"last_batch_seq < {p} THEN {p} ELSE last_batch_seq END WHERE name = {p}",
-                    (at, meta.backlog, meta.version, header.batch_seq,
+                    (at, meta.backlog, meta.version, meta.display, header.batch_seq,
                      header.batch_seq, node))
             finally:
                 cur.close()

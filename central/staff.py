@@ -28,7 +28,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
 from . import alarms, handling, staff_admin, staff_alarms, staff_broadcasts
-from .health import node_health
+from .health import node_health, node_names
 from .identity import Central
 from .pages import Renderer, local
 from .passwords import MIN_PASSWORD, WeakPassword
@@ -196,7 +196,9 @@ async def reports_page(request: Request) -> Response:
                                       route=route, limit=LIST_LIMIT)
     counts = await asyncio.to_thread(handling.counts, engine, member)
     found = await asyncio.to_thread(alarms.list_alarms, engine, member, now_ms())
+    names = await asyncio.to_thread(node_names, engine)
     return render(request, "reports.html", member, live=True, reports=reports, alarms=found,
+                  node_names=names,
                   counts=counts, state=state if state in (*handling.STATES, "all") else "open",
                   route=route, routes=ROUTES, done=done_text(request))
 

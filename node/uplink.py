@@ -270,7 +270,8 @@ class Uplink:
         meta = BatchMeta(
             heads={self.central_origin: {"public": cursors["central_public"]}},
             updates_after=cursors["updates_after"], roster_serial=self.roster_serial,
-            backlog=max(0, backlog - len(events)), version=package_version()[:40])
+            backlog=max(0, backlog - len(events)), version=package_version()[:40],
+            display=" ".join(self.settings.display_name.split())[:80] or None)
         wire = await asyncio.to_thread(
             sealed.seal, sealed.Payload.of(events, meta.to_doc()), node_id=self.settings.name,
             batch_seq=batch_seq, created=time.time_ns() // 1_000_000, keys=self.keys,

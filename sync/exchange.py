@@ -65,6 +65,10 @@ STATE: Final = re.compile(r"[a-z][a-z_]{0,15}")
 
 _META_KEYS: Final = frozenset({"heads", "updates_after", "roster_serial", "status"})
 _STATUS_KEYS: Final = frozenset({"backlog", "version"})
+#: Optional in ``status``: the community centre's name as residents know it.
+_STATUS_OPTIONAL: Final = frozenset({"display"})
+#: Characters of a node's display name in ``status``.
+MAX_DISPLAY_CHARS: Final = 80
 _ACK_KEYS: Final = frozenset({"v", "node", "batch_seq", "count", "new", "replay", "holds",
                               "updates", "at"})
 _UPDATE_KEYS: Final = frozenset({"id", "report", "receipt", "state", "at"})
@@ -93,8 +97,10 @@ class BatchMeta:
     ``heads``: what the node holds of central's streams (``{origin: {stream:
     seq}}``), so the reply carries only what it lacks; ``updates_after``: the
     last receipt update it applied; ``roster_serial``: the roster it holds;
-    ``backlog`` (events waiting after this batch) and ``version`` travel as
-    ``status``. ``None`` (only from :meth:`read`) means "not told".
+    ``backlog`` (events waiting after this batch), ``version`` and, when the
+    node has one, ``display`` (its community centre's name, which the desks
+    show) travel as ``status``. ``None`` (only from :meth:`read`) means "not
+    told".
     """
 
     heads: dict[str, dict[str, int]] = field(default_factory=dict)
@@ -102,6 +108,7 @@ class BatchMeta:
     roster_serial: int = 0
     backlog: int | None = None
     version: str | None = None
+    display: str | None = None
 
     def head(self, origin: str, stream: str = "public") -> int:
         """What the node holds of ``origin``'s ``stream`` (0: nothing)."""
@@ -114,6 +121,8 @@ class BatchMeta:
             status["backlog"] = self.backlog
         if self.version is not None:
             status["version"] = self.version
+        if self.display:
+            status["display"] = self.display
         return {"heads": {o: dict(s) for o, s in self.heads.items()},
                 "updates_after": self.updates_after, "roster_serial": self.roster_serial,
                 "status": status}
@@ -133,15 +142,21 @@ class BatchMeta:
         _fields(doc, _META_KEYS, "meta")
         heads = _heads(doc["heads"], "meta heads", MAX_HEAD_ORIGINS)
         status = doc["status"]
-        _fields(status, _STATUS_KEYS, "meta status")
+        _fields({k: v for k, v in status.items() if k not in _STATUS_OPTIONAL}
+                if isinstance(status, dict) else status, _STATUS_KEYS, "meta status")
         version = status["version"]
         if not isinstance(version, str) or len(version) > MAX_VERSION_CHARS \
                 or not version.isprintable():
             raise ExchangeError(f"meta status.version must be printable text of at most "
                                 f"{MAX_VERSION_CHARS} characters")
+        display = status.get("display")
+        if display is not None and not _display_ok(display):
+            raise ExchangeError(f"meta status.display must be printable text of 1 to "
+                                f"{MAX_DISPLAY_CHARS} characters")
         return cls(heads=heads, updates_after=_int(doc["updates_after"], "meta updates_after"),
                    roster_serial=_int(doc["roster_serial"], "meta roster_serial"),
-                   backlog=_int(status["backlog"], "meta status.backlog"), version=version)
+                   backlog=_int(status["backlog"], "meta status.backlog"), version=version,
+                   display=display)
 
     @classmethod
     def read(cls, doc: Any) -> BatchMeta:
@@ -161,15 +176,17 @@ class BatchMeta:
                     heads[origin] = {s: n for s, n in streams.items()
                                      if s in STREAMS and _is_int(n)}
         status = doc.get("status")
-        backlog = version = None
+        backlog = version = display = None
         if isinstance(status, dict):
             backlog = status.get("backlog")
             version = status.get("version")
+            display = status.get("display")
         return cls(heads=heads, updates_after=_read_int(doc.get("updates_after")),
                    roster_serial=_read_int(doc.get("roster_serial")),
                    backlog=backlog if _is_int(backlog) else None,
                    version=version if isinstance(version, str)
-                   and len(version) <= MAX_VERSION_CHARS else None)
+                   and len(version) <= MAX_VERSION_CHARS else None,
+                   display=display if _display_ok(display) else None)
 
 
 # -- central's acknowledgement ------------------------------------------------------------
@@ -349,6 +366,11 @@ def _fields(doc: Any, known: frozenset[str], what: str) -> None:
         if extra:
             raise ExchangeError(f"{what} has unknown field(s): {', '.join(sorted(extra))}")
         raise ExchangeError(f"{what} lacks field(s): {', '.join(sorted(missing))}")
+
+
+def _display_ok(value: Any) -> bool:
+    return isinstance(value, str) and 0 < len(value) <= MAX_DISPLAY_CHARS \
+        and value.isprintable() and value.strip() == value
 
 
 def _is_int(value: Any) -> bool:

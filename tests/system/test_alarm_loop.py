@@ -30,6 +30,7 @@ import pytest
 BART = str(Path(sys.executable).parent / "bart")
 PASSWORD = "een-lange-zin-voor-de-meldkamer"
 DESK_WITHIN_S = 5.0
+NAMES = ("Buurthuis De Kleine Wereld", "Wijkcentrum De Zandloper", "Buurtcentrum De Propeller")
 
 
 def _wait(predicate: Callable[[], Any], timeout: float, what: str, step: float = 0.05) -> Any:
@@ -174,9 +175,12 @@ def test_a_panic_alarm_reaches_the_police_desk_and_its_answer_the_light(demo: De
         assert alarm["desk"] == "police" and alarm["place"], alarm
         # The municipality's desk does not see police alarms.
         assert all(a["id"] != alarm["id"] for a in alarms_of(municipality))
-        # The desk page shows it first, with the answer buttons.
+        # The desk page shows it first, with the answer buttons and the centre's name.
         page = police.get("/staff/reports").text
         assert page.index(f'data-id="{alarm["id"]}"') < page.index('data-testid="reports"')
+        row = page[page.index(f'data-id="{alarm["id"]}"'):]
+        centre = re.search(r'data-testid="alarm-node">([^<]+)<', row)
+        assert centre and centre.group(1) in NAMES, row[:1500]
         assert light_of(node, button) == "stored"
 
         r = answer(police, alarm["id"], "on_my_way", "new")

@@ -442,3 +442,21 @@ def test_reply_round_trips(ack: Ack, events: list[dict[str, Any]],
     again = SyncReply.parse(data)
     assert again == reply and again.encode() == data
     assert Ack.verify(again.ack, CENTRAL.signing_public) == ack
+
+
+def test_meta_display_is_optional_and_checked() -> None:
+    """A node may name its community centre in ``status.display``; strict parsing checks
+    it, central's lenient reading drops a bad one."""
+    meta = BatchMeta({}, backlog=0, version="1.0", display="Buurthuis De Kleine Wereld")
+    assert BatchMeta.parse(meta.encode()).display == "Buurthuis De Kleine Wereld"
+    assert BatchMeta.parse(BatchMeta({}, backlog=0, version="1.0").encode()).display is None
+    for bad in ("", " padded", "x" * 81, "tab\there", 7):
+        doc = {"heads": {}, "updates_after": 0, "roster_serial": 0,
+               "status": {"backlog": 0, "version": "1.0", "display": bad}}
+        with pytest.raises(ExchangeError):
+            BatchMeta.from_doc(doc)
+        assert BatchMeta.read(doc).display is None
+    doc = {"heads": {}, "updates_after": 0, "roster_serial": 0,
+           "status": {"backlog": 0, "version": "1.0", "colour": "red"}}
+    with pytest.raises(ExchangeError, match="unknown field"):
+        BatchMeta.from_doc(doc)

@@ -10,6 +10,8 @@ from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+DOCS_PATH = "/api/docs"
+
 
 class LimitBody:
     """ASGI middleware: refuse bodies over ``limit`` bytes with 413, declared or not.
@@ -108,7 +110,12 @@ class SecurityHeaders:
             return
         nonce = self._pool.nonce()
         scope.setdefault("state", {})["csp_nonce"] = nonce
-        csp = (f"default-src 'none'; script-src 'nonce-{nonce}'; style-src 'nonce-{nonce}'; "
+        # The API docs page (Swagger UI from the package, node/portal/apidocs.py)
+        # may also load scripts and styles from this node itself; every other
+        # page: only what carries the nonce.
+        own = "'self' " if scope.get("path") == DOCS_PATH else ""
+        csp = (f"default-src 'none'; script-src {own}'nonce-{nonce}'; "
+               f"style-src {own}'nonce-{nonce}'; "
                "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
                "base-uri 'none'; frame-ancestors 'none'").encode()
 

@@ -121,9 +121,13 @@ def _select() -> sa.Select[Any]:
 
 def list_reports(engine: Engine, member: StaffMember, *, states: tuple[str, ...] = (),
                  route: str | None = None, limit: int = 100) -> list[Report]:
-    """Reports the member's role sees, newest first; optionally by state and route."""
+    """Reports the member's role sees, newest first; optionally by state and route.
+
+    Among open reports, emergencies that nobody took yet come first.
+    """
     r = db.reports
-    query = _select().order_by(r.c.ts.desc(), r.c.event_id.desc()).limit(limit)
+    first = sa.case((sa.and_(r.c.category == "emergency", r.c.state == "new"), 0), else_=1)
+    query = _select().order_by(first, r.c.ts.desc(), r.c.event_id.desc()).limit(limit)
     if member.role != "admin":
         query = query.where(r.c.route == member.role)
     elif route in ROUTES:

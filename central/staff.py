@@ -53,6 +53,7 @@ from .staff_web import (
     engine_of,
     not_admin,
     now_ms,
+    page_lang,
     read_form,
     redirect,
     render,
@@ -212,10 +213,13 @@ def _explain(request: Request, rule: str) -> str:
     if rule.startswith(handling.MANUAL_RULE + ":"):
         return tr(request, "report.rule_manual", name=rule.split(":", 1)[1])
     try:
-        description = _rules(request).by_name(rule).description
+        found = _rules(request).by_name(rule)
     except KeyError:
-        description = ""
-    return description
+        return ""
+    # The page's language; the other one when the rule has only that.
+    if page_lang(request) == "nl":
+        return found.description_nl or found.description
+    return found.description or found.description_nl
 
 
 async def _report_page(request: Request, member: StaffMember, report_id: str, *,

@@ -6,7 +6,7 @@
 * ``GET /staff/live`` — Server-Sent Events for logged-in members: ``event:
   desk`` with ``{"mark": n, "new": k}`` whenever the desk counter moves
   (central/alarms.py), ``k`` being the alarms of the member's desk nobody has
-  answered. The pages' script fetches the list again on a change and sounds
+  answered plus its emergency reports nobody has taken. The pages' script fetches the list again on a change and sounds
   the alarm cue while ``k > 0``; without JavaScript the lists have a reload
   link, and the forms work as before.
 * ``GET /staff/api/alarms`` — the member's desk's alarms as JSON.
@@ -53,11 +53,21 @@ MAX_LISTENERS: Final = 200
 
 
 def new_by_desk(engine: Engine) -> dict[str, int]:
-    """Unanswered alarms per desk (the ``(desk, state, ts)`` index)."""
+    """Unanswered alarms and untaken emergency reports per desk (both by their
+    ``(desk|route, state, ts)`` index: only the ``new`` rows are read)."""
     a = db.alarms.c
+    r = db.reports.c
+    out: dict[str, int] = {}
     with db.reading(engine) as conn:
-        return {str(desk): int(n) for desk, n in conn.execute(
-            sa.select(a.desk, sa.func.count()).where(a.state == "new").group_by(a.desk))}
+        for desk, n in conn.execute(
+                sa.select(a.desk, sa.func.count()).where(a.state == "new").group_by(a.desk)):
+            out[str(desk)] = out.get(str(desk), 0) + int(n)
+        for route, n in conn.execute(
+                sa.select(r.route, sa.func.count()).where(r.state == "new",
+                                                          r.category == "emergency")
+                .group_by(r.route)):
+            out[str(route)] = out.get(str(route), 0) + int(n)
+    return out
 
 
 class DeskWatch:
@@ -70,16 +80,33 @@ class DeskWatch:
         self.listeners = 0
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
+        self._reads = 0  # reads started
+        self._applied = 0  # the newest read whose result is shown
+
+    async def refresh(self) -> None:
+        """Read the counter (and on a change the unanswered alarms) now.
+
+        Also when a page connects: between two of the watch's reads it would
+        get the last mark's count — e.g. "1 unanswered" (and a cue) on the page
+        the member comes back to right after answering. Of two reads that
+        overlap, the one started later wins (the counter only grows).
+        """
+        self._reads += 1
+        ticket = self._reads
+        mark = await asyncio.to_thread(alarms.desk_mark, self.engine)
+        if mark == self.mark:
+            return
+        new = await asyncio.to_thread(new_by_desk, self.engine)
+        if ticket < self._applied:
+            return
+        self._applied, self.new, self.mark = ticket, new, mark
+        async with self._changed:
+            self._changed.notify_all()
 
     async def _run(self) -> None:
         while self.listeners > 0:
             try:
-                mark = await asyncio.to_thread(alarms.desk_mark, self.engine)
-                if mark != self.mark:
-                    self.new = await asyncio.to_thread(new_by_desk, self.engine)
-                    self.mark = mark
-                    async with self._changed:
-                        self._changed.notify_all()
+                await self.refresh()
             except Exception as exc:  # the database away: the pages keep their last state
                 log.warning("the desk's live stream cannot read the database: %s", exc)
                 await asyncio.sleep(5.0)
@@ -122,6 +149,8 @@ async def live(request: Request) -> Response:
         watch.listeners += 1
         try:
             yield b"retry: 2000\n\n"
+            with contextlib.suppress(Exception):  # else the watch's last state
+                await watch.refresh()
             seen = -1
             last = time.monotonic()
             while not await request.is_disconnected():

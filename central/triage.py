@@ -52,7 +52,8 @@ MAX_RULES: Final = 500
 MAX_KEYWORDS: Final = 1000
 
 _RULE_KEYS: Final = frozenset(
-    {"name", "description", "route", "categories", "audiences", "called_112", "keywords"})
+    {"name", "description", "description_nl", "route", "categories", "audiences", "called_112",
+     "keywords"})
 _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
 # Letters that have no decomposition but that residents type for a plain letter.
 _FOLD: Final = str.maketrans({"ı": "i", "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "æ": "ae",
@@ -113,6 +114,8 @@ class Rule:
     route: str
     description: str = ""
     categories: frozenset[str] = frozenset()
+    #: The description in Dutch (staff pages show the page's language).
+    description_nl: str = ""
     audiences: frozenset[str] = frozenset()
     called_112: bool | None = None
     keywords: tuple[str, ...] = ()
@@ -362,6 +365,9 @@ def _parse_rule(index: int, raw: Mapping[str, Any], problems: list[str]) -> Rule
     description = raw.get("description", "")
     if not isinstance(description, str) or len(description) > 500:
         bad("description must be text of at most 500 characters")
+    description_nl = raw.get("description_nl", "")
+    if not isinstance(description_nl, str) or len(description_nl) > 500:
+        bad("description_nl must be text of at most 500 characters")
     categories = _choices(raw, "categories", CATEGORIES, bad)
     audiences = _choices(raw, "audiences", AUDIENCES, bad)
     called_112 = raw.get("called_112")
@@ -381,8 +387,10 @@ def _parse_rule(index: int, raw: Mapping[str, Any], problems: list[str]) -> Rule
     if len(problems) > start:
         return None
     assert isinstance(name, str) and isinstance(route, str)
+    assert isinstance(description_nl, str)
     return Rule(name=name, route=route, description=description, categories=categories,
-                audiences=audiences, called_112=called_112, keywords=tuple(keywords))
+                audiences=audiences, called_112=called_112, keywords=tuple(keywords),
+                description_nl=description_nl)
 
 
 def _choices(raw: Mapping[str, Any], key: str, options: Sequence[str],

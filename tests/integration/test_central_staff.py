@@ -577,3 +577,48 @@ def test_migration_0002_goes_down_and_up_again(env: Env) -> None:
     db.upgrade(env.central.database_url)
     assert {"staff", "staff_sessions", "staff_audit", "report_notes"} <= set(
         sa.inspect(env.engine).get_table_names())
+
+
+def test_routing_is_explained_in_the_pages_language(env: Env) -> None:
+    report_id = add_report(env, category="suspicious", text="Iemand probeert fietsen")
+    with env.engine.begin() as conn:
+        conn.execute(db.reports.update().where(db.reports.c.event_id == report_id)
+                     .values(rule="suspicious"))
+    police = member(env, "Ria", "police")
+    dutch = police.get(f"/staff/reports/{report_id}?lang=nl").text
+    assert "Verdachte situaties gaan naar de politie (wijkagent)." in dutch
+    assert "Suspicious situations go" not in dutch
+    english = police.get(f"/staff/reports/{report_id}?lang=en").text
+    assert "Suspicious situations go to the police (wijkagent)." in english
+
+
+def test_untaken_emergencies_come_first_and_sound(env: Env) -> None:
+    older = add_report(env, category="emergency", text="Rook uit de kelder van nummer 3")
+    newer = add_report(env, category="suspicious", text="Iemand voelt aan autodeuren")
+    police = member(env, "Sam", "police")
+    page = police.get("/staff/reports").text
+    assert page.index("Rook uit de kelder") < page.index("voelt aan autodeuren")
+    assert 'class="st-new urgent"' in page
+    from central.staff_alarms import new_by_desk
+    assert new_by_desk(env.engine).get("police") == 1
+    assert post_state(police, older, "in_progress").status_code == 303
+    assert new_by_desk(env.engine).get("police", 0) == 0
+    page = police.get("/staff/reports").text
+    assert page.index("voelt aan autodeuren") < page.index("Rook uit de kelder")
+    assert report_row(env, newer).state == "new"
+
+
+def test_node_names_and_a_silent_nodes_last_known_backlog(env: Env) -> None:
+    add_node(env, "bs-quiet", last_seen_s_ago=3600)
+    with env.engine.begin() as conn:
+        conn.execute(db.nodes.update().where(db.nodes.c.name == "bs-quiet")
+                     .values(display="Buurthuis De Stille Hoek", backlog=12))
+    client = member(env, "Yara", "municipality")
+    page = client.get("/staff/reports").text
+    banner = page.split('data-testid="silent-alarm"')[1].split("</div>")[0]
+    assert "Buurthuis De Stille Hoek" in banner
+    nodes = client.get("/staff/nodes").text
+    row = nodes.split('data-testid="node-bs-quiet"')[1].split("</tr>")[0]
+    assert "Buurthuis De Stille Hoek" in row and "12 (laatst bekend," in row
+    assert client.get("/api/v1/nodes").json()["nodes"][0]["display"] == \
+        "Buurthuis De Stille Hoek"

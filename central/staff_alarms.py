@@ -6,9 +6,9 @@
 * ``GET /staff/live`` — Server-Sent Events for logged-in members: ``event:
   desk`` with ``{"mark": n, "new": k}`` whenever the desk counter moves
   (central/alarms.py), ``k`` being the alarms of the member's desk nobody has
-  answered plus its emergency reports nobody has taken. The pages' script fetches the list again on a change and sounds
-  the alarm cue while ``k > 0``; without JavaScript the lists have a reload
-  link, and the forms work as before.
+  answered plus its emergency reports nobody has taken. The pages' script
+  fetches the list again on a change and sounds the alarm cue while ``k > 0``;
+  without JavaScript the lists have a reload link, and the forms work as before.
 * ``GET /staff/api/alarms`` — the member's desk's alarms as JSON.
 
 One :class:`DeskWatch` per worker reads the counter (one row) every

@@ -8,6 +8,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -28,6 +29,11 @@ def state(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 def other_demo() -> Iterator[subprocess.Popen[bytes]]:
     """A live process whose command line is a demo's (`… demo`)."""
     proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)", "demo"])
+    deadline = time.monotonic() + 10
+    # Until it has exec'd: right after the fork its command line is still ours.
+    while b"demo" not in Path(f"/proc/{proc.pid}/cmdline").read_bytes().split(b"\0"):
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
     try:
         yield proc
     finally:

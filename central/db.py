@@ -134,6 +134,8 @@ report_updates = sa.Table(
     sa.Column("receipt", sa.String(7), nullable=False),
     sa.Column("state", sa.String(16), nullable=False),
     sa.Column("at", sa.BigInteger, nullable=False),
+    # A desk's short public answer to the resident (shown with the receipt code).
+    sa.Column("reply", sa.Text),
 )
 sa.Index("idx_report_updates_origin", report_updates.c.origin, report_updates.c.id)
 

@@ -28,7 +28,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from sync.text import clean_text
 
-from . import db
+from . import alarms, db
 from .staff_accounts import StaffError, StaffMember, audit
 from .staff_db import report_notes
 from .triage import ROUTES
@@ -251,3 +251,47 @@ def add_note(engine: Engine, member: StaffMember, report_id: str, text: str, now
             .returning(report_notes.c.id)).scalar_one()
         audit(conn, now, member.name, "note", report_id, cleaned[:120])
     return Note(int(note_id), member.name, member.role, now, cleaned)
+
+
+#: Characters of a desk's public reply to a resident (``sync.exchange.MAX_REPLY_CHARS``).
+MAX_REPLY = 280
+
+
+@dataclass(frozen=True)
+class Reply:
+    """A desk's public answer to the resident, as sent to the report's node."""
+
+    staff: str
+    at: int
+    text: str
+
+
+def replies(engine: Engine, report_id: str) -> list[Reply]:
+    """The public replies sent on a report, oldest first (who sent them is in the audit
+    log; the row keeps only what went to the node)."""
+    u = db.report_updates.c
+    with db.reading(engine) as conn:
+        return [Reply("", int(row.at), str(row.reply)) for row in conn.execute(
+            sa.select(u.at, u.reply).where(u.report_id == report_id, u.reply.isnot(None))
+            .order_by(u.id))]
+
+
+def reply_to_resident(engine: Engine, member: StaffMember, report_id: str, text: str,
+                      now: int) -> Reply:
+    """A short public answer to the resident: travels to the report's node with the
+    receipt updates and is shown to whoever holds the receipt code (no names)."""
+    if not isinstance(text, str) or len(text) > MAX_REPLY * 4:
+        raise NotAllowed(f"a reply has at most {MAX_REPLY} characters")
+    cleaned = clean_text(text, multiline=True)
+    if not cleaned:
+        raise NotAllowed("a reply must not be empty")
+    if len(cleaned) > MAX_REPLY:
+        raise NotAllowed(f"a reply has at most {MAX_REPLY} characters")
+    with engine.begin() as conn:
+        row = _current(conn, member, report_id)
+        conn.execute(db.report_updates.insert().values(
+            report_id=report_id, origin=row.origin, receipt=row.receipt, state=row.state,
+            at=now, reply=cleaned))
+        audit(conn, now, member.name, "reply", report_id, cleaned[:120])
+        alarms.bump(conn)
+    return Reply(member.name, now, cleaned)

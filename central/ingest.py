@@ -295,9 +295,9 @@ class Ingest:
                     (self.central.origin, have, MAX_REPLY_EVENTS), named=True)]
             updates = tuple(
                 ReceiptUpdate(id=int(i), report=report, receipt=receipt, state=state,
-                              at=int(at))
-                for i, report, receipt, state, at in db.query(
-                    conn, "SELECT id, report_id, receipt, state, at FROM report_updates "
+                              at=int(at), reply=reply or None)
+                for i, report, receipt, state, at, reply in db.query(
+                    conn, "SELECT id, report_id, receipt, state, at, reply FROM report_updates "
                     "WHERE origin = ? AND id > ? ORDER BY id LIMIT ?",
                     (node, meta.updates_after, MAX_REPLY_UPDATES)))
             # The roster only when the node's is older (it grows with every node).

@@ -223,7 +223,8 @@ def _explain(request: Request, rule: str) -> str:
 
 
 async def _report_page(request: Request, member: StaffMember, report_id: str, *,
-                       status: int = 200, error: str = "", note_text: str = "") -> Response:
+                       status: int = 200, error: str = "", note_text: str = "",
+                       reply_text: str = "") -> Response:
     try:
         report, notes = await asyncio.to_thread(handling.get_report, engine_of(request), member,
                                                 report_id)
@@ -231,7 +232,9 @@ async def _report_page(request: Request, member: StaffMember, report_id: str, *,
         return render(request, "error.html", member, status=404,
                       message=tr(request, "error.no_report"))
     points = report.body.get("place") or {}
+    sent = await asyncio.to_thread(handling.replies, engine_of(request), report_id)
     return render(request, "report.html", member, status=status, report=report, notes=notes,
+                  replies=sent, reply_max=handling.MAX_REPLY, reply_text=reply_text,
                   page=f"/staff/reports/{report.id}",
                   place=" – ".join(p for p in (points.get("point") or "",
                                                points.get("text") or "") if p),
@@ -284,6 +287,10 @@ async def _report_action(request: Request, report_id: str, action: str) -> Respo
             await asyncio.to_thread(handling.reroute, engine, member, report_id,
                                     values.get("route", ""), version, now_ms())
             return redirect("/staff/reports", "rerouted")
+        if action == "reply":
+            await asyncio.to_thread(handling.reply_to_resident, engine, member, report_id,
+                                    values.get("text", ""), now_ms())
+            return redirect(f"/staff/reports/{report_id}", "reply")
         await asyncio.to_thread(handling.add_note, engine, member, report_id,
                                 values.get("text", ""), now_ms())
         return redirect(f"/staff/reports/{report_id}", "note")
@@ -294,8 +301,10 @@ async def _report_action(request: Request, report_id: str, action: str) -> Respo
         return render(request, "error.html", member, status=404,
                       message=tr(request, "error.no_report"))
     except handling.NotAllowed as exc:
+        typed = values.get("text", "")[:handling.MAX_NOTE * 2]
         return await _report_page(request, member, report_id, status=422, error=str(exc),
-                                  note_text=values.get("text", "")[:handling.MAX_NOTE * 2])
+                                  note_text=typed if action != "reply" else "",
+                                  reply_text=typed if action == "reply" else "")
 
 
 @router.post("/staff/reports/{report_id}/state")
@@ -308,6 +317,12 @@ async def report_state(request: Request, report_id: str) -> Response:
 async def report_route(request: Request, report_id: str) -> Response:
     """Re-route to the other desk."""
     return await _report_action(request, report_id, "route")
+
+
+@router.post("/staff/reports/{report_id}/reply")
+async def report_reply(request: Request, report_id: str) -> Response:
+    """A short public answer to the resident (shown with the receipt code)."""
+    return await _report_action(request, report_id, "reply")
 
 
 @router.post("/staff/reports/{report_id}/notes")

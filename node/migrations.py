@@ -109,6 +109,12 @@ def _m007_mesh(db: sqlite_utils.Database) -> None:
         pk=("node", "batch_seq"), not_null={"wire", "received_at"}))
 
 
+def _m008_receipt_reply(db: sqlite_utils.Database) -> None:
+    # A desk's short public answer to the resident (central's receipt updates).
+    db.execute("ALTER TABLE receipts ADD COLUMN reply TEXT")
+    db.execute("ALTER TABLE receipts ADD COLUMN replied_at INTEGER")
+
+
 MIGRATIONS: list[Migration] = [
     ("001_events", _m001_events),
     ("002_receipts", _m002_receipts),
@@ -117,6 +123,7 @@ MIGRATIONS: list[Migration] = [
     ("005_uplink", _m005_uplink),
     ("006_armed_alarms", _m006_armed_alarms),
     ("007_mesh", _m007_mesh),
+    ("008_receipt_reply", _m008_receipt_reply),
 ]
 
 

@@ -178,6 +178,13 @@ class StoreQueries(ABC):
                 (alarm.id,)).fetchone()
         return alarm, (last[0] if last else "new")
 
+    def receipt_reply(self, code: str) -> tuple[str, int] | None:
+        """The desk's newest public answer on a receipt code: (text, ms), or None."""
+        row = self._reader().execute(
+            "SELECT reply, replied_at FROM receipts WHERE receipt = ? AND reply IS NOT NULL",
+            (code,)).fetchone()
+        return (str(row[0]), int(row[1] or 0)) if row is not None else None
+
     def receipt(self, code: str) -> tuple[str, Event] | None:
         """(state, report event) for a receipt code, or None."""
         with self._read() as conn:

@@ -388,6 +388,10 @@ class Uplink:
                     tx.conn.execute(
                         "UPDATE receipts SET state = ?, updated_at = ? WHERE event_id = ?",
                         (state, tx.now_ms, upd.report))
+                if upd.reply:  # the desk's public answer: the newest one is shown
+                    tx.conn.execute(
+                        "UPDATE receipts SET reply = ?, replied_at = ? WHERE event_id = ?",
+                        (upd.reply, upd.at, upd.report))
                 last = max(last, upd.id)
             _set(tx.conn, "updates_after", last)
             return [e for e in central_events if tx.insert(e)]

@@ -42,6 +42,7 @@ from .keys import KeyPair
 from .roster import ACK_DOMAIN, MAX_ROSTER_NODES, DocumentError, sign_document, verify_document
 from .sealed import MAX_EVENTS as MAX_BATCH_EVENTS
 from .sealed import MAX_META_BYTES
+from .text import clean_text
 
 ACK_VERSION: Final = 1
 #: Largest seq, serial or update id: what every JSON reader takes exactly.
@@ -67,6 +68,8 @@ _META_KEYS: Final = frozenset({"heads", "updates_after", "roster_serial", "statu
 _STATUS_KEYS: Final = frozenset({"backlog", "version"})
 #: Optional in ``status``: the community centre's name as residents know it.
 _STATUS_OPTIONAL: Final = frozenset({"display"})
+#: Characters of a desk's public reply to a resident (``ReceiptUpdate.reply``).
+MAX_REPLY_CHARS: Final = 280
 #: Characters of a node's display name in ``status``.
 MAX_DISPLAY_CHARS: Final = 80
 _ACK_KEYS: Final = frozenset({"v", "node", "batch_seq", "count", "new", "replay", "holds",
@@ -201,16 +204,28 @@ class ReceiptUpdate:
     receipt: str
     state: str
     at: int
+    #: A short public answer of the desk to the resident (shown with the receipt).
+    reply: str | None = None
 
     def to_doc(self) -> dict[str, Any]:
-        """JSON form, in central's order."""
-        return {"id": self.id, "report": self.report, "receipt": self.receipt,
-                "state": self.state, "at": self.at}
+        """JSON form, in central's order (``reply`` only when there is one)."""
+        doc: dict[str, Any] = {"id": self.id, "report": self.report, "receipt": self.receipt,
+                               "state": self.state, "at": self.at}
+        if self.reply:
+            doc["reply"] = self.reply
+        return doc
 
     @classmethod
     def from_doc(cls, doc: Any) -> ReceiptUpdate:
         """Strictly check one update."""
-        _fields(doc, _UPDATE_KEYS, "ack update")
+        _fields({k: v for k, v in doc.items() if k != "reply"} if isinstance(doc, dict)
+                else doc, _UPDATE_KEYS, "ack update")
+        reply = doc.get("reply")
+        if reply is not None and (not isinstance(reply, str) or not reply.strip()
+                                  or len(reply) > MAX_REPLY_CHARS
+                                  or clean_text(reply) != reply):
+            raise ExchangeError(f"ack update reply must be clean text of 1 to "
+                                f"{MAX_REPLY_CHARS} characters")
         report, receipt, state = doc["report"], doc["receipt"], doc["state"]
         if not isinstance(report, str) or not UUID7.fullmatch(report):
             raise ExchangeError("ack update report must be an event id")
@@ -219,7 +234,7 @@ class ReceiptUpdate:
         if not isinstance(state, str) or not STATE.fullmatch(state):
             raise ExchangeError("ack update state must be a state name")
         return cls(id=_int(doc["id"], "ack update id", 1), report=report, receipt=receipt,
-                   state=state, at=_int(doc["at"], "ack update at"))
+                   state=state, at=_int(doc["at"], "ack update at"), reply=reply)
 
 
 @dataclass(frozen=True)

@@ -102,7 +102,9 @@ async def get_report(receipt: str, request: Request) -> dict[str, Any]:
     if found is None:
         raise HTTPException(404, "no report with this receipt code")
     state, event = found
-    return deps.report_status(state, event, deps.settings(request))
+    return deps.report_status(state, event, deps.settings(request),
+                              reply=deps.runtime(request).require_store().receipt_reply(
+                                  normalise_receipt(receipt)))
 
 
 @router.get("/api/v1/alerts", tags=["alerts"])

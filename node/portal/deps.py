@@ -104,11 +104,17 @@ def alert_phase_of(request: Request, alert: Event) -> Phase:
 
 
 def report_status(state: str, event: Event, s: NodeSettings,
-                  lang: str = "nl") -> dict[str, Any]:
-    """What the receipt lookup shows: never text or contact data."""
+                  lang: str = "nl", reply: tuple[str, int] | None = None) -> dict[str, Any]:
+    """What the receipt lookup shows: never text or contact data; the desk's public
+    answer (``reply``: text, ms) when there is one."""
     t, d = local_time(event.ts, s.timezone, lang)
-    return {"receipt": event.body["receipt"], "state": state,
-            "category": event.body["category"], "ts": event.ts, "time": t, "date": d}
+    out: dict[str, Any] = {"receipt": event.body["receipt"], "state": state,
+                           "category": event.body["category"], "ts": event.ts, "time": t,
+                           "date": d, "reply": None}
+    if reply is not None:
+        rt, rd = local_time(reply[1], s.timezone, lang)
+        out["reply"] = {"text": reply[0], "at": reply[1], "time": rt, "date": rd}
+    return out
 
 
 def translate(request: Request, lang: str, key: str, default: str | None = None) -> str:

@@ -210,5 +210,7 @@ async def status_page(request: Request, receipt: str | None = None) -> Response:
     state, event = found
     return render(request, "status.html", receipt=code,
                   report=deps.report_status(state, event, deps.settings(request),
-                                            page_lang(request)),
+                                            page_lang(request),
+                                            deps.runtime(request).require_store()
+                                            .receipt_reply(code)),
                   not_found=False)

@@ -261,3 +261,17 @@ def test_a_teams_escalation_reaches_the_desk_and_its_answer_the_resident(demo: D
                    .json()["state"])
 
     _wait(lambda: state() == "in_progress", 10, "'in progress' for the resident")
+
+    # A short public answer: on the resident's status page (with the receipt code).
+    page = municipality.get(f"/staff/reports/{report['id']}").text
+    r = municipality.post(f"/staff/reports/{report['id']}/reply", data={
+        "csrf": csrf_of(page), "text": "Dank u. Het wijkteam gaat vandaag langs."})
+    assert r.status_code == 303, r.text[:500]
+
+    def shown() -> bool:
+        html = httpx.get(f"{node}/status", params={"receipt": report["receipt"]}, timeout=5).text
+        return 'data-testid="status-reply"' in html and "Het wijkteam gaat vandaag langs." in html
+
+    _wait(shown, 40, "the desk's answer on the resident's status page")
+    api = httpx.get(f"{node}/api/v1/reports/{report['receipt']}", timeout=5).json()
+    assert api["reply"]["text"] == "Dank u. Het wijkteam gaat vandaag langs.", api

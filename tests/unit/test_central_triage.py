@@ -276,7 +276,8 @@ def test_load_rules_from_a_file(tmp_path: Path) -> None:
     path = tmp_path / "rules.toml"
     edited = default_rules_text().replace(
         'name = "social"\ndescription = "Social problems go to the municipality\'s '
-        'neighbourhood team (wijkteam)."\ncategories = ["social"]\nroute = "municipality"',
+        'neighbourhood team (wijkteam)."\ndescription_nl = "Zorgen om iemand gaan naar het '
+        'wijkteam van de gemeente."\ncategories = ["social"]\nroute = "municipality"',
         'name = "social"\ndescription = "Pilot: social reports to the wijkagent."\n'
         'categories = ["social"]\nroute = "police"')
     assert edited != default_rules_text()

@@ -460,3 +460,15 @@ def test_meta_display_is_optional_and_checked() -> None:
            "status": {"backlog": 0, "version": "1.0", "colour": "red"}}
     with pytest.raises(ExchangeError, match="unknown field"):
         BatchMeta.from_doc(doc)
+
+
+def test_receipt_update_may_carry_a_clean_short_reply() -> None:
+    base = {"id": 3, "report": "0190a1b2-c3d4-7e5f-8a6b-7c8d9e0f1a2b", "receipt": "K7F-3QX",
+            "state": "in_progress", "at": 1_700_000_000_000}
+    assert ex.ReceiptUpdate.from_doc(base).reply is None
+    ok = ex.ReceiptUpdate.from_doc({**base, "reply": "Dank u. De wijkagent komt langs."})
+    assert ok.reply == "Dank u. De wijkagent komt langs." and ok.to_doc()["reply"] == ok.reply
+    assert "reply" not in ex.ReceiptUpdate.from_doc(base).to_doc()
+    for bad in ("", "   ", "x" * 281, "bidi\u202eoverride", 5):
+        with pytest.raises(ExchangeError, match="reply"):
+            ex.ReceiptUpdate.from_doc({**base, "reply": bad})

@@ -149,21 +149,41 @@ def _place(body: Mapping[str, Any]) -> str:
     return next((p for p in parts if p), "")[:MAX_PLACE]
 
 
-def _upsert(conn: Connection, values: dict[str, Any], update: dict[str, Any]) -> None:
+def _upsert(conn: Connection, values: dict[str, Any], update: dict[str, Any],
+            changes: Any) -> int:
+    """Insert ``values``, or update the stored row with ``update`` where ``changes``
+    holds (nothing else: projecting again changes nothing); rows changed (0 or 1)."""
     dialect = conn.dialect.name
     ins: Any = (sa.dialects.postgresql.insert(db.alarms) if dialect == "postgresql"
                 else sa.dialects.sqlite.insert(db.alarms)).values(**values)
-    conn.execute(ins.on_conflict_do_update(index_elements=[db.alarms.c.id],
-                                           set_={k: v(ins.excluded) if callable(v) else v
-                                                 for k, v in update.items()}))
+    return _changed(conn, ins.on_conflict_do_update(
+        index_elements=[db.alarms.c.id],
+        set_={k: v(ins.excluded) if callable(v) else v for k, v in update.items()},
+        where=changes))
+
+
+def _changed(conn: Connection, statement: Any) -> int:
+    """Rows an insert or update changed (RETURNING: psycopg's rowcount of an
+    upsert is -1)."""
+    return len(conn.execute(statement.returning(db.alarms.c.id)).all())
+
+
+#: How far a team answer goes: ``team_state`` never moves back (as the button's
+#: light, node/store_queries.py open_alarm), whatever order batches come in.
+_TEAM_RANK: Final[Mapping[str, int]] = {"new": 0, "seen": 1, "on_my_way": 2, "escalated": 2,
+                                        "resolved": 3, "hidden": 3}
+
+
+def _team_rank(column: Any) -> Any:
+    return sa.case(*((column == k, v) for k, v in _TEAM_RANK.items()), else_=0)
 
 
 def project(conn: Connection, rows: Iterable[Any], central_origin: str, at: int) -> int:
     """Alarm rows from stored events (``id, origin, ts, kind, body`` rows) of one batch.
 
-    Idempotent: a batch projected twice gives the same rows (an escalation
-    keeps its first time, a team state its newest). Returns how many events
-    changed a row.
+    Idempotent: a batch projected twice gives the same rows and changes
+    nothing (an escalation keeps its first time, the team state its furthest
+    answer). Returns how many events changed a row.
     """
     a = db.alarms.c
     changed = 0
@@ -173,43 +193,65 @@ def project(conn: Connection, rows: Iterable[Any], central_origin: str, at: int)
         body = orjson.loads(row.body) if isinstance(row.body, str | bytes) else row.body
         if row.kind == "alert":
             if not body.get("button"):
-                continue  # warnings for residents; the desk sees them as alerts elsewhere
+                # Warnings for residents; the desk sees them as alerts elsewhere. One
+                # a team escalated before it reached central: now its place is known.
+                place, what = _place(body), str(body.get("category") or "alert")[:32]
+                changed += _changed(conn, db.alarms.update().where(
+                    a.id == row.id, a.kind == "escalation",
+                    sa.or_(a.subject != "alert", a.place != place, a.what != what))
+                    .values(subject="alert", place=place, what=what, updated_at=at,
+                            version=a.version + 1))
+                continue
             values = {"id": row.id, "origin": row.origin, "kind": "panic", "subject": "alert",
                       "desk": "police", "place": _place(body), "what": "button", "note": "",
                       "ts": int(row.ts), "received_at": at, "state": "new",
                       "team_state": "new", "updated_at": at, "version": 1}
-            _upsert(conn, values, {"kind": "panic", "subject": "alert",
-                                   "place": lambda x: x.place, "what": "button",
-                                   "ts": lambda x: x.ts, "origin": lambda x: x.origin,
-                                   "updated_at": at, "version": a.version + 1})
-            changed += 1
+            changed += _upsert(
+                conn, values, {"kind": "panic", "subject": "alert",
+                               "place": lambda x: x.place, "what": "button",
+                               "ts": lambda x: x.ts, "origin": lambda x: x.origin,
+                               "updated_at": at, "version": a.version + 1},
+                sa.or_(a.kind != "panic", a.subject != "alert", a.place != values["place"],
+                       a.what != "button", a.ts != values["ts"], a.origin != values["origin"]))
             continue
         action, ref = body.get("action"), body.get("ref")
         if action == "escalated" and body.get("to") in ROUTES:
             subject = conn.execute(sa.select(db.events.c.kind, db.events.c.body)
                                    .where(db.events.c.id == ref)).first()
             sbody = orjson.loads(subject.body) if subject is not None else {}
-            skind = subject.kind if subject is not None else "report"
+            if subject is not None:
+                skind = subject.kind
+            else:
+                # Not at central yet (a neighbour's alert the mesh brought): an ack
+                # travels on its subject's stream, and only alerts are public.
+                stream = conn.execute(sa.select(db.events.c.stream)
+                                      .where(db.events.c.id == row.id)).scalar()
+                skind = "alert" if stream == "public" else "report"
             panic = skind == "alert" and bool(sbody.get("button"))
             what = "button" if panic else str(sbody.get("category") or skind)[:32]
+            note = str(body.get("note") or "")
             values = {"id": ref, "origin": row.origin, "kind": "panic" if panic else "escalation",
                       "subject": "alert" if skind == "alert" else "report",
                       "desk": body["to"], "place": _place(sbody), "what": what,
-                      "note": str(body.get("note") or ""), "ts": int(row.ts),
+                      "note": note, "ts": int(row.ts),
                       "received_at": at, "escalated_at": int(row.ts), "state": "new",
                       "team_state": "escalated", "updated_at": at, "version": 1}
-            _upsert(conn, values, {
+            update: dict[str, Any] = {
                 "escalated_at": sa.func.coalesce(a.escalated_at, int(row.ts)),
                 "desk": body["to"],
-                "note": sa.case((sa.literal(values["note"]) != "", values["note"]),
-                                else_=a.note),
-                "updated_at": at, "version": a.version + 1})
-            changed += 1
+                "note": sa.case((sa.literal(note) != "", note), else_=a.note),
+                "updated_at": at, "version": a.version + 1}
+            if values["subject"] == "alert":
+                update["subject"] = "alert"
+            changed += _upsert(conn, values, update, sa.or_(
+                a.escalated_at.is_(None), a.desk != body["to"],
+                sa.and_(sa.literal(note) != "", a.note != note),
+                sa.and_(sa.literal(values["subject"]) == "alert", a.subject != "alert")))
         elif action in TEAM_STATES:
-            done = conn.execute(db.alarms.update().where(a.id == ref)
-                                .values(team_state=action, updated_at=at,
-                                        version=a.version + 1))
-            changed += done.rowcount
+            changed += _changed(conn, db.alarms.update().where(
+                a.id == ref, a.team_state != action,
+                _team_rank(a.team_state) <= _TEAM_RANK[action])
+                .values(team_state=action, updated_at=at, version=a.version + 1))
     if changed:
         bump(conn)
     return changed

@@ -146,6 +146,9 @@ def prepare_central(data_dir: Path, hood: dict[str, Any], port: int) -> DemoCent
 
 def start_central(demo: DemoCentral) -> subprocess.Popen[bytes]:
     """``bart central run`` as a process of its own (stdout quiet; warnings on stderr)."""
+    areas = demo.central.data_dir / "areas.toml"  # names and outlines in CAP (central/areas.py)
+    if not areas.exists():
+        areas.write_bytes(files("bart").joinpath("demo_data/demo-areas.toml").read_bytes())
     return subprocess.Popen(
         [*bart_command(), "central", "run", "--data-dir", str(demo.central.data_dir)],
         stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, env=child_env(),

@@ -105,6 +105,38 @@ class CapError(CentralError, ValueError):
     """A public alert cannot be expressed as a valid CAP 1.2 message."""
 
 
+@dataclass(frozen=True, slots=True)
+class CapArea:
+    """One CAP ``<area>``: a description, optional outlines and geocodes.
+
+    ``polygons`` are closed rings of WGS 84 (latitude, longitude) pairs, first
+    point == last, at least four points (CAP 1.2 §3.2.4); ``geocodes`` are
+    (valueName, value) pairs. Invalid values raise :class:`CapError`.
+    """
+
+    desc: str
+    polygons: Sequence[Sequence[tuple[float, float]]] = ()
+    geocodes: Sequence[tuple[str, str]] = ()
+
+    def __post_init__(self) -> None:
+        polygons = tuple(tuple((float(lat), float(lon)) for lat, lon in ring)
+                         for ring in self.polygons)
+        object.__setattr__(self, "polygons", polygons)
+        object.__setattr__(self, "geocodes", tuple((str(n), str(v)) for n, v in self.geocodes))
+        if not _clean(self.desc, multiline=False):
+            raise CapError("an area must have a description")
+        for ring in polygons:
+            polygon_value(ring)
+        for name, value in self.geocodes:
+            if not _clean(name, multiline=False) or not _clean(value, multiline=False):
+                raise CapError("a geocode needs a valueName and a value")
+
+    @classmethod
+    def bare(cls, code: str) -> CapArea:
+        """An area known only by its text: an area code also becomes a geocode."""
+        return cls(code, geocodes=((AREA_GEOCODE, code),) if AREA.fullmatch(code) else ())
+
+
 class Reference(NamedTuple):
     """An earlier message of the same sender that an Update or Cancel refers to."""
 
@@ -150,7 +182,8 @@ class PublicAlert:
     severity: str
     texts: Sequence[AlertText]
     expires: datetime
-    areas: Sequence[str] = ()
+    #: Area codes or names (see :meth:`CapArea.bare`) or full :class:`CapArea` values.
+    areas: Sequence[str | CapArea] = ()
     category: str = "other"
     references: Sequence[tuple[str, datetime]] = ()
     status: str = "Actual"
@@ -162,11 +195,14 @@ class PublicAlert:
     #: A page about the alert (``<web>``), absolute URL.
     web: str = ""
     _refs: tuple[Reference, ...] = field(default=(), init=False, repr=False, compare=False)
+    _areas: tuple[CapArea, ...] = field(default=(), init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         # Freeze the sequences so that a PublicAlert is a value, whatever was passed.
         object.__setattr__(self, "texts", tuple(self.texts))
         object.__setattr__(self, "areas", tuple(self.areas))
+        object.__setattr__(self, "_areas", tuple(
+            a if isinstance(a, CapArea) else CapArea.bare(a) for a in self.areas))
         refs = tuple(Reference(str(i), s) for i, s in self.references)
         object.__setattr__(self, "references", refs)
         object.__setattr__(self, "_refs", refs)
@@ -206,7 +242,7 @@ class PublicAlert:
             if not _clean(text.headline, multiline=False):
                 raise CapError(f"the {text.language} headline is empty")
         for area in self.areas:
-            if not _clean(area, multiline=False):
+            if isinstance(area, str) and not _clean(area, multiline=False):
                 raise CapError("an area must have a name or code")
         if self.web and not re.fullmatch(r"https?://[^\s<>\"]+", self.web):
             raise CapError("web must be an absolute http(s) URL")
@@ -233,6 +269,28 @@ def cap_datetime(value: datetime) -> str:
         raise CapError("date-times must be timezone-aware")
     utc = value.astimezone(UTC).replace(microsecond=0, tzinfo=None)
     return utc.isoformat(timespec="seconds") + UTC_SUFFIX
+
+
+def polygon_value(ring: Sequence[tuple[float, float]]) -> str:
+    """CAP 1.2 ``<polygon>`` text: ``lat,lon`` pairs separated by spaces, closed.
+
+    >>> polygon_value([(52.06, 4.292), (52.062, 4.283), (52.057, 4.275), (52.06, 4.292)])
+    '52.06,4.292 52.062,4.283 52.057,4.275 52.06,4.292'
+    """
+    points = list(ring)
+    if len(points) < 4:
+        raise CapError("a polygon needs at least four points (three corners, then the first again)")
+    if points[0] != points[-1]:
+        raise CapError("a polygon must end with its first point")
+    for lat, lon in points:
+        if not (-90 <= lat <= 90 and -180 <= lon <= 180):
+            raise CapError(f"{lat},{lon} is not a WGS 84 latitude,longitude")
+    return " ".join(f"{_coord(lat)},{_coord(lon)}" for lat, lon in points)
+
+
+def _coord(value: float) -> str:
+    text = f"{value:.6f}".rstrip("0").rstrip(".")
+    return "0" if text in ("-0", "") else text
 
 
 def references_value(alert: PublicAlert) -> str:
@@ -306,13 +364,16 @@ def _alert_element(alert: PublicAlert) -> ET.Element:
             _sub(info, f"{c}instruction", instruction)
         if alert.web:
             _sub(info, f"{c}web", alert.web)
-        for area in alert.areas:
+        for area in alert._areas:
+            # CAP 1.2 order: areaDesc, polygon*, circle*, geocode*, altitude, ceiling.
             area_element = ET.SubElement(info, f"{c}area")
-            _sub(area_element, f"{c}areaDesc", _clean(area, multiline=False))
-            if AREA.fullmatch(area):
+            _sub(area_element, f"{c}areaDesc", _clean(area.desc, multiline=False))
+            for ring in area.polygons:
+                _sub(area_element, f"{c}polygon", polygon_value(ring))
+            for name, value in area.geocodes:
                 geocode = ET.SubElement(area_element, f"{c}geocode")
-                _sub(geocode, f"{c}valueName", AREA_GEOCODE)
-                _sub(geocode, f"{c}value", area)
+                _sub(geocode, f"{c}valueName", _clean(name, multiline=False))
+                _sub(geocode, f"{c}value", _clean(value, multiline=False))
     return root
 
 
@@ -395,9 +456,9 @@ def feed_xml(
         _sub(entry, f"{c}severity", severity)
         _sub(entry, f"{c}certainty", certainty)
         _sub(entry, f"{c}expires", cap_datetime(alert.expires))
-        if alert.areas:
+        if alert._areas:
             _sub(entry, f"{c}areaDesc",
-                 "; ".join(_clean(area, multiline=False) for area in alert.areas))
+                 "; ".join(_clean(area.desc, multiline=False) for area in alert._areas))
     data: bytes = ET.tostring(feed, encoding="utf-8", xml_declaration=True)
     return data
 
@@ -410,6 +471,7 @@ def _atom_datetime(value: datetime) -> str:
 
 
 __all__ = [
+    "AREA_GEOCODE",
     "CAP_CATEGORIES",
     "CAP_MEDIA_TYPE",
     "CAP_NS",
@@ -421,6 +483,7 @@ __all__ = [
     "MSG_TYPES",
     "STATUSES",
     "AlertText",
+    "CapArea",
     "CapError",
     "PublicAlert",
     "Reference",
@@ -428,4 +491,5 @@ __all__ = [
     "alert_xml",
     "cap_datetime",
     "feed_xml",
+    "polygon_value",
 ]

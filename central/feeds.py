@@ -5,7 +5,11 @@
   until the time the message it withdraws would have expired);
 * ``GET /api/v1/cap/alerts/{id}.xml`` — one CAP 1.2 ``<alert>``, for every
   message central ever broadcast (also replaced and expired ones: readers
-  follow ``<references>``).
+  follow ``<references>``), signed with an enveloped XML-DSig signature
+  (``central/capsign.py``);
+* ``GET /api/v1/cap/cert.pem`` — the certificate that verifies those
+  signatures. The Atom index itself is not signed: it only points to the
+  signed documents.
 
 Mapping of a broadcast (see :mod:`central.broadcasts`) to CAP: ``alert`` →
 ``Alert``; ``update`` → ``Update``; ``cancel`` → ``Cancel``. An Update or
@@ -13,7 +17,10 @@ Cancel references every earlier message of its chain. A broadcast's
 ``expires`` is CAP's ``<expires>``; a Cancel (whose own ``expires`` is the
 moment it was made) gets the expiry of the message it withdraws, at least
 one hour after it was sent, so that readers can learn of it. ``<sender>`` is
-``<central origin>@<host of public_url>``.
+``<central origin>@<host of public_url>``. Each area code becomes an
+``<area>`` with the name, outline and geocodes of central's ``areas.toml``
+(``central/areas.py``), plus the geocode ``bart:area`` = the code; a code
+that file does not know keeps the code as its ``areaDesc``.
 """
 
 from __future__ import annotations
@@ -29,19 +36,23 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
 from . import broadcasts
+from .areas import Area
 from .broadcasts import Broadcast
 from .cap import (
+    AREA_GEOCODE,
     ATOM_MEDIA_TYPE,
     CAP_MEDIA_TYPE,
     EVENTS,
     LANG_NL,
     AlertText,
+    CapArea,
     CapError,
     PublicAlert,
     active_alerts,
     alert_xml,
     feed_xml,
 )
+from .capsign import CapSigner, CapSignError
 from .identity import Central
 
 log = logging.getLogger("bart.central.feeds")
@@ -52,6 +63,7 @@ CANCEL_LISTED_MS: Final = 3600 * 1000
 #: Broadcasts always carry an expiry; this is only for one that somehow has none.
 DEFAULT_EXPIRY_MS: Final = 24 * 3600 * 1000
 FEED_CACHE: Final = "public, max-age=30"
+PEM_MEDIA_TYPE: Final = "application/x-pem-file"
 
 router = APIRouter(tags=["cap"])
 
@@ -64,6 +76,15 @@ def sender_of(central: Central) -> str:
     """CAP ``<sender>``: central's origin at the host of its public URL."""
     host = urlsplit(central.settings.public_url).hostname or "localhost"
     return f"{central.origin}@{host}"
+
+
+def cap_area(code: str, known: dict[str, Area]) -> CapArea:
+    """The CAP ``<area>`` of one area code: named and outlined if central knows it."""
+    area = known.get(code)
+    if area is None:
+        return CapArea.bare(code)
+    return CapArea(area.name, polygons=(area.polygon,) if area.polygon else (),
+                   geocodes=((AREA_GEOCODE, code), *area.geocodes))
 
 
 def to_cap(central: Central, message: Broadcast, earlier: list[Broadcast]) -> PublicAlert:
@@ -82,7 +103,8 @@ def to_cap(central: Central, message: Broadcast, earlier: list[Broadcast]) -> Pu
         id=message.id, sent=_dt(message.ts), msg_type=MSG_TYPES[kind],
         severity=str(body.get("severity", "moderate")),
         texts=(AlertText(LANG_NL, headline=str(headline), description=str(body.get("text", ""))),),
-        expires=_dt(expires), areas=tuple(body.get("areas") or ()), category=str(category),
+        expires=_dt(expires), category=str(category),
+        areas=tuple(cap_area(str(code), central.areas) for code in body.get("areas") or ()),
         references=tuple((e.id, _dt(e.ts)) for e in reversed(earlier)) if kind != "alert"
         else (),
         sender=sender_of(central), sender_name=f"Bart {central.origin}")
@@ -144,14 +166,25 @@ def cap_alert(request: Request, alert_id: str) -> Response:
     if message is None:
         return JSONResponse({"error": "not_found", "detail": "no such alert"}, status_code=404)
     earlier = broadcasts.chain(engine, central, message)
+    signer: CapSigner = request.app.state.cap_signer
     try:
-        xml = alert_xml(to_cap(central, message, earlier))
-    except CapError as exc:
+        xml = signer.sign(alert_xml(to_cap(central, message, earlier)))
+    except (CapError, CapSignError) as exc:
         log.warning("broadcast %s cannot be rendered as CAP: %s", message.id, exc)
         return JSONResponse({"error": "not_cap", "detail": str(exc)}, status_code=500)
     return Response(xml, media_type=CAP_MEDIA_TYPE, headers={"Cache-Control": FEED_CACHE})
 
 
+@router.get("/api/v1/cap/cert.pem", summary="Certificate that verifies the CAP signatures",
+            response_class=Response, responses={200: {"content": {PEM_MEDIA_TYPE: {}}}})
+def cap_cert(request: Request) -> Response:
+    """Central's self-signed CAP signing certificate (PEM), for ``xmlsec1 --trusted-pem``."""
+    signer: CapSigner = request.app.state.cap_signer
+    return Response(signer.cert_pem, media_type=PEM_MEDIA_TYPE,
+                    headers={"Cache-Control": "public, max-age=3600"})
+
+
 def install(app: FastAPI, central: Central, engine: Engine) -> None:
-    """Add the CAP routes to ``app``."""
+    """Add the CAP routes to ``app``, with the signer of central's CAP key."""
+    app.state.cap_signer = CapSigner(central.cap_key, central.cap_cert)
     app.include_router(router)

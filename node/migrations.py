@@ -115,6 +115,12 @@ def _m008_receipt_reply(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE receipts ADD COLUMN replied_at INTEGER")
 
 
+def _m009_central_state(db: sqlite_utils.Database) -> None:
+    # The report's handling state at central (its desk's answer), apart from the
+    # receipt's state, which the team's own answers move too: the team page shows both.
+    db.execute("ALTER TABLE receipts ADD COLUMN central_state TEXT")
+
+
 MIGRATIONS: list[Migration] = [
     ("001_events", _m001_events),
     ("002_receipts", _m002_receipts),
@@ -124,6 +130,7 @@ MIGRATIONS: list[Migration] = [
     ("006_armed_alarms", _m006_armed_alarms),
     ("007_mesh", _m007_mesh),
     ("008_receipt_reply", _m008_receipt_reply),
+    ("009_central_state", _m009_central_state),
 ]
 
 

@@ -117,6 +117,13 @@ class StoreQueries(ABC):
                         desk[ref] = (action, by)  # the desk only moves forward
                     else:
                         last[ref] = (action, by)
+            central: dict[str, str] = {}
+            reports = [e.id for e in events if e.kind == "report"]
+            if reports:
+                marks = ",".join("?" * len(reports))
+                central = {str(i): str(s) for i, s in conn.execute(
+                    f"SELECT event_id, central_state FROM receipts WHERE event_id IN ({marks}) "
+                    "AND central_state IN ('in_progress', 'handled')", reports)}
         items = []
         for e in events:
             b = e.body
@@ -127,6 +134,8 @@ class StoreQueries(ABC):
                 continue
             action, by = last.get(e.id, ("new", ""))
             desk_action, desk_by = desk.get(e.id, ("", ""))
+            if e.id in central:  # a report: its state at central is the desk's answer
+                desk_action, desk_by = central[e.id], "central"
             items.append({
                 "id": e.id, "kind": e.kind, "origin": e.origin, "ts": e.ts,
                 "source": b.get("source", "resident"), "category": b["category"],

@@ -386,8 +386,8 @@ class Uplink:
                 state = RECEIPT_STATES.get(upd.state)  # a state this node does not know: skip
                 if state is not None:
                     tx.conn.execute(
-                        "UPDATE receipts SET state = ?, updated_at = ? WHERE event_id = ?",
-                        (state, tx.now_ms, upd.report))
+                        "UPDATE receipts SET state = ?, central_state = ?, updated_at = ? "
+                        "WHERE event_id = ?", (state, upd.state, tx.now_ms, upd.report))
                 if upd.reply:  # the desk's public answer: the newest one is shown
                     tx.conn.execute(
                         "UPDATE receipts SET reply = ?, replied_at = ? WHERE event_id = ?",

@@ -35,8 +35,10 @@ STATES: Final = ("new", "seen", "on_my_way", "resolved", "escalated", "hidden")
 CLOSED: Final = frozenset({"resolved", "hidden"})
 ACK_ACTIONS: Final = ("seen", "on_my_way", "resolved", "escalated")
 ESCALATE_TO: Final = ("police", "municipality")
-#: The answers of central's desks (central/alarms.py).
-DESK_ANSWERS: Final = ("seen", "on_my_way", "resolved")
+#: The answers of central's desks (central/alarms.py), and a report's state there.
+DESK_ANSWERS: Final = ("seen", "on_my_way", "resolved", "in_progress", "handled")
+#: Who answered: a desk, or "central" for a report's state there (its desk unnamed).
+DESK_NAMES: Final = (*("police", "municipality"), "central")
 #: What the team may still do in each state (the order of the buttons).
 NEXT_ACTIONS: Final[Mapping[str, tuple[str, ...]]] = {
     "new": ("seen", "on_my_way", "resolved", "escalated"),
@@ -110,8 +112,8 @@ def row_view(item: Mapping[str, Any], settings: NodeSettings, lang: str, *,
         and item.get("source") != "central" else "",
         # The desk's answer (police/municipality at central), beside the team's state.
         "desk": str(item.get("desk") or "") if item.get("desk") in DESK_ANSWERS
-        and item.get("desk_by") in ESCALATE_TO else "",
-        "desk_by": str(item.get("desk_by") or "") if item.get("desk_by") in ESCALATE_TO else "",
+        and item.get("desk_by") in DESK_NAMES else "",
+        "desk_by": str(item.get("desk_by") or "") if item.get("desk_by") in DESK_NAMES else "",
         "actions": actions_for(item),
         # The public warning residents see of this row, if any, and whether it is hidden.
         "warning_id": str(shown["id"]) if shown is not None else "",

@@ -160,6 +160,7 @@ def test_a_panic_alarm_reaches_the_police_desk_and_its_answer_the_light(demo: De
     police = staff_client(central.group(1), text, "police")
     municipality = staff_client(central.group(1), text, "municipality")
 
+    team: httpx.Client | None = None
     for button in ("klimboom-hek", "kompasplein-gevel"):  # a wired one, a point device's
         node = demo.node_of(button)
         pressed = time.time()
@@ -187,6 +188,10 @@ def test_a_panic_alarm_reaches_the_police_desk_and_its_answer_the_light(demo: De
         assert r.status_code == 303, r.text[:500]
         _wait(lambda: light_of(node, button) == "coming", 10,
               f"'coming' on {button}'s light")
+        if team is None:  # the team page of the first button's node shows the answer
+            team = team_client(node, text)
+            row = team.get("/team").text.split(f'data-id="{alarm["id"]}"')[1].split("</li>")[0]
+            assert 'data-desk="on_my_way"' in row and "Politie: komt eraan" in row, row
         print(f"{button}: desk answer on the light {(time.time() - seen_at) * 1000:.0f} ms "
               "after the desk saw the alarm (including the answer's page load)")
         # A second answer from a stale page is refused in words, and changes nothing.
@@ -261,6 +266,10 @@ def test_a_teams_escalation_reaches_the_desk_and_its_answer_the_resident(demo: D
                    .json()["state"])
 
     _wait(lambda: state() == "in_progress", 10, "'in progress' for the resident")
+    # ... and on the team's row of that report.
+    row = team.get("/team").text.split(f'data-id="{report["id"]}"')[1].split("</li>")[0]
+    assert 'data-testid="row-desk" data-desk="in_progress"' in row, row
+    assert "Politie/gemeente: in behandeling" in row
 
     # A short public answer: on the resident's status page (with the receipt code).
     page = municipality.get(f"/staff/reports/{report['id']}").text

@@ -115,7 +115,8 @@ def test_demo_areas_in_cap_are_valid_and_carry_name_polygon_and_geocodes() -> No
     esc = found[0]
     assert [child.tag.removeprefix(C) for child in esc] == [
         "areaDesc", "polygon", "geocode", "geocode", "geocode"]
-    ring = [tuple(map(float, pair.split(","))) for pair in (esc.findtext(f"{C}polygon") or "").split(" ")]
+    text = esc.findtext(f"{C}polygon") or ""
+    ring = [tuple(map(float, pair.split(","))) for pair in text.split(" ")]
     assert ring == list(areas["ESC-01"].polygon) and ring[0] == ring[-1]
     assert [(g.findtext(f"{C}valueName"), g.findtext(f"{C}value"))
             for g in esc.findall(f"{C}geocode")] == [
@@ -276,3 +277,13 @@ def test_polygon_coordinates_are_written_compactly() -> None:
 
 def test_docstring_examples() -> None:
     assert doctest.testmod(areas_module).failed == 0
+
+
+def test_the_documented_example_file_is_valid() -> None:
+    docs = (Path(__file__).parents[2] / "docs" / "central.md").read_text("utf-8")
+    section = docs.split("### Areas: names, outlines, geocodes", 1)[1]
+    example = section.split("```toml\n", 1)[1].split("```", 1)[0]
+    areas = parse_areas(example)
+    assert areas["ESC-01"].geocodes == (("CBS", "WK051835"), ("CBS", "WK051836"))
+    assert "xmlsec1 --verify --trusted-pem cap.pem alert.xml" in docs
+    assert "`GET /api/v1/cap/cert.pem`" in docs

@@ -27,7 +27,7 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
-from . import alarms, handling, staff_admin, staff_alarms, staff_broadcasts
+from . import alarms, handling, open311, staff_admin, staff_alarms, staff_broadcasts, staff_insight
 from .health import node_health, node_names
 from .identity import Central
 from .pages import Renderer, local
@@ -393,6 +393,8 @@ def install(app: FastAPI, central: Central, engine: Engine) -> None:
     app.include_router(staff_broadcasts.router)
     app.include_router(staff_admin.router)
     app.include_router(staff_alarms.router)
+    app.include_router(staff_insight.router)
+    app.include_router(open311.router)
     app.add_middleware(StaffHeaders)
 
 

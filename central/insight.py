@@ -1,0 +1,514 @@
+"""Figures for the insight page: reports per week, category and area, response times,
+node uptime — aggregated in SQL over an index-backed time range, drawn as SVG.
+
+Every query reads a bounded window (the last 12 weeks of reports, the last
+7 and 28 days of batches) through an index of revision ``0006`` and returns
+at most one row per week, category, area or node: percentiles too are taken
+in SQL (window functions, nearest rank), on SQLite and PostgreSQL alike.
+
+Definitions (docs/central.md, "Insight page"):
+
+* **week**: Monday 00:00 to Monday 00:00 Dutch time, by the report's own time
+  (``ts``, the node's clock); the current week is counted so far.
+* **area**: the area code of the node the report came from.
+* **first answer**: the earliest of (a) a team's answer on the report — an
+  ``ack`` event with ``ref`` = the report's id and action ``seen``,
+  ``on_my_way``, ``resolved`` or ``escalated``, from any node, by its
+  ``ts`` — and (b) the desk's first answer at central: the first
+  ``report_updates`` row of the report (a state change, or a public reply to
+  the resident; a re-route of a new report is no answer and writes none), by
+  its ``at``. **handled**: the first
+  ``report_updates`` row ``handled``. Times are measured from the report's
+  ``ts``; a node's clock ahead of central's could give a negative time, which
+  counts as 0.
+* **uptime**: what central can measure honestly. An empty poll leaves no row
+  (central/ingest.py), so the only record is ``batches.received_at``: the
+  share of the hours (of the last 7 days, or since enrolment when later) in
+  which a node delivered at least one batch with events, and likewise of the
+  days of the last 28. A quiet node that polls fine scores low: this is a
+  lower bound, not availability. ``last seen`` (any contact, polls too) is
+  shown beside it.
+
+The SVG functions are pure (values in, markup out) and make charts that read
+without colour (every value also in the table beside them).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any, Final
+from zoneinfo import ZoneInfo
+
+import sqlalchemy as sa
+from markupsafe import Markup, escape
+from sqlalchemy.engine import Engine
+
+from . import db
+
+WEEKS: Final = 12
+HOUR_MS: Final = 3_600_000
+DAY_MS: Final = 24 * HOUR_MS
+UPTIME_HOURS: Final = 7 * 24
+UPTIME_DAYS: Final = 28
+TIMEZONE: Final = ZoneInfo("Europe/Amsterdam")
+CATEGORIES: Final = ("nuisance", "suspicious", "social", "emergency")
+#: Team answers that count as a first answer (``hidden`` and ``repeated`` do not).
+ANSWERS: Final = ("seen", "on_my_way", "resolved", "escalated")
+#: Okabe–Ito colours: told apart also by people with colour-vision deficiency.
+COLOURS: Final = ("#0072B2", "#E69F00", "#009E73", "#CC79A7", "#D55E00", "#56B4E9")
+
+Translate = Callable[..., str]
+
+
+# ------------------------------------------------------------------ time windows
+
+
+def week_starts(now_ms: int, weeks: int = WEEKS) -> list[int]:
+    """Unix ms of the Mondays 00:00 (Dutch time) of the last ``weeks`` weeks, oldest first.
+
+    >>> [week_label(w) for w in week_starts(1_764_412_200_000, 3)]  # Sat 29-11-2025
+    ['2025-W46', '2025-W47', '2025-W48']
+    """
+    now = datetime.fromtimestamp(now_ms / 1000, UTC).astimezone(TIMEZONE)
+    monday = (now - timedelta(days=now.weekday())).date()
+    out = []
+    for back in range(weeks - 1, -1, -1):
+        day = monday - timedelta(weeks=back)
+        local = datetime(day.year, day.month, day.day, tzinfo=TIMEZONE)
+        out.append(int(local.timestamp() * 1000))
+    return out
+
+
+def week_label(start_ms: int) -> str:
+    """ISO week of a Monday: ``2025-W48``."""
+    year, week, _ = datetime.fromtimestamp(start_ms / 1000, UTC).astimezone(
+        TIMEZONE).isocalendar()
+    return f"{year}-W{week:02d}"
+
+
+# ------------------------------------------------------------------ queries
+
+
+def _week_case(starts: Sequence[int], column: str) -> tuple[str, dict[str, int]]:
+    """``CASE WHEN col < :w1 THEN 0 … ELSE n-1 END`` and its parameters."""
+    parts, params = [], {}
+    for i, start in enumerate(starts[1:], start=1):
+        parts.append(f"WHEN {column} < :w{i} THEN {i - 1}")
+        params[f"w{i}"] = start
+    return f"CASE {' '.join(parts)} ELSE {len(starts) - 1} END", params
+
+
+def _route_filter(route: str | None) -> str:
+    return "AND r.route = :route" if route else ""
+
+
+def _json_text(dialect: str, key: str) -> str:
+    """SQL for the text of ``key`` in ``events.body`` (a JSON object as text)."""
+    assert key.isidentifier()
+    if dialect == "postgresql":
+        return f"(e.body::json ->> '{key}')"
+    return f"json_extract(e.body, '$.{key}')"
+
+
+@dataclass(frozen=True)
+class Percentiles:
+    """How many reports of a week have a time, and its p50/p90 in ms (None: none)."""
+
+    count: int = 0
+    p50: int | None = None
+    p90: int | None = None
+
+
+@dataclass(frozen=True)
+class NodeUptime:
+    """One node: hours and days with a batch, of how many it could have had."""
+
+    name: str
+    display: str | None
+    area: str
+    hours: int
+    hours_possible: int
+    days: int
+    days_possible: int
+    last_seen: int | None
+
+    @property
+    def hours_share(self) -> float:
+        return 100.0 * self.hours / self.hours_possible if self.hours_possible else 0.0
+
+    @property
+    def days_share(self) -> float:
+        return 100.0 * self.days / self.days_possible if self.days_possible else 0.0
+
+
+@dataclass
+class Figures:
+    """Everything the insight page shows, for one desk (``route``) or all (None)."""
+
+    route: str | None
+    now: int
+    starts: list[int]
+    by_week: dict[tuple[int, str], int] = field(default_factory=dict)
+    by_area: dict[tuple[str, str], int] = field(default_factory=dict)
+    answer: dict[int, Percentiles] = field(default_factory=dict)
+    handled: dict[int, Percentiles] = field(default_factory=dict)
+    nodes: list[NodeUptime] = field(default_factory=list)
+
+    def week_total(self, week: int) -> int:
+        return sum(n for (w, _), n in self.by_week.items() if w == week)
+
+    @property
+    def areas(self) -> list[str]:
+        totals: dict[str, int] = {}
+        for (area, _), n in self.by_area.items():
+            totals[area] = totals.get(area, 0) + n
+        return sorted(totals, key=lambda a: (-totals[a], a))
+
+
+def collect(engine: Engine, route: str | None, now_ms: int) -> Figures:
+    """The figures of the last 12 weeks for the desk ``route`` (None: every desk)."""
+    starts = week_starts(now_ms)
+    figures = Figures(route=route, now=now_ms, starts=starts)
+    week, wparams = _week_case(starts, "r.ts")
+    params: dict[str, Any] = {"start": starts[0], "end": now_ms + 1, "route": route, **wparams}
+    rf = _route_filter(route)
+    with db.reading(engine) as conn:
+        dialect = conn.dialect.name
+        for w, category, n in conn.execute(sa.text(
+                f"SELECT week, category, COUNT(*) FROM (SELECT {week} AS week, r.category "
+                f"FROM reports r WHERE r.ts >= :start AND r.ts < :end {rf}) t "
+                "GROUP BY week, category"), params):
+            figures.by_week[(int(w), category)] = int(n)
+        for area, category, n in conn.execute(sa.text(
+                "SELECT n.area, r.category, COUNT(*) FROM reports r "
+                "LEFT JOIN nodes n ON n.name = r.origin "
+                f"WHERE r.ts >= :start AND r.ts < :end {rf} GROUP BY n.area, r.category"),
+                params):
+            key = (area or "", category)
+            figures.by_area[key] = figures.by_area.get(key, 0) + int(n)
+        for w, measure, n, p50, p90 in conn.execute(sa.text(
+                _response_sql(dialect, week, rf)), params):
+            target = figures.answer if measure == "answer" else figures.handled
+            target[int(w)] = Percentiles(int(n), int(p50), int(p90))
+        figures.nodes = _uptime(conn, now_ms)
+    return figures
+
+
+def _response_sql(dialect: str, week: str, route_filter: str) -> str:
+    ref, action = _json_text(dialect, "ref"), _json_text(dialect, "action")
+    answers = ", ".join(f"'{a}'" for a in ANSWERS)
+    return f"""
+WITH acks AS (
+  SELECT {ref} AS ref, MIN(e.ts) AS at FROM events e
+  WHERE e.kind = 'ack' AND e.ts >= :start AND {action} IN ({answers})
+  GROUP BY {ref}
+), base AS (
+  SELECT {week} AS week, r.ts AS ts, a.at AS ack,
+    (SELECT MIN(u.at) FROM report_updates u WHERE u.report_id = r.event_id) AS desk,
+    (SELECT MIN(u.at) FROM report_updates u
+      WHERE u.report_id = r.event_id AND u.state = 'handled') AS handled
+  FROM reports r LEFT JOIN acks a ON a.ref = r.event_id
+  WHERE r.ts >= :start AND r.ts < :end {route_filter}
+), delays AS (
+  SELECT week, 'answer' AS measure,
+    CASE WHEN desk IS NULL OR (ack IS NOT NULL AND ack < desk) THEN ack ELSE desk END - ts AS d
+  FROM base WHERE ack IS NOT NULL OR desk IS NOT NULL
+  UNION ALL
+  SELECT week, 'handled' AS measure, handled - ts AS d FROM base WHERE handled IS NOT NULL
+), ranked AS (
+  SELECT week, measure, CASE WHEN d < 0 THEN 0 ELSE d END AS d,
+    ROW_NUMBER() OVER (PARTITION BY week, measure ORDER BY d) AS rn,
+    COUNT(*) OVER (PARTITION BY week, measure) AS n
+  FROM delays
+)
+SELECT week, measure, n, MIN(CASE WHEN rn >= 0.5 * n THEN d END) AS p50,
+  MIN(CASE WHEN rn >= 0.9 * n THEN d END) AS p90
+FROM ranked GROUP BY week, measure, n
+"""
+
+
+def _uptime(conn: sa.Connection, now_ms: int) -> list[NodeUptime]:
+    """Per node: clock hours (UTC) of the last 7 days and days of the last 28 with a batch.
+
+    The current hour and day count (so far); a node enrolled within the window
+    is measured from the hour (day) of its enrolment.
+    """
+    windows = ((UPTIME_HOURS, HOUR_MS), (UPTIME_DAYS, DAY_MS))
+    counted: dict[str, list[int]] = {}
+    for slot, (most, unit) in enumerate(windows):
+        since = (now_ms // unit - most + 1) * unit
+        for node, n in conn.execute(sa.text(
+                f"SELECT node, COUNT(DISTINCT received_at / {unit}) FROM batches "
+                "WHERE received_at >= :since AND received_at <= :now GROUP BY node"),
+                {"since": since, "now": now_ms}):
+            counted.setdefault(node, [0, 0])[slot] = int(n)
+    out = []
+    n = db.nodes.c
+    for row in conn.execute(sa.select(n.name, n.display, n.area, n.enrolled_at, n.last_seen)
+                            .where(n.revoked_at.is_(None)).order_by(n.name)):
+        hours, days = counted.get(row.name, [0, 0])
+        possible = [_slots(int(row.enrolled_at), now_ms, unit, most) for most, unit in windows]
+        out.append(NodeUptime(
+            name=row.name, display=row.display, area=row.area, hours=hours,
+            hours_possible=possible[0], days=days, days_possible=possible[1],
+            last_seen=int(row.last_seen) if row.last_seen is not None else None))
+    return out
+
+
+def _slots(enrolled: int, now: int, unit: int, most: int) -> int:
+    """Clock slots of ``unit`` from the one of ``enrolled`` to the current one, at most ``most``.
+
+    >>> _slots(0, 999 * HOUR_MS, HOUR_MS, 168), _slots(9 * HOUR_MS + 7, 10 * HOUR_MS, HOUR_MS, 168)
+    (168, 2)
+    """
+    return max(1, min(most, now // unit - enrolled // unit + 1))
+
+
+# ------------------------------------------------------------------ tables
+
+
+@dataclass(frozen=True)
+class Table:
+    """One table of the page; its CSV download has the same header and cells."""
+
+    key: str
+    caption: str
+    header: list[str]
+    rows: list[list[str]]
+
+
+def _minutes(ms: int | None) -> str:
+    """Minutes with one decimal, "" for none.
+
+    >>> _minutes(90_000), _minutes(None)
+    ('1.5', '')
+    """
+    return "" if ms is None else f"{ms / 60_000:.1f}"
+
+
+def _share(value: float) -> str:
+    return f"{value:.1f}"
+
+
+def tables(f: Figures, t: Translate) -> dict[str, Table]:
+    """The page's four tables, in the page's language (``t``)."""
+    c = "insight.col."
+    weeks = [week_label(s) for s in f.starts]
+    by_week = Table("categories", t("insight.weeks_title"),
+                    [t(c + "week"), *[t("category." + k) for k in CATEGORIES], t(c + "total")],
+                    [[label, *[str(f.by_week.get((i, k), 0)) for k in CATEGORIES],
+                      str(f.week_total(i))] for i, label in enumerate(weeks)])
+    areas = Table("areas", t("insight.areas_title"),
+                  [t(c + "area"), *[t("category." + k) for k in CATEGORIES], t(c + "total")],
+                  [[a or t("insight.unknown_area"),
+                    *[str(f.by_area.get((a, k), 0)) for k in CATEGORIES],
+                    str(sum(f.by_area.get((a, k), 0) for k in CATEGORIES))] for a in f.areas])
+    response = Table("response", t("insight.response_title"),
+                     [t(c + "week"), t(c + "reports"), t(c + "answered"), t(c + "answer_p50"),
+                      t(c + "answer_p90"), t(c + "handled"), t(c + "handled_p50"),
+                      t(c + "handled_p90")], [])
+    for i, label in enumerate(weeks):
+        a, h = f.answer.get(i, Percentiles()), f.handled.get(i, Percentiles())
+        response.rows.append([label, str(f.week_total(i)), str(a.count), _minutes(a.p50),
+                              _minutes(a.p90), str(h.count), _minutes(h.p50), _minutes(h.p90)])
+    uptime = Table("uptime", t("insight.uptime_title"),
+                   [t(c + "node"), t(c + "area"), t(c + "hours"), t(c + "hours_share"),
+                    t(c + "days"), t(c + "days_share"), t(c + "last_seen")],
+                   [[n.display or n.name, n.area, f"{n.hours}/{n.hours_possible}",
+                     _share(n.hours_share), f"{n.days}/{n.days_possible}",
+                     _share(n.days_share), _iso(n.last_seen)] for n in f.nodes])
+    return {tb.key: tb for tb in (by_week, areas, response, uptime)}
+
+
+def _iso(ms: int | None) -> str:
+    if ms is None:
+        return ""
+    return datetime.fromtimestamp(ms // 1000, UTC).astimezone(TIMEZONE).strftime(
+        "%Y-%m-%d %H:%M")
+
+
+def csv_cell(value: str) -> str:
+    """A cell a spreadsheet will not run as a formula (``=``, ``+``, ``-``, ``@`` first).
+
+    >>> csv_cell("=HYPERLINK(1)"), csv_cell("12"), csv_cell("-3")
+    ("'=HYPERLINK(1)", '12', "'-3")
+    """
+    return "'" + value if value[:1] in ("=", "+", "-", "@", "\t", "\r") else value
+
+
+# ------------------------------------------------------------------ SVG
+
+
+def _nice(value: float) -> float:
+    """The next 1, 2 or 5 × 10ⁿ at or above ``value`` (1 for nothing).
+
+    >>> _nice(0), _nice(7), _nice(13), _nice(230)
+    (1, 10.0, 20.0, 500.0)
+    """
+    if value <= 0:
+        return 1
+    power: float = 10.0 ** math.floor(math.log10(value))
+    for step in (1, 2, 5, 10):
+        if value <= step * power:
+            return step * power
+    return 10 * power  # pragma: no cover
+
+
+def _fmt(value: float) -> str:
+    return f"{value:.0f}" if value == int(value) else f"{value:.1f}"
+
+
+def _svg_open(chart_id: str, title: str, desc: str, width: int, height: int) -> list[str]:
+    return [f'<svg xmlns="http://www.w3.org/2000/svg" role="img" class="chart" '
+            f'viewBox="0 0 {width} {height}" width="{width}" height="{height}" '
+            f'aria-labelledby="{chart_id}-t {chart_id}-d" data-testid="chart-{chart_id}">',
+            f'<title id="{chart_id}-t">{escape(title)}</title>',
+            f'<desc id="{chart_id}-d">{escape(desc)}</desc>']
+
+
+def vbars(chart_id: str, title: str, desc: str, labels: Sequence[str],
+          series: Sequence[tuple[str, Sequence[float]]], *, stacked: bool,
+          unit: str = "") -> Markup:
+    """A vertical bar chart: one group (or stack) per label, one bar per series."""
+    width, height, left, top, bottom = 680, 300, 52, 34, 44
+    plot_w, plot_h = width - left - 12, height - top - bottom
+    totals = ([sum(s[1][i] for s in series) for i in range(len(labels))] if stacked
+              else [max((s[1][i] for s in series), default=0) for i in range(len(labels))])
+    top_value = _nice(max(totals, default=0))
+    out = _svg_open(chart_id, title, desc, width, height)
+    out += _legend([name for name, _ in series], left, 8)
+    out += _y_axis(left, top, plot_w, plot_h, top_value, unit)
+    slot = plot_w / max(1, len(labels))
+    bar_w = slot * 0.7 / (1 if stacked else max(1, len(series)))
+    for i, label in enumerate(labels):
+        x0 = left + i * slot + slot * 0.15
+        base = 0.0
+        for j, (name, values) in enumerate(series):
+            value = values[i]
+            h = plot_h * value / top_value
+            x = x0 if stacked else x0 + j * bar_w
+            y = top + plot_h - h - (plot_h * base / top_value if stacked else 0)
+            if value:
+                out.append(f'<rect x="{x:.1f}" y="{y:.1f}" width="{bar_w:.1f}" '
+                           f'height="{h:.1f}" fill="{COLOURS[j % len(COLOURS)]}" '
+                           f'stroke="#16191d" stroke-width="0.5"><title>'
+                           f'{escape(label)} · {escape(name)}: {_fmt(value)}{escape(unit)}'
+                           f'</title></rect>')
+            if stacked:
+                base += value
+        short = label.split("-")[-1]
+        out.append(f'<text x="{left + i * slot + slot / 2:.1f}" y="{height - bottom + 16}" '
+                   f'font-size="12" text-anchor="middle" fill="#16191d">{escape(short)}</text>')
+    out.append("</svg>")
+    return Markup("".join(out))  # noqa: S704 -- every text in it went through escape()
+
+
+def _legend(names: Sequence[str], x: float, y: float) -> list[str]:
+    out = []
+    for j, name in enumerate(names):
+        out.append(f'<rect x="{x:.1f}" y="{y}" width="12" height="12" '
+                   f'fill="{COLOURS[j % len(COLOURS)]}" stroke="#16191d" stroke-width="0.5"/>'
+                   f'<text x="{x + 16:.1f}" y="{y + 11}" font-size="13" fill="#16191d">'
+                   f'{escape(name)}</text>')
+        x += 24 + 7.5 * len(name)
+    return out
+
+
+def _y_axis(left: int, top: int, plot_w: int, plot_h: int, top_value: float,
+            unit: str) -> list[str]:
+    out = []
+    for k in range(5):
+        value = top_value * k / 4
+        y = top + plot_h - plot_h * k / 4
+        out.append(f'<line x1="{left}" x2="{left + plot_w}" y1="{y:.1f}" y2="{y:.1f}" '
+                   f'stroke="{"#16191d" if k == 0 else "#c3c9d0"}" stroke-width="1"/>'
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" font-size="12" text-anchor="end" '
+                   f'fill="#16191d">{_fmt(value)}{escape(unit)}</text>')
+    return out
+
+
+def hbars(chart_id: str, title: str, desc: str, labels: Sequence[str],
+          values: Sequence[float], *, top_value: float | None = None, unit: str = "") -> Markup:
+    """A horizontal bar chart: one bar per label, its value written at its end."""
+    width, label_w, row = 680, 200, 26
+    height = 12 + row * max(1, len(labels))
+    plot_w = width - label_w - 70
+    top_value = top_value or _nice(max(values, default=0))
+    out = _svg_open(chart_id, title, desc, width, height)
+    for i, (label, value) in enumerate(zip(labels, values, strict=True)):
+        y = 6 + i * row
+        w = plot_w * value / top_value if top_value else 0
+        shown = label if len(label) <= 28 else label[:27] + "…"
+        out.append(f'<text x="{label_w - 8}" y="{y + 16}" font-size="13" text-anchor="end" '
+                   f'fill="#16191d">{escape(shown)}</text>'
+                   f'<rect x="{label_w}" y="{y + 3}" width="{w:.1f}" height="{row - 8}" '
+                   f'fill="{COLOURS[0]}" stroke="#16191d" stroke-width="0.5"><title>'
+                   f'{escape(label)}: {_fmt(value)}{escape(unit)}</title></rect>'
+                   f'<text x="{label_w + w + 6:.1f}" y="{y + 16}" font-size="13" '
+                   f'fill="#16191d">{_fmt(value)}{escape(unit)}</text>')
+    out.append(f'<line x1="{label_w}" x2="{label_w}" y1="4" y2="{height - 4}" '
+               'stroke="#16191d" stroke-width="1"/></svg>')
+    return Markup("".join(out))  # noqa: S704 -- every text in it went through escape()
+
+
+@dataclass(frozen=True)
+class Chart:
+    """A chart, its heading, and the key of the table that holds its values
+    (shown after the last chart of that table: ``with_table``)."""
+
+    svg: Markup
+    title: str
+    table: str
+    with_table: bool = True
+
+
+def charts(f: Figures, t: Translate) -> list[Chart]:
+    """The page's charts, each with its title and a one-sentence description."""
+    weeks = [week_label(s) for s in f.starts]
+    totals = [f.week_total(i) for i in range(len(weeks))]
+    total = sum(totals)
+    busiest = max(range(len(weeks)), key=lambda i: (totals[i], i)) if weeks else 0
+    out = [Chart(vbars(
+        "weeks", t("insight.weeks_title"),
+        t("insight.weeks_desc", total=total, week=weeks[busiest], count=totals[busiest]),
+        weeks, [(t("category." + k), [f.by_week.get((i, k), 0) for i in range(len(weeks))])
+                for k in CATEGORIES], stacked=True), t("insight.weeks_title"), "categories")]
+    areas = f.areas
+    area_totals = [sum(f.by_area.get((a, k), 0) for k in CATEGORIES) for a in areas]
+    out.append(Chart(hbars(
+        "areas", t("insight.areas_title"),
+        t("insight.areas_desc", total=total, areas=len(areas),
+          area=(areas[0] or t("insight.unknown_area")) if areas else "–",
+          count=area_totals[0] if areas else 0),
+        [a or t("insight.unknown_area") for a in areas], area_totals), t("insight.areas_title"),
+        "areas"))
+    minutes = t("insight.minutes")
+    for key, data in (("answer", f.answer), ("handled", f.handled)):
+        p50 = [round((data[i].p50 or 0) / 60_000, 1) if i in data else 0.0
+               for i in range(len(weeks))]
+        p90 = [round((data[i].p90 or 0) / 60_000, 1) if i in data else 0.0
+               for i in range(len(weeks))]
+        counted = sum(p.count for p in data.values())
+        out.append(Chart(vbars(
+            key, t(f"insight.{key}_chart"),
+            t(f"insight.{key}_desc", count=counted, weeks=len(data)),
+            weeks, [(t("insight.p50"), p50), (t("insight.p90"), p90)], stacked=False,
+            unit=" " + minutes), t(f"insight.{key}_chart"), "response", key == "handled"))
+    shares = [round(n.hours_share, 1) for n in f.nodes]
+    mean = sum(shares) / len(shares) if shares else 0.0
+    out.append(Chart(hbars(
+        "uptime", t("insight.uptime_title"),
+        t("insight.uptime_desc", nodes=len(shares), share=_share(mean)),
+        [n.display or n.name for n in f.nodes], shares, top_value=100, unit="%"),
+        t("insight.uptime_title"), "uptime"))
+    return out
+
+
+def csv_rows(table: Table) -> Iterable[list[str]]:
+    """The CSV rows of ``table``: its header, then its cells (formula-safe)."""
+    yield [csv_cell(h) for h in table.header]
+    for row in table.rows:
+        yield [csv_cell(cell) for cell in row]

@@ -7,13 +7,37 @@ the COMMIT that contains its work, with ``synchronous=FULL`` in WAL mode, so an
 answer to a resident always means "on disk". Each piece of work runs inside
 its own SAVEPOINT, so one failing piece never takes others down with it.
 
-One exception to the flush: work submitted as *covered* stores only what an
-earlier, flushed transaction already holds in a form that is recovered at
-start-up (a panic-button alarm armed during its hold, see node/buttons.py).
-A transaction of covered work only is committed without waiting for the disk
-(``synchronous=NORMAL`` for that COMMIT): a power cut may lose the COMMIT,
-never the alarm. Any uncovered write in it (an event made afresh, an insert
-of an event made elsewhere) makes it flush as usual.
+Two exceptions to the flush, both committed without waiting for the disk
+(``synchronous=NORMAL`` for that COMMIT; WAL: the COMMIT is in the WAL and
+visible to every reader at once, the database is always consistent, and the
+frames reach the disk at the next flushed COMMIT or checkpoint):
+
+- *covered* work stores only what an earlier, flushed transaction already
+  holds in a form that is recovered at start-up (a panic-button alarm armed
+  during its hold, see node/buttons.py): a power cut may lose the COMMIT,
+  never the alarm. Covered work that writes something new after all (an
+  event made afresh, ``tx.uncovered``) makes the transaction flush as usual.
+- *not durable* work (``durable=False``) stores only what this node neither
+  made nor acknowledged to anyone: a public event relayed live by a peer or
+  fetched by catch-up (node/mesh/engine.py). Its origin holds it durably
+  (the origin flushed it before showing or answering anything), and so may
+  every peer that passed it on. A power cut may lose such COMMITs — only
+  those made since the last flushed COMMIT or checkpoint, see below — and
+  nothing else: what this node holds is read from the disk at start
+  (:func:`load_held`), so its vector never claims a lost event, and the next
+  mesh session's catch-up fetches it again from any peer (docs/mesh.md,
+  "Relayed events are stored without a flush").
+
+A transaction flushes when any piece of work in it is durable and not
+covered (the default for everything: reports, alarms, acks, receipts,
+uplink and carry bookkeeping, ``held_floor``). Why nothing acknowledged can
+be lost: the WAL is one file written in commit order, and a flushed COMMIT
+fsyncs that file, so it makes every earlier COMMIT durable with it; after a
+power cut SQLite recovers a prefix of the committed transactions. What a
+cut may lose is therefore a *suffix* of unflushed COMMITs only — relayed
+events (and covered work, recovered from ``armed_alarms``) — and no durable
+write can refer to one of them, since any such write came later and its
+flush took them along.
 
 Readers use their own connections (WAL lets them run beside the writer).
 """
@@ -107,8 +131,11 @@ class WriteTx:
         self._store = store
         self.conn = conn
         self.now_ms = store.clock_ms()
-        #: An event not held by an earlier flushed transaction was written.
+        #: Covered work wrote something no earlier flushed transaction holds
+        #: (reset before each piece of work; see the module's docstring).
         self.uncovered = False
+        #: A piece of work in this transaction needs the COMMIT flushed.
+        self.flush = False
         #: (origin, stream, seq) of every event written, for the held sets after COMMIT.
         self.added: list[tuple[str, str, int]] = []
 
@@ -184,6 +211,20 @@ class _Work(Generic[T]):
     afuture: asyncio.Future[T] | None = None  # from the event loop
     loop: asyncio.AbstractEventLoop | None = None
     covered: bool = False  # see the module's docstring
+    durable: bool = True  # False: relayed, never acknowledged here (module docstring)
+
+    def run(self, tx: WriteTx) -> T:
+        """Run the work in ``tx``; note on ``tx`` whether its COMMIT must flush."""
+        tx.uncovered = False
+        value = self.fn(tx)
+        if self.durable and (not self.covered or tx.uncovered):
+            tx.flush = True
+        return value
+
+    @property
+    def unflushed(self) -> bool:
+        """Whether this work, as submitted, may commit without a flush."""
+        return self.covered or not self.durable
 
     def wanted(self) -> bool:
         """False when the caller gave up before the work ran (nothing to answer)."""
@@ -237,25 +278,29 @@ class Store(StoreQueries):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self.commits = 0
-        self.unflushed_commits = 0  # commits of covered work only (no disk flush)
+        #: Commits without a disk flush (covered or not-durable work only).
+        self.unflushed_commits = 0
         self._thread = threading.Thread(target=self._run, name=f"store-writer-{origin}",
                                         daemon=True)
         self._thread.start()
 
     # -- writing ---------------------------------------------------------------
 
-    def submit(self, fn: Callable[[WriteTx], T], *,
-               covered: bool = False) -> concurrent.futures.Future[T]:
+    def submit(self, fn: Callable[[WriteTx], T], *, covered: bool = False,
+               durable: bool = True) -> concurrent.futures.Future[T]:
         """Queue ``fn`` for the writer; the future resolves after its COMMIT.
 
         ``covered=True`` only for work whose result an earlier flushed
-        transaction already holds in recoverable form (module docstring):
-        its COMMIT may then skip the flush.
+        transaction already holds in recoverable form; ``durable=False``
+        only for events this node did not make and acknowledged to nobody
+        (relayed by a peer, fetched by catch-up). Either lets its COMMIT skip
+        the flush when nothing else in the transaction needs it (module
+        docstring).
         """
         if self._closed:
             raise StoreClosed("the store is closed")
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Work(fn, future=fut, covered=covered))
+        self._queue.put(_Work(fn, future=fut, covered=covered, durable=durable))
         return fut
 
     def prepare_local(self, kind: str, stream: str, body: dict[str, Any], ts: int) -> Event:
@@ -271,8 +316,10 @@ class Store(StoreQueries):
         return make_event(self.keys, origin=self.origin, stream=stream, seq=seq, kind=kind,
                           body=body, ts=ts)
 
-    async def write(self, fn: Callable[[WriteTx], T]) -> T:
+    async def write(self, fn: Callable[[WriteTx], T], *, durable: bool = True) -> T:
         """Run ``fn`` in the writer's next transaction and await its COMMIT.
+
+        ``durable=False``: see :meth:`submit` (relayed events only).
 
         ``fn`` must act only through its ``tx``: when another piece of the same
         batch fails, the batch is rolled back and ``fn`` runs a second time.
@@ -280,9 +327,10 @@ class Store(StoreQueries):
         The callers of one transaction are answered with one hand-over to the
         event loop, not one each: under load a COMMIT holds dozens of reports.
         """
-        return await self.write_soon(fn)
+        return await self.write_soon(fn, durable=durable)
 
-    def write_soon(self, fn: Callable[[WriteTx], T]) -> asyncio.Future[T]:
+    def write_soon(self, fn: Callable[[WriteTx], T], *,
+                   durable: bool = True) -> asyncio.Future[T]:
         """:meth:`write`, queued at once (not when a coroutine first runs): the
         writer thread starts on it while the caller goes on (the mesh passes an
         event on while it is being stored). Await the future for the COMMIT."""
@@ -290,7 +338,7 @@ class Store(StoreQueries):
             raise StoreClosed("the store is closed")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[T] = loop.create_future()
-        self._queue.put(_Work(fn, afuture=fut, loop=loop))
+        self._queue.put(_Work(fn, afuture=fut, loop=loop, durable=durable))
         return fut
 
     def write_sync(self, fn: Callable[[WriteTx], T], timeout: float = 30.0) -> T:
@@ -342,13 +390,14 @@ class Store(StoreQueries):
     def _commit_batch(self, batch: list[_Work[Any]]) -> None:
         live = [work for work in batch if work.wanted()]
         heads_before = dict(self._heads)
-        # SQLite takes the flush setting only between transactions.
-        lowered = bool(live) and all(work.covered for work in live)
+        # SQLite takes the flush setting only between transactions: decided
+        # before BEGIN from how the work was submitted, checked after it ran.
+        lowered = bool(live) and all(work.unflushed for work in live)
         try:
             if lowered:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
             fast = self._run_fast(live)
-            if fast is not None and lowered and fast[1].uncovered:
+            if fast is not None and lowered and fast[1].flush:
                 # Covered work wrote something no earlier flush holds: again, flushed.
                 self._conn.execute("ROLLBACK")
                 fast = None
@@ -394,7 +443,7 @@ class Store(StoreQueries):
         results: list[tuple[_Work[Any], bool, Any]] = []
         for work in live:
             try:
-                results.append((work, True, work.fn(tx)))
+                results.append((work, True, work.run(tx)))
             except Exception:
                 conn.execute("ROLLBACK")
                 return None
@@ -412,7 +461,7 @@ class Store(StoreQueries):
             heads_work = dict(self._heads)
             added = len(tx.added)
             try:
-                value = work.fn(tx)
+                value = work.run(tx)
             except Exception as exc:  # the caller gets it; others go on
                 conn.execute("ROLLBACK TO work")
                 conn.execute("RELEASE work")

@@ -392,6 +392,10 @@ class Mesh(CatchUp):
                 self._close_link(link, "wrong name in hello")
                 return
             link.area, link.fp, link.uplink = doc.area, doc.fp, doc.uplink
+            # A hello starts a session of the peer's node: it may have restarted
+            # (and lost what it stored without a flush) while this link stayed
+            # up, so what catch-up sent on this link counts no more.
+            link.sent_held.clear()
             self._learn_names(doc.names, doc.node, doc.display)
             self._answer_vector(link, doc.vector, reply=True)
         elif isinstance(doc, VectorDoc):
@@ -461,6 +465,7 @@ class Mesh(CatchUp):
         leave while ours is written. What is shown here waits for the COMMIT
         (``_store`` → ``on_stored``), and the vector counts only what is
         committed (``Store.heads``): a failed write is fetched again by catch-up.
+        The COMMIT does not flush (``durable=False``, :meth:`_write_soon`).
         """
         event = doc.event
         assert event is not None
@@ -553,7 +558,10 @@ class Mesh(CatchUp):
                     self._quiet.say("fork", "mesh: refused a fork: %s", exc)
             return new, forks
 
-        return self.store.write_soon(insert)
+        # Not durable: events of other origins, acknowledged to nobody here;
+        # a power cut may lose this COMMIT and catch-up fetches them again
+        # (node/store.py, docs/mesh.md "Relayed events are stored without a flush").
+        return self.store.write_soon(insert, durable=False)
 
     async def _periodic(self) -> None:
         """Every second: whom we trust (a newer roster); every PING_S: pings,

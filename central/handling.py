@@ -149,11 +149,21 @@ def counts(engine: Engine, member: StaffMember) -> dict[str, int]:
     return {state: found.get(state, 0) for state in STATES}
 
 
+def _sees(conn: Connection, member: StaffMember, row: Any) -> bool:
+    """The member's desk sees a report routed to it, and one a team escalated to it
+    (the report stays routed where triage put it; both desks can act on it)."""
+    if member.sees(row.route):
+        return True
+    a = db.alarms.c
+    return conn.execute(sa.select(a.id).where(a.id == row.event_id, a.desk == member.role)
+                        ).first() is not None
+
+
 def get_report(engine: Engine, member: StaffMember, report_id: str) -> tuple[Report, list[Note]]:
     """One report and its notes; :class:`NotFound` also when the role does not see it."""
     with db.reading(engine) as conn:
         row = conn.execute(_select().where(db.reports.c.event_id == report_id)).first()
-        if row is None or not member.sees(row.route):
+        if row is None or not _sees(conn, member, row):
             raise NotFound("no such report")
         notes = [Note(int(n.id), n.staff, n.role, int(n.at), n.text) for n in conn.execute(
             sa.select(report_notes).where(report_notes.c.report_id == report_id)
@@ -164,7 +174,7 @@ def get_report(engine: Engine, member: StaffMember, report_id: str) -> tuple[Rep
 def _current(conn: Connection, member: StaffMember, report_id: str) -> Any:
     row = conn.execute(sa.select(db.reports).where(db.reports.c.event_id == report_id)
                        .with_for_update()).first()
-    if row is None or not member.sees(row.route):
+    if row is None or not _sees(conn, member, row):
         raise NotFound("no such report")
     return row
 

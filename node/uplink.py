@@ -79,6 +79,8 @@ class UplinkState:
     paused: bool = False
     #: Batches central took through a mesh peer (carry) while this node could not reach it.
     batches_carried: int = 0
+    #: Open alarms of this node waiting for the desk's answer (quick polling while > 0).
+    watching: int = 0
     holds: dict[str, dict[str, int]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -166,7 +168,8 @@ class Uplink:
         the uplink polls central every ``uplink_alarm_poll_s`` instead of
         every ``uplink_poll_s``, so that the desk's answer reaches the team
         page and the button's light within seconds. The watch on an alarm
-        ends when it is resolved (here or by the desk) or after
+        ends when it is resolved (here or by the desk), on an escalated report
+        with the desk's first answer (a receipt update), or after
         ``uplink_alarm_watch_s``.
         """
         now = time.monotonic()
@@ -179,6 +182,7 @@ class Uplink:
                 self._watching[key] = now + self.settings.uplink_alarm_watch_s
             elif event.kind == "ack" and event.body.get("action") in ("resolved", "hidden"):
                 self._watching.pop(str(event.body.get("ref")), None)
+        self.watching()
         self._wake.set()
 
     def watching(self) -> bool:
@@ -186,6 +190,7 @@ class Uplink:
         now = time.monotonic()
         for key in [k for k, until in self._watching.items() if until <= now]:
             del self._watching[key]
+        self.state.watching = len(self._watching)
         return bool(self._watching)
 
     def _poll_s(self) -> float:
@@ -397,6 +402,9 @@ class Uplink:
             return [e for e in central_events if tx.insert(e)]
 
         stored = await self.store.write(apply)
+        for upd in ack.updates:  # the desk answered an escalated report: no quick polls
+            self._watching.pop(upd.report, None)
+        self.watching()
         for event in stored:
             if self.on_central_event is not None:
                 self.on_central_event(event)

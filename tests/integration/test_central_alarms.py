@@ -289,13 +289,9 @@ def test_an_escalated_report_goes_to_the_municipality_and_answers_move_it(env: E
     assert f'/staff/alarms/{report.id}/answer' not in html
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "decision needed: a report triage routed to the police (suspicious) that the team "
-    "escalates to the municipality is on the municipality's alarm list, but the report "
-    "itself stays routed to the police, so the municipality's 'open the report' link "
-    "is a 404 (and its answer moves a police report). Should an escalation re-route "
-    "the report, or should the link only show to a desk that sees the report?"))
 def test_an_escalation_to_the_other_desk_lets_that_desk_open_the_report(env: Env) -> None:
+    """Decision: the report stays routed where triage put it; the desk a team escalated
+    it to sees it too and can act on it (open, take, answer the resident)."""
     node = Node(env)
     town = member(env, "Sanne de Boer", "municipality")
     report = node.report(category="suspicious", text="Iemand probeert deuren")

@@ -119,33 +119,65 @@ def _select() -> sa.Select[Any]:
     return sa.select(r, db.events.c.body).join(db.events, db.events.c.id == r.c.event_id)
 
 
-def list_reports(engine: Engine, member: StaffMember, *, states: tuple[str, ...] = (),
-                 route: str | None = None, limit: int = 100) -> list[Report]:
-    """Reports the member's role sees, newest first; optionally by state and route.
+#: A page of the staff list: (ts, event id) of its last row, for the next page.
+Cursor = tuple[int, str]
 
-    Among open reports, emergencies that nobody took yet come first.
+
+def list_reports(engine: Engine, member: StaffMember, *, states: tuple[str, ...] = (),
+                 route: str | None = None, limit: int = 100,
+                 before: Cursor | None = None) -> tuple[list[Report], Cursor | None]:
+    """One page of the reports the member's role sees, newest first, and the cursor of
+    the next (older) page, or None when this is the last.
+
+    Cost does not grow with history: each state is one range scan of an index
+    (``(route, state, ts)``, ``(state, ts, event_id)``, ``(route, ts, event_id)``
+    or ``(ts)``) that stops after ``limit + 1`` rows, the states are merged here,
+    and only the page's rows are joined to their event bodies. On the first page
+    of a list with new reports, untaken emergencies come first (they are few:
+    each is a red row the desk answers).
     """
-    r = db.reports
-    first = sa.case((sa.and_(r.c.category == "emergency", r.c.state == "new"), 0), else_=1)
-    query = _select().order_by(first, r.c.ts.desc(), r.c.event_id.desc()).limit(limit)
-    if member.role != "admin":
-        query = query.where(r.c.route == member.role)
-    elif route in ROUTES:
-        query = query.where(r.c.route == route)
-    if states:
-        query = query.where(r.c.state.in_(states))
+    r = db.reports.c
+    desk = route if member.role == "admin" and route in ROUTES else (
+        None if member.role == "admin" else member.role)
     with db.reading(engine) as conn:
-        return [_report(row) for row in conn.execute(query)]
+        keys: dict[str, tuple[int, str]] = {}
+        for state in states or (None,):
+            q = sa.select(r.event_id, r.ts)
+            if desk is not None:
+                q = q.where(r.route == desk)
+            if state is not None:
+                q = q.where(r.state == state)
+            if before is not None:
+                q = q.where(sa.or_(r.ts < before[0],
+                                   sa.and_(r.ts == before[0], r.event_id < before[1])))
+            for ident, ts in conn.execute(q.order_by(r.ts.desc(), r.event_id.desc())
+                                          .limit(limit + 1)):
+                keys[str(ident)] = (int(ts), str(ident))
+        ordered = sorted(keys.values(), reverse=True)
+        more = len(ordered) > limit
+        page = ordered[:limit]
+        first: list[str] = []
+        if before is None and (not states or "new" in states):
+            urgent = sa.select(r.event_id).where(r.state == "new", r.category == "emergency")
+            if desk is not None:
+                urgent = urgent.where(r.route == desk)
+            first = [str(row.event_id) for row in conn.execute(
+                urgent.order_by(r.ts.desc(), r.event_id.desc()).limit(limit))]
+        ids = list(dict.fromkeys([*first, *(i for _, i in page)]))
+        rows = {row.event_id: _report(row) for row in conn.execute(
+            _select().where(db.reports.c.event_id.in_(ids)))} if ids else {}
+    return [rows[i] for i in ids if i in rows], (page[-1] if more and page else None)
 
 
 def counts(engine: Engine, member: StaffMember) -> dict[str, int]:
-    """Number of reports per state that the member's role sees."""
-    r = db.reports
-    query = sa.select(r.c.state, sa.func.count()).group_by(r.c.state)
+    """Number of reports per state that the member's role sees (``report_counts``,
+    kept by triggers: a read of at most a few rows)."""
+    c = db.report_counts.c
+    query = sa.select(c.state, sa.func.sum(c.n)).group_by(c.state)
     if member.role != "admin":
-        query = query.where(r.c.route == member.role)
+        query = query.where(c.route == member.role)
     with db.reading(engine) as conn:
-        found = {state: int(n) for state, n in conn.execute(query)}
+        found = {state: int(n or 0) for state, n in conn.execute(query)}
     return {state: found.get(state, 0) for state in STATES}
 
 

@@ -22,6 +22,7 @@ import logging
 import math
 import secrets
 from typing import Final
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
@@ -193,15 +194,29 @@ async def reports_page(request: Request) -> Response:
     states: tuple[str, ...] = {"open": ("new", "in_progress", "reopened"), "all": ()}.get(
         state, (state,) if state in handling.STATES else ("new", "in_progress", "reopened"))
     engine = engine_of(request)
-    reports = await asyncio.to_thread(handling.list_reports, engine, member, states=states,
-                                      route=route, limit=LIST_LIMIT)
+    before = _cursor(request.query_params.get("before", ""))
+    reports, older = await asyncio.to_thread(handling.list_reports, engine, member,
+                                             states=states, route=route, limit=LIST_LIMIT,
+                                             before=before)
     counts = await asyncio.to_thread(handling.counts, engine, member)
     found = await asyncio.to_thread(alarms.list_alarms, engine, member, now_ms())
     names = await asyncio.to_thread(node_names, engine)
-    return render(request, "reports.html", member, live=True, reports=reports, alarms=found,
-                  node_names=names,
+    query = {"state": state, **({"route": route} if route else {})}
+    return render(request, "reports.html", member, live=before is None, reports=reports,
+                  alarms=found if before is None else [], node_names=names,
+                  older=f"/staff/reports?{urlencode({**query, 'before': f'{older[0]}.{older[1]}'})}"
+                  if older else "", newest=f"/staff/reports?{urlencode(query)}"
+                  if before is not None else "",
                   counts=counts, state=state if state in (*handling.STATES, "all") else "open",
                   route=route, routes=ROUTES, done=done_text(request))
+
+
+def _cursor(value: str) -> handling.Cursor | None:
+    """``?before=TS.ID`` (the last row of the page before); None when absent or odd."""
+    ts, _, ident = value[:64].partition(".")
+    if not ts.isdigit() or len(ident) != 36:
+        return None
+    return int(ts), ident
 
 
 def _rules(request: Request) -> RuleSet:

@@ -622,3 +622,40 @@ def test_node_names_and_a_silent_nodes_last_known_backlog(env: Env) -> None:
     assert "Buurthuis De Stille Hoek" in row and "12 (laatst bekend," in row
     assert client.get("/api/v1/nodes").json()["nodes"][0]["display"] == \
         "Buurthuis De Stille Hoek"
+
+
+def test_lists_are_paged_newest_first_and_counts_follow_every_change(env: Env) -> None:
+    """Cost flat in history: a page is LIST_LIMIT rows and a link to the older ones;
+    the tab counts come from report_counts, which triggers keep for every writer."""
+    from central.staff import LIST_LIMIT
+    ids = [add_report(env, category="nuisance", text=f"Melding nummer {i}")
+           for i in range(LIST_LIMIT + 5)]
+    muni = member(env, "Vera", "municipality")
+    first = muni.get("/staff/reports?state=all").text
+    assert first.count('data-testid="report"') == LIST_LIMIT
+    assert f"Melding nummer {LIST_LIMIT + 4}<" in first and "Melding nummer 4<" not in first
+    older = re.search(r'href="(/staff/reports\?[^"]*before=[^"]+)"', first)
+    assert older, "no link to the older reports"
+    second = muni.get(older.group(1).replace("&amp;", "&")).text
+    assert second.count('data-testid="report"') == 5
+    assert "Melding nummer 4<" in second and "Melding nummer 0<" in second
+    assert 'data-testid="newest"' in second and 'data-testid="older"' not in second
+    # A made-up cursor is just the first page.
+    assert muni.get("/staff/reports?state=all&before=x.y").status_code == 200
+
+    tabs = re.compile(r'data-testid="tab-(\w+)">[^(]*\((\d+)\)')
+    assert dict(tabs.findall(first))["new"] == str(LIST_LIMIT + 5)
+    assert post_state(muni, ids[0], "in_progress").status_code == 303
+    page = muni.get("/staff/reports").text
+    counted = dict(tabs.findall(page))
+    assert (counted["new"], counted["in_progress"]) == (str(LIST_LIMIT + 4), "1")
+    r = muni.post(f"/staff/reports/{ids[1]}/route", data={
+        "csrf": csrf_of(page), "route": "police", "version": "1"})
+    assert r.status_code == 303
+    with env.engine.connect() as conn:
+        kept = {(row.route, row.state): row.n for row in conn.execute(
+            sa.select(db.report_counts))}
+        real = {(route, state): n for route, state, n in conn.execute(
+            sa.select(db.reports.c.route, db.reports.c.state, sa.func.count())
+            .group_by(db.reports.c.route, db.reports.c.state))}
+    assert {k: v for k, v in kept.items() if v} == real

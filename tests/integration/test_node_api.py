@@ -198,7 +198,8 @@ def test_report_gets_receipt_and_status_without_private_fields(http: httpx.Clien
     assert status["receipt"] == receipt
     assert status["state"] == "received"
     assert status["category"] == "suspicious"
-    assert set(status) == {"receipt", "state", "category", "ts", "time", "date"}
+    assert set(status) == {"receipt", "state", "category", "ts", "time", "date", "reply"}
+    assert status["reply"] is None  # no answer from a desk yet
     for secret in (text, contact, "Buurvrouw Els"):
         assert secret not in s.text
 

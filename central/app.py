@@ -16,6 +16,7 @@ from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
+from common import apidocs
 from sync.canonical import parse_json
 from sync.enrolment import parse_request
 from sync.errors import InvalidField
@@ -60,8 +61,11 @@ def create_app(central: Central, engine: Engine | None = None) -> FastAPI:
     """
     engine = engine or db.make_engine(central.database_url)
     ingest = Ingest(engine, central)
-    app = FastAPI(title="Bart central", version="1", docs_url="/api/docs", redoc_url=None,
+    # docs_url=None: FastAPI's docs page loads Swagger UI from a CDN; common.apidocs
+    # serves it from the package (offline), with /favicon.ico.
+    app = FastAPI(title="Bart central", version="1", docs_url=None, redoc_url=None,
                   openapi_url="/api/openapi.json")
+    app.include_router(apidocs.router)
     app.state.central = central
     app.state.engine = engine
     app.state.ingest = ingest

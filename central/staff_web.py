@@ -24,6 +24,8 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from common import apidocs
+
 from .health import silent_nodes
 from .identity import Central
 from .pages import LANGUAGES, Renderer, negotiate
@@ -193,10 +195,11 @@ class StaffHeaders:
     """ASGI middleware: CSP nonce and strict headers on the staff pages and node API,
     and a body limit (MAX_FORM_BYTES) on their forms.
 
-    Only paths under ``/staff`` and ``/api/v1/nodes``: batch ingest stays untouched.
+    Only paths under ``/staff``, ``/api/v1/nodes`` and ``/api/docs``: batch ingest
+    stays untouched.
     """
 
-    PREFIXES: Final = ("/staff", "/api/v1/nodes")
+    PREFIXES: Final = ("/staff", "/api/v1/nodes", "/api/docs")
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -213,9 +216,11 @@ class StaffHeaders:
             receive = _replay(body, receive)
         nonce = base64.urlsafe_b64encode(os.urandom(12)).decode("ascii")
         scope.setdefault("state", {})["csp_nonce"] = nonce
-        csp = (f"default-src 'none'; style-src 'nonce-{nonce}'; script-src 'nonce-{nonce}'; "
-               "connect-src 'self'; img-src 'self' data:; form-action 'self'; base-uri 'none'; "
-               "frame-ancestors 'none'").encode()
+        # The API docs page (common/apidocs.py) also loads Swagger UI's files from here.
+        own = "'self' " if scope.get("path") == apidocs.DOCS_PATH else ""
+        csp = (f"default-src 'none'; style-src {own}'nonce-{nonce}'; "
+               f"script-src {own}'nonce-{nonce}'; connect-src 'self'; img-src 'self' data:; "
+               "form-action 'self'; base-uri 'none'; frame-ancestors 'none'").encode()
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":

@@ -17,12 +17,14 @@ from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
+from common import apidocs
+
 from ..config import NodeSettings
 from ..errors import NodeError
 from ..runtime import NodeRuntime
 from ..team import routes as team_routes
 from ..team.session import close_accounts, open_accounts
-from . import api, apidocs, captive, demo, errorpages, resident
+from . import api, captive, demo, errorpages, resident
 from .captive import CaptiveClients, CaptivePolicy, CaptivePortal
 from .guards import LimitBody, RateLimiter, SecurityHeaders
 from .i18n import Catalogue
@@ -61,7 +63,7 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
         version=_version(),
         description=API_DESCRIPTION,
         lifespan=lifespan,
-        docs_url=None,  # served from the package by apidocs (FastAPI's own uses a CDN)
+        docs_url=None,  # served from the package by common.apidocs (FastAPI's uses a CDN)
         redoc_url=None,
         swagger_ui_oauth2_redirect_url=None,
         openapi_url="/api/openapi.json",
@@ -74,7 +76,7 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     app.state.report_limiter = RateLimiter(settings.reports_per_minute)
     app.state.lookup_limiter = RateLimiter(60 if settings.reports_per_minute else 0)
     app.include_router(api.router)
-    app.include_router(apidocs.router)
+    app.include_router(apidocs.router)  # /api/docs and /favicon.ico
     app.include_router(captive.router)
     generate = app.openapi
 

@@ -110,7 +110,7 @@ class SecurityHeaders:
             return
         nonce = self._pool.nonce()
         scope.setdefault("state", {})["csp_nonce"] = nonce
-        # The API docs page (Swagger UI from the package, node/portal/apidocs.py)
+        # The API docs page (Swagger UI from the package, common/apidocs.py)
         # may also load scripts and styles from this node itself; every other
         # page: only what carries the nonce.
         own = "'self' " if scope.get("path") == DOCS_PATH else ""

@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import hmac
 import secrets
-from functools import cache
-from pathlib import Path
-from typing import Any, Final
+from typing import Any
 from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request
@@ -34,8 +32,6 @@ from .qr import qr_svg
 from .views import alert_view
 
 router = APIRouter(include_in_schema=False)
-#: The browser asks for /favicon.ico on every first visit; a 404 is a console error.
-FAVICON: Final = Path(__file__).with_name("static") / "favicon.ico"
 LANG_COOKIE = "bart_lang"
 CSRF_COOKIE = "bart_csrf"
 HOME_ALERTS = 20
@@ -69,18 +65,6 @@ def render(request: Request, template: str, *, status: int = 200,
         response.set_cookie(LANG_COOKIE, lang, max_age=365 * 86400, samesite="lax",
                             httponly=True)
     return response
-
-
-@cache
-def _favicon() -> bytes:
-    return FAVICON.read_bytes()
-
-
-@router.get("/favicon.ico")
-async def favicon() -> Response:
-    """The portal's small icon (32x32, from the package)."""
-    return Response(_favicon(), media_type="image/x-icon",
-                    headers={"Cache-Control": "public, max-age=86400"})
 
 
 @router.get("/")

@@ -1,12 +1,17 @@
-"""``/api/docs``: Swagger UI served by the node itself, for use offline.
+"""``/api/docs`` and ``/favicon.ico``, served by the program itself, for use offline.
 
 FastAPI's own docs page loads Swagger UI from a CDN, which a node without
-internet cannot reach and which the node's CSP refuses anyway (a blank page).
-The Swagger UI files come from the ``fastapi-offline`` package instead (a
-PyPI package that ships them; only its static files are used) and are served
-here under ``/api/docs/static/``; the page's one inline script carries the
-CSP nonce, and :class:`node.portal.guards.SecurityHeaders` lets this one page
-load scripts and styles from the node itself (``'self'``).
+internet cannot reach and which the CSP refuses anyway (a blank page). The
+Swagger UI files come from the ``fastapi-offline`` package instead (a PyPI
+package that ships them; only its static files are used) and are served here
+under ``/api/docs/static/``; the page's scripts and style carry the request's
+CSP nonce (``request.scope["state"]["csp_nonce"]``, set by the app's security
+middleware), which lets this one page load them from the program itself
+(``'self'``): node/portal/guards.py and central/staff_web.py.
+
+Node and central both include :data:`router` (``app.include_router``) and set
+``docs_url=None`` on their FastAPI app. The browser asks every site for
+``/favicon.ico``; answering it keeps a first visit free of console errors.
 """
 
 from __future__ import annotations
@@ -62,9 +67,24 @@ window.ui = SwaggerUIBundle(Object.assign({config}, {{
 """
 
 
+FAVICON: Final = importlib.resources.files("common") / "static" / "favicon.ico"
+
+
+@cache
+def _favicon() -> bytes:
+    return FAVICON.read_bytes()
+
+
+@router.get("/favicon.ico")
+async def favicon() -> Response:
+    """Bart's small icon (32x32, from the package)."""
+    return Response(_favicon(), media_type="image/x-icon",
+                    headers={"Cache-Control": "public, max-age=86400"})
+
+
 @router.get(DOCS_PATH)
 async def docs(request: Request) -> HTMLResponse:
-    """Swagger UI of this node's API, with nothing loaded from elsewhere."""
+    """Swagger UI of this program's API, with nothing loaded from elsewhere."""
     from html import escape
 
     nonce = request.scope.get("state", {}).get("csp_nonce", "")

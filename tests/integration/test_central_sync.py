@@ -325,3 +325,37 @@ def test_the_projector_is_restarted_and_stops_with_central(node: NodeProcess,
                message="the projector gone with central")
     assert "projector exited" in central.log_tail(200)
     engine.dispose()
+
+
+def test_an_idle_enrolled_node_writes_nothing_when_it_polls(node: NodeProcess,
+                                                            central: CentralProcess) -> None:
+    """Issue "cost flat": a poll that changes nothing writes nothing (an SD card lives
+    longer; the budget is <= 1 MB an hour). Polls every 2 s here; central sees each."""
+    import os
+
+    node.start()
+    post_reports(node, 1)
+    engine = central_db(central)
+    wait_until(lambda: central_count(engine, node.name) == 2, 20.0, message="synced")
+    wait_until(lambda: node.health()["uplink"]["backlog"] == 0, 10.0, message="backlog 0")
+    time.sleep(3.0)  # the answer to the last batch is applied, the status heartbeat sent
+
+    def files() -> tuple[int, ...]:
+        out: list[int] = []
+        for suffix in ("", "-wal"):
+            st = os.stat(f"{node.db_path}{suffix}")
+            out += [st.st_size, st.st_mtime_ns]
+        return tuple(out)
+
+    def seen() -> int:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.select(db.nodes.c.last_seen)
+                                    .where(db.nodes.c.name == node.name)).scalar_one())
+
+    before, polled = files(), seen()
+    wait_until(lambda: seen() > polled, 10.0, message="a poll")
+    polled = seen()
+    wait_until(lambda: seen() > polled, 10.0, message="another poll")
+    assert files() == before, "an idle poll wrote to the node's database"
+    stop_and_check(node)
+    engine.dispose()

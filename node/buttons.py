@@ -47,7 +47,7 @@ from .alarms import button_alarm_body, store_ack
 from .config import NodeSettings
 from .errors import NodeError
 from .store import WriteTx
-from .store_queries import EVENT_COLS, row_to_event
+from .store_queries import ACK_REF, EVENT_COLS, row_to_event
 
 if TYPE_CHECKING:
     from .runtime import NodeRuntime
@@ -182,7 +182,8 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
                 "json_extract(body, '$.button') = ? ORDER BY ts DESC, id DESC LIMIT 1",
                 (button,)).fetchone()
             resolved = row is not None and tx.conn.execute(
-                "SELECT 1 FROM events WHERE kind = 'ack' AND json_extract(body, '$.ref') = ? "
+                f"SELECT 1 FROM events {ACK_REF} WHERE kind = 'ack' AND "
+                "json_extract(body, '$.ref') = ? "
                 "AND json_extract(body, '$.action') IN ('resolved', 'hidden')",
                 (row[0],)).fetchone() is not None
             if row is not None and not resolved:

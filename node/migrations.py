@@ -121,6 +121,13 @@ def _m009_central_state(db: sqlite_utils.Database) -> None:
     db.execute("ALTER TABLE receipts ADD COLUMN central_state TEXT")
 
 
+def _m010_alert_ref(db: sqlite_utils.Database) -> None:
+    # Alerts that replace an earlier one (central's updates and cancels) are found
+    # by their ref; without this index each home page walked every alert stored.
+    db.execute("CREATE INDEX idx_events_alert_ref ON events (json_extract(body, '$.ref')) "
+               "WHERE kind = 'alert'")
+
+
 MIGRATIONS: list[Migration] = [
     ("001_events", _m001_events),
     ("002_receipts", _m002_receipts),
@@ -131,6 +138,7 @@ MIGRATIONS: list[Migration] = [
     ("007_mesh", _m007_mesh),
     ("008_receipt_reply", _m008_receipt_reply),
     ("009_central_state", _m009_central_state),
+    ("010_alert_ref", _m010_alert_ref),
 ]
 
 

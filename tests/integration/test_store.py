@@ -32,7 +32,7 @@ def test_pragmas_and_migrations(store: Store, tmp_path: Path) -> None:
     names = [r[0] for r in conn.execute("SELECT name FROM _migrations ORDER BY name")]
     assert names == ["001_events", "002_receipts", "003_point_presses", "004_json_indexes",
                      "005_uplink", "006_armed_alarms", "007_mesh", "008_receipt_reply",
-                     "009_central_state"]
+                     "009_central_state", "010_alert_ref"]
     # The writer's own connection runs with synchronous=FULL (2).
     assert store._conn.execute("PRAGMA synchronous").fetchone()[0] == 2
 

@@ -1,11 +1,12 @@
 """Translations for the resident portal: one catalogue, five languages.
 
 All words the portal shows come from ``messages.toml`` next to this module:
-one TOML table per language (``[nl]`` first, complete, and the default;
-``[en]`` complete; ``[tr]``, ``[ar]``, ``[pl]`` partial). Keys are flat and
-dotted (``home.title``, ``category.nuisance``); TOML reads dotted keys as
-nested tables, so the loader flattens them again. A key missing in a
-language falls back to Dutch.
+one TOML table per language (``[nl]`` first and the default; ``[en]``,
+``[tr]``, ``[ar]``, ``[pl]`` each with exactly the same keys, which
+tests/unit/test_i18n_complete.py checks). Keys are flat and dotted
+(``home.title``, ``category.nuisance``); TOML reads dotted keys as nested
+tables, so the loader flattens them again. A key missing in a language would
+fall back to Dutch.
 
 Messages are plain text formatted with :meth:`str.format` named arguments;
 the templates escape them on output, like any other text.

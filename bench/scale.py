@@ -6,7 +6,13 @@ same requests; the baseline is the smallest size, measured in the same run,
 and the figure is the ratio p99(size) / p99(smallest). Goal (issue "cost flat
 in history"): each within 2x of its 10^3 time.
 
-Part ``central`` (this file so far): a central on SQLite (``--database-url``
+Part ``node``: a node's store filled with N events (70 % reports with their
+receipts, 20 % alerts of this node and two peers, 10 % answers), then a real
+``bart node run`` on it: its start-up time (goal < 3 s at 10^6), and the
+resident's requests: ``GET /``, ``GET /api/v1/alerts``, a receipt lookup
+(``/status?receipt=``) and ``POST /api/v1/reports``.
+
+Part ``central``: a central on SQLite (``--database-url``
 for PostgreSQL) filled with N report events from five nodes (routes split as
 triage does, states spread as a desk leaves them: most handled, some open,
 a few emergencies untaken), then the staff pages a desk member reloads all
@@ -16,7 +22,7 @@ day, through the real FastAPI app with a logged-in member:
   police ``/staff/reports`` (open), and one older page of ``?state=all``;
 * ``/staff/api/alarms``.
 
-Run: ``.venv/bin/python bench/scale.py central [--sizes 1000,100000,1000000]
+Run: ``.venv/bin/python bench/scale.py node|central [--sizes 1000,100000,1000000]
 [--requests 40]``. Filling 10^6 takes about a minute on SQLite.
 """
 
@@ -32,6 +38,8 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -165,9 +173,112 @@ def central_part(sizes: list[int], requests: int, database_url: str) -> dict[str
     return results
 
 
+NODE_BODY_REPORT = ('{{"audience":"authorities","called_112":false,"category":"nuisance",'
+                    '"contact":"","lang":"nl","place":{{"point":null,"text":"Hoefkade {n}"}},'
+                    '"receipt":"{rc}","text":"Melding {n}: geluidsoverlast van een scooter"}}')
+NODE_BODY_ALERT = ('{{"areas":["ESC-01"],"button":null,"called_112":false,"called_112_by":"",'
+                   '"category":"other","expires":{exp},"place":{{"point":null,"text":""}},'
+                   '"ref":null,"severity":"moderate","source":"team","text":"Let op {n}",'
+                   '"title":"Waarschuwing {n}"}}')
+NODE_BODY_ACK = '{{"action":"seen","by":"team","note":"","ref":"{ref}","to":null}}'
+
+
+def fill_node(db_path: Path, n: int, origin: str) -> str:
+    """N events straight into the node's SQLite file (schema made by a first start);
+    returns a receipt code that exists."""
+    import sqlite3
+
+    from node.reports import new_receipt
+
+    rnd = random.Random(11)
+    conn = sqlite3.connect(db_path)
+    seqs: dict[tuple[str, str], int] = {}
+    start = 1_700_000_000_000
+    alerts: list[str] = []
+    receipt = ""
+    chunk = 50_000
+    for base in range(0, n, chunk):
+        events, receipts = [], []
+        for i in range(base, min(n, base + chunk)):
+            ident = str(uuid.UUID(int=rnd.getrandbits(128)))
+            ts = start + i * 1000
+            kind = "report" if i % 10 < 7 else "alert" if i % 10 < 9 else "ack"
+            if kind == "report":
+                who, stream = origin, "private"
+                rc = new_receipt()
+                receipt = rc
+                body = NODE_BODY_REPORT.format(n=i, rc=rc)
+                receipts.append((rc, ident, "forwarded", ts))
+            elif kind == "alert":
+                who, stream = (origin, "peer-a", "peer-b")[i % 3], "public"
+                body = NODE_BODY_ALERT.format(n=i, exp=ts + 3_600_000)
+                alerts.append(ident)
+            else:
+                who, stream = origin, "public"
+                body = NODE_BODY_ACK.format(ref=alerts[-1] if alerts else ident)
+            seq = seqs[(who, stream)] = seqs.get((who, stream), 0) + 1
+            events.append((ident, who, stream, seq, ts, kind, body, b"s", ts))
+        conn.executemany("INSERT INTO events (id, origin, stream, seq, ts, kind, body, sig, "
+                         "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
+        conn.executemany("INSERT INTO receipts (receipt, event_id, state, updated_at) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", receipts)
+        conn.commit()
+    got = conn.execute("SELECT receipt FROM receipts ORDER BY rowid DESC LIMIT 1").fetchone()
+    conn.close()
+    return str(got[0]) if got else receipt
+
+
+def node_part(sizes: list[int], requests: int) -> dict[str, dict[int, Any]]:
+    import httpx
+    from _common import NODE_NAME, Node, Procs
+
+    results: dict[str, dict[int, Any]] = {}
+    for n in sizes:
+        tmp = Path(tempfile.mkdtemp(prefix="bart-bench-scale-node-"))
+        try:
+            with Procs(tmp) as procs:
+                node = Node(procs)
+                node.start()
+                node.stop()
+                t0 = time.perf_counter()
+                receipt = fill_node(node.data_dir / "node.db", n, NODE_NAME)
+                filled = time.perf_counter() - t0
+                t0 = time.perf_counter()
+                node.start(timeout=120)
+                started = time.perf_counter() - t0
+                results.setdefault("start-up (s)", {})[n] = [started * 1000]
+                report = {"category": "nuisance", "text": "Scooter scheurt door de straat",
+                          "place": {"point": None, "text": "Hoefkade 3"},
+                          "audience": "authorities"}
+                with httpx.Client(base_url=node.url, timeout=30) as client:
+                    calls: dict[str, Callable[[], httpx.Response]] = {
+                        "GET /": partial(client.get, "/"),
+                        "GET /api/v1/alerts": partial(client.get, "/api/v1/alerts"),
+                        "receipt lookup": partial(client.get, "/status",
+                                                  params={"receipt": receipt}),
+                        "POST report": partial(client.post, "/api/v1/reports", json=report),
+                    }
+                    for name, call in calls.items():
+                        call()
+                        times = []
+                        for _ in range(requests):
+                            t1 = time.perf_counter()
+                            r = call()
+                            times.append((time.perf_counter() - t1) * 1000)
+                            if r.status_code >= 400:
+                                raise SystemExit(f"{name}: {r.status_code} {r.text[:200]}")
+                        results.setdefault(name, {})[n] = times
+                node.stop()
+            print(f"  filled {n:>9,} events in {filled:5.1f} s; node up in {started:4.1f} s",
+                  flush=True)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    return results
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("part", choices=["central"])
+    parser.add_argument("part", choices=["node", "central"])
     parser.add_argument("--sizes", default="1000,100000,1000000")
     parser.add_argument("--requests", type=int, default=40)
     parser.add_argument("--database-url", default="",
@@ -176,7 +287,8 @@ def main() -> int:
     sizes = [int(s) for s in args.sizes.split(",")]
     print(f"scale ({args.part}), {describe()}, load {os.getloadavg()[0]:.2f}, "
           f"{'PostgreSQL' if args.database_url else 'SQLite'}")
-    results = central_part(sizes, args.requests, args.database_url)
+    results = (central_part(sizes, args.requests, args.database_url) if args.part == "central"
+               else node_part(sizes, args.requests))
     worst = 0.0
     print(f"  {'page':<24}" + "".join(f"{n:>22,}" for n in sizes) + "   ratio p99")
     for name, by_size in results.items():

@@ -286,8 +286,10 @@ def stack(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterato
     node = init_node(base, mosquitto)
     # Rate limits on (the 429 page), a panic button on mock pins, quick uplink.
     node.env_extra["BART_REPORTS_PER_MINUTE"] = "600"
-    configure(node, 'display_name = "Buurthuis De Boog"\ngpio = "mock"\ndemo = true\n'
-              'hold_s = 0.5\npoint_port = 0\n' + FAST_UPLINK,
+    config = node.data_dir / "node.toml"
+    config.write_text(re.sub(r'(?m)^display_name = .*$', 'display_name = "Buurthuis De Boog"',
+                             config.read_text(encoding="utf-8")), encoding="utf-8")
+    configure(node, 'gpio = "mock"\ndemo = true\nhold_s = 0.5\npoint_port = 0\n' + FAST_UPLINK,
               f'\n[[meeting_points.panic_buttons]]\nid = "{BUTTON}"\ndevice = "hub"\n'
               "button_pin = 17\nled_pin = 23\n"
               f'\n[[meeting_points.panic_buttons]]\nid = "{BUTTON2}"\ndevice = "hub"\n'
@@ -595,7 +597,7 @@ def test_screenshots(browser: Browser, stack: Stack) -> None:
         page = ctx.new_page()
         team_login(page, node)
         expect(page.locator("[data-testid=row][data-kind=alarm]").first).to_be_visible()
-        shot(page, "team-alarm.png", top="[data-testid=cue]")
+        shot(page, "team-alarm.png", top="[data-testid=row][data-kind=alarm]")
     with context(browser, central.url, "desktop", locale="nl") as ctx:
         page = ctx.new_page()
         staff_login(page, central, f"Agent {uuid.uuid4().hex[:6]}", "police")

@@ -51,6 +51,8 @@ STATES: Final = ("new", "seen", "on_my_way", "resolved")
 ANSWERS: Final = STATES[1:]
 #: The team answers that move ``team_state``.
 TEAM_STATES: Final = ("seen", "on_my_way", "resolved", "hidden")
+#: A team state that closes the alarm on the node (the desk may still answer).
+TEAM_CLOSED: Final = ("resolved", "hidden")
 #: A resolved alarm stays on the desk's list this long (then only in its history).
 SHOWN_AFTER_RESOLVED_MS: Final = 3600 * 1000
 DESK_COUNTER: Final = "desk"
@@ -107,6 +109,12 @@ class Alarm:
     @property
     def open(self) -> bool:
         return self.state != "resolved"
+
+    @property
+    def waiting(self) -> bool:
+        """Nobody has answered: not the desk, and the team did not close it either
+        (a team's "resolved" on a false alarm ends the desk's cue, not its row)."""
+        return self.state == "new" and self.team_state not in TEAM_CLOSED
 
     def next_answers(self) -> list[str]:
         """The answers the desk may give now (forward only)."""
@@ -271,15 +279,18 @@ def _alarm(row: Any) -> Alarm:
 
 
 def list_alarms(engine: Engine, member: StaffMember, now: int, *, limit: int = 50) -> list[Alarm]:
-    """The member's desk's alarms: open ones (new first, newest first), then those
-    resolved in the last hour. Bounded: the open ones by the index, at most ``limit``."""
+    """The member's desk's alarms: open ones (unanswered first, newest first), then
+    those resolved (by the desk or the team) in the last hour. Bounded: the open ones
+    by the index, at most ``limit``."""
     a = db.alarms.c
+    closed = sa.or_(a.state == "resolved", a.team_state.in_(TEAM_CLOSED))
     query = sa.select(db.alarms).where(
-        sa.or_(a.state != "resolved", a.updated_at >= now - SHOWN_AFTER_RESOLVED_MS))
+        sa.or_(sa.not_(closed), a.updated_at >= now - SHOWN_AFTER_RESOLVED_MS))
     if member.role != "admin":
         query = query.where(a.desk == member.role)
-    query = query.order_by(sa.case((a.state == "new", 0), (a.state == "resolved", 2),
-                                   else_=1), a.ts.desc()).limit(limit)
+    waiting = sa.and_(a.state == "new", a.team_state.not_in(TEAM_CLOSED))
+    query = query.order_by(sa.case((waiting, 0), (closed, 2), else_=1),
+                           a.ts.desc()).limit(limit)
     with db.reading(engine) as conn:
         return [_alarm(r) for r in conn.execute(query)]
 

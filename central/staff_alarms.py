@@ -60,7 +60,9 @@ def new_by_desk(engine: Engine) -> dict[str, int]:
     out: dict[str, int] = {}
     with db.reading(engine) as conn:
         for desk, n in conn.execute(
-                sa.select(a.desk, sa.func.count()).where(a.state == "new").group_by(a.desk)):
+                sa.select(a.desk, sa.func.count())
+                .where(a.state == "new", a.team_state.not_in(alarms.TEAM_CLOSED))
+                .group_by(a.desk)):
             out[str(desk)] = out.get(str(desk), 0) + int(n)
         for route, n in conn.execute(
                 sa.select(r.route, sa.func.count()).where(r.state == "new",
@@ -213,4 +215,4 @@ async def answer(request: Request, alarm_id: str) -> Response:
 
 def alarm_context(request: Request, found: list[alarms.Alarm]) -> dict[str, Any]:
     """What ``reports.html`` needs to show the alarms on top."""
-    return {"alarms": found, "open_alarms": sum(1 for a in found if a.state == "new")}
+    return {"alarms": found, "open_alarms": sum(1 for a in found if a.waiting)}

@@ -662,3 +662,24 @@ def test_api_and_live_need_a_session(env: Env) -> None:
         assert r.status_code == 303 and r.headers["location"] == "/staff/login", path
     r = client.post(f"/staff/alarms/{uuid.uuid4()}/answer", data={"action": "seen"})
     assert r.status_code == 303 and r.headers["location"] == "/staff/login"
+
+
+def test_a_false_alarm_the_team_closed_stops_the_desks_cue(env: Env) -> None:
+    """The team resolved it on the spot (a child pressed the button): the desk's row
+    stays, says who closed it, and no longer counts as unanswered."""
+    from central.staff_alarms import new_by_desk
+
+    node = Node(env)
+    police = member(env, "Tess Visser", "police")
+    alarm = node.panic()
+    node.send(alarm)
+    project(env)
+    assert new_by_desk(env.engine).get("police") == 1
+    node.send(*node.team_ack(alarm, "resolved"))
+    project(env)
+    assert new_by_desk(env.engine).get("police", 0) == 0
+    page = police.get("/staff/reports").text
+    row = page.split(f'data-id="{alarm.id}"')[1].split("</li>")[0]
+    assert "Afgesloten door het buurtteam" in row and 'role="alert"' not in row
+    # The desk may still answer it.
+    assert answer(police, alarm.id, "seen").status_code == 303

@@ -39,6 +39,8 @@ The decisions are pure (:func:`parse_host`, :func:`find_probe`,
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import html
 import ipaddress
 import re
@@ -324,9 +326,15 @@ class CaptivePolicy:
         return "portal", probe
 
 
+#: The redirect body's only style (a link big enough for a thumb), allowed by its hash.
+_STYLE: Final = ("body{margin:16px;font:18px/1.45 system-ui,sans-serif}"
+                 "a{display:inline-block;min-height:48px;padding:12px 0;font-weight:700}")
+_STYLE_HASH: Final = base64.b64encode(hashlib.sha256(_STYLE.encode()).digest()).decode()
 _HEADERS: Final = ((b"cache-control", b"no-store"), (b"x-content-type-options", b"nosniff"),
                    (b"referrer-policy", b"no-referrer"),
-                   (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'"))
+                   (b"content-security-policy",
+                    f"default-src 'none'; style-src 'sha256-{_STYLE_HASH}'; "
+                    "frame-ancestors 'none'".encode()))
 
 
 class CaptivePortal:
@@ -411,11 +419,12 @@ class CaptivePortal:
     def _redirect_body(self, url: str, lang: str) -> bytes:
         t = self.catalogue.translator(lang)
         link = html.escape(url)
+        title = html.escape(t("captive.title"))
         return (f'<!DOCTYPE html><html lang="{t.lang}" dir="{t.dir}"><meta charset="utf-8">'
                 f'<meta name="viewport" content="width=device-width">'
-                f"<title>{html.escape(t('captive.title'))}</title>"
-                f"<p>{html.escape(t('captive.text'))}</p>"
-                f'<p><a href="{link}">{html.escape(t("captive.link"))}</a></p></html>\n'
+                f"<title>{title}</title><style>{_STYLE}</style>"
+                f"<main><h1>{title}</h1><p>{html.escape(t('captive.text'))}</p>"
+                f'<p><a href="{link}">{html.escape(t("captive.link"))}</a></p></main></html>\n'
                 ).encode()
 
 

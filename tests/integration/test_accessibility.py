@@ -33,9 +33,8 @@ text"): a link that is laid out inline (``display: inline``) inside a block
 that has words of its own around the link, i.e. a link inside running text.
 A link alone in its paragraph is not in a sentence and must be tall enough.
 Also exempt, by the same criterion's "user agent control" exception: a page
-without any author CSS (the captive portal's short answer to a probe, which
-a browser follows as a redirect rather than shows), whose sizes are all the
-browser's own.
+without any author CSS, whose sizes are all the browser's own (none is left:
+the captive portal's short answer to a probe has its own small style now).
 
 The same tests write the README's screenshots to docs/screenshots/ (every run
 overwrites them): the resident home on a phone in Dutch and in Arabic with a

@@ -1,10 +1,10 @@
 """Staff passwords, one-time passwords and name rules (pure; no I/O).
 
-The same approach as the node's team accounts (``node/team/passwords.py``;
-central may not import ``node``): scrypt, a memory-hard KDF (RFC 7914), with
-its parameters stored beside the hash so that they can be raised later::
-
-    scrypt$16384$8$1$<salt, base64>$<32-byte hash, base64>
+The implementation is :mod:`common.passwords`, shared with the node's team
+accounts so that the two cannot drift; this module adds the staff rules (a
+password of at least :data:`MIN_PASSWORD` characters, longer than the team's:
+staff accounts open police and municipality data; names may hold dots, and
+their case-folded key must fit too) and raises central's exceptions.
 
 >>> encoded = hash_password("correct horse battery", n=2**10)
 >>> verify_password("correct horse battery", encoded), verify_password("wrong", encoded)
@@ -15,98 +15,36 @@ its parameters stored beside the hash so that they can be raised later::
 
 from __future__ import annotations
 
-import base64
-import hashlib
-import hmac
-import secrets
-import unicodedata
 from typing import Final
+
+from common import passwords as _common
+from common.passwords import (
+    HASH_BYTES,
+    MAX_NAME,
+    MAX_PASSWORD,
+    OTP_ALPHABET,
+    SCRYPT_N,
+    SCRYPT_P,
+    SCRYPT_R,
+    dummy_hash,
+    hash_password,
+    new_one_time_password,
+    normalise_one_time_password,
+    verify_password,
+)
 
 from .errors import CentralError
 
-SCRYPT_N: Final = 2**14
-SCRYPT_R: Final = 8
-SCRYPT_P: Final = 1
-HASH_BYTES: Final = 32
-SALT_BYTES: Final = 16
-#: Upper bounds on stored parameters: a tampered row must not make us allocate gigabytes.
-MAX_N: Final = 2**20
-MAX_R: Final = 32
-MAX_P: Final = 16
-
 #: Staff accounts open police and municipality data: longer than the team's minimum.
 MIN_PASSWORD: Final = 12
-MAX_PASSWORD: Final = 256
-MAX_NAME: Final = 40
-
-#: No 0/O, 1/I/L: one-time passwords are read off a terminal and typed by hand.
-OTP_ALPHABET: Final = "ABCDEFGHJKMNPQRSTUVWXYZ23456789"
-OTP_GROUPS: Final = 4
-OTP_GROUP_LEN: Final = 4
 
 
-class InvalidName(CentralError, ValueError):
+class InvalidName(CentralError, _common.InvalidName):
     """A staff name is empty, too long or has characters we do not allow."""
 
 
-class WeakPassword(CentralError, ValueError):
+class WeakPassword(CentralError, _common.WeakPassword):
     """A new password is too short, too long, or the same as the old one."""
-
-
-def _b64(data: bytes) -> str:
-    return base64.b64encode(data).decode("ascii")
-
-
-def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
-                          maxmem=256 * r * n + 1024 * 1024, dklen=HASH_BYTES)
-
-
-def hash_password(password: str, *, n: int = SCRYPT_N, r: int = SCRYPT_R,
-                  p: int = SCRYPT_P, salt: bytes | None = None) -> str:
-    """The stored form of ``password``: ``scrypt$n$r$p$salt$hash``."""
-    salt = salt if salt is not None else secrets.token_bytes(SALT_BYTES)
-    return f"scrypt${n}${r}${p}${_b64(salt)}${_b64(_scrypt(password, salt, n, r, p))}"
-
-
-def verify_password(password: str, encoded: str) -> bool:
-    """True when ``password`` matches ``encoded`` (constant-time); never raises."""
-    if len(password) > MAX_PASSWORD:
-        return False
-    try:
-        scheme, n_s, r_s, p_s, salt_s, hash_s = encoded.split("$")
-        n, r, p = int(n_s), int(r_s), int(p_s)
-        salt = base64.b64decode(salt_s, validate=True)
-        expected = base64.b64decode(hash_s, validate=True)
-    except ValueError:
-        return False
-    if (scheme != "scrypt" or not 2 <= n <= MAX_N or n & (n - 1) or not 1 <= r <= MAX_R
-            or not 1 <= p <= MAX_P or len(expected) != HASH_BYTES):
-        return False
-    return hmac.compare_digest(_scrypt(password, salt, n, r, p), expected)
-
-
-def dummy_hash(n: int = SCRYPT_N) -> str:
-    """A hash of a random password, checked for unknown names so timing tells nothing."""
-    return hash_password(secrets.token_urlsafe(16), n=n)
-
-
-def new_one_time_password() -> str:
-    """Four groups of four unambiguous characters, e.g. ``KQ7P-3MFA-X9TD-H2WE`` (79 bits)."""
-    return "-".join("".join(secrets.choice(OTP_ALPHABET) for _ in range(OTP_GROUP_LEN))
-                    for _ in range(OTP_GROUPS))
-
-
-def normalise_one_time_password(text: str) -> str:
-    """Accept what people type: lower case, spaces, with or without dashes.
-
-    >>> normalise_one_time_password(" kq7p 3mfa-x9td h2we ")
-    'KQ7P-3MFA-X9TD-H2WE'
-    """
-    chars = "".join(ch for ch in text.upper()[:64] if ch.isascii() and ch.isalnum())
-    if len(chars) != OTP_GROUPS * OTP_GROUP_LEN:
-        return text
-    return "-".join(chars[i:i + OTP_GROUP_LEN] for i in range(0, len(chars), OTP_GROUP_LEN))
 
 
 def normalise_name(name: str) -> str:
@@ -114,19 +52,8 @@ def normalise_name(name: str) -> str:
 
     1–40 characters: letters (any script), digits, spaces, hyphens and dots.
     """
-    if not isinstance(name, str) or len(name) > MAX_NAME * 4:
-        raise InvalidName(f"a name has at most {MAX_NAME} characters")
-    cleaned = " ".join(unicodedata.normalize("NFC", name).split())
-    if not cleaned:
-        raise InvalidName("a name must not be empty")
-    if len(cleaned) > MAX_NAME or len(cleaned.casefold()) > MAX_NAME:
-        # casefold can lengthen a name (ß → ss): its key must fit as well.
-        raise InvalidName(f"a name has at most {MAX_NAME} characters")
-    bad = sorted({ch for ch in cleaned if not (ch.isalpha() or ch.isdecimal() or ch in " -.")})
-    if bad:
-        raise InvalidName(f"a name has only letters, digits, spaces, hyphens and dots "
-                          f"(not {''.join(bad)!r})")
-    return cleaned
+    return _common.normalise_name(name, punctuation=" -.", key_must_fit=True,
+                                  error=InvalidName)
 
 
 def name_key(name: str) -> str:
@@ -136,12 +63,11 @@ def name_key(name: str) -> str:
 
 def check_new_password(new: str, old: str = "") -> None:
     """Raise :class:`WeakPassword` unless ``new`` is acceptable."""
-    if not isinstance(new, str) or len(new) < MIN_PASSWORD:
-        raise WeakPassword(f"a password has at least {MIN_PASSWORD} characters")
-    if len(new) > MAX_PASSWORD:
-        raise WeakPassword(f"a password has at most {MAX_PASSWORD} characters")
-    if new.strip() != new or not new.isprintable():
-        raise WeakPassword("a password must not start or end with a space or hold control "
-                           "characters")
-    if old and hmac.compare_digest(new.encode(), old.encode()):
-        raise WeakPassword("the new password must differ from the old one")
+    _common.check_new_password(new, old, min_length=MIN_PASSWORD, error=WeakPassword)
+
+
+__all__ = ["HASH_BYTES", "MAX_NAME", "MAX_PASSWORD", "MIN_PASSWORD", "OTP_ALPHABET",
+           "SCRYPT_N", "SCRYPT_P", "SCRYPT_R", "InvalidName", "WeakPassword",
+           "check_new_password", "dummy_hash", "hash_password", "name_key",
+           "new_one_time_password", "normalise_name", "normalise_one_time_password",
+           "verify_password"]

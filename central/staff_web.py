@@ -12,19 +12,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import hashlib
-import hmac
 import os
 import time
 from typing import Any, Final
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import urlencode
 
 from fastapi import HTTPException, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common import apidocs
+from common import apidocs, csrf
+from common.csrf import csrf_token as csrf_token  # re-exported for the pages
 
 from .health import silent_nodes
 from .identity import Central
@@ -83,30 +82,15 @@ def client_key(request: Request) -> str:
     return request.client.host if request.client else "unknown"
 
 
-def csrf_token(session_token: str) -> str:
-    """The form token of a session: HMAC-SHA256(session token, "csrf")."""
-    return hmac.new(session_token.encode(), b"csrf", hashlib.sha256).hexdigest()
-
-
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from another site.
-
-    Pages send ``Referrer-Policy: no-referrer``, so browsers send ``Origin:
-    null`` with our own forms: that (or no header) says nothing either way;
-    the CSRF token decides.
-    """
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host")
+    """False when the browser says the request comes from another site
+    (:func:`common.csrf.same_origin`: Origin, else Referer, against Host)."""
+    return csrf.same_origin(request.headers)
 
 
 def csrf_ok(request: Request, given: str) -> bool:
-    """Same origin, and ``given`` is the form token of the request's session."""
-    token = request.cookies.get(COOKIE)
-    if not token or not same_origin(request) or len(given) > 128:
-        return False
-    return hmac.compare_digest(csrf_token(token).encode(), given.encode())
+    """Same origin, and ``given`` is the form token of the request's session (length capped)."""
+    return csrf.csrf_ok(request.cookies.get(COOKIE), given, request.headers)
 
 
 async def read_form(request: Request) -> dict[str, str]:

@@ -9,15 +9,14 @@ Also the interface the team pages expect of the runtime (:class:`TeamRuntime`).
 from __future__ import annotations
 
 import asyncio
-import hashlib
-import hmac
 import threading
 from typing import Annotated, Any, Protocol
-from urllib.parse import urlsplit
 
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
+from common import csrf
+from common.csrf import csrf_token as csrf_token  # re-exported for the pages
 from sync import Event
 
 from ..config import NodeSettings
@@ -94,29 +93,15 @@ def team_runtime(request: Request) -> TeamRuntime:
     return rt
 
 
-def csrf_token(session_token: str) -> str:
-    """The form token of a session: HMAC-SHA256(session token, "csrf")."""
-    return hmac.new(session_token.encode(), b"csrf", hashlib.sha256).hexdigest()
-
-
 def same_origin(request: Request) -> bool:
-    """False when the browser says the request comes from another site.
-
-    Pages send ``Referrer-Policy: no-referrer``, so browsers send ``Origin:
-    null`` with our own forms: that (or no header) says nothing either way.
-    """
-    origin = request.headers.get("origin")
-    if not origin or origin == "null":
-        return True
-    return urlsplit(origin).netloc == request.headers.get("host")
+    """False when the browser says the request comes from another site
+    (:func:`common.csrf.same_origin`: Origin, else Referer, against Host)."""
+    return csrf.same_origin(request.headers)
 
 
 def csrf_ok(request: Request, given: str) -> bool:
-    """Same origin, and ``given`` is the token of the request's session."""
-    token = request.cookies.get(COOKIE)
-    if not token or not same_origin(request):
-        return False
-    return hmac.compare_digest(csrf_token(token).encode(), given.encode())
+    """Same origin, and ``given`` is the token of the request's session (length capped)."""
+    return csrf.csrf_ok(request.cookies.get(COOKIE), given, request.headers)
 
 
 async def current_member(request: Request, *, touch: bool = True) -> Member | None:

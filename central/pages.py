@@ -2,78 +2,74 @@
 
 Templates are in ``central/templates/`` with HTML autoescaping on (report
 text is residents' text and is never marked safe) and ``StrictUndefined``.
-Words come from ``central/messages.toml``: ``[nl]`` first and complete (the
-default), ``[en]`` with the same keys (a test checks it).
+Words come from the gettext catalogues in ``central/locale/``:
+``nl/LC_MESSAGES/messages.po`` (complete, the default) and
+``en/LC_MESSAGES/messages.po`` with the same keys (a test checks it), read
+with Babel at start-up (docs/translating.md). The msgid is the key, the
+msgstr the text; ``t("nodes.alarm", count=n)`` takes the plural form for ``n``.
 """
 
 from __future__ import annotations
 
-import tomllib
-from collections.abc import Mapping
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Final
 from zoneinfo import ZoneInfo
 
 import jinja2
+from babel.core import negotiate_locale
+
+# The .po reading, plural rules and Accept-Language parsing are the portal's.
+from node.portal.i18n import (
+    Message,
+    Translator,
+    parse_accept_language,
+    plural_rule,
+    read_locale,
+)
 
 TEMPLATES: Final = Path(__file__).with_name("templates")
-MESSAGES: Final = Path(__file__).with_name("messages.toml")
+#: The folder of the catalogues: ``<lang>/LC_MESSAGES/messages.po`` and ``messages.pot``.
+MESSAGES: Final = Path(__file__).with_name("locale")
 LANGUAGES: Final = ("nl", "en")
 DEFAULT: Final = "nl"
 #: Central serves Dutch police and municipalities: times are shown in Dutch time.
 TIMEZONE: Final = "Europe/Amsterdam"
 
+__all__ = ["DEFAULT", "LANGUAGES", "MESSAGES", "Renderer", "Translator", "duration",
+           "load_catalogue", "load_messages", "local", "negotiate"]
 
-def _flatten(table: Mapping[str, Any], prefix: str, out: dict[str, str]) -> None:
-    for key, value in table.items():
-        name = f"{prefix}{key}"
-        if isinstance(value, Mapping):
-            _flatten(value, f"{name}.", out)
-        else:
-            out[name] = str(value)
+
+def load_catalogue(path: Path = MESSAGES,
+                   ) -> tuple[dict[str, dict[str, Message]], dict[str, str]]:
+    """``({lang: {key: text or plural forms}}, {lang: Plural-Forms expression})``."""
+    messages, plural_forms = read_locale(path, LANGUAGES)
+    return {lang: messages.get(lang, {}) for lang in LANGUAGES}, plural_forms
 
 
 def load_messages(path: Path = MESSAGES) -> dict[str, dict[str, str]]:
-    """``{lang: {key: text}}`` from the catalogue file."""
-    data = tomllib.loads(path.read_text(encoding="utf-8"))
-    out: dict[str, dict[str, str]] = {}
-    for lang in LANGUAGES:
-        flat: dict[str, str] = {}
-        _flatten(data.get(lang, {}), "", flat)
-        out[lang] = flat
-    return out
-
-
-class Translator:
-    """``t("key", name=...)``: the word in one language, Dutch when it lacks one."""
-
-    def __init__(self, lang: str, messages: Mapping[str, str], fallback: Mapping[str, str]):
-        self.lang = lang
-        self._messages = messages
-        self._fallback = fallback
-
-    def __call__(self, key: str, /, **kwargs: object) -> str:
-        text = self._messages.get(key) or self._fallback.get(key)
-        if text is None:
-            return key
-        return text.format(**kwargs) if kwargs else text
+    """``{lang: {key: text}}`` from the catalogue (a plural message: its last form)."""
+    messages, _forms = load_catalogue(path)
+    return {lang: {key: value if isinstance(value, str) else value[-1]
+                   for key, value in table.items()}
+            for lang, table in messages.items()}
 
 
 def negotiate(query: str | None, cookie: str | None, accept: str | None) -> str:
-    """``?lang=`` beats the cookie beats Accept-Language beats Dutch.
+    """``?lang=`` beats the cookie beats Accept-Language (with q-values) beats Dutch.
 
     >>> negotiate(None, None, "en-GB,en;q=0.9"), negotiate("nl", "en", None)
     ('en', 'nl')
+    >>> negotiate(None, None, "en;q=0.5,nl;q=0.8")
+    'nl'
     """
     for value in (query, cookie):
         if value in LANGUAGES:
             return value
-    for part in (accept or "")[:200].split(",")[:10]:
-        code = part.split(";")[0].strip().lower()[:2]
-        if code in LANGUAGES:
-            return code
-    return DEFAULT
+    found = negotiate_locale(parse_accept_language(accept or ""), LANGUAGES, sep="-",
+                             aliases={})
+    return found.lower() if found else DEFAULT
 
 
 def local(ts_ms: int | None, fmt: str = "%d-%m-%Y %H:%M") -> str:
@@ -103,7 +99,9 @@ class Renderer:
     """Renders the staff pages in Dutch or English."""
 
     def __init__(self, templates: Path = TEMPLATES, messages: Path = MESSAGES) -> None:
-        self.messages = load_messages(messages)
+        self.messages, plural_forms = load_catalogue(messages)
+        self._rules: dict[str, Callable[[int], int]] = {
+            lang: plural_rule(plural_forms[lang]) for lang in LANGUAGES if lang in plural_forms}
         self.env = jinja2.Environment(
             loader=jinja2.FileSystemLoader(templates),
             autoescape=jinja2.select_autoescape(("html",), default_for_string=True),
@@ -116,7 +114,8 @@ class Renderer:
         """The translator of ``lang`` (Dutch for anything else)."""
         if lang not in LANGUAGES:
             lang = DEFAULT
-        return Translator(lang, self.messages[lang], self.messages[DEFAULT])
+        return Translator(lang, self.messages[lang], self.messages[DEFAULT], strict=False,
+                          rule=self._rules.get(lang), fallback_rule=self._rules.get(DEFAULT))
 
     def render(self, template: str, /, *, lang: str, **context: Any) -> str:
         """Render ``template``; ``t`` and ``lang`` are added."""

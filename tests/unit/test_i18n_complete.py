@@ -2,9 +2,10 @@
 
 - Every language of the portal's catalogue has exactly the keys of ``[nl]``
   (nothing falls back to Dutch), with the same placeholders.
-- Every key of the portal's catalogue (node/portal/messages.toml) and of
-  central's (central/messages.toml, nl and en only) is used by a template or
-  the code, and every key used is defined. Keys built at run time
+- Every key of the portal's catalogue (node/portal/locale/*/LC_MESSAGES/messages.po)
+  and of central's (central/locale/, nl and en only) is used by a template or
+  the code, and every key used is defined. Babel's own extraction (babel.cfg)
+  finds no key that the templates (messages.pot) lack. Keys built at run time
   (``t("category." ~ cat)``, ``f"error.field.{field}"``) are families: each
   family the code builds is listed here with its members, taken from the
   code's own constants where it has them.
@@ -20,7 +21,6 @@ import ast
 import asyncio
 import html
 import re
-import tomllib
 from collections.abc import Callable, Iterable, Mapping
 from functools import cache
 from pathlib import Path
@@ -28,17 +28,28 @@ from typing import Any
 
 import httpx
 import pytest
+from babel.messages.extract import extract_from_dir
+from babel.messages.frontend import parse_mapping_cfg
+from babel.messages.pofile import read_po
 
 from central import alarms as central_alarms
 from central import broadcasts as central_broadcasts
 from central import handling as central_handling
-from central.pages import load_messages
+from central.pages import MESSAGES as CENTRAL_LOCALE
+from central.pages import load_catalogue, load_messages
 from central.staff_accounts import ROLES
 from node.config import NodeSettings
 from node.portal.app import create_app, create_asgi
 from node.portal.captive import CaptivePortal
 from node.portal.errorpages import MESSAGES as ERROR_MESSAGES
-from node.portal.i18n import LANGUAGE_NAMES, SUPPORTED, Catalogue, placeholders
+from node.portal.i18n import DEFAULT_PATH as NODE_LOCALE
+from node.portal.i18n import (
+    LANGUAGE_NAMES,
+    SUPPORTED,
+    Catalogue,
+    cldr_plural_forms,
+    placeholders,
+)
 from node.portal.render import Renderer
 from node.runtime import NodeRuntime
 from node.setup import init_node
@@ -86,11 +97,49 @@ def test_every_translation_has_the_dutch_placeholders(cat: Catalogue, lang: str)
     assert differ == {}
 
 
+@pytest.mark.parametrize("lang", OTHERS)
+def test_every_translation_has_the_dutch_plural_messages(cat: Catalogue, lang: str) -> None:
+    nl, own = cat.plurals("nl"), cat.plurals(lang)
+    assert set(own) == set(nl)
+    nplurals, _ = cldr_plural_forms(lang)
+    for key, forms in own.items():
+        assert len(forms) == nplurals, key
+        for form in forms:  # a form may leave out the number ("one member")
+            assert placeholders(form) <= placeholders(nl[key][-1]), (key, form)
+
+
 def test_central_has_dutch_and_english_only_with_the_same_keys() -> None:
-    tables = tomllib.loads((ROOT / "central" / "messages.toml").read_text("utf-8"))
-    assert list(tables) == ["nl", "en"]
+    folders = sorted(p.name for p in CENTRAL_LOCALE.iterdir() if p.is_dir())
+    assert folders == ["en", "nl"]
+    assert (CENTRAL_LOCALE / "messages.pot").is_file()
     messages = load_messages()
+    assert list(messages) == ["nl", "en"]
     assert set(messages["nl"]) == set(messages["en"])
+    for lang in ("nl", "en"):
+        with (CENTRAL_LOCALE / lang / "LC_MESSAGES" / "messages.po").open("rb") as fh:
+            catalog = read_po(fh)
+        assert str(catalog.locale) == lang
+        assert (catalog.num_plurals, catalog.plural_expr) == cldr_plural_forms(lang)
+    with (CENTRAL_LOCALE / "messages.pot").open("rb") as fh:
+        pot = [m.id for m in read_po(fh) if m.id]
+    with (CENTRAL_LOCALE / "nl" / "LC_MESSAGES" / "messages.po").open("rb") as fh:
+        assert pot == [m.id for m in read_po(fh) if m.id]
+
+
+@pytest.mark.parametrize("lang", ["nl", "en"])
+def test_central_plural_forms_follow_the_count(lang: str) -> None:
+    from central.pages import Renderer
+
+    catalogue, _ = load_catalogue()
+    forms = catalogue[lang]["nodes.alarm"]
+    assert isinstance(forms, tuple) and len(forms) == 2
+    t = Renderer().translator(lang)
+    expected = {"nl": {1: "Alarm: 1 buurtcomputer stil:", 2: "Alarm: 2 buurtcomputers stil:",
+                       0: "Alarm: 0 buurtcomputers stil:"},
+                "en": {1: "Alarm: 1 node silent:", 2: "Alarm: 2 nodes silent:",
+                       0: "Alarm: 0 nodes silent:"}}[lang]
+    assert {n: t("nodes.alarm", count=n) for n in expected} == expected
+    assert {n: t.n("nodes.alarm", n) for n in expected} == expected
 
 
 @pytest.mark.parametrize("lang", SUPPORTED)
@@ -104,7 +153,9 @@ def test_arabic_has_no_latin_words_besides_names_codes_and_examples(cat: Catalog
     # as it is: codes and Dutch street names in examples.
     allowed = {"Bart", "QR", "Tolstraat", "Vliegerstraat", "K7F-3QX", "KQ7P-3MFA-X9TD-H2WE"}
     found = {}
-    for key, text in cat.messages("ar").items():
+    texts = [*cat.messages("ar").items(),
+             *((key, form) for key, forms in cat.plurals("ar").items() for form in forms)]
+    for key, text in texts:
         tokens = re.findall(r"[A-Za-z0-9][A-Za-z0-9-]*", re.sub(r"\{\w+\}", "", text))
         latin = {w for w in tokens if len(re.findall("[A-Za-z]", w)) >= 2} - allowed
         if latin:
@@ -363,6 +414,42 @@ def test_the_check_reports_what_it_should() -> None:
         "keys used but not defined": {"a.zz": ["x.html"]},
         "keys defined but never used": ["a.c", "f.two"],
     }
+
+
+def _extracted(folder: Path) -> dict[str, set[str]]:
+    """Keys Babel's extraction (babel.cfg, the translator names) finds under ``folder``."""
+    with (ROOT / "babel.cfg").open(encoding="utf-8") as fh:
+        method_map, options_map = parse_mapping_cfg(fh)
+    found: dict[str, set[str]] = {}
+    for filename, _line, message, _comments, _context in extract_from_dir(
+            folder, method_map, options_map, keywords=dict.fromkeys(KEY_FUNCTIONS),
+            comment_tags=(), strip_comment_tags=True):
+        msgid = message if isinstance(message, str) else message[0]
+        if msgid and KEY.match(msgid):
+            found.setdefault(msgid, set()).add(filename)
+    return found
+
+
+def _pot_ids(path: Path) -> set[str]:
+    with path.open("rb") as fh:
+        return {m.id if isinstance(m.id, str) else m.id[0] for m in read_po(fh) if m.id}
+
+
+@pytest.mark.parametrize("part", ["node", "central"])
+def test_babel_extraction_finds_no_key_the_template_lacks(part: str) -> None:
+    if part == "node":
+        pot, (uses, _), families, hidden = (NODE_LOCALE / "messages.pot", node_uses(),
+                                            NODE_FAMILIES, {})
+    else:
+        pot, (uses, _), families, hidden = (CENTRAL_LOCALE / "messages.pot", central_uses(),
+                                            CENTRAL_FAMILIES, CENTRAL_HIDDEN)
+    found, ids = _extracted(ROOT / part), _pot_ids(pot)
+    assert len(found) > 100 and any(w.endswith(".html") for ws in found.values() for w in ws)
+    assert {key: sorted(where) for key, where in found.items() if key not in ids} == {}
+    # What extraction cannot see is built at run time: the families listed above,
+    # or keys the code names as text.
+    unseen = ids - set(found) - _members(families) - _members(hidden)
+    assert sorted(unseen - uses.constants - set(uses.keys)) == []
 
 
 # --- 3. a page's lang matches its words ------------------------------------------------------

@@ -52,6 +52,47 @@ def uvicorn_config(settings: NodeSettings) -> uvicorn.Config:
     )
 
 
+#: Tests set this (milliseconds): a callback that keeps the event loop's thread busy
+#: longer is logged as a warning, which the tests' stop check refuses (issue "cost
+#: flat": nothing blocks the loop; a slow page would delay every alarm behind it).
+LOOP_BUDGET_ENV = "BART_LOOP_BUDGET_MS"
+LOOP_HELD = "event loop held"
+
+
+def watch_loop_budget() -> None:
+    """Log every event-loop callback that used more CPU than ``$BART_LOOP_BUDGET_MS``.
+
+    CPU time of the loop's thread (``time.thread_time``), not wall time: a busy
+    machine that preempts the process does not count, a callback that computes
+    or reads for long does. Off unless the variable is set (tests and benches).
+    """
+    import asyncio.events
+    import logging
+    import os
+    import time
+
+    raw = os.environ.get(LOOP_BUDGET_ENV, "")
+    if not raw.isdigit() or getattr(asyncio.events.Handle, "_bart_watched", False):
+        return
+    budget = int(raw) / 1000
+    log = logging.getLogger("bart.node.loop")
+    run = asyncio.events.Handle._run
+
+    def timed_run(self: asyncio.events.Handle) -> None:
+        start = time.thread_time()
+        try:
+            run(self)
+        finally:
+            used = time.thread_time() - start
+            if used > budget:
+                log.warning("%s for %.0f ms of CPU (budget %s ms) by %r", LOOP_HELD,
+                            used * 1000, raw, self)
+
+    asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
+    asyncio.events.Handle._bart_watched = True  # type: ignore[attr-defined]
+
+
 def serve(settings: NodeSettings) -> None:
     """Serve until SIGINT/SIGTERM; the lifespan stops Mosquitto and the store."""
+    watch_loop_budget()
     NodeServer(uvicorn_config(settings)).run()

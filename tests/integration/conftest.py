@@ -36,6 +36,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion
 
 from broker.topics import event_topic
+from node.server import LOOP_BUDGET_ENV, LOOP_HELD
 from sync import Event, KeyPair, make_event
 
 _ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
@@ -184,7 +185,7 @@ class NodeProcess:
     def env(self) -> dict[str, str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
         env.update({"BART_REPORTS_PER_MINUTE": "0", "BART_MOSQUITTO_BINARY": self.mosquitto,
-                    "PYTHONUNBUFFERED": "1"})
+                    "PYTHONUNBUFFERED": "1", LOOP_BUDGET_ENV: str(LOOP_BUDGET_MS)})
         env.update(self.env_extra)
         return env
 
@@ -448,6 +449,11 @@ def configure(node: NodeProcess, settings: str, tables: str = "") -> None:
     config.write_text(f"{head}\n{settings}\n{sep}{rest}{tables}", encoding="utf-8")
 
 
+#: CPU milliseconds one event-loop callback of a test's node may use (node/server.py):
+#: a page or handler above it delays every alarm behind it (issue "cost flat").
+LOOP_BUDGET_MS = 100
+
+
 def stop_and_check(node: NodeProcess) -> None:
     """Graceful stop: exit code 0 and no Mosquitto of this node left behind."""
     code = node.stop()
@@ -457,6 +463,10 @@ def stop_and_check(node: NodeProcess) -> None:
             os.killpg(pid, signal.SIGKILL)
     assert code == 0, f"bart node run exited with {code} after SIGTERM:\n{node.log_tail()}"
     assert not leftover, f"mosquitto {leftover} of {node.data_dir} outlived the node"
+    held = [ln for ln in node.log_path.read_text(errors="replace").splitlines()
+            if LOOP_HELD in ln]
+    assert not held, "the node's event loop was held longer than its budget:\n" + \
+        "\n".join(held[:5])
 
 
 @contextlib.contextmanager

@@ -20,8 +20,8 @@ from zoneinfo import ZoneInfo
 import jinja2
 from babel.core import negotiate_locale
 
-# The .po reading, plural rules and Accept-Language parsing are the portal's.
-from node.portal.i18n import (
+# The .po reading, plural rules and Accept-Language parsing are shared (common/).
+from common.i18n import (
     Message,
     Translator,
     parse_accept_language,

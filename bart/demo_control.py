@@ -23,6 +23,8 @@ from typing import Any
 
 import httpx
 
+from common.files import write_atomic
+
 from .errors import CommandError, Unavailable
 
 #: Where a running demo leaves its addresses, unless $BART_DEMO_STATE names a file.
@@ -37,9 +39,7 @@ def state_file() -> Path:
 def write_state(state: dict[str, Any]) -> None:
     """Record the running demo (atomically: a reader never sees half a file)."""
     path = state_file()
-    tmp = path.with_name(path.name + f".{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(state, indent=1).encode(), mode=0o644)
 
 
 def _alive(pid: object) -> bool:

@@ -27,6 +27,7 @@ from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from pydantic import BaseModel, Field, ValidationError
 
+from common.files import write_atomic
 from sync.bodies import SLUG
 from sync.keys import KeyPair, b64
 from sync.sealed import key_id
@@ -175,9 +176,7 @@ def _cap_signing(data_dir: Path, origin: str) -> tuple[rsa.RSAPrivateKey, x509.C
                                      f"(fix: remove {cert_path}; central makes a new one)")
     else:
         cert = _cap_certificate(key, origin)
-        tmp = cap_dir / f".cap.pem.{os.getpid()}"
-        tmp.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-        os.replace(tmp, cert_path)
+        write_atomic(cert_path, cert.public_bytes(serialization.Encoding.PEM), mode=0o644)
     return key, cert
 
 

@@ -23,6 +23,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
+from common.files import write_atomic
 from sync import KeyPair
 from sync.canonical import parse_json
 from sync.enrolment import EnrolRequest, check_response_mac, normalise_code
@@ -91,13 +92,7 @@ def save_roster(settings: NodeSettings, signed: dict[str, Any], central_signing_
 
 
 def _atomic(path: Path, data: bytes, *, private: bool) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, data, mode=0o600 if private else 0o644)
 
 
 def _tls_key(settings: NodeSettings) -> ec.EllipticCurvePrivateKey:

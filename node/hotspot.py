@@ -17,12 +17,12 @@ Example::
 
 from __future__ import annotations
 
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
 import jinja2
+
+from common.files import write_atomic
 
 from .config import NodeSettings
 from .errors import ConfigError
@@ -175,16 +175,6 @@ def write_files(files: list[SystemFile], dest: Path) -> list[tuple[SystemFile, b
             same = False
         if not same:
             target.parent.mkdir(parents=True, exist_ok=True)
-            fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-            try:
-                os.fchmod(fd, f.mode)
-                with os.fdopen(fd, "wb") as fh:
-                    fh.write(data)
-                    fh.flush()
-                    os.fsync(fh.fileno())
-                os.replace(tmp, target)
-            except BaseException:
-                Path(tmp).unlink(missing_ok=True)
-                raise
+            write_atomic(target, data, mode=f.mode)
         results.append((f, not same))
     return results

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from broker import MqttUser
+from common.files import write_atomic
 
 from .config import NodeSettings
 from .errors import ConfigError
@@ -45,13 +46,7 @@ def load_points(settings: NodeSettings) -> dict[str, dict[str, Any]]:
 def _save(settings: NodeSettings, points: dict[str, dict[str, Any]]) -> None:
     path = _path(settings)
     path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
-    tmp = path.with_suffix(".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(points, fh)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    write_atomic(path, json.dumps(points).encode(), mode=0o600)
 
 
 def point_user(name: str) -> str:

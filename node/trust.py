@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from common.files import write_atomic
 from sync.bodies import AREA, SLUG
 from sync.keys import b64, fingerprint, unb64
 from sync.roster import Roster
@@ -206,7 +207,5 @@ def add_peer(data_dir: Path, own_origin: str, peer: TrustedPeer) -> bool:
                   f"signing_key = {json.dumps(base64.b64encode(p.signing_key).decode())}",
                   f"area = {json.dumps(p.area)}",
                   f"mesh_ca = {json.dumps(p.mesh_ca)}", ""]
-    from .enrol import _atomic  # the one atomic write of node/ (with fsync)
-
-    _atomic(data_dir / PEERS_FILE, "\n".join(lines).encode("utf-8"), private=False)
+    write_atomic(data_dir / PEERS_FILE, "\n".join(lines).encode("utf-8"), mode=0o644)
     return True

@@ -96,6 +96,9 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     port = args.http_port or central.settings.http_port
     # Before anything starts: a port in use is said here, not by uvicorn half-way.
     require_free_port(host, port, "central", "--http-port", "http_port in central.toml")
+    if args.metrics_port:
+        require_free_port(args.metrics_host, args.metrics_port, "central's metrics listener",
+                          "--metrics-port", "no other setting")
     upgrade(central.database_url)
     os.environ["BART_CENTRAL_DIR"] = str(central.data_dir)
     if args.database_url:
@@ -108,6 +111,12 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     router_for(central.data_dir)
     projector = ProjectorProcess(central.data_dir, args.database_url or None)
     projector.start()
+    metrics = None
+    if args.metrics_port:  # served by this supervising process, apart from the workers
+        from central.metrics import CentralMetrics
+
+        metrics = CentralMetrics(central.database_url, args.metrics_host, args.metrics_port)
+        print(f"Metrics on http://{args.metrics_host}:{args.metrics_port}/metrics", flush=True)
     try:
         serve(host, port, args.workers)
     except SystemExit as exc:  # uvicorn's own exit when its start fails (logged above)
@@ -117,6 +126,8 @@ def cmd_central_run(args: argparse.Namespace) -> int:
                           "(e.g. its port taken meanwhile)",
                           "correct that, then start it again") from exc
     finally:
+        if metrics is not None:
+            metrics.close()
         projector.stop()
     return 0
 
@@ -308,6 +319,10 @@ def add_central_parsers(top: Any) -> None:
     p.add_argument("--http-host", help="address to listen on")
     p.add_argument("--http-port", type=int, help="port to listen on")
     p.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    p.add_argument("--metrics-port", type=int, default=0,
+                   help="serve Prometheus /metrics on this port (default 0: off)")
+    p.add_argument("--metrics-host", default="127.0.0.1",
+                   help="address of the metrics listener (default 127.0.0.1)")
     common(p)
     p.set_defaults(func=cmd_central_run)
 

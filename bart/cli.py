@@ -73,7 +73,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
 
     settings = NodeSettings.load(_data_dir(args), http_host=args.http_host,
                                  http_port=args.http_port, mqtt_port=args.mqtt_port,
-                                 mesh_port=args.mesh_port)
+                                 mesh_port=args.mesh_port, metrics_port=args.metrics_port)
     # Before anything starts (and logs that the node is up): this node running
     # already, or another program on its ports, is said here in words.
     health = node_health(settings, timeout=1.0)
@@ -85,6 +85,9 @@ def cmd_node_run(args: argparse.Namespace) -> int:
                       "http_port in node.toml")
     require_free_port(settings.mqtt_host, settings.mqtt_port, "the node's Mosquitto",
                       "--mqtt-port", "mqtt_port in node.toml")
+    if settings.metrics_port:
+        require_free_port(settings.metrics_host, settings.metrics_port, "the metrics listener",
+                          "--metrics-port", "metrics_port in node.toml")
     _logging(settings.log_level)
     try:
         serve(settings)
@@ -323,6 +326,8 @@ def build_parser() -> argparse.ArgumentParser:
     run = node.add_parser("run", help="run the node: Mosquitto, store and portal")
     data_dir_flag(run)
     port_flags(run)
+    run.add_argument("--metrics-port", type=int, help="serve Prometheus /metrics on this port "
+                     "(metrics_host, 127.0.0.1 by default; 0: off)")
     run.set_defaults(func=cmd_node_run)
     doctor = node.add_parser("doctor", help="check this node and its hotspot; says how to fix "
                              "each problem")

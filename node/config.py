@@ -240,6 +240,9 @@ class NodeSettings(BaseSettings):
     resolved_alert_keep_s: float = Field(default=1800.0, ge=0.0, le=7 * 86400.0)
     mesh: MeshSettings = Field(default_factory=MeshSettings)
     mesh_radio: MeshRadioSettings | None = None
+    # Prometheus /metrics on a listener of its own (docs/metrics.md); 0: not served.
+    metrics_port: int = Field(default=0, ge=0, le=65535)
+    metrics_host: str = Field(default="127.0.0.1", max_length=253)
 
     @field_validator("name")
     @classmethod

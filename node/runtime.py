@@ -32,6 +32,7 @@ from .hub import Hub
 from .mesh.carry import Carrier
 from .mesh.engine import Mesh
 from .mesh.identity import MeshIdentity, ensure_identity
+from .metrics import EventCounts, start_metrics
 from .points import POINTS_FILE, point_users
 from .reports import ReceiptTaken, Submitted, store_report
 from .store import Store
@@ -123,6 +124,8 @@ class NodeRuntime:
         # Foreign events shown live whose COMMIT is still pending.
         self._pending: dict[tuple[str, str, int], str] = {}
         self._pending_ids: set[str] = set()
+        self.event_counts = EventCounts(settings.name)  # read by /metrics (node/metrics.py)
+        self._metrics: Any = None
 
     # -- lifecycle -------------------------------------------------------------
 
@@ -174,6 +177,7 @@ class NodeRuntime:
         gc.freeze()
         if self._start_broker:
             self.spawn(self._watch_points())
+        self._metrics = start_metrics(self)
 
     def start_uplink(self) -> bool:
         """Start the uplink when the node is enrolled; True when it runs.
@@ -308,6 +312,7 @@ class NodeRuntime:
     def _mesh_stored(self, events: list[Event]) -> None:
         """Events from peers were committed: show them, tell integrations and buttons."""
         for event in events:
+            self.event_counts.count(event, "mesh")
             if event.stream == "public":
                 self.hub.publish(event)
             self.team_hub.publish(event)
@@ -344,6 +349,9 @@ class NodeRuntime:
 
     async def stop(self) -> None:
         """Stop in reverse order; safe to call twice."""
+        if self._metrics is not None:
+            await asyncio.to_thread(self._metrics.close)
+            self._metrics = None
         self.hub.close()
         self.team_hub.close()
         if self.buttons is not None:
@@ -427,6 +435,7 @@ class NodeRuntime:
 
     def after_commit(self, event: Event) -> None:
         """Fan a committed local event out: live pages, team, Mosquitto."""
+        self.event_counts.count(event, "local")
         if event.stream == "public":
             self.hub.publish(event)
         self.team_hub.publish(event)
@@ -442,6 +451,7 @@ class NodeRuntime:
     def _central_event(self, event: Event) -> None:
         """A verified event from central (a broadcast, a desk's answer on an alarm)
         was stored: show it live; an answer moves the button's light."""
+        self.event_counts.count(event, "central")
         if event.stream == "public":
             self.hub.publish(event)
             if self.mesh is not None:
@@ -571,7 +581,8 @@ class NodeRuntime:
         if store is None:
             return
         try:
-            await store.write(lambda tx: tx.insert(event))
+            if await store.write(lambda tx: tx.insert(event)):
+                self.event_counts.count(event, "mqtt")
         except BaseException as exc:
             # Shown but not stored: forget it, so that a resend or catch-up is
             # taken again instead of being dropped as "seen".

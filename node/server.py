@@ -85,8 +85,11 @@ def watch_loop_budget() -> None:
         finally:
             used = time.thread_time() - start
             if used > budget:
-                log.warning("%s for %.0f ms of CPU (budget %s ms) by %r", LOOP_HELD,
-                            used * 1000, raw, self)
+                # A task's wake-up names only a future: name the task's coroutine too.
+                owner = getattr(getattr(self, "_callback", None), "__self__", None)
+                coro = owner.get_coro() if isinstance(owner, asyncio.Task) else None
+                log.warning("%s for %.0f ms of CPU (budget %s ms) by %r%s", LOOP_HELD,
+                            used * 1000, raw, self, f" in {coro!r}" if coro else "")
 
     asyncio.events.Handle._run = timed_run  # type: ignore[method-assign]
     asyncio.events.Handle._bart_watched = True  # type: ignore[attr-defined]

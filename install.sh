@@ -52,7 +52,7 @@ Install Bart on this machine. Safe to run again: it only does what is missing.
                data and keys (/var/lib/bart), the user bart, .venv and the
                Debian packages.
   --dev        a development machine: the packages of a plain run plus
-               chromium, postgresql, wrk, xmlsec1, iproute2, git, dnsmasq-base,
+               chromium, postgresql, wrk, xmlsec1, strace, iproute2, git, dnsmasq-base,
                nftables, hostapd, debootstrap, valgrind, wpasupplicant,
                batctl, kmod (binaries for the tests and benchmarks; no
                service is configured), and the package with its 'dev' extra
@@ -344,7 +344,7 @@ if [[ $MESH_TOOLS -eq 1 ]]; then
 fi
 if [[ $MODE == dev ]]; then
     # The hotspot tools are here only so that the tests can run them.
-    PACKAGES+=(chromium postgresql wrk iproute2 git dnsmasq-base nftables hostapd debootstrap systemd xmlsec1)
+    PACKAGES+=(chromium postgresql wrk iproute2 git dnsmasq-base nftables hostapd debootstrap systemd xmlsec1 strace)
     PACKAGES+=(busybox curl) # the "phone" of tests/system/test_captive_netns.py: udhcpc, curl
     PACKAGES+=(valgrind)     # bench/ingest_instructions.py counts instructions with callgrind
     # tests/integration/test_meshradio_tools.py: wpa_supplicant parses the mesh

@@ -163,9 +163,7 @@ _FSYNC_SCRIPT = textwrap.dedent("""
 
 def _fsyncs(tmp_path: Path, kind: str, n: int) -> int:
     """fsync/fdatasync calls of ``n`` single-write transactions of ``kind``."""
-    strace = shutil.which("strace")
-    if strace is None:
-        pytest.skip("strace is not installed")
+    strace = require_binary("strace")  # CI=true: a missing strace fails, never skips
     script = tmp_path / "writes.py"
     script.write_text(_FSYNC_SCRIPT, encoding="utf-8")
     trace = tmp_path / f"{kind}.trace"

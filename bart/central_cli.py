@@ -91,9 +91,15 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     from central.server import serve
     from central.triage import router_for
 
+    from .cli import hold_data_dir
+
     central = _load(args)
     host = args.http_host or central.settings.http_host
     port = args.http_port or central.settings.http_port
+    # One central run per data directory (its lock lives as long as this process).
+    lock = hold_data_dir(central.data_dir, "bart central run", f"http://{host}:{port}/",
+                         name="central", fix="stop that one first (Ctrl-C where it runs, or "
+                         "sudo systemctl stop bart-central), or use another --data-dir")
     # Before anything starts: a port in use is said here, not by uvicorn half-way.
     require_free_port(host, port, "central", "--http-port", "http_port in central.toml")
     if args.metrics_port:
@@ -129,6 +135,7 @@ def cmd_central_run(args: argparse.Namespace) -> int:
         if metrics is not None:
             metrics.close()
         projector.stop()
+        lock.close()
     return 0
 
 

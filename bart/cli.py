@@ -16,10 +16,13 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from common.datadir import DataDirError, DataDirLock, DataDirLocked, lock_data_dir
+
 from .central_cli import add_central_parsers
 from .errors import (
     EXIT_INTERRUPTED,
     EXIT_USAGE,
+    CommandError,
     Unavailable,
     explain,
     require_free_port,
@@ -67,6 +70,10 @@ def cmd_node_doctor(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+RUNNING_NODE_FIX = ("stop it first (sudo systemctl stop bart-node, or Ctrl-C where it runs); "
+                    "bart status shows how it is")
+
+
 def cmd_node_run(args: argparse.Namespace) -> int:
     from node.config import NodeSettings
     from node.server import serve
@@ -76,11 +83,12 @@ def cmd_node_run(args: argparse.Namespace) -> int:
                                  mesh_port=args.mesh_port, metrics_port=args.metrics_port)
     # Before anything starts (and logs that the node is up): this node running
     # already, or another program on its ports, is said here in words.
+    lock = hold_data_dir(settings.data_dir, "bart node run", f"portal {_portal(settings)}",
+                         name=f"node {settings.name}", fix=RUNNING_NODE_FIX)
     health = node_health(settings, timeout=1.0)
     if health is not None and health.get("node") == settings.name:
         raise Unavailable(f"node {settings.name} is running already ({_portal(settings)})",
-                          "stop it first (sudo systemctl stop bart-node, or Ctrl-C where "
-                          "it runs); bart status shows how it is")
+                          RUNNING_NODE_FIX)
     require_free_port(settings.http_host, settings.http_port, "the portal", "--http-port",
                       "http_port in node.toml")
     require_free_port(settings.mqtt_host, settings.mqtt_port, "the node's Mosquitto",
@@ -97,7 +105,24 @@ def cmd_node_run(args: argparse.Namespace) -> int:
         raise Unavailable(f"node {settings.name} stopped while starting: the log lines "
                           "above say why (e.g. a port taken meanwhile)",
                           "correct that, then start it again") from exc
+    finally:
+        lock.close()
     return 0
+
+
+def hold_data_dir(data_dir: Path, command: str, detail: str, *, name: str,
+                  fix: str) -> DataDirLock:
+    """This process's lock on ``data_dir`` (common/datadir.py), held until it exits;
+    Unavailable (exit 3) naming the process that holds it already."""
+    try:
+        lock = lock_data_dir(data_dir, command)
+    except DataDirLocked as exc:
+        raise Unavailable(f"{name} is running already: {exc.path} is in use by "
+                          f"{exc.holder.describe()}", fix) from None
+    except DataDirError as exc:
+        raise CommandError(str(exc), "check the data directory's owner and mode") from None
+    lock.note(detail)
+    return lock
 
 
 def _portal(settings: NodeSettings, path: str = "/") -> str:

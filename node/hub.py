@@ -49,10 +49,6 @@ class Hub:
                 self._subscribers.discard(sub)
         return True
 
-    def forget(self, event_id: str) -> None:
-        """Let ``event_id`` be delivered again (its store write failed: a resend may heal)."""
-        self._seen.pop(event_id, None)
-
     @property
     def subscriber_count(self) -> int:
         """Number of live subscribers."""

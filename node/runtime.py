@@ -552,13 +552,12 @@ class NodeRuntime:
             if conflict:
                 self._refusals.refuse("conflict", conflict)
             return
-        # Shown live before its COMMIT (latency), but only after the same checks
-        # the store makes, against the store and against what is still pending.
+        # Stored before shown (DESIGN §5): pages and teams see it after its
+        # COMMIT, so that an answer shown next always finds its alert stored.
+        # Until then it is pending, and a second copy is not taken twice.
         key = (event.origin, event.stream, event.seq)
         self._pending[key] = event.id
         self._pending_ids.add(event.id)
-        self.hub.publish(event)
-        self.team_hub.publish(event)
         self.spawn(self._store_foreign(event))
 
     def _conflict(self, store: Store, event: Event) -> str | None:
@@ -583,11 +582,10 @@ class NodeRuntime:
         try:
             if await store.write(lambda tx: tx.insert(event)):
                 self.event_counts.count(event, "mqtt")
+                self.hub.publish(event)
+                self.team_hub.publish(event)
         except BaseException as exc:
-            # Shown but not stored: forget it, so that a resend or catch-up is
-            # taken again instead of being dropped as "seen".
-            self.hub.forget(event.id)
-            self.team_hub.forget(event.id)
+            # Not stored, not shown: a resend or catch-up is taken again.
             self._refusals.refuse("store", f"{event.id}: {exc}")
             if not isinstance(exc, Exception):
                 raise

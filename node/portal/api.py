@@ -156,11 +156,9 @@ async def stream(
         if alert is None or alert.kind != "alert" or not is_visible(
                 alert, s, int(time.time() * 1000), central_origin=deps.central_origin(request)):
             return None
-        # Peers' events reach the live stream before their COMMIT: count this
-        # answer even when the store does not hold it yet.
+        # Every event reaches the live stream after its COMMIT: the store
+        # holds this answer already.
         acks = rt.require_store().acks_for([alert.id]).get(alert.id, [])
-        if all(a.id != ack.id for a in acks):
-            acks.append(ack)
         return message(alert, alert_phase(alert, acks), resume=ack.id)
 
     def withdraw(alert_id: str) -> bytes:

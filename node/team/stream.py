@@ -32,7 +32,7 @@ from ..portal.render import Renderer
 from ..portal.resident import page_lang
 from .accounts import Member
 from .session import COOKIE, TeamStore, accounts, csrf_token, require_stream_member, team_runtime
-from .views import apply_ack, board, item_from_event
+from .views import board
 
 log = logging.getLogger(__name__)
 stream_router = APIRouter(include_in_schema=False)
@@ -64,16 +64,6 @@ def stream_message(event: Event, store: TeamStore, settings: NodeSettings,
     target = event.body.get("ref") if event.kind == "ack" else event.id
     if event.kind in ("report", "alert", "ack") and isinstance(target, str):
         items = store.open_items(limit=OPEN_ITEMS, area=settings.area)
-        if store.get_event(event.id) is None:  # a peer's event, shown before its COMMIT
-            if event.kind == "ack":
-                items = [apply_ack(i, event.body) if i.get("id") == target else i
-                         for i in items]
-            else:
-                new = item_from_event(event)
-                areas = event.body.get("areas") or []
-                if new is not None and (not areas or settings.area in areas
-                                        or event.body.get("source") == "button"):
-                    items = [new, *items]
         row = board(items, settings, lang, now_ms, names).find(target)
         if row is not None:
             data.update(row=row["id"], alarm=row["alarm"], state=row["state"],

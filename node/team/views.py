@@ -25,7 +25,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from sync import Event
 from sync.bodies import CATEGORIES, SEVERITIES
 
 from ..config import NodeSettings
@@ -166,35 +165,3 @@ def board(items: Sequence[Mapping[str, Any]], settings: NodeSettings, lang: str,
 def sort_items(items: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
     """Alarms first, then everything else; newest first within each."""
     return sorted(items, key=lambda i: (not is_alarm(i), -int(i.get("ts") or 0)))
-
-
-def item_from_event(event: Event) -> dict[str, Any] | None:
-    """An item built from a new report or alert itself (before the store lists it)."""
-    body = event.body
-    if event.kind == "report":
-        return {"id": event.id, "kind": "report", "source": "resident",
-                "category": body.get("category"),
-                "severity": "severe" if body.get("category") == "emergency" else "moderate",
-                "title": "", "text": body.get("text", ""), "place": body.get("place"),
-                "ts": event.ts, "state": "new", "by": "",
-                "called_112": bool(body.get("called_112")), "contact": body.get("contact", ""),
-                "receipt": body.get("receipt", ""), "button_id": None, "ref": None}
-    if event.kind == "alert":
-        return {"id": event.id, "kind": "alert", "source": body.get("source"),
-                "category": body.get("category"), "severity": body.get("severity"),
-                "title": body.get("title", ""), "text": body.get("text", ""),
-                "place": body.get("place"), "ts": event.ts, "state": "new", "by": "",
-                "called_112": bool(body.get("called_112")), "contact": "", "receipt": "",
-                "button_id": body.get("button"), "ref": body.get("ref"),
-                "expires": body.get("expires")}
-    return None
-
-
-def apply_ack(item: Mapping[str, Any], ack: Mapping[str, Any]) -> dict[str, Any]:
-    """``item`` as it is after the ack body ``ack`` (the newest answer wins)."""
-    out = dict(item)
-    action = ack.get("action")
-    if action in STATES:
-        out["state"] = action
-        out["by"] = ack.get("by") or ""
-    return out

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import html
+import sqlite3
 import time
 import uuid
 from collections.abc import Iterator
@@ -18,7 +19,8 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import NodeProcess, configure, init_node, require_binary, wait_until
+from conftest import (NodeProcess, SseReader, configure, init_node, require_binary,
+                      wait_until)
 
 from node.portal.i18n import SUPPORTED, Catalogue
 from sync import Event, make_event
@@ -106,6 +108,31 @@ def test_life_cycle_without_javascript(node: NodeProcess, messages: Catalogue) -
     wait_until(lambda: home_item(node, event) is None, KEEP_S + 5.0, message="gone")
     assert time.monotonic() - resolved_at >= KEEP_S - 1.5
     assert api_alert(node, event) is None
+
+
+def test_a_peer_event_is_shown_only_after_its_commit(node: NodeProcess) -> None:
+    """Stored before shown: while another writer holds the SQLite file, a
+    peer's alarm reaches no page; once stored, it and an answer sent right
+    behind it reach the stream in order, the answer with the phase it moves
+    (the page could otherwise be told of an answer to an alert it cannot
+    find, and stay at "no answer yet")."""
+    with SseReader(f"{node.base_url}/api/v1/stream") as sse:
+        lock = sqlite3.connect(node.db_path, isolation_level=None, timeout=5)
+        lock.execute("BEGIN IMMEDIATE")  # a real second writer: our COMMITs wait
+        try:
+            event = alarm(node)
+            node.publish_events(event, answer(node, event, "on_my_way"))
+            time.sleep(0.5)  # anything shown early has had time to show
+            assert all(m["id"] != event.id for m in sse.all), "shown before its COMMIT"
+        finally:
+            lock.rollback()
+            lock.close()
+        first = sse.wait_for(lambda m: m["data"].get("id") == event.id, 10)
+        assert first["data"]["phase"] in ("new", "coming")
+        if first["data"]["phase"] == "new":
+            sse.wait_for(lambda m: m["data"].get("id") == event.id
+                         and m["data"]["phase"] == "coming", 10)
+    assert (api_alert(node, event) or {}).get("phase") == "coming"
 
 
 def test_an_alarm_nobody_answered_stays(node: NodeProcess) -> None:

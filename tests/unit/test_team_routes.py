@@ -446,6 +446,13 @@ def test_stream_message_for_a_new_report(settings: NodeSettings,
         "category": "social", "text": "Buurvrouw valt", "place": {"point": None, "text": "Hal"},
         "audience": "authorities", "called_112": True, "called_112_by": "", "contact": "06-9",
         "receipt": "AB2-CD3", "lang": "nl"})
+    # Shown after its COMMIT: the store lists it (as Store.open_items would).
+    runtime.store.items.insert(0, {
+        "id": report.id, "kind": "report", "source": "resident", "category": "social",
+        "severity": "moderate", "title": "", "text": "Buurvrouw valt",
+        "place": {"point": None, "text": "Hal"}, "ts": TS, "state": "new", "by": "",
+        "called_112": True, "contact": "06-9", "receipt": "AB2-CD3", "button_id": None,
+        "ref": None})
     data = _data(stream_message(report, runtime.store, settings, renderer, "nl", "tok", 0))
     assert data["_event"] == "report" and data["row"] == report.id
     assert "06-9" in data["html"] and 'value="tok"' in data["html"]
@@ -456,6 +463,10 @@ def test_stream_message_for_an_answer(settings: NodeSettings, runtime: FakeRunti
     renderer = Renderer(Catalogue.load(strict=True))
 
     def ack(ref: str, action: str) -> Event:
+        """An answer, stored: the store's items already show it (shown after COMMIT)."""
+        for i in runtime.store.items:
+            if i["id"] == ref:
+                i.update(state=action, by="Piet")
         return make_event(KEYS, origin="n1", stream="private", seq=60 + len(action),
                           kind="ack", ts=TS, body={"ref": ref, "action": action, "by": "Piet",
                                                   "note": "", "to": None})

@@ -30,6 +30,7 @@ from common.passwords import (
     hash_password,
     new_one_time_password,
     normalise_one_time_password,
+    verify_login,
     verify_password,
 )
 
@@ -70,4 +71,4 @@ __all__ = ["HASH_BYTES", "MAX_NAME", "MAX_PASSWORD", "MIN_PASSWORD", "OTP_ALPHAB
            "SCRYPT_N", "SCRYPT_P", "SCRYPT_R", "InvalidName", "WeakPassword",
            "check_new_password", "dummy_hash", "hash_password", "name_key",
            "new_one_time_password", "normalise_name", "normalise_one_time_password",
-           "verify_password"]
+           "verify_login", "verify_password"]

@@ -31,6 +31,8 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from common import ratelimit
+
 from . import db
 from .errors import CentralError
 from .passwords import (
@@ -42,8 +44,7 @@ from .passwords import (
     name_key,
     new_one_time_password,
     normalise_name,
-    normalise_one_time_password,
-    verify_password,
+    verify_login,
 )
 from .staff_db import (
     staff,
@@ -61,12 +62,13 @@ SESSION_MAX_MS: Final = 12 * 3600 * 1000
 #: A session's last use is written at most this often.
 TOUCH_EVERY_MS: Final = 60 * 1000
 MAX_TOKEN: Final = 128
-MAX_FAILURES: Final = 5
-LOCKOUT_MS: Final = 15 * 60 * 1000
-LOCKOUT_MAX_MS: Final = 24 * 3600 * 1000
-FORGET_FAILURES_MS: Final = 24 * 3600 * 1000
-CLIENT_MAX_FAILURES: Final = 20
-CLIENT_WINDOW_MS: Final = 10 * 60 * 1000
+# The login numbers are the one abuse-limit policy of node and central (common/ratelimit.py).
+MAX_FAILURES: Final = ratelimit.LOGIN_MAX_FAILURES
+LOCKOUT_MS: Final = ratelimit.LOGIN_LOCKOUT_S * 1000
+LOCKOUT_MAX_MS: Final = ratelimit.LOGIN_LOCKOUT_MAX_S * 1000
+FORGET_FAILURES_MS: Final = ratelimit.LOGIN_FORGET_FAILURES_S * 1000
+CLIENT_MAX_FAILURES: Final = ratelimit.LOGIN_CLIENT_MAX_FAILURES
+CLIENT_WINDOW_MS: Final = ratelimit.LOGIN_CLIENT_WINDOW_S * 1000
 MAX_DETAIL: Final = 500
 
 
@@ -145,7 +147,7 @@ def lockout_ms(lockouts: int) -> int:
     >>> [lockout_ms(n) // 60_000 for n in (1, 2, 3, 8)]
     [15, 30, 60, 1440]
     """
-    return int(min(LOCKOUT_MS * 2 ** min(max(lockouts, 1) - 1, 16), LOCKOUT_MAX_MS))
+    return int(ratelimit.lockout_seconds(lockouts) * 1000)
 
 
 def audit(conn: Connection, at: int, who: str, action: str, subject: str = "",
@@ -267,14 +269,10 @@ class StaffAccounts:
             row = conn.execute(sa.select(staff).where(staff.c.key == key)).first()
         if locked is not None and locked > now:
             raise LockedOut("too many wrong passwords; try again later", int(locked))
-        password = password[:512]
-        ok = False
-        if row is not None:
-            ok = verify_password(password, row.pw_hash)
-            if not ok and row.must_change:
-                ok = verify_password(normalise_one_time_password(password), row.pw_hash)
-        else:
-            verify_password(password, self._dummy)
+        # Exactly one scrypt run, for an unknown name, a known one and one that
+        # still has its one-time password alike: the time tells no names apart.
+        ok = verify_login(password, row.pw_hash if row is not None else None,
+                          one_time=row is not None and bool(row.must_change), dummy=self._dummy)
         if not ok:
             # Recorded in a transaction of its own that commits: raising inside
             # it would roll the count back.
@@ -332,9 +330,7 @@ class StaffAccounts:
             row = conn.execute(sa.select(staff).where(staff.c.key == member.key)).first()
         if row is None:
             raise UnknownStaff("the account no longer exists")
-        ok = verify_password(old[:512], row.pw_hash) or (
-            bool(row.must_change)
-            and verify_password(normalise_one_time_password(old[:512]), row.pw_hash))
+        ok = verify_login(old, row.pw_hash, one_time=bool(row.must_change), dummy=self._dummy)
         if not ok:
             raise LoginFailed("the current password is wrong")
         pw_hash = hash_password(new, n=self._n)

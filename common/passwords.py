@@ -101,6 +101,33 @@ def verify_password(password: str, encoded: str) -> bool:
     return hmac.compare_digest(_scrypt(password, salt, n, r, p), expected)
 
 
+def verify_login(password: str, stored: str | None, *, one_time: bool, dummy: str) -> bool:
+    """Check a login with exactly one scrypt run, whoever the name belongs to.
+
+    ``stored`` is the account's hash (None: no such account: ``dummy`` is
+    hashed instead, with the same parameters); ``one_time`` says the account
+    still has its one-time password, which is compared in its normal form
+    (:func:`normalise_one_time_password`) instead of as typed - not both, so
+    that such an account takes no longer than any other. A password that is
+    too long is hashed as an empty one (and fails), so the answer takes as
+    long as any other (issue 17).
+
+    >>> dummy = dummy_hash(n=2**10)
+    >>> stored = hash_password("KQ7P-3MFA-X9TD-H2WE", n=2**10)
+    >>> verify_login("kq7p 3mfa x9td h2we", stored, one_time=True, dummy=dummy)
+    True
+    >>> verify_login("kq7p 3mfa x9td h2we", None, one_time=False, dummy=dummy)
+    False
+    """
+    usable = isinstance(password, str) and len(password) <= MAX_PASSWORD
+    candidate = password if usable else ""
+    if one_time:
+        candidate = normalise_one_time_password(candidate)
+    target = stored if usable and stored is not None else dummy
+    matches = verify_password(candidate, target)
+    return matches and usable and stored is not None
+
+
 def dummy_hash(n: int = SCRYPT_N) -> str:
     """A hash of a random password, verified for unknown names so timing tells nothing."""
     return hash_password(secrets.token_urlsafe(16), n=n)

@@ -74,7 +74,7 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     app.state.captive_policy = CaptivePolicy.from_settings(settings)
     app.state.captive_clients = CaptiveClients(settings.captive_grace_s)
     app.state.report_limiter = RateLimiter(settings.reports_per_minute)
-    app.state.lookup_limiter = RateLimiter(60 if settings.reports_per_minute else 0)
+    app.state.lookup_limiter = RateLimiter.lookups(enabled=settings.reports_per_minute > 0)
     app.include_router(api.router)
     app.include_router(apidocs.router)  # /api/docs and /favicon.ico
     app.include_router(captive.router)

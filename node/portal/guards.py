@@ -1,14 +1,15 @@
-"""Request guards: body size limit, security headers, per-client rate limit."""
+"""Request guards: body size limit, security headers; the per-client rate limit
+is :class:`common.ratelimit.RateLimiter`."""
 
 from __future__ import annotations
 
 import base64
 import os
-import time
-from collections import OrderedDict
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from common.ratelimit import RateLimiter  # the one abuse-limit policy (issue 17)
 
 DOCS_PATH = "/api/docs"
 
@@ -134,26 +135,4 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-class RateLimiter:
-    """Token bucket per client address; bounded number of tracked clients."""
-
-    def __init__(self, per_minute: int, *, burst: int | None = None,
-                 clock: Callable[[], float] = time.monotonic, max_clients: int = 4096) -> None:
-        self.rate = per_minute / 60.0
-        self.burst = float(burst if burst is not None else max(per_minute // 2, 1))
-        self.clock = clock
-        self.max_clients = max_clients
-        self._buckets: OrderedDict[str, tuple[float, float]] = OrderedDict()
-
-    def allow(self, client: str) -> bool:
-        """Take one token for ``client``; False when it has none left."""
-        if self.rate <= 0:
-            return True
-        now = self.clock()
-        tokens, last = self._buckets.pop(client, (self.burst, now))
-        tokens = min(self.burst, tokens + (now - last) * self.rate)
-        ok = tokens >= 1.0
-        self._buckets[client] = (tokens - 1.0 if ok else tokens, now)
-        if len(self._buckets) > self.max_clients:
-            self._buckets.popitem(last=False)
-        return ok
+__all__ = ["DOCS_PATH", "LimitBody", "RateLimiter", "SecurityHeaders"]

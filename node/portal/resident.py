@@ -167,6 +167,7 @@ async def report_submit(request: Request) -> Response:
 @router.get("/receipt/{code}")
 async def receipt_page(request: Request, code: str) -> Response:
     """The receipt code, big, with a QR code of its status page."""
+    deps.limit(request, "lookup_limiter")  # a lookup like /status: no guessing codes
     found = deps.runtime(request).require_store().receipt(normalise_receipt(code))
     if found is None:
         return render(request, "status.html", status=404, receipt=code[:16], report=None,

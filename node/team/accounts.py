@@ -46,7 +46,7 @@ from .passwords import (
     new_one_time_password,
     normalise_name,
     normalise_one_time_password,
-    verify_password,
+    verify_login,
 )
 from .schema import migrate
 
@@ -229,10 +229,10 @@ class TeamAccounts:
                                (key,)).fetchone() if key else None
         if until is not None:
             raise LockedOut("too many wrong passwords; try again later", until)
-        stored = row[0] if row else self._dummy
-        candidate = normalise_one_time_password(password) if row and row[1] else password
-        matches = _verify(candidate, stored)  # always hash: unknown names take as long
-        ok = matches and row is not None
+        # Exactly one scrypt run whoever the name belongs to (unknown, known, still
+        # on its one-time password): the time tells no names apart (issue 17).
+        ok = verify_login(password, row[0] if row else None, one_time=bool(row and row[1]),
+                          dummy=self._dummy)
         error: LockedOut | None = None
         with self._write() as conn:
             member = self._member(conn, key, now) if ok and key else None
@@ -264,7 +264,8 @@ class TeamAccounts:
             raise LockedOut("too many wrong passwords; try again later", until)
         candidate = normalise_one_time_password(old) if row and row[1] else old
         check_new_password(new, candidate)
-        matches = _verify(candidate, row[0] if row else self._dummy)
+        matches = verify_login(old, row[0] if row else None, one_time=bool(row and row[1]),
+                               dummy=self._dummy)
         if row is None or not matches:
             with self._write() as conn:
                 error = name_failure(conn, key, now)
@@ -365,11 +366,6 @@ class TeamAccounts:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def _verify(password: str, stored: str) -> bool:
-    return isinstance(password, str) and len(password) <= 1024 and verify_password(
-        password, stored)
 
 
 def _label(name: str) -> str:

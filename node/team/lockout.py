@@ -16,25 +16,20 @@ import logging
 import sqlite3
 from typing import Final
 
+from common import ratelimit
+
 from .errors import LockedOut, Throttled
 
 log = logging.getLogger(__name__)
 
-MAX_FAILURES: Final = 5
-LOCKOUT_S: Final = 15 * 60
-LOCKOUT_MAX_S: Final = 24 * 3600
-FORGET_FAILURES_S: Final = 24 * 3600
-CLIENT_MAX_FAILURES: Final = 20
-CLIENT_WINDOW_S: Final = 10 * 60
-
-
-def lockout_seconds(lockouts: int) -> float:
-    """How long the ``lockouts``-th lockout in a row lasts: 15 min, doubling, ≤ 24 h.
-
-    >>> [int(lockout_seconds(n) // 60) for n in (1, 2, 3, 8)]
-    [15, 30, 60, 1440]
-    """
-    return float(min(LOCKOUT_S * 2 ** min(max(lockouts, 1) - 1, 16), LOCKOUT_MAX_S))
+# The numbers are the one abuse-limit policy of node and central (common/ratelimit.py).
+MAX_FAILURES: Final = ratelimit.LOGIN_MAX_FAILURES
+LOCKOUT_S: Final = ratelimit.LOGIN_LOCKOUT_S
+LOCKOUT_MAX_S: Final = ratelimit.LOGIN_LOCKOUT_MAX_S
+FORGET_FAILURES_S: Final = ratelimit.LOGIN_FORGET_FAILURES_S
+CLIENT_MAX_FAILURES: Final = ratelimit.LOGIN_CLIENT_MAX_FAILURES
+CLIENT_WINDOW_S: Final = ratelimit.LOGIN_CLIENT_WINDOW_S
+lockout_seconds = ratelimit.lockout_seconds
 
 
 def locked_until(conn: sqlite3.Connection, key: str, now: float) -> float | None:

@@ -31,6 +31,7 @@ from common.passwords import (
     hash_password,
     new_one_time_password,
     normalise_one_time_password,
+    verify_login,
     verify_password,
 )
 
@@ -60,4 +61,4 @@ def check_new_password(new: str, old: str = "") -> None:
 __all__ = ["HASH_BYTES", "MAX_NAME", "MAX_PASSWORD", "MIN_PASSWORD", "OTP_ALPHABET",
            "SCRYPT_N", "SCRYPT_P", "SCRYPT_R", "check_new_password", "dummy_hash",
            "hash_password", "name_key", "new_one_time_password", "normalise_name",
-           "normalise_one_time_password", "verify_password"]
+           "normalise_one_time_password", "verify_login", "verify_password"]

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import pytest
 
+import common.passwords as common_passwords
 from node.errors import NodeError
 from node.team import (
     InvalidName,
@@ -221,17 +222,18 @@ def test_unknown_name_costs_a_hash_like_a_known_one(team: TeamAccounts,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     member_with_password(team)
     calls: list[str] = []
-    real = accounts_module.verify_password
+    real = common_passwords.verify_password  # verify_login's one scrypt run (issue 17)
 
     def counting(password: str, stored: str) -> bool:
         calls.append(stored)
         return real(password, stored)
 
-    monkeypatch.setattr(accounts_module, "verify_password", counting)
-    for name in ("Fatma", "Nobody", "bad_name!"):
+    monkeypatch.setattr(common_passwords, "verify_password", counting)
+    team.add("Otp Only")
+    for name in ("Fatma", "Nobody", "bad_name!", "Otp Only"):
         with pytest.raises(LoginFailed):
             team.verify(name, "wrong password here", "10.0.0.3")
-    assert len(calls) == 3
+    assert len(calls) == 4
     assert all(c.startswith("scrypt$1024$8$1$") for c in calls)
 
 

@@ -11,6 +11,7 @@ itself never changes a value, it refuses what it cannot encode uniquely.
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 from .errors import InvalidField
@@ -19,6 +20,13 @@ from .errors import InvalidField
 MAX_SAFE_INT = 2**53 - 1
 
 JsonValue = None | bool | int | str | list["JsonValue"] | dict[str, "JsonValue"]
+
+#: Digits of the longest integer :func:`parse_json` reads (a 64-bit integer has 20);
+#: longer ones are refused before Python spends time converting them.
+MAX_INT_DIGITS = 20
+#: A ``\uD800``–``\uDFFF`` escape: JSON text may name a lone surrogate, which no
+#: UTF-8 can carry; only text containing one is checked for it.
+_SURROGATE_ESCAPE = re.compile(rb"\\u[dD][89a-fA-F]")
 
 
 def _check(value: Any, path: str, depth: int) -> None:
@@ -52,13 +60,23 @@ def canonical_bytes(value: Any) -> bytes:
     b'{"a":[true,null,"\\xc3\\xa9"],"b":1}'
     """
     _check(value, "$", 0)
-    return json.dumps(
-        value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode("utf-8")
+    try:
+        return json.dumps(
+            value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+        ).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise InvalidField("$", "text holds a lone surrogate (not valid Unicode)") from exc
 
 
 def parse_json(data: bytes, limit: int) -> Any:
-    """Parse JSON ``data`` of at most ``limit`` bytes, refusing floats and duplicates."""
+    """Parse JSON ``data`` of at most ``limit`` bytes, refusing floats and duplicates.
+
+    Every refusal is an :class:`~sync.errors.EventError` (:class:`EventTooLarge`
+    or :class:`InvalidField` with field ``$``): invalid UTF-8, lone surrogate
+    escapes (``"\\ud800"``), NaN and Infinity, floats, integers of more than
+    :data:`MAX_INT_DIGITS` digits, duplicate keys and nesting deeper than
+    Python's recursion limit. Nothing else is raised, whatever the bytes.
+    """
     if len(data) > limit:
         from .errors import EventTooLarge
 
@@ -68,7 +86,8 @@ def parse_json(data: bytes, limit: int) -> Any:
         out: dict[str, Any] = {}
         for key, val in pairs:
             if key in out:
-                raise InvalidField(key, "duplicate key")
+                # The key is hostile text: named by its repr, never as a field.
+                raise InvalidField("$", f"duplicate key {key[:40]!r}")
             out[key] = val
         return out
 
@@ -78,11 +97,17 @@ def parse_json(data: bytes, limit: int) -> Any:
     def no_const(text: str) -> Any:
         raise InvalidField("$", f"{text} is not allowed")
 
+    def small_int(text: str) -> int:
+        if len(text) > MAX_INT_DIGITS and len(text.lstrip("-")) > MAX_INT_DIGITS:
+            raise InvalidField("$", f"integer of more than {MAX_INT_DIGITS} digits")
+        return int(text)
+
     try:
-        return json.loads(
+        value = json.loads(
             data.decode("utf-8"),
             object_pairs_hook=no_dupes,
             parse_float=no_float,
+            parse_int=small_int,
             parse_constant=no_const,
         )
     except UnicodeDecodeError as exc:
@@ -91,3 +116,9 @@ def parse_json(data: bytes, limit: int) -> Any:
         raise InvalidField("$", f"not valid JSON: {exc.msg} at {exc.pos}") from exc
     except RecursionError as exc:
         raise InvalidField("$", "nested too deeply") from exc
+    if _SURROGATE_ESCAPE.search(data):
+        try:  # the escape may start a valid pair, or be an escaped backslash and "ud800"
+            json.dumps(value, ensure_ascii=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise InvalidField("$", "text holds a lone surrogate (not valid Unicode)") from exc
+    return value

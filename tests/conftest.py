@@ -45,7 +45,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def mosquitto_bin() -> str:
     """Path of the real mosquitto binary."""
     return require_binary("mosquitto", "/usr/sbin/mosquitto")

@@ -91,8 +91,10 @@ class Demo:
         return next(str(n["url"]) for n in state["nodes"] if button in n.get("buttons", []))
 
 
-@pytest.fixture
-def demo(mosquitto_bin: str, tmp_path: Path) -> Iterator[Demo]:
+@pytest.fixture(scope="module")
+def demo(mosquitto_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
+    """One demo for the module's tests (each start costs ~20 s of the CI run)."""
+    tmp_path = tmp_path_factory.mktemp("alarm-loop")
     running = Demo(tmp_path)
     try:
         try:
@@ -111,8 +113,18 @@ def demo(mosquitto_bin: str, tmp_path: Path) -> Iterator[Demo]:
         sys.stdout.write(running.text[-3000:] if running.proc.returncode else "")
 
 
+_CLIENTS: dict[tuple[str, str], httpx.Client] = {}
+
+
 def staff_client(central: str, text: str, role: str) -> httpx.Client:
-    """A desk member of ``role`` logged in with the demo's one-time password (and a new one)."""
+    """A desk member of ``role`` logged in with the demo's one-time password (and a new one);
+    the same client for every test of one demo (its one-time password is spent)."""
+    if (central, role) not in _CLIENTS:
+        _CLIENTS[central, role] = _staff_login(central, text, role)
+    return _CLIENTS[central, role]
+
+
+def _staff_login(central: str, text: str, role: str) -> httpx.Client:
     name, otp = next((n, p) for n, r, p in re.findall(
         r"log in as '([^']+)' \((police|municipality|admin)\) with one-time password (\S+)",
         text) if r == role)
@@ -226,7 +238,14 @@ def test_a_panic_alarm_reaches_the_police_desk_and_its_answer_the_light(demo: De
 
 
 def team_client(node: str, text: str) -> httpx.Client:
-    """The demo's team member 'Demo' of ``node``, logged in (and a new password chosen)."""
+    """The demo's team member 'Demo' of ``node``, logged in (and a new password chosen),
+    the same client for every test of one demo."""
+    if (node, "team") not in _CLIENTS:
+        _CLIENTS[node, "team"] = _team_login(node, text)
+    return _CLIENTS[node, "team"]
+
+
+def _team_login(node: str, text: str) -> httpx.Client:
     otp = re.search(re.escape(node) + r"/team\s+log in as 'Demo' with one-time password (\S+)",
                     text)
     assert otp, text

@@ -75,6 +75,8 @@ RUNNING_NODE_FIX = ("stop it first (sudo systemctl stop bart-node, or Ctrl-C whe
 
 
 def cmd_node_run(args: argparse.Namespace) -> int:
+    from broker import BrokerStartError
+    from broker.process import end_stale_broker
     from node.config import NodeSettings
     from node.server import serve
 
@@ -85,6 +87,13 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     # already, or another program on its ports, is said here in words.
     lock = hold_data_dir(settings.data_dir, "bart node run", f"portal {_portal(settings)}",
                          name=f"node {settings.name}", fix=RUNNING_NODE_FIX)
+    # With the lock held, a Mosquitto serving this node's config is an orphan of an
+    # earlier run (its node killed before the broker could follow): ended here,
+    # before the port check would blame "another program" for its port.
+    try:
+        end_stale_broker(settings.broker_dir)
+    except BrokerStartError as exc:
+        raise Unavailable(str(exc), "end it by hand (kill -9 PID), then start again") from None
     health = node_health(settings, timeout=1.0)
     if health is not None and health.get("node") == settings.name:
         raise Unavailable(f"node {settings.name} is running already ({_portal(settings)})",

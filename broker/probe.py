@@ -2,7 +2,9 @@
 
 Used to wait for a freshly started Mosquitto without pulling paho's threads
 into the process supervisor. The packet builders are pure; :func:`probe`
-does one blocking TCP round trip.
+does one blocking TCP round trip. A CONNACK says that *a* broker answers;
+:func:`holds_port` says whether it is the process we started (a broker left
+by an earlier run answers on the same port with its old configuration).
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import socket
 import struct
+from pathlib import Path
 from typing import Final
 
 from .errors import BrokerError
@@ -92,3 +95,51 @@ def probe(host: str, port: int, username: str | None = None, password: str | Non
         if code == CONNACK_ACCEPTED:
             sock.sendall(b"\xe0\x00")
         return code
+
+
+#: TCP state LISTEN in /proc/net/tcp{,6} (include/net/tcp_states.h).
+_TCP_LISTEN: Final = "0A"
+
+
+def listening_inodes(port: int, proc_net: Path = Path("/proc/net")) -> set[int]:
+    """Socket inodes listening on TCP ``port`` (any address, IPv4 and IPv6) in this
+    network namespace."""
+    inodes: set[int] = set()
+    for name in ("tcp", "tcp6"):
+        try:
+            lines = (proc_net / name).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            fields = line.split()
+            if len(fields) < 10 or fields[3] != _TCP_LISTEN:
+                continue
+            if int(fields[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(int(fields[9]))
+    return inodes
+
+
+def socket_inodes(pid: int) -> set[int] | None:
+    """Inodes of the sockets process ``pid`` has open; None when we may not look."""
+    inodes: set[int] = set()
+    try:
+        fds = list(Path(f"/proc/{pid}/fd").iterdir())
+    except OSError:
+        return None
+    for fd in fds:
+        try:
+            target = os.readlink(fd)
+        except OSError:
+            continue  # closed meanwhile
+        if target.startswith("socket:["):
+            inodes.add(int(target[8:-1]))
+    return inodes
+
+
+def holds_port(pid: int, port: int) -> bool | None:
+    """Whether process ``pid`` holds the TCP listener on ``port``; None: cannot tell
+    (no /proc, or another user's process)."""
+    mine = socket_inodes(pid)
+    if mine is None:
+        return None
+    return bool(mine & listening_inodes(port))

@@ -10,13 +10,35 @@ A corrupt persistence snapshot must never keep the node's broker down
 header is moved aside before start, and if Mosquitto still exits during
 start-up while a snapshot exists, that snapshot is moved aside and the start is
 retried once.
+
+The broker dies with its node, however the node ends. Mosquitto leads its own
+session, so a SIGKILL of the node (OOM killer, a supervisor other than
+systemd) used to leave it running with the old configuration, answering the
+next run's readiness probe. Three things stop that:
+
+- *parent-death signal*: the child sets ``PR_SET_PDEATHSIG`` (SIGTERM) before
+  exec. Linux sends it when the *thread* that forked the child ends, not the
+  process; so every broker is spawned by one thread that lives as long as the
+  process (:data:`_SPAWNER`), never by a passing worker thread. The setting
+  survives exec, and is lost only when Mosquitto changes its user: it runs as
+  the node's own account (``user`` in its config), so it never does;
+- *pid file*: ``mosquitto.pid`` in the state directory names the running
+  broker; at start a live process under that pid whose command line is
+  Mosquitto with *this* config file is a broker of an earlier run and is
+  ended (SIGTERM, then SIGKILL) before the new one starts;
+- *readiness*: a CONNACK counts only when the listening socket on the port
+  belongs to the child we started (:func:`~broker.probe.holds_port`); anyone
+  else answering there is an error that names the port, not "answers".
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import contextlib
+import ctypes
 import logging
 import os
+import queue
 import re
 import signal
 import subprocess
@@ -27,11 +49,11 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Final, Self
+from typing import IO, Any, Final, Self, TypeVar
 
-from .config import BrokerSettings, write_files
+from .config import CONF_NAME, BrokerSettings, write_files
 from .errors import BrokerStartError, ConfigError
-from .probe import CONNACK_ACCEPTED, probe
+from .probe import CONNACK_ACCEPTED, holds_port, listening_inodes, probe
 
 logger = logging.getLogger(__name__)
 
@@ -40,6 +62,95 @@ DB_MAGIC: Final = b"\x00\xb5\x00mosquitto db"
 #: Corrupt snapshots kept for inspection; older ones are deleted (SD-card space).
 KEEP_CORRUPT: Final = 3
 STDERR_LINES: Final = 50
+#: The running broker's pid, in its state directory.
+PID_NAME: Final = "mosquitto.pid"
+#: prctl(2) option: the signal the child gets when its parent thread ends.
+PR_SET_PDEATHSIG: Final = 1
+#: How long a broker of an earlier run gets to go after SIGTERM before SIGKILL.
+STALE_STOP_S: Final = 3.0
+
+T = TypeVar("T")
+
+
+class _Spawner:
+    """Runs ``subprocess.Popen`` calls on one daemon thread that lives as long as
+    the process: the parent-death signal fires when the thread that forked a
+    child ends, and a worker thread of an executor may end any time."""
+
+    def __init__(self) -> None:
+        self._queue: queue.SimpleQueue[tuple[Callable[[], Any],
+                                             concurrent.futures.Future[Any]]] = \
+            queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    def run(self, fn: Callable[[], T]) -> T:
+        """``fn()`` on the spawner thread; its result or its exception."""
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():  # also after a fork
+                self._thread = threading.Thread(target=self._loop, name="bart-spawner",
+                                                daemon=True)
+                self._thread.start()
+        future: concurrent.futures.Future[T] = concurrent.futures.Future()
+        self._queue.put((fn, future))
+        return future.result()
+
+    def _loop(self) -> None:
+        while True:
+            fn, future = self._queue.get()
+            if not future.set_running_or_notify_cancel():
+                continue
+            try:
+                future.set_result(fn())
+            except BaseException as exc:  # handed to the caller, who raises it
+                future.set_exception(exc)
+
+
+_SPAWNER: Final = _Spawner()
+_LIBC: Any = None
+
+
+def _die_with_parent(parent: int) -> Callable[[], None]:
+    """A ``preexec_fn``: the child gets SIGTERM when its parent (thread) ends.
+
+    If the parent ended between fork and prctl, the signal will never come:
+    then the child ends itself at once.
+    """
+    global _LIBC
+    if _LIBC is None:
+        _LIBC = ctypes.CDLL(None, use_errno=True)  # loaded before fork, not in the child
+    prctl = _LIBC.prctl
+
+    def preexec() -> None:
+        prctl(PR_SET_PDEATHSIG, int(signal.SIGTERM), 0, 0, 0)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def _cmdline(pid: int) -> list[str] | None:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return None
+    return [part.decode("utf-8", "replace") for part in raw.split(b"\0") if part] or None
+
+
+def _gone(pid: int) -> bool:
+    """True when ``pid`` no longer runs (a zombie waiting to be reaped counts as gone)."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return True
+    return state in ("Z", "X")
+
+
+def is_our_broker(pid: int, conf_path: Path) -> bool:
+    """Whether ``pid`` runs Mosquitto with the config file ``conf_path``."""
+    argv = _cmdline(pid)
+    return (argv is not None and len(argv) == 3 and Path(argv[0]).name.startswith("mosquitto")
+            and argv[1:] == ["-c", str(conf_path.absolute())])
 
 
 def db_is_valid(path: Path) -> bool:
@@ -73,6 +184,34 @@ def _listeners(s: BrokerSettings) -> tuple[object, ...]:
     """What only a restart of Mosquitto changes."""
     return (s.port, s.bind_address, s.state_dir, s.tls_port, s.tls_bind_address, s.tls_cert,
             s.tls_key, s.mesh_port, s.mesh_bind_address, s.mesh_cafile, s.mesh_cert, s.mesh_key)
+
+
+def end_stale_broker(state_dir: Path) -> int | None:
+    """End the broker an earlier run left serving ``state_dir`` (module docstring);
+    its pid, or None when there was none.
+
+    Only a live process under the pid file's pid whose command line is
+    Mosquitto with this directory's config file is ended: a pid reused by
+    another program is left alone. Raises :class:`BrokerStartError` when it
+    outlives SIGKILL.
+    """
+    conf = state_dir / CONF_NAME
+    try:
+        pid = int((state_dir / PID_NAME).read_text(encoding="ascii").strip() or 0)
+    except (OSError, ValueError):
+        return None
+    if pid <= 1 or pid == os.getpid() or not is_our_broker(pid, conf):
+        return None  # gone, or the pid is someone else's now
+    logger.warning("mosquitto[%d] of an earlier run still serves %s: ending it", pid, conf)
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+        deadline = time.monotonic() + STALE_STOP_S
+        while not _gone(pid) and time.monotonic() < deadline:
+            time.sleep(0.02)
+        if _gone(pid):
+            return pid
+    raise BrokerStartError(f"mosquitto[{pid}] of an earlier run does not end")
 
 
 class LineLimiter:
@@ -160,6 +299,10 @@ class BrokerProcess:
         """The local listener's TCP port."""
         return self.settings.port
 
+    @property
+    def _pid_path(self) -> Path:
+        return self.settings.state_dir / PID_NAME
+
     def stderr_tail(self) -> list[str]:
         """The last lines Mosquitto wrote to stderr (bounded)."""
         return list(self._tail)
@@ -194,6 +337,8 @@ class BrokerProcess:
             proc, self._proc = self._proc, None
             if proc is not None:
                 self._terminate(proc, self._stop_timeout if timeout is None else timeout)
+                with contextlib.suppress(OSError):
+                    self._pid_path.unlink()
 
     def close(self) -> None:
         """Same as :meth:`stop`."""
@@ -266,13 +411,18 @@ class BrokerProcess:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self._tail.clear()
+        # preexec_fn only calls prctl and getppid in the child: no lock is taken there.
+        preexec = _die_with_parent(os.getpid())
         try:
-            proc = subprocess.Popen(
+            proc = _SPAWNER.run(lambda: subprocess.Popen(
                 [self.binary, "-c", str(self.settings.conf_path.absolute())],
                 stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-                cwd=self.settings.state_dir, start_new_session=True, close_fds=True)
-        except OSError as exc:
+                cwd=self.settings.state_dir, start_new_session=True, close_fds=True,
+                preexec_fn=preexec))
+        except (OSError, subprocess.SubprocessError) as exc:
             raise BrokerStartError(f"cannot run {self.binary}: {exc}") from exc
+        with contextlib.suppress(OSError):
+            self._pid_path.write_text(f"{proc.pid}\n", encoding="ascii")
         assert proc.stderr is not None
         self._reader = threading.Thread(
             target=self._read_stderr, args=(proc.stderr, proc.pid),
@@ -314,6 +464,10 @@ class BrokerProcess:
                              user.password if user else None, timeout=0.5)
             except OSError:
                 code = None
+            if code is not None and holds_port(proc.pid, self.port) is False:
+                if proc.poll() is not None:
+                    return False
+                raise self._port_taken(proc.pid)
             if code is not None:
                 if user is None or code == CONNACK_ACCEPTED:
                     return True
@@ -329,6 +483,7 @@ class BrokerProcess:
 
     def _start_checked(self, timeout: float) -> subprocess.Popen[bytes]:
         self._check_tls_files()
+        end_stale_broker(self.settings.state_dir)
         write_files(self.settings)
         self._check_snapshot()
         deadline = self._clock() + timeout
@@ -343,6 +498,8 @@ class BrokerProcess:
                 logger.info("mosquitto[%d] answers on port %d", proc.pid, self.port)
                 return proc
             self._terminate(proc, self._stop_timeout)
+            if listening_inodes(self.port):  # not a bad snapshot: someone has the port
+                raise self._port_taken(proc.pid)
             db = self.settings.db_path
             if attempt == 1 and self.settings.persistence and db.exists():
                 move_aside(db, f"Mosquitto exited during start-up: {self._tail_text()}")
@@ -350,6 +507,11 @@ class BrokerProcess:
             break
         raise BrokerStartError(
             f"Mosquitto exited during start-up (code {proc.returncode}): {self._tail_text()}")
+
+    def _port_taken(self, pid: int) -> BrokerStartError:
+        return BrokerStartError(
+            f"another program holds port {self.port}, not mosquitto[{pid}] started here "
+            f"(a broker of an earlier run?); find it with: ss -ltnp 'sport = :{self.port}'")
 
     def _tail_text(self) -> str:
         return " | ".join(list(self._tail)[-5:]) or "(no output)"

@@ -12,10 +12,12 @@ from fastapi import APIRouter, Header, HTTPException, Query, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field
 
-from sync import Event
+from sync import AUDIENCES, CATEGORIES, Event
+from sync.bodies import LANG, SLUG
 
 from ..reports import normalise_receipt
 from . import deps
+from .intake import LIMITS
 from .views import Phase, alert_json, alert_phase, alert_view, is_visible
 
 router = APIRouter()
@@ -25,29 +27,43 @@ KEEPALIVE_S = 15.0
 PHASE_ACTIONS = frozenset({"on_my_way", "resolved", "hidden"})
 
 
+_CLEANED = (" characters after cleaning (control and invisible characters removed, "
+            "spaces collapsed: docs/protocol.md)")
+
+
 class PlaceIn(BaseModel):
     """Where it happens: a meeting point id and/or free text."""
 
     model_config = ConfigDict(extra="forbid")
-    point: str | None = Field(default=None, max_length=64)
-    text: str = Field(default="", max_length=800)
+    point: str | None = Field(default=None, max_length=63, pattern=SLUG.pattern,
+                              description="A meeting point id of this node; an unknown "
+                                          "one is refused with 422.")
+    text: str = Field(default="", max_length=LIMITS["place.text"],
+                      description=f"At most {LIMITS['place.text']}{_CLEANED}; one line.")
 
 
 class ReportIn(BaseModel):
     """A report as a resident (or an app on their behalf) submits it."""
 
+    # Documentation only: node/portal/intake.py checks the body (the event
+    # model's validator) with these limits; tests/integration/test_hostile_input.py
+    # holds the schema and the checks equal.
     model_config = ConfigDict(extra="forbid")
-    category: Literal["nuisance", "suspicious", "social", "emergency"]
-    text: str = Field(default="", max_length=4000)
+    category: Literal[CATEGORIES]  # type: ignore[valid-type]
+    text: str = Field(default="", max_length=LIMITS["text"],
+                      description=f"At most {LIMITS['text']}{_CLEANED}.")
     place: PlaceIn = Field(default_factory=PlaceIn)
-    audience: Literal["neighbours", "authorities", "both"] | None = Field(
+    audience: Literal[AUDIENCES] | None = Field(  # type: ignore[valid-type]
         default=None,
         description="Who sees it. Left out (or null): `authorities` for suspicious and "
                     "social reports, `both` for the others.")
     called_112: bool = False
-    called_112_by: str = Field(default="", max_length=320)
-    contact: str = Field(default="", max_length=800)
-    lang: str = Field(default="nl", pattern=r"^[a-z]{2,3}$")
+    called_112_by: str = Field(default="", max_length=LIMITS["called_112_by"],
+                               description=f"At most {LIMITS['called_112_by']}{_CLEANED}; "
+                                           "one line.")
+    contact: str = Field(default="", max_length=LIMITS["contact"],
+                         description=f"At most {LIMITS['contact']}{_CLEANED}; one line.")
+    lang: str = Field(default="nl", pattern=LANG.pattern)
 
 
 class ReportCreated(BaseModel):
@@ -80,7 +96,11 @@ def add_schemas(schema: dict[str, Any]) -> dict[str, Any]:
                        "is checked by the event model's own validator; nothing is stored on "
                        "any error. A report needs a few words (`text`), a meeting point "
                        "(`place.point`) or a place (`place.text`): without any of them the "
-                       "answer is 422 with the field `report`.",
+                       "answer is 422 with the field `report`. Hostile JSON (invalid UTF-8, "
+                       "lone surrogate escapes, NaN, floats, integers of more than 20 digits, "
+                       "duplicate keys, deep nesting) and unknown fields are 422 with the "
+                       "field `$`, `body` or `place`; the form `POST /report` takes the same "
+                       "checks and limits.",
         "operationId": "post_report",
         "requestBody": {"required": True, "content": {"application/json": {
             "schema": {"$ref": ref.format(model="ReportIn")}}}},

@@ -7,7 +7,9 @@ as much again (measured: about 270 µs of 735 µs per report). So this one
 endpoint is served here, in front of FastAPI, with the same rules as every
 other request: body limit, content type, per-device rate limit, the event
 model's own validator, an answer only after the COMMIT, and the same security
-headers. ``ReportIn`` in :mod:`node.portal.api` documents the body in OpenAPI.
+headers. The checks and the error mapping are :mod:`node.portal.intake`'s,
+shared with the resident form. ``ReportIn`` in :mod:`node.portal.api`
+documents the body in OpenAPI.
 """
 
 from __future__ import annotations
@@ -18,11 +20,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from sync import InvalidField
-from sync.bodies import CATEGORIES, check_new_report, default_audience
-
-from ..errors import NodeError
-from ..reports import validate_report_input
+from . import intake
 from .guards import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -31,20 +29,6 @@ PATH = "/api/v1/reports"
 # A JSON answer is never rendered as a page: no CSP or frame headers needed here.
 _HEADERS = [(b"content-type", b"application/json"), (b"x-content-type-options", b"nosniff"),
             (b"cache-control", b"no-store")]
-
-
-def _error(field: str, message: str) -> dict[str, Any]:
-    return {"detail": "invalid input; nothing was stored",
-            "errors": [{"field": field, "message": message}]}
-
-
-def with_default_audience(data: dict[str, Any]) -> dict[str, Any]:
-    """``data`` with the category's safe audience when it names none (or null):
-    suspicious and social reports go to the authorities only unless asked."""
-    if data.get("audience") is not None:
-        return data
-    category = data.get("category")
-    return {**data, "audience": default_audience(category if category in CATEGORIES else None)}
 
 
 class ReportIngest:
@@ -97,27 +81,15 @@ class ReportIngest:
         if ctype != b"application/json":
             # Also keeps other sites' plain HTML forms out (they cannot send JSON).
             return 415, {"detail": "send the report as application/json"}, []
+        # The one intake of the form and the API (node/portal/intake.py).
         try:
-            data = json.loads(b"".join(chunks))
-        except (ValueError, UnicodeDecodeError):
-            return 422, _error("$", "not valid JSON"), []
-        if not isinstance(data, dict):
-            return 422, _error("$", "a report must be a JSON object"), []
-        settings = state.settings
-        try:
-            clean = validate_report_input(with_default_audience(data))
-            check_new_report(clean)
-            point = clean["place"]["point"]
-            if point is not None and point not in {p.id for p in settings.meeting_points}:
-                raise InvalidField("place.point", "is not a meeting point of this node")
-        except InvalidField as exc:
-            return 422, _error(exc.field, exc.reason), []
-        try:
-            done = await state.runtime.submit_report(clean)
-        except NodeError as exc:
-            log.error("report not stored: %s", exc)
-            return 503, {"detail": "the report could not be stored; try again"}, \
-                [(b"retry-after", b"5")]
+            raw = intake.from_json(b"".join(chunks), self.limit)
+            clean = intake.check(raw, {p.id for p in state.settings.meeting_points})
+            done = await intake.store(state.runtime, clean)
+        except intake.Refused as exc:
+            extra = [] if exc.retry_after is None else \
+                [(b"retry-after", str(exc.retry_after).encode())]
+            return exc.status, intake.answer(exc), extra
         receipt = done.report.body["receipt"]
         return 201, {"id": done.report.id, "receipt": receipt,
                      "status_url": f"/status?receipt={receipt}",

@@ -14,19 +14,10 @@ from urllib.parse import urlencode, urlsplit
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
 
-from sync import InvalidField
-from sync.bodies import (
-    CATEGORIES,
-    MAX_CONTACT,
-    MAX_PLACE_TEXT,
-    MAX_REPORT_TEXT,
-    EmptyReport,
-    check_new_report,
-    default_audience,
-)
+from sync.bodies import CATEGORIES, default_audience
 
-from ..reports import normalise_receipt, validate_report_input
-from . import deps
+from ..reports import normalise_receipt
+from . import deps, intake
 from .i18n import LANGUAGE_NAMES, SUPPORTED, negotiate
 from .qr import qr_svg
 from .views import alert_view
@@ -93,7 +84,8 @@ def _form_page(request: Request, category: str, *, values: dict[str, Any] | None
         meeting_points=[{"id": p.id, "name": p.name} for p in s.meeting_points],
         values=values or {}, errors=errors or {},
         default_audience=default_audience(category),
-        limits={"text": MAX_REPORT_TEXT, "place": MAX_PLACE_TEXT, "contact": MAX_CONTACT},
+        limits={"text": intake.LIMITS["text"], "place": intake.LIMITS["place.text"],
+                "contact": intake.LIMITS["contact"]},
         csrf_token=token)
     response.set_cookie(CSRF_COOKIE, token, samesite="strict", httponly=True)
     return response
@@ -133,35 +125,43 @@ async def report_submit(request: Request) -> Response:
     if not deps.allowed(request, "report_limiter"):
         msg = deps.translate(request, page_lang(request), "error.rate")
         return _form_page(request, category, values=values, errors={"form": msg}, status=429)
-    point = values.get("place_point") or None
-    raw = {
-        "category": category,
-        "text": values.get("text", ""),
-        "place": {"point": point, "text": values.get("place_text", "")},
-        "audience": values.get("audience") or default_audience(category),
-        "called_112": values.get("called_112") == "yes",
-        "called_112_by": values.get("called_112_by", ""),
-        "contact": values.get("contact", ""),
-        "lang": page_lang(request),
-    }
+    # The one intake of the form and the API (node/portal/intake.py): the same
+    # checks, limits and answers; a refusal shows the form again with every word kept.
     try:
-        clean = validate_report_input(raw)
-        check_new_report(clean)
-        if point is not None and point not in {p.id for p in deps.settings(request).meeting_points}:
-            raise InvalidField("place.point", "unknown meeting point")
-    except InvalidField as exc:
-        field = {"place.point": "place_point", "place.text": "place_text"}.get(exc.field,
-                                                                             exc.field)
-        msg = deps.translate(request, page_lang(request), f"error.field.{field}",
-                             default=exc.reason)
-        errors = {field: msg}
-        if isinstance(exc, EmptyReport):
-            # Said once at the top; the fields that could fill the gap are marked.
-            errors = {"report": msg, "text": "", "place_point": "", "place_text": ""}
-        return _form_page(request, category, values=values, errors=errors, status=422)
-    done = await deps.runtime(request).submit_report(clean)
+        clean = intake.check(intake.from_form(values, page_lang(request)),
+                             {p.id for p in deps.settings(request).meeting_points})
+        done = await intake.store(deps.runtime(request), clean)
+    except intake.Refused as exc:
+        return _refused_page(request, category, values, exc)
     receipt = done.report.body["receipt"]
     return RedirectResponse(f"/receipt/{receipt}", status_code=303)
+
+
+#: Form fields named differently from the report's fields.
+_FORM_FIELD = {"place.point": "place_point", "place.text": "place_text"}
+
+
+def _refused_page(request: Request, category: str, values: dict[str, str],
+                  exc: intake.Refused) -> Response:
+    """The form again, with what the resident typed and why it was not taken."""
+    field = _FORM_FIELD.get(exc.field, exc.field)
+    lang = page_lang(request)
+    if exc.key.startswith("error.field."):
+        msg = deps.translate(request, lang, f"error.field.{field}", default=exc.reason)
+    else:  # "error.store", "error.too_large": node/portal/intake.py
+        msg = deps.translate(request, lang, exc.key, default=exc.reason)
+    if exc.field == "report":
+        # Said once at the top; for an empty report the fields that could fill
+        # the gap are marked.
+        errors = {"report": msg}
+        if exc.status == intake.STATUS["invalid"]:
+            errors.update({"text": "", "place_point": "", "place_text": ""})
+    else:
+        errors = {field: msg}
+    response = _form_page(request, category, values=values, errors=errors, status=exc.status)
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(exc.retry_after)
+    return response
 
 
 @router.get("/receipt/{code}")

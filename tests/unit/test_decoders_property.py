@@ -33,6 +33,7 @@ from broker import TopicError
 from broker.topics import parse_event_topic
 from node.buttons import parse_press
 from node.mesh.carry import shrink_reply
+from node.portal import intake
 from sync import EventError, KeyPair, SyncError, decode_event, fastpath, mesh, sealed
 from sync.canonical import parse_json
 from sync.enrolment import normalise_code, parse_request
@@ -40,7 +41,7 @@ from sync.exchange import Ack, BatchMeta, ExchangeError, ReceiptUpdate, SyncRepl
 from sync.roster import ROSTER_DOMAIN, sign_document, verify_roster
 
 VECTORS = Path(__file__).parent.parent / "vectors"
-EXAMPLES = int(os.environ.get("BART_DECODER_EXAMPLES", "120"))
+EXAMPLES = int(os.environ.get("BART_DECODER_EXAMPLES", "250"))
 PROPERTY = settings(max_examples=EXAMPLES, deadline=None, database=None,
                     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -347,3 +348,52 @@ def test_depth_5000_is_refused_by_every_json_decoder(depth: int) -> None:
         SyncReply.parse(data)
     with pytest.raises(mesh.MeshDocError):
         mesh.parse(data[:mesh.MAX_DOC_BYTES])
+
+
+# -- the report intake (form and API) -----------------------------------------------------
+
+POINTS = {"kompasplein", "speeltuin"}
+
+
+def _intake_refuses(read: Callable[[], dict[str, Any]]) -> None:
+    """Accepted: exactly a report's fields; refused: 422/413 with a reason any answer can
+    carry (valid UTF-8, bounded)."""
+    try:
+        clean = intake.check(read(), POINTS)
+    except intake.Refused as exc:
+        assert exc.status in (422, 413)
+        exc.reason.encode("utf-8")
+        exc.field.encode("utf-8")
+        assert len(exc.reason) <= intake.MAX_REASON
+        return
+    assert set(clean) == intake.FIELDS
+    assert len(clean["text"]) <= intake.LIMITS["text"]
+
+
+@PROPERTY
+@given(hostile([REPORT_SEED], 16_384))
+def test_report_json_refuses_with_refused(data: bytes) -> None:
+    _intake_refuses(lambda: intake.from_json(data, 16_384))
+
+
+FORM_TEXT = st.one_of(st.text(max_size=60), st.text(max_size=5000),
+                      st.sampled_from(["\ud800", "yes", "kompasplein", "onbekend", "NaN", "",
+                                       "x" * 1001, " " * 3000 + "x", "\u202e" * 10]))
+
+
+@PROPERTY
+@given(st.dictionaries(st.sampled_from(["category", "text", "place_point", "place_text",
+                                        "audience", "called_112", "called_112_by", "contact",
+                                        "receipt", "csrf"]), FORM_TEXT, max_size=10),
+       st.sampled_from(["nl", "en", "tr", "ar", "pl"]))
+def test_report_form_refuses_with_refused(values: dict[str, str], lang: str) -> None:
+    _intake_refuses(lambda: intake.from_form(values, lang))
+
+
+def test_unknown_fields_in_a_report_are_refused() -> None:
+    """``additionalProperties: false`` in ReportIn: a client cannot choose its receipt."""
+    for extra in ({"receipt": "K7F-3QX"}, {"id": "x"}, {"place": {"point": None, "x": 1}}):
+        body = {**json.loads(REPORT_SEED), **extra}
+        with pytest.raises(intake.Refused) as refused:
+            intake.from_json(json.dumps(body).encode(), 16_384)
+        assert refused.value.status == 422

@@ -9,8 +9,13 @@ per hour. Baselines over the same window, running at the same time: a bare
 ``python -S -c`` sleeping (imports nothing) and a bare ``mosquitto -p PORT``
 with its default configuration.
 
-Run: ``.venv/bin/python bench/idle.py [--quick]``. Goals: node RSS <= 80 MB,
-node + Mosquitto write <= 1 MB/h.
+``--enrolled`` first starts a central (``bart central run``, SQLite, in the same
+temporary directory) and enrols the node with ``bart node enroll``: its uplink
+then polls central all through the window, which is what a deployed node does
+(central's own writes are not counted: it runs elsewhere).
+
+Run: ``.venv/bin/python bench/idle.py [--quick] [--enrolled]``. Goals: node RSS
+<= 80 MB, node + Mosquitto write <= 1 MB/h.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from __future__ import annotations
 import argparse
 import os
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -25,6 +31,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from _common import (
+    AREA,
+    BART,
+    NODE_NAME,
     PYTHON,
     Node,
     Procs,
@@ -35,6 +44,7 @@ from _common import (
     proc_io,
     ratio,
     rss_kb,
+    wait_healthy,
 )
 
 RSS_GOAL_MB = 80.0
@@ -79,15 +89,20 @@ def main() -> int:
     ap.add_argument("--window", type=float, help="seconds to idle")
     ap.add_argument("--settle", type=float, default=5.0, help="seconds after healthy")
     ap.add_argument("--every", type=float, default=5.0, help="seconds between RSS samples")
+    ap.add_argument("--enrolled", action="store_true",
+                    help="enrol the node with a central first (its uplink polls all along)")
     args = ap.parse_args()
     window = args.window or (60.0 if args.quick else 300.0)
-    print(f"idle: window {window:g} s after {args.settle:g} s settle; {describe()}; "
+    print(f"idle: {'enrolled' if args.enrolled else 'unenrolled'} node, "
+          f"window {window:g} s after {args.settle:g} s settle; {describe()}; "
           f"load average {os.getloadavg()[0]:.2f}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bart-bench-idle-"))
     try:
         with Procs(tmp) as procs:
             node = Node(procs, log_level="INFO")
+            if args.enrolled:
+                enrol(procs, node)
             node.start()
             assert node.mosquitto_pid is not None
             sleeper = "import time\nwhile 1: time.sleep(3600)"
@@ -118,6 +133,10 @@ def main() -> int:
             for w in watches:
                 w.io1 = proc_io(w.pid)
             files1 = tree_sizes(node.data_dir)
+            if args.enrolled:
+                import httpx
+                up = httpx.get(f"{node.url}/healthz", timeout=5).json().get("uplink", {})
+                print(f"uplink after the window: {up}")
             if children(node.pid, "mosquitto") != [node.mosquitto_pid]:
                 print("warning: the node's Mosquitto was restarted during the window")
             node_log = (tmp / "node.log").read_text(errors="replace")
@@ -155,6 +174,23 @@ def main() -> int:
           f"written {written * 1024:.1f} KB/h node+mosquitto (goal <= "
           f"{WRITE_GOAL_MB_H:g} MB/h) {'MET' if w_ok else 'NOT MET'}")
     return 0 if rss_ok and w_ok else 1
+
+
+def enrol(procs: Procs, node: Node) -> None:
+    """Start a central on SQLite and enrol ``node`` with it (before the node runs)."""
+    cdir = procs.tmp / "central"
+    port = free_port()
+    url = f"http://127.0.0.1:{port}"
+    subprocess.run([str(BART), "central", "init", "--data-dir", str(cdir), "--http-port",
+                    str(port), "--public-url", url], check=True, stdout=subprocess.DEVNULL)
+    central = procs.start([str(BART), "central", "run", "--data-dir", str(cdir)], "central")
+    wait_healthy(url, central, 30)
+    out = subprocess.run([str(BART), "central", "enroll-code", "--data-dir", str(cdir),
+                          "--node", NODE_NAME, "--area", AREA], check=True,
+                         capture_output=True, text=True).stdout
+    code = out.split(": ", 1)[1].split()[0]
+    subprocess.run([str(BART), "node", "enroll", url, "--code", code, "--data-dir",
+                    str(node.data_dir)], check=True, stdout=subprocess.DEVNULL)
 
 
 def node_mosquitto_binary() -> str:

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from .backup_cli import add_central_parsers as add_backup_parsers
 from .errors import CommandError, Unavailable, require_free_port
 
 
@@ -359,6 +360,7 @@ def add_central_parsers(top: Any) -> None:
     p = sub.add_parser("nodes", help="list enrolled nodes and their health")
     common(p)
     p.set_defaults(func=cmd_central_nodes)
+    add_backup_parsers(sub, common)
 
 
     staff = sub.add_parser("staff", help="staff accounts for the staff pages")

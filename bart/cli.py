@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from common.datadir import DataDirError, DataDirLock, DataDirLocked, lock_data_dir
 
+from .backup_cli import add_node_parsers as add_backup_parsers
 from .central_cli import add_central_parsers
 from .errors import (
     EXIT_INTERRUPTED,
@@ -434,6 +435,7 @@ def build_parser() -> argparse.ArgumentParser:
     data_dir_flag(enroll)
     enroll.set_defaults(func=cmd_node_enroll)
     add_mesh_parsers(node, data_dir_flag)
+    add_backup_parsers(node, data_dir_flag)
 
     add_central_parsers(top)
 

@@ -57,6 +57,8 @@ class CentralSettings(BaseModel):
     enrol_code_ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
     silent_after_s: int = Field(default=900, ge=60, le=7 * 86_400)
     max_batch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
+    #: Handled reports are anonymised this many days later (central/retention.py).
+    retention_days: int = Field(default=365, ge=30, le=3650)
 
     @property
     def origin(self) -> str:

@@ -1,0 +1,151 @@
+"""Retention at central: what residents told about themselves is not kept forever.
+
+A report that was *handled* (its state ``handled``, reached more than
+``retention_days`` ago; Signalen's default is 365) is anonymised:
+
+* in the stored report event (``events.body``): the reporter's ``contact``,
+  the free ``text``, ``called_112_by`` (a name) and the place's free text are
+  removed; category, meeting point, audience, ``called_112``, language and
+  receipt code stay, and ``anonymised`` records when;
+* the staff notes on it (``report_notes.text``), the desk's public replies to
+  the resident (``report_updates.reply``) and the note of an alarm about it
+  (``alarms.note``) are emptied.
+
+Rows are never deleted: the insight page counts reports per week, category
+and area and measures answer times from ``reports``, ``report_updates`` and
+acks, none of which depend on what is removed, so its figures stay exactly the
+same (tests/integration/test_retention.py compares them). The event's node
+signature covered the original body and no longer verifies afterwards: proof
+of origin ends with the data it proved. A report still open is not touched,
+whatever its age; :func:`run_retention` counts those too, so that a desk sees
+what waits. Each run writes one line to the staff audit log (``retention``,
+or ``retention_dry_run``), by ``retention``.
+
+>>> cutoff_ms(365, now_ms=400 * 86_400_000) == 35 * 86_400_000
+True
+>>> sorted(anonymised_body({"category": "social", "text": "Buurman 12 schreeuwt",
+...     "contact": "06-12345678", "place": {"point": "plein", "text": "bij nr. 12"}},
+...     at=1).items())  # doctest: +NORMALIZE_WHITESPACE
+[('anonymised', 1), ('category', 'social'), ('contact', None), ('place', {'point': 'plein',
+ 'text': ''}), ('text', '')]
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import time
+from dataclasses import dataclass
+from typing import Any, Final
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Connection, Engine
+
+from . import db
+from .staff_accounts import audit
+from .staff_db import report_notes
+
+__all__ = ["RetentionResult", "anonymised_body", "cutoff_ms", "run_retention"]
+
+DAY_MS: Final = 86_400_000
+DEFAULT_DAYS: Final = 365
+#: Reports anonymised per transaction: short transactions beside ingest.
+CHUNK: Final = 500
+WHO: Final = "retention"
+
+
+@dataclass(frozen=True)
+class RetentionResult:
+    """What a run did (or, dry, would do)."""
+
+    days: int
+    cutoff: int
+    reports: int
+    contacts: int
+    open_older: int
+    applied: bool
+
+    @property
+    def cutoff_text(self) -> str:
+        """The cutoff as a UTC date."""
+        return dt.datetime.fromtimestamp(self.cutoff / 1000, dt.UTC).strftime("%Y-%m-%d")
+
+
+def cutoff_ms(days: int, *, now_ms: int | None = None) -> int:
+    """Reports handled before this time (ms) are anonymised."""
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    return now - days * DAY_MS
+
+
+def anonymised_body(body: dict[str, Any], *, at: int) -> dict[str, Any]:
+    """``body`` of a report without what could name a person."""
+    out = dict(body)
+    out["text"] = ""
+    if "contact" in out:
+        out["contact"] = None
+    if "called_112_by" in out:
+        out["called_112_by"] = ""
+    place = out.get("place")
+    if isinstance(place, dict):
+        out["place"] = {**place, "text": ""}
+    out["anonymised"] = at
+    return out
+
+
+def _due(conn: Connection, cutoff: int, limit: int | None) -> list[tuple[str, str]]:
+    """(event id, body) of handled reports past ``cutoff`` not yet anonymised."""
+    r, e = db.reports, db.events
+    query = (sa.select(e.c.id, e.c.body).select_from(r.join(e, e.c.id == r.c.event_id))
+             .where(r.c.state == "handled", r.c.updated_at < cutoff,
+                    e.c.body.notlike('%"anonymised":%'))
+             .order_by(r.c.updated_at))
+    if limit is not None:
+        query = query.limit(limit)
+    return [(row.id, row.body) for row in conn.execute(query)]
+
+
+def run_retention(engine: Engine, days: int = DEFAULT_DAYS, *, apply: bool,
+                  by: str = WHO, now_ms: int | None = None) -> RetentionResult:
+    """Anonymise (``apply``) or count (dry run) handled reports older than ``days``."""
+    if days < 1:
+        raise ValueError("retention_days must be at least 1")
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    cutoff = cutoff_ms(days, now_ms=now)
+    reports = contacts = 0
+    with db.reading(engine) as conn:
+        open_older = int(conn.execute(
+            sa.select(sa.func.count()).select_from(db.reports)
+            .where(db.reports.c.state != "handled", db.reports.c.ts < cutoff)).scalar_one())
+        if not apply:
+            due = _due(conn, cutoff, None)
+            reports = len(due)
+            contacts = sum(1 for _, body in due if json.loads(body).get("contact"))
+    if apply:
+        while True:
+            with engine.begin() as conn:
+                due = _due(conn, cutoff, CHUNK)
+                for event_id, raw in due:
+                    body = json.loads(raw)
+                    contacts += bool(body.get("contact"))
+                    conn.execute(db.events.update().where(db.events.c.id == event_id).values(
+                        body=json.dumps(anonymised_body(body, at=now), ensure_ascii=False,
+                                        separators=(",", ":"))))
+                ids = [event_id for event_id, _ in due]
+                if ids:
+                    conn.execute(report_notes.update().where(
+                        report_notes.c.report_id.in_(ids)).values(text=""))
+                    conn.execute(db.report_updates.update().where(
+                        db.report_updates.c.report_id.in_(ids),
+                        db.report_updates.c.reply.isnot(None)).values(reply=""))
+                    conn.execute(db.alarms.update().where(db.alarms.c.id.in_(ids))
+                                 .values(note=""))
+                reports += len(due)
+            if len(due) < CHUNK:
+                break
+    result = RetentionResult(days, cutoff, reports, contacts, open_older, apply)
+    with engine.begin() as conn:
+        audit(conn, now, by, "retention" if apply else "retention_dry_run", "",
+              f"{'anonymised' if apply else 'would anonymise'} {reports} reports handled "
+              f"before {result.cutoff_text} ({contacts} with contact details; "
+              f"retention_days {days}); {open_older} older reports still open")
+    return result

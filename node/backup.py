@@ -1,0 +1,149 @@
+"""``bart node backup`` / ``bart node restore``: a node's data directory in one file.
+
+A backup is taken while the node runs: every SQLite database of the data
+directory (``node.db``, ``team.db``) is copied with SQLite's online backup API,
+which reads one consistent snapshot beside the node's writer (WAL: nobody
+waits); every other file — keys, TLS, secrets, ``node.toml``, the enrolment in
+``central/``, ``peers.toml`` — is copied as it is. Mosquitto's ``broker/``
+directory is left out: the node renders it afresh at each start from the
+files above. The snapshot is packed by :mod:`common.archive` (0600, encrypted
+when a passphrase is given).
+
+A restore goes only into a new or empty data directory. It checks the archive
+(a node's, its databases whole, its keys the ones the manifest names) before
+anything lands there, and moves the uplink's batch counter forward so that
+batches made after the restore never reuse a number central already has
+(docs/backup.md, "Restoring an older backup").
+"""
+
+from __future__ import annotations
+
+import contextlib
+import shutil
+import sqlite3
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from common.archive import (
+    check_output,
+    check_sqlite,
+    move_into,
+    pack,
+    read_manifest,
+    require_empty,
+    snapshot_dir,
+    unpack,
+    write_manifest,
+)
+from sync import KeyPair
+
+from .config import CONFIG_FILE, NodeSettings
+from .errors import NodeError
+
+__all__ = ["BackupError", "BackupInfo", "backup_node", "restore_node"]
+
+KIND: Final = "node"
+#: Left out of a backup: rendered again at every start (Mosquitto's state, config).
+SKIPPED_DIRS: Final = frozenset({"broker"})
+#: After a restore, the uplink's next batch number is at least this far beyond the
+#: backup's, plus this many per second since the backup was taken: more than a node
+#: can have used since (one batch per exchange, a few a second at most).
+BATCH_SEQ_MARGIN: Final = 10_000
+BATCH_SEQS_PER_S: Final = 10
+
+
+class BackupError(NodeError):
+    """A node backup cannot be made or restored; the message says why and what to do."""
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """What a backup holds (its manifest), and the figures of making or restoring it."""
+
+    manifest: dict[str, Any]
+    size: int
+    seconds: float
+
+
+def _own_heads(db: Path, origin: str) -> dict[str, Any]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        heads = {stream: seq for stream, seq in conn.execute(
+            "SELECT stream, MAX(seq) FROM events WHERE origin = ? GROUP BY stream", (origin,))}
+        for stream, floor in conn.execute(
+                "SELECT stream, seq FROM held_floor WHERE origin = ?", (origin,)):
+            heads[stream] = max(heads.get(stream, 0), floor)
+        row = conn.execute("SELECT value FROM uplink_state WHERE key = 'batch_seq'").fetchone()
+        events = conn.execute("SELECT COUNT(*) FROM events").fetchone()[0]
+        return {"heads": heads, "batch_seq": row[0] if row else 0, "events": events}
+    finally:
+        conn.close()
+
+
+def backup_node(data_dir: Path, out: Path, *, passphrase: str | None = None,
+                version: str = "") -> BackupInfo:
+    """Write a backup of the node in ``data_dir`` to ``out`` (the node may be running)."""
+    started = time.monotonic()
+    settings = NodeSettings.load(data_dir)
+    keys = KeyPair.load(settings.keys_dir)
+    check_output(out, data_dir)
+    if not settings.db_path.exists():
+        raise BackupError(f"{data_dir} has no store yet (node.db): there is nothing to back "
+                          "up but the keys; start the node once, or copy the keys directory")
+    staging = Path(tempfile.mkdtemp(prefix=".bart-backup-", dir=out.absolute().parent))
+    try:
+        tree = staging / "data"
+        tree.mkdir(mode=0o700)
+        databases = snapshot_dir(data_dir, tree, skip_dirs=SKIPPED_DIRS)
+        manifest = {"v": 1, "kind": KIND, "name": settings.name, "area": settings.area,
+                    "fingerprint": keys.fingerprint, "created_ms": time.time_ns() // 1_000_000,
+                    "bart": version, "databases": databases,
+                    **_own_heads(tree / "node.db", settings.name)}
+        write_manifest(staging, manifest)
+        pack(staging, out, passphrase=passphrase)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BackupInfo(manifest, out.stat().st_size, time.monotonic() - started)
+
+
+def restore_node(archive: Path, data_dir: Path, *, passphrase: str | None = None) -> BackupInfo:
+    """Restore the node backup ``archive`` into the new or empty ``data_dir``."""
+    started = time.monotonic()
+    require_empty(data_dir, "node")
+    if not archive.is_file():
+        raise BackupError(f"{archive} does not exist (or is not a file)")
+    parent = data_dir.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bart-restore-", dir=parent))
+    try:
+        unpack(archive, staging, passphrase=passphrase)
+        manifest = read_manifest(staging, KIND)
+        tree = staging / "data"
+        for name in manifest.get("databases", []):
+            check_sqlite(tree / name)
+        if not (tree / CONFIG_FILE).is_file():
+            raise BackupError("the backup has no node.toml: it is not a whole node")
+        keys = KeyPair.load(tree / "keys")
+        if keys.fingerprint != manifest.get("fingerprint"):
+            raise BackupError("the keys in the backup are not the ones its manifest names "
+                              "(a damaged or altered backup); it cannot be trusted")
+        _advance_batch_seq(tree / "node.db", manifest)
+        move_into(tree, data_dir)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return BackupInfo(manifest, archive.stat().st_size, time.monotonic() - started)
+
+
+def _advance_batch_seq(db: Path, manifest: dict[str, Any]) -> None:
+    """Batch numbers central may have seen since the backup are never used again."""
+    with contextlib.closing(sqlite3.connect(db)) as conn, conn:
+        if not conn.execute("SELECT 1 FROM sqlite_master WHERE name = 'uplink_state'"
+                            ).fetchone():
+            return
+        age_s = max(0, time.time_ns() // 1_000_000 - int(manifest.get("created_ms", 0))) // 1000
+        jump = BATCH_SEQ_MARGIN + BATCH_SEQS_PER_S * age_s
+        conn.execute("INSERT INTO uplink_state (key, value) VALUES ('batch_seq', ?) "
+                     "ON CONFLICT (key) DO UPDATE SET value = value + ?", (jump, jump))

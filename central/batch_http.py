@@ -68,6 +68,11 @@ class BatchIngest:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": data})
 
+    def _refuse(self, status: int, code: str, message: str) -> tuple[int, bytes]:
+        """A refusal made here, before ingest: counted like ingest's own (/metrics)."""
+        self.ingest.metrics.refusal(code)
+        return _error(status, code, message)
+
     async def _handle(self, scope: Scope, receive: Receive) -> tuple[int, bytes]:
         ctype, length = b"", b"0"
         for name, value in scope["headers"]:
@@ -76,9 +81,9 @@ class BatchIngest:
             elif name == b"content-length":
                 length = value
         if ctype != BATCH_TYPE:
-            return _error(415, "unsupported_media_type", f"send {BATCH_TYPE.decode()}")
+            return self._refuse(415, "unsupported_media_type", f"send {BATCH_TYPE.decode()}")
         if not length.isdigit() or int(length) > self.limit:
-            return _error(413, "too_large", f"body larger than {self.limit} bytes")
+            return self._refuse(413, "too_large", f"body larger than {self.limit} bytes")
         chunks: list[bytes] = []
         size = 0
         while True:
@@ -87,11 +92,11 @@ class BatchIngest:
                 client = scope.get("client")
                 log.info("batch upload from %s ended after %d bytes", client[0] if client
                          else "?", size)
-                return _error(400, "incomplete", "the request ended early")
+                return self._refuse(400, "incomplete", "the request ended early")
             chunk = message.get("body", b"")
             size += len(chunk)
             if size > self.limit:
-                return _error(413, "too_large", f"body larger than {self.limit} bytes")
+                return self._refuse(413, "too_large", f"body larger than {self.limit} bytes")
             chunks.append(chunk)
             if not message.get("more_body", False):
                 break

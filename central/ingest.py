@@ -45,6 +45,7 @@ from . import db
 from .enrol import current_roster
 from .errors import IngestRefused
 from .identity import Central
+from .metrics import ingest_metrics
 
 log = logging.getLogger("bart.central.ingest")
 
@@ -81,6 +82,8 @@ class Ingest:
         self.engine = engine
         self.central = central
         self.dialect = engine.dialect.name
+        #: Latency and refusals for /metrics (central/metrics.py; one per process).
+        self.metrics = ingest_metrics()
 
     # ------------------------------------------------------------ the steps
     def _node(self, conn: Connection, name: str) -> _NodeKeys | None:
@@ -264,10 +267,12 @@ class Ingest:
 
     def receive(self, wire: bytes) -> SyncReply:
         """Receive one sealed batch; return the reply (steps 1–7)."""
+        started = time.perf_counter()
         try:
             header, payload, events = self.open(wire)
         except IngestRefused as exc:
             log.warning("batch refused (%s %s): %s", exc.status, exc.code, exc)
+            self.metrics.refusal(exc.code)
             raise
         # Read, never refused: central has always served any meta (see BatchMeta.read).
         meta = BatchMeta.read(payload.meta)
@@ -277,8 +282,10 @@ class Ingest:
             # are seen (the heads only ever move forward).
             with self.engine.begin() as conn:
                 self._advance(conn, events, all_new=False)
-        return self.reply(header, meta, count, new, replay,
-                          {e[1] for e in events} | {header.node_id})
+        reply = self.reply(header, meta, count, new, replay,
+                           {e[1] for e in events} | {header.node_id})
+        self.metrics.latency.observe(time.perf_counter() - started)
+        return reply
 
     def reply(self, header: sealed.BatchHeader, meta: BatchMeta, count: int, new: int,
               replay: bool, origins: set[str]) -> SyncReply:

@@ -10,33 +10,111 @@ index or by the number of nodes, never by the number of events:
 - projector lag: the batches with ``pending`` set (their partial index), and
   the age of the oldest of them;
 - nodes and silent nodes: the ``nodes`` table (central/health.py's rule);
-- unanswered alarms per desk: ``idx_alarms_desk_state``.
+- unanswered alarms per desk: ``idx_alarms_desk_state``;
+- who projects: on PostgreSQL the holder of the projector lock, from
+  ``pg_locks`` (central/cluster.py), so every central process reports the
+  same holder; on SQLite, this central's own projector process.
+
+Two numbers are made where the work is, in the HTTP workers: ingest latency
+and refusals by reason (:class:`IngestMetrics`). Workers are processes of
+their own, so they count in prometheus_client's multiprocess mode: each
+writes its numbers to files in a directory this process makes for its run
+(``PROMETHEUS_MULTIPROC_DIR``, set before the workers start) and the scrape
+adds them up. A counter of a worker that died keeps counting in the sum.
 """
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+import shutil
+import tempfile
+import threading
 import time
 from collections.abc import Iterable
+from pathlib import Path
 
 import sqlalchemy as sa
+from prometheus_client import Counter, Histogram, values
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy.engine import Engine
 
 from common.metrics import MetricsServer
 
 from . import db
 from .alarms import TEAM_CLOSED
+from .cluster import Holder, host_name, lock_holders
 from .health import node_health
 
 #: The desks alarms go to (always reported, 0 when none wait).
 DESKS = ("police", "municipality")
+#: The name of the projector's process (central/projector.py's ProjectorProcess).
+PROJECTOR_NAME = "bart-central-projector"
+#: prometheus_client's multiprocess mode reads its directory from this variable.
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+#: Ingest latency buckets (seconds): a batch of 1,000 events takes ~15 ms on
+#: a quiet machine (bench/README.md); seconds mean a struggling database.
+INGEST_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+
+
+class IngestMetrics:
+    """What the HTTP workers measure: ingest latency and refused batches by reason.
+
+    One per process (:func:`ingest_metrics`). Under ``bart central run
+    --metrics-port`` the values go to the run's multiprocess directory;
+    without it they are kept in memory and nobody reads them (a few
+    hundred nanoseconds a batch).
+    """
+
+    def __init__(self) -> None:
+        self.latency = Histogram(
+            "bart_central_ingest_seconds",
+            "Time from a sealed batch reaching ingest to its signed answer (accepted batches)",
+            buckets=INGEST_BUCKETS, registry=None)
+        self.refused = Counter("bart_central_batches_refused",
+                               "Batches refused, by the reason sent to the node",
+                               ["reason"], registry=None)
+
+    def refusal(self, reason: str) -> None:
+        """Count one refused batch; ``reason`` is the refusal's error code."""
+        self.refused.labels(reason[:40]).inc()
+
+
+_ingest: IngestMetrics | None = None
+_ingest_lock = threading.Lock()
+
+
+def ingest_metrics() -> IngestMetrics:
+    """This process's :class:`IngestMetrics`, made at the first call.
+
+    prometheus_client picks where values live when it is imported; this
+    process may have imported it before ``bart central run`` set
+    :data:`MULTIPROC_ENV`, so the choice is made again here, once.
+    """
+    global _ingest
+    with _ingest_lock:
+        if _ingest is None:
+            if os.environ.get(MULTIPROC_ENV):
+                values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
+            _ingest = IngestMetrics()
+        return _ingest
+
+
+def local_projectors() -> set[int]:
+    """Pids of this process's live projector children (central/projector.py's
+    ProjectorProcess, started by ``bart central run``)."""
+    return {p.pid for p in multiprocessing.active_children()
+            if p.name == PROJECTOR_NAME and p.pid is not None}
 
 
 class CentralCollector:
     """Central's metrics, read from the database on each scrape."""
 
-    def __init__(self, database_url: str) -> None:
+    def __init__(self, database_url: str, workers_dir: Path | None = None) -> None:
         self.engine: Engine = db.make_engine(database_url, pool_size=1)
+        self.workers = (MultiProcessCollector(None, str(workers_dir))  # type: ignore[no-untyped-call]
+                        if workers_dir is not None else None)
 
     def close(self) -> None:
         """Let go of the database connection."""
@@ -56,6 +134,7 @@ class CentralCollector:
                 sa.select(a.c.desk, sa.func.count(), sa.func.min(a.c.ts))
                 .where(a.c.state == "new", a.c.team_state.not_in(TEAM_CLOSED))
                 .group_by(a.c.desk)).all()
+            holders = lock_holders(conn) if self.engine.dialect.name == "postgresql" else None
         nodes = node_health(self.engine, now)
         yield CounterMetricFamily("bart_central_events",
                                   "Events held by central (sum of every stream's highest seq)",
@@ -102,20 +181,71 @@ class CentralCollector:
             age.add_metric([desk], max(0.0, (now - first) / 1000))
         yield count
         yield age
+        yield from self._projector(holders)
+        if self.workers is not None:
+            yield from self.workers.collect()  # type: ignore[no-untyped-call]
+
+    def _projector(self, holders: list[Holder] | None) -> Iterable[Metric]:
+        """Who projects: PostgreSQL's lock holder, or (SQLite) this central's projector."""
+        mine = local_projectors()
+        holder = GaugeMetricFamily("bart_central_projector_holder",
+                                   "The process holding the projector lock (1 per holder; "
+                                   "PostgreSQL)", labels=["host", "pid"])
+        if holders is None:  # SQLite: one machine, the projector needs no lock
+            active = here = min(1, len(mine))
+            for pid in sorted(mine):
+                holder.add_metric([host_name(), str(pid)], 1)
+        else:
+            active = len(holders)
+            here = int(any(h.host == host_name() and h.pid in mine for h in holders))
+            for h in holders:
+                holder.add_metric([h.host, str(h.pid)], 1)
+        yield GaugeMetricFamily("bart_central_projector_active",
+                                "Projectors routing reports now, in all central processes on "
+                                "this database (1 is right; 0: nothing is triaged)",
+                                value=active)
+        yield GaugeMetricFamily("bart_central_projector_here",
+                                "1 when this central process's projector holds the lock "
+                                "and projects; 0 when it stands by", value=here)
+        yield holder
 
 
 class CentralMetrics:
-    """The listener and its collector; :meth:`close` stops both."""
+    """The listener and its collector; :meth:`close` stops both.
+
+    Made by ``bart central run`` before its HTTP workers start: it sets
+    :data:`MULTIPROC_ENV` to a fresh directory (unless the environment
+    already names one), which the workers inherit and fill.
+    """
 
     def __init__(self, database_url: str, host: str, port: int) -> None:
-        self.collector = CentralCollector(database_url)
+        self._own_dir: Path | None = None
+        shared = os.environ.get(MULTIPROC_ENV)
+        if shared:
+            workers_dir = Path(shared)
+            workers_dir.mkdir(parents=True, exist_ok=True)
+        else:
+            workers_dir = self._own_dir = Path(tempfile.mkdtemp(prefix="bart-central-metrics-"))
+            os.environ[MULTIPROC_ENV] = str(workers_dir)
         try:
-            self.server = MetricsServer(self.collector, host, port)
+            self.collector = CentralCollector(database_url, workers_dir)
+            try:
+                self.server = MetricsServer(self.collector, host, port)
+            except BaseException:
+                self.collector.close()
+                raise
         except BaseException:
-            self.collector.close()
+            self._forget_dir()
             raise
 
+    def _forget_dir(self) -> None:
+        if self._own_dir is not None:
+            os.environ.pop(MULTIPROC_ENV, None)
+            shutil.rmtree(self._own_dir, ignore_errors=True)
+            self._own_dir = None
+
     def close(self) -> None:
-        """Stop serving and close the database connection."""
+        """Stop serving, close the database connection, remove the run's directory."""
         self.server.close()
         self.collector.close()
+        self._forget_dir()

@@ -12,9 +12,12 @@ run does it again, with the same result.
 Why apart from ingest: triage and the second insert cost more CPU than
 verifying, opening and storing the events (measured: ~12 of ~39 µs per
 event), and the node's acknowledgement does not depend on them. ``bart
-central run`` runs one projector process beside its HTTP worker(s); several
-projectors on one PostgreSQL claim batches with ``FOR UPDATE SKIP LOCKED``.
-A report reaches the staff pages within one poll interval of its batch.
+central run`` runs one projector process beside its HTTP worker(s). On
+PostgreSQL several ``bart central run`` (several hosts) each start one, and
+only the holder of an advisory lock projects while the others stand by
+(:func:`run_when_holding`, central/cluster.py); should two ever overlap,
+they claim batches with ``FOR UPDATE SKIP LOCKED`` and nothing is projected
+twice. A report reaches the staff pages within one poll interval of its batch.
 """
 
 from __future__ import annotations
@@ -33,7 +36,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import alarms, db
+from .cluster import STANDBY_POLL_S, ProjectorLock, application_name
 from .ingest import now_ms
+from .metrics import PROJECTOR_NAME
 
 log = logging.getLogger("bart.central.projector")
 
@@ -124,10 +129,17 @@ class Projector:
             done += n
         return done
 
-    def run(self, stop: threading.Event, poll_s: float = POLL_S) -> None:
-        """Project until ``stop`` is set; a failing run is logged and retried."""
+    def run(self, stop: threading.Event, poll_s: float = POLL_S,
+            held: Callable[[], bool] | None = None) -> None:
+        """Project until ``stop`` is set; a failing run is logged and retried.
+
+        ``held``: asked before every run; when it says False (the projector
+        lock is lost, central/cluster.py), this returns without projecting.
+        """
         failures = 0
         while not stop.is_set():
+            if held is not None and not held():
+                return
             try:
                 busy = self.run_once()
                 failures = 0
@@ -233,13 +245,72 @@ def _process_main(data_dir: str, database_url: str | None, parent: int | None) -
 
     if parent is not None:
         threading.Thread(target=orphaned, name="bart-projector-parent", daemon=True).start()
-    projector.run(stop)
-    engine.dispose()
+    try:
+        if projector.dialect == "postgresql":
+            with ProjectorLock(central.database_url) as lock:
+                run_when_holding(projector, lock, stop)
+        else:  # SQLite: one machine, one projector, no lock (as ever)
+            projector.run(stop)
+    finally:
+        engine.dispose()
+
+
+def run_when_holding(projector: Projector, lock: ProjectorLock, stop: threading.Event,
+                     poll_s: float = POLL_S, standby_s: float = STANDBY_POLL_S) -> None:
+    """Hot standby: project while ``lock`` is held, else try for it every ``standby_s``.
+
+    Several ``bart central run`` over one PostgreSQL each run this; the
+    holder projects, the others wait (central/cluster.py). A lost lock (its
+    connection gone) sends this process back to standby.
+    """
+    failures = 0
+    said_standby = False
+    while not stop.is_set():
+        try:
+            got = lock.try_acquire()
+        except sa.exc.SQLAlchemyError as exc:
+            failures += 1
+            if failures == 1:
+                log.error("projector: cannot reach the database for its lock (%s); retrying",
+                          exc.__class__.__name__)
+            stop.wait(min(30.0, standby_s * 2 ** min(failures, 6)))
+            continue
+        failures = 0
+        if not got:
+            if not said_standby:
+                log.info("projector standing by: another central process projects")
+                said_standby = True
+            stop.wait(standby_s)
+            continue
+        said_standby = False
+        log.info("projector lock taken by %s: this process projects now",
+                 application_name())
+        projector.run(stop, poll_s, held=lock.held)
+        if not stop.is_set():
+            log.error("projector lock lost (its database connection went away); standing by")
 
 
 def run_foreground(data_dir: Path, database_url: str | None) -> None:
-    """``bart central triage``: the projector alone, for central served another way."""
+    """``bart central triage``: the projector alone, for central served another way.
+
+    Refuses (:class:`central.cluster.IdentityMismatch`) when the database
+    belongs to a central with other keys.
+    """
+    claim_for(data_dir, database_url)
     _process_main(str(data_dir), database_url, None)
+
+
+def claim_for(data_dir: Path, database_url: str | None) -> None:
+    """Claim the database for this central's identity, or refuse (central/cluster.py)."""
+    from .cluster import claim_identity
+    from .identity import load_central
+
+    central = load_central(data_dir, database_url=database_url)
+    engine = db.make_engine(central.database_url, pool_size=1)
+    try:
+        claim_identity(engine, central)
+    finally:
+        engine.dispose()
 
 
 class ProjectorProcess:
@@ -254,9 +325,21 @@ class ProjectorProcess:
 
     @property
     def pid(self) -> int | None:
+        """The projector process's id (a new one after each restart)."""
         return self._proc.pid if self._proc is not None else None
 
+    def is_alive(self) -> bool:
+        """Whether the projector process runs now (on PostgreSQL: projecting or standing by)."""
+        return self._proc is not None and bool(self._proc.is_alive())
+
     def start(self) -> None:
+        """Start the projector, once this central's keys are known to be the database's.
+
+        Raises :class:`central.cluster.IdentityMismatch` (nothing started) when
+        the database belongs to a central with other keys: every process over
+        one database must be one central (docs/central-scale.md).
+        """
+        claim_for(Path(self._args[0]), self._args[1])
         self._spawn()
         self._watch = threading.Thread(target=self._supervise, name="bart-projector-watch",
                                        daemon=True)
@@ -264,7 +347,7 @@ class ProjectorProcess:
 
     def _spawn(self) -> None:
         self._proc = self._ctx.Process(target=_process_main, args=self._args,
-                                       name="bart-central-projector", daemon=False)
+                                       name=PROJECTOR_NAME, daemon=False)
         self._proc.start()
 
     def _supervise(self) -> None:

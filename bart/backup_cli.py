@@ -186,14 +186,14 @@ def cmd_central_restore(args: argparse.Namespace) -> int:
 def cmd_central_retention(args: argparse.Namespace) -> int:
     from central.retention import run_retention
 
-    from .central_cli import _engine, _load
+    from .central_cli import _cli_user, _engine, _load
 
     if args.apply == args.dry_run:
         raise CommandError("say what to do: --dry-run (count only) or --apply (anonymise)",
                            "bart central retention --dry-run first, then --apply")
     central = _load(args)
     result = run_retention(_engine(central), central.settings.retention_days,
-                           apply=args.apply, by="cli")
+                           apply=args.apply, by=_cli_user())
     verb = "anonymised" if args.apply else "would be anonymised (dry run, nothing changed)"
     print(f"Reports handled more than {result.days} days ago (before {result.cutoff_text}): "
           f"{result.reports} {verb}; {result.contacts} of them with contact details")

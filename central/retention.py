@@ -8,8 +8,9 @@ A report that was *handled* (its state ``handled``, reached more than
   removed; category, meeting point, audience, ``called_112``, language and
   receipt code stay, and ``anonymised`` records when;
 * the staff notes on it (``report_notes.text``), the desk's public replies to
-  the resident (``report_updates.reply``) and the note of an alarm about it
-  (``alarms.note``) are emptied.
+  the resident (``report_updates.reply``), the note of an alarm about it
+  (``alarms.note``) and the quotes of notes and replies in the staff audit log
+  (``staff_audit.detail`` of its ``note`` and ``reply`` lines) are emptied.
 
 Rows are never deleted: the insight page counts reports per week, category
 and area and measures answer times from ``reports``, ``report_updates`` and
@@ -43,7 +44,7 @@ from sqlalchemy.engine import Connection, Engine
 
 from . import db
 from .staff_accounts import audit
-from .staff_db import report_notes
+from .staff_db import report_notes, staff_audit
 
 __all__ = ["RetentionResult", "anonymised_body", "cutoff_ms", "run_retention"]
 
@@ -129,7 +130,7 @@ def run_retention(engine: Engine, days: int = DEFAULT_DAYS, *, apply: bool,
                     contacts += bool(body.get("contact"))
                     conn.execute(db.events.update().where(db.events.c.id == event_id).values(
                         body=json.dumps(anonymised_body(body, at=now), ensure_ascii=False,
-                                        separators=(",", ":"))))
+                                        separators=(",", ":"), sort_keys=True)))
                 ids = [event_id for event_id, _ in due]
                 if ids:
                     conn.execute(report_notes.update().where(
@@ -139,6 +140,10 @@ def run_retention(engine: Engine, days: int = DEFAULT_DAYS, *, apply: bool,
                         db.report_updates.c.reply.isnot(None)).values(reply=""))
                     conn.execute(db.alarms.update().where(db.alarms.c.id.in_(ids))
                                  .values(note=""))
+                    # The audit log quotes the start of each note and reply: not any more.
+                    conn.execute(staff_audit.update().where(
+                        staff_audit.c.subject.in_(ids),
+                        staff_audit.c.action.in_(("note", "reply"))).values(detail=""))
                 reports += len(due)
             if len(due) < CHUNK:
                 break

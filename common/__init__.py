@@ -3,7 +3,7 @@
 One copy, so that the two sides cannot drift. Imports no Bart package.
 Today: the offline API docs page and the icon (:mod:`common.apidocs`),
 password hashing (:mod:`common.passwords`), CSRF tokens and the same-origin
-check (:mod:`common.csrf`) and atomic file writes (:mod:`common.files`);
-issue "one house" moves the migration runner, language negotiation, the quiet
-logger and the clocks here too.
+check (:mod:`common.csrf`), atomic file writes (:mod:`common.files`) and
+the "loudly once, then quietly" logger (:mod:`common.quietlog`); issue "one
+house" moves the migration runner and the clocks here too.
 """

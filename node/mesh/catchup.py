@@ -10,13 +10,14 @@ import asyncio
 from abc import ABC, abstractmethod
 from typing import Any
 
+from common.quietlog import QuietLog
 from sync import Event
 from sync.mesh import MAX_CHUNK_EVENTS, Chunk, Vector, VectorDoc, chunks
 from sync.replication import Held
 
 from ..config import NodeSettings
 from ..store import Store
-from .link import LINK_QUEUE, Link, QuietLog
+from .link import LINK_QUEUE, Link
 
 
 def _encode_chunk(events: list[Event]) -> bytes:

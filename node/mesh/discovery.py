@@ -55,6 +55,7 @@ from zeroconf import (
 )
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from common.quietlog import QuietLog
 from sync.bodies import AREA, SLUG
 from sync.mesh import MESH_VERSION
 
@@ -302,33 +303,6 @@ def local_interfaces() -> list[LocalInterface]:
     return found
 
 
-class _QuietLog:
-    """First occurrence of a key at WARNING, repeats at DEBUG (STYLE rule 12).
-
-    Remembers at most ``_MAX_QUIET_KEYS`` keys; past that, new ones are
-    logged at DEBUG too, after one warning that says so.
-    """
-
-    def __init__(self) -> None:
-        self._seen: set[tuple[str, str]] = set()
-        self._full_warned = False
-
-    def log(self, key: tuple[str, str], msg: str, *args: object,
-            exc_info: bool = False) -> None:
-        if key in self._seen:
-            log.debug(msg, *args, exc_info=exc_info)
-            return
-        if len(self._seen) >= _MAX_QUIET_KEYS:
-            if not self._full_warned:
-                self._full_warned = True
-                log.warning("mDNS: more than %d distinct adverts ignored; further ones are "
-                            "logged at debug level", _MAX_QUIET_KEYS)
-            log.debug(msg, *args, exc_info=exc_info)
-            return
-        self._seen.add(key)
-        log.warning(msg, *args, exc_info=exc_info)
-
-
 class PeerTable:
     """The peers seen on the network, checked and bounded; no I/O.
 
@@ -343,7 +317,7 @@ class PeerTable:
         self.max_peers = max_peers
         self._clock = clock
         self._peers: dict[str, Found] = {}
-        self._quiet = _QuietLog()
+        self._quiet = QuietLog(log, max_keys=_MAX_QUIET_KEYS)
         #: This host's interfaces: how a peer's addresses are ranked (order_addresses).
         self.local: list[LocalInterface] = []
 
@@ -354,7 +328,8 @@ class PeerTable:
 
     def ignore(self, instance: str, key: str, reason: str) -> None:
         """Log an ignored advert: once loudly, then quietly."""
-        self._quiet.log((instance, key), "mDNS: ignored advert %s: %s", _show(instance), reason)
+        self._quiet.say(f"{instance}\0{key}", "mDNS: ignored advert %s: %s", _show(instance),
+                        reason)
 
     def wanted(self, instance: str) -> bool:
         """Whether an advert of this name is worth resolving (not ours, a slug)."""
@@ -496,7 +471,7 @@ class Discovery:
         # Service names the browser reported and did not remove: what the sweep checks.
         self._known: dict[str, None] = {}
         self._resolving: dict[str, asyncio.Task[None]] = {}
-        self._quiet = _QuietLog()
+        self._quiet = QuietLog(log, max_keys=_MAX_QUIET_KEYS)
 
     @property
     def advert(self) -> Advert:
@@ -607,7 +582,7 @@ class Discovery:
                 self._known[name] = None
             self._check(zeroconf, instance, name)
         except Exception:  # a bad packet must never stop discovery
-            self._quiet.log(("handler", name), "mDNS: error handling %s", _show(name),
+            self._quiet.say(f"handler\0{name}", "mDNS: error handling %s", _show(name),
                             exc_info=True)
 
     def _check(self, zeroconf: Zeroconf, instance: str, name: str) -> None:
@@ -640,7 +615,7 @@ class Discovery:
         except asyncio.CancelledError:
             raise
         except Exception:
-            self._quiet.log(("resolve", name), "mDNS: error resolving %s", _show(name),
+            self._quiet.say(f"resolve\0{name}", "mDNS: error resolving %s", _show(name),
                             exc_info=True)
         finally:
             if self._resolving.get(name) is asyncio.current_task():
@@ -661,7 +636,7 @@ class Discovery:
                     if instance is not None:
                         self._check(zeroconf, instance, name)
                 except Exception:
-                    self._quiet.log(("sweep", name), "mDNS: error checking %s", _show(name),
+                    self._quiet.say(f"sweep\0{name}", "mDNS: error checking %s", _show(name),
                                     exc_info=True)
 
     def _changed(self) -> None:
@@ -670,5 +645,5 @@ class Discovery:
         try:
             self._on_change(self._table.peers)
         except Exception:
-            self._quiet.log(("on_change", ""), "mDNS: the on_change callback failed",
+            self._quiet.say("on_change", "mDNS: the on_change callback failed",
                             exc_info=True)

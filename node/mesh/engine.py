@@ -29,6 +29,7 @@ from typing import Any
 
 from broker import MqttClient
 from broker.topics import MESH_UP_FILTER, mesh_topic, parse_mesh_topic
+from common.quietlog import QuietLog
 from sync import Event, SyncError
 from sync.keys import fingerprint
 from sync.mesh import (
@@ -61,7 +62,6 @@ from .link import (
     TICK_S,
     Link,
     MeshClient,
-    QuietLog,
     Target,
 )
 
@@ -101,7 +101,7 @@ class Mesh(CatchUp):
         self._seen: OrderedDict[str, None] = OrderedDict()
         #: (origin, seq) -> id of live events passed on and not yet committed here.
         self._writing: dict[tuple[str, int], str] = {}
-        self._quiet = QuietLog()
+        self._quiet = QuietLog(log)
         self._tasks: set[asyncio.Task[Any]] = set()
         self._ping_n = itertools.count(1)
         self._announce: asyncio.TimerHandle | None = None

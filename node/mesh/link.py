@@ -1,5 +1,5 @@
 """A session's plumbing: the link to one peer (its send queue and counters),
-a peer to dial, the quiet logger, and the mesh's timings (docs/mesh.md)."""
+a peer to dial, and the mesh's timings (docs/mesh.md)."""
 
 from __future__ import annotations
 
@@ -38,20 +38,6 @@ def now_ms() -> int:
     """Wall-clock milliseconds."""
     return time.time_ns() // 1_000_000
 
-
-
-class QuietLog:
-    """Log a reason loudly once, then quietly; bounded memory (STYLE rule 12)."""
-
-    def __init__(self) -> None:
-        self.counts: dict[str, int] = {}
-
-    def say(self, key: str, message: str, *args: object) -> None:
-        n = self.counts.get(key, 0) + 1
-        if len(self.counts) > 512:
-            self.counts.clear()
-        self.counts[key] = n
-        log.log(logging.WARNING if n == 1 else logging.DEBUG, message, *args)
 
 
 class MeshClient(MqttClient):

@@ -266,8 +266,8 @@ def test_log_memory_is_bounded(caplog: pytest.LogCaptureFixture) -> None:
             table.wanted(f"Bad{i}")
     warnings = [r for r in caplog.records if r.levelname == "WARNING"]
     assert len(warnings) == 257  # 256 remembered, then one "further ones at debug level"
-    assert "further ones are logged at debug level" in warnings[-1].getMessage()
-    assert len(table._quiet._seen) == 256
+    assert "further new ones are logged at debug level" in warnings[-1].getMessage()
+    assert len(table._quiet._counts) == 256
 
 
 def test_an_advert_that_goes_bad_drops_the_peer() -> None:

@@ -1,0 +1,160 @@
+"""Chaos run (issue 17): record what every client was acknowledged, inject random faults,
+heal, and compare with what the stores hold. docs/chaos.md says what and why.
+
+Central and three nodes in network namespaces (tests/system/netns_support.py):
+a triangle of mesh links that the nemesis cuts into lines and back, each node
+with its own Mosquitto and SQLite store, node-c's data on a small tmpfs.
+Residents report on every node (half of it for the neighbours too: a public
+alert), node-a's panic button is held again and again; the nemesis, seeded,
+partitions, drops packets, SIGKILLs nodes, brokers, central and its projector,
+zero-fills ``mosquitto.db`` at restarts and fills node-c's disk. Then every
+fault is healed and the checker (tests/system/chaos/checker.py) reads every
+store and log.
+
+Replay a seed:    BART_CHAOS_SEED=N .venv/bin/pytest tests/system/test_chaos.py -s
+Soak (outside CI): BART_CHAOS_SECONDS=3600 .venv/bin/pytest tests/system/test_chaos.py -s
+
+Needs root (namespaces, tmpfs, nftables).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import random
+import shutil
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import netns_support as ns
+import pytest
+from chaos import Checker, History, Nemesis, Verdict, Workload
+from chaos.checker import ProcessWatch
+
+#: The nemesis phase in CI; BART_CHAOS_SECONDS for soak runs.
+CI_SECONDS = 60.0
+SECONDS = float(os.environ.get("BART_CHAOS_SECONDS", CI_SECONDS))
+#: After the last heal, everything must be everywhere within this.
+CONVERGE_BOUND_S = 60.0
+TMPFS_MIB = 96
+FULL_DISK_NODE = ns.C
+
+pytestmark = pytest.mark.timeout(int(SECONDS) + 300)
+
+
+def seed() -> int:
+    text = os.environ.get("BART_CHAOS_SEED")
+    return int(text) if text else random.SystemRandom().randrange(1, 1_000_000)
+
+
+def replay(run_seed: int) -> str:
+    extra = f"BART_CHAOS_SECONDS={SECONDS:g} " if SECONDS != CI_SECONDS else ""
+    return f"{extra}BART_CHAOS_SEED={run_seed} .venv/bin/pytest tests/system/test_chaos.py -s"
+
+
+def test_chaos_run() -> None:
+    ns.require(os.geteuid() == 0, "network namespaces, tmpfs and nftables need root")
+    ns.require_binary("ip", "/usr/sbin/ip", "/sbin/ip")
+    ns.require_binary("nft", "/usr/sbin/nft")
+    mosquitto = ns.require_binary("mosquitto", "/usr/sbin/mosquitto")
+    run_seed = seed()
+    print(f"\n[chaos] seed {run_seed}, {SECONDS:g} s of faults; replay: {replay(run_seed)}")
+    wall = time.monotonic()
+    # Not pytest's tmp_path: other sessions' runs rotate those away, and a failed
+    # run's logs and history must stay where the message says.
+    work = Path(tempfile.mkdtemp(prefix=f"bart-chaos-{run_seed}-"))
+    links = ((ns.A, ns.B), (ns.B, ns.C), (ns.A, ns.C))
+    # /healthz calls a disk with less than min_free_disk_mb free degraded: on the small
+    # tmpfs, only a full one should be.
+    shape = ns.Shape(links=links, tmpfs_mib={FULL_DISK_NODE: TMPFS_MIB},
+                     settings={FULL_DISK_NODE: ["min_free_disk_mb = 8"]})
+    hood = ns.Neighbourhood(work, shape, mosquitto)
+    history = History(run_seed)
+    verdict = Verdict()
+    try:
+        hood.build()
+        hood.sessions(links, timeout=60.0)
+        set_up = time.monotonic() - wall
+        print(f"[chaos] central and three nodes up, triangle meshed in {set_up:.1f} s")
+        history.started = time.monotonic()
+        logins = itertools.count(1)
+
+        def team_member() -> Any:
+            return ns.TeamMember.log_in(hood[ns.A], f"Chaos {next(logins)}")
+
+        interfaces = {n: ["up0"] + [ns.LINKS[k][k.index(n)][0] for k in links if n in k]
+                      for n in ns.NODES}
+        nemesis = Nemesis(hood, history, links, interfaces, full_disk_nodes=(FULL_DISK_NODE,))
+        watch = ProcessWatch(hood, nemesis.killed, history)
+        workload = Workload(history, hood.nodes, ns.in_netns, button=ns.BUTTON,
+                            press_node=ns.A, team_member=team_member)
+        watch.start()
+        workload.start()
+        nemesis.start()
+        time.sleep(SECONDS)
+        nemesis.stop()
+        healed = history.now()
+        history.note("nemesis stopped; every fault healed")
+        time.sleep(2.0)  # residents keep going a little on the healed neighbourhood
+        workload.stop()
+        watch.stop()
+        for exc in nemesis.errors:  # e.g. a node that did not come back after a kill
+            verdict.add(f"the nemesis stopped: {exc}")
+        for exc in workload.errors:
+            verdict.add(f"a client stopped: {exc!r}")
+        for name, node in hood.nodes.items():  # one that died by itself: back for the check
+            if node.proc is None or node.proc.poll() is not None:
+                history.note(f"{name} not running after the run; started for the check")
+                node.launch()
+                node.wait_healthy(60.0)
+
+        checker = Checker(hood, history, button=ns.BUTTON, press_node=ns.A)
+        last: str | None = "not checked yet"
+        deadline = time.monotonic() + CONVERGE_BOUND_S + 60
+        while time.monotonic() < deadline:
+            last = checker.converged()
+            if last is None:
+                break
+            time.sleep(0.5)
+        converge_s = history.now() - healed
+        verdict.figures["converged_s"] = round(converge_s, 1) if last is None else None
+        if last is not None:
+            verdict.add(f"not converged {CONVERGE_BOUND_S + 60:.0f} s after the last heal: {last}")
+        elif converge_s > CONVERGE_BOUND_S:
+            verdict.add(f"converged only {converge_s:.1f} s after the last heal "
+                        f"(bound {CONVERGE_BOUND_S:.0f} s)")
+        verdict.problems += watch.unexpected
+
+        for name, node in hood.nodes.items():  # a clean stop of each, then the files
+            code = node.stop()
+            if code != 0:
+                verdict.add(f"{name} exited with {code} after SIGTERM:\n{node.log_tail(30)}")
+            left = hood.mosquitto_pids(name)
+            if left:
+                verdict.add(f"{name}'s Mosquitto {left} outlived the node")
+        code = hood.central.stop()
+        if code != 0:
+            verdict.add(f"central exited with {code} after SIGTERM")
+        logs = {n: hood[n].log_path for n in ns.NODES}
+        logs["central"] = hood.central.log_path
+        checker.check(verdict, nemesis.killed, history.fault_counts().get("kill-projector", 0),
+                      logs)
+    finally:
+        hood.close()
+        (work / "history.json").write_text(json.dumps(history.to_json(), indent=1))
+
+    verdict.figures.update(seed=run_seed, faults=history.fault_counts(),
+                           operations=history.counts(),
+                           wall_s=round(time.monotonic() - wall, 1))
+    print("[chaos] " + json.dumps(verdict.figures))
+    if not verdict.problems:
+        shutil.rmtree(work, ignore_errors=True)
+    else:
+        pytest.fail(
+            f"chaos run, seed {run_seed}: {len(verdict.problems)} problem(s)\n"
+            + "\n".join(f"- {p}" for p in verdict.problems[:30])
+            + f"\n\nreplay: {replay(run_seed)}\nhistory: {work / 'history.json'}\n\n"
+            + history.timeline(verdict.focus), pytrace=False)

@@ -111,7 +111,11 @@ def _place(body: Mapping[str, Any]) -> dict[str, Any]:
     point = value.get("point")
     if point is not None and (not isinstance(point, str) or not SLUG.fullmatch(point)):
         raise InvalidField("place.point", "must be a meeting-point id")
-    return {"point": point, "text": _text(value, "text", MAX_PLACE_TEXT, multiline=False)}
+    try:
+        text = _text(value, "text", MAX_PLACE_TEXT, multiline=False)
+    except InvalidField as exc:  # named as the API and the form name it, not as "text"
+        raise InvalidField("place.text", exc.reason) from None
+    return {"point": point, "text": text}
 
 
 def _only(body: Mapping[str, Any], allowed: set[str]) -> None:

@@ -454,10 +454,21 @@ def configure(node: NodeProcess, settings: str, tables: str = "") -> None:
 #: the home page held it for 778 ms at 10^6 events; some start-up steps take
 #: 105-126 ms of CPU on a loaded 2-core CI machine (named in the log, to shrink).
 LOOP_BUDGET_MS = 250
+#: What uvicorn logs when a request raised past every handler (a 500 with a
+#: traceback): a test run fails on it, node or central (issue 17, hostile input).
+ASGI_ERROR = "Exception in ASGI application"
+
+
+def assert_no_asgi_error(log_path: Path, what: str) -> None:
+    """Fail when any request in ``log_path`` ended in an unhandled exception."""
+    text = log_path.read_text(errors="replace") if log_path.exists() else ""
+    at = text.find(ASGI_ERROR)
+    assert at < 0, f"a request to {what} raised past every handler:\n{text[at:at + 3000]}"
 
 
 def stop_and_check(node: NodeProcess) -> None:
-    """Graceful stop: exit code 0 and no Mosquitto of this node left behind."""
+    """Graceful stop: exit code 0, no Mosquitto of this node left behind, no request
+    that raised past every handler."""
     code = node.stop()
     leftover = mosquitto_pids_for(node.data_dir)
     for pid in leftover:  # do not leak processes into the rest of the run
@@ -469,6 +480,7 @@ def stop_and_check(node: NodeProcess) -> None:
             if LOOP_HELD in ln]
     assert not held, "the node's event loop was held longer than its budget:\n" + \
         "\n".join(held[:5])
+    assert_no_asgi_error(node.log_path, f"node {node.name}")
 
 
 @contextlib.contextmanager
@@ -591,7 +603,9 @@ class CentralProcess:
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
         assert self.proc is not None
-        return terminate(self.proc, timeout, self.kill, "central", self.log_path)
+        code = terminate(self.proc, timeout, self.kill, "central", self.log_path)
+        assert_no_asgi_error(self.log_path, "central")
+        return code
 
     def kill(self) -> None:
         proc = self.proc

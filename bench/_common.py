@@ -113,6 +113,47 @@ def children(pid: int, comm: str | None = None) -> list[int]:
     return found
 
 
+def _stat_fields(pid: int) -> list[str] | None:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat[stat.rindex(")") + 2:].split()
+
+
+def descendants(pid: int) -> list[int]:
+    """``pid``'s children, their children and so on (zombies included)."""
+    parents: dict[int, list[int]] = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            fields = _stat_fields(int(entry.name))
+            if fields is not None:
+                parents.setdefault(int(fields[1]), []).append(int(entry.name))
+    found, todo = [], [pid]
+    while todo:
+        kids = parents.get(todo.pop(), [])
+        found += kids
+        todo += kids
+    return found
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """CPU time of ``pid`` and every process under it, the ended ones included.
+
+    For each process of the tree that still exists (zombies too): its own user +
+    system time and that of its waited-for children that ended (cutime +
+    cstime). A process that ended between two calls is counted in its parent's
+    cutime once reaped, so the difference of two calls is all the tree spent —
+    e.g. PostgreSQL backends that served a connection and exited.
+    """
+    total = 0
+    for p in [pid, *descendants(pid)]:
+        fields = _stat_fields(p)
+        if fields is not None:
+            total += sum(int(fields[i]) for i in (11, 12, 13, 14))
+    return total / CLK_TCK
+
+
 def alive(pid: int) -> bool:
     """True if ``pid`` exists and is not a zombie."""
     try:

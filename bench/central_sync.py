@@ -1,17 +1,25 @@
-"""Central ingest and uplink benchmarks (issue #4).
+"""Central ingest and uplink benchmarks (issues #4 and 15).
 
-1. **Ingest per worker** — ``bart central run`` (one worker, pinned to CPU 0)
-   receives sealed batches of 1,000 realistic report events over HTTP from a
-   client on CPU 1: verify + decrypt + decompress + check + store. Figures:
-   events per second of wall time and per CPU-second of the worker ("per
-   core"); the projector (triage, off the ingest path) on CPU 1, with its CPU
-   and the time until every report is routed. Baseline in the same run: a raw
-   DB-API ``executemany`` of the same rows into a table with the same columns
-   and indexes in the same database, on the worker's core, one transaction
-   per 1,000 rows, per CPU-second and per wall second. ``--runs`` (default 5)
-   runs, each on a new central and followed by its baseline; the medians and
-   their ratio are the figures (one run's ratio moves by ±10 % on this VM).
-   On SQLite and on a real PostgreSQL server.
+1. **Ingest, all of central's CPU** — ``bart central run`` (one worker, pinned
+   to CPU 0) receives sealed batches of 1,000 realistic report events over HTTP
+   from a client on CPU 1: verify + decrypt + decompress + check + store; its
+   projector (triage, moved to CPU 1) routes them. Counted: every CPU-second
+   central spends on the events, from the first measured batch until the
+   projector has routed the last one — the worker, the projector and any other
+   process under ``bart central run`` (``tree_cpu_seconds``), and on
+   PostgreSQL the database server too (the postmaster and every process under
+   it: the backends serving central's connections, the WAL writer,
+   checkpointer, autovacuum; backends that exit are counted through the
+   postmaster's ended-children time). Figures: events per CPU-second of all
+   of these (goal ≥ 40,000 on SQLite and on PostgreSQL), per worker
+   CPU-second, per wall second. Baseline in the same run, in the same
+   database: the same rows into a table with the same columns and indexes,
+   one transaction per 1,000 rows — on SQLite a DB-API ``executemany``, on
+   PostgreSQL a ``COPY … FROM STDIN`` (psycopg ``write_row``, as bulk as
+   ingest's own ``COPY``), counting the client's CPU and, on PostgreSQL, the
+   server's the same way. ``--runs`` (default 5) runs, each on a new central
+   and followed by its baseline; the medians, and the median of the runs' own
+   ratios. On SQLite and on a real PostgreSQL server.
 2. **Backlog drain** — a node whose store holds 100,000 events not yet at
    central is started; time until central holds all of them.
 3. **Wire bytes** — sealed bytes per event against the event's JSON, for
@@ -49,6 +57,7 @@ from _common import (
     load_reports,
     pinned,
     ratio,
+    tree_cpu_seconds,
     wait_healthy,
 )
 
@@ -63,6 +72,7 @@ TS0 = 1_795_904_700_000
 NODE = "bench-node"
 BATCH = 1000
 WARM = 3  # batches sent before measuring
+GOAL = 40_000  # events per CPU-second of all central processes (issue 15)
 
 
 def csr_for(name: str) -> str:
@@ -93,43 +103,69 @@ def report_events(keys: KeyPair, first_seq: int, n: int,
 
 # -- 1. ingest per worker -------------------------------------------------------------------
 
-def raw_baseline(url: str, events: list[Event]) -> tuple[float, float]:
-    """Events/s of a bare DB-API executemany of the same rows, same indexes, same DB.
+def raw_baseline(url: str, events: list[Event], pg_pid: int | None) -> dict[str, float]:
+    """A bulk insert of the same rows, same columns and indexes, same database.
 
-    Returns (per CPU-second, per wall second) of one run into a fresh table;
-    the wall figure includes waiting for the disk's fsync at each commit. The
-    rows are built anew for each run (outside the timing): a text already
-    bound once keeps its UTF-8 form, which a repeated run would get for free
-    and ingest never does.
+    SQLite: DB-API ``executemany``; PostgreSQL: ``COPY … FROM STDIN`` (not row
+    by row: ingest uses ``COPY`` too). One transaction per BATCH rows into a
+    fresh table. Counted: this process's CPU and, on PostgreSQL, the server's
+    (``pg_pid``'s tree). The wall figure includes waiting for each commit's
+    fsync. The rows are built anew for each run (outside the timing): a text
+    already bound once keeps its UTF-8 form, which a repeated run would get for
+    free and ingest never does.
     """
     import base64
 
-    engine = db.make_engine(url)
     rows = [(e.id, e.origin, e.stream, e.seq, e.ts, e.kind, e.body_json().decode(),
              base64.b64encode(e.sig).decode(), NODE, TS0) for e in events]
-    p = "?" if url.startswith("sqlite") else "%s"
-    sql = f"INSERT INTO raw_events VALUES ({', '.join([p] * 10)})"
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE IF EXISTS raw_events")
-        conn.exec_driver_sql(
-            "CREATE TABLE raw_events (id VARCHAR(36) PRIMARY KEY, "
-            "origin VARCHAR(63) NOT NULL, stream VARCHAR(8) NOT NULL, seq BIGINT NOT NULL, "
-            "ts BIGINT NOT NULL, kind VARCHAR(8) NOT NULL, body TEXT NOT NULL, "
-            "sig VARCHAR(88) NOT NULL, via VARCHAR(63) NOT NULL, "
-            "received_at BIGINT NOT NULL, UNIQUE (origin, stream, seq))")
-        conn.exec_driver_sql("CREATE INDEX raw_kind_ts ON raw_events (kind, ts)")
-    cpu0, start = time.process_time(), time.perf_counter()
-    for i in range(0, len(rows), BATCH):
+    ddl = ("CREATE TABLE raw_events (id VARCHAR(36) PRIMARY KEY, "
+           "origin VARCHAR(63) NOT NULL, stream VARCHAR(8) NOT NULL, seq BIGINT NOT NULL, "
+           "ts BIGINT NOT NULL, kind VARCHAR(8) NOT NULL, body TEXT NOT NULL, "
+           "sig VARCHAR(88) NOT NULL, via VARCHAR(63) NOT NULL, "
+           "received_at BIGINT NOT NULL, UNIQUE (origin, stream, seq))")
+    index = "CREATE INDEX raw_kind_ts ON raw_events (kind, ts)"
+    if pg_pid is None:
+        engine = db.make_engine(url)
         with engine.begin() as conn:
-            cur = conn.connection.cursor()
-            cur.executemany(sql, rows[i:i + BATCH])
-            cur.close()
-    per_wall = len(rows) / (time.perf_counter() - start)
-    per_cpu = len(rows) / (time.process_time() - cpu0)
-    with engine.begin() as conn:
-        conn.exec_driver_sql("DROP TABLE raw_events")
-    engine.dispose()
-    return per_cpu, per_wall
+            conn.exec_driver_sql("DROP TABLE IF EXISTS raw_events")
+            conn.exec_driver_sql(ddl)
+            conn.exec_driver_sql(index)
+        sql = f"INSERT INTO raw_events VALUES ({', '.join(['?'] * 10)})"
+        cpu0, start = time.process_time(), time.perf_counter()
+        for i in range(0, len(rows), BATCH):
+            with engine.begin() as conn:
+                cur = conn.connection.cursor()
+                cur.executemany(sql, rows[i:i + BATCH])
+                cur.close()
+        wall = time.perf_counter() - start
+        client = time.process_time() - cpu0
+        with engine.begin() as conn:
+            conn.exec_driver_sql("DROP TABLE raw_events")
+        engine.dispose()
+        server = 0.0
+    else:
+        import psycopg
+
+        with psycopg.connect(url) as pg:
+            pg.execute("DROP TABLE IF EXISTS raw_events")
+            pg.execute(ddl)
+            pg.execute(index)
+            pg.commit()
+            cpu0, srv0 = time.process_time(), tree_cpu_seconds(pg_pid)
+            start = time.perf_counter()
+            for i in range(0, len(rows), BATCH):
+                with pg.cursor() as pcur, pcur.copy("COPY raw_events FROM STDIN") as copy:
+                    for row in rows[i:i + BATCH]:
+                        copy.write_row(row)
+                pg.commit()
+            wall = time.perf_counter() - start
+            client = time.process_time() - cpu0
+            server = tree_cpu_seconds(pg_pid) - srv0
+            pg.execute("DROP TABLE raw_events")
+            pg.commit()
+    n = len(rows)
+    return {"raw": n / (client + server), "raw_wall": n / wall, "raw_client": client,
+            "raw_server": server}
 
 
 def projector_pid(central_pid: int) -> int:
@@ -175,9 +211,10 @@ def sealed_batches(central: Central, keys: KeyPair, events: list[Event]) -> list
 
 
 def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
-               events: list[Event], uploads: int) -> dict[str, float]:
+               events: list[Event], uploads: int, pg_pid: int | None) -> dict[str, float]:
     """One run on a new central: ingest ``events`` (the first WARM batches unmeasured)
-    over HTTP, then the raw baseline of the measured rows into the same database."""
+    over HTTP until triaged, then the baseline of the measured rows into the same
+    database. ``pg_pid``: the PostgreSQL postmaster whose CPU counts as central's."""
     central, engine, keys = enrolled_central(data_dir, database_url, keys)
     wires = sealed_batches(central, keys, events)
     port = free_port()
@@ -186,6 +223,9 @@ def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
         with engine.connect() as conn:
             return int(conn.execute(sa.select(sa.func.count()).select_from(db.batches).where(
                 db.batches.c.pending.isnot(None))).scalar_one())
+
+    def db_cpu() -> float:
+        return tree_cpu_seconds(pg_pid) if pg_pid is not None else 0.0
 
     with Procs(data_dir.parent) as procs:
         proc = procs.start(pinned([str(BART), "central", "run", "--data-dir",
@@ -204,8 +244,9 @@ def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
                             headers={"Content-Type": "application/vnd.bart.batch"}
                             ).raise_for_status()
             while pending():
-                time.sleep(0.01)
+                time.sleep(0.05)
             cpu0, pcpu0 = cpu_seconds(proc.pid), cpu_seconds(proj)
+            all0, db0 = tree_cpu_seconds(proc.pid), db_cpu()
             t0 = time.perf_counter()
             if uploads == 1:
                 for w in wires[WARM:]:
@@ -219,51 +260,72 @@ def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
                     c.close()
             wall = time.perf_counter() - t0
             cpu = cpu_seconds(proc.pid) - cpu0
+            # A poll every 50 ms until routed: on PostgreSQL each costs its backend a
+            # fraction of a millisecond, counted as central's (against the goal).
             while pending():
-                time.sleep(0.01)
+                time.sleep(0.05)
             triaged = time.perf_counter() - t0
             pcpu = cpu_seconds(proj) - pcpu0
+            all_cpu = tree_cpu_seconds(proc.pid) - all0
+            dbcpu = db_cpu() - db0
         procs.stop(proc)
     engine.dispose()
     n = len(wires[WARM:]) * BATCH
     # The baseline on the worker's core, in the database the worker just filled.
     os.sched_setaffinity(0, {0})
-    raw_cpu, raw_wall = raw_baseline(central.database_url, events[WARM * BATCH:])
+    raw = raw_baseline(central.database_url, events[WARM * BATCH:], pg_pid)
     os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
+    total = all_cpu + dbcpu
     return {"events": n, "cpu": cpu, "wall_s": wall, "per_core": n / cpu if cpu else 0.0,
-            "wall": n / wall, "raw": raw_cpu, "raw_wall": raw_wall, "triaged": triaged,
-            "pcpu": pcpu}
+            "wall": n / wall, "triaged": triaged, "pcpu": pcpu, "all_cpu": all_cpu,
+            "db_cpu": dbcpu, "total_cpu": total, "per_all": n / total if total else 0.0,
+            **raw}
 
 
 def ingest_bench(tmp: Path, label: str, database_urls: list[str], n_batches: int,
-                 reports: list[dict[str, Any]], uploads: int = 1) -> dict[str, float]:
-    """Ingest per worker against the raw baseline: one run per database URL, medians."""
+                 reports: list[dict[str, Any]], uploads: int = 1,
+                 pg_pid: int | None = None) -> dict[str, float]:
+    """Ingest against the baseline: one run per database URL; medians."""
     keys = KeyPair.generate()
+    base = "COPY" if pg_pid is not None else "executemany"
     print(f"  [{label}] signing {(n_batches + WARM) * BATCH:,} events …", flush=True)
     events = report_events(keys, 1, (n_batches + WARM) * BATCH, reports)
     runs = []
     for i, url in enumerate(database_urls, 1):
-        r = ingest_run(tmp / f"central-{label}-{i}", label, url, keys, events, uploads)
+        load = " ".join(f"{x:.2f}" for x in os.getloadavg())
+        r = ingest_run(tmp / f"central-{label}-{i}", label, url, keys, events, uploads, pg_pid)
         runs.append(r)
-        print(f"  [{label}] run {i}: ingest {r['events']:,} events, {uploads} upload(s) at a "
-              f"time: {r['per_core']:,.0f} events per worker CPU-second ({r['cpu']:.2f} s CPU "
-              f"in {r['wall_s']:.2f} s, {r['wall']:,.0f} events/s wall); raw executemany "
-              f"{r['raw']:,.0f} per CPU-second ({r['raw_wall']:,.0f}/s wall) → ratio "
-              f"{ratio(r['per_core'], r['raw'])}", flush=True)
+        other = r["all_cpu"] - r["cpu"] - r["pcpu"]
+        print(f"  [{label}] run {i} (load {load}): {r['events']:,} events, {uploads} upload(s) "
+              f"at a time, routed {r['triaged']:.2f} s after the first: "
+              f"{r['per_all']:,.0f} events per CPU-second of all central processes "
+              f"({r['total_cpu']:.2f} s = worker {r['cpu']:.2f} + projector {r['pcpu']:.2f} + "
+              f"other {other:.2f} + database server {r['db_cpu']:.2f}); worker alone "
+              f"{r['per_core']:,.0f}/CPU-s; {r['wall']:,.0f} events/s wall. Baseline {base}: "
+              f"{r['raw']:,.0f} per CPU-second (client {r['raw_client']:.2f} s + server "
+              f"{r['raw_server']:.2f} s; {r['raw_wall']:,.0f}/s wall) → ratio "
+              f"{ratio(r['per_all'], r['raw'])}", flush=True)
     for r in runs:  # each run against its own baseline
-        r["ratio"] = r["per_core"] / r["raw"] if r["raw"] else 0.0
+        r["ratio"] = r["per_all"] / r["raw"] if r["raw"] else 0.0
+        r["ratio_worker"] = r["per_core"] / r["raw"] if r["raw"] else 0.0
         r["ratio_wall"] = r["wall"] / r["raw_wall"] if r["raw_wall"] else 0.0
         r["projected"] = r["events"] / r["pcpu"] if r["pcpu"] else 0.0
     med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
-    print(f"  [{label}] median of {len(runs)} runs: {med['per_core']:,.0f} events per worker "
-          f"CPU-second ({med['wall']:,.0f} events/s wall); raw executemany of the same rows "
-          f"{med['raw']:,.0f} per CPU-second ({med['raw_wall']:,.0f}/s wall)")
+    med["min_all"] = min(r["per_all"] for r in runs)
+    med["max_all"] = max(r["per_all"] for r in runs)
+    print(f"  [{label}] {len(runs)} runs, min / median / max: events per CPU-second of all "
+          f"central processes {med['min_all']:,.0f} / {med['per_all']:,.0f} / "
+          f"{med['max_all']:,.0f} (median CPU per 1,000 events: worker "
+          f"{med['cpu'] / med['events'] * 1e3 * 1e3:.1f} ms, projector "
+          f"{med['pcpu'] / med['events'] * 1e6:.1f} ms, database server "
+          f"{med['db_cpu'] / med['events'] * 1e6:.1f} ms); worker alone {med['per_core']:,.0f}; "
+          f"{base} baseline {med['raw']:,.0f} per CPU-second")
     each = ", ".join(f"{r['ratio']:.2f}" for r in runs)
-    print(f"  [{label}] → ratio per core / raw per core, median of the runs' ratios "
-          f"{med['ratio']:.2f} (runs: {each}), wall / raw wall {med['ratio_wall']:.2f}")
-    print(f"  [{label}] triage (projector, off the ingest path): all reports routed "
-          f"{med['triaged']:.2f} s after the first batch, {med['projected']:,.0f} "
-          f"reports per projector CPU-second")
+    print(f"  [{label}] → all central CPU / {base} CPU (client + server): median of the runs' "
+          f"ratios {med['ratio']:.2f} (runs: {each}); worker alone / {base} "
+          f"{med['ratio_worker']:.2f}; wall / {base} wall {med['ratio_wall']:.2f}")
+    print(f"  [{label}] triage: all reports routed {med['triaged']:.2f} s after the first "
+          f"batch, {med['projected']:,.0f} reports per projector CPU-second")
     return med
 
 
@@ -358,22 +420,27 @@ def main() -> int:
     print(f"bench/central_sync.py — {describe()}, {os.cpu_count()} CPUs")
     print("wire bytes:")
     wire_bytes(reports)
+    results: dict[str, dict[str, float]] = {}
     with tempfile.TemporaryDirectory(prefix="bart-bench-central-") as tmpdir:
         tmp = Path(tmpdir)
-        print("ingest per worker (SQLite):")
-        ingest_bench(tmp, "sqlite", [""] * args.runs, args.batches, reports, args.uploads)
+        print(f"load average {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+        print("ingest, all central CPU (SQLite):")
+        results["SQLite"] = ingest_bench(tmp, "sqlite", [""] * args.runs, args.batches,
+                                         reports, args.uploads)
         if not args.skip_pg:
             sys.path.insert(0, str(REPO / "tests"))
-            from conftest import PostgresServer  # the tests' real-server helper
+            from conftest import PostgresServer  # type: ignore[import-not-found]  # tests
 
             base = Path(tempfile.mkdtemp(prefix="bart-pg-"))
             pg = PostgresServer(base)
             pg.start()
             try:
-                print("ingest per worker (PostgreSQL):")
-                ingest_bench(tmp, "pg", [pg.create_database(f"bench{i}")
-                                         for i in range(1, args.runs + 1)],
-                             args.batches, reports, args.uploads)
+                postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
+                print("ingest, all central CPU (PostgreSQL, server processes counted):")
+                results["PostgreSQL"] = ingest_bench(
+                    tmp, "pg", [pg.create_database(f"bench{i}")
+                                for i in range(1, args.runs + 1)],
+                    args.batches, reports, args.uploads, pg_pid=postmaster)
             finally:
                 pg.stop()
                 import shutil
@@ -382,7 +449,14 @@ def main() -> int:
         if not args.skip_drain:
             print("backlog drain over loopback:")
             drain_bench(tmp, args.drain_events, reports)
-    return 0
+    met = all(r["per_all"] >= GOAL for r in results.values())
+    print(f"load average at the end {' '.join(f'{x:.2f}' for x in os.getloadavg())}")
+    print("RESULT central_sync: " + "; ".join(
+        f"{name} {r['per_all']:,.0f} events per CPU-second of all central processes "
+        f"(median of {args.runs}; min {r['min_all']:,.0f}, max {r['max_all']:,.0f}), "
+        f"{r['ratio']:.2f} of the baseline" for name, r in results.items())
+        + f" (goal >= {GOAL:,} on each) {'MET' if met else 'NOT MET'}")
+    return 0 if met else 1
 
 
 if __name__ == "__main__":

@@ -114,13 +114,23 @@ def cmd_node_restore(args: argparse.Namespace) -> int:
 
     data_dir = Path(args.data_dir) if args.data_dir else default_data_dir()
     secret = passphrase(args)
-    info = _archive_errors(lambda: restore_node(Path(args.file), data_dir, passphrase=secret))
+    info = _archive_errors(lambda: restore_node(Path(args.file), data_dir, passphrase=secret,
+                                                offline=args.offline))
     m = info.manifest
     taken = dt.datetime.fromtimestamp(m["created_ms"] / 1000, dt.UTC).strftime(
         "%Y-%m-%d %H:%M UTC")
     print(f"Node {m['name']} (area {m['area']}) restored into {data_dir} from the backup of "
           f"{taken} ({info.seconds:.1f} s)")
     print(f"  key fingerprint: {m['fingerprint']} (the same identity as before)")
+    if args.offline:
+        print("  offline: central was not asked which seqs it holds; see docs/backup.md")
+    elif info.caught_up is None:
+        print("  not enrolled with a central: its seqs go on from the backup's")
+    elif not info.caught_up:
+        print("  central holds nothing newer than the backup: seqs go on from the backup's")
+    for stream, (ours, central) in sorted((info.caught_up or {}).items()):
+        print(f"  {stream} events {ours + 1}-{central} were made after the backup; central "
+              f"holds them (not this node): its next {stream} event is {central + 1}")
     print(f"  start it with: bart node run --data-dir {data_dir}")
     return 0
 
@@ -137,6 +147,8 @@ def add_node_parsers(node: Any, data_dir_flag: Callable[[argparse.ArgumentParser
     p = node.add_parser("restore", help="restore a node from a backup file into an empty "
                         "data directory")
     p.add_argument("file", metavar="FILE", help="the backup file")
+    p.add_argument("--offline", action="store_true", help="do not ask central which of the "
+                   "node's seqs it holds already (docs/backup.md: the risk)")
     _passphrase_flag(p)
     data_dir_flag(p)
     p.set_defaults(func=cmd_node_restore)

@@ -290,3 +290,90 @@ def test_central_backup_and_restore(tmp_path: Path, database_url: str,
         assert ack["holds"] == {"wereld": {"private": 510}}
     finally:
         engine.dispose()
+
+
+# -- a node restored from an older backup, with central -----------------------------------
+
+
+FAST_UPLINK = "uplink_max_age_s = 0.2\nuplink_backoff_max_s = 1.0\nuplink_poll_s = 2.0\n"
+
+
+def _central_heads(engine: sa.Engine, origin: str) -> dict[str, int]:
+    with engine.connect() as conn:
+        return {r.stream: int(r.contiguous) for r in conn.execute(
+            sa.select(db.heads).where(db.heads.c.origin == origin))}
+
+
+def _post(node: NodeProcess, text: str) -> str:
+    r = httpx.post(f"{node.base_url}/api/v1/reports", timeout=15.0,
+                   json={"category": "nuisance", "text": text, "audience": "both"})
+    assert r.status_code == 201, r.text
+    return str(r.json()["id"])
+
+
+@pytest.mark.timeout(300)
+def test_node_restored_from_an_older_backup_goes_on_after_centrals_seqs(
+        tmp_path: Path, mosquitto_bin: str) -> None:
+    from conftest import configure, init_central_process, wait_until
+
+    central = init_central_process(tmp_path / "c")
+    central.start()
+    node = init_node(tmp_path, mosquitto_bin)
+    engine = db.make_engine(f"sqlite:///{central.data_dir / 'central.db'}")
+    restored: NodeProcess | None = None
+    try:
+        configure(node, FAST_UPLINK)
+        central.enrol(node)
+        node.start()
+        for i in range(5):
+            _post(node, f"voor de backup {i}")
+        wait_until(lambda: _central_heads(engine, node.name).get("private") == 5, 60,
+                   message="5 reports at central")
+        out = tmp_path / "old.bart"
+        made = bart("node", "backup", str(out), "--data-dir", str(node.data_dir))
+        assert made.returncode == 0, made.stderr
+        # After the backup: more reports, and central gets them; then the SD card dies.
+        for i in range(7):
+            _post(node, f"na de backup {i}")
+        wait_until(lambda: _central_heads(engine, node.name).get("private") == 12, 60,
+                   message="12 reports at central")
+        node.kill()
+
+        # Central down: the restore refuses (in words) rather than guess.
+        target = tmp_path / "restored"
+        central.stop()
+        down = bart("node", "restore", str(out), "--data-dir", str(target))
+        assert down.returncode == 1 and "does not answer" in down.stderr, down.stderr
+        assert "--offline" in down.stderr and not (target.exists() and any(target.iterdir()))
+        central.start()
+
+        done = bart("node", "restore", str(out), "--data-dir", str(target))
+        assert done.returncode == 0, done.stderr
+        assert "private events 6-12 were made after the backup" in done.stdout, done.stdout
+        restored = NodeProcess(data_dir=target, http_port=node.http_port,
+                               mqtt_port=node.mqtt_port, mosquitto=mosquitto_bin,
+                               peer=node.peer, log_path=tmp_path / "restored.log",
+                               name=node.name)
+        restored.start()
+        new_id = _post(restored, "na het herstel")
+        conn = sqlite3.connect(f"file:{restored.db_path}?mode=ro", uri=True)
+        try:
+            seq = conn.execute("SELECT seq FROM events WHERE id = ?", (new_id,)).fetchone()[0]
+        finally:
+            conn.close()
+        assert seq == 13  # after central's 12: none of 6-12 used twice
+        wait_until(lambda: _central_heads(engine, node.name).get("private") == 13, 60,
+                   message="the new report at central")
+        with engine.connect() as conn2:
+            stored = conn2.execute(sa.select(db.events.c.id).where(
+                db.events.c.origin == node.name, db.events.c.stream == "private",
+                db.events.c.seq == 13)).scalar_one()
+        assert stored == new_id
+        stop_and_check(restored)
+    finally:
+        engine.dispose()
+        for proc in (node, restored):
+            if proc is not None and proc.proc is not None and proc.proc.poll() is None:
+                proc.kill()
+        if central.proc is not None and central.proc.poll() is None:
+            central.kill()

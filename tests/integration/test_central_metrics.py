@@ -145,8 +145,38 @@ def test_workers_latency_refusals_projector_and_silent_nodes(
         with engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(db.reports)
                                 ).scalar_one() == accepted * 3
+        # Both workers count into the run's directory; it goes when central stops.
+        shared = {multiproc_dir(pid) for pid in children(proc.proc.pid)} - {None}
+        assert len(shared) == 1, shared
+        folder = Path(str(shared.pop()))
+        assert len(list(folder.glob("histogram_*.db"))) >= 2, list(folder.iterdir())
+        assert proc.stop() == 0
+        assert not folder.exists()
     finally:
         engine.dispose()
+
+
+def children(pid: int) -> list[int]:
+    out = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            if parent_of(int(stat.parent.name)) == pid:
+                out.append(int(stat.parent.name))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def multiproc_dir(pid: int) -> str | None:
+    """PROMETHEUS_MULTIPROC_DIR in the environment process ``pid`` started with."""
+    try:
+        env = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    for item in env:
+        if item.startswith(b"PROMETHEUS_MULTIPROC_DIR="):
+            return item.split(b"=", 1)[1].decode()
+    return None
 
 
 @pytest.mark.timeout(300)

@@ -41,8 +41,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import ingest_support
 
 from central import db
-from central.cluster import STANDBY_POLL_S, lock_holders
+from central.cluster import STANDBY_POLL_S, ProjectorLock, lock_holders
 from central.identity import Central, load_central
+from central.projector import Projector, run_when_holding
 from sync import KeyPair
 from sync.exchange import Ack
 
@@ -383,3 +384,55 @@ def test_a_central_with_other_keys_is_refused(tmp_path: Path, pg_url: str) -> No
         assert httpx.get(f"{a.url}/healthz", timeout=5.0).status_code == 200
     finally:
         a.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_lost_lock_session_sends_the_projector_to_standby(
+        tmp_path: Path, pg_url: str, caplog: pytest.LogCaptureFixture) -> None:
+    """The lock's session carries keepalives (a vanished host is dropped by
+    PostgreSQL in ~25 s); a projector whose session is ended stops projecting,
+    stands by and takes the lock again when it is free."""
+    central = ingest_support.new_central(tmp_path, pg_url)
+    engine = db.make_engine(pg_url)
+    first, second, lock = ProjectorLock(pg_url), ProjectorLock(pg_url), ProjectorLock(pg_url)
+    stop = threading.Event()
+    worker: threading.Thread | None = None
+    try:
+        assert first.try_acquire() and first.held()
+        conn = first._connection()
+        assert conn.execute(sa.text("SHOW tcp_keepalives_idle")).scalar_one() == "10"
+        assert conn.execute(sa.text("SHOW tcp_keepalives_interval")).scalar_one() == "5"
+        assert conn.execute(sa.text("SHOW tcp_keepalives_count")).scalar_one() == "3"
+        assert not second.try_acquire()
+        first.close()
+        assert second.try_acquire()  # released at once on a clean close
+
+        # A projector holding it through run_when_holding; its session is ended.
+        second.close()
+        projector = Projector(engine, central_origin=central.origin)
+        caplog.set_level("INFO", logger="bart.central.projector")
+        worker = threading.Thread(target=run_when_holding, args=(projector, lock, stop),
+                                  kwargs={"poll_s": 0.05, "standby_s": 0.1}, daemon=True)
+        worker.start()
+
+        def holder_pid() -> int | None:
+            with engine.connect() as c:
+                return c.execute(sa.text(
+                    "SELECT l.pid FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted "
+                    "AND l.classid = 1111577172 AND l.objid = 1")).scalar()
+
+        pid = wait(holder_pid, 10, "the projector takes the lock")
+        with engine.connect() as c:
+            c.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": pid})
+        again = wait(lambda: (holder_pid() or pid) != pid and holder_pid(), 10,
+                     "the lock taken again on a new session")
+        assert again != pid
+        assert "projector lock lost" in caplog.text
+        assert caplog.text.count("this process projects now") == 2
+    finally:
+        stop.set()
+        if worker is not None:
+            worker.join(10)
+        for each in (first, second, lock):
+            each.close()
+        engine.dispose()

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 import statistics
 import subprocess
 import sys
@@ -52,6 +53,7 @@ from _common import (
     Procs,
     children,
     cpu_seconds,
+    descendants,
     describe,
     free_port,
     load_reports,
@@ -168,6 +170,54 @@ def raw_baseline(url: str, events: list[Event], pg_pid: int | None) -> dict[str,
             "raw_server": server}
 
 
+def _socket_ports(owners: dict[str, int]) -> dict[int, str]:
+    """Local TCP port → owner label, for the sockets the processes ``owners`` hold."""
+    inodes: dict[str, str] = {}
+    for label, pid in owners.items():
+        fd_dir = Path(f"/proc/{pid}/fd")
+        for fd in fd_dir.iterdir() if fd_dir.exists() else []:
+            try:
+                link = os.readlink(fd)
+            except OSError:
+                continue
+            if link.startswith("socket:["):
+                inodes[link[8:-1]] = label
+    ports: dict[int, str] = {}
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            cols = line.split()
+            if cols[9] in inodes:
+                ports[int(cols[1].rsplit(":", 1)[1], 16)] = inodes[cols[9]]
+    return ports
+
+
+def pg_processes(postmaster: int) -> dict[int, tuple[str, float]]:
+    """PostgreSQL's processes: pid → (process title, CPU seconds so far)."""
+    out: dict[int, tuple[str, float]] = {}
+    for pid in descendants(postmaster):
+        try:
+            title = Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()
+            out[pid] = (title.strip(), cpu_seconds(pid))
+        except (OSError, ValueError):
+            continue
+    return out
+
+
+def pg_breakdown(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
+                 owners: dict[str, int]) -> dict[str, float]:
+    """The server's CPU between two :func:`pg_processes` by whom a backend served:
+    a label of ``owners`` (by the client port in its title), ``background`` (WAL
+    writer, checkpointer, autovacuum, …) or ``other`` (other clients)."""
+    ports = _socket_ports(owners)
+    out: dict[str, float] = {}
+    for pid, (title, cpu) in after.items():
+        used = cpu - before.get(pid, ("", 0.0))[1]
+        m = re.search(r"\((\d+)\)", title)
+        label = ports.get(int(m.group(1)), "other") if m else "background"
+        out[label] = out.get(label, 0.0) + used
+    return out
+
+
 def projector_pid(central_pid: int) -> int:
     """The projector process ``bart central run`` started (a multiprocessing child)."""
     for pid in children(central_pid):
@@ -246,6 +296,7 @@ def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
             while pending():
                 time.sleep(0.05)
             cpu0, pcpu0 = cpu_seconds(proc.pid), cpu_seconds(proj)
+            pg0 = pg_processes(pg_pid) if pg_pid is not None else {}
             all0, db0 = tree_cpu_seconds(proc.pid), db_cpu()
             t0 = time.perf_counter()
             if uploads == 1:
@@ -268,6 +319,12 @@ def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
             pcpu = cpu_seconds(proj) - pcpu0
             all_cpu = tree_cpu_seconds(proc.pid) - all0
             dbcpu = db_cpu() - db0
+            split: dict[str, float] = {}
+            if pg_pid is not None:
+                split = pg_breakdown(pg0, pg_processes(pg_pid),
+                                     {"worker": proc.pid, "projector": proj, "bench": os.getpid()})
+                # The bench's own polls are not central's work.
+                dbcpu -= split.get("bench", 0.0)
         procs.stop(proc)
     engine.dispose()
     n = len(wires[WARM:]) * BATCH
@@ -279,7 +336,7 @@ def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
     return {"events": n, "cpu": cpu, "wall_s": wall, "per_core": n / cpu if cpu else 0.0,
             "wall": n / wall, "triaged": triaged, "pcpu": pcpu, "all_cpu": all_cpu,
             "db_cpu": dbcpu, "total_cpu": total, "per_all": n / total if total else 0.0,
-            **raw}
+            **{f"db_{k}": v for k, v in split.items()}, **raw}
 
 
 def ingest_bench(tmp: Path, label: str, database_urls: list[str], n_batches: int,
@@ -305,12 +362,18 @@ def ingest_bench(tmp: Path, label: str, database_urls: list[str], n_batches: int
               f"{r['raw']:,.0f} per CPU-second (client {r['raw_client']:.2f} s + server "
               f"{r['raw_server']:.2f} s; {r['raw_wall']:,.0f}/s wall) → ratio "
               f"{ratio(r['per_all'], r['raw'])}", flush=True)
+        if pg_pid is not None:
+            parts = ", ".join(f"{k[3:]} {v:.2f}" for k, v in r.items()
+                              if k.startswith("db_") and k != "db_cpu")
+            print(f"  [{label}]   database server CPU (s) by what its backends served: {parts} "
+                  "(bench = this script's polls, not counted; ended backends show only in "
+                  "the total)", flush=True)
     for r in runs:  # each run against its own baseline
         r["ratio"] = r["per_all"] / r["raw"] if r["raw"] else 0.0
         r["ratio_worker"] = r["per_core"] / r["raw"] if r["raw"] else 0.0
         r["ratio_wall"] = r["wall"] / r["raw_wall"] if r["raw_wall"] else 0.0
         r["projected"] = r["events"] / r["pcpu"] if r["pcpu"] else 0.0
-    med = {k: statistics.median(r[k] for r in runs) for k in runs[0]}
+    med = {k: statistics.median(r.get(k, 0.0) for r in runs) for k in runs[0]}
     med["min_all"] = min(r["per_all"] for r in runs)
     med["max_all"] = max(r["per_all"] for r in runs)
     print(f"  [{label}] {len(runs)} runs, min / median / max: events per CPU-second of all "
@@ -418,6 +481,11 @@ def main() -> int:
     args = parser.parse_args()
     reports = load_reports()
     print(f"bench/central_sync.py — {describe()}, {os.cpu_count()} CPUs")
+    dirty = subprocess.run(["git", "-C", str(REPO), "status", "--porcelain", "--", "central"],
+                           capture_output=True, text=True, check=False).stdout.split("\n")
+    if any(dirty):
+        print(f"  central/ differs from the commit: {len([d for d in dirty if d])} files "
+              "(work in progress in the tree is what is measured)")
     print("wire bytes:")
     wire_bytes(reports)
     results: dict[str, dict[str, float]] = {}

@@ -12,16 +12,28 @@ The limits in the OpenAPI schema's ``ReportIn`` are the ones enforced.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sqlite3
+import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, NodeProcess
+from conftest import (
+    MEETING_POINTS,
+    NodeProcess,
+    configure,
+    init_node,
+    require,
+    require_binary,
+    stop_and_check,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -165,6 +177,73 @@ def test_the_form_keeps_every_word_when_refused(node: NodeProcess, http: httpx.C
     r = form_post(http, node, f"category=nuisance&text={words.replace(' ', '+')}"
                               f"&place_point=nergens".encode())
     assert r.status_code == 422 and words in r.text
+
+
+# -- a full disk: one answer on both paths, and the resident's words kept ------------------
+
+def _fill(disk: Path) -> Path:
+    """Take every free byte of ``disk`` (a tmpfs); the file to delete to free it."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 4096, 1):  # unbuffered: every byte written is on the disk
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs: a node's disk that can fill (root only; CI runs the tests as root)."""
+    mount = require_binary("mount", "/usr/bin/mount", "/bin/mount")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs",
+                           str(disk)], capture_output=True, text=True, check=False)
+    require(done.returncode == 0, f"cannot mount a tmpfs (not root?): {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+def test_a_full_disk_is_503_on_both_paths_and_the_form_keeps_every_word(
+        tmp_path: Path, mosquitto_bin: str, small_disk: Path) -> None:
+    node = init_node(small_disk, mosquitto_bin)
+    node.log_path = tmp_path / "node.log"  # the log must not share the full disk
+    configure(node, "min_free_disk_mb = 0")
+    node.start()
+    try:
+        words = "Er lekt water uit de container bij de ingang"
+        form = f"category=nuisance&text={words.replace(' ', '+')}".encode()
+        filler = _fill(small_disk)
+        with httpx.Client(base_url=node.base_url, timeout=30.0) as http:
+            before = reports_stored(node)
+            page = form_post(http, node, form)
+            assert page.status_code == 503, page.text[:300]
+            assert page.headers["retry-after"] == "5"
+            assert words in page.text  # nothing the resident typed is lost
+            assert "nog niet opgeslagen" in page.text  # error.store, in Dutch
+            api = post(http, json.dumps({**GOOD, "text": words}).encode())
+            assert api.status_code == 503 and api.headers["retry-after"] == "5"
+            assert api.json() == {"detail": "the report could not be stored; try again"}
+            filler.unlink()
+            # Space again: the same words are taken, on both paths.
+            deadline = time.monotonic() + 30
+            while (page := form_post(http, node, form)).status_code == 503 \
+                    and time.monotonic() < deadline:
+                time.sleep(0.5)
+            assert page.status_code == 303, page.text[:300]
+            assert post(http, json.dumps(GOOD).encode()).status_code == 201
+            assert reports_stored(node) == before + 2
+    finally:
+        stop_and_check(node)
+    assert "Traceback" not in node.log_path.read_text(errors="replace")
 
 
 # -- hypothesis: generated hostile bodies against the running node -------------------------

@@ -6,7 +6,10 @@ A report that was *handled* (its state ``handled``, reached more than
 * in the stored report event (``events.body``): the reporter's ``contact``,
   the free ``text``, ``called_112_by`` (a name) and the place's free text are
   removed; category, meeting point, audience, ``called_112``, language and
-  receipt code stay, and ``anonymised`` records when;
+  receipt code stay, and ``anonymised`` records when. The same for the events
+  about it: the neighbours' copy (an ``alert`` with ``ref``) loses its text,
+  place text and ``called_112_by``, a team's answer (an ``ack``) its ``note``
+  (action, time and the member's name stay);
 * the staff notes on it (``report_notes.text``), the desk's public replies to
   the resident (``report_updates.reply``), the note of an alarm about it
   (``alarms.note``) and the quotes of notes and replies in the staff audit log
@@ -79,18 +82,31 @@ def cutoff_ms(days: int, *, now_ms: int | None = None) -> int:
 
 
 def anonymised_body(body: dict[str, Any], *, at: int) -> dict[str, Any]:
-    """``body`` of a report without what could name a person."""
+    """``body`` of a report (or of an alert or ack about one) without what could name
+    a person: its free text, note, contact, place text and who called 112."""
     out = dict(body)
-    out["text"] = ""
+    for key in ("text", "note", "called_112_by"):
+        if key in out or (key == "text" and "category" in out):
+            out[key] = ""
     if "contact" in out:
         out["contact"] = None
-    if "called_112_by" in out:
-        out["called_112_by"] = ""
     place = out.get("place")
     if isinstance(place, dict):
         out["place"] = {**place, "text": ""}
     out["anonymised"] = at
     return out
+
+
+def _about(conn: Connection, ids: list[str]) -> list[tuple[str, str]]:
+    """(id, body) of the alerts and acks that refer to the reports ``ids`` (a
+    neighbours' copy of a report, a team's answer with its note)."""
+    ref = ("(body::json ->> 'ref')" if conn.dialect.name == "postgresql"
+           else "json_extract(body, '$.ref')")
+    marks = ", ".join(f":i{n}" for n in range(len(ids)))
+    rows = conn.execute(sa.text(
+        f"SELECT id, body FROM events WHERE kind IN ('alert', 'ack') AND {ref} IN ({marks})"),
+        {f"i{n}": i for n, i in enumerate(ids)})
+    return [(r.id, r.body) for r in rows]
 
 
 def _due(conn: Connection, cutoff: int, limit: int | None) -> list[tuple[str, str]]:
@@ -125,13 +141,14 @@ def run_retention(engine: Engine, days: int = DEFAULT_DAYS, *, apply: bool,
         while True:
             with engine.begin() as conn:
                 due = _due(conn, cutoff, CHUNK)
-                for event_id, raw in due:
+                ids = [event_id for event_id, _ in due]
+                about = _about(conn, ids) if ids else []
+                for event_id, raw in due + about:
                     body = json.loads(raw)
-                    contacts += bool(body.get("contact"))
+                    contacts += event_id in ids and bool(body.get("contact"))
                     conn.execute(db.events.update().where(db.events.c.id == event_id).values(
                         body=json.dumps(anonymised_body(body, at=now), ensure_ascii=False,
                                         separators=(",", ":"), sort_keys=True)))
-                ids = [event_id for event_id, _ in due]
                 if ids:
                     conn.execute(report_notes.update().where(
                         report_notes.c.report_id.in_(ids)).values(text=""))

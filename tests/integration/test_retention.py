@@ -66,9 +66,24 @@ def test_handled_reports_are_anonymised_and_insight_counts_stay(
         now = time.time_ns() // 1_000_000
         keys = enrol(engine, central, "wereld")
         events = _reports(keys, now, 40)
-        Ingest(engine, central).handle(batch(keys, "wereld", 1, events, central))
-        Projector(engine).drain()
         ids = [e.id for e in events]
+        # About reports 1 (to be anonymised) and 21 (handled lately): the neighbours' copy
+        # and a team's answer with a note.
+        about = []
+        for n, rid in enumerate((ids[0], ids[20])):
+            about.append(make_event(keys, origin="wereld", stream="public", seq=n + 1,
+                                    kind="alert", ts=now - 49 * DAY, body={
+                                        "source": "resident", "category": "nuisance",
+                                        "severity": "minor", "title": "Overlast",
+                                        "text": "Buurman op nummer 7", "called_112": True,
+                                        "called_112_by": "Fatima", "ref": rid,
+                                        "place": {"point": None, "text": "nr. 7"}}))
+            about.append(make_event(keys, origin="wereld", stream="private", seq=41 + n,
+                                    kind="ack", ts=now - 49 * DAY, body={
+                                        "ref": rid, "action": "seen", "by": "Piet",
+                                        "note": "Sprak mevrouw Jansen van nr. 7"}))
+        Ingest(engine, central).handle(batch(keys, "wereld", 1, events + about, central))
+        Projector(engine).drain()
         old, recent, still_open = ids[:20], ids[20:30], ids[30:]
         for rid, when in [(r, now - 45 * DAY) for r in old] + [(r, now - 5 * DAY)
                                                                for r in recent]:
@@ -120,6 +135,15 @@ def test_handled_reports_are_anonymised_and_insight_counts_stay(
             assert after[rid] == bodies[rid]
         text = json.dumps([after[r] for r in old])
         assert "06-1234" not in text and "huisnummer" not in text and "Fatima" not in text
+        with engine.connect() as conn:
+            others = {r.id: json.loads(r.body) for r in conn.execute(sa.select(
+                db.events.c.id, db.events.c.body).where(db.events.c.kind.in_(("alert",
+                                                                              "ack"))))}
+        copy, answer, copy_recent, answer_recent = (others[e.id] for e in about)
+        assert (copy["text"], copy["called_112_by"], copy["place"]["text"]) == ("", "", "")
+        assert (copy["ref"], copy["category"], copy["called_112"]) == (ids[0], "nuisance", True)
+        assert (answer["note"], answer["action"], answer["by"]) == ("", "seen", "Piet")
+        assert copy_recent["text"] and answer_recent["note"]
         with engine.connect() as conn:
             notes = dict(conn.execute(sa.select(report_notes.c.report_id, report_notes.c.text)
                                       ).all())

@@ -58,6 +58,8 @@ LIMITS: Final = {"text": MAX_REPORT_TEXT, "place.text": MAX_PLACE_TEXT,
 #: Longest text a field may carry *before* cleaning (:func:`sync.bodies._text`
 #: refuses more at once; cleaning may shorten what is within it).
 RAW_FACTOR: Final = 4
+#: Fields the form may send (it has 10): more is not the portal's form (400).
+MAX_FORM_FIELDS: Final = 20
 #: Characters of a refusal's reason that reach an answer (hostile keys can be long).
 MAX_REASON: Final = 200
 

@@ -13,6 +13,7 @@ from urllib.parse import urlencode, urlsplit
 
 from fastapi import APIRouter, Request
 from fastapi.responses import HTMLResponse, RedirectResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from sync.bodies import CATEGORIES, default_audience
 
@@ -113,7 +114,11 @@ def _same_origin(request: Request, token: str) -> bool:
 @router.post("/report")
 async def report_submit(request: Request) -> Response:
     """Store the report, then show its receipt (303 to the receipt page)."""
-    form = await request.form(max_files=0, max_fields=20)
+    try:
+        form = await request.form(max_files=0, max_fields=intake.MAX_FORM_FIELDS)
+    except StarletteHTTPException:  # a file, or more fields than the form has: not ours
+        msg = deps.translate(request, page_lang(request), "error.invalid")
+        return render(request, "report_choose.html", status=400, error=msg)
     values = {k: v for k, v in form.items() if isinstance(v, str)}
     category = values.get("category", "")
     if category not in CATEGORIES:

@@ -31,7 +31,7 @@ from central import db
 from central.identity import load_central
 from central.ingest import Ingest
 from central.projector import Projector
-from common.archive import MAGIC_ENCRYPTED
+from common.archive import CHUNK, MAGIC_ENCRYPTED, ArchiveError, pack, unpack
 from sync.roster import ACK_DOMAIN, verify_document
 
 PASSPHRASE = "correct horse battery staple"
@@ -185,11 +185,15 @@ def test_unencrypted_backup_says_so_and_a_short_passphrase_is_refused(
                        str(node.data_dir), "--passphrase-file", str(empty))
         assert refused.returncode == 1 and "is empty" in refused.stderr
         assert not (tmp_path / "a.bart").exists()  # asked for encryption: no plain fallback
+        (tmp_path / "a.bart").write_bytes(b"an older backup")
         plain = bart("node", "backup", str(tmp_path / "a.bart"), "--data-dir",
                      str(node.data_dir))
         assert plain.returncode == 0, plain.stderr
         assert "NOT encrypted" in plain.stdout
         assert (tmp_path / "a.bart").stat().st_mode & 0o777 == 0o600
+        assert (tmp_path / "a.bart").read_bytes() != b"an older backup"  # replaced
+        # Nothing half-made is left beside it, after failures or success.
+        assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]
         stop_and_check(node)
     finally:
         if node.proc is not None and node.proc.poll() is None:
@@ -203,6 +207,39 @@ def test_unencrypted_backup_says_so_and_a_short_passphrase_is_refused(
     cut = bart("node", "restore", str(damaged), "--data-dir", str(tmp_path / "r"))
     assert cut.returncode == 1 and "damaged or cut off" in cut.stderr, cut.stderr
     assert "Traceback" not in cut.stderr
+    if os.geteuid() == 0:  # into an empty directory made for the node's own account
+        owned = tmp_path / "owned"
+        owned.mkdir()
+        os.chown(owned, 65534, 65534)
+        done = bart("node", "restore", str(tmp_path / "a.bart"), "--data-dir", str(owned))
+        assert done.returncode == 0, done.stderr
+        assert "not enrolled with a central" in done.stdout
+        for path in (owned / "keys" / "signing.key", owned / "node.db", owned / "keys"):
+            assert (path.stat().st_uid, path.stat().st_gid) == (65534, 65534), path
+
+
+def test_an_encrypted_backup_cut_off_or_altered_is_refused(tmp_path: Path) -> None:
+    src = tmp_path / "src"
+    src.mkdir()
+    (src / "big").write_bytes(os.urandom(CHUNK * 2 + 100))  # three chunks
+    out = tmp_path / "b.bart"
+    pack(src, out, passphrase=PASSPHRASE)
+    raw = out.read_bytes()
+    header = 8 + 16 + 3
+    first_chunk_end = header + 4 + CHUNK + 16 + 1000  # zstd leaves random data as it is
+    variants = {
+        "cut inside": raw[:-50],
+        "cut at a chunk's end": raw[:first_chunk_end - 1000],
+        "a byte changed": raw[:first_chunk_end // 2] + bytes([raw[first_chunk_end // 2] ^ 1])
+        + raw[first_chunk_end // 2 + 1:],
+    }
+    for name, data in variants.items():
+        bad = tmp_path / f"{name}.bart"
+        bad.write_bytes(data)
+        with pytest.raises(ArchiveError):
+            unpack(bad, tmp_path / f"out-{name}", passphrase=PASSPHRASE)
+    unpack(out, tmp_path / "good", passphrase=PASSPHRASE)
+    assert (tmp_path / "good" / "big").read_bytes() == (src / "big").read_bytes()
 
 
 # -- central -------------------------------------------------------------------------------
@@ -345,6 +382,11 @@ def test_node_restored_from_an_older_backup_goes_on_after_centrals_seqs(
         down = bart("node", "restore", str(out), "--data-dir", str(target))
         assert down.returncode == 1 and "does not answer" in down.stderr, down.stderr
         assert "--offline" in down.stderr and not (target.exists() and any(target.iterdir()))
+        # --offline restores without asking (a restore test away from the network).
+        offline = bart("node", "restore", str(out), "--data-dir", str(tmp_path / "copy"),
+                       "--offline")
+        assert offline.returncode == 0 and "offline: central was not asked" in offline.stdout
+        assert own_heads(tmp_path / "copy" / "node.db", node.name)["private"] == 5
         central.start()
 
         done = bart("node", "restore", str(out), "--data-dir", str(target))

@@ -180,6 +180,8 @@ class ProjectorLock:
     """
 
     def __init__(self, database_url: str) -> None:
+        if database_url.startswith("postgresql://"):  # psycopg 3, as central/db.py
+            database_url = "postgresql+psycopg://" + database_url[len("postgresql://"):]
         opts = " ".join(f"-c tcp_keepalives_{k}={v}" for k, v in KEEPALIVE.items())
         self.engine = sa.create_engine(
             database_url, poolclass=NullPool,

@@ -16,7 +16,7 @@ from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any, Final
 
-from .errors import CommandError
+from .errors import CommandError, Unavailable
 
 #: The environment variable that may hold a backup's passphrase.
 PASSPHRASE_ENV: Final = "BART_BACKUP_PASSPHRASE"  # noqa: S105 - a variable name
@@ -162,13 +162,24 @@ def _passphrase_flag(p: argparse.ArgumentParser) -> None:
 # -- central -------------------------------------------------------------------------------
 
 
+def _reachable(fn: Callable[[], Any]) -> Any:
+    """Run ``fn``; PostgreSQL out of reach is said as such (exit 3: try again later)."""
+    from central.backup import DatabaseUnreachable
+
+    try:
+        return _archive_errors(fn)
+    except DatabaseUnreachable as exc:
+        raise Unavailable(str(exc), "start it (sudo systemctl start postgresql) or give the "
+                          "right --database-url") from exc
+
+
 def cmd_central_backup(args: argparse.Namespace) -> int:
     from central.backup import backup_central
 
     from .central_cli import central_dir
 
     secret = passphrase(args)
-    info = _archive_errors(lambda: backup_central(
+    info = _reachable(lambda: backup_central(
         central_dir(args), Path(args.file), database_url=args.database_url,
         passphrase=secret, version=_version()))
     m = info.manifest
@@ -186,7 +197,7 @@ def cmd_central_restore(args: argparse.Namespace) -> int:
 
     data_dir = central_dir(args)
     secret = passphrase(args)
-    info = _archive_errors(lambda: restore_central(
+    info = _reachable(lambda: restore_central(
         Path(args.file), data_dir, database_url=args.database_url, passphrase=secret))
     m = info.manifest
     print(f"Central {m['origin']} restored into {data_dir} ({info.seconds:.1f} s)")
@@ -209,6 +220,9 @@ def cmd_central_retention(args: argparse.Namespace) -> int:
     verb = "anonymised" if args.apply else "would be anonymised (dry run, nothing changed)"
     print(f"Reports handled more than {result.days} days ago (before {result.cutoff_text}): "
           f"{result.reports} {verb}; {result.contacts} of them with contact details")
+    if result.open_older:
+        print(f"  {result.open_older} reports from before then are not handled yet: they are "
+              "kept until a desk closes them")
     return 0
 
 

@@ -45,7 +45,8 @@ from . import db
 from .errors import CentralError
 from .identity import CONFIG_FILE, load_central
 
-__all__ = ["CentralBackupError", "CentralBackupInfo", "backup_central", "restore_central"]
+__all__ = ["CentralBackupError", "CentralBackupInfo", "DatabaseUnreachable", "backup_central",
+           "restore_central"]
 
 KIND: Final = "central"
 DUMP: Final = "database.pgdump"
@@ -56,6 +57,10 @@ PG_TIMEOUT_S: Final = 6 * 3600
 
 class CentralBackupError(CentralError):
     """Central's backup cannot be made or restored; the message says why and what to do."""
+
+
+class DatabaseUnreachable(CentralBackupError):
+    """pg_dump or pg_restore cannot reach the PostgreSQL server (it may later)."""
 
 
 @dataclass(frozen=True)
@@ -107,7 +112,12 @@ def _run(cmd: list[str], env: dict[str, str], what: str) -> None:
                                  "was stopped") from None
     if done.returncode != 0:
         lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
-        said = "; ".join(line.removeprefix(f"{Path(cmd[0]).name}: ") for line in lines[:2])
+        said = "; ".join(line.removeprefix(f"{Path(cmd[0]).name}: ").removeprefix("error: ")
+                         for line in lines[:2])
+        if "could not connect" in said or "Connection refused" in said or (
+                "connection to server" in said and "failed" in said):
+            first = lines[0].removeprefix(f"{Path(cmd[0]).name}: ").removeprefix("error: ")
+            raise DatabaseUnreachable(f"{what} cannot reach PostgreSQL: {first}")
         raise CentralBackupError(f"{what} failed: {said or f'exit {done.returncode}'}")
 
 

@@ -419,3 +419,18 @@ def test_node_restored_from_an_older_backup_goes_on_after_centrals_seqs(
                 proc.kill()
         if central.proc is not None and central.proc.poll() is None:
             central.kill()
+
+
+def test_central_backup_with_postgresql_down_says_so(tmp_path: Path) -> None:
+    require_binary("pg_dump", "/usr/lib/postgresql/15/bin/pg_dump")
+    from conftest import free_port
+
+    made = bart("central", "init", "--data-dir", str(tmp_path / "c"))
+    assert made.returncode == 0, made.stderr
+    down = bart("central", "backup", str(tmp_path / "c.bart"), "--data-dir",
+                str(tmp_path / "c"), "--database-url",
+                f"postgresql://bart@127.0.0.1:{free_port()}/bart")
+    assert down.returncode == 3, down.stderr
+    assert "pg_dump cannot reach PostgreSQL" in down.stderr and "fix: start it" in down.stderr
+    assert not (tmp_path / "c.bart").exists()
+    assert not [p.name for p in tmp_path.iterdir() if p.name.startswith(".")]

@@ -207,14 +207,26 @@ def cmd_central_restore(args: argparse.Namespace) -> int:
 
 
 def cmd_central_retention(args: argparse.Namespace) -> int:
-    from central.retention import run_retention
+    from central.retention import anonymise_report, run_retention
 
     from .central_cli import _cli_user, _engine, _load
 
-    if args.apply == args.dry_run:
-        raise CommandError("say what to do: --dry-run (count only) or --apply (anonymise)",
+    if not (args.apply or args.dry_run or args.report):
+        raise CommandError("say what to do: --dry-run (count only) or --apply (anonymise), "
+                           "or --report ID for one report",
                            "bart central retention --dry-run first, then --apply")
     central = _load(args)
+    if args.report:
+        try:
+            report_id, had_contact = anonymise_report(_engine(central), args.report.strip(),
+                                                      by=_cli_user())
+        except LookupError as exc:
+            raise CommandError(str(exc), "copy the id or receipt code from the report's "
+                               "page") from None
+        print(f"Report {report_id} anonymised" + (" (its contact details removed too)"
+                                                  if had_contact else "")
+              + "; written to the audit log")
+        return 0
     result = run_retention(_engine(central), central.settings.retention_days,
                            apply=args.apply, by=_cli_user())
     verb = "anonymised" if args.apply else "would be anonymised (dry run, nothing changed)"
@@ -245,5 +257,7 @@ def add_central_parsers(sub: Any, common: Callable[[argparse.ArgumentParser], No
     what = p.add_mutually_exclusive_group()
     what.add_argument("--dry-run", action="store_true", help="only count what would change")
     what.add_argument("--apply", action="store_true", help="anonymise now (audit logged)")
+    what.add_argument("--report", metavar="ID", help="anonymise this one report now, whatever "
+                      "its state or age (a resident's request): its id or receipt code")
     common(p)
     p.set_defaults(func=cmd_central_retention)

@@ -49,7 +49,8 @@ from . import db
 from .staff_accounts import audit
 from .staff_db import report_notes, staff_audit
 
-__all__ = ["RetentionResult", "anonymised_body", "cutoff_ms", "run_retention"]
+__all__ = ["RetentionResult", "anonymise_report", "anonymised_body", "cutoff_ms",
+           "run_retention"]
 
 DAY_MS: Final = 86_400_000
 DEFAULT_DAYS: Final = 365
@@ -121,6 +122,56 @@ def _due(conn: Connection, cutoff: int, limit: int | None) -> list[tuple[str, st
     return [(row.id, row.body) for row in conn.execute(query)]
 
 
+def _anonymise(conn: Connection, due: list[tuple[str, str]], now: int) -> int:
+    """Anonymise the reports ``due`` (id, body) and what refers to them, inside the
+    caller's transaction. Returns how many of them had contact details."""
+    ids = [event_id for event_id, _ in due]
+    if not ids:
+        return 0
+    contacts = 0
+    for event_id, raw in due + _about(conn, ids):
+        body = json.loads(raw)
+        contacts += event_id in ids and bool(body.get("contact"))
+        conn.execute(db.events.update().where(db.events.c.id == event_id).values(
+            body=json.dumps(anonymised_body(body, at=now), ensure_ascii=False,
+                            separators=(",", ":"), sort_keys=True)))
+    conn.execute(report_notes.update().where(report_notes.c.report_id.in_(ids))
+                 .values(text=""))
+    conn.execute(db.report_updates.update().where(
+        db.report_updates.c.report_id.in_(ids), db.report_updates.c.reply.isnot(None))
+        .values(reply=""))
+    conn.execute(db.alarms.update().where(db.alarms.c.id.in_(ids)).values(note=""))
+    # The audit log quotes the start of each note and reply: not any more.
+    conn.execute(staff_audit.update().where(
+        staff_audit.c.subject.in_(ids), staff_audit.c.action.in_(("note", "reply")))
+        .values(detail=""))
+    return contacts
+
+
+def anonymise_report(engine: Engine, report: str, *, by: str = WHO,
+                     now_ms: int | None = None) -> tuple[str, bool]:
+    """Anonymise one report now, whatever its state or age (a resident's request),
+    found by its id or receipt code. Returns (its id, whether it had contact details).
+
+    LookupError when no report, or more than one, has that id or receipt code."""
+    now = time.time_ns() // 1_000_000 if now_ms is None else now_ms
+    r, e = db.reports, db.events
+    with engine.begin() as conn:
+        rows = conn.execute(
+            sa.select(e.c.id, e.c.body).select_from(r.join(e, e.c.id == r.c.event_id))
+            .where(sa.or_(r.c.event_id == report, r.c.receipt == report.upper())).limit(3)
+        ).all()
+        if len(rows) != 1:
+            raise LookupError(f"no report has the id or receipt code {report!r}" if not rows
+                              else f"more than one report has the receipt code {report!r}: "
+                              "give the report's id (the end of its page's address, "
+                              "/staff/reports/ID)")
+        contacts = _anonymise(conn, [(rows[0].id, rows[0].body)], now)
+        audit(conn, now, by, "anonymise_report", rows[0].id,
+              "on request" + (" (had contact details)" if contacts else ""))
+    return rows[0].id, bool(contacts)
+
+
 def run_retention(engine: Engine, days: int = DEFAULT_DAYS, *, apply: bool,
                   by: str = WHO, now_ms: int | None = None) -> RetentionResult:
     """Anonymise (``apply``) or count (dry run) handled reports older than ``days``."""
@@ -141,26 +192,7 @@ def run_retention(engine: Engine, days: int = DEFAULT_DAYS, *, apply: bool,
         while True:
             with engine.begin() as conn:
                 due = _due(conn, cutoff, CHUNK)
-                ids = [event_id for event_id, _ in due]
-                about = _about(conn, ids) if ids else []
-                for event_id, raw in due + about:
-                    body = json.loads(raw)
-                    contacts += event_id in ids and bool(body.get("contact"))
-                    conn.execute(db.events.update().where(db.events.c.id == event_id).values(
-                        body=json.dumps(anonymised_body(body, at=now), ensure_ascii=False,
-                                        separators=(",", ":"), sort_keys=True)))
-                if ids:
-                    conn.execute(report_notes.update().where(
-                        report_notes.c.report_id.in_(ids)).values(text=""))
-                    conn.execute(db.report_updates.update().where(
-                        db.report_updates.c.report_id.in_(ids),
-                        db.report_updates.c.reply.isnot(None)).values(reply=""))
-                    conn.execute(db.alarms.update().where(db.alarms.c.id.in_(ids))
-                                 .values(note=""))
-                    # The audit log quotes the start of each note and reply: not any more.
-                    conn.execute(staff_audit.update().where(
-                        staff_audit.c.subject.in_(ids),
-                        staff_audit.c.action.in_(("note", "reply"))).values(detail=""))
+                contacts += _anonymise(conn, due, now)
                 reports += len(due)
             if len(due) < CHUNK:
                 break

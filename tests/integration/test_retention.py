@@ -170,3 +170,49 @@ def test_handled_reports_are_anonymised_and_insight_counts_stay(
         assert again.reports == 0
     finally:
         engine.dispose()
+
+
+@pytest.mark.timeout(120)
+def test_one_report_is_anonymised_on_request(tmp_path: Path, database_url: str) -> None:
+    central = new_central(tmp_path, database_url)
+    engine = db.make_engine(central.database_url)
+    try:
+        now = time.time_ns() // 1_000_000
+        keys = enrol(engine, central, "wereld")
+        events = _reports(keys, now, 3)
+        Ingest(engine, central).handle(batch(keys, "wereld", 1, events, central))
+        Projector(engine).drain()
+        with engine.begin() as conn:  # two reports share a receipt code, one has its own
+            conn.execute(db.reports.update().where(db.reports.c.event_id == events[2].id)
+                         .values(receipt="ABC-DEF"))
+        handling.add_note(engine, DESK, events[2].id, "Belde met mevrouw Jansen", now)
+        before = _bodies(engine)
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
+        cli = [*bart_command(), "central", "retention", "--data-dir", str(central.data_dir),
+               "--database-url", central.database_url, "--report"]
+
+        def run(ident: str) -> subprocess.CompletedProcess[str]:
+            return subprocess.run([*cli, ident], capture_output=True, text=True, env=env,
+                                  timeout=120, check=False)
+
+        unknown = run("ZZZ-ZZZ")
+        assert unknown.returncode == 1 and "no report has" in unknown.stderr
+        shared = run("K7F-3QX")
+        assert shared.returncode == 1 and "more than one report" in shared.stderr
+        assert _bodies(engine) == before
+        done = run("abc-def")  # a new report, not handled: on request it goes all the same
+        assert done.returncode == 0, done.stderr
+        assert f"Report {events[2].id} anonymised" in done.stdout
+        after = _bodies(engine)
+        assert after[events[2].id]["text"] == "" and "anonymised" in after[events[2].id]
+        assert {k: v for k, v in after.items() if k != events[2].id} == \
+            {k: v for k, v in before.items() if k != events[2].id}
+        by_id = run(events[0].id)
+        assert by_id.returncode == 0 and "its contact details removed too" in by_id.stdout
+        with engine.connect() as conn:
+            assert conn.execute(sa.select(report_notes.c.text)).scalar_one() == ""
+            lines = conn.execute(sa.select(staff_audit.c.subject).where(
+                staff_audit.c.action == "anonymise_report")).scalars().all()
+        assert sorted(lines) == sorted([events[2].id, events[0].id])
+    finally:
+        engine.dispose()

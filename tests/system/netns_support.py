@@ -93,6 +93,10 @@ class Shape:
         default_factory=lambda: {A: (B, C), B: (), C: (B,)})
     #: Nodes whose data directory is a tmpfs of this many MiB (a disk that can fill).
     tmpfs_mib: dict[str, int] = field(default_factory=dict)
+    #: Nodes whose Python wall clock a test can move while they run: they start with
+    #: ``wallclock_dir`` on PYTHONPATH (a sitecustomize) reading ``clock_file(name)``.
+    clock_nodes: tuple[str, ...] = ()
+    wallclock_dir: Path | None = None
     #: Extra top-level settings per node (``key = value`` lines of node.toml).
     settings: dict[str, list[str]] = field(default_factory=dict)
     sync_s: float = 5.0
@@ -201,6 +205,10 @@ class Neighbourhood:
                             mosquitto=self.mosquitto, peer=helpers.KeyPair.generate(),
                             log_path=self.work / f"{name}.log", name=name, area=AREAS[name],
                             netns=self.ns[name])
+            if name in self.shape.clock_nodes and self.shape.wallclock_dir is not None:
+                self.clock_file(name).write_text("0\n")
+                node.env_extra.update({"PYTHONPATH": str(self.shape.wallclock_dir),
+                                       "CHAOS_CLOCK_FILE": str(self.clock_file(name))})
             run(*helpers.bart_command(), "node", "init", "--name", name, "--area", AREAS[name],
                 "--data-dir", str(data_dir), "--mesh-port", str(MESH_PORT), env=node.env())
             (data_dir / "node.toml").write_text(node_toml(name, self.shape))
@@ -213,6 +221,10 @@ class Neighbourhood:
             node.launch()
         for node in self.nodes.values():
             node.wait_healthy(60.0)
+
+    def clock_file(self, name: str) -> Path:
+        """The wall-clock offset file of node ``name`` (see ``Shape.clock_nodes``)."""
+        return self.work / f"{name}.clock"
 
     def sessions(self, pairs: Iterable[tuple[str, str]], timeout: float = 30.0) -> None:
         """Wait until each pair sees the other among its mesh peers."""

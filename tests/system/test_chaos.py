@@ -33,14 +33,20 @@ import netns_support as ns
 import pytest
 from chaos import Checker, History, Nemesis, Verdict, Workload
 from chaos.checker import ProcessWatch
+from chaos.nemesis import KINDS
 
 #: The nemesis phase in CI; BART_CHAOS_SECONDS for soak runs.
 CI_SECONDS = 60.0
 SECONDS = float(os.environ.get("BART_CHAOS_SECONDS", CI_SECONDS))
+#: BART_CHAOS_FAULTS=cut-link,loss,…: only these kinds of fault (default: all).
+FAULTS = tuple(k for k in os.environ.get("BART_CHAOS_FAULTS", "").split(",") if k) or \
+    tuple(k for k, _ in KINDS)
 #: After the last heal, everything must be everywhere within this.
 CONVERGE_BOUND_S = 60.0
 TMPFS_MIB = 96
 FULL_DISK_NODE = ns.C
+#: Nodes whose clock the nemesis moves (not node-a: a press is matched to its alarm by time).
+CLOCK_NODES = (ns.B, ns.C)
 
 pytestmark = pytest.mark.timeout(int(SECONDS) + 300)
 
@@ -52,6 +58,8 @@ def seed() -> int:
 
 def replay(run_seed: int) -> str:
     extra = f"BART_CHAOS_SECONDS={SECONDS:g} " if SECONDS != CI_SECONDS else ""
+    if os.environ.get("BART_CHAOS_FAULTS"):
+        extra += f"BART_CHAOS_FAULTS={','.join(FAULTS)} "
     return f"{extra}BART_CHAOS_SEED={run_seed} .venv/bin/pytest tests/system/test_chaos.py -s"
 
 
@@ -60,6 +68,8 @@ def test_chaos_run() -> None:
     ns.require_binary("ip", "/usr/sbin/ip", "/sbin/ip")
     ns.require_binary("nft", "/usr/sbin/nft")
     mosquitto = ns.require_binary("mosquitto", "/usr/sbin/mosquitto")
+    unknown = set(FAULTS) - {k for k, _ in KINDS}
+    assert not unknown, f"BART_CHAOS_FAULTS names unknown faults: {sorted(unknown)}"
     run_seed = seed()
     print(f"\n[chaos] seed {run_seed}, {SECONDS:g} s of faults; replay: {replay(run_seed)}")
     wall = time.monotonic()
@@ -70,7 +80,9 @@ def test_chaos_run() -> None:
     # /healthz calls a disk with less than min_free_disk_mb free degraded: on the small
     # tmpfs, only a full one should be.
     shape = ns.Shape(links=links, tmpfs_mib={FULL_DISK_NODE: TMPFS_MIB},
-                     settings={FULL_DISK_NODE: ["min_free_disk_mb = 8"]})
+                     settings={FULL_DISK_NODE: ["min_free_disk_mb = 8"]},
+                     clock_nodes=CLOCK_NODES,
+                     wallclock_dir=Path(__file__).resolve().parent / "chaos" / "wallclock")
     hood = ns.Neighbourhood(work, shape, mosquitto)
     history = History(run_seed)
     verdict = Verdict()
@@ -87,7 +99,9 @@ def test_chaos_run() -> None:
 
         interfaces = {n: ["up0"] + [ns.LINKS[k][k.index(n)][0] for k in links if n in k]
                       for n in ns.NODES}
-        nemesis = Nemesis(hood, history, links, interfaces, full_disk_nodes=(FULL_DISK_NODE,))
+        nemesis = Nemesis(hood, history, links, interfaces, full_disk_nodes=(FULL_DISK_NODE,),
+                          clock_files={n: hood.clock_file(n) for n in CLOCK_NODES},
+                          kinds=FAULTS)
         watch = ProcessWatch(hood, nemesis.killed, history)
         workload = Workload(history, hood.nodes, ns.in_netns, button=ns.BUTTON,
                             press_node=ns.A, team_member=team_member)

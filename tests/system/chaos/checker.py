@@ -285,7 +285,9 @@ class Checker:
             for needle in UNHANDLED:
                 at = text.find(needle)
                 if at >= 0:
-                    v.add(f"{who}'s log has {needle!r}:\n{text[max(0, at - 600):at + 2500]}")
+                    start = text.rfind("\n", 0, max(0, at - 1)) + 1  # the line before it
+                    v.add(f"{who}'s log has {needle!r} ({text.count(needle)} times), first:\n"
+                          f"{text[start:at + 1500]}")
             for pid, code in BROKER_EXIT.findall(text):
                 if int(pid) not in killed:
                     v.add(f"{who}: its Mosquitto {pid} exited with {code}, not killed by the "

@@ -17,7 +17,11 @@ Faults (docs/chaos.md):
 - ``kill-central``: SIGKILL of ``bart central run`` and its projector, restarted;
 - ``kill-projector``: SIGKILL of central's projector alone (central restarts it);
 - ``disk-full``: the tmpfs that holds a node's data directory filled to the
-  last byte for a while.
+  last byte for a while;
+- ``clock``: a node's wall clock jumps 3 days ahead or behind while it runs,
+  and back at the heal (``chaos/wallclock/sitecustomize.py``: the node's
+  ``time.time``/``time_ns`` read their offset from a file; see there why not
+  libfaketime).
 
 Every process the nemesis kills is written down first (``killed``), so that
 the checker can tell its deaths from any other.
@@ -41,7 +45,7 @@ from .history import Fault, History
 
 KINDS: tuple[tuple[str, int], ...] = (
     ("cut-link", 4), ("cut-uplink", 3), ("loss", 3), ("kill-node", 3), ("kill-broker", 2),
-    ("kill-central", 2), ("kill-projector", 2), ("disk-full", 2),
+    ("kill-central", 2), ("kill-projector", 2), ("disk-full", 2), ("clock", 2),
 )
 #: At most this many lasting faults at once (kills are instantaneous).
 MAX_ACTIVE = 3
@@ -63,6 +67,10 @@ class Nemesis:
     links: tuple[tuple[str, str], ...]
     interfaces: dict[str, list[str]]
     full_disk_nodes: tuple[str, ...] = ()
+    #: Node -> the offset file its wall clock reads (seconds; "0" when true).
+    clock_files: dict[str, Path] = field(default_factory=dict)
+    #: The kinds of fault to choose from (default: all of ``KINDS``).
+    kinds: tuple[str, ...] = tuple(k for k, _ in KINDS)
     pause_s: tuple[float, float] = (1.0, 4.0)
     duration_s: tuple[float, float] = (3.0, 12.0)
     #: pids the nemesis SIGKILLed (node, Mosquitto, central, projector).
@@ -102,7 +110,9 @@ class Nemesis:
             self.errors.append(exc)
 
     def _choose(self) -> str:
-        kinds = [k for k, _ in KINDS if k != "disk-full" or self.full_disk_nodes]
+        kinds = [k for k, _ in KINDS if k in self.kinds
+                 and (k != "disk-full" or self.full_disk_nodes)
+                 and (k != "clock" or self.clock_files)]
         weights = [w for k, w in KINDS if k in kinds]
         return self.rng.choices(kinds, weights)[0]
 
@@ -175,6 +185,14 @@ class Nemesis:
             filler = fill_disk(hood[name].data_dir.parent)
             self._lasting(kind, name, lambda: filler.unlink(missing_ok=True),
                           f"{filler.stat().st_size // 1024} KiB filler")
+        elif kind == "clock":
+            name = rng.choice(sorted(self.clock_files))
+            if self._busy(kind, name):
+                return
+            days = rng.choice((-3, 3))
+            path = self.clock_files[name]
+            set_clock(path, days * 86_400)
+            self._lasting(kind, name, lambda: set_clock(path, 0), f"{days:+d} days")
         else:  # pragma: no cover - KINDS and this function go together
             raise AssertionError(kind)
 
@@ -201,7 +219,24 @@ class Nemesis:
                 db.write_bytes(b"\0" * size)
                 self.history.note(f"{name}: {db.name} zero-filled ({size} bytes)")
         node.launch()
-        node.wait_healthy(60.0)
+        wait_up(node)
+
+
+def wait_up(node: Any, timeout: float = 60.0) -> None:
+    """Wait until a (re)started node answers /healthz, whatever its status says: with a
+    wrong clock or a full disk it may rightly say "degraded"."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if node.proc.poll() is not None:
+            raise AssertionError(f"{node.name} exited with {node.proc.returncode} at its "
+                                 f"restart:\n{node.log_tail(40)}")
+        with contextlib.suppress(Exception):
+            if node.health().get("status"):
+                return
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{node.name} did not answer /healthz within {timeout:.0f} s "
+                                 f"of its restart:\n{node.log_tail(40)}")
+        time.sleep(0.1)
 
 
 def _mosquitto_pids(hood: Any, name: str) -> list[int]:
@@ -226,3 +261,11 @@ def fill_disk(mount: Path) -> Path:
     finally:
         os.close(fd)
     return filler
+
+
+
+def set_clock(path: Path, offset_s: int) -> None:
+    """Set the wall-clock offset a node reads from ``path`` (atomically)."""
+    tmp = path.with_suffix(".new")
+    tmp.write_text(f"{offset_s}\n")
+    tmp.replace(path)

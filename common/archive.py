@@ -52,6 +52,7 @@ import zstandard
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 
+from .datadir import LOCK_FILE
 from .files import fsync_dir
 
 __all__ = ["MANIFEST", "ArchiveError", "check_output", "check_sqlite", "copy_sqlite",
@@ -321,8 +322,9 @@ def snapshot_dir(src: Path, dest: Path, *, skip: frozenset[str] = frozenset(),
     databases: list[str] = []
     for path in sorted(src.rglob("*")):
         rel = path.relative_to(src)
-        if rel.parts[0] in skip_dirs or str(rel) in skip or path.is_symlink():
-            continue
+        if (rel.parts[0] in skip_dirs or str(rel) in skip or str(rel) == LOCK_FILE
+                or path.is_symlink()):
+            continue  # the running program's lock is its own, not data
         if path.name.endswith(_SIDE_FILES) and is_sqlite(path.with_name(
                 path.name.rsplit("-", 1)[0])):
             continue  # the database's own -wal/-shm: its copy includes them

@@ -136,6 +136,9 @@ def test_node_backup_while_running_and_restore_into_an_empty_directory(
     assert done.returncode == 0, done.stderr
     assert (target / "keys" / "signing.key").stat().st_mode & 0o777 == 0o600
     assert fingerprint(target) == original_fp
+    # The running node's lock and Mosquitto's rendered state are not data: not restored.
+    assert (node.data_dir / "bart.lock").exists() and not (target / "bart.lock").exists()
+    assert not (target / "broker").exists()
 
     restored = NodeProcess(data_dir=target, http_port=node.http_port, mqtt_port=node.mqtt_port,
                            mosquitto=mosquitto_bin, peer=node.peer,

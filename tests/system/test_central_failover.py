@@ -20,10 +20,13 @@ Run: .venv/bin/pytest tests/system/test_central_failover.py -q -x -s
 
 from __future__ import annotations
 
+import importlib.util
 import os
+import re
 import shutil
 import signal
 import socket
+import ssl
 import statistics
 import subprocess
 import sys
@@ -44,10 +47,12 @@ from central import db
 from central.cluster import STANDBY_POLL_S, ProjectorLock, lock_holders
 from central.identity import Central, load_central
 from central.projector import Projector, run_when_holding
+from central.staff_accounts import StaffAccounts
 from sync import KeyPair
 from sync.exchange import Ack
 
 BART = str(Path(sys.executable).parent / "bart")
+STAFF_PASSWORD = "een-lange-zin-voor-de-meldkamer"
 BATCH_TYPE = "application/vnd.bart.batch"
 EVENTS_PER_BATCH = 5
 #: A failover must finish within this (honest under a loaded 2-core machine:
@@ -94,16 +99,18 @@ class CentralHost:
         self.log_path = data_dir.parent / f"{data_dir.name}.log"
         self.proc: subprocess.Popen[bytes] | None = None
 
+    scheme = "http"
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"{self.scheme}://127.0.0.1:{self.port}"
 
-    def start(self) -> None:
+    def start(self, *extra: str) -> None:
         env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
         env["PYTHONUNBUFFERED"] = "1"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
-                [BART, "central", "run", "--data-dir", str(self.data_dir)],
+                [BART, "central", "run", "--data-dir", str(self.data_dir), *extra],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True)
 
@@ -173,7 +180,8 @@ class Sender:
         self.sent: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
 
-    def send(self, host: CentralHost, node: str, seq: int | None = None) -> tuple[str, int]:
+    def send(self, host: CentralHost, node: str, seq: int | None = None,
+             client: httpx.Client | None = None) -> tuple[str, int]:
         """Send ``node``'s next batch (or batch ``seq`` again) to ``host``."""
         if seq is None:
             with self.lock:
@@ -183,8 +191,9 @@ class Sender:
         events = ingest_support.reports(self.keys[node], node,
                                         range(first, first + EVENTS_PER_BATCH))
         wire = ingest_support.batch(self.keys[node], node, seq, events, self.central)
-        r = httpx.post(f"{host.url}/api/v1/batches", content=wire,
-                       headers={"content-type": BATCH_TYPE}, timeout=30.0)
+        r = (client.post if client is not None else httpx.post)(
+            f"{host.url}/api/v1/batches", content=wire, headers={"content-type": BATCH_TYPE},
+            timeout=30.0)
         assert r.status_code == 200, (host.data_dir.name, r.status_code, r.text)
         # Signed with the one central identity, whichever host answered.
         ack = Ack.verify(r.json()["ack"], self.central.keys.signing_public)
@@ -435,4 +444,173 @@ def test_a_lost_lock_session_sends_the_projector_to_standby(
             worker.join(10)
         for each in (first, second, lock):
             each.close()
+        engine.dispose()
+
+
+# ------------------------------------------------------------------ behind nginx
+
+_ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
+_spec = importlib.util.spec_from_file_location("_bart_tests_root_conftest_failover",
+                                               _ROOT_CONFTEST)
+assert _spec is not None and _spec.loader is not None
+_root = importlib.util.module_from_spec(_spec)
+_spec.loader.exec_module(_root)
+require_binary: Callable[..., str] = _root.require_binary
+
+DOCS = Path(__file__).resolve().parents[2] / "docs" / "central-scale.md"
+
+
+def self_signed(folder: Path) -> tuple[Path, Path]:
+    """A TLS certificate for 127.0.0.1 and its key (the test's stand-in for Let's Encrypt)."""
+    import datetime as dt
+    import ipaddress
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "127.0.0.1")])
+    now = dt.datetime.now(dt.UTC)
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=5))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = folder / "fullchain.pem", folder / "privkey.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    key_path.chmod(0o600)
+    return cert_path, key_path
+
+
+def documented_nginx(folder: Path, a: CentralHost, b: CentralHost, http: int,
+                     https: int) -> Path:
+    """docs/central-scale.md's nginx config, with this test's addresses, ports and
+    certificate, inside a main config that keeps nginx's files in ``folder``."""
+    text = DOCS.read_text()
+    site = text.split("```nginx\n", 1)[1].split("```", 1)[0]
+    cert, key = self_signed(folder)
+    for old, new in (("10.0.0.11:8090", f"127.0.0.1:{a.port}"),
+                     ("10.0.0.12:8090", f"127.0.0.1:{b.port}"),
+                     ("listen 80;", f"listen 127.0.0.1:{http};"),
+                     ("listen 443 ssl http2;", f"listen 127.0.0.1:{https} ssl http2;"),
+                     ("/etc/letsencrypt/live/bart.example.nl/fullchain.pem", str(cert)),
+                     ("/etc/letsencrypt/live/bart.example.nl/privkey.pem", str(key))):
+        assert old in site, f"{old} no longer in docs/central-scale.md's nginx config"
+        site = site.replace(old, new)
+    (folder / "site.conf").write_text(site)
+    temp = " ".join(f"{kind}_temp_path {folder / kind};"
+                    for kind in ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+    conf = folder / "nginx.conf"
+    conf.write_text(
+        f"daemon off;\nworker_processes 1;\npid {folder / 'nginx.pid'};\n"
+        f"error_log {folder / 'error.log'} info;\n"
+        + ("user root;\n" if os.geteuid() == 0 else "")
+        + "events { worker_connections 256; }\n"
+        f"http {{ access_log off; {temp} include {folder / 'site.conf'}; }}\n")
+    return conf
+
+
+def ingested(metrics_port: int) -> float:
+    """``bart_central_ingest_seconds_count`` of one host's /metrics."""
+    r = httpx.get(f"http://127.0.0.1:{metrics_port}/metrics", timeout=10.0)
+    for line in r.text.splitlines():
+        if line.startswith("bart_central_ingest_seconds_count"):
+            return float(line.split()[-1])
+    return 0.0
+
+
+@pytest.mark.timeout(600)
+def test_the_documented_nginx_config_in_front_of_two_hosts(
+        hosts: tuple[CentralHost, CentralHost], pg_url: str, tmp_path: Path) -> None:
+    """TLS, both upstreams ingest, batches go on when a host dies, staff sessions
+    hold on either host, and /staff/live streams through the proxy at once."""
+    nginx = require_binary("nginx", "/usr/sbin/nginx")
+    a, b = hosts
+    folder = tmp_path / "nginx"
+    folder.mkdir()
+    http, https = free_port(), free_port()
+    conf = documented_nginx(folder, a, b, http, https)
+    checked = subprocess.run([nginx, "-t", "-p", str(folder), "-c", str(conf)],
+                             capture_output=True, text=True, timeout=60)
+    assert checked.returncode == 0, checked.stderr
+    metrics = {a: free_port(), b: free_port()}
+    for host in (a, b):
+        host.start("--metrics-port", str(metrics[host]))
+    proxy = subprocess.Popen([nginx, "-p", str(folder), "-c", str(conf)],
+                             stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT,
+                             start_new_session=True)
+    central = load_central(a.data_dir)
+    engine = db.make_engine(pg_url)
+    tls = httpx.Client(base_url=f"https://127.0.0.1:{https}",
+                       verify=ssl.create_default_context(cafile=folder / "fullchain.pem"),
+                       timeout=30.0)
+    try:
+        wait(lambda: tls.get("/healthz").status_code == 200, 30, "central through nginx")
+        redirect = httpx.get(f"http://127.0.0.1:{http}/staff", timeout=10.0)
+        assert redirect.status_code == 301
+        assert redirect.headers["location"].startswith("https://")
+
+        sender = Sender(central, engine, nodes=2)
+        node = next(iter(sender.keys))
+        front = CentralHost(folder, https)  # what nodes and staff see: the proxy
+        front.scheme = "https"
+        for _ in range(10):
+            sender.send(front, node, client=tls)
+        # Round robin: both hosts took batches.
+        counts = {h: ingested(p) for h, p in metrics.items()}
+        assert counts[a] >= 1 and counts[b] >= 1 and sum(counts.values()) == 10, counts
+
+        # A desk member logs in through the proxy; the session is good on both hosts.
+        otp = StaffAccounts(engine).add("meldkamer-1", "police")
+        page = tls.get("/staff/login")
+        token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+        assert token, page.text[:300]
+        r = tls.post("/staff/login", data={"name": "meldkamer-1", "password": otp,
+                                           "login_token": token.group(1)})
+        assert r.status_code == 303 and r.headers["location"] == "/staff/password", r.text
+        page = tls.get("/staff/password")
+        csrf = re.search(r'name="csrf" value="([^"]+)"', page.text)
+        assert csrf, page.text[:300]
+        r = tls.post("/staff/password", data={"csrf": csrf.group(1), "old": otp,
+                                              "new": STAFF_PASSWORD,
+                                              "repeat": STAFF_PASSWORD})
+        assert r.status_code == 303, r.text[:300]
+        for _ in range(4):  # alternately on A and B
+            assert tls.get("/staff/reports").status_code == 200
+
+        # The desk's live stream: its first event through nginx at once.
+        started = time.monotonic()
+        with tls.stream("GET", "/staff/live", timeout=30.0) as live:
+            assert live.status_code == 200
+            assert live.headers["content-type"].startswith("text/event-stream")
+            got = b""
+            for chunk in live.iter_bytes():
+                got += chunk
+                if b"event: desk" in got:
+                    break
+        first_event_s = time.monotonic() - started
+        assert b"retry: 2000" in got and first_event_s < 5.0, (got, first_event_s)
+
+        # Host A dies: nodes' batches go on through the proxy, to B.
+        a.kill()
+        before = ingested(metrics[b])
+        for _ in range(6):
+            sender.send(front, node, client=tls)
+        assert ingested(metrics[b]) - before == 6
+        assert tls.get("/staff/reports").status_code == 200  # the session, now on B alone
+        wait(lambda: all(projected(engine, n, s) for n, s in sender.sent), 60,
+             "everything sent through nginx projected")
+        print(f"/staff/live first event through nginx after {first_event_s * 1000:.0f} ms")
+    finally:
+        tls.close()
+        os.killpg(proxy.pid, signal.SIGTERM)
+        proxy.wait(30)
         engine.dispose()

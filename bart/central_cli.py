@@ -101,6 +101,16 @@ def cmd_central_run(args: argparse.Namespace) -> int:
     lock = hold_data_dir(central.data_dir, "bart central run", f"http://{host}:{port}/",
                          name="central", fix="stop that one first (Ctrl-C where it runs, or "
                          "sudo systemctl stop bart-central), or use another --data-dir")
+    proxies = central.settings.trusted_proxies
+    if args.trusted_proxy:
+        from common.ratelimit import check_trusted_proxies
+
+        try:
+            proxies = check_trusted_proxies(args.trusted_proxy)
+        except ValueError as exc:
+            raise CommandError(str(exc).replace("trusted_proxies:", "--trusted-proxy:"),
+                               "give an IP address (127.0.0.1) or a network (10.0.0.0/8) "
+                               "of the reverse proxy in front of central") from None
     # Before anything starts: a port in use is said here, not by uvicorn half-way.
     require_free_port(host, port, "central", "--http-port", "http_port in central.toml")
     if args.metrics_port:
@@ -125,7 +135,7 @@ def cmd_central_run(args: argparse.Namespace) -> int:
         metrics = CentralMetrics(central.database_url, args.metrics_host, args.metrics_port)
         print(f"Metrics on http://{args.metrics_host}:{args.metrics_port}/metrics", flush=True)
     try:
-        serve(host, port, args.workers)
+        serve(host, port, args.workers, proxies)
     except SystemExit as exc:  # uvicorn's own exit when its start fails (logged above)
         if exc.code in (0, None):
             raise
@@ -331,6 +341,9 @@ def add_central_parsers(top: Any) -> None:
                    help="serve Prometheus /metrics on this port (default 0: off)")
     p.add_argument("--metrics-host", default="127.0.0.1",
                    help="address of the metrics listener (default 127.0.0.1)")
+    p.add_argument("--trusted-proxy", action="append", metavar="ADDR",
+                   help="believe X-Forwarded-For from this address or network (CIDR); "
+                   "repeatable; replaces trusted_proxies in central.toml (default: none)")
     common(p)
     p.set_defaults(func=cmd_central_run)
 

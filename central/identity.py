@@ -25,9 +25,10 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pydantic import BaseModel, Field, ValidationError
+from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from common.files import write_atomic
+from common.ratelimit import check_trusted_proxies
 from sync.bodies import SLUG
 from sync.keys import KeyPair, b64
 from sync.sealed import key_id
@@ -59,6 +60,14 @@ class CentralSettings(BaseModel):
     max_batch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
     #: Handled reports are anonymised this many days later (central/retention.py).
     retention_days: int = Field(default=365, ge=30, le=3650)
+    #: Addresses or networks whose X-Forwarded-For/-Proto are believed (the reverse
+    #: proxy in front of central); empty: none (issue 17).
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        return check_trusted_proxies(value)
 
     @property
     def origin(self) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import signal
 import threading
-from collections.abc import Generator
+from collections.abc import Generator, Sequence
 from contextlib import contextmanager
+from typing import Any
 
 import uvicorn
 
@@ -37,14 +38,27 @@ class CentralServer(uvicorn.Server):
 HTTP_PARSER = "httptools"
 
 
-def serve(host: str, port: int, workers: int) -> None:
+def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
+    """uvicorn's proxy settings: ``X-Forwarded-For``/``-Proto`` only from ``trusted_proxies``.
+
+    uvicorn's own default believes them from 127.0.0.1 (``FORWARDED_ALLOW_IPS``), so a
+    client behind a local proxy that passes the header on could choose the address the
+    login throttle counts (issue 17). Empty: no proxy headers at all.
+
+    >>> proxy_options([])
+    {'proxy_headers': False, 'forwarded_allow_ips': []}
+    >>> proxy_options(["10.0.0.0/8"])
+    {'proxy_headers': True, 'forwarded_allow_ips': ['10.0.0.0/8']}
+    """
+    return {"proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies)}
+
+
+def serve(host: str, port: int, workers: int, trusted_proxies: Sequence[str] = ()) -> None:
     """Serve ``central.asgi:create`` until SIGINT/SIGTERM."""
-    config = uvicorn.Config("central.asgi:create", factory=True, host=host, port=port,
-                            workers=workers, log_level="warning", access_log=False,
-                            timeout_graceful_shutdown=5, http=HTTP_PARSER)
+    options: dict[str, Any] = dict(factory=True, host=host, port=port, log_level="warning",
+                                   access_log=False, timeout_graceful_shutdown=5,
+                                   http=HTTP_PARSER, **proxy_options(trusted_proxies))
     if workers <= 1:
-        CentralServer(config).run()
+        CentralServer(uvicorn.Config("central.asgi:create", workers=workers, **options)).run()
         return
-    uvicorn.run("central.asgi:create", factory=True, host=host, port=port, workers=workers,
-                log_level="warning", access_log=False, timeout_graceful_shutdown=5,
-                http=HTTP_PARSER)
+    uvicorn.run("central.asgi:create", workers=workers, **options)

@@ -27,6 +27,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
+from common.ratelimit import check_trusted_proxies
 from sync.bodies import AREA, SLUG
 
 from .errors import ConfigError, NotInitialised
@@ -243,6 +244,9 @@ class NodeSettings(BaseSettings):
     # Prometheus /metrics on a listener of its own (docs/metrics.md); 0: not served.
     metrics_port: int = Field(default=0, ge=0, le=65535)
     metrics_host: str = Field(default="127.0.0.1", max_length=253)
+    # Addresses or networks whose X-Forwarded-For is believed (a reverse proxy in front
+    # of the portal); empty: none, the connection's own address counts (issue 17).
+    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
 
     @field_validator("name")
     @classmethod
@@ -251,6 +255,11 @@ class NodeSettings(BaseSettings):
         if problem is not None:
             raise ValueError(problem)
         return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _trusted_proxies(cls, value: list[str]) -> list[str]:
+        return check_trusted_proxies(value)
 
     @field_validator("meeting_points")
     @classmethod

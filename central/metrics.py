@@ -51,6 +51,8 @@ from .health import node_health
 DESKS = ("police", "municipality")
 #: The name of the projector's process (central/projector.py's ProjectorProcess).
 PROJECTOR_NAME = "bart-central-projector"
+#: A run's directory for the workers' numbers: ``/tmp/bart-central-metrics-PID-…``.
+RUN_DIR_PREFIX = "bart-central-metrics-"
 #: prometheus_client's multiprocess mode reads its directory from this variable.
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 #: Ingest latency buckets (seconds): a batch of 1,000 events takes ~15 ms on
@@ -210,6 +212,15 @@ class CentralCollector:
         yield holder
 
 
+def _remove_orphans() -> None:
+    """Remove the run directories of centrals that were killed (their pid is gone)."""
+    for path in Path(tempfile.gettempdir()).glob(f"{RUN_DIR_PREFIX}*"):
+        pid = path.name[len(RUN_DIR_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or Path(f"/proc/{pid}").exists() or not path.is_dir():
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+
+
 class CentralMetrics:
     """The listener and its collector; :meth:`close` stops both.
 
@@ -225,7 +236,9 @@ class CentralMetrics:
             workers_dir = Path(shared)
             workers_dir.mkdir(parents=True, exist_ok=True)
         else:
-            workers_dir = self._own_dir = Path(tempfile.mkdtemp(prefix="bart-central-metrics-"))
+            _remove_orphans()
+            workers_dir = self._own_dir = Path(tempfile.mkdtemp(
+                prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
             os.environ[MULTIPROC_ENV] = str(workers_dir)
         try:
             self.collector = CentralCollector(database_url, workers_dir)

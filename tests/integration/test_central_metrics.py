@@ -14,6 +14,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -52,9 +53,15 @@ def parent_of(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
+#: A killed central's metrics directory: pid 2**22 + 1 is above Linux's pid_max.
+ORPHAN = Path(tempfile.gettempdir()) / "bart-central-metrics-4194305-test"
+
+
 @pytest.fixture
 def central(tmp_path: Path, database_url: str) -> Iterator[tuple[CentralProcess, int]]:
     url = "" if database_url.startswith("sqlite") else database_url
+    ORPHAN.mkdir(exist_ok=True)
+    (ORPHAN / "counter_4194305.db").write_bytes(b"\0" * 64)
     proc = init_central_process(tmp_path, url, workers=2)
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
@@ -145,6 +152,7 @@ def test_workers_latency_refusals_projector_and_silent_nodes(
         with engine.connect() as conn:
             assert conn.execute(sa.select(sa.func.count()).select_from(db.reports)
                                 ).scalar_one() == accepted * 3
+        assert not ORPHAN.exists()  # a killed central's directory, removed at start
         # Both workers count into the run's directory; it goes when central stops.
         shared = {multiproc_dir(pid) for pid in children(proc.proc.pid)} - {None}
         assert len(shared) == 1, shared

@@ -53,7 +53,7 @@ Install Bart on this machine. Safe to run again: it only does what is missing.
                Debian packages.
   --dev        a development machine: the packages of a plain run plus
                chromium, postgresql, wrk, xmlsec1, strace, iproute2, git, dnsmasq-base,
-               nftables, hostapd, debootstrap, valgrind, wpasupplicant,
+               nftables, hostapd, debootstrap, valgrind, gcc, wpasupplicant,
                batctl, kmod (binaries for the tests and benchmarks; no
                service is configured), and the package with its 'dev' extra
                (tests, linters). No system user, no units; touches no
@@ -347,6 +347,9 @@ if [[ $MODE == dev ]]; then
     PACKAGES+=(chromium postgresql wrk iproute2 git dnsmasq-base nftables hostapd debootstrap systemd xmlsec1 strace)
     PACKAGES+=(busybox curl) # the "phone" of tests/system/test_captive_netns.py: udhcpc, curl
     PACKAGES+=(valgrind)     # bench/ingest_instructions.py counts instructions with callgrind
+    # tests/integration/test_clock.py builds a small LD_PRELOAD library that shifts a
+    # node's wall clock (libfaketime 0.9.10 breaks Python 3.11's sleeps and waits)
+    PACKAGES+=(gcc)
     # tests/integration/test_meshradio_tools.py: wpa_supplicant parses the mesh
     # radio's file, systemd-analyze finds modprobe, batctl reads batman-adv.
     PACKAGES+=(wpasupplicant batctl kmod)

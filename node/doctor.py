@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import Any, Final, Literal
 from urllib.parse import urlsplit
 
+from .clock import TOLERANCE_MS, iso, newest_stamp
 from .config import CONFIG_FILE, SECRETS_FILE, NodeSettings
 from .dnsquery import DnsError, query_a
 from .errors import NodeError
@@ -47,6 +48,10 @@ MAX_ENROLMENT_BYTES: Final = 256 * 1024
 #: 1970): any date before this is certainly wrong.
 EARLIEST: Final = dt.datetime(2025, 1, 1, tzinfo=dt.UTC)
 NODE_UNIT: Final = "bart-node.service"
+CLOCK_FIX: Final = ("connect the node to the internet for a moment so it can set its clock, "
+                    "or set it by hand: sudo date -s 'YYYY-MM-DD HH:MM' (reports are still "
+                    "stored meanwhile, stamped with the node's own time: docs/deploy.md, "
+                    "'The node's clock')")
 _MARK: Final = {"ok": " ok ", "warn": "warn", "fail": "FAIL", "skip": "skip"}
 
 
@@ -175,15 +180,33 @@ class Doctor:
                      "(docs/configuration.md lists every setting)")
 
     def check_clock(self) -> Check:
-        """The clock is plausible (a Pi has no battery clock; events carry the time)."""
+        """The clock is plausible (a Pi has no battery clock; events carry the time):
+        not before 2025 or the installation, and not behind the newest event this
+        node stored itself or got from central (node/clock.py)."""
         now = self.clock()
         floor = max(EARLIEST, self.not_before or EARLIEST)
         if now < floor:
             return Check("clock", "fail", f"the clock says {now:%Y-%m-%d %H:%M} UTC, "
-                         f"which is before {floor:%Y-%m-%d}",
-                         "connect the node to the internet for a moment so it can set its "
-                         "clock, or set it by hand: sudo date -s 'YYYY-MM-DD HH:MM'")
+                         f"which is before {floor:%Y-%m-%d}", CLOCK_FIX)
+        if self.settings is not None:
+            newest = newest_stamp(self.settings.db_path,
+                                  [self.settings.name, self._central_origin()])
+            behind = newest - int(now.timestamp() * 1000)
+            if behind > TOLERANCE_MS:
+                return Check("clock", "fail", f"the clock says {now:%Y-%m-%d %H:%M} UTC, "
+                             f"{behind // 60_000} minutes before the newest event this node "
+                             f"stored ({iso(newest)})", CLOCK_FIX)
         return Check("clock", "ok", f"{now:%Y-%m-%d %H:%M} UTC")
+
+    def _central_origin(self) -> str:
+        """Central's origin from the enrolment, or "" when not enrolled (or unreadable)."""
+        path = self.data_dir / ENROLMENT_FILE
+        try:
+            with path.open("rb") as fh:
+                data = json.loads(fh.read(MAX_ENROLMENT_BYTES))
+        except (OSError, ValueError):
+            return ""
+        return str(data.get("origin", "")) if isinstance(data, dict) else ""
 
     def check_disk(self) -> Check:
         """Enough free space for the store (the node refuses writes below the minimum)."""
@@ -352,6 +375,11 @@ class Doctor:
                                    f"the node answers: status {status}",
                                    "" if status == "ok" else
                                    "see the details: bart status"))
+            clock = health.get("clock")
+            if isinstance(clock, dict) and clock.get("ok") is False:
+                # The running node may know central's signed time: its verdict counts too.
+                checks.insert(1, Check("node clock", "fail",
+                                       str(clock.get("finding", ""))[:300], CLOCK_FIX))
         return checks
 
     def _health(self) -> dict[str, Any] | None:

@@ -25,6 +25,7 @@ from sync import Event, KeyPair, SyncError, decode_event, verify_event
 
 from .alarms import store_team_ack, team_alert_body
 from .buttons import ButtonService
+from .clock import NodeClock, newest_stamp
 from .config import NodeSettings, load_secrets
 from .enrol import load_enrolment, load_roster
 from .errors import NodeError
@@ -116,7 +117,9 @@ class NodeRuntime:
         self.carrier: Carrier | None = None
         self.discovery: Any = None
         self.mesh_identity: MeshIdentity | None = None
-        self.started_at = time.time()
+        self.started_at = time.monotonic()  # uptime: a wall clock jump must not change it
+        #: The time events are stamped with and expiry judged by (node/clock.py).
+        self.clock = NodeClock()
         self._start_broker = start_broker
         self._tasks: set[asyncio.Task[None]] = set()
         self._refusals = RefusalLog()
@@ -143,7 +146,10 @@ class NodeRuntime:
 
     async def _start(self) -> None:
         s = self.settings
-        self.store = Store(s.db_path, origin=s.name, keys=self.keys)
+        self.store = Store(s.db_path, origin=s.name, keys=self.keys, clock_ms=self.clock.now_ms)
+        enrolment = load_enrolment(s)
+        self.clock.observe_floor(await asyncio.to_thread(
+            newest_stamp, s.db_path, [s.name, str(enrolment["origin"]) if enrolment else ""]))
         self._load_central_trust()
         if s.mesh.port:
             self.mesh_identity = await asyncio.to_thread(ensure_identity, s, self.trust)
@@ -188,7 +194,7 @@ class NodeRuntime:
         if self.uplink is not None and self.uplink.state.enabled:
             return True
         self.uplink = Uplink(self.settings, self.require_store(), self.keys,
-                             on_central_event=self._central_event)
+                             on_central_event=self._central_event, clock=self.clock)
         if not self.uplink.state.enabled:
             return False
         self.require_store().desk_origin = self.uplink.central_origin
@@ -386,6 +392,10 @@ class NodeRuntime:
             log.error("node task %s failed", task.get_coro(), exc_info=task.exception())
 
     # -- local events ----------------------------------------------------------
+
+    def now_ms(self) -> int:
+        """The node's time (node/clock.py): what alerts expire by, not the wall clock."""
+        return self.clock.now_ms()
 
     def require_store(self) -> Store:
         """The open store (raises when the node is not running)."""
@@ -606,17 +616,21 @@ class NodeRuntime:
             "connected": bool(self.mqtt and self.mqtt.connected),
             "port": self.settings.mqtt_port,
         }
-        status = "ok" if store_ok and disk_ok and broker["connected"] else (
+        clock = self.clock.health()
+        # A wrong wall clock does not stop reports (they are stamped with the node's
+        # own time), but someone must set it: degraded, and said in "clock".
+        status = "ok" if store_ok and disk_ok and broker["connected"] and clock["ok"] else (
             "degraded" if store_ok and disk_ok else "failing")
         return {
             "status": status,
             "node": self.settings.name,
             "area": self.settings.area,
-            "uptime_s": int(time.time() - self.started_at),
+            "uptime_s": int(time.monotonic() - self.started_at),
             "broker": broker,
             "store": {"ok": store_ok,
                       "events": self.store.count_events() if store_ok and self.store else None},
             "disk": {"ok": disk_ok, "free_bytes": disk.free},
+            "clock": clock,
             "live_subscribers": self.hub.subscriber_count,
             # Team pages with their live stream open now: 0 means an alarm is seen
             # by nobody until someone opens /team (a closed or sleeping phone).

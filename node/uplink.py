@@ -42,6 +42,7 @@ from sync.exchange import Ack, AckNotVerified, BatchMeta, ExchangeError, SyncRep
 from sync.mesh import MAX_CARRY_BYTES
 from sync.roster import Roster
 
+from .clock import NodeClock
 from .config import NodeSettings
 from .enrol import load_enrolment, load_roster, package_version, save_roster
 from .mesh.carry import CarryFailed
@@ -57,6 +58,82 @@ RECEIPT_STATES = {"new": "forwarded", "in_progress": "in_progress", "handled": "
                   "reopened": "reopened"}
 PRUNE_EVERY_S = 3600.0
 UPLINK_TIMEOUT_S = 15.0
+
+
+@dataclass
+class UplinkSchedule:
+    """When the uplink acts next: pure, on the monotonic clock (seconds).
+
+    The wall clock decides nothing here (issue 17: after the wall clock jumped
+    back 3 days, a schedule on ``time.time()`` put the next poll 259,199 s
+    away). Events' own stamps count only as far as they make a batch go
+    sooner: how long events have waited is the monotonic time since the
+    uplink first saw them waiting, or their stamped age when that is larger
+    (after a restart), never less than zero nor more than ``max_age_s``.
+
+    >>> sched = UplinkSchedule(batch_max=100, max_age_s=2.0)
+    >>> sched.wait_s(1000.0, waiting=0, stamped_age_s=0.0, urgent=False, poll_s=30.0)
+    0.0
+    >>> sched.sent(1000.0, backlog_left=0)
+    >>> sched.wait_s(1001.0, waiting=1, stamped_age_s=-259_200.0, urgent=False, poll_s=30.0)
+    2.0
+    """
+
+    batch_max: int
+    max_age_s: float
+    #: Monotonic time of the last exchange central answered (None: none yet).
+    last_poll: float | None = None
+    #: Monotonic time the uplink first saw the events now waiting.
+    waiting_since: float | None = None
+    last_prune: float | None = None
+
+    def wait_s(self, now: float, *, waiting: int, stamped_age_s: float, urgent: bool,
+               poll_s: float) -> float:
+        """0.0: send now (a batch, or an empty poll); else how long to wait at most.
+
+        ``waiting``: events in the outbox; ``stamped_age_s``: the oldest one's age by
+        its stamp; ``urgent``: an alarm waits; ``poll_s``: the poll interval now.
+        """
+        if not waiting:
+            self.waiting_since = None
+        elif self.waiting_since is None:
+            self.waiting_since = now
+        poll_left = 0.0 if self.last_poll is None else poll_s - (now - self.last_poll)
+        poll_left = min(poll_left, poll_s)  # a clock can never put a poll further away
+        if poll_left <= 0.0 or (waiting and (urgent or waiting >= self.batch_max)):
+            return 0.0
+        if not waiting:
+            return poll_left
+        since = now - self.waiting_since if self.waiting_since is not None else 0.0
+        age = max(since, min(max(stamped_age_s, 0.0), self.max_age_s))
+        if age >= self.max_age_s:
+            return 0.0
+        return min(self.max_age_s - age, poll_left)
+
+    def sent(self, now: float, backlog_left: int) -> None:
+        """Central answered an exchange at ``now``."""
+        self.last_poll = now
+        if not backlog_left:
+            self.waiting_since = None
+
+    def prune_due(self, now: float, every_s: float = PRUNE_EVERY_S) -> bool:
+        """Whether to prune now (at the first success, then every ``every_s``)."""
+        if self.last_prune is not None and now - self.last_prune < every_s:
+            return False
+        self.last_prune = now
+        return True
+
+
+def backoff_s(failures: int, cap_s: float, uniform: Callable[[float, float], float]) -> float:
+    """Exponential back-off with full jitter: ``uniform`` in [1, min(cap, 2^failures)].
+
+    >>> backoff_s(3, 300.0, lambda a, b: b)
+    8.0
+    >>> backoff_s(30, 300.0, lambda a, b: b)
+    300.0
+    """
+    cap = min(cap_s, 2.0 ** min(failures, 20))
+    return uniform(min(1.0, cap), cap)
 
 
 @dataclass
@@ -124,8 +201,11 @@ class Uplink:
 
     def __init__(self, settings: NodeSettings, store: Store, keys: KeyPair,
                  on_central_event: Callable[[Event], None] | None = None,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None,
+                 clock: NodeClock | None = None) -> None:
         self.settings = settings
+        #: The node's time (stamps, central's signed time); timers use time.monotonic.
+        self.clock = clock or NodeClock()
         self.store = store
         self.keys = keys
         self.on_central_event = on_central_event
@@ -296,13 +376,13 @@ class Uplink:
             display=" ".join(self.settings.display_name.split())[:80] or None)
         wire = await asyncio.to_thread(
             sealed.seal, sealed.Payload.of(events, meta.to_doc()), node_id=self.settings.name,
-            batch_seq=batch_seq, created=time.time_ns() // 1_000_000, keys=self.keys,
+            batch_seq=batch_seq, created=self.clock.now_ms(), keys=self.keys,
             central_encryption_public=self.central_encryption)
         return _Prepared(batch_seq, wire, events, backlog)
 
     async def _exchange(self, client: httpx.AsyncClient, batch: _Prepared) -> Ack:
         """Post a sealed batch; verify and apply central's reply."""
-        self.state.last_attempt_ms = time.time_ns() // 1_000_000
+        self.state.last_attempt_ms = self.clock.now_ms()
         try:
             if self.state.paused:
                 raise httpx.ConnectError("the uplink is cut (demo)")
@@ -327,11 +407,14 @@ class Uplink:
         except ExchangeError as exc:
             raise UplinkError(f"central's reply is malformed: {exc}") from exc
         ack = self._verify_ack(reply, batch.batch_seq)
+        if not self.clock.observe_central(ack.at):
+            log.warning("central's time in its answer (%d) is before what this node holds: "
+                        "not taken as the time", ack.at)
         await self._apply(reply, ack)
         self.state.batches_sent += 1
         self.state.events_sent += len(batch.events)
         self.state.last_batch_seq = batch.batch_seq
-        self.state.last_success_ms = time.time_ns() // 1_000_000
+        self.state.last_success_ms = self.clock.now_ms()
         return ack
 
     async def _carry(self, batch: _Prepared) -> tuple[int, bytes, _Prepared] | None:
@@ -444,13 +527,17 @@ class Uplink:
     # -- the loop ------------------------------------------------------------------------
 
     async def run(self) -> None:
-        """Send whenever there is something to send and a path to central."""
+        """Send whenever there is something to send and a path to central.
+
+        A thin loop around :class:`UplinkSchedule`: it reads the outbox, asks
+        the schedule how long to wait, waits (new events cut a quiet wait
+        short, never a back-off) and sends.
+        """
         if not self.state.enabled:
             return
         s = self.settings
+        sched = UplinkSchedule(batch_max=s.uplink_batch_max, max_age_s=s.uplink_max_age_s)
         delay = 0.0
-        last_poll = 0.0
-        last_prune = 0.0
         prepared: _Prepared | None = None
         events: list[Event] = []
         backlog = 0
@@ -480,7 +567,6 @@ class Uplink:
                     delay = 0.0
                     self.state.next_attempt_in_s = 0.0
                     continue
-                now = time.time()
                 if prepared is None:
                     self._wake.clear()
                     events, backlog, oldest = await asyncio.to_thread(
@@ -488,17 +574,12 @@ class Uplink:
                     self.state.backlog = backlog
                     if self.state.paused and not self.carry_ready():  # cut while reading
                         continue
-                    age = now - oldest / 1000 if oldest else 0.0
-                    poll_s = self._poll_s()
-                    due_poll = now - last_poll >= poll_s
                     urgent, self._urgent = self._urgent, False
-                    if not events and not due_poll:
-                        delay = poll_s - (now - last_poll)
-                        self.state.failures = 0
-                        continue
-                    if events and len(events) < s.uplink_batch_max and not urgent \
-                            and age < s.uplink_max_age_s and not due_poll:
-                        delay = s.uplink_max_age_s - age
+                    stamped_age = (self.clock.now_ms() - oldest) / 1000 if oldest else 0.0
+                    delay = sched.wait_s(time.monotonic(), waiting=len(events),
+                                         stamped_age_s=stamped_age, urgent=urgent,
+                                         poll_s=self._poll_s())
+                    if delay > 0:
                         self.state.failures = 0
                         continue
                 batch, prepared = prepared, None
@@ -525,11 +606,11 @@ class Uplink:
                 else:
                     self.state.failures = 0
                     self.state.last_error = ""
-                    last_poll = time.time()
                     self.state.backlog = max(0, batch.backlog - len(batch.events))
+                    now = time.monotonic()
+                    sched.sent(now, self.state.backlog)
                     self._inflight = prepared.tops() if prepared else {}
-                    if now - last_prune > PRUNE_EVERY_S:
-                        last_prune = now
+                    if sched.prune_due(now):
                         await self.prune()
                     continue
                 prepared, self._inflight = None, {}  # resend from what central holds
@@ -557,9 +638,9 @@ class Uplink:
         log.log(level, "uplink attempt %d failed: %s", self.state.failures, message)
 
     def _backoff(self) -> float:
-        """Exponential back-off with full jitter: uniform in [base, min(cap, 2^n))."""
-        cap = min(self.settings.uplink_backoff_max_s, 2.0 ** min(self.state.failures, 20))
-        return random.uniform(min(1.0, cap), cap)  # noqa: S311 - jitter, not security
+        """Exponential back-off with full jitter (:func:`backoff_s`)."""
+        return backoff_s(self.state.failures, self.settings.uplink_backoff_max_s,
+                         random.uniform)
 
     async def prune(self) -> int:
         """Delete events central holds that are older than the retention period."""

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any, Literal
 
@@ -174,7 +173,7 @@ async def stream(
             return None
         alert = rt.require_store().get_event(ack.body["ref"])
         if alert is None or alert.kind != "alert" or not is_visible(
-                alert, s, int(time.time() * 1000), central_origin=deps.central_origin(request)):
+                alert, s, rt.now_ms(), central_origin=deps.central_origin(request)):
             return None
         # Every event reaches the live stream after its COMMIT: the store
         # holds this answer already.
@@ -215,7 +214,7 @@ async def stream(
                     if earlier is not None and earlier.kind == "alert" \
                             and earlier.origin == event.origin:
                         yield withdraw(earlier.id)
-                if is_visible(event, s, int(time.time() * 1000),
+                if is_visible(event, s, rt.now_ms(),
                               central_origin=deps.central_origin(request)):
                     yield message(event)
 

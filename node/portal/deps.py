@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 from fastapi import HTTPException, Request
@@ -81,7 +80,7 @@ def visible_alert_phases(request: Request, limit_count: int = 50,
     """
     rt = runtime(request)
     s = settings(request)
-    now = int(time.time() * 1000)
+    now = rt.now_ms()  # the node's time (node/clock.py): a wrong wall clock expires nothing
     keep_ms = int(s.resolved_alert_keep_s * 1000)
     store = rt.require_store()
     events = store.recent("alert", limit=limit_count * 2, since_ms=since_ms)

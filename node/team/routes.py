@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import math
-import time
 
 from fastapi import APIRouter, Request
 from fastapi.responses import RedirectResponse, Response
@@ -190,7 +189,7 @@ def _dashboard(request: Request, member: Member, *, errors: dict[str, str] | Non
     s = deps.settings(request)
     store = team_runtime(request).require_store()
     items = store.open_items(limit=OPEN_ITEMS, area=s.area)
-    rows = board(items, s, lang, int(time.time() * 1000),
+    rows = board(items, s, lang, team_runtime(request).now_ms(),
                  team_runtime(request).peer_names())
     names = {b.id: mp.name for mp in s.meeting_points for b in mp.panic_buttons}
     faults = [{"button": button, "place": names.get(button, ""),
@@ -264,7 +263,7 @@ async def raise_alert(request: Request, member: MemberDep) -> Response:
         await _refused(request, member, "/team/alert")
         return _dashboard(request, member, alert_values=kept, status=403,
                           errors={"alert": _t(request, "team.error.csrf")})
-    now_ms = int(accounts(request).clock() * 1000)
+    now_ms = team_runtime(request).now_ms()  # expiry by the node's time (node/clock.py)
     try:
         clean = alert_form(values, now_ms=now_ms)
         event = await team_runtime(request).team_alert(clean.title, clean.text, clean.severity,

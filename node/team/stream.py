@@ -15,7 +15,6 @@ import asyncio
 import functools
 import json
 import logging
-import time
 from collections.abc import AsyncIterator
 from typing import Annotated, Any
 
@@ -107,7 +106,7 @@ async def stream(request: Request,
                     return
                 try:
                     yield stream_message(event, rt.require_store(), s, r, lang, csrf,
-                                         int(time.time() * 1000), rt.peer_names())
+                                         rt.now_ms(), rt.peer_names())
                 except Exception as exc:  # one odd event must not end everyone's stream
                     log.warning("team stream: cannot show %s: %s", event.id, exc)
 

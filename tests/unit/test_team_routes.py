@@ -108,6 +108,9 @@ class FakeRuntime:
     def peer_names(self) -> dict[str, str]:
         return {}
 
+    def now_ms(self) -> int:
+        return int(time.time() * 1000)
+
     def mesh_peers(self) -> list[str] | None:
         return None
 

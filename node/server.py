@@ -122,6 +122,9 @@ class ConnectionGuard:
     [None, None, 429, None, 503]
     >>> guard.release("10.0.0.7"); guard.admit("10.0.0.9") is None
     True
+    >>> proxied = ConnectionGuard(per_client=1, total=10, exempt=["10.0.0.0/24"])
+    >>> [proxied.admit(a) for a in ("10.0.0.5", "10.0.0.5", "10.0.1.5", "10.0.1.5")]
+    [None, None, None, 429]
     """
 
     def __init__(self, *, per_client: int = MAX_CONNECTIONS_PER_CLIENT,

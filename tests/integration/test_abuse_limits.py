@@ -141,6 +141,26 @@ def test_central_refuses_a_trusted_proxy_that_is_no_address(tmp_path: Path) -> N
     assert result.returncode != 0
     assert "--trusted-proxy: '*' is not an IP address or network" in result.stderr
     assert "Traceback" not in result.stderr
+    toml = central.data_dir / "central.toml"
+    toml.write_text(toml.read_text().replace("trusted_proxies = []",
+                                             'trusted_proxies = ["localhost"]'))
+    result = subprocess.run(
+        [*bart_command(), "central", "run", "--data-dir", str(central.data_dir)],
+        capture_output=True, text=True, env=env, timeout=60, check=False)
+    assert result.returncode != 0
+    assert "'localhost' is not an IP address or network" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_node_refuses_a_trusted_proxy_that_is_no_address(tmp_path: Path) -> None:
+    node = init_node(tmp_path, require_binary("mosquitto", "/usr/sbin/mosquitto"))
+    configure(node, 'trusted_proxies = ["*"]')
+    result = subprocess.run(
+        [*bart_command(), "node", "run", "--data-dir", str(node.data_dir)],
+        capture_output=True, text=True, env=node.env(), timeout=60, check=False)
+    assert result.returncode != 0
+    assert "'*' is not an IP address or network" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr
 
 
 Attempt = Callable[[int, list[float]], httpx.Response]
@@ -322,3 +342,18 @@ def test_node_team_wrong_logins_take_alike(proxied_node: NodeProcess) -> None:
         }, failed)
 
     _alike(measure, "node team")
+
+
+def test_the_policy_and_its_helpers_do_what_their_examples_say() -> None:
+    """The doctests of the shared policy, the node's connection guard and central's
+    proxy options (pure; here because they are the limits this file is about)."""
+    import doctest
+
+    import central.server
+    import common.passwords
+    import common.ratelimit
+    import node.server
+
+    for module in (common.ratelimit, common.passwords, node.server, central.server):
+        result = doctest.testmod(module)
+        assert result.failed == 0 and result.attempted > 0, module.__name__

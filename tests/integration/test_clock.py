@@ -37,6 +37,7 @@ from conftest import (
     stop_and_check,
     wait_until,
 )
+from test_team_flow import TeamBrowser
 
 from node.config import NodeSettings
 from node.doctor import Doctor
@@ -210,6 +211,21 @@ def test_a_node_whose_clock_reads_2023_stores_reports_in_order(stopped: NodeProc
     node.publish_events(expired, live)
     wait_until(lambda: live.id in alert_ids(node), 15.0, message="the live alert shown")
     assert expired.id not in alert_ids(node)
+
+    # A team alert's expiry is counted from the node's time too: 4 hours after its stamp,
+    # shown to residents (by the 2023 wall clock it would have expired years before).
+    member = TeamBrowser(node, "Lid klok")
+    try:
+        member.first_login()
+        r = member.post("/team/alert", title="Inbraakgolf", text="Sluit ramen en deuren.",
+                        severity="severe", expires="4")
+        assert r.status_code == 303, r.text
+    finally:
+        member.close()
+    alerts = httpx.get(f"{node.base_url}/api/v1/alerts", timeout=10.0).json()["alerts"]
+    team = next(a for a in alerts if a["title"] == "Inbraakgolf")
+    assert 3.9 * 3_600_000 < team["expires"] - team["ts"] <= 4 * 3_600_000 + 5_000, team
+    assert team["ts"] >= stamps[-1]
 
     # The doctor says so (the running node's verdict), with how to fix it.
     doctor = subprocess.run(

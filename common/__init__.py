@@ -5,6 +5,7 @@ Today: the offline API docs page and the icon (:mod:`common.apidocs`),
 password hashing (:mod:`common.passwords`), CSRF tokens and the same-origin
 check (:mod:`common.csrf`), atomic file writes (:mod:`common.files`) and
 the "loudly once, then quietly" logger (:mod:`common.quietlog`), backup
-archives (:mod:`common.archive`: packed, encrypted, SQLite snapshots); issue "one
+archives (:mod:`common.archive`: packed, encrypted, SQLite snapshots), one
+running program per data directory (:mod:`common.datadir`); issue "one
 house" moves the migration runner and the clocks here too.
 """

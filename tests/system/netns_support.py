@@ -29,6 +29,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,24 @@ sys.modules[_spec.name] = mesh_netns  # dataclasses look their module up there
 _spec.loader.exec_module(mesh_netns)
 
 helpers: Any = mesh_netns.helpers
+
+# tests/integration/test_clock.py's wall-clock shifter (an LD_PRELOAD library it
+# builds with gcc; libfaketime cannot fake a Python 3.11 node's clock). That file
+# imports its helpers from `conftest`: the integration conftest loaded above.
+_CLOCK = Path(__file__).resolve().parents[1] / "integration" / "test_clock.py"
+_clock_spec = importlib.util.spec_from_file_location("_bart_tests_integration_clock", _CLOCK)
+assert _clock_spec is not None and _clock_spec.loader is not None
+clock_tests: Any = importlib.util.module_from_spec(_clock_spec)
+_conftest = sys.modules.get("conftest")
+sys.modules["conftest"] = helpers
+try:
+    _clock_spec.loader.exec_module(clock_tests)
+finally:
+    if _conftest is not None:
+        sys.modules["conftest"] = _conftest
+    else:
+        del sys.modules["conftest"]
+wallshift: Callable[[Path, Path], dict[str, str]] = clock_tests.wallshift
 in_netns: Callable[[str], contextlib.AbstractContextManager[None]] = mesh_netns.in_netns
 run: Callable[..., subprocess.CompletedProcess[str]] = mesh_netns.run
 tcp_reaches: Callable[..., bool] = mesh_netns.tcp_reaches
@@ -93,10 +112,9 @@ class Shape:
         default_factory=lambda: {A: (B, C), B: (), C: (B,)})
     #: Nodes whose data directory is a tmpfs of this many MiB (a disk that can fill).
     tmpfs_mib: dict[str, int] = field(default_factory=dict)
-    #: Nodes whose Python wall clock a test can move while they run: they start with
-    #: ``wallclock_dir`` on PYTHONPATH (a sitecustomize) reading ``clock_file(name)``.
+    #: Nodes whose wall clock a test can move while they run (``wallshift``, reading
+    #: the whole seconds in ``clock_file(name)``; the monotonic clock stays true).
     clock_nodes: tuple[str, ...] = ()
-    wallclock_dir: Path | None = None
     #: Extra top-level settings per node (``key = value`` lines of node.toml).
     settings: dict[str, list[str]] = field(default_factory=dict)
     sync_s: float = 5.0
@@ -189,38 +207,53 @@ class Neighbourhood:
         self.central = MeshCentral(data_dir=self.work / "central", http_port=CENTRAL_PORT,
                                    database_url="", log_path=self.work / "central.log",
                                    netns=cns)
-        self.central.cli("init", "--name", "haaglanden", "--http-host", CENTRAL_IP,
-                         "--http-port", str(CENTRAL_PORT), "--public-url", CENTRAL_URL)
-        self.central.start(timeout=60.0)
+        shift: dict[str, str] = {}
+        if self.shape.clock_nodes:
+            shift = wallshift(self.work, self.work / "clock-offset-unused")
         for name in NODES:
-            data_dir = self.work / name
-            if name in self.shape.tmpfs_mib:
-                data_dir.mkdir(parents=True)
-                run("mount", "-t", "tmpfs", "-o", f"size={self.shape.tmpfs_mib[name]}m,mode=0700",
-                    "tmpfs", str(data_dir))
-                self.mounts.append(data_dir)
-                # `bart node init` wants to make the directory itself.
-                data_dir = data_dir / "data"
-            node = MeshNode(data_dir=data_dir, http_port=HTTP_PORT, mqtt_port=MQTT_PORT,
-                            mosquitto=self.mosquitto, peer=helpers.KeyPair.generate(),
-                            log_path=self.work / f"{name}.log", name=name, area=AREAS[name],
-                            netns=self.ns[name])
-            if name in self.shape.clock_nodes and self.shape.wallclock_dir is not None:
-                self.clock_file(name).write_text("0\n")
-                node.env_extra.update({"PYTHONPATH": str(self.shape.wallclock_dir),
-                                       "CHAOS_CLOCK_FILE": str(self.clock_file(name))})
-            run(*helpers.bart_command(), "node", "init", "--name", name, "--area", AREAS[name],
-                "--data-dir", str(data_dir), "--mesh-port", str(MESH_PORT), env=node.env())
-            (data_dir / "node.toml").write_text(node_toml(name, self.shape))
-            self.nodes[name] = node
-        for name in NODES:
-            self.central.enrol_node(self.nodes[name])
-        # Every roster lists every node before the first start (a roster that
-        # grows later reaches the mesh too, but that is test_mesh_netns's subject).
+            self.nodes[name] = self._node(name, shift)
+
+        def start_central() -> None:
+            self.central.cli("init", "--name", "haaglanden", "--http-host", CENTRAL_IP,
+                             "--http-port", str(CENTRAL_PORT), "--public-url", CENTRAL_URL)
+            self.central.start(timeout=60.0)
+
+        def init(node: Any) -> None:
+            run(*helpers.bart_command(), "node", "init", "--name", node.name, "--area",
+                node.area, "--data-dir", str(node.data_dir), "--mesh-port", str(MESH_PORT),
+                env=node.env())
+            (node.data_dir / "node.toml").write_text(node_toml(node.name, self.shape))
+
+        # Each step is a few CLI runs of a second or more on a loaded machine: side by side.
+        with ThreadPoolExecutor(4) as pool:
+            for done in [pool.submit(start_central),
+                         *(pool.submit(init, n) for n in self.nodes.values())]:
+                done.result()
+            # Every roster lists every node before the first start (a roster that
+            # grows later reaches the mesh too, but that is test_mesh_netns's subject).
+            for done in [pool.submit(self.central.enrol_node, n) for n in self.nodes.values()]:
+                done.result()
         for node in self.nodes.values():
             node.launch()
         for node in self.nodes.values():
             node.wait_healthy(60.0)
+
+    def _node(self, name: str, shift: dict[str, str]) -> Any:
+        data_dir = self.work / name
+        if name in self.shape.tmpfs_mib:
+            data_dir.mkdir(parents=True)
+            run("mount", "-t", "tmpfs", "-o", f"size={self.shape.tmpfs_mib[name]}m,mode=0700",
+                "tmpfs", str(data_dir))
+            self.mounts.append(data_dir)
+            data_dir = data_dir / "data"  # `bart node init` wants to make the directory
+        node = MeshNode(data_dir=data_dir, http_port=HTTP_PORT, mqtt_port=MQTT_PORT,
+                        mosquitto=self.mosquitto, peer=helpers.KeyPair.generate(),
+                        log_path=self.work / f"{name}.log", name=name, area=AREAS[name],
+                        netns=self.ns[name])
+        if name in self.shape.clock_nodes:
+            self.clock_file(name).write_text("0\n")
+            node.env_extra.update({**shift, "WALL_OFFSET_FILE": str(self.clock_file(name))})
+        return node
 
     def clock_file(self, name: str) -> Path:
         """The wall-clock offset file of node ``name`` (see ``Shape.clock_nodes``)."""

@@ -68,6 +68,7 @@ def test_chaos_run() -> None:
     ns.require_binary("ip", "/usr/sbin/ip", "/sbin/ip")
     ns.require_binary("nft", "/usr/sbin/nft")
     mosquitto = ns.require_binary("mosquitto", "/usr/sbin/mosquitto")
+    ns.require_binary("gcc")  # builds the wall-clock shifter of tests/integration/test_clock.py
     unknown = set(FAULTS) - {k for k, _ in KINDS}
     assert not unknown, f"BART_CHAOS_FAULTS names unknown faults: {sorted(unknown)}"
     run_seed = seed()
@@ -81,8 +82,7 @@ def test_chaos_run() -> None:
     # tmpfs, only a full one should be.
     shape = ns.Shape(links=links, tmpfs_mib={FULL_DISK_NODE: TMPFS_MIB},
                      settings={FULL_DISK_NODE: ["min_free_disk_mb = 8"]},
-                     clock_nodes=CLOCK_NODES,
-                     wallclock_dir=Path(__file__).resolve().parent / "chaos" / "wallclock")
+                     clock_nodes=CLOCK_NODES)
     hood = ns.Neighbourhood(work, shape, mosquitto)
     history = History(run_seed)
     verdict = Verdict()
@@ -127,7 +127,7 @@ def test_chaos_run() -> None:
 
         checker = Checker(hood, history, button=ns.BUTTON, press_node=ns.A)
         last: str | None = "not checked yet"
-        deadline = time.monotonic() + CONVERGE_BOUND_S + 60
+        deadline = time.monotonic() + CONVERGE_BOUND_S
         while time.monotonic() < deadline:
             last = checker.converged()
             if last is None:
@@ -136,10 +136,7 @@ def test_chaos_run() -> None:
         converge_s = history.now() - healed
         verdict.figures["converged_s"] = round(converge_s, 1) if last is None else None
         if last is not None:
-            verdict.add(f"not converged {CONVERGE_BOUND_S + 60:.0f} s after the last heal: {last}")
-        elif converge_s > CONVERGE_BOUND_S:
-            verdict.add(f"converged only {converge_s:.1f} s after the last heal "
-                        f"(bound {CONVERGE_BOUND_S:.0f} s)")
+            verdict.add(f"not converged {converge_s:.0f} s after the last heal: {last}")
         verdict.problems += watch.unexpected
 
         for name, node in hood.nodes.items():  # a clean stop of each, then the files

@@ -148,6 +148,7 @@ class Checker:
         self._acknowledged(verdict)
         self._public(verdict)
         self._seqs(verdict)
+        self._clock(verdict)
         self._integrity(verdict)
         self._logs(verdict, killed, kill_projector, logs)
 
@@ -265,6 +266,31 @@ class Checker:
                 if count != top:
                     v.add(f"{n}'s own {stream} stream has {count} events up to seq {top} "
                           "(a gap)")
+
+    def _clock(self, v: Verdict) -> None:
+        """A wrong wall clock must not reorder: within each of a node's own streams, ts
+        never goes down as seq goes up. (A wired button's alarm is stamped with the moment
+        its hold completed, made during the hold, so a report committed in between may
+        rightly carry a later ts: button events are left out.) Figure: events stamped more
+        than an hour away from when central received them (a wrong clock believed)."""
+        with read_only(self.central_db) as conn:
+            received = dict(conn.execute("SELECT id, received_at FROM events").fetchall())
+        off: dict[str, int] = {}
+        for n in self.hood.nodes:
+            last: dict[str, tuple[int, int]] = {}
+            for stream, seq, ts, event_id in rows(
+                    self.node_db(n), "SELECT stream, seq, ts, id FROM events WHERE origin = ? "
+                    "AND json_extract(body, '$.button') IS NULL AND "
+                    "COALESCE(json_extract(body, '$.by'), '') != ? ORDER BY stream, seq",
+                    n, self.button):
+                if stream in last and ts < last[stream][1]:
+                    v.add(f"{n}'s {stream} seq {seq} has ts {ts}, before seq {last[stream][0]}'s "
+                          f"{last[stream][1]}: a clock reordered its events", event_id)
+                last[stream] = (seq, ts)
+                at = received.get(event_id)
+                if at is not None and abs(at - ts) > 3_600_000:
+                    off[n] = off.get(n, 0) + 1
+        v.figures["stamped_over_1h_off"] = off
 
     def _integrity(self, v: Verdict) -> None:
         files = [self.central_db]

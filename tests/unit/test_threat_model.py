@@ -8,6 +8,8 @@
 * A carrier's refusal of a peer's batch is never taken as central's word: the
   origin only hears that the batch was not carried (a forged "revoked" would
   stop its uplink).
+* A peer cannot fill a carrier's disk: while central is away a carrier keeps at
+  most ``MAX_KEPT`` sealed batches for its peers and answers the rest 503.
 """
 
 from __future__ import annotations
@@ -15,18 +17,20 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import socket
 from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 
 from node.config import NodeSettings
 from node.enrol import enrol_dir, load_roster, save_roster
-from node.mesh.carry import Carrier, CarryFailed
+from node.mesh.carry import MAX_KEPT, Carrier, CarryFailed
 from node.store import Store
 from sync import KeyPair, SyncError
 from sync.enrolment import check_response_mac, response_mac
-from sync.mesh import Carried
+from sync.mesh import Carried, Carry
 from sync.roster import ACK_DOMAIN, Roster, RosterEntry, sign_document, sign_roster
 
 CENTRAL = KeyPair.generate()
@@ -138,3 +142,31 @@ def test_a_carriers_refusal_is_not_taken_as_centrals_word(tmp_path: Path, status
             assert peer.sent == 1 and carrier.carried_by_peers == 0
 
     asyncio.run(main())
+
+
+def _closed_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
+
+
+def test_a_peer_cannot_fill_the_carriers_disk(tmp_path: Path) -> None:
+    central_away = f"http://127.0.0.1:{_closed_port()}"  # nothing listens: refused at once
+
+    async def main() -> list[int]:
+        with Store(tmp_path / "node.db", origin="escamp-west", keys=KeyPair.generate()) as store:
+            # One real transport for all posts (a client per post would make an
+            # SSL context each time: seconds of CPU on a loaded machine).
+            carrier = Carrier(store, central_away, httpx.AsyncHTTPTransport(verify=False))
+            statuses = []
+            for seq in range(1, MAX_KEPT + 11):
+                answer = await carrier.take(Carry("escamp-flood", seq, b"BSB1" + bytes(1000)))
+                assert answer is not None
+                statuses.append(answer.status)
+            kept = store._reader().execute("SELECT COUNT(*) FROM carried").fetchone()[0]
+            assert kept == MAX_KEPT
+            return statuses
+
+    statuses = asyncio.run(main())
+    assert statuses == [503] * (MAX_KEPT + 10)  # central away: kept, or refused when full

@@ -284,6 +284,27 @@ def hostile_body(draw: st.DrawFn) -> bytes:
     return bytes(data)
 
 
+FORM_FIELDS = st.sampled_from([b"category", b"text", b"place_point", b"place_text",
+                               b"audience", b"called_112", b"called_112_by", b"contact",
+                               b"receipt", b"csrf", b"x"])
+FORM_VALUES = st.one_of(
+    st.binary(max_size=40).map(lambda b: "".join(f"%{c:02X}" for c in b).encode()),
+    st.sampled_from([b"nuisance", b"emergency", b"speeltuin", b"yes", b"both", b"%ED%A0%80",
+                     b"%FF", b"ab" * 600, b"+" * 300, b"%00", b"%E2%80%AE"]),
+    st.text(max_size=30).map(lambda t: t.encode("utf-8", "surrogatepass").replace(b"&", b"")))
+
+
+@st.composite
+def hostile_form(draw: st.DrawFn) -> bytes:
+    """A urlencoded body: the form's fields (and others) with hostile values."""
+    if draw(st.integers(0, 9)) == 0:
+        return draw(st.binary(max_size=300))
+    pairs = draw(st.lists(st.tuples(FORM_FIELDS, FORM_VALUES), max_size=12))
+    if draw(st.booleans()):
+        pairs.insert(0, (b"category", b"nuisance"))
+    return b"&".join(k + b"=" + v for k, v in pairs)
+
+
 #: Bodies sent per run; each is one real HTTP request (~5-20 ms on a loaded machine).
 HTTP_EXAMPLES = 400
 
@@ -305,9 +326,25 @@ def test_generated_hostile_bodies_never_get_a_5xx(node: NodeProcess,
         r.json()
 
     one()
-    print(f"hostile bodies sent: {sum(seen.values())}, answers: {dict(sorted(seen.items()))}")
+    print(f"hostile API bodies sent: {sum(seen.values())}, "
+          f"answers: {dict(sorted(seen.items()))}")
     assert sum(seen.values()) >= HTTP_EXAMPLES // 2
     assert not [code for code in seen if code >= 500]
+    forms: Counter[int] = Counter()
+
+    @settings(max_examples=HTTP_EXAMPLES // 2, deadline=None, database=None,
+              suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+    @given(body=hostile_form())
+    def form(body: bytes) -> None:
+        r = form_post(http, node, body)
+        forms[r.status_code] += 1
+        assert r.status_code in (303, 400, 422), (body[:200], r.status_code, r.text[:300])
+        if r.status_code != 303:
+            assert r.headers["content-type"].startswith("text/html")
+
+    form()
+    print(f"hostile forms sent: {sum(forms.values())}, answers: {dict(sorted(forms.items()))}")
+    assert not [code for code in forms if code >= 500]
     # The node is still well after all of it.
     deadline = time.monotonic() + 30
     while node.health().get("status") != "ok" and time.monotonic() < deadline:

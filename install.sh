@@ -54,7 +54,7 @@ Install Bart on this machine. Safe to run again: it only does what is missing.
   --dev        a development machine: the packages of a plain run plus
                chromium, postgresql, wrk, xmlsec1, strace, iproute2, git, dnsmasq-base,
                nftables, hostapd, debootstrap, valgrind, gcc, wpasupplicant,
-               batctl, kmod (binaries for the tests and benchmarks; no
+               batctl, kmod, nginx-light (binaries for the tests and benchmarks; no
                service is configured), and the package with its 'dev' extra
                (tests, linters). No system user, no units; touches no
                network settings.
@@ -354,6 +354,7 @@ if [[ $MODE == dev ]]; then
     # radio's file, systemd-analyze finds modprobe, batctl reads batman-adv.
     PACKAGES+=(wpasupplicant batctl kmod)
     PACKAGES+=(bind9-dnsutils) # dig: an independent mDNS client for the discovery tests
+    PACKAGES+=(nginx-light)    # docs/central-scale.md's proxy config, run by tests/system
 fi
 
 MISSING=()

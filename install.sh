@@ -385,6 +385,10 @@ else
         rm -f "$POLICY_RC"
         OUR_POLICY_RC=0
     fi
+    if [[ " ${MISSING[*]} " == *" nginx-light "* ]] && command -v systemctl >/dev/null 2>&1; then
+        # Installed for the tests (--dev), which start their own: not on port 80 at boot.
+        systemctl disable --now --quiet nginx 2>/dev/null || true
+    fi
     CHANGED=1
 fi
 

@@ -10,7 +10,7 @@ produced, so a press delivered twice raises one alarm.
 A wired button's alarm is *armed* during the hold: made, signed and flushed
 to disk in ``armed_alarms`` as soon as the press has settled (~2 s before the
 hold completes). When the hold completes it is moved into the event log in a
-COMMIT that does not wait for the disk (the store's *covered* work); a release
+COMMIT that does not wait for the disk (the store's *already durable* work); a release
 before then deletes it. An armed alarm found at start-up — the node lost
 power during a hold, or right after one — is stored then: a panic button
 errs towards the alarm, as it cannot tell whether the hold was long enough.
@@ -170,7 +170,7 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
                 (prepared.stream, prepared.seq)).fetchone():
             # Another button's alarm is armed with the same seq: were this
             # COMMIT lost, recovery could not tell which of the two was shown.
-            tx.uncovered = True
+            tx.wrote_new = True
         event: Event
         if kind == "alarm":  # the hold detector already decided: a new incident
             event = tx.append_local("alert", "public",
@@ -380,12 +380,12 @@ class ButtonService:
             made = None  # the wall clock moved during the hold: ts would be wrong
         # Armed, i.e. on disk already: the COMMIT need not wait for the disk
         # (if the store makes a new event after all, it flushes as usual).
-        covered = made is not None and prepared is not None and _done_ok(prepared[2])
+        already_durable = made is not None and prepared is not None and _done_ok(prepared[2])
         try:
             future = store.submit(press_task(button, spec.meeting_point, kind,
                                              self.settings.area, None, made,
                                              self._point_name(spec.meeting_point)),
-                                  covered=covered)
+                                  already_durable=already_durable)
         except NodeError as exc:
             log.error("panic button %s: %s not stored: %s", button, kind, exc)
             return

@@ -187,7 +187,7 @@ class NodeCollector:
                                       value=snap.store_commits)
             yield CounterMetricFamily("bart_node_store_unflushed_commits",
                                       "Of those, committed without a disk flush (relayed "
-                                      "events, covered work)", value=snap.store_unflushed)
+                                      "events, already durable work)", value=snap.store_unflushed)
         yield from _uplink_metrics(snap.uplink)
         if snap.mesh_peers is not None:
             yield GaugeMetricFamily("bart_node_mesh_peers",

@@ -12,11 +12,12 @@ Two exceptions to the flush, both committed without waiting for the disk
 visible to every reader at once, the database is always consistent, and the
 frames reach the disk at the next flushed COMMIT or checkpoint):
 
-- *covered* work stores only what an earlier, flushed transaction already
-  holds in a form that is recovered at start-up (a panic-button alarm armed
-  during its hold, see node/buttons.py): a power cut may lose the COMMIT,
-  never the alarm. Covered work that writes something new after all (an
-  event made afresh, ``tx.uncovered``) makes the transaction flush as usual.
+- *already durable* work (``already_durable=True``) stores only what an
+  earlier, flushed transaction already holds in a form that is recovered at
+  start-up (a panic-button alarm armed during its hold, see node/buttons.py):
+  a power cut may lose the COMMIT, never the alarm. Such work that writes
+  something new after all (an event made afresh: ``tx.wrote_new``) makes the
+  transaction flush as usual.
 - *not durable* work (``durable=False``) stores only what this node neither
   made nor acknowledged to anyone: a public event relayed live by a peer or
   fetched by catch-up (node/mesh/engine.py). Its origin holds it durably
@@ -29,17 +30,36 @@ frames reach the disk at the next flushed COMMIT or checkpoint):
   "Relayed events are stored without a flush").
 
 A transaction flushes when any piece of work in it is durable and not
-covered (the default for everything: reports, alarms, acks, receipts,
+already durable (the default for everything: reports, alarms, acks, receipts,
 uplink and carry bookkeeping, ``held_floor``). Why nothing acknowledged can
 be lost: the WAL is one file written in commit order, and a flushed COMMIT
 fsyncs that file, so it makes every earlier COMMIT durable with it; after a
 power cut SQLite recovers a prefix of the committed transactions. What a
 cut may lose is therefore a *suffix* of unflushed COMMITs only — relayed
-events (and covered work, recovered from ``armed_alarms``) — and no durable
-write can refer to one of them, since any such write came later and its
-flush took them along.
+events (and already durable work, recovered from ``armed_alarms``) — and no
+durable write can refer to one of them, since any such write came later and
+its flush took them along.
 
-Readers use their own connections (WAL lets them run beside the writer).
+Threads, and who owns what (enforced: :meth:`WriteTx` methods check that
+they run on the writer thread; tests/integration/test_store.py):
+
+- **The writer thread** (``store-writer-<origin>``) owns the writing
+  connection and everything a transaction touches. Only it changes
+  ``_heads`` (the highest seq per (origin, stream), including work being
+  committed) and ``_held`` (what is committed), each under its lock, and the
+  commit counters. Work reaches it only through :meth:`Store.submit` (any
+  thread: a ``concurrent.futures.Future``) or :meth:`Store.write` (the event
+  loop: an ``asyncio`` future); both are answered in one place after the
+  COMMIT (``_answer``: every waiter of one loop in one call_soon_threadsafe).
+- **Any thread** may read: each thread has its own read-only connection
+  (:meth:`_reader`; WAL lets readers run beside the writer and see the last
+  COMMIT), and :meth:`head`, :meth:`known_heads`, :meth:`heads`,
+  :meth:`holds` and :meth:`prepare_local` read the in-memory state under its
+  lock (copies, never the live dicts).
+- **Nothing else writes the database**: every table is written by work
+  submitted here (node/store_queries.py names the statements); other modules
+  read it only through the store's methods or their own read-only
+  connection on the same file.
 """
 
 from __future__ import annotations
@@ -133,7 +153,7 @@ class WriteTx:
         self.now_ms = store.clock_ms()
         #: Covered work wrote something no earlier flushed transaction holds
         #: (reset before each piece of work; see the module's docstring).
-        self.uncovered = False
+        self.wrote_new = False
         #: A piece of work in this transaction needs the COMMIT flushed.
         self.flush = False
         #: (origin, stream, seq) of every event written, for the held sets after COMMIT.
@@ -146,7 +166,7 @@ class WriteTx:
 
     def head(self, stream: str) -> int:
         """The seq of this node's last event on ``stream`` (0: none)."""
-        return self._store._heads.get((self._store.origin, stream), 0)
+        return self._store.head(self._store.origin, stream)
 
     def append_local(self, kind: str, stream: str, body: dict[str, Any], *,
                      prepared: Event | None = None) -> Event:
@@ -158,8 +178,9 @@ class WriteTx:
         a minute. Otherwise the event is made here, as without it.
         """
         store = self._store
+        store._on_writer()
         key = (store.origin, stream)
-        seq = store._heads.get(key, 0) + 1
+        seq = store.head(*key) + 1
         if (prepared is not None and prepared.origin == store.origin
                 and prepared.stream == stream and prepared.kind == kind
                 and prepared.seq == seq
@@ -169,13 +190,14 @@ class WriteTx:
         else:
             event = make_event(store.keys, origin=store.origin, stream=stream, seq=seq,
                                kind=kind, body=body, ts=self.now_ms)
-            self.uncovered = True
+            self.wrote_new = True
         self._insert(event)
-        store._heads[key] = seq
+        store._raise_head(key, seq)
         return event
 
     def insert(self, event: Event) -> bool:
         """Insert an event made elsewhere; False when it is already stored."""
+        self._store._on_writer()
         row = self.conn.execute(
             "SELECT id FROM events WHERE origin = ? AND stream = ? AND seq = ?",
             (event.origin, event.stream, event.seq),
@@ -188,11 +210,9 @@ class WriteTx:
             )
         if self.conn.execute("SELECT 1 FROM events WHERE id = ?", (event.id,)).fetchone():
             raise SeqConflict(f"event {event.id} is stored under another seq")
-        self.uncovered = True
+        self.wrote_new = True
         self._insert(event)
-        key = (event.origin, event.stream)
-        if event.seq > self._store._heads.get(key, 0):
-            self._store._heads[key] = event.seq
+        self._store._raise_head((event.origin, event.stream), event.seq)
         return True
 
     def _insert(self, event: Event) -> None:
@@ -210,21 +230,21 @@ class _Work(Generic[T]):
     future: concurrent.futures.Future[T] | None = None  # from threads and the CLI
     afuture: asyncio.Future[T] | None = None  # from the event loop
     loop: asyncio.AbstractEventLoop | None = None
-    covered: bool = False  # see the module's docstring
+    already_durable: bool = False  # see the module's docstring
     durable: bool = True  # False: relayed, never acknowledged here (module docstring)
 
     def run(self, tx: WriteTx) -> T:
         """Run the work in ``tx``; note on ``tx`` whether its COMMIT must flush."""
-        tx.uncovered = False
+        tx.wrote_new = False
         value = self.fn(tx)
-        if self.durable and (not self.covered or tx.uncovered):
+        if self.durable and (not self.already_durable or tx.wrote_new):
             tx.flush = True
         return value
 
     @property
     def unflushed(self) -> bool:
         """Whether this work, as submitted, may commit without a flush."""
-        return self.covered or not self.durable
+        return self.already_durable or not self.durable
 
     def wanted(self) -> bool:
         """False when the caller gave up before the work ran (nothing to answer)."""
@@ -271,6 +291,8 @@ class Store(StoreQueries):
         migrate(self._conn)
         self._held_lock = threading.Lock()
         self._held = load_held(self._conn)
+        #: Guards ``_heads``: the writer changes it, any thread reads it.
+        self._heads_lock = threading.Lock()
         self._heads: dict[tuple[str, str], int] = {k: h.top for k, h in self._held.items()}
         self._queue: queue.SimpleQueue[_Work[Any] | None] = queue.SimpleQueue()
         self._closed = False
@@ -278,19 +300,21 @@ class Store(StoreQueries):
         self._readers: list[sqlite3.Connection] = []
         self._readers_lock = threading.Lock()
         self.commits = 0
-        #: Commits without a disk flush (covered or not-durable work only).
+        #: Commits without a disk flush (already durable or not-durable work only).
         self.unflushed_commits = 0
         self._thread = threading.Thread(target=self._run, name=f"store-writer-{origin}",
                                         daemon=True)
         self._thread.start()
+        assert self._thread.ident is not None
+        self._writer_ident: int = self._thread.ident
 
     # -- writing ---------------------------------------------------------------
 
-    def submit(self, fn: Callable[[WriteTx], T], *, covered: bool = False,
+    def submit(self, fn: Callable[[WriteTx], T], *, already_durable: bool = False,
                durable: bool = True) -> concurrent.futures.Future[T]:
         """Queue ``fn`` for the writer; the future resolves after its COMMIT.
 
-        ``covered=True`` only for work whose result an earlier flushed
+        ``already_durable=True`` only for work whose result an earlier flushed
         transaction already holds in recoverable form; ``durable=False``
         only for events this node did not make and acknowledged to nobody
         (relayed by a peer, fetched by catch-up). Either lets its COMMIT skip
@@ -300,7 +324,7 @@ class Store(StoreQueries):
         if self._closed:
             raise StoreClosed("the store is closed")
         fut: concurrent.futures.Future[T] = concurrent.futures.Future()
-        self._queue.put(_Work(fn, future=fut, covered=covered, durable=durable))
+        self._queue.put(_Work(fn, future=fut, already_durable=already_durable, durable=durable))
         return fut
 
     def prepare_local(self, kind: str, stream: str, body: dict[str, Any], ts: int) -> Event:
@@ -312,7 +336,7 @@ class Store(StoreQueries):
         ``prepared=`` then only inserts it — when no other event of the
         stream came first, else it makes a new one. Safe from any thread.
         """
-        seq = self._heads.get((self.origin, stream), 0) + 1
+        seq = self.head(self.origin, stream) + 1
         return make_event(self.keys, origin=self.origin, stream=stream, seq=seq, kind=kind,
                           body=body, ts=ts)
 
@@ -392,36 +416,36 @@ class Store(StoreQueries):
         heads_before = dict(self._heads)
         # SQLite takes the flush setting only between transactions: decided
         # before BEGIN from how the work was submitted, checked after it ran.
-        lowered = bool(live) and all(work.unflushed for work in live)
+        skip_flush = bool(live) and all(work.unflushed for work in live)
         try:
-            if lowered:
+            if skip_flush:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
             fast = self._run_fast(live)
-            if fast is not None and lowered and fast[1].flush:
+            if fast is not None and skip_flush and fast[1].flush:
                 # Covered work wrote something no earlier flush holds: again, flushed.
                 self._conn.execute("ROLLBACK")
                 fast = None
             if fast is None:  # a piece failed: again, each in its own savepoint
-                self._heads = dict(heads_before)
-                if lowered:
+                self._set_heads(dict(heads_before))
+                if skip_flush:
                     self._conn.execute("PRAGMA synchronous = FULL")
-                    lowered = False
+                    skip_flush = False
                 results, tx = self._run_isolated(live)
             else:
                 results, tx = fast
             self._conn.execute("COMMIT")
             self._note_held(tx.added)
             self.commits += 1
-            self.unflushed_commits += lowered
+            self.unflushed_commits += skip_flush
         except BaseException as exc:
             log.error("store transaction failed: %s", exc)
             with suppress(sqlite3.Error):
                 self._conn.execute("ROLLBACK")
-            self._heads = heads_before
+            self._set_heads(heads_before)
             error = StoreError(f"transaction failed: {exc}")
             results = [(work, False, error) for work in live]
         restore: sqlite3.Error | None = None
-        if lowered:
+        if skip_flush:
             try:
                 self._conn.execute("PRAGMA synchronous = FULL")
             except sqlite3.Error as exc:
@@ -465,7 +489,7 @@ class Store(StoreQueries):
             except Exception as exc:  # the caller gets it; others go on
                 conn.execute("ROLLBACK TO work")
                 conn.execute("RELEASE work")
-                self._heads = heads_work
+                self._set_heads(heads_work)
                 del tx.added[added:]
                 results.append((work, False, exc))
                 continue
@@ -526,7 +550,8 @@ class Store(StoreQueries):
 
     def head(self, origin: str, stream: str) -> int:
         """Highest seq committed or being committed for (origin, stream)."""
-        return self._heads.get((origin, stream), 0)
+        with self._heads_lock:
+            return self._heads.get((origin, stream), 0)
 
     def heads(self, stream: str | None = None) -> dict[tuple[str, str], Held]:
         """What is committed per (origin, stream): the gapless prefix and the
@@ -549,7 +574,26 @@ class Store(StoreQueries):
 
         Includes work being committed; a reader may not see those rows yet.
         """
-        return dict(self._heads)
+        with self._heads_lock:
+            return dict(self._heads)
+
+    # -- the writer's own state (module docstring: threads) ---------------------
+
+    def _on_writer(self) -> None:
+        """Refuse transaction work outside the writer thread (the threading contract)."""
+        if threading.get_ident() != self._writer_ident:
+            raise StoreError("store work runs only on the writer thread: use submit() or "
+                             "write()")
+
+    def _raise_head(self, key: tuple[str, str], seq: int) -> None:
+        with self._heads_lock:
+            if seq > self._heads.get(key, 0):
+                self._heads[key] = seq
+
+    def _set_heads(self, heads: dict[tuple[str, str], int]) -> None:
+        """Put back the heads of before a transaction (or piece) that failed."""
+        with self._heads_lock:
+            self._heads = heads
 
     def check(self) -> bool:
         """Cheap liveness check of the database file."""

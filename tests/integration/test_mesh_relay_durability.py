@@ -110,13 +110,13 @@ def test_a_relayed_write_commits_with_normal_a_local_one_with_full(store: Store)
     assert seen[-2:] == [("relayed", FULL), ("local", FULL)]
     assert store.unflushed_commits == 2
 
-    # A group of relayed writes only, and relayed next to covered work: no flush.
+    # A group of relayed writes only, and relayed next to already durable work: no flush.
     gate = _hold(store)
     c = store.submit(relayed(_peer_events(peer, 5, 1)), durable=False)
     d = store.submit(relayed(_peer_events(peer, 6, 1)), durable=False)
     ready = store.prepare_local("alert", "public", ALERT, store.clock_ms())
     e = store.submit(lambda tx: tx.append_local("alert", "public", ALERT, prepared=ready),
-                     covered=True)
+                     already_durable=True)
     gate.set()
     assert (c.result(10), d.result(10), e.result(10)) == (1, 1, ready)
     assert seen[-2:] == [("relayed", NORMAL), ("relayed", NORMAL)]
@@ -127,7 +127,7 @@ def test_a_relayed_write_commits_with_normal_a_local_one_with_full(store: Store)
     stale = store.prepare_local("alert", "public", ALERT, store.clock_ms() - 1)
     store.submit(lambda tx: tx.append_local("alert", "public", ALERT))  # takes its seq
     g = store.submit(lambda tx: tx.append_local("alert", "public", ALERT, prepared=stale),
-                     covered=True)
+                     already_durable=True)
     gate.set()
     assert f.result(10) == 1 and g.result(10).id != stale.id
     assert store.unflushed_commits == 3

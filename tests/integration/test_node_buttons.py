@@ -267,7 +267,7 @@ def test_a_lost_unflushed_commit_brings_back_the_very_alarm_that_was_shown(
         armed = _arm(store)
         flushed = Path(f"{db}-wal").stat().st_size
         task = press_task("klimboom-hek", "klimboom", "alarm", "ESC-01", None, armed)
-        shown = store.submit(task, covered=True).result(10)
+        shown = store.submit(task, already_durable=True).result(10)
         assert shown is armed and store.unflushed_commits == 1
         assert Path(f"{db}-wal").stat().st_size > flushed
         cut = tmp_path / "cut"
@@ -290,7 +290,7 @@ def test_two_alarms_armed_with_one_seq_are_stored_with_a_flush(tmp_path: Path) -
         second = _arm(store, "poort", {**BODY, "button": "poort"})
         assert first.seq == second.seq == 1  # two buttons held at once
         task = press_task("klimboom-hek", "klimboom", "alarm", "ESC-01", None, first)
-        assert store.submit(task, covered=True).result(10) is first
+        assert store.submit(task, already_durable=True).result(10) is first
         # Were that COMMIT lost, recovery could not tell which seq-1 alarm was shown.
         assert store.unflushed_commits == 0 and _armed(tmp_path / "node.db") == [
             ("poort", second.id)]

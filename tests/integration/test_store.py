@@ -142,14 +142,14 @@ def test_covered_work_commits_without_a_flush_unless_it_writes_something_new(
 
     # Covered and stored as prepared: one COMMIT with synchronous=NORMAL (1).
     ready = store.prepare_local("alert", "public", ALERT, store.clock_ms())
-    assert store.submit(append(ready), covered=True).result(10) is ready
+    assert store.submit(append(ready), already_durable=True).result(10) is ready
     assert (store.unflushed_commits, seen) == (1, [1])
     assert synchronous() == 2  # FULL again for everything else
     # Covered, but the prepared event no longer fits (its seq is taken): the
     # event is made anew, so the transaction runs again, flushed.
     stale = store.prepare_local("alert", "public", ALERT, store.clock_ms() - 1)
     store.write_sync(lambda tx: tx.append_local("alert", "public", ALERT))
-    made = store.submit(append(stale), covered=True).result(10)
+    made = store.submit(append(stale), already_durable=True).result(10)
     assert made.id != stale.id and made.seq == 3
     assert store.unflushed_commits == 1 and seen[1:] == [1, 2]
     assert store.heads() == {("n1", "public"): Held(3)} and store.count_events() == 3
@@ -163,7 +163,7 @@ def test_covered_work_commits_without_a_flush_unless_it_writes_something_new(
     store.submit(hold)
     assert held.wait(10)
     ready = store.prepare_local("alert", "public", ALERT, store.clock_ms())
-    first = store.submit(append(ready), covered=True)
+    first = store.submit(append(ready), already_durable=True)
     second = store.submit(append(None))
     gate.set()
     assert first.result(10) is ready and second.result(10).seq == 5
@@ -179,7 +179,8 @@ def test_covered_work_commits_without_a_flush_unless_it_writes_something_new(
     store.submit(hold)
     assert held.wait(10)
     ready = store.prepare_local("alert", "public", ALERT, store.clock_ms())
-    good, bad = store.submit(append(ready), covered=True), store.submit(fails, covered=True)
+    good = store.submit(append(ready), already_durable=True)
+    bad = store.submit(fails, already_durable=True)
     gate.set()
     assert good.result(10) is ready and isinstance(bad.exception(10), ValueError)
     assert store.unflushed_commits == 1 and seen[-2:] == [1, 2] and synchronous() == 2
@@ -303,3 +304,15 @@ def test_pruned_seqs_count_as_held_at_start(tmp_path: Path) -> None:
         store.write_sync(prune)
     with Store(path, origin="n1", keys=KeyPair.generate()) as store:
         assert store.heads() == {("peer", "public"): Held(5)}
+
+
+def test_transaction_work_runs_only_on_the_writer_thread(store: Store) -> None:
+    """The threading contract (node/store.py): a WriteTx kept past its work and
+    used from another thread is refused, and nothing is written."""
+    kept: list[WriteTx] = []
+    store.write_sync(lambda tx: kept.append(tx))
+    from node.errors import StoreError
+    with pytest.raises(StoreError, match="writer thread"):
+        kept[0].append_local("alert", "public", {"source": "team", "title": "Laat"})
+    assert store.count_events() == 0 and store.head(store.origin, "public") == 0
+

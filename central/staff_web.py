@@ -170,9 +170,10 @@ def redirect(url: str, message: str = "") -> RedirectResponse:
 
 def done_text(request: Request) -> str:
     """The confirmation named by ``?done=`` (only words of the catalogue, never the query)."""
-    key = "done." + request.query_params.get("done", "")[:40]
-    text = tr(request, key)
-    return "" if text == key else text
+    name = request.query_params.get("done", "")[:40]
+    key = "done." + name
+    translate = renderer_of(request).translator(page_lang(request))
+    return translate(key) if name and translate.has(key) else ""
 
 
 class StaffHeaders:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import gettext
 import logging
+import os
 import string
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -100,7 +101,9 @@ class Translator:
         self.dir = direction(lang)
         self._messages = messages
         self._fallback = fallback
-        self._strict = strict
+        # BART_I18N_STRICT=1 (the test suite sets it for every process it starts):
+        # a missing or unformattable message raises instead of being logged.
+        self._strict = strict or os.environ.get("BART_I18N_STRICT") == "1"
         self._rule = rule or plural_rule(cldr_plural_forms(lang)[1])
         self._fallback_rule = fallback_rule or plural_rule(cldr_plural_forms(DEFAULT)[1])
 
@@ -124,6 +127,10 @@ class Translator:
                 raise
             log.warning("cannot format message %r (%s) with %s", key, self.lang, sorted(kwargs))
             return message
+
+    def has(self, key: str, /) -> bool:
+        """Whether ``key`` is in the catalogue (this language or Dutch)."""
+        return key in self._messages or key in self._fallback
 
     def n(self, key: str, count: int, /, **kwargs: object) -> str:
         """The form of a plural message for ``count`` (``ngettext``); ``{count}`` is set."""

@@ -16,6 +16,10 @@ from pathlib import Path
 import pytest
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+# Every translator in this process and in every node, central and demo the tests
+# start raises on a message missing from the catalogue (common/i18n.py) instead
+# of logging it and showing its key to a resident.
+os.environ["BART_I18N_STRICT"] = "1"
 
 
 def require(condition: bool, reason: str) -> None:

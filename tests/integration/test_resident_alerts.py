@@ -19,8 +19,7 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (NodeProcess, SseReader, configure, init_node, require_binary,
-                      wait_until)
+from conftest import NodeProcess, SseReader, configure, init_node, require_binary, wait_until
 
 from node.portal.i18n import SUPPORTED, Catalogue
 from sync import Event, make_event

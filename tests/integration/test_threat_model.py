@@ -7,12 +7,17 @@
 * The data directory after ``bart node init`` and a run: no file or folder in
   it is open to other accounts of the machine, and the private keys, MQTT
   secrets and team accounts are for the node's own account alone.
+* A "police" alert in central's reply that central did not sign (another key,
+  another origin, or central's alert with its words changed) is never stored
+  by the node's uplink, whatever path the reply took; central's own is.
 """
 
 from __future__ import annotations
 
+import asyncio
 import sqlite3
 import stat
+import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -21,6 +26,13 @@ from typing import Any
 import httpx
 import pytest
 from conftest import MEETING_POINTS, NodeProcess, init_node, require_binary, stop_and_check
+
+from node.setup import init_node as init_node_files
+from node.store import Store
+from node.uplink import Uplink
+from sync import KeyPair, make_event
+from sync.exchange import Ack, SyncReply
+from sync.roster import ACK_DOMAIN, sign_document
 
 TIMEOUT = 30.0
 #: ``reports_per_minute`` (node/config.py) and its burst: half of it.
@@ -111,3 +123,42 @@ def test_the_data_directory_is_closed_to_other_accounts(limited_node: NodeProces
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
     for folder in (data_dir / "keys", data_dir / "secrets"):
         assert stat.S_IMODE(folder.stat().st_mode) == 0o700, folder
+
+
+CENTRAL_ORIGIN = "central-haaglanden"
+
+
+def _central_alert(keys: KeyPair, seq: int, title: str, *, origin: str = CENTRAL_ORIGIN,
+                   now_ms: int) -> dict[str, Any]:
+    return make_event(keys, origin=origin, stream="public", seq=seq, kind="alert", ts=now_ms,
+                      body={"source": "central", "category": "suspicious",
+                            "severity": "severe", "title": title, "areas": [],
+                            "expires": now_ms + 3_600_000}).to_dict()
+
+
+def test_an_alert_central_did_not_sign_is_never_stored(tmp_path: Path) -> None:
+    central, attacker = KeyPair.generate(), KeyPair.generate()
+    settings, keys = init_node_files(tmp_path / "node", name="wereld", area="ESC-01")
+    now = int(time.time() * 1000)
+    genuine = _central_alert(central, 1, "Inbraakgolf in Escamp", now_ms=now)
+    tampered = {**genuine, "body": {**genuine["body"], "title": "Verlaat uw huis nu"}}
+    forged = _central_alert(attacker, 2, "Politie: deur open laten", now_ms=now)
+    impostor = _central_alert(attacker, 1, "Politie: geef de code", origin="central-nep",
+                              now_ms=now)
+    ack = Ack(node="wereld", batch_seq=1, count=0, new=0, replay=False, holds={},
+              updates=(), at=now)
+    reply = SyncReply(ack=sign_document(ack.to_doc(), central, ACK_DOMAIN),
+                      events=(tampered, forged, impostor, genuine))
+
+    async def main() -> list[tuple[str, str]]:
+        with Store(settings.db_path, origin=settings.name, keys=keys) as store:
+            uplink = Uplink(settings, store, keys)
+            uplink.central_origin = CENTRAL_ORIGIN  # as enrolment sets them
+            uplink.central_signing = central.signing_public
+            await uplink._apply(reply, ack)
+            rows = store._reader().execute(
+                "SELECT origin, json_extract(body, '$.title') FROM events "
+                "WHERE kind = 'alert'").fetchall()
+            return [(str(o), str(t)) for o, t in rows]
+
+    assert asyncio.run(main()) == [(CENTRAL_ORIGIN, "Inbraakgolf in Escamp")]

@@ -8,6 +8,9 @@
 * A carrier's refusal of a peer's batch is never taken as central's word: the
   origin only hears that the batch was not carried (a forged "revoked" would
   stop its uplink).
+* A sealed batch opens only with central's key: a carrier (or anyone on the
+  path) that relabels it for its own key learns nothing, and the private
+  report words are nowhere in the bytes it holds.
 * A peer cannot fill a carrier's disk: while central is away a carrier keeps at
   most ``MAX_KEPT`` sealed batches for its peers and answers the rest 503.
 """
@@ -18,6 +21,7 @@ import asyncio
 import base64
 import json
 import socket
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +32,7 @@ from node.config import NodeSettings
 from node.enrol import enrol_dir, load_roster, save_roster
 from node.mesh.carry import MAX_KEPT, Carrier, CarryFailed
 from node.store import Store
-from sync import KeyPair, SyncError
+from sync import KeyPair, SyncError, make_event, sealed
 from sync.enrolment import check_response_mac, response_mac
 from sync.mesh import Carried, Carry
 from sync.roster import ACK_DOMAIN, Roster, RosterEntry, sign_document, sign_roster
@@ -170,3 +174,30 @@ def test_a_peer_cannot_fill_the_carriers_disk(tmp_path: Path) -> None:
 
     statuses = asyncio.run(main())
     assert statuses == [503] * (MAX_KEPT + 10)  # central away: kept, or refused when full
+
+
+def test_a_sealed_batch_opens_only_with_centrals_key() -> None:
+    node, carrier = KeyPair.generate(), KeyPair.generate()
+    words, contact = "Man bij de achterdeur van nummer 12", "06-12345678"
+    report = make_event(node, origin="escamp-west", stream="private", seq=1, kind="report",
+                        ts=1_795_000_000_000,
+                        body={"category": "suspicious", "text": words, "contact": contact,
+                              "audience": "authorities", "receipt": "K7F-3QX"})
+    wire = sealed.seal(sealed.Payload.of([report]), node_id="escamp-west", batch_seq=1,
+                       created=1_795_000_000_000, keys=node,
+                       central_encryption_public=CENTRAL.encryption_public)
+    assert words.encode() not in wire and contact.encode() not in wire
+
+    envelope = sealed.parse(wire)
+    sealed.verify(envelope, node.signing_public)
+    with pytest.raises(sealed.BatchWrongKey):
+        sealed.open_envelope(envelope, carrier.encryption)
+    # Relabelled for the carrier's own key: the header no longer matches what was
+    # sealed, and the carrier's key is not central's.
+    header = replace(envelope.header, central_kid=sealed.key_id(carrier.encryption_public))
+    relabelled = replace(envelope, header=header, header_bytes=header.encode())
+    with pytest.raises(sealed.BatchBadTag):
+        sealed.open_envelope(relabelled, carrier.encryption)
+    # Central opens it.
+    [back] = sealed.iter_events(sealed.open_envelope(envelope, CENTRAL.encryption))
+    assert back.body["contact"] == contact

@@ -16,11 +16,11 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 from broker import BrokerProcess, BrokerSettings, MqttClient, MqttUser
 from broker.topics import PUBLIC_EVENTS_FILTER, event_topic, health_topic, parse_event_topic
+from common.quietlog import QuietLog
 from sync import Event, KeyPair, SyncError, decode_event, verify_event
 
 from .alarms import store_team_ack, team_alert_body
@@ -53,19 +53,14 @@ PEER_SOURCES = frozenset({"resident", "team", "button", "integration"})
 INTEGRATION_USER = "integration"
 
 
-@dataclass
 class RefusalLog:
-    """Log refused input loudly once per reason, then quietly (STYLE rule 12)."""
+    """Log refused input loudly once per reason, then quietly (common/quietlog.py)."""
 
-    counts: dict[str, int] = field(default_factory=dict)
+    def __init__(self) -> None:
+        self._quiet = QuietLog(log)
 
     def refuse(self, reason: str, detail: str) -> None:
-        n = self.counts.get(reason, 0) + 1
-        self.counts[reason] = n
-        if len(self.counts) > 256:  # bounded memory whatever peers send
-            self.counts.clear()
-        (log.warning if n == 1 else log.debug)("refused MQTT message (%s): %s", reason,
-                                                detail)
+        self._quiet.say(reason, "refused MQTT message (%s): %s", reason, detail)
 
 
 def broker_settings(settings: NodeSettings,

@@ -21,6 +21,9 @@ import secrets
 from dataclasses import dataclass
 from typing import Any, Final
 
+from cryptography import x509
+from cryptography.exceptions import UnsupportedAlgorithm
+
 from .bodies import AREA, SLUG
 from .canonical import canonical_bytes
 from .errors import InvalidField
@@ -86,6 +89,7 @@ def parse_request(raw: Any, *, need_code: bool) -> EnrolRequest:
     if (not isinstance(csr, str) or len(csr) > MAX_CSR_BYTES
             or "BEGIN CERTIFICATE REQUEST" not in csr):
         raise InvalidField("csr_pem", "must be a PEM certificate request")
+    _check_csr(csr)
     version = raw.get("version") or ""
     if not isinstance(version, str) or len(version) > 40:
         raise InvalidField("version", "must be short text")
@@ -99,6 +103,20 @@ def parse_request(raw: Any, *, need_code: bool) -> EnrolRequest:
         raise InvalidField("keys", str(exc)) from exc
     return EnrolRequest(node=node, signing_pub=sign, encryption_pub=enc, csr_pem=csr,
                         code=code, version=version)
+
+
+def _check_csr(csr: str) -> None:
+    """Refuse a certificate request that does not parse or whose signature is wrong.
+
+    Checked with the rest of the request, before a code is looked at: central
+    would otherwise find out only while signing it (and answered 500).
+    """
+    try:
+        valid = x509.load_pem_x509_csr(csr.encode("utf-8")).is_signature_valid
+    except (ValueError, TypeError, UnicodeError, UnsupportedAlgorithm) as exc:
+        raise InvalidField("csr_pem", "must be a PEM certificate request") from exc
+    if not valid:
+        raise InvalidField("csr_pem", "the certificate request's signature is invalid")
 
 
 def check_area(area: str) -> str:

@@ -24,8 +24,12 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+from cryptography.x509.oid import NameOID
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,7 +38,16 @@ from broker.topics import parse_event_topic
 from node.buttons import parse_press
 from node.mesh.carry import shrink_reply
 from node.portal import intake
-from sync import EventError, KeyPair, SyncError, decode_event, fastpath, mesh, sealed
+from sync import (
+    EventError,
+    InvalidField,
+    KeyPair,
+    SyncError,
+    decode_event,
+    fastpath,
+    mesh,
+    sealed,
+)
 from sync.canonical import parse_json
 from sync.enrolment import normalise_code, parse_request
 from sync.exchange import Ack, BatchMeta, ExchangeError, ReceiptUpdate, SyncReply
@@ -66,12 +79,22 @@ def _vectors() -> dict[str, bytes]:
 
 SEEDS = _vectors()
 JSON_SEEDS = [v for k, v in SEEDS.items() if k != "batch-v1.bin" and "signing" not in k]
+
+
+def _csr() -> str:
+    key = ec.generate_private_key(ec.SECP256R1())
+    csr = x509.CertificateSigningRequestBuilder().subject_name(
+        x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "escamp-zandloper")])
+    ).sign(key, hashes.SHA256())
+    return csr.public_bytes(serialization.Encoding.PEM).decode()
+
+
+CSR = _csr()
 ENROL_SEED = json.dumps({
     "v": 1, "node": "escamp-zandloper", "code": "K7FQ-3QXA-M2PD-W9RT",
     "signing_pub": base64.b64encode(NODE.signing_public).decode(),
     "encryption_pub": base64.b64encode(NODE.encryption_public).decode(),
-    "csr_pem": "-----BEGIN CERTIFICATE REQUEST-----\nMIIB\n-----END CERTIFICATE REQUEST-----\n",
-    "version": "1.0"}).encode()
+    "csr_pem": CSR, "version": "1.0"}).encode()
 REPORT_SEED = json.dumps({
     "category": "nuisance", "text": "Harde muziek", "place": {"point": None, "text": "Plein"},
     "audience": "both", "called_112": False, "called_112_by": "", "contact": "",
@@ -262,6 +285,22 @@ def test_reply_and_ack_refuse_with_exchange_error(data: bytes) -> None:
 def test_enrolment_request_refuses_with_invalid_field(data: bytes) -> None:
     refuses(lambda: parse_request(parse_json(data, 64 * 1024), need_code=True), EventError)
     refuses(lambda: normalise_code(data.decode("utf-8", "surrogateescape")), EventError)
+
+
+def test_a_broken_certificate_request_is_refused_with_the_request() -> None:
+    """Central signed the CSR only after taking the one-time code and answered 500 for
+    one that did not parse; now the request itself is refused (central: 422)."""
+    good = json.loads(ENROL_SEED)
+    assert parse_request(good, need_code=True).csr_pem == CSR
+    der = bytearray(x509.load_pem_x509_csr(CSR.encode()).public_bytes(
+        serialization.Encoding.DER))
+    der[-1] ^= 1  # inside the signature
+    tampered = x509.load_der_x509_csr(bytes(der)).public_bytes(serialization.Encoding.PEM)
+    for csr in ("-----BEGIN CERTIFICATE REQUEST-----\nAAAA\n-----END CERTIFICATE REQUEST-----\n",
+                CSR.replace("A", "B", 3), tampered.decode()):
+        with pytest.raises(InvalidField) as refused:
+            parse_request({**good, "csr_pem": csr}, need_code=True)
+        assert refused.value.field == "csr_pem"
 
 
 @PROPERTY

@@ -511,7 +511,8 @@ class BrokerProcess:
     def _port_taken(self, pid: int) -> BrokerStartError:
         return BrokerStartError(
             f"another program holds port {self.port}, not mosquitto[{pid}] started here "
-            f"(a broker of an earlier run?); find it with: ss -ltnp 'sport = :{self.port}'")
+            f"(a broker of an earlier run?); find it with: ss -ltnp 'sport = :{self.port}' "
+            f"(mosquitto's last output: {self._tail_text()})")
 
     def _tail_text(self) -> str:
         return " | ".join(list(self._tail)[-5:]) or "(no output)"

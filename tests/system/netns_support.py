@@ -45,20 +45,31 @@ helpers: Any = mesh_netns.helpers
 
 # tests/integration/test_clock.py's wall-clock shifter (an LD_PRELOAD library it
 # builds with gcc; libfaketime cannot fake a Python 3.11 node's clock). That file
-# imports its helpers from `conftest`: the integration conftest loaded above.
-_CLOCK = Path(__file__).resolve().parents[1] / "integration" / "test_clock.py"
-_clock_spec = importlib.util.spec_from_file_location("_bart_tests_integration_clock", _CLOCK)
+# imports from `conftest` (the integration conftest loaded above) and from its
+# neighbours: loaded with tests/integration on sys.path for the moment, and every
+# module that brought in is forgotten again, so that pytest imports them afresh
+# when it collects that folder in the same run.
+_INTEGRATION_DIR = Path(__file__).resolve().parents[1] / "integration"
+_clock_spec = importlib.util.spec_from_file_location("_bart_tests_integration_clock",
+                                                     _INTEGRATION_DIR / "test_clock.py")
 assert _clock_spec is not None and _clock_spec.loader is not None
 clock_tests: Any = importlib.util.module_from_spec(_clock_spec)
+_modules_before = set(sys.modules)
 _conftest = sys.modules.get("conftest")
 sys.modules["conftest"] = helpers
+sys.path.insert(0, str(_INTEGRATION_DIR))
 try:
     _clock_spec.loader.exec_module(clock_tests)
 finally:
+    sys.path.remove(str(_INTEGRATION_DIR))
+    for _name in set(sys.modules) - _modules_before - {"conftest"}:
+        module_file = getattr(sys.modules[_name], "__file__", None) or ""
+        if module_file.startswith(str(_INTEGRATION_DIR)):
+            del sys.modules[_name]
     if _conftest is not None:
         sys.modules["conftest"] = _conftest
     else:
-        del sys.modules["conftest"]
+        sys.modules.pop("conftest", None)
 wallshift: Callable[[Path, Path], dict[str, str]] = clock_tests.wallshift
 in_netns: Callable[[str], contextlib.AbstractContextManager[None]] = mesh_netns.in_netns
 run: Callable[..., subprocess.CompletedProcess[str]] = mesh_netns.run

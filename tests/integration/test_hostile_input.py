@@ -353,6 +353,50 @@ def test_generated_hostile_bodies_never_get_a_5xx(node: NodeProcess,
     assert node.health()["status"] == "ok"
 
 
+# -- MQTT: hostile payloads on the node's event topics ---------------------------------------
+
+def test_hostile_mqtt_payloads_are_refused_and_the_node_goes_on(node: NodeProcess,
+                                                                 http: httpx.Client) -> None:
+    """What a broken or hostile publisher sends on an event topic is refused (logged as
+    "refused MQTT message"), never raised; a good alert afterwards is shown."""
+    good = node.peer_alert("Let op: na de storm ligt er glas op het plein")
+    topic = f"bart/v1/{node.peer_origin}/public/alert"
+    sent = 0
+    with node.service_client(f"hostile-{time.monotonic_ns()}") as client:
+        client.wait_connected()
+
+        @settings(max_examples=HTTP_EXAMPLES // 4, deadline=None, database=None,
+                  suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
+        @given(payload=st.one_of(hostile_body(), st.binary(max_size=200),
+                                 st.builds(_mutate, st.just(good.encode()),
+                                           st.lists(st.tuples(st.integers(0, 400),
+                                                              st.binary(max_size=6)),
+                                                    min_size=1, max_size=3))))
+        def one(payload: bytes) -> None:
+            nonlocal sent
+            client.publish(topic, payload)
+            sent += 1
+
+        one()
+        client.publish(topic, good.encode())
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        shown = [a["id"] for a in http.get("/api/v1/alerts").json()["alerts"]]
+        if good.id in shown:
+            break
+        time.sleep(0.2)
+    assert good.id in shown, "the good alert after the hostile payloads was not shown"
+    assert "refused MQTT message (malformed)" in node.log_path.read_text(errors="replace")
+    print(f"hostile MQTT payloads published: {sent}")
+
+
+def _mutate(data: bytes, edits: list[tuple[int, bytes]]) -> bytes:
+    out = bytearray(data)
+    for at, new in edits:
+        out[at % len(out):at % len(out) + len(new)] = new
+    return bytes(out)
+
+
 # -- central: the same promise for what nodes send it ---------------------------------------
 
 VECTORS = Path(__file__).parent.parent / "vectors"

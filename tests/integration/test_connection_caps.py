@@ -77,6 +77,10 @@ def node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
             n.kill()
         raise
     stop_and_check(n)
+    # Refused, timed-out and abandoned connections are not errors of the node.
+    log = n.log_path.read_text(errors="replace")
+    assert "Traceback" not in log and "Exception in ASGI application" not in log, \
+        n.log_tail(80)
 
 
 def _room(wanted: int) -> int:

@@ -252,7 +252,7 @@ async def _serve(node: DemoNode) -> None:
 
 async def start_node(node: DemoNode) -> None:
     """Serve the node in this event loop; return once its lifespan has started it."""
-    node.server = DemoNodeServer(uvicorn_config(node.settings))
+    node.server = DemoNodeServer(uvicorn_config(node.settings), name=node.settings.name)
     node.task = asyncio.create_task(_serve(node), name=f"node {node.name}")
     while not node.server.started and not node.task.done():
         await asyncio.sleep(0.02)

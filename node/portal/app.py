@@ -7,6 +7,7 @@ import time.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -49,9 +50,12 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await rt.start()
-        open_accounts(app, settings)
-        log.info("node %s is up: portal http://%s:%d/", settings.name, settings.http_host,
-                 settings.http_port)
+        # Off the loop, once: compiling the templates, and team.db's migration
+        # and dummy scrypt hash (~50 ms of CPU each on a Pi-class core).
+        await asyncio.to_thread(app.state.renderer.warm)
+        await asyncio.to_thread(open_accounts, app, settings)
+        log.info("node %s started (%s, area %s)", settings.name, settings.data_dir,
+                 settings.area)
         try:
             yield
         finally:

@@ -56,6 +56,15 @@ class Renderer:
         self._alert_item = self.env.from_string(
             '{% from "_alert.html" import alert_item with context %}{{ alert_item(alert) }}')
 
+    def warm(self) -> int:
+        """Compile every template now (call it off the event loop at start-up):
+        the first request for a page then does not hold the loop ~50 ms
+        compiling it. Returns how many templates there are."""
+        names = self.env.list_templates(extensions=("html",))
+        for name in names:
+            self.env.get_template(name)
+        return len(names)
+
     def _base(self, lang: str) -> dict[str, Any]:
         if lang not in SUPPORTED:
             lang = DEFAULT

@@ -23,6 +23,7 @@ import itertools
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import time
@@ -84,8 +85,11 @@ def test_chaos_run() -> None:
                      settings={FULL_DISK_NODE: ["min_free_disk_mb = 8"]},
                      clock_nodes=CLOCK_NODES)
     hood = ns.Neighbourhood(work, shape, mosquitto)
+    print(f"[chaos] logs and history in {work} (removed if the run passes)")
     history = History(run_seed)
     verdict = Verdict()
+    logs = {n: work / f"{n}.log" for n in ns.NODES}
+    logs["central"] = work / "central.log"
     try:
         hood.build()
         hood.sessions(links, timeout=60.0)
@@ -149,14 +153,16 @@ def test_chaos_run() -> None:
         code = hood.central.stop()
         if code != 0:
             verdict.add(f"central exited with {code} after SIGTERM")
-        logs = {n: hood[n].log_path for n in ns.NODES}
-        logs["central"] = hood.central.log_path
         checker.check(verdict, nemesis.killed, history.fault_counts().get("kill-projector", 0),
                       logs)
     finally:
         hood.close()
         (work / "history.json").write_text(json.dumps(history.to_json(), indent=1))
 
+    zeroed = sum("zero-filled" in n for n in history.notes)
+    moved = sum(len(re.findall(r"moved Mosquitto snapshot \S+ aside", log.read_text(
+        errors="replace"))) for name, log in logs.items() if name != "central" and log.exists())
+    verdict.figures.update(zero_filled_db_restarts=zeroed, snapshots_moved_aside=moved)
     verdict.figures.update(seed=run_seed, faults=history.fault_counts(),
                            operations=history.counts(),
                            wall_s=round(time.monotonic() - wall, 1))

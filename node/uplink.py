@@ -45,6 +45,7 @@ from sync.roster import Roster
 from .clock import NodeClock
 from .config import NodeSettings
 from .enrol import load_enrolment, load_roster, package_version, save_roster
+from .errors import StoreError
 from .mesh.carry import CarryFailed
 from .store import Store, WriteTx
 from .store_queries import row_to_event
@@ -546,75 +547,88 @@ class Uplink:
         timeout = httpx.Timeout(UPLINK_TIMEOUT_S, connect=5.0)
         async with httpx.AsyncClient(timeout=timeout, transport=self._transport) as client:
             while True:
-                if self.state.paused and not self.carry_ready():
-                    # Cut (demo), and no mesh peer to carry: keep counting what waits,
-                    # so that /healthz shows the backlog grow; pause(False) and new
-                    # events both set _wake.
-                    self.state.next_attempt_in_s = 0.0
-                    self._wake.clear()
-                    _, self.state.backlog, _ = await asyncio.to_thread(self.read_pending, 0)
-                    if self.state.paused:
-                        await self._wake.wait()
-                    continue
-                if delay > 0:
-                    # New events cut a quiet wait short, but never a back-off.
-                    self.state.next_attempt_in_s = delay
-                    if self.state.failures:
-                        self._kick.clear()
-                    signal = self._kick if self.state.failures else self._wake
-                    with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(signal.wait(), delay)
-                    delay = 0.0
-                    self.state.next_attempt_in_s = 0.0
-                    continue
-                if prepared is None:
-                    self._wake.clear()
-                    events, backlog, oldest = await asyncio.to_thread(
-                        self.read_pending, s.uplink_batch_max)
-                    self.state.backlog = backlog
-                    if self.state.paused and not self.carry_ready():  # cut while reading
-                        continue
-                    urgent, self._urgent = self._urgent, False
-                    stamped_age = (self.clock.now_ms() - oldest) / 1000 if oldest else 0.0
-                    delay = sched.wait_s(time.monotonic(), waiting=len(events),
-                                         stamped_age_s=stamped_age, urgent=urgent,
-                                         poll_s=self._poll_s())
-                    if delay > 0:
-                        self.state.failures = 0
-                        continue
-                batch, prepared = prepared, None
                 try:
-                    if batch is None:
-                        batch = await self._prepare(events, backlog)
-                    exchange = asyncio.ensure_future(self._exchange(client, batch))
-                    if len(batch.events) >= s.uplink_batch_max:
-                        # A long backlog: seal the next batch while central takes this
-                        # one (one batch in flight, one ready).
-                        prepared = await self._prepare_next(batch)
-                    await exchange
-                except CentralRefused as exc:
-                    self._failed(f"central refused the batch ({exc.status} {exc.code}): "
-                                 f"{exc.detail}")
-                    if exc.code == "revoked":
-                        self.state.revoked = True
-                        log.error("central says this node is revoked: the uplink stops")
-                        return
-                except (httpx.HTTPError, OSError) as exc:
-                    self._failed(f"central unreachable: {exc.__class__.__name__}: {exc}")
-                except (UplinkError, SyncError) as exc:
-                    self._failed(str(exc))
-                else:
-                    self.state.failures = 0
-                    self.state.last_error = ""
-                    self.state.backlog = max(0, batch.backlog - len(batch.events))
-                    now = time.monotonic()
-                    sched.sent(now, self.state.backlog)
-                    self._inflight = prepared.tops() if prepared else {}
-                    if sched.prune_due(now):
-                        await self.prune()
-                    continue
-                prepared, self._inflight = None, {}  # resend from what central holds
-                delay = self._backoff()
+                    if self.state.paused and not self.carry_ready():
+                        # Cut (demo), and no mesh peer to carry: keep counting what waits,
+                        # so that /healthz shows the backlog grow; pause(False) and new
+                        # events both set _wake.
+                        self.state.next_attempt_in_s = 0.0
+                        self._wake.clear()
+                        _, self.state.backlog, _ = await asyncio.to_thread(self.read_pending, 0)
+                        if self.state.paused:
+                            await self._wake.wait()
+                        continue
+                    if delay > 0:
+                        # New events cut a quiet wait short, but never a back-off.
+                        self.state.next_attempt_in_s = delay
+                        if self.state.failures:
+                            self._kick.clear()
+                        signal = self._kick if self.state.failures else self._wake
+                        with contextlib.suppress(TimeoutError):
+                            await asyncio.wait_for(signal.wait(), delay)
+                        delay = 0.0
+                        self.state.next_attempt_in_s = 0.0
+                        continue
+                    if prepared is None:
+                        self._wake.clear()
+                        events, backlog, oldest = await asyncio.to_thread(
+                            self.read_pending, s.uplink_batch_max)
+                        self.state.backlog = backlog
+                        if self.state.paused and not self.carry_ready():  # cut while reading
+                            continue
+                        urgent, self._urgent = self._urgent, False
+                        stamped_age = (self.clock.now_ms() - oldest) / 1000 if oldest else 0.0
+                        delay = sched.wait_s(time.monotonic(), waiting=len(events),
+                                             stamped_age_s=stamped_age, urgent=urgent,
+                                             poll_s=self._poll_s())
+                        if delay > 0:
+                            self.state.failures = 0
+                            continue
+                    batch, prepared = prepared, None
+                    try:
+                        if batch is None:
+                            batch = await self._prepare(events, backlog)
+                        exchange = asyncio.ensure_future(self._exchange(client, batch))
+                        if len(batch.events) >= s.uplink_batch_max:
+                            # A long backlog: seal the next batch while central takes this
+                            # one (one batch in flight, one ready).
+                            prepared = await self._prepare_next(batch)
+                        await exchange
+                    except CentralRefused as exc:
+                        self._failed(f"central refused the batch ({exc.status} {exc.code}): "
+                                     f"{exc.detail}")
+                        if exc.code == "revoked":
+                            self.state.revoked = True
+                            log.error("central says this node is revoked: the uplink stops")
+                            return
+                    except (httpx.HTTPError, OSError) as exc:
+                        self._failed(f"central unreachable: {exc.__class__.__name__}: {exc}")
+                    except (UplinkError, SyncError) as exc:
+                        self._failed(str(exc))
+                    except (StoreError, sqlite3.Error) as exc:  # e.g. a full disk
+                        self._failed(f"this node's store refused central's answer: {exc}")
+                    else:
+                        self.state.failures = 0
+                        self.state.last_error = ""
+                        self.state.backlog = max(0, batch.backlog - len(batch.events))
+                        now = time.monotonic()
+                        sched.sent(now, self.state.backlog)
+                        self._inflight = prepared.tops() if prepared else {}
+                        if sched.prune_due(now):
+                            await self.prune()
+                        continue
+                    prepared, self._inflight = None, {}  # resend from what central holds
+                    delay = self._backoff()
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # the uplink must outlive any one step
+                    # A step that failed outside the exchange (the store refused a
+                    # write: a full disk; a read failed) costs one attempt, never the
+                    # uplink: the loop backs off and tries again (docs/chaos.md, 1).
+                    prepared, self._inflight = None, {}
+                    self._failed(f"this node could not go on: {exc.__class__.__name__}: "
+                                 f"{exc}")
+                    delay = self._backoff()
 
     async def _prepare_next(self, sent: _Prepared) -> _Prepared | None:
         """Seal the batch after ``sent`` if a full one waits; None otherwise."""

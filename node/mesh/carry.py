@@ -26,6 +26,7 @@ import orjson
 
 from sync.mesh import MAX_CARRY_BYTES, MAX_DOC_BYTES, Carried, Carry
 
+from ..errors import StoreError
 from ..store import Store, WriteTx
 
 if TYPE_CHECKING:
@@ -94,7 +95,13 @@ class Carrier:
                 "VALUES (?, ?, ?, ?)", (doc.node, doc.batch_seq, doc.batch, tx.now_ms))
             return True
 
-        if not await self.store.write(keep):
+        try:
+            kept = await self.store.write(keep)
+        except StoreError as exc:  # a full disk: the peer keeps its batch and tries again
+            log.info("mesh: could not keep %s's batch %d (%s); answered 503", doc.node,
+                     doc.batch_seq, exc)
+            return Carried(doc.node, doc.batch_seq, 503, b"")
+        if not kept:
             return Carried(doc.node, doc.batch_seq, 503, b"")
         return await self._forward(doc.node, doc.batch_seq, doc.batch)
 
@@ -118,7 +125,11 @@ class Carrier:
             tx.conn.execute("DELETE FROM carried WHERE answered_at < ?",
                             (tx.now_ms - KEEP_ANSWERED_MS,))
 
-        await self.store.write(answered)
+        try:
+            await self.store.write(answered)
+        except StoreError as exc:  # central's answer still goes back; kept for a retry
+            log.info("mesh: could not record central's answer on %s's batch %d (%s)", node,
+                     batch_seq, exc)
         self.carried_for_peers += 1
         log.info("mesh: carried %s's batch %d to central (%d)", node, batch_seq,
                  resp.status_code)
@@ -130,14 +141,22 @@ class Carrier:
             await asyncio.sleep(RETRY_S)
             if self.central_url is None:
                 continue
-            rows = await asyncio.to_thread(self._unanswered)
-            for node, batch_seq, wire in rows:
-                answer = await self._forward(node, batch_seq, wire)
-                if answer.status == 503:
-                    break  # central still away: try again later
-                link = next((lk for lk in mesh.live_links() if lk.peer == node), None)
-                if link is not None:
-                    link.send(answer.encode())
+            try:
+                await self._retry_once(mesh)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # a read failed (a full disk): next round, not never
+                log.warning("mesh: could not retry carried batches: %s", exc)
+
+    async def _retry_once(self, mesh: Mesh) -> None:
+        rows = await asyncio.to_thread(self._unanswered)
+        for node, batch_seq, wire in rows:
+            answer = await self._forward(node, batch_seq, wire)
+            if answer.status == 503:
+                break  # central still away: try again later
+            link = next((lk for lk in mesh.live_links() if lk.peer == node), None)
+            if link is not None:
+                link.send(answer.encode())
 
     def _unanswered(self) -> list[tuple[str, int, bytes]]:
         conn = self.store._reader()  # the store's reader connection of this thread

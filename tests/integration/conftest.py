@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import errno
 import importlib.util
 import json
 import os
@@ -642,3 +643,36 @@ def init_central_process(base: Path, database_url: str = "", *, workers: int = 1
         args += ["--database-url", database_url]
     central.cli(*args)
     return central
+
+
+# -- a disk that fills: a real tmpfs --------------------------------------------------
+
+def fill_disk(disk: Path) -> Path:
+    """Take every free byte of ``disk`` (a tmpfs); the file to delete to free it."""
+    filler = disk / "filler"
+    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
+    try:
+        for size in (1 << 20, 4096, 1):  # unbuffered: every byte written is on the disk
+            try:
+                while True:
+                    os.write(fd, b"\0" * size)
+            except OSError as exc:
+                assert exc.errno == errno.ENOSPC, exc
+    finally:
+        os.close(fd)
+    return filler
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 64 MiB tmpfs: a node's disk that can fill (root only; CI runs the tests as root)."""
+    mount = require_binary("mount", "/usr/bin/mount", "/bin/mount")
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs",
+                           str(disk)], capture_output=True, text=True, check=False)
+    require(done.returncode == 0, f"cannot mount a tmpfs (not root?): {done.stderr.strip()}")
+    try:
+        yield disk
+    finally:
+        subprocess.run(["umount", "-l", str(disk)], check=False)

@@ -12,11 +12,8 @@ The limits in the OpenAPI schema's ``ReportIn`` are the ones enforced.
 
 from __future__ import annotations
 
-import errno
 import json
-import os
 import sqlite3
-import subprocess
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,10 +26,9 @@ from conftest import (
     MEETING_POINTS,
     NodeProcess,
     configure,
+    fill_disk,
     init_central_process,
     init_node,
-    require,
-    require_binary,
     stop_and_check,
 )
 from hypothesis import HealthCheck, given, settings
@@ -186,37 +182,6 @@ def test_the_form_keeps_every_word_when_refused(node: NodeProcess, http: httpx.C
 
 # -- a full disk: one answer on both paths, and the resident's words kept ------------------
 
-def _fill(disk: Path) -> Path:
-    """Take every free byte of ``disk`` (a tmpfs); the file to delete to free it."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        for size in (1 << 20, 4096, 1):  # unbuffered: every byte written is on the disk
-            try:
-                while True:
-                    os.write(fd, b"\0" * size)
-            except OSError as exc:
-                assert exc.errno == errno.ENOSPC, exc
-    finally:
-        os.close(fd)
-    return filler
-
-
-@pytest.fixture
-def small_disk(tmp_path: Path) -> Iterator[Path]:
-    """A 64 MiB tmpfs: a node's disk that can fill (root only; CI runs the tests as root)."""
-    mount = require_binary("mount", "/usr/bin/mount", "/bin/mount")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=64m,mode=0700", "tmpfs",
-                           str(disk)], capture_output=True, text=True, check=False)
-    require(done.returncode == 0, f"cannot mount a tmpfs (not root?): {done.stderr.strip()}")
-    try:
-        yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
 def test_a_full_disk_is_503_on_both_paths_and_the_form_keeps_every_word(
         tmp_path: Path, mosquitto_bin: str, small_disk: Path) -> None:
     node = init_node(small_disk, mosquitto_bin)
@@ -226,7 +191,7 @@ def test_a_full_disk_is_503_on_both_paths_and_the_form_keeps_every_word(
     try:
         words = "Er lekt water uit de container bij de ingang"
         form = f"category=nuisance&text={words.replace(' ', '+')}".encode()
-        filler = _fill(small_disk)
+        filler = fill_disk(small_disk)
         with httpx.Client(base_url=node.base_url, timeout=30.0) as http:
             before = reports_stored(node)
             page = form_post(http, node, form)

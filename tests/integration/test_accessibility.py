@@ -450,8 +450,13 @@ def test_resident_pages(browser: Browser, stack: Stack) -> None:
                         page.wait_for_load_state()
                         assert page.locator(".errs, .err").count() > 0
                         check(page, results, "report-form-422", lang, size)
-                exhaust_lookups(node)
-                r = page.goto(f"/status?receipt=AAA-AAA&lang={lang}")
+                # The bucket refills a token a second: on a loaded machine the browser
+                # may come after one came back. Use them up again, then look.
+                for _ in range(5):
+                    exhaust_lookups(node)
+                    r = page.goto(f"/status?receipt=AAA-AAA&lang={lang}")
+                    if r is not None and r.status == 429:
+                        break
                 assert r is not None and r.status == 429
                 check(page, results, "error-429", lang, size)
                 ctx.route("http://nu.nl/**", captive_page(node))

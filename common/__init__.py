@@ -1,11 +1,17 @@
 """Plumbing that node and central both need and that is not protocol (DESIGN.md §2).
 
 One copy, so that the two sides cannot drift. Imports no Bart package.
-Today: the offline API docs page and the icon (:mod:`common.apidocs`),
-password hashing (:mod:`common.passwords`), CSRF tokens and the same-origin
-check (:mod:`common.csrf`), atomic file writes (:mod:`common.files`) and
-the "loudly once, then quietly" logger (:mod:`common.quietlog`), backup
-archives (:mod:`common.archive`: packed, encrypted, SQLite snapshots), one
-running program per data directory (:mod:`common.datadir`); issue "one
-house" moves the migration runner and the clocks here too.
+
+- :mod:`common.apidocs` — the offline API docs page and the icon;
+- :mod:`common.archive` — backup archives (packed, encrypted, SQLite snapshots);
+- :mod:`common.csrf` — CSRF tokens and the same-origin check;
+- :mod:`common.datadir` — one running program per data directory;
+- :mod:`common.files` — atomic file writes (file and directory fsynced);
+- :mod:`common.i18n` — gettext catalogues, plurals, Accept-Language;
+- :mod:`common.metrics` — the separate ``/metrics`` listener;
+- :mod:`common.passwords` — password hashing and logins that cost the same;
+- :mod:`common.quietlog` — the "loudly once, then quietly" logger;
+- :mod:`common.ratelimit` — the abuse-limit policy: lookups, logins, connections.
+
+Still to move here (issue "one house"): the migration runner.
 """

@@ -12,8 +12,11 @@ Everything central gives the node is kept in ``data_dir/central/``::
 from __future__ import annotations
 
 import base64
+import contextlib
+import ipaddress
 import json
 import os
+import urllib.parse
 from pathlib import Path
 from typing import Any
 
@@ -176,11 +179,45 @@ def _accept(settings: NodeSettings, doc: Any) -> dict[str, Any]:
     return info
 
 
+def check_central_url(url: str) -> None:
+    """Refuse a plain-http central on the open internet.
+
+    The one-time code travels in the request, and the answer is authenticated
+    only with that code: anyone who can read a plain-http request on the way
+    could pose as central with keys of their own (docs/threat-model.md). Plain
+    http is taken only where nobody else is on the way: this machine, or a
+    private network (a lab, a municipal VPN), given as an address.
+
+    >>> check_central_url("https://bart.example.nl")
+    >>> check_central_url("http://127.0.0.1:8443")
+    >>> check_central_url("http://10.20.0.1:8443")
+    >>> check_central_url("http://bart.example.nl")
+    Traceback (most recent call last):
+    ...
+    node.enrol.EnrolmentFailed: central's URL is plain http (http://bart.example.nl): ...
+    """
+    parsed = urllib.parse.urlsplit(url)
+    if parsed.scheme == "https":
+        return
+    if parsed.scheme != "http" or not parsed.hostname:
+        raise EnrolmentFailed(f"central's URL must start with https:// ({url})")
+    host = "127.0.0.1" if parsed.hostname == "localhost" else parsed.hostname
+    with contextlib.suppress(ValueError):  # a name, not an address: not taken
+        address = ipaddress.ip_address(host)
+        if address.is_loopback or address.is_private:
+            return
+    raise EnrolmentFailed(
+        f"central's URL is plain http ({url}): the one-time code would cross the network "
+        "unprotected and anyone on the way could pose as central. Use central's https:// "
+        "address (plain http is taken only for this machine or a private network address)")
+
+
 def enrol_online(settings: NodeSettings, url: str, code: str, *, timeout: float = 20.0,
                  transport: httpx.BaseTransport | None = None) -> dict[str, Any]:
     """Online enrolment with a one-time code."""
     if is_enrolled(settings):
         raise EnrolmentFailed("this node is already enrolled")
+    check_central_url(url)
     code = normalise_code(code)
     body = build_request(settings, code).to_dict()
     endpoint = url.rstrip("/") + "/api/v1/enroll"

@@ -216,3 +216,14 @@ def test_a_second_run_of_a_running_node_is_refused(mosquitto_bin: str, node_dir:
             os.killpg(proc.pid, signal.SIGKILL)
             proc.wait(5)
         log.close()
+
+
+def test_enrolment_over_plain_http_on_the_internet_is_refused(node_dir: Path) -> None:
+    """The one-time code would cross the network unprotected and the answer is
+    authenticated with that code only (docs/threat-model.md): plain http only for
+    this machine or a private network address. Nothing is sent, nothing written."""
+    err = said(bart("node", "enroll", "http://bart.example.nl", "--code", "ABCD-EFGH-JKMN",
+                    "--data-dir", str(node_dir)), 1,
+               "central's URL is plain http (http://bart.example.nl)", "https://")
+    assert "one-time code" in err
+    assert not (node_dir / "central").exists()

@@ -49,7 +49,14 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, NodeProcess, init_node, require_binary, stop_and_check
+from conftest import (
+    MEETING_POINTS,
+    NodeProcess,
+    configure,
+    init_node,
+    require_binary,
+    stop_and_check,
+)
 
 from broker.config import BrokerSettings, MqttUser, render_acl
 from node.config import NodeSettings
@@ -138,6 +145,65 @@ def test_a_flood_of_reports_from_one_phone_is_held_to_its_budget(
         r = other.post("/api/v1/reports", json=_report(f"{label}-buur"))
         assert r.status_code == 201, r.text
         assert _stored(node, label) == accepted + 1
+
+
+PROXY = "127.0.0.9"
+
+
+@pytest.fixture(scope="module")
+def proxied_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
+    """A node behind a reverse proxy at 127.0.0.9 (``trusted_proxies``), with the
+    production report budget."""
+    mosquitto = require_binary("mosquitto", "/usr/sbin/mosquitto")
+    node = init_node(tmp_path_factory.mktemp("proxied"), mosquitto)
+    configure(node, f'trusted_proxies = ["{PROXY}"]')
+    node.env_extra["BART_REPORTS_PER_MINUTE"] = str(REPORTS_PER_MINUTE)
+    try:
+        node.start()
+        yield node
+    except BaseException:
+        if node.proc is not None and node.proc.poll() is None:
+            node.kill()
+        raise
+    stop_and_check(node)
+
+
+def _flood(client: httpx.Client, label: str, headers: Any = None) -> list[int]:
+    """Reports until the budget says no (at most 3 bursts); each call may set headers."""
+    codes = []
+    for i in range(3 * BURST):
+        h = headers(i) if callable(headers) else headers
+        codes.append(client.post("/api/v1/reports", json=_report(f"{label}-{i}"),
+                                 headers=h).status_code)
+        if codes[-1] == 429:
+            break
+    return codes
+
+
+def test_the_report_budget_counts_each_phone_behind_a_trusted_proxy(
+        proxied_node: NodeProcess) -> None:
+    """Behind the configured proxy the budget follows X-Forwarded-For (each phone
+    apart); from anywhere else the header is ignored, so a flooder cannot pick a
+    new address per report."""
+    node = proxied_node
+    label = f"proxy-{uuid.uuid4().hex[:8]}"
+    proxy = httpx.Client(base_url=node.base_url, timeout=TIMEOUT,
+                         transport=httpx.HTTPTransport(local_address=PROXY))
+    spoofer = httpx.Client(base_url=node.base_url, timeout=TIMEOUT,
+                           transport=httpx.HTTPTransport(local_address="127.0.0.10"))
+    with proxy, spoofer:
+        first = _flood(proxy, f"{label}-a", {"X-Forwarded-For": "10.1.0.11"})
+        assert first[-1] == 429 and BURST <= first.count(201) <= BURST + 2, first
+        # The next phone behind the same proxy has its own budget.
+        second = proxy.post("/api/v1/reports", json=_report(f"{label}-b"),
+                            headers={"X-Forwarded-For": "10.1.0.12"})
+        assert second.status_code == 201, second.text
+        # A client that is not the proxy: its made-up header is not believed.
+        spoofed = _flood(spoofer, f"{label}-s",
+                         lambda i: {"X-Forwarded-For": f"10.2.{i // 250}.{i % 250 + 1}"})
+        assert spoofed[-1] == 429 and spoofed.count(201) <= BURST + 2, spoofed
+    assert _stored(node, f"{label}-a") == first.count(201)
+    assert _stored(node, f"{label}-s") == spoofed.count(201)
 
 
 def _others_may(path: Path) -> bool:

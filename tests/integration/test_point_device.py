@@ -13,13 +13,14 @@ import sqlite3
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from conftest import configure, free_port, init_node, stop_and_check
+from conftest import NodeProcess, configure, free_port, init_node, stop_and_check
 
 BART = str(Path(sys.executable).parent / "bart")
 
@@ -191,3 +192,48 @@ def test_tls_listener_takes_only_point_users(setup: dict[str, Any]) -> None:
             client.loop_stop()
             client.disconnect()
     assert results == [True, True]  # the node's own accounts cannot log in from Wi-Fi
+
+
+def _point_login_refused(bundle: dict[str, Any], ca: Path) -> bool:
+    """Whether the point device's credentials are refused by the node's broker now
+    (a failed CONNACK, or no TLS listener left to connect to)."""
+    import paho.mqtt.client as mqtt
+    from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
+
+    client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=f"old-{uuid.uuid4().hex[:6]}",
+                         protocol=MQTTProtocolVersion.MQTTv5)
+    client.username_pw_set(bundle["username"], bundle["password"])
+    client.tls_set(ca_certs=str(ca))
+    codes: list[Any] = []
+    client.on_connect = lambda _c, _u, _f, reason, _p: codes.append(reason)
+    try:
+        client.connect(bundle["host"], bundle["port"])
+    except OSError:
+        return True  # the listener is gone: nobody logs in there
+    client.loop_start()
+    try:
+        wait_for(lambda: codes, 10)
+        return bool(codes[0].is_failure)
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+@pytest.mark.timeout(90)
+def test_a_removed_point_device_is_locked_out_of_the_running_node(
+        setup: dict[str, Any]) -> None:
+    """docs/cli.md: ``bart node point remove NAME`` withdraws its credentials; the
+    running node restarts its broker with the users left (docs/threat-model.md)."""
+    bundle = setup["bundle"]
+    ca = setup["tmp"] / "ca-removed.pem"
+    ca.write_text(bundle["ca_pem"])
+    assert not _point_login_refused(bundle, ca)  # registered: it may log in
+    node: NodeProcess = setup["node"]
+    removed = subprocess.run([BART, "node", "point", "remove", "vliegerpad", "--data-dir",
+                              str(node.data_dir)], capture_output=True, text=True)
+    assert removed.returncode == 0, removed.stderr
+    assert "can no longer connect" in removed.stdout
+    wait_for(lambda: _point_login_refused(bundle, ca), 30)
+    # The node itself goes on: its own client is back on the restarted broker.
+    wait_for(lambda: httpx.get(setup["base"] + "/healthz", timeout=2).json()["broker"]
+             ["connected"], 20)

@@ -231,7 +231,7 @@ def cmd_central_nodes(args: argparse.Namespace) -> int:
 
 
 def _staff_accounts(args: argparse.Namespace) -> Any:
-    from central.staff_accounts import StaffAccounts
+    from central.staff.accounts import StaffAccounts
 
     return StaffAccounts(_engine(_load(args)))
 

@@ -177,14 +177,14 @@ async def wait_central(demo: DemoCentral, timeout: float = START_TIMEOUT_S) -> N
 def _import_central_db() -> None:
     import central.db
     import central.enrol
-    import central.staff_accounts  # noqa: F401
+    import central.staff.accounts  # noqa: F401
 
 
 def add_staff(demo: DemoCentral) -> list[tuple[str, str, str]]:
     """A staff account per role, as ``bart central staff add NAME --role ROLE`` makes it
     (on a fresh central only: a kept one has them)."""
     from central.db import make_engine
-    from central.staff_accounts import StaffAccounts
+    from central.staff.accounts import StaffAccounts
 
     if not demo.fresh:
         return []

@@ -50,7 +50,7 @@ from fastapi.testclient import TestClient
 from central import db
 from central.app import create_app
 from central.identity import CentralSettings, init_central
-from central.staff_accounts import StaffAccounts
+from central.staff.accounts import StaffAccounts
 
 PASSWORD = "een lange zin voor de bench"
 NODES = ("escamp-a", "escamp-b", "escamp-c", "ypenburg-a", "ypenburg-b")

@@ -42,7 +42,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import db
 from .events import append_central_event
 from .identity import Central
-from .staff_accounts import StaffMember, audit
+from .staff.accounts import StaffMember, audit
 from .triage import ROUTES
 
 KINDS: Final = ("panic", "escalation")

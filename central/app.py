@@ -21,11 +21,12 @@ from sync.canonical import parse_json
 from sync.enrolment import parse_request
 from sync.errors import InvalidField
 
-from . import batch_http, db, feeds, staff
+from . import batch_http, db, feeds
 from .enrol import current_roster, enrol_with_code
 from .errors import EnrolmentRefused, IngestRefused
 from .identity import Central
 from .ingest import Ingest, now_ms
+from .staff import routes as staff
 
 log = logging.getLogger("bart.central.app")
 

@@ -38,8 +38,8 @@ from sync.text import clean_text
 from . import db
 from .events import append_central_event
 from .identity import Central
-from .staff_accounts import StaffError, StaffMember, audit
-from .staff_db import staff_audit
+from .staff.accounts import StaffError, StaffMember, audit
+from .staff.db import staff_audit
 
 KINDS: Final = ("alert", "update", "cancel")
 BROADCAST_CATEGORIES: Final = (*CATEGORIES, "other")

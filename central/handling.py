@@ -29,8 +29,8 @@ from sqlalchemy.engine import Connection, Engine
 from sync.text import clean_text
 
 from . import alarms, db
-from .staff_accounts import StaffError, StaffMember, audit
-from .staff_db import report_notes
+from .staff.accounts import StaffError, StaffMember, audit
+from .staff.db import report_notes
 from .triage import ROUTES
 
 STATES: Final = ("new", "in_progress", "handled", "reopened")

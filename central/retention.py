@@ -46,8 +46,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import db
-from .staff_accounts import audit
-from .staff_db import report_notes, staff_audit
+from .staff.accounts import audit
+from .staff.db import report_notes, staff_audit
 
 __all__ = ["RetentionResult", "anonymise_report", "anonymised_body", "cutoff_ms",
            "run_retention"]

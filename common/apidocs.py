@@ -7,7 +7,7 @@ package that ships them; only its static files are used) and are served here
 under ``/api/docs/static/``; the page's scripts and style carry the request's
 CSP nonce (``request.scope["state"]["csp_nonce"]``, set by the app's security
 middleware), which lets this one page load them from the program itself
-(``'self'``): node/portal/guards.py and central/staff_web.py.
+(``'self'``): node/portal/guards.py and central/staff/web.py.
 
 Node and central both include :data:`router` (``app.include_router``) and set
 ``docs_url=None`` on their FastAPI app. The browser asks every site for

@@ -1,7 +1,7 @@
 """CSRF tokens and the same-origin check for form posts (pure; no I/O).
 
 The one copy behind the node's team pages (``node/team/session.py``) and
-central's staff pages (``central/staff_web.py``). A form's token is
+central's staff pages (``central/staff/web.py``). A form's token is
 HMAC-SHA256(session token, "csrf"): bound to the session, never stored, and
 compared in constant time after a length cap (a megabyte of "token" is refused
 before any work). A post must also come from our own origin, as far as the

@@ -52,7 +52,7 @@ def team_alert_body(title: str, text: str, severity: str, expires_ms: int | None
 def store_ack(tx: WriteTx, ref: str, action: str, by: str, note: str = "",
               to: str | None = None) -> Event:
     """Writer task: append an ack on ``ref`` on that event's stream; move its receipt."""
-    row = tx.conn.execute("SELECT kind, stream FROM events WHERE id = ?", (ref,)).fetchone()
+    row = tx.event_kind_stream(ref)
     if row is None:
         raise InvalidField("ref", "no such event on this node")
     kind, stream = row
@@ -62,8 +62,7 @@ def store_ack(tx: WriteTx, ref: str, action: str, by: str, note: str = "",
     event = tx.append_local("ack", stream, body)
     state = RECEIPT_STATE.get(action)
     if kind == "report" and state is not None:
-        tx.conn.execute("UPDATE receipts SET state = ?, updated_at = ? WHERE event_id = ?",
-                        (state, tx.now_ms, ref))
+        tx.set_receipt_state(ref, state)
     return event
 
 
@@ -80,8 +79,8 @@ def store_team_ack(tx: WriteTx, ref: str, action: str, by: str, note: str = "",
     "team", without the note. The name and the note go in a private ack right
     after it, which only this node's team (and central) sees.
     """
-    row = tx.conn.execute("SELECT stream FROM events WHERE id = ?", (ref,)).fetchone()
-    if row is None or row[0] != "public":
+    row = tx.event_kind_stream(ref)
+    if row is None or row[1] != "public":
         return [store_ack(tx, ref, action, by, note, to)]
     public = store_ack(tx, ref, action, PUBLIC_BY, "", to)
     private = tx.append_local("ack", "private", {"ref": ref, "action": action, "by": by,

@@ -27,8 +27,9 @@ import math
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from broker import MqttClient
 from broker.topics import POINT_PRESS_FILTER, parse_point_topic, point_topic
 from hardware import (
     ButtonEvent,
@@ -46,11 +47,7 @@ from sync.bodies import SLUG
 from .alarms import button_alarm_body, store_ack
 from .config import NodeSettings
 from .errors import NodeError
-from .store import WriteTx
-from .store_queries import ACK_REF, EVENT_COLS, row_to_event
-
-if TYPE_CHECKING:
-    from .runtime import NodeRuntime
+from .store import Store, WriteTx
 
 #: A prepared alarm is stored only when the hold's deadline is at most this far
 #: behind the wall clock when the hold completes (else the clock jumped).
@@ -63,6 +60,28 @@ MAX_PRESS_BYTES = 512
 #: Light state of a button after each team answer on its alarm.
 LIGHT_AFTER = {"new": "stored", "seen": "stored", "on_my_way": "coming",
                "escalated": "coming", "resolved": "resolved", "hidden": "resolved"}
+
+
+class ButtonRuntime(Protocol):
+    """What the button service needs of the running node (not the whole
+    :class:`node.runtime.NodeRuntime`: no import of it, no cycle)."""
+
+    @property
+    def store(self) -> Store | None:
+        """The open store (None while the node is not running)."""
+
+    @property
+    def mqtt(self) -> MqttClient | None:
+        """The node's MQTT client (None while the node is not running)."""
+
+    def require_store(self) -> Store:
+        """The open store; raises when the node is not running."""
+
+    def after_commit(self, event: Event) -> None:
+        """Fan a committed local event out."""
+
+    def spawn(self, coro: Any) -> None:
+        """Run a coroutine as a task the node keeps."""
 
 
 def button_specs(settings: NodeSettings) -> list[ButtonSpec]:
@@ -94,11 +113,7 @@ def arm_task(button: str, event: Event) -> Callable[[WriteTx], None]:
     """Writer task: keep ``event``, the alarm of a hold in progress, on disk."""
 
     def task(tx: WriteTx) -> None:
-        tx.conn.execute(
-            f"INSERT OR REPLACE INTO armed_alarms (button, {EVENT_COLS}, armed_at) "
-            "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (button, event.id, event.origin, event.stream, event.seq, event.ts, event.kind,
-             event.body_json().decode("utf-8"), event.sig, tx.now_ms))
+        tx.arm_alarm(button, event)
 
     return task
 
@@ -107,16 +122,14 @@ def disarm_task(button: str, event_id: str) -> Callable[[WriteTx], None]:
     """Writer task: the hold ended early (or the node stops): forget its alarm."""
 
     def task(tx: WriteTx) -> None:
-        tx.conn.execute("DELETE FROM armed_alarms WHERE button = ? AND id = ?",
-                        (button, event_id))
+        tx.disarm_alarm(button, event_id)
 
     return task
 
 
 def armed_buttons(tx: WriteTx) -> list[str]:
     """Buttons with an armed alarm, the earliest hold first."""
-    return [row[0] for row in tx.conn.execute(
-        "SELECT button FROM armed_alarms ORDER BY ts, seq, button")]
+    return tx.armed_buttons()
 
 
 def recover_armed(button: str) -> Callable[[WriteTx], Event | None]:
@@ -130,13 +143,11 @@ def recover_armed(button: str) -> Callable[[WriteTx], Event | None]:
     """
 
     def task(tx: WriteTx) -> Event | None:
-        row = tx.conn.execute(
-            f"SELECT {EVENT_COLS} FROM armed_alarms WHERE button = ?", (button,)).fetchone()
-        if row is None:
+        armed = tx.armed_alarm(button)
+        if armed is None:
             return None
-        tx.conn.execute("DELETE FROM armed_alarms WHERE button = ?", (button,))
-        armed = row_to_event(row)
-        if tx.conn.execute("SELECT 1 FROM events WHERE id = ?", (armed.id,)).fetchone():
+        tx.disarm_alarm(button)
+        if tx.has_event(armed.id):
             return None  # stored already (cannot happen: the same COMMIT deletes the row)
         if armed.origin == tx.origin and armed.seq == tx.head(armed.stream) + 1:
             tx.insert(armed)
@@ -160,14 +171,11 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
     """
 
     def task(tx: WriteTx) -> Event | None:
-        if press_id is not None and tx.conn.execute(
-                "SELECT 1 FROM point_presses WHERE press_id = ?", (press_id,)).fetchone():
+        if press_id is not None and tx.press_known(press_id):
             return None
         if press_id is None:
-            tx.conn.execute("DELETE FROM armed_alarms WHERE button = ?", (button,))
-        if prepared is not None and tx.conn.execute(
-                "SELECT 1 FROM armed_alarms WHERE stream = ? AND seq = ?",
-                (prepared.stream, prepared.seq)).fetchone():
+            tx.disarm_alarm(button)
+        if prepared is not None and tx.seq_armed(prepared.stream, prepared.seq):
             # Another button's alarm is armed with the same seq: were this
             # COMMIT lost, recovery could not tell which of the two was shown.
             tx.wrote_new = True
@@ -177,17 +185,9 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
                                     button_alarm_body(button, meeting_point, area, point_name),
                                     prepared=prepared)
         elif kind == "repeat":
-            row = tx.conn.execute(
-                "SELECT id FROM events WHERE kind = 'alert' AND "
-                "json_extract(body, '$.button') = ? ORDER BY ts DESC, id DESC LIMIT 1",
-                (button,)).fetchone()
-            resolved = row is not None and tx.conn.execute(
-                f"SELECT 1 FROM events {ACK_REF} WHERE kind = 'ack' AND "
-                "json_extract(body, '$.ref') = ? "
-                "AND json_extract(body, '$.action') IN ('resolved', 'hidden')",
-                (row[0],)).fetchone() is not None
-            if row is not None and not resolved:
-                event = store_ack(tx, row[0], "repeated", button)
+            last = tx.last_button_alarm(button)
+            if last is not None and not tx.alarm_closed(last):
+                event = store_ack(tx, last, "repeated", button)
             else:  # nothing open to repeat: this hold is a new alarm
                 event = tx.append_local("alert", "public",
                                         button_alarm_body(button, meeting_point, area, point_name))
@@ -195,10 +195,7 @@ def press_task(button: str, meeting_point: str, kind: str, area: str,
             event = tx.append_local("status", "private",
                                     {"event": f"button_{kind}", "button": button})
         if press_id is not None:
-            tx.conn.execute(
-                "INSERT INTO point_presses (press_id, point, button, kind, event_id, "
-                "received_at) VALUES (?, ?, ?, ?, ?, ?)",
-                (press_id, meeting_point, button, kind, event.id, tx.now_ms))
+            tx.add_press(press_id, meeting_point, button, kind, event.id)
         return event
 
     return task
@@ -219,7 +216,7 @@ def _done_ok(future: concurrent.futures.Future[None]) -> bool:
 class ButtonService:
     """The node's panic buttons: gpiozero devices, point-device messages, lights."""
 
-    def __init__(self, settings: NodeSettings, runtime: NodeRuntime) -> None:
+    def __init__(self, settings: NodeSettings, runtime: ButtonRuntime) -> None:
         self.settings = settings
         self.runtime = runtime
         self.specs = {s.id: s for s in button_specs(settings)}

@@ -10,7 +10,6 @@ residents see, marked as not verified.
 from __future__ import annotations
 
 import os
-import sqlite3
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -94,12 +93,8 @@ def store_report(tx: WriteTx, clean: Mapping[str, Any], area: str) -> Submitted:
     body = dict(clean)
     body["receipt"] = new_receipt()
     report = tx.append_local("report", "private", body)
-    try:
-        tx.conn.execute(
-            "INSERT INTO receipts (receipt, event_id, state, updated_at) VALUES (?,?,?,?)",
-            (body["receipt"], report.id, "received", tx.now_ms))
-    except sqlite3.IntegrityError as exc:
-        raise ReceiptTaken(body["receipt"]) from exc
+    if not tx.add_receipt(body["receipt"], report.id):
+        raise ReceiptTaken(body["receipt"])
     warning = None
     if report.body["audience"] in ("neighbours", "both"):
         warning = tx.append_local("alert", "public",

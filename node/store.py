@@ -57,9 +57,12 @@ they run on the writer thread; tests/integration/test_store.py):
   :meth:`holds` and :meth:`prepare_local` read the in-memory state under its
   lock (copies, never the live dicts).
 - **Nothing else writes the database**: every table is written by work
-  submitted here (node/store_queries.py names the statements); other modules
-  read it only through the store's methods or their own read-only
-  connection on the same file.
+  submitted here, through :class:`WriteTx` and the statements
+  node/store_writes.py names; every read goes through the store's methods
+  (node/store_queries.py, on the readers above). No other module of the
+  running node holds a connection to the file or SQL of its own
+  (tests/unit/test_store_owns_sql.py names the few exceptions: the
+  migrations, team.db, backup and restore, the clock's start-up read).
 """
 
 from __future__ import annotations
@@ -85,6 +88,7 @@ from sync.replication import Held
 from .errors import SeqConflict, StoreClosed, StoreError
 from .migrations import migrate
 from .store_queries import EVENT_COLS, StoreQueries
+from .store_writes import TxStatements
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -144,8 +148,9 @@ def load_held(conn: sqlite3.Connection) -> dict[tuple[str, str], Held]:
     return out
 
 
-class WriteTx:
-    """What a piece of work may do inside the writer's transaction."""
+class WriteTx(TxStatements):
+    """What a piece of work may do inside the writer's transaction: append and
+    insert events, and the named statements of :class:`TxStatements`."""
 
     def __init__(self, store: Store, conn: sqlite3.Connection) -> None:
         self._store = store
@@ -158,6 +163,9 @@ class WriteTx:
         self.flush = False
         #: (origin, stream, seq) of every event written, for the held sets after COMMIT.
         self.added: list[tuple[str, str, int]] = []
+
+    def _on_writer(self) -> None:
+        self._store._on_writer()
 
     @property
     def origin(self) -> str:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import sqlite3
 from abc import ABC, abstractmethod
+from collections.abc import Mapping
 from contextlib import AbstractContextManager
 from typing import Any
 
@@ -234,3 +235,67 @@ class StoreQueries(ABC):
     def count_events(self) -> int:
         """Number of events held."""
         return int(self._reader().execute("SELECT COUNT(*) FROM events").fetchone()[0])
+
+    # -- the uplink and carry (node/uplink.py, node/mesh/carry.py) ------------------
+
+    def outbox(self, heads: Mapping[tuple[str, str], int], limit: int,
+               inflight: Mapping[tuple[str, str], int]) -> tuple[list[Event], int, int]:
+        """What waits for central: up to ``limit`` events of the streams in ``heads``
+        (their highest seq), after what central holds (``uplink_state``) and after
+        ``inflight`` (sealed or posted, not yet acknowledged); with the backlog size
+        and the oldest waiting ts (0: none). One read transaction; the heads come from
+        the caller (the store's memory), so no scan of the events table.
+        """
+        events: list[Event] = []
+        backlog = 0
+        oldest = 0
+        with self._read() as conn:
+            acked = {str(key)[6:]: int(value) for key, value in conn.execute(
+                "SELECT key, value FROM uplink_state WHERE key LIKE 'acked/%'")}
+            for (origin, stream), top in sorted(heads.items()):
+                done = acked.get(f"{origin}/{stream}", 0)
+                if top <= done:
+                    continue
+                backlog += top - done
+                room = limit - len(events)
+                after = max(done, inflight.get((origin, stream), 0))
+                if room <= 0 or top <= after:
+                    continue
+                rows = conn.execute(
+                    f"SELECT {EVENT_COLS} FROM events "
+                    "WHERE origin = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?",
+                    (origin, stream, after, room)).fetchall()
+                batch = [row_to_event(r) for r in rows]
+                if batch:
+                    oldest = min(oldest or batch[0].ts, batch[0].ts)
+                events.extend(batch)
+        return events, backlog, oldest
+
+    def uplink_cursors(self, central_origin: str) -> dict[str, int]:
+        """Where the next exchange with central starts: its newest public seq held
+        here, the last receipt update applied, the last batch seq used."""
+        with self._read() as conn:
+            state = {str(k): int(v) for k, v in conn.execute(
+                "SELECT key, value FROM uplink_state WHERE key IN "
+                "('updates_after', 'batch_seq')")}
+            central_public = conn.execute(
+                "SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ? AND "
+                "stream = 'public'", (central_origin,)).fetchone()[0]
+        return {"central_public": int(central_public),
+                "updates_after": state.get("updates_after", 0),
+                "batch_seq": state.get("batch_seq", 0)}
+
+    def central_holds_more(self, holds: Mapping[str, Mapping[str, int]]) -> bool:
+        """Whether central holds more of any stream than recorded here (``uplink_state``)."""
+        with self._read() as conn:
+            acked = {str(key)[6:]: int(value) for key, value in conn.execute(
+                "SELECT key, value FROM uplink_state WHERE key LIKE 'acked/%'")}
+        return any(acked.get(f"{origin}/{stream}", 0) < seq
+                   for origin, streams in holds.items() for stream, seq in streams.items())
+
+    def carried_unanswered(self, limit: int = 20) -> list[tuple[str, int, bytes]]:
+        """Peers' batches kept for central and not answered yet, oldest first:
+        (node, batch seq, sealed batch)."""
+        return [(str(n), int(s), bytes(w)) for n, s, w in self._reader().execute(
+            "SELECT node, batch_seq, wire FROM carried WHERE status IS NULL "
+            "ORDER BY received_at LIMIT ?", (limit,))]

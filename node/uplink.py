@@ -48,7 +48,7 @@ from .enrol import load_enrolment, load_roster, package_version, save_roster
 from .errors import StoreError
 from .mesh.carry import CarryFailed
 from .store import Store, WriteTx
-from .store_queries import row_to_event
+from .store_writes import acked_key
 
 log = logging.getLogger("bart.node.uplink")
 logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise
@@ -166,20 +166,6 @@ class UplinkState:
         return {k: v for k, v in self.__dict__.items()}
 
 
-def _get(conn: sqlite3.Connection, key: str) -> int:
-    row = conn.execute("SELECT value FROM uplink_state WHERE key = ?", (key,)).fetchone()
-    return int(row[0]) if row else 0
-
-
-def _set(conn: sqlite3.Connection, key: str, value: int) -> None:
-    conn.execute("INSERT INTO uplink_state (key, value) VALUES (?, ?) "
-                 "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
-
-
-def _acked_key(origin: str, stream: str) -> str:
-    return f"acked/{origin}/{stream}"
-
-
 def is_urgent(event: Event) -> bool:
     """An event central should have now: alarms, answers, alerts, emergencies."""
     return event.kind in ("alert", "ack") or (
@@ -284,37 +270,16 @@ class Uplink:
         self._wake.set()
         self._kick.set()
 
-    def _pending(self, conn: sqlite3.Connection, limit: int) -> tuple[list[Event], int, int]:
+    def read_pending(self, limit: int) -> tuple[list[Event], int, int]:
         """Up to ``limit`` unsent events, the backlog size, and the oldest unsent ts.
 
         The heads come from the store's memory and the acknowledged seqs from
-        ``uplink_state``: no scan of the events table, however long the backlog.
+        its ``uplink_state`` (:meth:`node.store.Store.outbox`): no scan of the
+        events table, however long the backlog. Blocking: call it off the loop.
         """
-        events: list[Event] = []
-        backlog = 0
-        oldest = 0
-        acked = {key[6:]: value for key, value in conn.execute(
-            "SELECT key, value FROM uplink_state WHERE key LIKE 'acked/%'")}
-        for (origin, stream), top in sorted(self.store.known_heads().items()):
-            if origin != self.settings.name and not self._carries(origin):
-                continue
-            done = acked.get(f"{origin}/{stream}", 0)
-            if top <= done:
-                continue
-            backlog += top - done
-            room = limit - len(events)
-            after = max(done, self._inflight.get((origin, stream), 0))
-            if room <= 0 or top <= after:
-                continue
-            rows = conn.execute(
-                "SELECT id, origin, stream, seq, ts, kind, body, sig FROM events "
-                "WHERE origin = ? AND stream = ? AND seq > ? ORDER BY seq LIMIT ?",
-                (origin, stream, after, room)).fetchall()
-            batch = [row_to_event(r) for r in rows]
-            if batch:
-                oldest = min(oldest or batch[0].ts, batch[0].ts)
-            events.extend(batch)
-        return events, backlog, oldest
+        heads = {key: top for key, top in self.store.known_heads().items()
+                 if key[0] == self.settings.name or self._carries(key[0])}
+        return self.store.outbox(heads, limit, dict(self._inflight))
 
     def _carries(self, origin: str) -> bool:
         """Whether events of another origin go up with ours: only roster members'.
@@ -325,37 +290,6 @@ class Uplink:
         """
         return self.roster is not None and self.roster.member(origin) is not None
 
-    def read_pending(self, limit: int) -> tuple[list[Event], int, int]:
-        """The outbox as seen by a reader connection."""
-        conn = sqlite3.connect(f"file:{self.settings.db_path}?mode=ro", uri=True)
-        try:
-            conn.execute("BEGIN")
-            return self._pending(conn, limit)
-        finally:
-            conn.close()
-
-    def _cursors(self) -> dict[str, int]:
-        conn = sqlite3.connect(f"file:{self.settings.db_path}?mode=ro", uri=True)
-        try:
-            return {
-                "central_public": conn.execute(
-                    "SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ? AND "
-                    "stream = 'public'", (self.central_origin,)).fetchone()[0],
-                "updates_after": _get(conn, "updates_after"),
-                "batch_seq": _get(conn, "batch_seq"),
-            }
-        finally:
-            conn.close()
-
-    def _holds_move(self, holds: dict[str, dict[str, int]]) -> bool:
-        """Does central hold more of any stream than this node has recorded?"""
-        conn = sqlite3.connect(f"file:{self.settings.db_path}?mode=ro", uri=True)
-        try:
-            return any(_get(conn, _acked_key(origin, stream)) < seq
-                       for origin, streams in holds.items() for stream, seq in streams.items())
-        finally:
-            conn.close()
-
     # -- one exchange ----------------------------------------------------------------
 
     async def _prepare(self, events: list[Event], backlog: int) -> _Prepared:
@@ -365,7 +299,7 @@ class Uplink:
         keeps no row of a poll, so nothing can be confused with it, and an idle
         node's disk stays idle (issue "cost flat": <= 1 MB an hour on an SD card).
         """
-        cursors = await asyncio.to_thread(self._cursors)
+        cursors = await asyncio.to_thread(self.store.uplink_cursors, self.central_origin)
         if events:
             batch_seq = await self.store.write(lambda tx: self._next_batch_seq(tx))
         else:
@@ -446,8 +380,8 @@ class Uplink:
 
     @staticmethod
     def _next_batch_seq(tx: WriteTx) -> int:
-        seq = _get(tx.conn, "batch_seq") + 1
-        _set(tx.conn, "batch_seq", seq)
+        seq = tx.uplink_value("batch_seq") + 1
+        tx.set_uplink_value("batch_seq", seq)
         return seq
 
     def _verify_ack(self, reply: SyncReply, batch_seq: int) -> Ack:
@@ -478,32 +412,24 @@ class Uplink:
         def apply(tx: WriteTx) -> list[Event]:
             for origin, streams in holds.items():
                 for stream, seq in streams.items():
-                    before = _get(tx.conn, _acked_key(origin, stream))
+                    before = tx.uplink_value(acked_key(origin, stream))
                     if before < seq:
-                        _set(tx.conn, _acked_key(origin, stream), seq)
+                        tx.set_uplink_value(acked_key(origin, stream), seq)
                         if origin == self.settings.name and stream == "private":
-                            tx.conn.execute(
-                                "UPDATE receipts SET state = 'forwarded', updated_at = ? "
-                                "WHERE state = 'received' AND event_id IN (SELECT id FROM "
-                                "events WHERE origin = ? AND stream = 'private' AND seq > ? "
-                                "AND seq <= ?)", (tx.now_ms, origin, before, seq))
-            last = _get(tx.conn, "updates_after")
+                            tx.receipts_forwarded(origin, before, seq)
+            last = tx.uplink_value("updates_after")
             for upd in ack.updates:
                 state = RECEIPT_STATES.get(upd.state)  # a state this node does not know: skip
                 if state is not None:
-                    tx.conn.execute(
-                        "UPDATE receipts SET state = ?, central_state = ?, updated_at = ? "
-                        "WHERE event_id = ?", (state, upd.state, tx.now_ms, upd.report))
+                    tx.set_receipt_central(upd.report, state, upd.state)
                 if upd.reply:  # the desk's public answer: the newest one is shown
-                    tx.conn.execute(
-                        "UPDATE receipts SET reply = ?, replied_at = ? WHERE event_id = ?",
-                        (upd.reply, upd.at, upd.report))
+                    tx.set_receipt_reply(upd.report, upd.reply, upd.at)
                 last = max(last, upd.id)
-            _set(tx.conn, "updates_after", last)
+            tx.set_uplink_value("updates_after", last)
             return [e for e in central_events if tx.insert(e)]
 
         changes = bool(central_events or ack.updates) or await asyncio.to_thread(
-            self._holds_move, holds)
+            self.store.central_holds_more, holds)
         stored = await self.store.write(apply) if changes else []
         for upd in ack.updates:  # the desk answered an escalated report: no quick polls
             self._watching.pop(upd.report, None)
@@ -639,7 +565,7 @@ class Uplink:
             if self.state.paused or len(events) < self.settings.uplink_batch_max:
                 return None
             return await self._prepare(events, backlog)
-        except (SyncError, UplinkError, OSError, sqlite3.Error) as exc:
+        except (SyncError, UplinkError, StoreError, OSError, sqlite3.Error) as exc:
             log.debug("could not seal the next batch ahead: %s", exc)
             return None
         finally:
@@ -660,22 +586,7 @@ class Uplink:
         """Delete events central holds that are older than the retention period."""
         cutoff = self.store.clock_ms() - self.settings.retention_days * 86_400_000
 
-        def prune(tx: WriteTx) -> int:
-            gone = 0
-            for key, acked in tx.conn.execute(
-                    "SELECT key, value FROM uplink_state WHERE key LIKE 'acked/%'").fetchall():
-                _, origin, stream = key.split("/", 2)
-                where = ("origin = ? AND stream = ? AND seq <= ? AND ts < ? AND seq < "
-                         "(SELECT MAX(seq) FROM events WHERE origin = ? AND stream = ?)")
-                args = (origin, stream, acked, cutoff, origin, stream)
-                tx.conn.execute(f"DELETE FROM receipts WHERE event_id IN "
-                                f"(SELECT id FROM events WHERE {where})", args)
-                tx.conn.execute(f"DELETE FROM point_presses WHERE event_id IN "
-                                f"(SELECT id FROM events WHERE {where})", args)
-                gone += tx.conn.execute(f"DELETE FROM events WHERE {where}", args).rowcount
-            return gone
-
-        gone = await self.store.write(prune)
+        gone = await self.store.write(lambda tx: tx.prune_held_by_central(cutoff))
         if gone:
             log.info("pruned %d events central holds, older than %d days", gone,
                      self.settings.retention_days)

@@ -86,14 +86,7 @@ class Carrier:
             return Carried(doc.node, doc.batch_seq, 503, b"")
 
         def keep(tx: WriteTx) -> bool:
-            count = tx.conn.execute("SELECT COUNT(*) FROM carried WHERE status IS NULL"
-                                    ).fetchone()[0]
-            if count >= MAX_KEPT:
-                return False
-            tx.conn.execute(
-                "INSERT OR IGNORE INTO carried (node, batch_seq, wire, received_at) "
-                "VALUES (?, ?, ?, ?)", (doc.node, doc.batch_seq, doc.batch, tx.now_ms))
-            return True
+            return tx.keep_carried(doc.node, doc.batch_seq, doc.batch, MAX_KEPT)
 
         try:
             kept = await self.store.write(keep)
@@ -118,12 +111,7 @@ class Carrier:
         reply = shrink_reply(resp.content)
 
         def answered(tx: WriteTx) -> None:
-            tx.conn.execute(
-                "UPDATE carried SET status = ?, reply = ?, answered_at = ?, wire = X'' "
-                "WHERE node = ? AND batch_seq = ?",
-                (resp.status_code, reply, tx.now_ms, node, batch_seq))
-            tx.conn.execute("DELETE FROM carried WHERE answered_at < ?",
-                            (tx.now_ms - KEEP_ANSWERED_MS,))
+            tx.carried_answered(node, batch_seq, resp.status_code, reply, KEEP_ANSWERED_MS)
 
         try:
             await self.store.write(answered)
@@ -149,7 +137,7 @@ class Carrier:
                 log.warning("mesh: could not retry carried batches: %s", exc)
 
     async def _retry_once(self, mesh: Mesh) -> None:
-        rows = await asyncio.to_thread(self._unanswered)
+        rows = await asyncio.to_thread(self.store.carried_unanswered, 20)
         for node, batch_seq, wire in rows:
             answer = await self._forward(node, batch_seq, wire)
             if answer.status == 503:
@@ -157,12 +145,6 @@ class Carrier:
             link = next((lk for lk in mesh.live_links() if lk.peer == node), None)
             if link is not None:
                 link.send(answer.encode())
-
-    def _unanswered(self) -> list[tuple[str, int, bytes]]:
-        conn = self.store._reader()  # the store's reader connection of this thread
-        return [(str(n), int(s), bytes(w)) for n, s, w in conn.execute(
-            "SELECT node, batch_seq, wire FROM carried WHERE status IS NULL "
-            "ORDER BY received_at LIMIT 20")]
 
     # -- the origin's half --------------------------------------------------------------
 

@@ -16,8 +16,8 @@ from fastapi.testclient import TestClient
 from central import db
 from central.app import create_app
 from central.identity import Central, CentralSettings, init_central
-from central.staff_accounts import StaffAccounts
-from central.staff_db import staff_audit
+from central.staff.accounts import StaffAccounts
+from central.staff.db import staff_audit
 
 FAST_N = 2**10
 PASSWORD = "lange-zin-voor-test-1"

@@ -42,7 +42,7 @@ from conftest import (
 )
 
 from central.identity import load_central
-from central.staff_accounts import CLIENT_MAX_FAILURES, StaffAccounts
+from central.staff.accounts import CLIENT_MAX_FAILURES, StaffAccounts
 from common.ratelimit import LOGIN_MAX_FAILURES, LOOKUP_BURST
 from node.team import TEAM_DB, TeamAccounts
 

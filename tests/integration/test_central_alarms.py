@@ -39,7 +39,7 @@ from central import alarms, db
 from central.ingest import Ingest
 from central.projector import Projector
 from central.server import CentralServer
-from central.staff_db import staff_audit
+from central.staff.db import staff_audit
 from sync import Event, make_event
 from sync.event import event_from_dict
 from sync.exchange import Ack
@@ -667,7 +667,7 @@ def test_api_and_live_need_a_session(env: Env) -> None:
 def test_a_false_alarm_the_team_closed_stops_the_desks_cue(env: Env) -> None:
     """The team resolved it on the spot (a child pressed the button): the desk's row
     stays, says who closed it, and no longer counts as unanswered."""
-    from central.staff_alarms import new_by_desk
+    from central.staff.alarms import new_by_desk
 
     node = Node(env)
     police = member(env, "Tess Visser", "police")

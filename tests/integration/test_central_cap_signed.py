@@ -79,7 +79,7 @@ def publish(data_dir: Path) -> dict[str, str]:
     """Broadcasts by central's own code, as the staff pages make them."""
     from central import broadcasts, db
     from central.identity import load_central
-    from central.staff_accounts import StaffAccounts
+    from central.staff.accounts import StaffAccounts
 
     c = load_central(data_dir)
     engine = db.make_engine(c.database_url)

@@ -31,7 +31,7 @@ from staff_support import Env, client_for, open_env
 from central import db, handling, open311
 from central.ingest import Ingest
 from central.projector import Projector
-from central.staff_accounts import StaffMember
+from central.staff.accounts import StaffMember
 from central.triage import router_for
 from sync import KeyPair, make_event
 

@@ -34,14 +34,14 @@ from staff_support import (
 )
 
 from central import broadcasts, db, handling
-from central.staff_accounts import (
+from central.staff.accounts import (
     LockedOut,
     LoginFailed,
     StaffAccounts,
     Throttled,
     lockout_ms,
 )
-from central.staff_db import report_notes
+from central.staff.db import report_notes
 from sync import KeyPair, make_event
 from sync.event import event_from_dict
 
@@ -599,7 +599,7 @@ def test_untaken_emergencies_come_first_and_sound(env: Env) -> None:
     page = police.get("/staff/reports").text
     assert page.index("Rook uit de kelder") < page.index("voelt aan autodeuren")
     assert 'class="st-new urgent"' in page
-    from central.staff_alarms import new_by_desk
+    from central.staff.alarms import new_by_desk
     assert new_by_desk(env.engine).get("police") == 1
     assert post_state(police, older, "in_progress").status_code == 303
     assert new_by_desk(env.engine).get("police", 0) == 0
@@ -627,7 +627,7 @@ def test_node_names_and_a_silent_nodes_last_known_backlog(env: Env) -> None:
 def test_lists_are_paged_newest_first_and_counts_follow_every_change(env: Env) -> None:
     """Cost flat in history: a page is LIST_LIMIT rows and a link to the older ones;
     the tab counts come from report_counts, which triggers keep for every writer."""
-    from central.staff import LIST_LIMIT
+    from central.staff.routes import LIST_LIMIT
     ids = [add_report(env, category="nuisance", text=f"Melding nummer {i}")
            for i in range(LIST_LIMIT + 5)]
     muni = member(env, "Vera", "municipality")

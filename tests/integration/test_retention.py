@@ -22,8 +22,8 @@ from central import db, handling, insight
 from central.ingest import Ingest
 from central.projector import Projector
 from central.retention import run_retention
-from central.staff_accounts import StaffMember
-from central.staff_db import report_notes, staff_audit
+from central.staff.accounts import StaffMember
+from central.staff.db import report_notes, staff_audit
 from sync import Event, KeyPair, make_event
 
 DAY = 86_400_000

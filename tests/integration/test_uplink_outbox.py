@@ -16,7 +16,7 @@ from node.config import NodeSettings
 from node.reports import store_report, validate_report_input
 from node.setup import init_node
 from node.store import Store
-from node.uplink import Uplink, _set
+from node.uplink import Uplink
 
 DAY_MS = 86_400_000
 
@@ -44,7 +44,7 @@ def test_outbox_is_what_central_lacks_and_skips_what_is_in_flight(tmp_path: Path
         add_reports(store, 10)  # 10 private reports + 10 public warnings
         events, backlog, _ = uplink.read_pending(100)
         assert backlog == 20 and len(events) == 20
-        store.write_sync(lambda tx: _set(tx.conn, "acked/wereld/private", 4))
+        store.write_sync(lambda tx: tx.set_uplink_value("acked/wereld/private", 4))
         events, backlog, _ = uplink.read_pending(100)
         assert backlog == 16
         assert [e.seq for e in events if e.stream == "private"] == list(range(5, 11))
@@ -67,8 +67,8 @@ def test_prune_keeps_what_central_lacks_the_recent_and_the_newest(tmp_path: Path
         clock[0] += 40 * DAY_MS
         add_reports(store, 2)  # recent: seqs 7..8
         clock[0] += 1000
-        store.write_sync(lambda tx: _set(tx.conn, "acked/wereld/private", 8))
-        store.write_sync(lambda tx: _set(tx.conn, "acked/wereld/public", 3))
+        store.write_sync(lambda tx: tx.set_uplink_value("acked/wereld/private", 8))
+        store.write_sync(lambda tx: tx.set_uplink_value("acked/wereld/public", 3))
         gone = asyncio.run(uplink.prune())
         with sqlite3.connect(settings.db_path) as conn:
             private = [r[0] for r in conn.execute(

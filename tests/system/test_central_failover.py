@@ -47,7 +47,7 @@ from central import db
 from central.cluster import STANDBY_POLL_S, ProjectorLock, lock_holders
 from central.identity import Central, load_central
 from central.projector import Projector, run_when_holding
-from central.staff_accounts import StaffAccounts
+from central.staff.accounts import StaffAccounts
 from sync import KeyPair
 from sync.exchange import Ack
 

@@ -6,9 +6,10 @@ import doctest
 
 import pytest
 
-from central import broadcasts, handling, health, pages, passwords, staff_accounts
+from central import broadcasts, handling, health, pages, passwords
 from central.broadcasts import BroadcastError, classify, parse_areas, parse_form
 from central.pages import load_messages, negotiate
+from central.staff import accounts as staff_accounts
 
 
 @pytest.mark.parametrize("module", [broadcasts, handling, health, pages, passwords,

@@ -65,7 +65,7 @@ def test_both_sides_use_the_one_implementation() -> None:
     neither side has a token or a comparison of its own."""
     import inspect
 
-    from central import staff_web
+    from central.staff import web as staff_web
     from node.team import session
 
     for module in (session, staff_web):

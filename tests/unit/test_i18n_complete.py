@@ -37,7 +37,7 @@ from central import broadcasts as central_broadcasts
 from central import handling as central_handling
 from central.pages import MESSAGES as CENTRAL_LOCALE
 from central.pages import load_catalogue, load_messages
-from central.staff_accounts import ROLES
+from central.staff.accounts import ROLES
 from node.config import NodeSettings
 from node.portal.app import create_app, create_asgi
 from node.portal.captive import CaptivePortal
@@ -222,7 +222,7 @@ CENTRAL_FAMILIES: Mapping[str, tuple[str, ...]] = {
     "insight.*_chart": ("answer", "handled"),
     "insight.*_desc": ("answer", "handled"),
 }
-#: Families the scanner cannot see: central/staff_web.py done_text() looks up
+#: Families the scanner cannot see: central/staff/web.py done_text() looks up
 #: "done." + the ?done= word that redirect(url, word) put in the address.
 CENTRAL_HIDDEN: Mapping[str, tuple[str, ...]] = {
     "done.*": ("password", "take", "state", "rerouted", "note", "reply", "broadcast",

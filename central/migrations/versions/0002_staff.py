@@ -4,7 +4,7 @@ Revision ID: 0002
 Revises: 0001
 Create Date: 2026-11-29 01:30:00
 
-Tables of central/staff_db.py. Times are Unix milliseconds.
+Tables of central/staff/db.py. Times are Unix milliseconds.
 """
 
 from __future__ import annotations

@@ -18,12 +18,12 @@ from typing import Final
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from . import insight
-from .pages import local
-from .staff_accounts import StaffMember
-from .staff_web import engine_of, now_ms, render, renderer_of, require_member, tr
-from .staff_web import page_lang as _lang
-from .triage import ROUTES
+from .. import insight
+from ..pages import local
+from ..triage import ROUTES
+from .accounts import StaffMember
+from .web import engine_of, now_ms, render, renderer_of, require_member, tr
+from .web import page_lang as _lang
 
 router = APIRouter(include_in_schema=False)
 

@@ -30,9 +30,9 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, Response, StreamingResponse
 from sqlalchemy.engine import Engine
 
-from . import alarms, db
-from .pages import local
-from .staff_web import (
+from .. import alarms, db
+from ..pages import local
+from .web import (
     central_of,
     csrf_ok,
     engine_of,

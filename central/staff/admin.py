@@ -1,7 +1,7 @@
 """Staff accounts in the staff pages (admins only): list, add, new one-time password, remove.
 
 The same as ``bart central staff add|reset|remove|list``, which is how the first
-admin is made. Rules, on top of :class:`central.staff_accounts.StaffAccounts`:
+admin is made. Rules, on top of :class:`central.staff.accounts.StaffAccounts`:
 
 * a one-time password is shown once, in the answer to the POST that made it
   (never in a URL, never stored in clear, never logged); it is handed over
@@ -20,9 +20,9 @@ import asyncio
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .passwords import InvalidName, name_key, normalise_name
-from .staff_accounts import ROLES, InvalidRole, NameTaken, StaffMember, UnknownStaff
-from .staff_web import (
+from ..passwords import InvalidName, name_key, normalise_name
+from .accounts import ROLES, InvalidRole, NameTaken, StaffMember, UnknownStaff
+from .web import (
     accounts_of,
     csrf_ok,
     done_text,

@@ -5,7 +5,7 @@ usable on a phone. Installed by :func:`install`, which ``central.app`` calls.
 
 * Roles: ``police`` and ``municipality`` see (and handle) reports routed to
   their desk; ``admin`` sees all of them, the audit log and the staff
-  accounts (:mod:`central.staff_admin`). Everybody may broadcast.
+  accounts (:mod:`central.staff.admin`). Everybody may broadcast.
 * Sessions: cookie ``bart_staff`` (HttpOnly, SameSite=Strict, Secure over
   https, Path=/); every form carries a CSRF token that is
   HMAC-SHA256(session token, "csrf"); the login form a double-submit token.
@@ -28,12 +28,17 @@ from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, Response
 from sqlalchemy.engine import Engine
 
-from . import alarms, handling, open311, staff_admin, staff_alarms, staff_broadcasts, staff_insight
-from .health import node_health, node_names
-from .identity import Central
-from .pages import Renderer, local
-from .passwords import MIN_PASSWORD, WeakPassword
-from .staff_accounts import (
+from .. import alarms, handling, open311
+from ..health import node_health, node_names
+from ..identity import Central
+from ..pages import Renderer, local
+from ..passwords import MIN_PASSWORD, WeakPassword
+from ..triage import ROUTES, RULES_FILE, RulesError, RuleSet, default_rules, load_rules
+from . import admin as staff_admin
+from . import alarms as staff_alarms
+from . import broadcasts as staff_broadcasts
+from . import insight as staff_insight
+from .accounts import (
     LockedOut,
     LoginFailed,
     StaffAccounts,
@@ -41,7 +46,7 @@ from .staff_accounts import (
     Throttled,
     UnknownStaff,
 )
-from .staff_web import (
+from .web import (
     COOKIE,
     LOGIN_COOKIE,
     StaffHeaders,
@@ -62,7 +67,6 @@ from .staff_web import (
     same_origin,
     tr,
 )
-from .triage import ROUTES, RULES_FILE, RulesError, RuleSet, default_rules, load_rules
 
 log = logging.getLogger("bart.central.staff")
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-from .db import metadata
+from ..db import metadata
 
 _ID = sa.BigInteger().with_variant(sa.Integer, "sqlite")
 

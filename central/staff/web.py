@@ -25,10 +25,10 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 from common import apidocs, csrf
 from common.csrf import csrf_token as csrf_token  # re-exported for the pages
 
-from .health import silent_nodes
-from .identity import Central
-from .pages import LANGUAGES, Renderer, negotiate
-from .staff_accounts import StaffAccounts, StaffMember
+from ..health import silent_nodes
+from ..identity import Central
+from ..pages import LANGUAGES, Renderer, negotiate
+from .accounts import StaffAccounts, StaffMember
 
 COOKIE: Final = "bart_staff"
 LOGIN_COOKIE: Final = "bart_staff_login"
@@ -137,7 +137,7 @@ def render(request: Request, template: str, member: StaffMember | None, *,
     ``page``: the page the language links open — for the answer to a POST,
     the page it was posted from (a link cannot repeat the POST). ``live``: the
     page's list is fetched again whenever the desk changes (``/staff/live``,
-    central/staff_alarms.py); every staff page sounds the alarm cue, none
+    central/staff/alarms.py); every staff page sounds the alarm cue, none
     refreshes on a timer.
     """
     lang = page_lang(request)

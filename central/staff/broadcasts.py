@@ -15,11 +15,11 @@ from fastapi.responses import Response
 
 from sync.bodies import MAX_REPORT_TEXT, MAX_TITLE, SEVERITIES
 
-from . import broadcasts
-from .health import node_health
-from .pages import local
-from .staff_accounts import StaffMember
-from .staff_web import (
+from .. import broadcasts
+from ..health import node_health
+from ..pages import local
+from .accounts import StaffMember
+from .web import (
     central_of,
     csrf_ok,
     done_text,

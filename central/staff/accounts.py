@@ -1,6 +1,6 @@
 """Staff accounts of central: roles, logins, sessions, lockout and the audit log.
 
-Everything lives in central's database (tables in :mod:`central.staff_db`),
+Everything lives in central's database (tables in :mod:`central.staff.db`),
 so any number of stateless workers share sessions and lockouts. Rules, all on
 the injectable ``clock_ms``:
 
@@ -33,9 +33,9 @@ from sqlalchemy.engine import Connection, Engine
 
 from common import ratelimit
 
-from . import db
-from .errors import CentralError
-from .passwords import (
+from .. import db
+from ..errors import CentralError
+from ..passwords import (
     SCRYPT_N,
     InvalidName,
     check_new_password,
@@ -46,7 +46,7 @@ from .passwords import (
     normalise_name,
     verify_login,
 )
-from .staff_db import (
+from .db import (
     staff,
     staff_audit,
     staff_client_failures,

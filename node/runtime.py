@@ -16,7 +16,7 @@ import shutil
 import time
 from collections import deque
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from broker import BrokerProcess, BrokerSettings, MqttClient, MqttUser
 from broker.topics import PUBLIC_EVENTS_FILTER, event_topic, health_topic, parse_event_topic
@@ -40,6 +40,12 @@ from .store import Store
 from .tls import ensure_tls
 from .trust import TrustedKeys
 from .uplink import Uplink
+
+if TYPE_CHECKING:
+    from .buttons import ButtonRuntime
+    from .portal.demo import DemoRuntime
+    from .portal.deps import PortalRuntime
+    from .team.session import TeamRuntime
 
 log = logging.getLogger(__name__)
 
@@ -633,3 +639,12 @@ class NodeRuntime:
             "uplink": self.uplink.state.to_dict() if self.uplink else {"enabled": False},
             "mesh": self._mesh_health(),
         }
+
+
+def narrow_views(rt: NodeRuntime) -> tuple[ButtonRuntime, PortalRuntime, DemoRuntime,
+                                           TeamRuntime]:
+    """The runtime as the button service, the resident pages and API, the demo
+    pages and the team pages see it: each receives one of these small
+    interfaces, never :class:`NodeRuntime` itself. mypy checks here that the
+    runtime provides every one of them (tests/unit/test_runtime_interfaces.py)."""
+    return rt, rt, rt, rt

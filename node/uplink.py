@@ -189,10 +189,15 @@ class Uplink:
     def __init__(self, settings: NodeSettings, store: Store, keys: KeyPair,
                  on_central_event: Callable[[Event], None] | None = None,
                  transport: httpx.AsyncBaseTransport | None = None,
-                 clock: NodeClock | None = None) -> None:
+                 clock: NodeClock | None = None,
+                 monotonic: Callable[[], float] = time.monotonic,
+                 uniform: Callable[[float, float], float] = random.uniform) -> None:
         self.settings = settings
-        #: The node's time (stamps, central's signed time); timers use time.monotonic.
+        #: The node's time (stamps, central's signed time); timers use ``monotonic``.
         self.clock = clock or NodeClock()
+        #: The timers' clock and the back-off's jitter (injected by tests).
+        self._monotonic = monotonic
+        self._uniform = uniform
         self.store = store
         self.keys = keys
         self.on_central_event = on_central_event
@@ -239,7 +244,7 @@ class Uplink:
         with the desk's first answer (a receipt update), or after
         ``uplink_alarm_watch_s``.
         """
-        now = time.monotonic()
+        now = self._monotonic()
         for event in events:
             own = event.origin == self.settings.name
             if own and is_urgent(event):
@@ -254,7 +259,7 @@ class Uplink:
 
     def watching(self) -> bool:
         """Is an alarm of this node open (the fast poll)?"""
-        now = time.monotonic()
+        now = self._monotonic()
         for key in [k for k, until in self._watching.items() if until <= now]:
             del self._watching[key]
         self.state.watching = len(self._watching)
@@ -504,7 +509,7 @@ class Uplink:
                             continue
                         urgent, self._urgent = self._urgent, False
                         stamped_age = (self.clock.now_ms() - oldest) / 1000 if oldest else 0.0
-                        delay = sched.wait_s(time.monotonic(), waiting=len(events),
+                        delay = sched.wait_s(self._monotonic(), waiting=len(events),
                                              stamped_age_s=stamped_age, urgent=urgent,
                                              poll_s=self._poll_s())
                         if delay > 0:
@@ -537,7 +542,7 @@ class Uplink:
                         self.state.failures = 0
                         self.state.last_error = ""
                         self.state.backlog = max(0, batch.backlog - len(batch.events))
-                        now = time.monotonic()
+                        now = self._monotonic()
                         sched.sent(now, self.state.backlog)
                         self._inflight = prepared.tops() if prepared else {}
                         if sched.prune_due(now):
@@ -580,7 +585,7 @@ class Uplink:
     def _backoff(self) -> float:
         """Exponential back-off with full jitter (:func:`backoff_s`)."""
         return backoff_s(self.state.failures, self.settings.uplink_backoff_max_s,
-                         random.uniform)
+                         self._uniform)
 
     async def prune(self) -> int:
         """Delete events central holds that are older than the retention period."""

@@ -29,7 +29,7 @@ import asyncio
 import hmac
 import json
 import secrets
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import urlsplit
 
 import httpx
@@ -38,11 +38,63 @@ from fastapi.responses import JSONResponse, RedirectResponse, Response
 
 from sync.bodies import SLUG
 
+from ..config import NodeSettings
+from ..hub import Hub
+from ..uplink import UplinkState
 from . import deps
 from .resident import page_lang, render
 
 if TYPE_CHECKING:
+    from ..buttons import ButtonService
     from ..mesh.engine import Mesh
+
+class DemoUplink(Protocol):
+    """The uplink as the demo cuts and restores it."""
+
+    @property
+    def state(self) -> UplinkState: ...
+
+    def pause(self, paused: bool) -> None: ...
+
+
+class DemoTrust(Protocol):
+    """Whom this node trusts as a mesh peer."""
+
+    def peer(self, name: str) -> bool: ...
+
+
+class DemoRuntime(Protocol):
+    """What the demo pages need of the running node (not the whole
+    :class:`node.runtime.NodeRuntime`)."""
+
+    @property
+    def settings(self) -> NodeSettings: ...
+
+    @property
+    def team_hub(self) -> Hub: ...
+
+    @property
+    def buttons(self) -> ButtonService | None: ...
+
+    @property
+    def uplink(self) -> DemoUplink | None: ...
+
+    @property
+    def mesh(self) -> Mesh | None: ...
+
+    @property
+    def trust(self) -> DemoTrust: ...
+
+    def peer_names(self) -> dict[str, str]: ...
+
+    def spawn(self, coro: Any) -> None: ...
+
+
+def demo_runtime(request: Request) -> DemoRuntime:
+    """The running node, as far as the demo pages use it."""
+    rt: DemoRuntime = request.app.state.runtime
+    return rt
+
 
 router = APIRouter(tags=["demo"])
 #: Written by ``bart demo``: button id → control URL of its point-device process.
@@ -83,7 +135,7 @@ async def _control(url: str, method: str, path: str) -> bytes:
 
 
 async def _buttons(request: Request) -> list[dict[str, Any]]:
-    rt = deps.runtime(request)
+    rt = demo_runtime(request)
     if rt.buttons is None:
         return []
     controls = _point_controls(request)
@@ -127,7 +179,7 @@ def _links(request: Request) -> dict[str, Any]:
 
 def _uplink_state(request: Request) -> dict[str, Any]:
     """The uplink as ``/healthz`` shows it."""
-    uplink = deps.runtime(request).uplink
+    uplink = demo_runtime(request).uplink
     return uplink.state.to_dict() if uplink is not None else {"enabled": False}
 
 
@@ -172,7 +224,7 @@ def _lacks(mesh: Mesh, peer: str) -> int | None:
 def _mesh_state(request: Request) -> dict[str, Any]:
     """This node's mesh links: one per other node of the demo (and any other peer),
     each connected, cut or waiting, with its round trip and what it lacks of ours."""
-    rt = deps.runtime(request)
+    rt = demo_runtime(request)
     mesh = rt.mesh
     if mesh is None:
         return {"enabled": False, "peers": []}
@@ -199,7 +251,7 @@ async def _page(request: Request, *, error: str = "", status: int = 200) -> Resp
     response = render(request, "demo.html", status=status, buttons=await _buttons(request),
                       links=_links(request), uplink=_uplink_state(request),
                       mesh=_mesh_state(request), this_node=deps.settings(request).name,
-                      team_watching=deps.runtime(request).team_hub.subscriber_count,
+                      team_watching=demo_runtime(request).team_hub.subscriber_count,
                       csrf_token=token, error=error)
     return _with_csrf_cookie(response, token)
 
@@ -242,7 +294,7 @@ async def demo_uplink(request: Request) -> Response:
         raise HTTPException(403, "missing or wrong CSRF token (GET /demo/uplink gives one)")
     if action not in UPLINK_ACTIONS:
         raise HTTPException(422, "action must be cut or restore")
-    uplink = deps.runtime(request).uplink
+    uplink = demo_runtime(request).uplink
     if uplink is None or not uplink.state.enabled:
         raise HTTPException(409, "this node is not enrolled with a central: it has no uplink")
     uplink.pause(UPLINK_ACTIONS[action])
@@ -332,7 +384,7 @@ async def demo_link(request: Request) -> Response:
         raise HTTPException(422, "action must be cut or heal")
     if not SLUG.fullmatch(peer):
         raise HTTPException(422, "peer must be a node name")
-    rt = deps.runtime(request)
+    rt = demo_runtime(request)
     mesh = rt.mesh
     if mesh is None:
         raise HTTPException(409, "this node's mesh is off (not enrolled with a central, "
@@ -374,7 +426,7 @@ async def demo_press(button_id: str, request: Request,
         if not _csrf_ok(request, token if isinstance(token, str) else ""):
             raise HTTPException(403, "a demo control may only be used from the node's "
                                 "own /demo page")
-    rt = deps.runtime(request)
+    rt = demo_runtime(request)
     controls = _point_controls(request)
     if rt.buttons is not None and button_id in rt.buttons.buttons:
         rt.spawn(rt.buttons.press(button_id, hold_s))

@@ -1,23 +1,100 @@
-"""Shared request helpers for the page and API routers."""
+"""Shared request helpers for the page and API routers.
+
+The routers see the running node through :class:`PortalRuntime`, a small
+interface of what the resident pages and the API use (as
+:class:`node.team.session.TeamRuntime` for the team pages, and
+:class:`node.portal.demo.DemoRuntime` for the demo pages): not the whole
+:class:`node.runtime.NodeRuntime`, which this module does not import.
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from typing import Any, Protocol
 
 from fastapi import HTTPException, Request
 
 from sync import Event
 
 from ..config import NodeSettings
-from ..runtime import NodeRuntime
+from ..hub import Hub
+from ..reports import Submitted
+from ..uplink import UplinkState
 from .guards import RateLimiter
 from .render import Renderer
 from .views import Phase, alert_phase, is_visible, local_time
 
 
-def runtime(request: Request) -> NodeRuntime:
-    """The running node."""
-    rt: NodeRuntime = request.app.state.runtime
+class PortalStore(Protocol):
+    """What the resident pages and the API read from the node store."""
+
+    def recent(self, kind: str, *, limit: int = 50, since_ms: int = 0) -> list[Event]: ...
+
+    def acks_for(self, ref_ids: list[str]) -> dict[str, list[Event]]: ...
+
+    def replaced_alerts(self, alert_ids: list[str]) -> set[str]: ...
+
+    def get_event(self, event_id: str) -> Event | None: ...
+
+    def receipt(self, code: str) -> tuple[str, Event] | None: ...
+
+    def receipt_reply(self, code: str) -> tuple[str, int] | None: ...
+
+
+class UplinkView(Protocol):
+    """The uplink as the pages see it."""
+
+    @property
+    def state(self) -> UplinkState: ...
+
+    @property
+    def central_origin(self) -> str: ...
+
+
+class MeshView(Protocol):
+    """The mesh as ``/api/v1/mesh`` shows it."""
+
+    def view(self) -> dict[str, Any]: ...
+
+
+class CarryView(Protocol):
+    """Carry's counters for ``/api/v1/mesh``."""
+
+    def status(self) -> dict[str, Any]: ...
+
+
+class PortalRuntime(Protocol):
+    """What the resident pages and the API need of the running node."""
+
+    @property
+    def settings(self) -> NodeSettings: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def uplink(self) -> UplinkView | None: ...
+
+    @property
+    def mesh(self) -> MeshView | None: ...
+
+    @property
+    def carrier(self) -> CarryView | None: ...
+
+    def require_store(self) -> PortalStore: ...
+
+    def peer_names(self) -> dict[str, str]: ...
+
+    def now_ms(self) -> int: ...
+
+    def health(self) -> dict[str, Any]: ...
+
+    async def submit_report(self, clean: Mapping[str, Any]) -> Submitted: ...
+
+
+def runtime(request: Request) -> PortalRuntime:
+    """The running node, as far as the resident pages and the API use it."""
+    rt: PortalRuntime = request.app.state.runtime
     return rt
 
 

@@ -86,3 +86,36 @@ def test_prune_keeps_what_central_lacks_the_recent_and_the_newest(tmp_path: Path
         assert top[0] == 9
     finally:
         store.close()
+
+
+def test_the_watch_and_the_back_off_run_on_the_injected_clock_and_jitter(
+        tmp_path: Path) -> None:
+    """Uplink's timers take ``monotonic`` and its back-off ``uniform`` as given (issue 16):
+    an alarm's fast polling ends after ``uplink_alarm_watch_s`` of that clock."""
+    settings, keys = init_node(tmp_path / "node", name="wereld", area="ESC-01")
+    settings = NodeSettings.load(settings.data_dir, uplink_alarm_watch_s=60.0)
+    store = Store(settings.db_path, origin=settings.name, keys=keys)
+    now = [1000.0]
+    picks: list[tuple[float, float]] = []
+
+    def uniform(low: float, high: float) -> float:
+        picks.append((low, high))
+        return high
+
+    uplink = Uplink(settings, store, keys, monotonic=lambda: now[0], uniform=uniform)
+    try:
+        alarm = store.write_sync(lambda tx: tx.append_local("alert", "public", {
+            "source": "button", "category": "emergency", "severity": "extreme",
+            "title": "", "text": "", "place": {"point": None, "text": ""},
+            "areas": ["ESC-01"], "expires": None, "ref": None, "called_112": False,
+            "called_112_by": "", "button": "hek"}))
+        uplink.wake([alarm])
+        assert uplink.watching() and uplink.state.watching == 1
+        now[0] += 59.0
+        assert uplink.watching()
+        now[0] += 1.0
+        assert not uplink.watching() and uplink.state.watching == 0
+        uplink.state.failures = 3
+        assert uplink._backoff() == 8.0 and picks == [(1.0, 8.0)]
+    finally:
+        store.close()

@@ -201,6 +201,14 @@ class Nemesis:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
 
+    def _zero_fill(self, name: str, db: Path) -> None:
+        try:
+            size = _zero_fill_file(db)
+        except OSError as exc:  # an empty file on a full disk cannot grow
+            self.history.note(f"{name}: {db.name} not zero-filled: {exc}")
+            return
+        self.history.note(f"{name}: {db.name} zero-filled ({size} bytes)")
+
     def _kill_node(self, name: str, *, zero_db: bool) -> None:
         hood = self.hood
         node = hood[name]
@@ -224,11 +232,18 @@ class Nemesis:
         time.sleep(self.rng.uniform(0.5, 3.0))
         if zero_db:
             for db in node.data_dir.rglob("mosquitto.db"):
-                size = max(db.stat().st_size, 4096)
-                db.write_bytes(b"\0" * size)
-                self.history.note(f"{name}: {db.name} zero-filled ({size} bytes)")
+                self._zero_fill(name, db)
         node.launch()
         wait_up(node)
+
+
+def _zero_fill_file(db: Path) -> int:
+    """Overwrite ``db`` with zeros in place (no truncation: on a full disk the pages it
+    has are all there is); an empty file gets 4 KiB. Bytes written."""
+    size = db.stat().st_size or 4096
+    with db.open("r+b") as fh:
+        fh.write(b"\0" * size)
+    return size
 
 
 def wait_up(node: Any, timeout: float = 60.0) -> None:

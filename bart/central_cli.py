@@ -53,8 +53,9 @@ def _engine(central: Any) -> Any:
 
 
 def cmd_central_init(args: argparse.Namespace) -> int:
+    from central.config import CentralSettings
     from central.db import upgrade
-    from central.identity import CentralSettings, init_central
+    from central.identity import init_central
 
     values: dict[str, Any] = {"name": args.name}
     for key in ("database_url", "public_url", "http_host", "http_port"):

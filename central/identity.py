@@ -1,4 +1,4 @@
-"""Central's keys and settings, created by ``bart central init``.
+"""Central's keys and CA, created by ``bart central init`` (settings: central/config.py).
 
 A central data directory holds::
 
@@ -14,9 +14,7 @@ A central data directory holds::
 from __future__ import annotations
 
 import datetime as dt
-import json
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,54 +23,22 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
-from pydantic import BaseModel, Field, ValidationError, field_validator
 
 from common.files import write_atomic
-from common.ratelimit import check_trusted_proxies
-from sync.bodies import SLUG
 from sync.keys import KeyPair, b64
 from sync.sealed import key_id
 
 from .areas import AREAS_FILE, Area, load_areas
+from .config import CONFIG_FILE as CONFIG_FILE  # re-exported: older imports name identity
+from .config import CentralSettings as CentralSettings
 from .errors import CentralConfigError
 
-CONFIG_FILE = "central.toml"
 CA_DAYS = 3650
 NODE_CERT_DAYS = 825
 CAP_DIR = "cap"
 #: XML-DSig verifiers all know RSA-SHA256; few know Ed25519 (central/capsign.py).
 CAP_KEY_BITS = 3072
 CAP_CERT_DAYS = 3650
-
-
-class CentralSettings(BaseModel):
-    """Settings of a central server. See docs/central.md."""
-
-    model_config = {"extra": "forbid"}
-
-    name: str = Field(default="central", pattern=SLUG.pattern)
-    database_url: str = ""
-    public_url: str = Field(default="http://127.0.0.1:8090", max_length=300)
-    http_host: str = "127.0.0.1"
-    http_port: int = Field(default=8090, ge=1, le=65535)
-    enrol_code_ttl_s: int = Field(default=86_400, ge=60, le=30 * 86_400)
-    silent_after_s: int = Field(default=900, ge=60, le=7 * 86_400)
-    max_batch_bytes: int = Field(default=8 * 1024 * 1024, ge=1024, le=64 * 1024 * 1024)
-    #: Handled reports are anonymised this many days later (central/retention.py).
-    retention_days: int = Field(default=365, ge=30, le=3650)
-    #: Addresses or networks whose X-Forwarded-For/-Proto are believed (the reverse
-    #: proxy in front of central); empty: none (issue 17).
-    trusted_proxies: list[str] = Field(default_factory=list, max_length=64)
-
-    @field_validator("trusted_proxies")
-    @classmethod
-    def _trusted_proxies(cls, value: list[str]) -> list[str]:
-        return check_trusted_proxies(value)
-
-    @property
-    def origin(self) -> str:
-        """Central's origin in the event model, e.g. ``central-haaglanden``."""
-        return self.name if self.name.startswith("central") else f"central-{self.name}"
 
 
 @dataclass(frozen=True)
@@ -236,26 +202,15 @@ def init_central(data_dir: Path, settings: CentralSettings) -> Central:
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))
     (ca_dir / "ca.pem").write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    values = settings.model_dump(exclude_defaults=False)
-    lines = ["# Bart central settings. See docs/central.md.", ""]
-    lines += [f"{k} = {json.dumps(v)}" for k, v in values.items()]
-    (data_dir / CONFIG_FILE).write_text("\n".join(lines) + "\n")
+    (data_dir / CONFIG_FILE).write_text(settings.render_toml(), encoding="utf-8")
     return load_central(data_dir)
 
 
 def load_central(data_dir: Path, **overrides: Any) -> Central:
-    """Load a central created by :func:`init_central`; ``overrides`` beat the file."""
+    """Load a central created by :func:`init_central`: settings from its file, the
+    environment and ``overrides`` (central/config.py), then its keys."""
     data_dir = data_dir.resolve()
-    path = data_dir / CONFIG_FILE
-    if not path.exists():
-        raise CentralConfigError(
-            f"no central in {data_dir} (run: bart central init --data-dir {data_dir})")
-    try:
-        values = tomllib.loads(path.read_text(encoding="utf-8"))
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        settings = CentralSettings(**values)
-    except (tomllib.TOMLDecodeError, ValidationError) as exc:
-        raise CentralConfigError(f"{path}: {exc}") from exc
+    settings = CentralSettings.load(data_dir, **overrides)
     keys = KeyPair.load(data_dir / "keys")
     ca_key_path = data_dir / "ca" / "ca.key"
     if ca_key_path.stat().st_mode & 0o077:

@@ -57,3 +57,49 @@ def test_every_http_endpoint_is_documented(tmp_path: Path) -> None:
                 continue
             assert re.search(rf"`{method} {re.escape(path)}[`?]", text), (
                 f"{method} {path} missing from docs/http-api.md")
+
+
+# -- central: the same checks as the node's ----------------------------------------------
+
+#: Where central's settings and routes are documented.
+CENTRAL_DOCS = ("central.md", "http-api.md")
+
+
+def test_every_central_setting_is_documented() -> None:
+    from central.config import CentralSettings
+
+    text = (DOCS / "central.md").read_text()
+    for name in CentralSettings.model_fields:
+        assert f"| `{name}` |" in text, f"central setting {name} missing from docs/central.md"
+
+
+def _route_pattern(method: str, path: str) -> str:
+    """``METHOD PATH`` in backticks; docs may name a path parameter their own way
+    (``{id}`` for ``{alert_id}``) and show the format parameter as ``.json``."""
+    parts = re.split(r"(\{[a-z_]+\})", path)
+    body = "".join(r"(json|xml)" if part == "{fmt}" else r"\{[a-z_]+\}"
+                   if part.startswith("{") else re.escape(part) for part in parts)
+    return rf"`{method} {body}[`?]"
+
+
+def test_every_central_http_endpoint_is_documented(tmp_path: Path) -> None:
+    from central.app import create_app
+    from central.config import CentralSettings
+    from central.identity import init_central
+
+    app = create_app(init_central(tmp_path / "central", CentralSettings(name="docs")))
+    text = "\n".join((DOCS / name).read_text() for name in CENTRAL_DOCS)
+    missing = []
+    for path, methods in app.openapi()["paths"].items():  # includes the batch fast path
+        for method in methods:
+            if not re.search(_route_pattern(method.upper(), path), text):
+                missing.append(f"{method.upper()} {path}")
+    for route in app.routes:
+        path = getattr(route, "path", "")
+        if not path:
+            continue
+        for method in sorted(getattr(route, "methods", None) or {"GET"}):
+            if method != "HEAD" and not re.search(_route_pattern(method, path), text):
+                missing.append(f"{method} {path}")
+    assert not missing, ("central's routes missing from docs/central.md and docs/http-api.md: "
+                         + ", ".join(sorted(set(missing))))

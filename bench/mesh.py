@@ -40,9 +40,12 @@ with ``audience: "neighbours"`` (each report yields one public alert).
    of the node and its Mosquitto over a window (60 s). Goal: <= 1 % of a CPU and
    <= 15 MB RSS added.
 
-Run: ``.venv/bin/python bench/mesh.py [--runs 3] [--quick] [--only 1,2,3] [--netns]``
-(``--netns``: each node and baseline broker in a network namespace of its own, joined
-by veth pairs to a bridge; needs root). bench/README.md has the figures.
+Run: ``.venv/bin/python bench/mesh.py [--runs 3] [--quick] [--only 1,2,3] [--netns]
+[--trace]`` (``--netns``: each node and baseline broker in a network namespace of its
+own, joined by veth pairs to a bridge; needs root. ``--trace``: every node runs under
+bench/mesh_trace.py, which stamps each step of an event inside B, C and D - paho,
+event loop, verified, write queued, COMMIT, hub - and figure 1 prints where the time
+goes). bench/README.md has the figures.
 """
 
 from __future__ import annotations
@@ -76,6 +79,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import mesh_trace
 import paho.mqtt.client as mqtt
 from _common import (
     BART,
@@ -835,6 +839,7 @@ def fig_latency(procs: Procs, net: Net, root: Path,
         out: dict[str, Any] = {k: [] for k in keys}
         out.update(missing=0, load=load())
         ab, ac = arrived[b.name], arrived[c.name]
+        traced: set[str] = set()
         for rid, _before, after in measured:
             eid = sa.ref.get(rid)
             if eid is None or not all(eid in x for x in (sb.at, sc.at, va, vb, vc)):
@@ -856,6 +861,7 @@ def fig_latency(procs: Procs, net: Net, root: Path,
             out["show2"].append((vc[eid] - sa.at[eid]) * 1000)
             out["show_per_hop"].append(out["show2"][-1] / 2)
             out["show_a"].append((va[eid] - sa.at[eid]) * 1000)
+            traced.add(eid)
             out["show_sse"].append((vb[eid] - va[eid]) * 1000)
         for br, _pub, s1, s2 in raw:
             hop, pub_hop, lost = [], [], 0
@@ -882,8 +888,17 @@ def fig_latency(procs: Procs, net: Net, root: Path,
         out.update(parts(root, payloads[node_bridge.label],
                          lambda o: origin.keys.signing_public if o == origin.name else None))
         procs.stop(node_broker)
+        if args.trace:
+            time.sleep(1.5)  # the runner writes its stamps every second
         for n in (a, b, c, d):
             n.stop()
+        if args.trace:
+            trace_dir = Path(os.environ["BART_MESH_TRACE_DIR"])
+            bridged = set(list(published[node_bridge.label])[args.warmup:])
+            for n, steps, ids in ((b, mesh_trace.STEPS_RELAY, traced),
+                                  (c, mesh_trace.STEPS_RELAY, traced),
+                                  (d, mesh_trace.STEPS_TAKEN, bridged)):
+                out[f"trace_{n.name[-1]}"] = mesh_trace.stages(trace_dir, n.name, steps, ids)
         results.append(out)
         print_latency_run(run, out)
     return results
@@ -931,6 +946,9 @@ def print_latency_run(run: int, r: dict[str, Any]) -> None:
     for key, label in LATENCY_ROWS:
         if r.get(key):
             print(f"    {label:>48}: {pcts(r[key])}")
+    for x in "bcd":
+        for step, values in r.get(f"trace_{x}", {}).items():
+            print(f"    {f'trace {x.upper()}: {step}':>48}: {pcts(values)} (n={len(values)})")
 
 
 # -- 2: convergence after a partition -------------------------------------------------------
@@ -1217,6 +1235,9 @@ def main() -> int:
     ap.add_argument("--delay-ms", type=float, default=0.0,
                     help="with --netns: netem delay on every veth (each way)")
     ap.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    ap.add_argument("--trace", action="store_true",
+                    help="figure 1: run every node under bench/mesh_trace.py and print where "
+                    "B, C and D spend their time (paho -> loop -> verified -> COMMIT -> hub)")
     args = ap.parse_args()
     if args.quick:
         args.runs = 1 if "--runs" not in sys.argv else args.runs
@@ -1231,6 +1252,10 @@ def main() -> int:
           f"{dt.datetime.now().isoformat(timespec='seconds')}")
 
     tmp = Path(tempfile.mkdtemp(prefix="bart-bench-mesh-"))
+    if args.trace:
+        os.environ["BART_BENCH_RUNNER"] = str(Path(mesh_trace.__file__).resolve())
+        os.environ["BART_MESH_TRACE_DIR"] = str(tmp / "trace")
+        (tmp / "trace").mkdir()
     lat: list[dict[str, Any]] = []
     conv: list[dict[str, Any]] = []
     idle: list[dict[str, Any]] = []
@@ -1332,6 +1357,14 @@ def summary(lat: list[dict[str, Any]], conv: list[dict[str, Any]],
                      f"{spread(col('verify', 99), '{:.3f}')} / "
                      f"{spread(col('commit_full', 99), '{:.3f}')} / "
                      f"{spread(col('commit_normal', 99), '{:.3f}', ' ms')}", ""))
+        for x, what in (("b", "B, relay"), ("c", "C, last"), ("d", "D, bridged")):
+            traces = [r.get(f"trace_{x}") or {} for r in lat]
+            for step in traces[0]:
+                if all(step in t for t in traces):
+                    rows.append((f"trace {what}: {step} p50 / p99",
+                                 f"{spread([percentile(t[step], 50) for t in traces])} / "
+                                 f"{spread([percentile(t[step], 99) for t in traces], unit=' ms')}",
+                                 "", ""))
         base99 = col("node_hop", 99)
         ratios = [max(x, y) for x, y in zip(div(col("show1", 99), base99),
                                              div(col("show_per_hop", 99), base99),

@@ -45,6 +45,7 @@ from sqlalchemy.pool import NullPool
 
 from sync.keys import b64, fingerprint
 
+from . import queries
 from .errors import CentralConfigError
 from .identity import Central
 
@@ -62,16 +63,10 @@ KEEPALIVE = {"idle": 10, "interval": 5, "count": 3}
 APP_PREFIX = "bart-projector"
 
 _KEYS = {"a": LOCK_KEYS[0], "b": LOCK_KEYS[1]}
-_TRY_LOCK = sa.text("SELECT pg_try_advisory_lock(CAST(:a AS integer), CAST(:b AS integer))")
-_UNLOCK = sa.text("SELECT pg_advisory_unlock(CAST(:a AS integer), CAST(:b AS integer))")
-# Two-key advisory locks show as classid, objid and objsubid 2 in pg_locks.
-_OURS = ("l.locktype = 'advisory' AND l.granted AND l.classid = CAST(:a AS oid) "
-         "AND l.objid = CAST(:b AS oid) AND l.objsubid = 2")
-_HELD = sa.text(f"SELECT count(*) FROM pg_locks l WHERE {_OURS} AND l.pid = pg_backend_pid()")
-_HOLDERS = sa.text(
-    "SELECT a.application_name, extract(epoch FROM a.backend_start) FROM pg_locks l "
-    f"JOIN pg_stat_activity a ON a.pid = l.pid WHERE {_OURS} "
-    "AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())")
+_TRY_LOCK = queries.TRY_LOCK.text()
+_UNLOCK = queries.UNLOCK.text()
+_HELD = queries.LOCK_HELD.text()
+_HOLDERS = queries.LOCK_HOLDERS.text()
 
 identity_table = sa.Table(
     "central_identity", sa.MetaData(),

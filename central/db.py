@@ -11,10 +11,7 @@ Times are Unix milliseconds (UTC) in BIGINT columns.
 
 from __future__ import annotations
 
-import functools
 import sqlite3
-from collections import namedtuple
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -229,41 +226,12 @@ def reading(engine: Engine) -> sa.Connection:
     On SQLite a plain ``engine.connect()`` would begin with ``BEGIN
     IMMEDIATE`` and hold the file's one write lock while it reads; this one
     begins at once with a plain ``BEGIN``: every read through it, also by
-    :func:`query`, sees one snapshot, and the lock stays with writers. The
+    :func:`central.queries.run`, sees one snapshot, and the lock stays with writers. The
     transaction is never committed (anything written would be rolled back).
     """
     conn = engine.connect().execution_options(bart_read=True)
     conn.begin()
     return conn
-
-
-def query(conn: sa.Connection, sql: str, params: Sequence[Any], *,
-          named: bool = False) -> list[Any]:
-    """Run ``sql`` through the DB-API cursor; its rows (none for a statement without).
-
-    ``?`` placeholders (``%s`` on PostgreSQL). For the statements that run for
-    every batch: SQLAlchemy's statement machinery cost more than the queries
-    (~0.1 ms each here). ``named``: rows with attribute access by column name.
-    """
-    if conn.dialect.name != "sqlite":
-        sql = sql.replace("?", "%s")
-    cur = conn.connection.cursor()
-    try:
-        cur.execute(sql, tuple(params))
-        if cur.description is None:
-            return []
-        rows = cur.fetchall()
-        if named:
-            cls = _row_class(tuple(d[0] for d in cur.description))
-            return [cls(*row) for row in rows]
-        return list(rows)
-    finally:
-        cur.close()
-
-
-@functools.lru_cache(maxsize=64)
-def _row_class(names: tuple[str, ...]) -> Any:
-    return namedtuple("Row", names)
 
 
 def insert_ignore(engine_or_dialect: str, table: sa.Table) -> Any:

@@ -42,6 +42,7 @@ from sync.exchange import MAX_ACK_UPDATES, Ack, BatchMeta, ReceiptUpdate, SyncRe
 from sync.keys import unb64, verify_signature
 
 from . import db
+from . import queries as q
 from .enrol import current_roster
 from .errors import IngestRefused
 from .identity import Central
@@ -56,8 +57,7 @@ MAX_REPLY_UPDATES = MAX_ACK_UPDATES
 
 #: Event kinds the projector looks at (central/projector.py).
 _PROJECTED = frozenset({"report", "alert", "ack"})
-_EVENT_COLS = ("id", "origin", "stream", "seq", "ts", "kind", "body", "sig", "via",
-               "received_at")
+_EVENTS_STAGING = q.staging("events", q.EVENT_COLUMNS)
 
 def now_ms() -> int:
     """Current Unix time in milliseconds."""
@@ -88,7 +88,7 @@ class Ingest:
     # ------------------------------------------------------------ the steps
     def _node(self, conn: Connection, name: str) -> _NodeKeys | None:
         # DB-API: this runs for every batch (see advance_head).
-        rows = db.query(conn, "SELECT signing_pub, revoked_at FROM nodes WHERE name = ?", (name,))
+        rows = q.run(conn, q.NODE_KEYS, {"name": name})
         if not rows:
             return None
         signing_pub, revoked_at = rows[0]
@@ -161,7 +161,6 @@ class Ingest:
         node = header.node_id
         b64 = binascii.b2a_base64
         at = now_ms()
-        p = "?" if self.dialect == "sqlite" else "%s"
         with self.engine.begin() as conn:
             new = 0
             # DB-API statements: SQLAlchemy's statement machinery cost ~2 ms per
@@ -170,33 +169,27 @@ class Ingest:
             try:
                 # An empty batch is a poll (every uplink_poll_s per node): nothing to
                 # de-duplicate, so it leaves no batch row behind — only last_seen.
+                batch = {"node": node, "batch_seq": header.batch_seq}
                 if events:
-                    cur.execute(f"INSERT INTO batches (node, batch_seq, received_at, count, new) "
-                                f"VALUES ({p}, {p}, {p}, {p}, 0) ON CONFLICT DO NOTHING "
-                                f"RETURNING batch_seq", (node, header.batch_seq, at, header.count))
+                    cur.execute(*q.BATCH_CLAIM.bind(self.dialect, {
+                        **batch, "at": at, "count": header.count}))
                     if cur.fetchone() is None:
-                        cur.execute(f"SELECT count, new FROM batches WHERE node = {p} "
-                                    f"AND batch_seq = {p}", (node, header.batch_seq))
+                        cur.execute(*q.BATCH_HELD.bind(self.dialect, batch))
                         held = cur.fetchone()
                         assert held is not None  # the conflicting row is committed
                         return int(held[0]), int(held[1]), True
-                    new = self._insert_rows(cur, "events", _EVENT_COLS, [
+                    new = self._insert_events(cur, [
                         (i, o, s, q, t, k, b, b64(sig, newline=False).decode(), node, at)
                         for i, o, s, q, t, k, b, sig, _unsigned in events])
                     # Reports (triage), alerts and acks (the alarm desk) wait in
                     # the batch row for the projector.
                     reports = [e[0] for e in events if e[5] in _PROJECTED]
-                    cur.execute(f"UPDATE batches SET new = {p}, pending = {p} WHERE node = {p} "
-                                f"AND batch_seq = {p}",
-                                (new, orjson.dumps(reports).decode() if reports else None,
-                                 node, header.batch_seq))
-                cur.execute(
-                    f"UPDATE nodes SET last_seen = {p}, backlog = COALESCE({p}, backlog), "
-                    f"version = COALESCE({p}, version), display = COALESCE({p}, display), "
-                    f"last_batch_seq = CASE WHEN "
-                    f"last_batch_seq < {p} THEN {p} ELSE last_batch_seq END WHERE name = {p}",
-                    (at, meta.backlog, meta.version, meta.display, header.batch_seq,
-                     header.batch_seq, node))
+                    cur.execute(*q.BATCH_PENDING.bind(self.dialect, {
+                        **batch, "new": new,
+                        "pending": orjson.dumps(reports).decode() if reports else None}))
+                cur.execute(*q.NODE_SEEN.bind(self.dialect, {
+                    "at": at, "backlog": meta.backlog, "version": meta.version,
+                    "display": meta.display, "batch_seq": header.batch_seq, "name": node}))
             finally:
                 cur.close()
             if events and self.dialect == "sqlite":
@@ -209,29 +202,24 @@ class Ingest:
                      len(events) - new, len(events))
         return len(events), new, False
 
-    def _insert_rows(self, cur: Any, table: str, cols: tuple[str, ...],
-                     rows: list[tuple[Any, ...]]) -> int:
-        """``INSERT … ON CONFLICT DO NOTHING`` of many rows; returns how many were new.
+    def _insert_events(self, cur: Any, rows: list[tuple[Any, ...]]) -> int:
+        """``INSERT … ON CONFLICT DO NOTHING`` of a batch's events (tuples in
+        ``queries.EVENT_COLUMNS`` order); returns how many were new.
 
         SQLite: ``executemany``. PostgreSQL: ``COPY`` into a temporary table,
         then one ``INSERT … SELECT``.
         """
-        names = ", ".join(cols)
         if self.dialect == "sqlite":
-            cur.executemany(f"INSERT INTO {table} ({names}) VALUES "
-                            f"({', '.join('?' * len(cols))}) ON CONFLICT DO NOTHING", rows)
-            return int(cur.rowcount)
+            return q.run_many(cur, self.dialect, q.INSERT_EVENTS, rows)
         # PostgreSQL: COPY into a per-connection temporary table, then one INSERT …
         # SELECT: 1.8 µs of client CPU per row against 10.5 for executemany
         # (and 44 for unnest of arrays), measured here with psycopg 3.
-        staging = f"bart_in_{table}"
-        cur.execute(f"CREATE TEMP TABLE IF NOT EXISTS {staging} (LIKE {table}) "
-                    "ON COMMIT DELETE ROWS")
-        with cur.copy(f"COPY {staging} ({names}) FROM STDIN") as copy:
+        create, copy_in, move = _EVENTS_STAGING
+        cur.execute(create)
+        with cur.copy(copy_in) as copy:
             for row in rows:
                 copy.write_row(row)
-        cur.execute(f"INSERT INTO {table} ({names}) SELECT {names} FROM {staging} "
-                    "ON CONFLICT DO NOTHING")
+        cur.execute(move)
         return int(cur.rowcount)
 
     def _advance(self, conn: Connection, events: list[sealed.LeanEvent], *,
@@ -253,10 +241,8 @@ class Ingest:
         names = sorted(set(origins))
         if not names:
             return out
-        marks = ", ".join("?" * len(names))
-        for origin, stream, contiguous in db.query(
-                conn, f"SELECT origin, stream, contiguous FROM heads WHERE origin IN ({marks})",
-                names):
+        for origin, stream, contiguous in q.run(
+                conn, q.heads_of(len(names)), {f"o{n}": name for n, name in enumerate(names)}):
             out.setdefault(origin, {})[stream] = int(contiguous)
         return out
 
@@ -296,20 +282,18 @@ class Ingest:
             holds = self.holds(conn, origins)
             have = meta.head(self.central.origin, "public")
             central_events = [
-                event_row_to_wire(r) for r in db.query(
-                    conn, "SELECT id, origin, stream, seq, ts, kind, body, sig FROM events "
-                    "WHERE origin = ? AND stream = 'public' AND seq > ? ORDER BY seq LIMIT ?",
-                    (self.central.origin, have, MAX_REPLY_EVENTS), named=True)]
+                event_row_to_wire(r) for r in q.run(conn, q.CENTRAL_EVENTS_AFTER, {
+                    "origin": self.central.origin, "after": have, "limit": MAX_REPLY_EVENTS},
+                    named=True)]
             updates = tuple(
                 ReceiptUpdate(id=int(i), report=report, receipt=receipt, state=state,
                               at=int(at), reply=reply or None)
-                for i, report, receipt, state, at, reply in db.query(
-                    conn, "SELECT id, report_id, receipt, state, at, reply FROM report_updates "
-                    "WHERE origin = ? AND id > ? ORDER BY id LIMIT ?",
-                    (node, meta.updates_after, MAX_REPLY_UPDATES)))
+                for i, report, receipt, state, at, reply in q.run(
+                    conn, q.RECEIPT_UPDATES_AFTER, {
+                        "origin": node, "after": meta.updates_after,
+                        "limit": MAX_REPLY_UPDATES}))
             # The roster only when the node's is older (it grows with every node).
-            newest = db.query(conn, "SELECT serial FROM roster_docs ORDER BY serial DESC "
-                                    "LIMIT 1", ())
+            newest = q.run(conn, q.NEWEST_ROSTER)
             roster = (current_roster(conn) if newest
                       and int(newest[0][0]) > meta.roster_serial else None)
         ack = Ack(node=node, batch_seq=header.batch_seq, count=count, new=new, replay=replay,
@@ -325,35 +309,26 @@ def advance_head(conn: Connection, origin: str, stream: str,
     ``stored``: the seqs a batch has just stored, every one of them new, in a
     transaction that holds the writer lock. When they continue a head that
     has no gap, the head moves to their end without counting rows.
-    DB-API statements (:func:`central.db.query`): this runs for every batch.
+    DB-API statements (:func:`central.queries.run`): this runs for every batch.
     """
-    key = (origin, stream)
-    got = db.query(conn, "SELECT contiguous, max_seq FROM heads WHERE origin = ? "
-                         "AND stream = ?", key)
+    key = {"origin": origin, "stream": stream}
+    got = q.run(conn, q.HEAD, key)
     contiguous, top = (int(got[0][0]), int(got[0][1])) if got else (0, 0)
     if stored and top == contiguous and min(stored) == contiguous + 1 \
             and max(stored) - contiguous == len(stored):
         contiguous = top = max(stored)
     else:
-        n, high = db.query(conn, "SELECT count(*), max(seq) FROM events WHERE origin = ? "
-                                 "AND stream = ? AND seq > ?", (*key, contiguous))[0]
+        n, high = q.run(conn, q.EVENTS_AFTER, {**key, "after": contiguous})[0]
         if n:
             top = max(top, int(high))
             if int(high) - contiguous == int(n):
                 contiguous = int(high)  # no gap: the usual case, one indexed query
             else:
-                for (seq,) in db.query(conn, "SELECT seq FROM events WHERE origin = ? AND "
-                                             "stream = ? AND seq > ? ORDER BY seq",
-                                       (*key, contiguous)):
+                for (seq,) in q.run(conn, q.SEQS_AFTER, {**key, "after": contiguous}):
                     if seq != contiguous + 1:
                         break
                     contiguous = seq
-    top_of = "max" if conn.dialect.name == "sqlite" else "greatest"
-    db.query(conn, f"INSERT INTO heads (origin, stream, contiguous, max_seq) VALUES (?, ?, ?, ?) "
-                   f"ON CONFLICT (origin, stream) DO UPDATE SET "
-                   f"contiguous = {top_of}(heads.contiguous, excluded.contiguous), "
-                   f"max_seq = {top_of}(heads.max_seq, excluded.max_seq)",
-             (*key, contiguous, top))
+    q.run(conn, q.UPSERT_HEAD, {**key, "contiguous": contiguous, "max_seq": top})
 
 
 def event_row_to_wire(row: Any) -> dict[str, Any]:

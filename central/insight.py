@@ -35,7 +35,7 @@ the table after them.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, Final
@@ -45,7 +45,7 @@ import sqlalchemy as sa
 from markupsafe import Markup
 from sqlalchemy.engine import Engine
 
-from . import db
+from . import db, queries
 from .insight_svg import hbars, vbars
 
 WEEKS: Final = 12
@@ -88,27 +88,6 @@ def week_label(start_ms: int) -> str:
 
 
 # ------------------------------------------------------------------ queries
-
-
-def _week_case(starts: Sequence[int], column: str) -> tuple[str, dict[str, int]]:
-    """``CASE WHEN col < :w1 THEN 0 … ELSE n-1 END`` and its parameters."""
-    parts, params = [], {}
-    for i, start in enumerate(starts[1:], start=1):
-        parts.append(f"WHEN {column} < :w{i} THEN {i - 1}")
-        params[f"w{i}"] = start
-    return f"CASE {' '.join(parts)} ELSE {len(starts) - 1} END", params
-
-
-def _route_filter(route: str | None) -> str:
-    return "AND r.route = :route" if route else ""
-
-
-def _json_text(dialect: str, key: str) -> str:
-    """SQL for the text of ``key`` in ``events.body`` (a JSON object as text)."""
-    assert key.isidentifier()
-    if dialect == "postgresql":
-        return f"(e.body::json ->> '{key}')"
-    return f"json_extract(e.body, '$.{key}')"
 
 
 @dataclass(frozen=True)
@@ -170,62 +149,24 @@ def collect(engine: Engine, route: str | None, now_ms: int) -> Figures:
     """The figures of the last 12 weeks for the desk ``route`` (None: every desk)."""
     starts = week_starts(now_ms)
     figures = Figures(route=route, now=now_ms, starts=starts)
-    week, wparams = _week_case(starts, "r.ts")
-    params: dict[str, Any] = {"start": starts[0], "end": now_ms + 1, "route": route, **wparams}
-    rf = _route_filter(route)
+    params: dict[str, Any] = {"start": starts[0], "end": now_ms + 1, "route": route,
+                              **queries.week_bounds(starts)}
+    weeks, routed = len(starts), route is not None
     with db.reading(engine) as conn:
         dialect = conn.dialect.name
-        for w, category, n in conn.execute(sa.text(
-                f"SELECT week, category, COUNT(*) FROM (SELECT {week} AS week, r.category "
-                f"FROM reports r WHERE r.ts >= :start AND r.ts < :end {rf}) t "
-                "GROUP BY week, category"), params):
+        for w, category, n in conn.execute(
+                queries.insight_by_week(weeks, routed).text(), params):
             figures.by_week[(int(w), category)] = int(n)
-        for area, category, n in conn.execute(sa.text(
-                "SELECT n.area, r.category, COUNT(*) FROM reports r "
-                "LEFT JOIN nodes n ON n.name = r.origin "
-                f"WHERE r.ts >= :start AND r.ts < :end {rf} GROUP BY n.area, r.category"),
-                params):
+        for area, category, n in conn.execute(
+                queries.insight_by_area(routed).text(), params):
             key = (area or "", category)
             figures.by_area[key] = figures.by_area.get(key, 0) + int(n)
-        for w, measure, n, p50, p90 in conn.execute(sa.text(
-                _response_sql(dialect, week, rf)), params):
+        for w, measure, n, p50, p90 in conn.execute(
+                queries.insight_delays(dialect, weeks, routed, ANSWERS).text(), params):
             target = figures.answer if measure == "answer" else figures.handled
             target[int(w)] = Percentiles(int(n), int(p50), int(p90))
         figures.nodes = _uptime(conn, now_ms)
     return figures
-
-
-def _response_sql(dialect: str, week: str, route_filter: str) -> str:
-    ref, action = _json_text(dialect, "ref"), _json_text(dialect, "action")
-    answers = ", ".join(f"'{a}'" for a in ANSWERS)
-    return f"""
-WITH acks AS (
-  SELECT {ref} AS ref, MIN(e.ts) AS at FROM events e
-  WHERE e.kind = 'ack' AND e.ts >= :start AND {action} IN ({answers})
-  GROUP BY {ref}
-), base AS (
-  SELECT {week} AS week, r.ts AS ts, a.at AS ack,
-    (SELECT MIN(u.at) FROM report_updates u WHERE u.report_id = r.event_id) AS desk,
-    (SELECT MIN(u.at) FROM report_updates u
-      WHERE u.report_id = r.event_id AND u.state = 'handled') AS handled
-  FROM reports r LEFT JOIN acks a ON a.ref = r.event_id
-  WHERE r.ts >= :start AND r.ts < :end {route_filter}
-), delays AS (
-  SELECT week, 'answer' AS measure,
-    CASE WHEN desk IS NULL OR (ack IS NOT NULL AND ack < desk) THEN ack ELSE desk END - ts AS d
-  FROM base WHERE ack IS NOT NULL OR desk IS NOT NULL
-  UNION ALL
-  SELECT week, 'handled' AS measure, handled - ts AS d FROM base WHERE handled IS NOT NULL
-), ranked AS (
-  SELECT week, measure, CASE WHEN d < 0 THEN 0 ELSE d END AS d,
-    ROW_NUMBER() OVER (PARTITION BY week, measure ORDER BY d) AS rn,
-    COUNT(*) OVER (PARTITION BY week, measure) AS n
-  FROM delays
-)
-SELECT week, measure, n, MIN(CASE WHEN rn >= 0.5 * n THEN d END) AS p50,
-  MIN(CASE WHEN rn >= 0.9 * n THEN d END) AS p90
-FROM ranked GROUP BY week, measure, n
-"""
 
 
 def _uptime(conn: sa.Connection, now_ms: int) -> list[NodeUptime]:
@@ -238,10 +179,8 @@ def _uptime(conn: sa.Connection, now_ms: int) -> list[NodeUptime]:
     counted: dict[str, list[int]] = {}
     for slot, (most, unit) in enumerate(windows):
         since = (now_ms // unit - most + 1) * unit
-        for node, n in conn.execute(sa.text(
-                f"SELECT node, COUNT(DISTINCT received_at / {unit}) FROM batches "
-                "WHERE received_at >= :since AND received_at <= :now GROUP BY node"),
-                {"since": since, "now": now_ms}):
+        for node, n in conn.execute(queries.batch_slots(unit).text(),
+                                    {"since": since, "now": now_ms}):
             counted.setdefault(node, [0, 0])[slot] = int(n)
     out = []
     n = db.nodes.c

@@ -35,7 +35,7 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import alarms, db
+from . import alarms, db, queries
 from .cluster import STANDBY_POLL_S, ProjectorLock, application_name
 from .ingest import now_ms
 from .metrics import PROJECTOR_NAME
@@ -58,10 +58,6 @@ def default_router(body: Mapping[str, Any]) -> tuple[str, str]:
     if body.get("category") in ("suspicious", "emergency"):
         return "police", "default-police"
     return "municipality", "default-municipality"
-
-
-_REPORT_COLS = ("event_id", "origin", "receipt", "category", "ts", "route", "rule", "state",
-                "updated_at", "version")
 
 
 class Projector:
@@ -205,13 +201,9 @@ def _ids(pending: str, node: str, batch_seq: int) -> list[str]:
 
 
 def _insert_ignore(conn: Connection, dialect: str, rows: list[tuple[Any, ...]]) -> None:
-    names = ", ".join(_REPORT_COLS)
-    p = "?" if dialect == "sqlite" else "%s"
-    marks = ", ".join([p] * len(_REPORT_COLS))
     cur = conn.connection.cursor()
     try:
-        cur.executemany(f"INSERT INTO reports ({names}) VALUES ({marks}) ON CONFLICT DO NOTHING",
-                        rows)
+        queries.run_many(cur, dialect, queries.INSERT_REPORTS, rows)
     finally:
         cur.close()
 

@@ -45,7 +45,7 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from . import db
+from . import db, queries
 from .staff.accounts import audit
 from .staff.db import report_notes, staff_audit
 
@@ -101,12 +101,8 @@ def anonymised_body(body: dict[str, Any], *, at: int) -> dict[str, Any]:
 def _about(conn: Connection, ids: list[str]) -> list[tuple[str, str]]:
     """(id, body) of the alerts and acks that refer to the reports ``ids`` (a
     neighbours' copy of a report, a team's answer with its note)."""
-    ref = ("(body::json ->> 'ref')" if conn.dialect.name == "postgresql"
-           else "json_extract(body, '$.ref')")
-    marks = ", ".join(f":i{n}" for n in range(len(ids)))
-    rows = conn.execute(sa.text(
-        f"SELECT id, body FROM events WHERE kind IN ('alert', 'ack') AND {ref} IN ({marks})"),
-        {f"i{n}": i for n, i in enumerate(ids)})
+    rows = conn.execute(queries.events_about(conn.dialect.name, len(ids)).text(),
+                        {f"i{n}": i for n, i in enumerate(ids)})
     return [(r.id, r.body) for r in rows]
 
 

@@ -132,11 +132,14 @@ def test_chaos_run() -> None:
         checker = Checker(hood, history, button=ns.BUTTON, press_node=ns.A)
         last: str | None = "not checked yet"
         deadline = time.monotonic() + CONVERGE_BOUND_S
+        waited_for = ""  # what converged last: where a slow convergence spent its time
         while time.monotonic() < deadline:
             last = checker.converged()
             if last is None:
                 break
+            waited_for = f"{history.now() - healed:.1f}s: {last}"
             time.sleep(0.5)
+        verdict.figures["last_waited_for"] = waited_for
         converge_s = history.now() - healed
         verdict.figures["converged_s"] = round(converge_s, 1) if last is None else None
         if last is not None:

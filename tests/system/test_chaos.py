@@ -85,7 +85,8 @@ def test_chaos_run() -> None:
                      settings={FULL_DISK_NODE: ["min_free_disk_mb = 8"]},
                      clock_nodes=CLOCK_NODES)
     hood = ns.Neighbourhood(work, shape, mosquitto)
-    print(f"[chaos] logs and history in {work} (removed if the run passes)")
+    print(f"[chaos] logs and history in {work} (removed if the run passes, unless "
+          "BART_CHAOS_KEEP=1)")
     history = History(run_seed)
     verdict = Verdict()
     logs = {n: work / f"{n}.log" for n in ns.NODES}
@@ -170,7 +171,7 @@ def test_chaos_run() -> None:
                            operations=history.counts(),
                            wall_s=round(time.monotonic() - wall, 1))
     print("[chaos] " + json.dumps(verdict.figures))
-    if not verdict.problems:
+    if not verdict.problems and not os.environ.get("BART_CHAOS_KEEP"):
         shutil.rmtree(work, ignore_errors=True)
     else:
         pytest.fail(

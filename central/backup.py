@@ -21,25 +21,13 @@ import shutil
 import subprocess
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, make_url
 
-from common.archive import (
-    check_output,
-    check_sqlite,
-    copy_sqlite,
-    move_into,
-    pack,
-    read_manifest,
-    require_empty,
-    snapshot_dir,
-    unpack,
-    write_manifest,
-)
+from common import archive as archives
 
 from . import db
 from .errors import CentralError
@@ -63,13 +51,9 @@ class DatabaseUnreachable(CentralBackupError):
     """pg_dump or pg_restore cannot reach the PostgreSQL server (it may later)."""
 
 
-@dataclass(frozen=True)
-class CentralBackupInfo:
-    """What a backup holds (its manifest), and the figures of making or restoring it."""
-
-    manifest: dict[str, Any]
-    size: int
-    seconds: float
+class CentralBackupInfo(archives.BackupInfo):
+    """What a central backup holds (its manifest), and the figures of making or
+    restoring it."""
 
 
 def _pg_tool(name: str) -> str:
@@ -130,7 +114,7 @@ def backup_central(data_dir: Path, out: Path, *, database_url: str | None = None
     """Write a backup of the central in ``data_dir`` (and its database) to ``out``."""
     started = time.monotonic()
     central = load_central(data_dir, database_url=database_url)
-    check_output(out, data_dir)
+    archives.check_output(out, data_dir)
     url = make_url(central.database_url)
     staging = Path(tempfile.mkdtemp(prefix=".bart-backup-", dir=out.absolute().parent))
     try:
@@ -140,11 +124,11 @@ def backup_central(data_dir: Path, out: Path, *, database_url: str | None = None
         inside = db_file is not None and db_file.resolve().is_relative_to(data_dir.resolve())
         skip = frozenset({str(db_file.resolve().relative_to(data_dir.resolve()))}
                          if inside and db_file is not None else set())
-        snapshot_dir(data_dir, tree, skip=skip)
+        archives.snapshot_dir(data_dir, tree, skip=skip)
         if db_file is not None:
             if not db_file.exists():
                 raise CentralBackupError(f"central's database {db_file} does not exist")
-            copy_sqlite(db_file, staging / SQLITE)
+            archives.copy_sqlite(db_file, staging / SQLITE)
             database: dict[str, Any] = {"backend": "sqlite", "file": SQLITE}
         else:
             args, env = _pg_args(url)
@@ -157,8 +141,8 @@ def backup_central(data_dir: Path, out: Path, *, database_url: str | None = None
                     "origin": central.origin, "fingerprint": central.keys.fingerprint,
                     "created_ms": time.time_ns() // 1_000_000, "bart": version,
                     "database": database, "counts": counts}
-        write_manifest(staging, manifest)
-        pack(staging, out, passphrase=passphrase)
+        archives.write_manifest(staging, manifest)
+        archives.pack(staging, out, passphrase=passphrase)
     finally:
         shutil.rmtree(staging, ignore_errors=True)
     return CentralBackupInfo(manifest, out.stat().st_size, time.monotonic() - started)
@@ -197,15 +181,8 @@ def restore_central(archive: Path, data_dir: Path, *, database_url: str | None =
     database into ``database_url`` (default: the backup's SQLite file in ``data_dir``,
     or the PostgreSQL URL in the backup's central.toml)."""
     started = time.monotonic()
-    require_empty(data_dir, "central")
-    if not archive.is_file():
-        raise CentralBackupError(f"{archive} does not exist (or is not a file)")
-    parent = data_dir.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".bart-restore-", dir=parent))
-    try:
-        unpack(archive, staging, passphrase=passphrase)
-        manifest = read_manifest(staging, KIND)
+    with archives.restoring(archive, data_dir, KIND,
+                            passphrase=passphrase) as (staging, manifest):
         tree = staging / "data"
         if not (tree / CONFIG_FILE).is_file():
             raise CentralBackupError("the backup has no central.toml: it is not a whole "
@@ -224,9 +201,9 @@ def restore_central(archive: Path, data_dir: Path, *, database_url: str | None =
             args, env = _pg_args(target)
             _run([_pg_tool("pg_restore"), "--no-owner", "--no-privileges", "--exit-on-error",
                   "--single-transaction", *args, str(staging / DUMP)], env, "pg_restore")
-            move_into(tree, data_dir)
+            archives.move_into(tree, data_dir)
         elif database.get("backend") == "sqlite":
-            check_sqlite(staging / SQLITE)
+            archives.check_sqlite(staging / SQLITE)
             if not _is_sqlite(target):
                 _require_empty_database(target.render_as_string(hide_password=False))
                 raise CentralBackupError("the backup holds a SQLite database; restore it "
@@ -236,12 +213,10 @@ def restore_central(archive: Path, data_dir: Path, *, database_url: str | None =
             if dest.exists():
                 raise CentralBackupError(f"{dest} exists already: a restore does not "
                                          "overwrite a database; move it aside first")
-            move_into(tree, data_dir)
+            archives.move_into(tree, data_dir)
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.move(staging / SQLITE, dest)
         else:
             raise CentralBackupError("the backup names no database it holds (damaged?)")
         db.upgrade(target.render_as_string(hide_password=False))
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return CentralBackupInfo(manifest, archive.stat().st_size, time.monotonic() - started)

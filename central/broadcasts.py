@@ -66,9 +66,7 @@ class Replaced(StaffError):
 
     def __init__(self, by: str, at: int, kind: str) -> None:
         super().__init__(f"already replaced by {by}")
-        self.by = by
-        self.at = at
-        self.kind = kind
+        self.by, self.at, self.kind = by, at, kind
 
 
 @dataclass(frozen=True)

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any, Final
 
 from pydantic import Field, ValidationError, field_validator
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common.ratelimit import check_trusted_proxies
+from common.settings import FileSettings
 from sync.bodies import SLUG
 
 from .errors import CentralConfigError
@@ -31,7 +32,7 @@ CONFIG_FILE: Final = "central.toml"
 ENV_PREFIX: Final = "BART_CENTRAL_"
 
 
-class CentralSettings(BaseSettings):
+class CentralSettings(FileSettings):
     """Settings of a central server. See docs/central.md."""
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
@@ -54,18 +55,6 @@ class CentralSettings(BaseSettings):
     @classmethod
     def _trusted_proxies(cls, value: list[str]) -> list[str]:
         return check_trusted_proxies(value)
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags (init) beat the environment; the TOML file is merged in load().
-        return (init_settings, env_settings)
 
     @property
     def origin(self) -> str:

@@ -24,6 +24,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.certs import make_ca
 from common.files import write_atomic
 from sync.keys import KeyPair, b64
 from sync.sealed import key_id
@@ -183,21 +184,8 @@ def init_central(data_dir: Path, settings: CentralSettings) -> Central:
     KeyPair.generate().save(data_dir / "keys")
     ca_dir = data_dir / "ca"
     ca_dir.mkdir(mode=0o700, exist_ok=True)
-    key = ec.generate_private_key(ec.SECP256R1())
-    now = dt.datetime.now(dt.UTC)
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, f"Bart {settings.origin} CA")])
-    cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5))
-        .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-        .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-        .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                     key_encipherment=False, data_encipherment=False,
-                                     key_agreement=False, key_cert_sign=True, crl_sign=True,
-                                     encipher_only=False, decipher_only=False), critical=True)
-        .sign(key, hashes.SHA256())
-    )
+    key, cert = make_ca(f"Bart {settings.origin} CA", days=CA_DAYS,
+                        backdate=dt.timedelta(minutes=5))
     _write_private(ca_dir / "ca.key", key.private_bytes(
         serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
         serialization.NoEncryption()))

@@ -44,7 +44,9 @@ import sqlite3
 import stat
 import struct
 import tarfile
+import tempfile
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import IO, Any, Final
 
@@ -55,9 +57,9 @@ from cryptography.hazmat.primitives.ciphers.aead import ChaCha20Poly1305
 from .datadir import LOCK_FILE
 from .files import fsync_dir
 
-__all__ = ["MANIFEST", "ArchiveError", "check_output", "check_sqlite", "copy_sqlite",
-           "is_encrypted", "is_sqlite", "move_into", "pack", "read_manifest", "require_empty",
-           "snapshot_dir", "unpack", "write_manifest"]
+__all__ = ["MANIFEST", "ArchiveError", "BackupInfo", "check_output", "check_sqlite",
+           "copy_sqlite", "is_encrypted", "is_sqlite", "move_into", "pack", "read_manifest",
+           "require_empty", "restoring", "snapshot_dir", "unpack", "write_manifest"]
 
 MAGIC_PLAIN: Final = b"BARTBK1P"
 MAGIC_ENCRYPTED: Final = b"BARTBK1E"
@@ -73,6 +75,15 @@ MAX_TOTAL: Final = 256 << 30
 #: The backup's description, beside the ``data`` tree in the archive.
 MANIFEST: Final = "bart-backup.json"
 _SQLITE_MAGIC: Final = b"SQLite format 3\0"
+
+
+@dataclass(frozen=True)
+class BackupInfo:
+    """What a backup holds (its manifest), and the figures of making or restoring it."""
+
+    manifest: dict[str, Any]
+    size: int
+    seconds: float
 _SIDE_FILES: Final = ("-wal", "-shm", "-journal")
 
 
@@ -411,3 +422,24 @@ def check_output(out: Path, data_dir: Path) -> None:
         raise ArchiveError(f"{out} is a directory; give a file name, e.g. {out}/backup.bart")
     if not target.parent.is_dir():
         raise ArchiveError(f"the directory {target.parent} does not exist; create it first")
+
+
+@contextlib.contextmanager
+def restoring(archive: Path, data_dir: Path, kind: str, *,
+              passphrase: str | None = None) -> Iterator[tuple[Path, dict[str, Any]]]:
+    """The start of every restore: ``data_dir`` must be new or empty and ``archive`` a
+    file; it is unpacked into a staging directory beside ``data_dir`` (the same file
+    system, so that the final :func:`move_into` is a rename) and its manifest checked to
+    be a ``kind`` backup. Yields (staging, manifest); the staging directory is removed
+    afterwards, whatever happened."""
+    require_empty(data_dir, kind)
+    if not archive.is_file():
+        raise ArchiveError(f"{archive} does not exist (or is not a file)")
+    parent = data_dir.absolute().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=".bart-restore-", dir=parent))
+    try:
+        unpack(archive, staging, passphrase=passphrase)
+        yield staging, read_manifest(staging, kind)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)

@@ -28,15 +28,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from common.archive import BackupInfo as ArchiveInfo
 from common.archive import (
     check_output,
     check_sqlite,
     move_into,
     pack,
-    read_manifest,
-    require_empty,
+    restoring,
     snapshot_dir,
-    unpack,
     write_manifest,
 )
 from sync import KeyPair, sealed
@@ -66,12 +65,10 @@ class BackupError(NodeError):
 
 
 @dataclass(frozen=True)
-class BackupInfo:
-    """What a backup holds (its manifest), and the figures of making or restoring it."""
+class BackupInfo(ArchiveInfo):
+    """What a node backup holds (its manifest), the figures of making or restoring
+    it, and how far a restore caught up with central."""
 
-    manifest: dict[str, Any]
-    size: int
-    seconds: float
     #: Own streams whose seqs moved up to what central holds: {stream: (backup, central)}.
     caught_up: dict[str, tuple[int, int]] | None = None
 
@@ -126,15 +123,7 @@ def restore_node(archive: Path, data_dir: Path, *, passphrase: str | None = None
     after the backup are at central, and their seqs must not be used again.
     """
     started = time.monotonic()
-    require_empty(data_dir, "node")
-    if not archive.is_file():
-        raise BackupError(f"{archive} does not exist (or is not a file)")
-    parent = data_dir.absolute().parent
-    parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=".bart-restore-", dir=parent))
-    try:
-        unpack(archive, staging, passphrase=passphrase)
-        manifest = read_manifest(staging, KIND)
+    with restoring(archive, data_dir, KIND, passphrase=passphrase) as (staging, manifest):
         tree = staging / "data"
         for name in manifest.get("databases", []):
             check_sqlite(tree / name)
@@ -147,8 +136,6 @@ def restore_node(archive: Path, data_dir: Path, *, passphrase: str | None = None
         _advance_batch_seq(tree / "node.db", manifest)
         caught_up = None if offline else catch_up_with_central(tree)
         move_into(tree, data_dir)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
     return BackupInfo(manifest, archive.stat().st_size, time.monotonic() - started,
                       caught_up)
 

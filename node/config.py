@@ -25,9 +25,10 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+from pydantic_settings import SettingsConfigDict
 
 from common.ratelimit import check_trusted_proxies
+from common.settings import FileSettings
 from sync.bodies import AREA, SLUG
 
 from .errors import ConfigError, NotInitialised
@@ -202,7 +203,7 @@ class MeshSettings(BaseModel):
     peers: list[MeshPeer] = Field(default_factory=list, max_length=64)
 
 
-class NodeSettings(BaseSettings):
+class NodeSettings(FileSettings):
     """Everything a node needs to run. See docs/configuration.md."""
 
     model_config = SettingsConfigDict(env_prefix="BART_", extra="forbid")
@@ -268,18 +269,6 @@ class NodeSettings(BaseSettings):
         if len(ids) != len(set(ids)):
             raise ValueError("meeting point ids must be unique")
         return value
-
-    @classmethod
-    def settings_customise_sources(
-        cls,
-        settings_cls: type[BaseSettings],
-        init_settings: PydanticBaseSettingsSource,
-        env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
-    ) -> tuple[PydanticBaseSettingsSource, ...]:
-        # Flags (init) beat the environment; the TOML file is merged in load().
-        return (init_settings, env_settings)
 
     @property
     def db_path(self) -> Path:

@@ -6,11 +6,9 @@ import asyncio
 import ipaddress
 import json
 import logging
-import signal
 import socket
-import threading
-from collections.abc import Generator, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Sequence
+from contextlib import suppress
 from typing import Final
 
 import h11
@@ -25,6 +23,7 @@ from common.ratelimit import (
     MAX_STREAMS,
     MAX_STREAMS_PER_CLIENT,
 )
+from common.server import Server, proxy_options
 
 from .config import NodeSettings
 from .portal.app import create_asgi
@@ -32,7 +31,7 @@ from .portal.app import create_asgi
 log = logging.getLogger(__name__)
 
 
-class NodeServer(uvicorn.Server):
+class NodeServer(Server):
     """uvicorn's server, but SIGINT/SIGTERM are the normal way to stop: exit 0,
     and the node says it is up only once its portal's socket is bound.
 
@@ -52,18 +51,6 @@ class NodeServer(uvicorn.Server):
                  self.config.port)
         arm_loop_budget()  # requests are served from now: the budget counts
 
-    @contextmanager
-    def capture_signals(self) -> Generator[None, None, None]:
-        if threading.current_thread() is not threading.main_thread():
-            yield
-            return
-        handled = (signal.SIGINT, signal.SIGTERM)
-        original = {sig: signal.signal(sig, self.handle_exit) for sig in handled}
-        try:
-            yield
-        finally:
-            for sig, handler in original.items():
-                signal.signal(sig, handler)
 
 
 #: Open connections in all: far below the file limit the node gives itself
@@ -379,8 +366,7 @@ def uvicorn_config(settings: NodeSettings, *, nofile: int | None = None) -> uvic
         port=settings.http_port,
         log_level=settings.log_level.lower(),
         access_log=False,  # SD cards: no line per request
-        proxy_headers=bool(settings.trusted_proxies),
-        forwarded_allow_ips=list(settings.trusted_proxies),
+        **proxy_options(settings.trusted_proxies),
         timeout_graceful_shutdown=3,  # open SSE streams end after this
         lifespan="on",
         # uvicorn's pure-Python parser (h11), whether or not httptools is installed

@@ -22,6 +22,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from common.certs import make_ca
 from common.files import write_atomic
 
 CA_DAYS = 3650
@@ -116,20 +117,9 @@ def ensure_tls(directory: Path, node_name: str, extra_hosts: tuple[str, ...] = (
                 san = old.extensions.get_extension_for_class(x509.SubjectAlternativeName)
                 names = list(dict.fromkeys([*san.value, *names]))
     else:
-        ca_key = ec.generate_private_key(ec.SECP256R1())
-        ca_name = _name(f"Bart node CA {node_name}")
-        ca = (x509.CertificateBuilder()
-              .subject_name(ca_name).issuer_name(ca_name)
-              .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - dt.timedelta(days=1))
-              .not_valid_after(now + dt.timedelta(days=CA_DAYS))
-              .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-              .add_extension(x509.KeyUsage(digital_signature=False, content_commitment=False,
-                                           key_encipherment=False, data_encipherment=False,
-                                           key_agreement=False, key_cert_sign=True,
-                                           crl_sign=True, encipher_only=False,
-                                           decipher_only=False), critical=True)
-              .sign(ca_key, hashes.SHA256()))
+        ca_key, ca = make_ca(f"Bart node CA {node_name}", days=CA_DAYS,
+                             backdate=dt.timedelta(days=1), now=now)
+        ca_name = ca.subject
         _write(files.ca_key, ca_key.private_bytes(pem, pkcs8, none), private=True)
         _write(files.ca_cert, ca.public_bytes(pem), private=False)
     key = ec.generate_private_key(ec.SECP256R1())

@@ -20,7 +20,6 @@ Password hashing (~50 ms) runs outside any database transaction.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import secrets
 import time
@@ -31,21 +30,19 @@ from typing import Any, Final
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
-from common import ratelimit
+from common import logins, ratelimit
+from common.logins import token_hash
+from common.passwords import (
+    SCRYPT_N,
+    dummy_hash,
+    hash_password,
+    new_one_time_password,
+    verify_login,
+)
 
 from .. import db
 from ..errors import CentralError
-from ..passwords import (
-    SCRYPT_N,
-    InvalidName,
-    check_new_password,
-    dummy_hash,
-    hash_password,
-    name_key,
-    new_one_time_password,
-    normalise_name,
-    verify_login,
-)
+from ..passwords import InvalidName, check_new_password, name_key, normalise_name
 from .db import (
     staff,
     staff_audit,
@@ -88,24 +85,18 @@ class InvalidRole(StaffError, ValueError):
     """A role is not one of police, municipality, admin."""
 
 
-class LoginFailed(StaffError):
+class LoginFailed(StaffError, logins.LoginFailed):
     """Name or password is wrong (deliberately does not say which)."""
 
 
-class LockedOut(LoginFailed):
+class LockedOut(LoginFailed, logins.LockedOut):
     """Too many wrong passwords for this name: no login until ``until`` (ms)."""
 
-    def __init__(self, message: str, until: int) -> None:
-        super().__init__(message)
-        self.until = until
+    until: int
 
 
-class Throttled(LoginFailed):
+class Throttled(LoginFailed, logins.Throttled):
     """Too many failed logins from this client address: wait ``retry_after`` seconds."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after
 
 
 @dataclass(frozen=True)
@@ -134,11 +125,6 @@ class AuditEntry:
     action: str
     subject: str
     detail: str
-
-
-def token_hash(token: str) -> str:
-    """What is stored of a session token: its SHA-256, hex."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def lockout_ms(lockouts: int) -> int:

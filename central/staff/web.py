@@ -22,7 +22,7 @@ from fastapi.responses import HTMLResponse, RedirectResponse
 from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from common import apidocs, csrf
+from common import apidocs, csrf, logins
 from common.csrf import csrf_token as csrf_token  # re-exported for the pages
 
 from ..health import silent_nodes
@@ -112,13 +112,8 @@ async def current_member(request: Request) -> StaffMember | None:
 
 async def require_member(request: Request) -> StaffMember:
     """The logged-in member; else 303 to the login page (or to choose a password)."""
-    member = await current_member(request)
-    if member is None:
-        raise HTTPException(303, "log in first", headers={"Location": "/staff/login"})
-    if member.must_change and request.url.path != "/staff/password":
-        raise HTTPException(303, "choose your own password first",
-                            headers={"Location": "/staff/password"})
-    return member
+    return logins.require_login(await current_member(request), request.url.path,
+                                login_url="/staff/login", choose_url="/staff/password")
 
 
 def not_admin(request: Request, member: StaffMember) -> HTMLResponse | None:

@@ -23,7 +23,6 @@ True
 from __future__ import annotations
 
 import builtins
-import hashlib
 import os
 import secrets
 import sqlite3
@@ -35,19 +34,19 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
-from .errors import InvalidName, LockedOut, LoginFailed, NameTaken, UnknownMember
-from .lockout import check_client, clear, client_failure, locked_until, name_failure
-from .passwords import (
+from common.logins import token_hash
+from common.passwords import (
     SCRYPT_N,
-    check_new_password,
     dummy_hash,
     hash_password,
-    name_key,
     new_one_time_password,
-    normalise_name,
     normalise_one_time_password,
     verify_login,
 )
+
+from .errors import InvalidName, LockedOut, LoginFailed, NameTaken, UnknownMember
+from .lockout import check_client, clear, client_failure, locked_until, name_failure
+from .passwords import check_new_password, name_key, normalise_name
 from .schema import migrate
 
 SESSION_IDLE_S: Final = 12 * 3600
@@ -78,11 +77,6 @@ class AuditEntry:
     member: str
     action: str
     detail: str
-
-
-def token_hash(token: str) -> str:
-    """What is stored of a session token: its SHA-256, hex."""
-    return hashlib.sha256(token.encode("utf-8")).hexdigest()
 
 
 def _create_private(path: Path) -> None:

@@ -6,6 +6,8 @@ of them as a one-line message. Routes translate them into page messages.
 
 from __future__ import annotations
 
+from common import logins
+
 from ..errors import NodeError
 
 
@@ -29,21 +31,13 @@ class WeakPassword(TeamError):
     """A new password is too short, too long, or the same as the old one."""
 
 
-class LoginFailed(TeamError):
+class LoginFailed(TeamError, logins.LoginFailed):
     """Name or password is wrong (deliberately does not say which)."""
 
 
-class LockedOut(LoginFailed):
-    """Too many wrong passwords for this name: no login until ``until``."""
-
-    def __init__(self, message: str, until: float) -> None:
-        super().__init__(message)
-        self.until = until
+class LockedOut(LoginFailed, logins.LockedOut):
+    """Too many wrong passwords for this name: no login until ``until`` (seconds)."""
 
 
-class Throttled(LoginFailed):
+class Throttled(LoginFailed, logins.Throttled):
     """Too many failed logins from this client address: wait ``retry_after`` seconds."""
-
-    def __init__(self, message: str, retry_after: float) -> None:
-        super().__init__(message)
-        self.retry_after = retry_after

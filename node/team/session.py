@@ -15,7 +15,7 @@ from typing import Annotated, Any, Protocol
 from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import Response
 
-from common import csrf
+from common import csrf, logins
 from common.csrf import csrf_token as csrf_token  # re-exported for the pages
 from sync import Event
 
@@ -116,13 +116,8 @@ async def current_member(request: Request, *, touch: bool = True) -> Member | No
 
 async def require_member(request: Request) -> Member:
     """The logged-in member; else 303 to the login page (or to choose a password)."""
-    member = await current_member(request)
-    if member is None:
-        raise HTTPException(303, "log in first", headers={"Location": "/team/login"})
-    if member.must_change and request.url.path != "/team/password":
-        raise HTTPException(303, "choose your own password first",
-                            headers={"Location": "/team/password"})
-    return member
+    return logins.require_login(await current_member(request), request.url.path,
+                                login_url="/team/login", choose_url="/team/password")
 
 
 async def require_stream_member(request: Request) -> Member:

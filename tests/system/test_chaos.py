@@ -171,8 +171,9 @@ def test_chaos_run() -> None:
                            operations=history.counts(),
                            wall_s=round(time.monotonic() - wall, 1))
     print("[chaos] " + json.dumps(verdict.figures))
-    if not verdict.problems and not os.environ.get("BART_CHAOS_KEEP"):
-        shutil.rmtree(work, ignore_errors=True)
+    if not verdict.problems:
+        if not os.environ.get("BART_CHAOS_KEEP"):
+            shutil.rmtree(work, ignore_errors=True)
     else:
         pytest.fail(
             f"chaos run, seed {run_seed}: {len(verdict.problems)} problem(s)\n"

@@ -52,9 +52,19 @@ CLOCK_NODES = (ns.B, ns.C)
 pytestmark = pytest.mark.timeout(int(SECONDS) + 300)
 
 
+#: CI's seed: the same schedule on every run, so that a red CI is the code's doing
+#: and replays exactly; seed 1 has disk-full 4 times and clock jumps 2 times and
+#: lost 7 acknowledged reports before ca2e230 (docs/chaos.md, finding 1).
+CI_SEED = 1
+
+
 def seed() -> int:
     text = os.environ.get("BART_CHAOS_SEED")
-    return int(text) if text else random.SystemRandom().randrange(1, 1_000_000)
+    if text:
+        return int(text)
+    if os.environ.get("CI", "").lower() in ("1", "true", "yes"):
+        return CI_SEED
+    return random.SystemRandom().randrange(1, 1_000_000)  # locally: a new schedule each run
 
 
 def replay(run_seed: int) -> str:

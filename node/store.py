@@ -70,6 +70,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import queue
 import sqlite3
 import threading
@@ -97,6 +98,21 @@ T = TypeVar("T")
 MAX_GROUP = 256
 #: A prepared event older than this when its transaction runs is made afresh.
 PREPARED_MAX_AGE_MS = 60_000
+
+
+def _make_private(path: Path) -> None:
+    """The database holds residents' reports and contact details: 0600 for this
+    account alone, whatever the umask (``bart node run`` by hand gets 0644
+    otherwise). SQLite gives its -wal and -shm files the database file's mode."""
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)  # made by an earlier version: tightened
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists() and side.stat().st_mode & 0o077:
+                os.chmod(side, 0o600)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:
@@ -295,6 +311,7 @@ class Store(StoreQueries):
         self.keys = keys
         self.clock_ms = clock_ms or (lambda: time.time_ns() // 1_000_000)
         path.parent.mkdir(parents=True, exist_ok=True)
+        _make_private(path)
         self._conn = connect(path)
         migrate(self._conn)
         self._held_lock = threading.Lock()

@@ -214,7 +214,8 @@ def test_the_data_directory_is_closed_to_other_accounts(limited_node: NodeProces
     data_dir = limited_node.data_dir
     assert not _others_may(data_dir), oct(data_dir.stat().st_mode)
     private = [data_dir / "keys" / "signing.key", data_dir / "keys" / "encryption.key",
-               data_dir / "secrets" / "mqtt.json", data_dir / "team.db"]
+               data_dir / "secrets" / "mqtt.json", data_dir / "team.db",
+               limited_node.db_path, limited_node.db_path.with_name("node.db-wal")]
     for path in private:
         assert stat.S_IMODE(path.stat().st_mode) == 0o600, (path, oct(path.stat().st_mode))
     for folder in (data_dir / "keys", data_dir / "secrets"):

@@ -29,6 +29,8 @@ from prometheus_client.core import (
 from common.metrics import MetricsServer
 from sync import Event
 
+from .store import COMMIT_BUCKETS
+
 if TYPE_CHECKING:
     from .runtime import NodeRuntime
 
@@ -111,6 +113,8 @@ class Snapshot:
     broker_connected: bool
     store_commits: int | None
     store_unflushed: int | None
+    store_commit_counts: list[int] | None
+    store_commit_seconds: float
     uplink: dict[str, Any] | None
     mesh_peers: int | None
 
@@ -133,6 +137,8 @@ def snapshot(runtime: NodeRuntime) -> Snapshot:
         broker_connected=bool(runtime.mqtt is not None and runtime.mqtt.connected),
         store_commits=store.commits if store is not None else None,
         store_unflushed=store.unflushed_commits if store is not None else None,
+        store_commit_counts=list(store.commit_counts) if store is not None else None,
+        store_commit_seconds=store.commit_seconds if store is not None else 0.0,
         uplink=up,
         mesh_peers=len(runtime.mesh.live_links()) if runtime.mesh is not None else None)
 
@@ -188,6 +194,17 @@ class NodeCollector:
             yield CounterMetricFamily("bart_node_store_unflushed_commits",
                                       "Of those, committed without a disk flush (relayed "
                                       "events, already durable work)", value=snap.store_unflushed)
+        if snap.store_commit_counts is not None:
+            commit = HistogramMetricFamily(
+                "bart_node_store_commit_seconds", "Time of each store transaction from BEGIN "
+                "to the end of its COMMIT, the disk flush included")
+            running, pairs = 0, []
+            for bound, n in zip(COMMIT_BUCKETS, snap.store_commit_counts, strict=False):
+                running += n
+                pairs.append((_bound(bound), running))
+            commit.add_metric([], [*pairs, ("+Inf", sum(snap.store_commit_counts))],
+                              snap.store_commit_seconds)
+            yield commit
         yield from _uplink_metrics(snap.uplink)
         if snap.mesh_peers is not None:
             yield GaugeMetricFamily("bart_node_mesh_peers",

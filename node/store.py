@@ -68,6 +68,7 @@ they run on the writer thread; tests/integration/test_store.py):
 from __future__ import annotations
 
 import asyncio
+import bisect
 import concurrent.futures
 import logging
 import os
@@ -96,6 +97,8 @@ T = TypeVar("T")
 
 #: Most pieces of work in one transaction: bounds latency under heavy load.
 MAX_GROUP = 256
+#: Upper bounds (seconds) of the commit-latency histogram (``/metrics``).
+COMMIT_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0)
 #: A prepared event older than this when its transaction runs is made afresh.
 PREPARED_MAX_AGE_MS = 60_000
 
@@ -327,6 +330,11 @@ class Store(StoreQueries):
         self.commits = 0
         #: Commits without a disk flush (already durable or not-durable work only).
         self.unflushed_commits = 0
+        #: Transactions by time from BEGIN to the end of COMMIT (flush included):
+        #: counts per bucket of COMMIT_BUCKETS (the last: above them), and the sum.
+        #: Changed by the writer only; read (copied) by the metrics listener.
+        self.commit_counts = [0] * (len(COMMIT_BUCKETS) + 1)
+        self.commit_seconds = 0.0
         self._thread = threading.Thread(target=self._run, name=f"store-writer-{origin}",
                                         daemon=True)
         self._thread.start()
@@ -442,6 +450,7 @@ class Store(StoreQueries):
         # SQLite takes the flush setting only between transactions: decided
         # before BEGIN from how the work was submitted, checked after it ran.
         skip_flush = bool(live) and all(work.unflushed for work in live)
+        began = time.perf_counter()
         try:
             if skip_flush:
                 self._conn.execute("PRAGMA synchronous = NORMAL")
@@ -462,6 +471,9 @@ class Store(StoreQueries):
             self._note_held(tx.added)
             self.commits += 1
             self.unflushed_commits += skip_flush
+            took = time.perf_counter() - began
+            self.commit_counts[bisect.bisect_left(COMMIT_BUCKETS, took)] += 1
+            self.commit_seconds += took
         except BaseException as exc:
             log.error("store transaction failed: %s", exc)
             with suppress(sqlite3.Error):

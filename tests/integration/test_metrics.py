@@ -132,6 +132,13 @@ def test_node_and_central_metrics_move_on_their_own_listeners(
                                   if "events" in k[0] or "uplink" in k[0]}) from None
         assert value(after, "bart_node_store_commits_total") > value(
             before, "bart_node_store_commits_total")
+        # Commit latency: every commit is in the histogram, with a plausible time.
+        commits = value(after, "bart_node_store_commits_total")
+        # (read while the writer may be between its two counts: one apart at most)
+        timed = value(after, "bart_node_store_commit_seconds_count")
+        assert commits > 0 and abs(timed - commits) <= 1, (timed, commits)
+        assert 0 < value(after, "bart_node_store_commit_seconds_sum") < timed * 1.0
+        assert value(after, "bart_node_store_commit_seconds_bucket", le="+Inf") == timed
         assert value(after, "bart_node_uplink_last_success_timestamp_seconds") > 1.7e9
 
         def hq_moved() -> Samples | None:

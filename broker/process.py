@@ -422,7 +422,11 @@ class BrokerProcess:
         except (OSError, subprocess.SubprocessError) as exc:
             raise BrokerStartError(f"cannot run {self.binary}: {exc}") from exc
         with contextlib.suppress(OSError):
-            self._pid_path.write_text(f"{proc.pid}\n", encoding="ascii")
+            # 0600 like every file of the broker's state directory.
+            fd = os.open(self._pid_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            os.fchmod(fd, 0o600)  # a file of an earlier version may have another mode
+            with os.fdopen(fd, "w", encoding="ascii") as fh:
+                fh.write(f"{proc.pid}\n")
         assert proc.stderr is not None
         self._reader = threading.Thread(
             target=self._read_stderr, args=(proc.stderr, proc.pid),

@@ -37,7 +37,7 @@ from chaos.checker import ProcessWatch
 from chaos.nemesis import KINDS
 
 #: The nemesis phase in CI; BART_CHAOS_SECONDS for soak runs.
-CI_SECONDS = 60.0
+CI_SECONDS = 45.0
 SECONDS = float(os.environ.get("BART_CHAOS_SECONDS", CI_SECONDS))
 #: BART_CHAOS_FAULTS=cut-link,loss,…: only these kinds of fault (default: all).
 FAULTS = tuple(k for k in os.environ.get("BART_CHAOS_FAULTS", "").split(",") if k) or \

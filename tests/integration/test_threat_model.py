@@ -81,8 +81,14 @@ BURST = REPORTS_PER_MINUTE // 2
 def limited_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node with the report budget as in production (the tests' nodes otherwise
     run with ``BART_REPORTS_PER_MINUTE=0``: no limits)."""
-    mosquitto = require_binary("mosquitto", "/usr/sbin/mosquitto")
-    node = init_node(tmp_path_factory.mktemp("limited"), mosquitto)
+    yield from _budgeted(tmp_path_factory.mktemp("limited"))
+
+
+def _budgeted(base: Path, extra_toml: str = "") -> Iterator[NodeProcess]:
+    """A running node with the production report budget; checked when it stops."""
+    node = init_node(base, require_binary("mosquitto", "/usr/sbin/mosquitto"))
+    if extra_toml:
+        configure(node, extra_toml)
     node.env_extra["BART_REPORTS_PER_MINUTE"] = str(REPORTS_PER_MINUTE)
     try:
         node.start()
@@ -154,18 +160,7 @@ PROXY = "127.0.0.9"
 def proxied_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProcess]:
     """A node behind a reverse proxy at 127.0.0.9 (``trusted_proxies``), with the
     production report budget."""
-    mosquitto = require_binary("mosquitto", "/usr/sbin/mosquitto")
-    node = init_node(tmp_path_factory.mktemp("proxied"), mosquitto)
-    configure(node, f'trusted_proxies = ["{PROXY}"]')
-    node.env_extra["BART_REPORTS_PER_MINUTE"] = str(REPORTS_PER_MINUTE)
-    try:
-        node.start()
-        yield node
-    except BaseException:
-        if node.proc is not None and node.proc.poll() is None:
-            node.kill()
-        raise
-    stop_and_check(node)
+    yield from _budgeted(tmp_path_factory.mktemp("proxied"), f'trusted_proxies = ["{PROXY}"]')
 
 
 def _flood(client: httpx.Client, label: str, headers: Any = None) -> list[int]:

@@ -19,6 +19,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp
 
 from common import apidocs
+from common.ratelimit import RateLimiter
 
 from ..config import NodeSettings
 from ..errors import NodeError
@@ -27,7 +28,7 @@ from ..team import routes as team_routes
 from ..team.session import close_accounts, open_accounts
 from . import api, captive, demo, errorpages, resident
 from .captive import CaptiveClients, CaptivePolicy, CaptivePortal
-from .guards import LimitBody, RateLimiter, SecurityHeaders
+from .guards import LimitBody, SecurityHeaders
 from .i18n import Catalogue
 from .ingest import ReportIngest
 from .render import Renderer

@@ -14,13 +14,13 @@ from typing import Any, Protocol
 
 from fastapi import HTTPException, Request
 
+from common.ratelimit import RateLimiter
 from sync import Event
 
 from ..config import NodeSettings
 from ..hub import Hub
 from ..reports import Submitted
 from ..uplink import UplinkState
-from .guards import RateLimiter
 from .render import Renderer
 from .views import Phase, alert_phase, is_visible, local_time
 

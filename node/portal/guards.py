@@ -1,5 +1,5 @@
-"""Request guards: body size limit, security headers; the per-client rate limit
-is :class:`common.ratelimit.RateLimiter`."""
+"""Request guards: body size limit, security headers (the per-client rate limit is
+:class:`common.ratelimit.RateLimiter`, shared with central)."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ import os
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
-
-from common.ratelimit import RateLimiter  # the one abuse-limit policy (issue 17)
 
 DOCS_PATH = "/api/docs"
 
@@ -135,4 +133,4 @@ class SecurityHeaders:
         await self.app(scope, receive, with_headers)
 
 
-__all__ = ["DOCS_PATH", "LimitBody", "RateLimiter", "SecurityHeaders"]
+__all__ = ["DOCS_PATH", "LimitBody", "SecurityHeaders"]

@@ -20,8 +20,9 @@ from typing import Any
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from common.ratelimit import RateLimiter
+
 from . import intake
-from .guards import RateLimiter
 
 log = logging.getLogger(__name__)
 

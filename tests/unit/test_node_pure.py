@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
+from common.ratelimit import RateLimiter
 from node.config import MeetingPoint, NodeSettings
-from node.portal.guards import RateLimiter
 from node.portal.views import alert_view, is_visible, local_time
 from node.reports import new_receipt, normalise_receipt, validate_report_input, warning_body
 from sync import InvalidField, KeyPair, make_event

@@ -355,6 +355,7 @@ if [[ $MODE == dev ]]; then
     PACKAGES+=(wpasupplicant batctl kmod)
     PACKAGES+=(bind9-dnsutils) # dig: an independent mDNS client for the discovery tests
     PACKAGES+=(nginx-light)    # docs/central-scale.md's proxy config, run by tests/system
+    PACKAGES+=(shellcheck)     # tests/unit/test_install_script.py lints install.sh and .ci/run
 fi
 
 MISSING=()

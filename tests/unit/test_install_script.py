@@ -4,11 +4,11 @@ exactly the test command the README gives."""
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
+from conftest import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "install.sh"
@@ -34,9 +34,7 @@ def test_script_is_executable_bash_with_valid_syntax(script: Path) -> None:
 
 @pytest.mark.parametrize("script", [INSTALL, CI_RUN], ids=["install.sh", ".ci/run"])
 def test_script_passes_shellcheck(script: Path) -> None:
-    shellcheck = shutil.which("shellcheck")
-    if shellcheck is None:
-        pytest.skip("shellcheck is not installed (a lint only: apt-get install shellcheck)")
+    shellcheck = require_binary("shellcheck")
     result = run(shellcheck, str(script))
     assert result.returncode == 0, result.stdout + result.stderr
 

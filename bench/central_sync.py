@@ -496,8 +496,8 @@ def main() -> int:
         results["SQLite"] = ingest_bench(tmp, "sqlite", [""] * args.runs, args.batches,
                                          reports, args.uploads)
         if not args.skip_pg:
-            sys.path.insert(0, str(REPO / "tests"))
-            from conftest import PostgresServer  # type: ignore[import-not-found]  # tests
+            sys.path.insert(0, str(REPO))
+            from tests.support.postgres import PostgresServer  # type: ignore[import-not-found]
 
             base = Path(tempfile.mkdtemp(prefix="bart-pg-"))
             pg = PostgresServer(base)

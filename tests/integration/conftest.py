@@ -39,17 +39,7 @@ from paho.mqtt.enums import CallbackAPIVersion
 from broker.topics import event_topic
 from node.server import LOOP_BUDGET_ENV, LOOP_HELD
 from sync import Event, KeyPair, make_event
-
-_ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-_spec = importlib.util.spec_from_file_location("_bart_tests_root_conftest", _ROOT_CONFTEST)
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-
-IN_CI: bool = _root.IN_CI
-require: Callable[[bool, str], None] = _root.require
-require_binary: Callable[..., str] = _root.require_binary
-free_port: Callable[[], int] = _root.free_port
+from tests.support.base import IN_CI, free_port, require, require_binary  # noqa: F401
 
 NODE_NAME = "n1"
 AREA = "ESC-01"

@@ -20,7 +20,6 @@ Run: .venv/bin/pytest tests/system/test_central_failover.py -q -x -s
 
 from __future__ import annotations
 
-import importlib.util
 import os
 import re
 import shutil
@@ -39,6 +38,8 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
+
+from tests.support import require_binary
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
 import ingest_support
@@ -449,13 +450,6 @@ def test_a_lost_lock_session_sends_the_projector_to_standby(
 
 # ------------------------------------------------------------------ behind nginx
 
-_ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-_spec = importlib.util.spec_from_file_location("_bart_tests_root_conftest_failover",
-                                               _ROOT_CONFTEST)
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-require_binary: Callable[..., str] = _root.require_binary
 
 DOCS = Path(__file__).resolve().parents[2] / "docs" / "central-scale.md"
 

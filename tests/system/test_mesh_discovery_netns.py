@@ -27,7 +27,6 @@ fixtures' finalizers; names are unique per run.
 from __future__ import annotations
 
 import contextlib
-import importlib.util
 import json
 import os
 import signal
@@ -45,15 +44,7 @@ from typing import Any
 import pytest
 
 from node.mesh.discovery import SERVICE_TYPE, service_name
-
-_ROOT_CONFTEST = Path(__file__).resolve().parents[1] / "conftest.py"
-_spec = importlib.util.spec_from_file_location("_bart_tests_root_conftest_mdns",
-                                               _ROOT_CONFTEST)
-assert _spec is not None and _spec.loader is not None
-_root = importlib.util.module_from_spec(_spec)
-_spec.loader.exec_module(_root)
-require: Callable[[bool, str], None] = _root.require
-require_binary: Callable[..., str] = _root.require_binary
+from tests.support import require, require_binary
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -15,7 +15,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from conftest import require
 from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
@@ -37,6 +36,7 @@ from central.cap import (
 from central.errors import CentralError
 from sync.bodies import CATEGORIES, SEVERITIES
 from sync.text import clean_text
+from tests.support import require
 
 try:
     import capvalidator

@@ -17,7 +17,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from conftest import require
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -45,6 +44,7 @@ from central.cap import (
 )
 from central.errors import CentralConfigError
 from central.feeds import cap_area
+from tests.support import require
 
 try:
     import capvalidator  # type: ignore[import-untyped]

@@ -18,7 +18,6 @@ from importlib import resources
 from pathlib import Path
 
 import pytest
-from conftest import require, require_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from hypothesis import HealthCheck, given, settings
@@ -31,6 +30,7 @@ from central.cap import CAP_NS, LANG_EN, LANG_NL, AlertText, CapError, PublicAle
 from central.capsign import CapSigner, CapSignError
 from central.feeds import cap_area
 from central.identity import CAP_KEY_BITS, CentralSettings, init_central, load_central
+from tests.support import require, require_binary
 
 try:
     import capvalidator  # type: ignore[import-untyped]

@@ -17,13 +17,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require_binary
 
 from bart import demo_control
 from central import identity
 from common import files
 from common.files import write_atomic
 from node import enrol, hotspot, points, tls, trust
+from tests.support import require_binary
 
 
 def _child(code: str, *prefix: str) -> subprocess.CompletedProcess[str]:

@@ -7,7 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import require
+
+from tests.support import require
 
 ROOT = Path(__file__).parent.parent.parent
 BIN = Path(sys.executable).parent

@@ -1,0 +1,36 @@
+"""What the tests share, importable as ``tests.support`` (conftests hold fixtures only).
+
+``pyproject.toml`` puts the repository root on ``sys.path`` (pytest's
+``pythonpath``), so every test module, conftest and bench script imports these
+helpers by their package name. The modules, each importing only what it needs:
+
+- ``base``: the real components a test needs (``require``, ``require_binary``),
+  ``free_port``, ``wait_until``, ``bart_command``, ``log_tail`` (re-exported here);
+- ``processes``: process groups, Mosquitto pids, stopping with a deadline;
+- ``leaks``: the threads and child processes a test leaves behind;
+- ``postgres``: a real PostgreSQL server in a temporary directory;
+- ``node`` / ``central``: ``bart node run`` / ``bart central run`` as real
+  subprocesses (``NodeProcess``, ``CentralProcess``);
+- ``mqtt``, ``sse``: probes that talk to a running node from the outside;
+- ``browser``: headless Debian Chromium through Playwright, team and staff logins;
+- ``disk``: a disk that fills (a real tmpfs);
+- ``ingest``, ``staff``: central in-process, enrolled nodes, sealed batches,
+  logged-in staff clients;
+- ``netns``, ``neighbourhood``, ``wallclock``: nodes and central in network
+  namespaces for ``tests/system``.
+"""
+
+from __future__ import annotations
+
+from tests.support.base import (
+    IN_CI,
+    bart_command,
+    free_port,
+    log_tail,
+    require,
+    require_binary,
+    wait_until,
+)
+
+__all__ = ["IN_CI", "bart_command", "free_port", "log_tail", "require", "require_binary",
+           "wait_until"]

@@ -1,16 +1,18 @@
 """Named, transactional schema migrations of the node store.
 
 Each migration runs once, inside one transaction, and is recorded by name in
-``_migrations``. Never edit a migration that has shipped; add a new one.
+``_migrations`` (the runner is :mod:`common.migrations`, shared with
+``team.db``). Never edit a migration that has shipped; add a new one.
 """
 
 from __future__ import annotations
 
 import sqlite3
-import time
 from collections.abc import Callable
 
 import sqlite_utils
+
+from common import migrations as _runner
 
 Migration = tuple[str, Callable[[sqlite_utils.Database], None]]
 
@@ -145,24 +147,12 @@ MIGRATIONS: list[Migration] = [
 def migrate(conn: sqlite3.Connection) -> list[str]:
     """Apply pending migrations in order; return the names applied now."""
     db = sqlite_utils.Database(conn)
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS _migrations (name TEXT PRIMARY KEY, applied_at INTEGER)"
-    )
-    done = {row[0] for row in conn.execute("SELECT name FROM _migrations")}
-    applied = []
-    for name, apply in MIGRATIONS:
-        if name in done:
-            continue
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            apply(db)
-            conn.execute(
-                "INSERT INTO _migrations (name, applied_at) VALUES (?, ?)",
-                (name, int(time.time())),
-            )
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
-        applied.append(name)
-    return applied
+    return _runner.migrate(conn, [(name, _on(db, apply)) for name, apply in MIGRATIONS])
+
+
+def _on(db: sqlite_utils.Database,
+        apply: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite3.Connection], None]:
+    """``apply`` as the runner calls it: on ``db``, the connection's sqlite-utils view."""
+    def run(_conn: sqlite3.Connection) -> None:
+        apply(db)
+    return run

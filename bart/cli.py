@@ -217,8 +217,8 @@ def cmd_team_list(args: argparse.Namespace) -> int:
 
     from node.team import TEAM_DB, TeamAccounts
 
-    def when(ts: float | None) -> str:
-        return dt.datetime.fromtimestamp(ts).strftime("%Y-%m-%d %H:%M") if ts else "never"
+    def when(ms: int | None) -> str:
+        return dt.datetime.fromtimestamp(ms / 1000).strftime("%Y-%m-%d %H:%M") if ms else "never"
 
     settings = _node_settings(args)
     with TeamAccounts(settings.data_dir / TEAM_DB) as team:

@@ -25,8 +25,8 @@ class LoginFailed(Exception):
 
 
 class LockedOut(LoginFailed):
-    """Too many wrong passwords for this name: no login until ``until`` (the
-    account store's clock: seconds on the node, milliseconds at central)."""
+    """Too many wrong passwords for this name: no login until ``until`` (Unix
+    milliseconds on the account store's clock, at central and on the node)."""
 
     def __init__(self, message: str, until: float) -> None:
         super().__init__(message)

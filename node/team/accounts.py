@@ -6,7 +6,8 @@ while the node runs (WAL, ``busy_timeout``, every write in ``BEGIN
 IMMEDIATE``). Passwords are hashed with scrypt (:mod:`node.team.passwords`);
 session tokens are stored only as their SHA-256.
 
-Rules (all on the injectable ``clock``, seconds since the epoch):
+Rules (all on the injectable ``clock_ms``; times are Unix milliseconds, as at
+central and in every event):
 
 * a new account gets a one-time password and must choose its own at first login;
 * wrong passwords lock a name, and failing clients wait (:mod:`node.team.lockout`);
@@ -27,13 +28,13 @@ import os
 import secrets
 import sqlite3
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
 
+from common.clock import now_ms
 from common.logins import token_hash
 from common.passwords import (
     SCRYPT_N,
@@ -49,31 +50,31 @@ from .lockout import check_client, clear, client_failure, locked_until, name_fai
 from .passwords import check_new_password, name_key, normalise_name
 from .schema import migrate
 
-SESSION_IDLE_S: Final = 12 * 3600
-SESSION_MAX_S: Final = 7 * 86400
+SESSION_IDLE_MS: Final = 12 * 3_600_000
+SESSION_MAX_MS: Final = 7 * 86_400_000
 #: A session's last use is written at most this often (SD cards wear out).
-TOUCH_EVERY_S: Final = 60
+TOUCH_EVERY_MS: Final = 60_000
 AUDIT_KEEP: Final = 50_000
 MAX_TOKEN: Final = 128
 
 
 @dataclass(frozen=True)
 class Member:
-    """A team account as the pages and the CLI see it (never its hash)."""
+    """A team account as the pages and the CLI see it (never its hash); times in ms."""
 
     name: str
-    created: float
-    last_login: float | None
+    created: int
+    last_login: int | None
     must_change: bool
-    locked_until: float | None
+    locked_until: int | None
 
 
 @dataclass(frozen=True)
 class AuditEntry:
-    """One line of the audit log: who did what, when."""
+    """One line of the audit log: who did what, when (Unix ms)."""
 
     id: int
-    at: float
+    at: int
     member: str
     action: str
     detail: str
@@ -94,14 +95,14 @@ class TeamAccounts:
 
     Thread-safe: routes call the slow methods (:meth:`verify`,
     :meth:`set_password`) in a worker thread so that hashing never blocks the
-    event loop. ``scrypt_n`` is for tests only; stored hashes carry their own
-    parameters.
+    event loop. ``clock_ms`` gives the time in Unix milliseconds. ``scrypt_n``
+    is for tests only; stored hashes carry their own parameters.
     """
 
-    def __init__(self, path: Path, clock: Callable[[], float] = time.time, *,
+    def __init__(self, path: Path, clock_ms: Callable[[], int] = now_ms, *,
                  scrypt_n: int = SCRYPT_N) -> None:
         self.path = path
-        self.clock = clock
+        self.clock_ms = clock_ms
         self._n = scrypt_n
         self._dummy = dummy_hash(scrypt_n)
         self._lock = threading.RLock()
@@ -143,7 +144,7 @@ class TeamAccounts:
         with self._lock:
             yield self._db()
 
-    def _member(self, conn: sqlite3.Connection, key: str, now: float) -> Member | None:
+    def _member(self, conn: sqlite3.Connection, key: str, now: int) -> Member | None:
         row = conn.execute("SELECT name, created, last_login, must_change FROM members "
                            "WHERE key = ?", (key,)).fetchone()
         if row is None:
@@ -157,7 +158,7 @@ class TeamAccounts:
         clean = normalise_name(name)
         otp = new_one_time_password()
         pw_hash = hash_password(otp, n=self._n)
-        now = self.clock()
+        now = self.clock_ms()
         with self._write() as conn:
             try:
                 conn.execute("INSERT INTO members (key, name, pw_hash, must_change, created) "
@@ -170,7 +171,7 @@ class TeamAccounts:
     def remove(self, name: str) -> None:
         """Delete an account and end its sessions at once."""
         key = self._key_or_unknown(name)
-        now = self.clock()
+        now = self.clock_ms()
         with self._write() as conn:
             if conn.execute("DELETE FROM members WHERE key = ?", (key,)).rowcount == 0:
                 raise UnknownMember(f"there is no team member called {name.strip()}")
@@ -178,7 +179,7 @@ class TeamAccounts:
 
     def list(self) -> builtins.list[Member]:
         """Every account, by name."""
-        now = self.clock()
+        now = self.clock_ms()
         with self._read() as conn:
             keys = [r[0] for r in conn.execute("SELECT key FROM members ORDER BY key")]
             found = [self._member(conn, key, now) for key in keys]
@@ -191,7 +192,7 @@ class TeamAccounts:
         except InvalidName:
             return None
         with self._read() as conn:
-            return self._member(conn, key, self.clock())
+            return self._member(conn, key, self.clock_ms())
 
     @staticmethod
     def _key_or_unknown(name: str) -> str:
@@ -209,7 +210,7 @@ class TeamAccounts:
         :class:`LockedOut` for a locked name, both before any hashing. An
         unknown name costs the same hashing time as a known one.
         """
-        now = self.clock()
+        now = self.clock_ms()
         try:
             key: str | None = name_key(name)
         except (InvalidName, TypeError):
@@ -249,7 +250,7 @@ class TeamAccounts:
         Ends every session of the member: the caller starts a fresh one.
         """
         key = self._key_or_unknown(name)
-        now = self.clock()
+        now = self.clock_ms()
         with self._read() as conn:
             until = locked_until(conn, key, now)
             row = conn.execute("SELECT pw_hash, must_change, name FROM members WHERE key = ?",
@@ -279,12 +280,12 @@ class TeamAccounts:
         """A new session for ``name``: the token for its cookie (only its hash is kept)."""
         key = self._key_or_unknown(name)
         token = secrets.token_urlsafe(32)
-        now = self.clock()
+        now = self.clock_ms()
         with self._write() as conn:
             if not conn.execute("SELECT 1 FROM members WHERE key = ?", (key,)).fetchone():
                 raise UnknownMember(f"there is no team member called {name.strip()}")
             conn.execute("DELETE FROM sessions WHERE last_seen <= ? OR created <= ?",
-                         (now - SESSION_IDLE_S, now - SESSION_MAX_S))
+                         (now - SESSION_IDLE_MS, now - SESSION_MAX_MS))
             conn.execute("INSERT INTO sessions (token_hash, member_key, created, last_seen) "
                          "VALUES (?, ?, ?, ?)", (token_hash(token), key, now, now))
         return token
@@ -298,19 +299,19 @@ class TeamAccounts:
         if not token or len(token) > MAX_TOKEN:
             return None
         digest = token_hash(token)
-        now = self.clock()
+        now = self.clock_ms()
         with self._read() as conn:
             row = conn.execute("SELECT member_key, created, last_seen FROM sessions "
                                "WHERE token_hash = ?", (digest,)).fetchone()
             if row is None:
                 return None
             key, created, last_seen = row
-            if now >= last_seen + SESSION_IDLE_S or now >= created + SESSION_MAX_S:
+            if now >= last_seen + SESSION_IDLE_MS or now >= created + SESSION_MAX_MS:
                 with self._write() as wconn:
                     wconn.execute("DELETE FROM sessions WHERE token_hash = ?", (digest,))
                 return None
             member = self._member(conn, key, now)
-            if touch and member is not None and now - last_seen >= TOUCH_EVERY_S:
+            if touch and member is not None and now - last_seen >= TOUCH_EVERY_MS:
                 with self._write() as wconn:
                     wconn.execute("UPDATE sessions SET last_seen = ? WHERE token_hash = ?",
                                   (now, digest))
@@ -329,10 +330,10 @@ class TeamAccounts:
         """Add a line to the audit log: who (``member``), what, and now."""
         who = member.name if isinstance(member, Member) else member
         with self._write() as conn:
-            self._audit(conn, self.clock(), who, action, detail)
+            self._audit(conn, self.clock_ms(), who, action, detail)
 
     @staticmethod
-    def _audit(conn: sqlite3.Connection, now: float, who: str, action: str,
+    def _audit(conn: sqlite3.Connection, now: int, who: str, action: str,
                detail: str) -> None:
         cur = conn.execute("INSERT INTO audit (at, member, action, detail) VALUES (?, ?, ?, ?)",
                            (now, who[:80], action[:80], detail[:2000]))

@@ -36,7 +36,7 @@ class LoginFailed(TeamError, logins.LoginFailed):
 
 
 class LockedOut(LoginFailed, logins.LockedOut):
-    """Too many wrong passwords for this name: no login until ``until`` (seconds)."""
+    """Too many wrong passwords for this name: no login until ``until`` (Unix ms)."""
 
 
 class Throttled(LoginFailed, logins.Throttled):

@@ -76,8 +76,8 @@ async def login_page(request: Request) -> Response:
     return _login_page(request)
 
 
-def _until_text(request: Request, until: float) -> str:
-    return local_time(int(until * 1000), deps.settings(request).timezone, page_lang(request))[0]
+def _until_text(request: Request, until_ms: float) -> str:
+    return local_time(int(until_ms), deps.settings(request).timezone, page_lang(request))[0]
 
 
 @router.post("/team/login")

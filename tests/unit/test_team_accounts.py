@@ -36,27 +36,29 @@ from node.team import (
     passwords,
 )
 from node.team import accounts as accounts_module
-from node.team.accounts import SESSION_IDLE_S, SESSION_MAX_S, token_hash
+from node.team.accounts import SESSION_IDLE_MS, SESSION_MAX_MS, token_hash
 from node.team.passwords import hash_password, normalise_name, verify_password
 
 pytestmark = pytest.mark.timeout(60)
 
 OTP = re.compile(r"^[A-HJKMNP-Z2-9]{4}(?:-[A-HJKMNP-Z2-9]{4}){3}$")
 NEW = "lange zin van woorden"
-MIN = 60.0
+MIN = 60_000  # the team's times are Unix milliseconds
+HOUR = 60 * MIN
+START = 1_800_000_000_000
 
 
 class Clock:
-    """A clock the test moves by hand."""
+    """A clock the test moves by hand (milliseconds)."""
 
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
+    def __init__(self, now: int = START) -> None:
         self.now = now
 
-    def __call__(self) -> float:
+    def __call__(self) -> int:
         return self.now
 
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+    def advance(self, ms: int) -> None:
+        self.now += ms
 
 
 @pytest.fixture
@@ -277,8 +279,8 @@ def test_lockouts_grow_exponentially_and_a_good_login_resets_them(team: TeamAcco
 
 
 def test_lockout_is_capped_at_a_day() -> None:
-    assert lockout.lockout_seconds(1) == 15 * MIN
-    assert lockout.lockout_seconds(50) == 24 * 3600
+    assert lockout.lockout_ms(1) == 15 * MIN
+    assert lockout.lockout_ms(50) == 24 * HOUR
 
 
 def test_unknown_names_lock_the_same_way(team: TeamAccounts) -> None:
@@ -295,10 +297,10 @@ def test_twenty_failures_from_one_address_throttle_it(team: TeamAccounts,
     for i in range(20):
         with pytest.raises(LoginFailed):
             team.verify(f"Guess {i}", "wrong password!", "10.0.0.66")
-        clock.advance(1)
+        clock.advance(1000)
     with pytest.raises(Throttled) as info:
         team.verify("Fatma", NEW, "10.0.0.66")
-    assert 0 < info.value.retry_after <= 10 * MIN
+    assert 0 < info.value.retry_after <= 10 * 60  # seconds: a Retry-After
     # Another device is not affected.
     assert team.verify("Fatma", NEW, "10.0.0.67").name == "Fatma"
     clock.advance(10 * MIN)
@@ -323,11 +325,11 @@ def test_session_token_is_random_and_finds_its_member(team: TeamAccounts) -> Non
 def test_session_expiry_slides_for_12_hours(team: TeamAccounts, clock: Clock) -> None:
     member_with_password(team)
     token = team.create_session("Fatma")
-    clock.advance(SESSION_IDLE_S - 1)
+    clock.advance(SESSION_IDLE_MS - 1)
     assert team.session(token) is not None
-    clock.advance(SESSION_IDLE_S - 1)  # 12 h after the last use, not after login
+    clock.advance(SESSION_IDLE_MS - 1)  # 12 h after the last use, not after login
     assert team.session(token) is not None
-    clock.advance(SESSION_IDLE_S)
+    clock.advance(SESSION_IDLE_MS)
     assert team.session(token) is None
 
 
@@ -335,7 +337,7 @@ def test_a_check_without_touch_does_not_extend_the_session(team: TeamAccounts,
                                                            clock: Clock) -> None:
     member_with_password(team)
     token = team.create_session("Fatma")
-    clock.advance(SESSION_IDLE_S - 1)
+    clock.advance(SESSION_IDLE_MS - 1)
     assert team.session(token, touch=False) is not None
     clock.advance(2)
     assert team.session(token) is None
@@ -344,10 +346,10 @@ def test_a_check_without_touch_does_not_extend_the_session(team: TeamAccounts,
 def test_session_ends_after_7_days_however_busy(team: TeamAccounts, clock: Clock) -> None:
     member_with_password(team)
     token = team.create_session("Fatma")
-    while clock.now + 11 * 3600 < 1_800_000_000.0 + SESSION_MAX_S:
-        clock.advance(11 * 3600)
+    while clock.now + 11 * HOUR < START + SESSION_MAX_MS:
+        clock.advance(11 * HOUR)
         assert team.session(token) is not None
-    clock.advance(11 * 3600)
+    clock.advance(11 * HOUR)
     assert team.session(token) is None
 
 
@@ -395,7 +397,8 @@ def test_file_is_private_wal_and_migrated_once(tmp_path: Path, clock: Clock) -> 
         assert [m.name for m in again.list()] == ["Fatma"]
     with sqlite3.connect(path) as conn:
         assert conn.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-        assert [r[0] for r in conn.execute("SELECT name FROM _migrations")] == ["001_accounts"]
+        names = [r[0] for r in conn.execute("SELECT name FROM _migrations")]
+        assert names == ["001_accounts", "002_times_ms"]
 
 
 def test_close_is_idempotent(tmp_path: Path) -> None:

@@ -565,13 +565,17 @@ class BrokerProcess:
                         return
                     try:
                         self._proc = self._start_checked(self._start_timeout)
-                    except BrokerStartError as exc:
+                    except Exception as exc:  # the supervisor must live on
+                        # Not only BrokerStartError: a full disk or a vanished state
+                        # directory raises OSError from write_files. Ending this thread
+                        # would leave the node without a broker until it restarts.
                         failures += 1
                         delay = min(delay * 2, self._restart_max)
                         # Loudly once, then quietly: a broken broker must not fill the SD card.
                         logger.log(logging.WARNING if failures == 1 else logging.DEBUG,
                                    "restarting Mosquitto failed (%s); next try in %.1fs",
-                                   exc, delay)
+                                   exc if isinstance(exc, BrokerStartError)
+                                   else f"{type(exc).__name__}: {exc}", delay)
                         continue
                     self._restarts += 1
                     started = self._clock()

@@ -18,7 +18,6 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import free_port, require_binary
 
 from broker import (
     DB_MAGIC,
@@ -29,6 +28,7 @@ from broker import (
     probe,
     write_files,
 )
+from tests.support.base import free_port, require_binary
 
 pytestmark = pytest.mark.timeout(30)
 
@@ -191,6 +191,26 @@ def test_supervisor_restarts_a_killed_broker(broker: BrokerProcess) -> None:
     assert second is not None
     os.kill(second, signal.SIGKILL)
     assert wait_for(lambda: broker.restarts == 2 and broker.running, 10)
+
+
+def test_supervisor_outlives_a_restart_that_cannot_write_its_files(
+        broker: BrokerProcess, settings: BrokerSettings, caplog: pytest.LogCaptureFixture) -> None:
+    """A full disk or a vanished state directory makes a restart raise OSError, not
+    BrokerStartError: the supervisor keeps trying and brings the broker back."""
+    first = broker.pid
+    assert first is not None
+    away = settings.state_dir.with_name("mqtt-away")
+    settings.state_dir.rename(away)
+    settings.state_dir.write_text("not a directory")  # the files cannot be written: OSError
+    caplog.set_level(logging.DEBUG, logger="broker.process")
+    os.kill(first, signal.SIGKILL)
+    assert wait_for(lambda: sum("restarting Mosquitto failed" in r.getMessage()
+                                for r in caplog.records) >= 2, 10)
+    assert "FileExistsError" in caplog.text or "NotADirectoryError" in caplog.text
+    settings.state_dir.unlink()
+    away.rename(settings.state_dir)
+    assert wait_for(lambda: broker.restarts == 1 and broker.running, 10)
+    assert login(broker.port, "node", "node-secret") == 0
 
 
 def _sub(port: int, user: str, password: str, topic: str, out: Path) -> subprocess.Popen[bytes]:

@@ -106,7 +106,7 @@ def cmd_node_run(args: argparse.Namespace) -> int:
     if settings.metrics_port:
         require_free_port(settings.metrics_host, settings.metrics_port, "the metrics listener",
                           "--metrics-port", "metrics_port in node.toml")
-    _logging(settings.log_level)
+    _logging(settings.log_level, node=True)
     try:
         serve(settings)
     except SystemExit as exc:  # uvicorn's own exit when its start fails (logged above)
@@ -320,14 +320,20 @@ def cmd_demo(args: argparse.Namespace) -> int:
         return link(args.a, args.b, args.action)
     from .demo import run_demo
 
-    _logging("WARNING" if not args.verbose else "INFO")
+    _logging("WARNING" if not args.verbose else "INFO", node=True)
     return run_demo(data_dir=Path(args.data_dir) if args.data_dir else None,
                     http_port=args.http_port, mqtt_port=args.mqtt_port,
                     central_port=args.central_port, verbose=args.verbose)
 
 
-def _logging(level: str) -> None:
+def _logging(level: str, *, node: bool = False) -> None:
+    """Log to stderr at ``level``; for a running node also quiet the libraries it
+    uses (node/logs.py: no Bart module changes another library's logger at import)."""
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if node:
+        from node.logs import tame_libraries
+
+        tame_libraries()
 
 
 def build_parser() -> argparse.ArgumentParser:

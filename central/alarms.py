@@ -40,6 +40,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
 from . import db
+from .errors import CentralError
 from .events import append_central_event
 from .identity import Central
 from .staff.accounts import StaffMember, audit
@@ -66,15 +67,15 @@ _REPORT_MOVES: Final[Mapping[str, Mapping[str, str]]] = {
 }
 
 
-class NotFound(LookupError):
+class NotFound(CentralError, LookupError):
     """No such alarm, or not one of the member's desk."""
 
 
-class NotAllowed(ValueError):
+class NotAllowed(CentralError, ValueError):
     """An answer the alarm's state does not allow (e.g. back from resolved)."""
 
 
-class Stale(Exception):
+class Stale(CentralError):
     """Someone answered since the member loaded the page."""
 
     def __init__(self, handler: str | None, state: str, at: int) -> None:

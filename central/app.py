@@ -28,7 +28,7 @@ from .identity import Central
 from .ingest import Ingest, now_ms
 from .staff import routes as staff
 
-log = logging.getLogger("bart.central.app")
+log = logging.getLogger(__name__)
 
 BATCH_TYPE = batch_http.BATCH_TYPE.decode()
 BATCH_PATH = batch_http.PATH

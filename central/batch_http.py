@@ -31,7 +31,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from .errors import IngestRefused
 from .ingest import Ingest
 
-log = logging.getLogger("bart.central.batches")
+log = logging.getLogger(__name__)
 
 PATH: Final = "/api/v1/batches"
 BATCH_TYPE: Final = b"application/vnd.bart.batch"

@@ -49,7 +49,7 @@ from . import queries
 from .errors import CentralConfigError
 from .identity import Central
 
-log = logging.getLogger("bart.central.cluster")
+log = logging.getLogger(__name__)
 
 #: The advisory lock's two keys: "BART" and 1 (the projector). Advisory locks
 #: are per database, so two centrals on one PostgreSQL server do not meet.

@@ -25,7 +25,7 @@ from . import db
 from .errors import EnrolmentRefused
 from .identity import Central
 
-log = logging.getLogger("bart.central.enrol")
+log = logging.getLogger(__name__)
 
 
 def now_ms() -> int:

@@ -55,7 +55,7 @@ from .cap import (
 from .capsign import CapSigner, CapSignError
 from .identity import Central
 
-log = logging.getLogger("bart.central.feeds")
+log = logging.getLogger(__name__)
 
 MSG_TYPES: Final = {"alert": "Alert", "update": "Update", "cancel": "Cancel"}
 #: A Cancel stays in the feed at least this long.

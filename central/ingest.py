@@ -48,7 +48,7 @@ from .errors import IngestRefused
 from .identity import Central
 from .metrics import ingest_metrics
 
-log = logging.getLogger("bart.central.ingest")
+log = logging.getLogger(__name__)
 
 #: At most this many central events / receipt updates in one reply (nodes take
 #: up to sync.exchange.MAX_REPLY_EVENTS events and MAX_ACK_UPDATES updates).

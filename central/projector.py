@@ -40,7 +40,7 @@ from .cluster import STANDBY_POLL_S, ProjectorLock, application_name
 from .ingest import now_ms
 from .metrics import PROJECTOR_NAME
 
-log = logging.getLogger("bart.central.projector")
+log = logging.getLogger(__name__)
 
 #: Batches taken per run, and how long an idle projector sleeps.
 BATCHES_PER_RUN = 20

@@ -16,6 +16,7 @@ from typing import Any
 
 from sync import Event, validate_body
 
+from .errors import NodeError
 from .store import WriteTx
 
 _ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"  # as in sync.bodies.RECEIPT
@@ -79,7 +80,7 @@ def warning_body(report: Mapping[str, Any], report_id: str, area: str) -> dict[s
     }
 
 
-class ReceiptTaken(Exception):
+class ReceiptTaken(NodeError):
     """The random receipt code is already in use (about one in a billion): try again."""
 
 

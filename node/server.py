@@ -409,7 +409,7 @@ def watch_loop_budget() -> None:
     if not raw.isdigit() or getattr(asyncio.events.Handle, "_bart_watched", False):
         return
     budget = int(raw) / 1000
-    log = logging.getLogger("bart.node.loop")
+    log = logging.getLogger(__name__)
     run = asyncio.events.Handle._run
 
     def timed_run(self: asyncio.events.Handle) -> None:

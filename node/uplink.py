@@ -45,13 +45,12 @@ from sync.roster import Roster
 from .clock import NodeClock
 from .config import NodeSettings
 from .enrol import load_enrolment, load_roster, package_version, save_roster
-from .errors import StoreError
+from .errors import NodeError, StoreError
 from .mesh.carry import CarryFailed
 from .store import Store, WriteTx
 from .store_writes import acked_key
 
-log = logging.getLogger("bart.node.uplink")
-logging.getLogger("httpx").setLevel(logging.WARNING)  # one INFO line per request is noise
+log = logging.getLogger(__name__)
 
 BATCH_TYPE = "application/vnd.bart.batch"
 #: Central states of a report, as the node's receipt page names them.
@@ -617,7 +616,7 @@ class _Prepared:
         return out
 
 
-class UplinkError(Exception):
+class UplinkError(NodeError):
     """Central's answer could not be used (not verified, not ours)."""
 
 

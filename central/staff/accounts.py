@@ -51,7 +51,7 @@ from .db import (
     staff_sessions,
 )
 
-log = logging.getLogger("bart.central.staff")
+log = logging.getLogger(__name__)
 
 ROLES: Final = ("police", "municipality", "admin")
 SESSION_IDLE_MS: Final = 4 * 3600 * 1000

@@ -44,7 +44,7 @@ from .web import (
     tr,
 )
 
-log = logging.getLogger("bart.central.staff")
+log = logging.getLogger(__name__)
 router = APIRouter(include_in_schema=False)
 
 WATCH_S: Final = 0.25

@@ -68,7 +68,7 @@ from .web import (
     tr,
 )
 
-log = logging.getLogger("bart.central.staff")
+log = logging.getLogger(__name__)
 
 LIST_LIMIT: Final = 200
 

@@ -26,13 +26,13 @@ import orjson
 
 from sync.mesh import MAX_CARRY_BYTES, MAX_DOC_BYTES, Carried, Carry
 
-from ..errors import StoreError
+from ..errors import NodeError, StoreError
 from ..store import Store, WriteTx
 
 if TYPE_CHECKING:
     from .engine import Mesh
 
-log = logging.getLogger("bart.node.mesh")
+log = logging.getLogger(__name__)
 
 BATCH_TYPE = "application/vnd.bart.batch"
 #: Room for the rest of a ``carried`` document around central's answer (base64: 4/3).
@@ -43,7 +43,7 @@ KEEP_ANSWERED_MS = 86_400_000
 MAX_KEPT = 200
 
 
-class CarryFailed(Exception):
+class CarryFailed(NodeError):
     """No peer could carry the batch, or no answer came in time."""
 
 

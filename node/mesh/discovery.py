@@ -63,34 +63,6 @@ from ..errors import NodeError
 
 log = logging.getLogger(__name__)
 
-
-class _NoZeroconfTracebacks(logging.Filter):
-    """python-zeroconf logs a failed send (an interface that went down: a cut
-    mesh link) with its traceback, on every send. Keep one line, without the
-    traceback, loudly the first time per kind and quietly after (STYLE 12)."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._seen: set[str] = set()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        if record.exc_info:
-            exc = record.exc_info[1]
-            record.msg = f"{record.getMessage()} ({type(exc).__name__}: {exc})"
-            record.args = None
-            record.exc_info = None
-            record.exc_text = None
-        if record.levelno >= logging.WARNING:
-            key = str(record.msg)[:60]
-            if key in self._seen:  # repeats: dropped unless debugging (DEBUG logs all)
-                return logging.getLogger().isEnabledFor(logging.DEBUG)
-            if len(self._seen) < 256:
-                self._seen.add(key)
-        return True
-
-
-logging.getLogger("zeroconf").addFilter(_NoZeroconfTracebacks())
-
 SERVICE_TYPE: Final = "_bart-mesh._tcp.local."
 #: The mesh protocol version this node speaks (the ``proto`` of the mesh ``hello``).
 PROTO: Final = MESH_VERSION

@@ -65,7 +65,7 @@ from .link import (
     Target,
 )
 
-log = logging.getLogger("bart.node.mesh")
+log = logging.getLogger(__name__)
 
 #: Alert sources a node (not central) may sign.
 PEER_SOURCES = frozenset({"resident", "team", "button", "integration"})

@@ -18,7 +18,7 @@ from broker.client import _Batch
 from sync.mesh import Vector
 from sync.replication import Held
 
-log = logging.getLogger("bart.node.mesh")
+log = logging.getLogger(__name__)
 
 SEEN_MAX = 65_536
 LINK_QUEUE = 4_096

@@ -420,7 +420,7 @@ def test_a_lost_lock_session_sends_the_projector_to_standby(
         # A projector holding it through run_when_holding; its session is ended.
         second.close()
         projector = Projector(engine, central_origin=central.origin)
-        caplog.set_level("INFO", logger="bart.central.projector")
+        caplog.set_level("INFO", logger="central.projector")
         worker = threading.Thread(target=run_when_holding, args=(projector, lock, stop),
                                   kwargs={"poll_s": 0.05, "standby_s": 0.1}, daemon=True)
         worker.start()

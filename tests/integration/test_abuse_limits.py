@@ -28,23 +28,14 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import (
-    START_TIMEOUT_S,
-    CentralProcess,
-    NodeProcess,
-    bart_command,
-    configure,
-    init_central_process,
-    init_node,
-    require_binary,
-    stop_and_check,
-    wait_until,
-)
 
 from central.identity import load_central
 from central.staff.accounts import CLIENT_MAX_FAILURES, StaffAccounts
 from common.ratelimit import LOGIN_MAX_FAILURES, LOOKUP_BURST
 from node.team import TEAM_DB, TeamAccounts
+from tests.support.base import bart_command, require_binary, wait_until
+from tests.support.central import CentralProcess, init_central_process
+from tests.support.node import START_TIMEOUT_S, NodeProcess, configure, init_node, stop_and_check
 
 #: The three medians may differ by this share of the fastest one. One scrypt run
 #: is ~45-60 ms of an answer of ~70-100 ms here, so the old double run for

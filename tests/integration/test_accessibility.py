@@ -58,19 +58,18 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (
-    CentralProcess,
-    NodeProcess,
-    configure,
-    init_central_process,
-    init_node,
-    require,
-    require_binary,
-    stop_and_check,
-    wait_until,
-)
 
-from node.team import TEAM_DB, TeamAccounts
+from tests.support.base import require, require_binary, wait_until
+from tests.support.browser import (
+    TEAM_PASSWORD,
+    browser_context,
+    staff_first_login,
+    team_login,
+    team_member,
+)
+from tests.support.central import CentralProcess, init_central_process
+from tests.support.html import csrf_of
+from tests.support.node import NodeProcess, configure, init_node, stop_and_check
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -86,7 +85,6 @@ FAILING = ("serious", "critical")
 MIN_TARGET = 44
 BUTTON = "boog-deur"
 BUTTON2 = "kerk-deur"
-TEAM_PASSWORD = "een lange zin als wachtwoord"
 STAFF_PASSWORD = "een-lang-wachtwoord-42"
 FAST_UPLINK = "uplink_max_age_s = 0.2\nuplink_backoff_max_s = 1.0\nuplink_poll_s = 1.0\n"
 SYNC_S = 25.0
@@ -178,12 +176,6 @@ def add_staff(central: CentralProcess, name: str, role: str) -> str:
     out = central.cli("staff", "add", name, "--role", role).stdout
     found = re.search(r"one-time password: (\S+)", out)
     assert found, out
-    return found.group(1)
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html[:500]
     return found.group(1)
 
 
@@ -367,14 +359,9 @@ def verdict(results: Results, title: str) -> None:
     assert not results.small, f"targets under {MIN_TARGET}px on a phone: {results.small}"
 
 
-@contextlib.contextmanager
-def context(browser: Browser, base_url: str, size: str, **extra: Any) -> Iterator[BrowserContext]:
-    ctx = browser.new_context(base_url=base_url, **SIZES[size], **extra)
-    ctx.set_default_timeout(15_000)
-    try:
-        yield ctx
-    finally:
-        ctx.close()
+def context(browser: Browser, base_url: str, size: str,
+            **extra: Any) -> contextlib.AbstractContextManager[BrowserContext]:
+    return browser_context(browser, 15_000, base_url=base_url, **SIZES[size], **extra)
 
 
 def shot(page: Page, name: str, top: str = "") -> None:
@@ -471,27 +458,6 @@ def test_resident_pages(browser: Browser, stack: Stack) -> None:
 # ------------------------------------------------------------------- team
 
 
-def team_member(node: NodeProcess) -> tuple[str, str]:
-    name = f"Lid {uuid.uuid4().hex[:6]}"
-    with TeamAccounts(node.data_dir / TEAM_DB) as team:
-        return name, team.add(name)
-
-
-def team_login(page: Page, node: NodeProcess) -> None:
-    """A new member logs in with a one-time password and chooses their own."""
-    name, otp = team_member(node)
-    page.goto("/team/login?lang=nl")
-    page.fill("[data-testid=login-name]", name)
-    page.fill("[data-testid=login-password]", otp)
-    page.click("[data-testid=login-submit]")
-    page.wait_for_url(re.compile(r"/team/password"))
-    page.fill("[data-testid=password-current]", otp)
-    page.fill("[data-testid=password-new]", TEAM_PASSWORD)
-    page.fill("[data-testid=password-repeat]", TEAM_PASSWORD)
-    page.click("[data-testid=password-submit]")
-    page.wait_for_url(re.compile(r"/team$"))
-
-
 def test_team_pages(browser: Browser, stack: Stack) -> None:
     node = stack.node
     results = Results()
@@ -532,17 +498,7 @@ def staff_login(page: Page, central: CentralProcess, name: str, role: str,
                 on_password: Callable[[], None] | None = None) -> None:
     otp = add_staff(central, name, role)
     page.goto("/staff/login")
-    page.fill('[data-testid="login-name"]', name)
-    page.fill('[data-testid="login-password"]', otp)
-    page.click('[data-testid="login-submit"]')
-    page.wait_for_url("**/staff/password")
-    if on_password:
-        on_password()
-    page.fill('[data-testid="password-old"]', otp)
-    page.fill('[data-testid="password-new"]', STAFF_PASSWORD)
-    page.fill('[data-testid="password-repeat"]', STAFF_PASSWORD)
-    page.click('[data-testid="password-submit"]')
-    page.wait_for_url("**/staff/reports*")
+    staff_first_login(page, name, otp, STAFF_PASSWORD, on_password)
 
 
 def test_staff_pages(browser: Browser, stack: Stack) -> None:

@@ -18,14 +18,6 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import (
-    NodeProcess,
-    bart_command,
-    init_node,
-    require_binary,
-    stop_and_check,
-)
-from ingest_support import batch, count, enrol, new_central, reports
 
 from central import db
 from central.identity import load_central
@@ -33,6 +25,9 @@ from central.ingest import Ingest
 from central.projector import Projector
 from common.archive import CHUNK, MAGIC_ENCRYPTED, ArchiveError, pack, unpack
 from sync.roster import ACK_DOMAIN, verify_document
+from tests.support.base import bart_command, require_binary
+from tests.support.ingest import batch, count, enrol, new_central, reports
+from tests.support.node import NodeProcess, init_node, stop_and_check
 
 PASSPHRASE = "correct horse battery staple"
 
@@ -354,7 +349,9 @@ def _post(node: NodeProcess, text: str) -> str:
 @pytest.mark.timeout(300)
 def test_node_restored_from_an_older_backup_goes_on_after_centrals_seqs(
         tmp_path: Path, mosquitto_bin: str) -> None:
-    from conftest import configure, init_central_process, wait_until
+    from tests.support.base import wait_until
+    from tests.support.central import init_central_process
+    from tests.support.node import configure
 
     central = init_central_process(tmp_path / "c")
     central.start()
@@ -426,7 +423,7 @@ def test_node_restored_from_an_older_backup_goes_on_after_centrals_seqs(
 
 def test_central_backup_with_postgresql_down_says_so(tmp_path: Path) -> None:
     require_binary("pg_dump", "/usr/lib/postgresql/15/bin/pg_dump")
-    from conftest import free_port
+    from tests.support.base import free_port
 
     made = bart("central", "init", "--data-dir", str(tmp_path / "c"))
     assert made.returncode == 0, made.stderr

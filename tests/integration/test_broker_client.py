@@ -12,7 +12,6 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 import pytest
-from conftest import free_port
 
 from broker import (
     BrokerProcess,
@@ -24,6 +23,7 @@ from broker import (
     event_topic,
     health_topic,
 )
+from tests.support.base import free_port
 
 pytestmark = pytest.mark.timeout(30)
 

@@ -21,7 +21,6 @@ from typing import Any
 
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import free_port, require_binary
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -43,6 +42,7 @@ from broker import (
 )
 from broker.probe import connect_packet, parse_connack
 from central.identity import Central, CentralSettings, init_central
+from tests.support.base import free_port, require_binary
 
 pytestmark = pytest.mark.timeout(60)
 

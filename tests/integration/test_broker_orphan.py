@@ -25,19 +25,13 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
-    NodeProcess,
-    free_port,
-    init_node,
-    mosquitto_pids_for,
-    require_binary,
-    stop_and_check,
-    wait_until,
-)
 
 from broker import BrokerProcess, BrokerSettings, BrokerStartError, MqttUser, probe
 from broker.probe import holds_port
 from broker.process import PID_NAME
+from tests.support.base import free_port, require_binary, wait_until
+from tests.support.node import NodeProcess, init_node, stop_and_check
+from tests.support.processes import mosquitto_pids_for
 
 #: Honest bound under load (2 shared cores): measured well under a second quiet.
 GONE_WITHIN_S = 5.0

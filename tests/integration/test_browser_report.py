@@ -13,24 +13,21 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import MEETING_POINTS, RECEIPT_PATTERN, NodeProcess
+
+from tests.support.browser import PHONE, page_errors
+from tests.support.node import MEETING_POINTS, RECEIPT_PATTERN, NodeProcess
 
 pytestmark = pytest.mark.timeout(60)
 
 try:
     from playwright.sync_api import (
         Browser,
-        ConsoleMessage,
         Page,
-        ViewportSize,
         expect,
     )
     HAVE_PLAYWRIGHT = True
 except ImportError:  # pragma: no cover - reported by the fixture
     HAVE_PLAYWRIGHT = False
-
-PHONE: ViewportSize = {"width": 360, "height": 740}
-
 
 
 @pytest.fixture
@@ -43,28 +40,6 @@ def phone(browser: Browser, running_node: NodeProcess) -> Iterator[Any]:
         yield context
     finally:
         context.close()
-
-
-def csp_errors(page: Page) -> list[str]:
-    """Console errors (CSP violations among them), script errors and failed requests.
-
-    The browser's own ``/favicon.ico`` request is not the page's doing and is
-    ignored; its console line ("Failed to load resource") is matched by URL below.
-    """
-    errors: list[str] = []
-
-    def on_console(msg: ConsoleMessage) -> None:
-        if msg.type == "error" and not msg.text.startswith("Failed to load resource"):
-            errors.append(msg.text)
-
-    def on_response(response: Any) -> None:
-        if response.status >= 400 and not response.url.endswith("/favicon.ico"):
-            errors.append(f"{response.status} {response.url}")
-
-    page.on("console", on_console)
-    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    page.on("response", on_response)
-    return errors
 
 
 def fill_report(page: Page, text: str, *, point: str, audience: str) -> str:
@@ -89,7 +64,7 @@ def fill_report(page: Page, text: str, *, point: str, audience: str) -> str:
 def test_report_flow_and_live_alerts(phone: Any, running_node: NodeProcess,
                                      tmp_path: Path) -> None:
     home = phone.new_page()
-    home_errors = csp_errors(home)
+    home_errors = page_errors(home, resources=False)
     home.goto("/")
     expect(home.locator("[data-testid=report-button]")).to_be_visible()
     expect(home.locator("[data-testid=live]")).to_be_visible()  # EventSource is open
@@ -97,7 +72,7 @@ def test_report_flow_and_live_alerts(phone: Any, running_node: NodeProcess,
     home.screenshot(path=str(tmp_path / "home-360x740.png"), full_page=True)
 
     flow = phone.new_page()
-    flow_errors = csp_errors(flow)
+    flow_errors = page_errors(flow, resources=False)
     flow.goto("/")
     flow.click("[data-testid=report-button]")
     flow.wait_for_url(re.compile(r"/report$"))
@@ -131,7 +106,7 @@ def test_report_flow_and_live_alerts(phone: Any, running_node: NodeProcess,
 
 def test_emergency_tile_shows_call_112_first(phone: Any) -> None:
     page = phone.new_page()
-    errors = csp_errors(page)
+    errors = page_errors(page, resources=False)
     page.goto("/report")
     page.click("[data-testid=category-emergency]")
     box = page.locator("[data-testid=call-112-first]")

@@ -12,7 +12,8 @@ import json
 
 import httpx
 import pytest
-from conftest import NodeProcess
+
+from tests.support.node import NodeProcess
 
 pytestmark = pytest.mark.timeout(120)
 

@@ -30,10 +30,7 @@ import httpx
 import pytest
 import sqlalchemy as sa
 import uvicorn
-from conftest import free_port, wait_until
 from fastapi.testclient import TestClient
-from ingest_support import batch, enrol
-from staff_support import PASSWORD, Env, client_for, csrf_of, member, open_env
 
 from central import alarms, db
 from central.ingest import Ingest
@@ -43,6 +40,9 @@ from central.staff.db import staff_audit
 from sync import Event, make_event
 from sync.event import event_from_dict
 from sync.exchange import Ack
+from tests.support.base import free_port, wait_until
+from tests.support.ingest import batch, enrol
+from tests.support.staff import PASSWORD, Env, client_for, csrf_of, member, open_env
 
 NODE = "wereld"
 AREA = "ESC-01"

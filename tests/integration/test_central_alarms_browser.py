@@ -17,8 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from staff_support import PASSWORD, Env, csrf_of, open_env
 from test_central_alarms import Node, Served, http_member, project
+
+from tests.support.browser import staff_first_login
+from tests.support.staff import PASSWORD, Env, csrf_of, open_env
 
 TITLE = "Meldingen"
 
@@ -34,15 +36,7 @@ def log_in(page: Any, url: str, env: Env, name: str, role: str) -> None:
     otp = env.accounts.add(name, role)
     page.goto(f"{url}/staff/reports")
     assert page.url.endswith("/staff/login")
-    page.fill('[data-testid="login-name"]', name)
-    page.fill('[data-testid="login-password"]', otp)
-    page.click('[data-testid="login-submit"]')
-    page.wait_for_url("**/staff/password")
-    page.fill('[data-testid="password-old"]', otp)
-    page.fill('[data-testid="password-new"]', PASSWORD)
-    page.fill('[data-testid="password-repeat"]', PASSWORD)
-    page.click('[data-testid="password-submit"]')
-    page.wait_for_url("**/staff/reports*")
+    staff_first_login(page, name, otp, PASSWORD)
 
 
 def body_data(page: Any, name: str) -> int:

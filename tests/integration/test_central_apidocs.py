@@ -14,7 +14,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import CentralProcess, init_central_process
+
+from tests.support.central import CentralProcess, init_central_process
 
 with contextlib.suppress(ImportError):  # a missing Playwright is reported by the fixture
     from playwright.sync_api import Browser, Route, expect

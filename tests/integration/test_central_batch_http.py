@@ -9,13 +9,13 @@ from pathlib import Path
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from ingest_support import batch, count, enrol, new_central, new_engine, reports
 
 from central import db
 from central.app import BATCH_TYPE, create_app
 from central.identity import Central
 from sync import KeyPair
 from sync.roster import ACK_DOMAIN, verify_document
+from tests.support.ingest import batch, count, enrol, new_central, new_engine, reports
 
 
 @pytest.fixture

@@ -29,15 +29,11 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
-    CentralProcess,
-    bart_command,
-    init_central_process,
-    require,
-    require_binary,
-)
 from signxml.exceptions import InvalidDigest, InvalidSignature
 from signxml.verifier import XMLVerifier
+
+from tests.support.base import bart_command, require, require_binary
+from tests.support.central import CentralProcess, init_central_process
 
 try:
     import capvalidator  # type: ignore[import-untyped]

@@ -20,7 +20,6 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
-from ingest_support import TS, batch, count, enrol, new_central, new_engine, reports
 
 from central import db
 from central.enrol import issue_code, revoke
@@ -31,6 +30,7 @@ from central.projector import Projector
 from sync import KeyPair, make_event, sealed
 from sync.enrolment import EnrolRequest
 from sync.roster import ACK_DOMAIN, ROSTER_DOMAIN, verify_document, verify_roster
+from tests.support.ingest import TS, batch, count, enrol, new_central, new_engine, reports
 
 
 @pytest.fixture
@@ -292,6 +292,58 @@ def test_projection_is_idempotent_and_keeps_staff_routes(engine: sa.Engine,
         k: v for k, v in first.items() if k != moved}
 
 
+def kept_and_real_counts(engine: sa.Engine) -> tuple[dict[tuple[str, str], int],
+                                                     dict[tuple[str, str], int]]:
+    """``report_counts`` (its non-zero rows) and the same figures counted from ``reports``."""
+    r = db.reports.c
+    with engine.connect() as conn:
+        kept = {(row.route, row.state): int(row.n)
+                for row in conn.execute(sa.select(db.report_counts)) if row.n}
+        real = {(route, state): int(n) for route, state, n in conn.execute(
+            sa.select(r.route, r.state, sa.func.count()).group_by(r.route, r.state))}
+    return kept, real
+
+
+def test_counts_stay_exact_across_batches_states_replays_and_deletes(
+        engine: sa.Engine, central: Central) -> None:
+    """The staff tabs' counts (``report_counts``) against ``reports`` itself, after
+    batches of both desks, staff changes between them, a batch projected twice,
+    two batches in one projector run, and a row deleted by hand."""
+    from central import handling
+    from central.staff.accounts import StaffMember
+
+    admin = StaffMember(key="", name="Ans", role="admin", must_change=False, created=0,
+                        last_login=None)
+    keys = enrol(engine, central, "wereld")
+    ingest, projector = Ingest(engine, central), Projector(engine)
+    first = reports(keys, "wereld", range(1, 31))  # odd seqs police, even municipality
+    ingest.handle(batch(keys, "wereld", 1, first, central))
+    assert projector.drain() == 1
+    assert kept_and_real_counts(engine)[0] == {("police", "new"): 15,
+                                               ("municipality", "new"): 15}
+    now = TS + 10_000
+    handling.change_state(engine, admin, first[0].id, "in_progress", 1, now)
+    handling.change_state(engine, admin, first[0].id, "handled", 2, now + 1)
+    handling.change_state(engine, admin, first[1].id, "in_progress", 1, now)
+    handling.reroute(engine, admin, first[2].id, "municipality", 1, now)
+    handling.reroute(engine, admin, first[1].id, "police", 2, now)
+    # Two batches in one run, and the first batch projected again (as after a
+    # crash before it was cleared): nothing is counted twice.
+    ingest.handle(batch(keys, "wereld", 2, reports(keys, "wereld", range(31, 61)), central))
+    ingest.handle(batch(keys, "wereld", 3, reports(keys, "wereld", range(61, 64)), central))
+    with engine.begin() as conn:
+        conn.execute(db.batches.update().where(db.batches.c.batch_seq == 1).values(
+            pending=sa.literal('["' + '","'.join(e.id for e in first) + '"]')))
+    assert projector.drain() == 3
+    with engine.begin() as conn:  # a repair by hand
+        conn.execute(db.reports.delete().where(db.reports.c.event_id == first[3].id))
+    kept, real = kept_and_real_counts(engine)
+    assert kept == real
+    # 63 reports, one deleted; seq 1 handled, seq 2 and 3 sent to the other desk.
+    assert real == {("police", "new"): 31, ("police", "handled"): 1,
+                    ("municipality", "new"): 30}
+
+
 def test_a_failing_rule_falls_back_to_the_default_route(engine: sa.Engine,
                                                         central: Central) -> None:
     keys = enrol(engine, central, "wereld")
@@ -414,7 +466,7 @@ def test_bart_central_triage_runs_the_projector_alone(engine: sa.Engine,
     import subprocess
     import time as _time
 
-    from conftest import bart_command, wait_until
+    from tests.support.base import bart_command, wait_until
 
     keys = enrol(engine, central, "wereld")
     env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}

@@ -25,8 +25,6 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from ingest_support import batch, enrol
-from staff_support import Env, client_for, member, open_env
 
 from central import db, handling, insight, insight_svg, open311
 from central.ingest import Ingest
@@ -34,6 +32,8 @@ from central.projector import Projector
 from central.staff.accounts import StaffMember
 from central.triage import router_for
 from sync import KeyPair, make_event
+from tests.support.ingest import batch, enrol
+from tests.support.staff import Env, client_for, member, open_env
 
 MIN = 60_000
 HOUR = insight.HOUR_MS

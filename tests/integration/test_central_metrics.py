@@ -2,7 +2,7 @@
 
 A real ``bart central run --workers 2 --metrics-port N`` on each backend takes
 sealed batches over HTTP from an enrolled node (the batch sender of
-ingest_support) and refuses bad ones; the scrape, parsed with
+tests.support.ingest) and refuses bad ones; the scrape, parsed with
 prometheus_client's parser, adds up both worker processes: ingest latency
 (one observation per accepted batch), refusals by the reason the node was
 sent, the projector that runs (SQLite: this central's own; PostgreSQL: the
@@ -22,13 +22,14 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import CentralProcess, bart_command, free_port, init_central_process, wait_until
-from ingest_support import batch, enrol, reports
 from prometheus_client.parser import text_string_to_metric_families
 
 from central import db
 from central.identity import load_central
 from sync import KeyPair
+from tests.support.base import bart_command, free_port, wait_until
+from tests.support.central import CentralProcess, init_central_process
+from tests.support.ingest import batch, enrol, reports
 
 BATCH_TYPE = "application/vnd.bart.batch"
 Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]

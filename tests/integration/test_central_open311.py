@@ -25,8 +25,6 @@ import pytest
 from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from ingest_support import batch, enrol
-from staff_support import Env, client_for, open_env
 
 from central import db, handling, open311
 from central.ingest import Ingest
@@ -34,6 +32,8 @@ from central.projector import Projector
 from central.staff.accounts import StaffMember
 from central.triage import router_for
 from sync import KeyPair, make_event
+from tests.support.ingest import batch, enrol
+from tests.support.staff import Env, client_for, open_env
 
 ALPHABET = "ABCDEFGHJKLMNPQRSTUVWXYZ23456789"
 KEYS = KeyPair.generate()

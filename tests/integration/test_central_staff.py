@@ -22,18 +22,9 @@ import orjson
 import pytest
 import sqlalchemy as sa
 from fastapi.testclient import TestClient
-from staff_support import (
-    FAST_N,
-    Env,
-    audit_actions,
-    client_for,
-    csrf_of,
-    login_token,
-    member,
-    open_env,
-)
 
 from central import broadcasts, db, handling
+from central.projector import insert_reports
 from central.staff.accounts import (
     LockedOut,
     LoginFailed,
@@ -44,6 +35,16 @@ from central.staff.accounts import (
 from central.staff.db import report_notes
 from sync import KeyPair, make_event
 from sync.event import event_from_dict
+from tests.support.staff import (
+    FAST_N,
+    Env,
+    audit_actions,
+    client_for,
+    csrf_of,
+    login_token,
+    member,
+    open_env,
+)
 
 
 @pytest.fixture
@@ -74,9 +75,9 @@ def add_report(env: Env, *, category: str = "suspicious", text: str = "Man kijkt
             id=event.id, origin=event.origin, stream=event.stream, seq=event.seq, ts=event.ts,
             kind=event.kind, body=event.body_json().decode(),
             sig=base64.b64encode(event.sig).decode(), via=origin, received_at=now))
-        conn.execute(db.reports.insert().values(
-            event_id=event.id, origin=origin, receipt=receipt, category=category, ts=event.ts,
-            route=route, rule=f"default-{route}", state="new", updated_at=now, version=1))
+        # As the projector inserts them: counted in report_counts (migration 0010).
+        insert_reports(conn, [(event.id, origin, receipt, category, event.ts, route,
+                               f"default-{route}", "new", now, 1)])
     return event.id
 
 
@@ -626,7 +627,8 @@ def test_node_names_and_a_silent_nodes_last_known_backlog(env: Env) -> None:
 
 def test_lists_are_paged_newest_first_and_counts_follow_every_change(env: Env) -> None:
     """Cost flat in history: a page is LIST_LIMIT rows and a link to the older ones;
-    the tab counts come from report_counts, which triggers keep for every writer."""
+    the tab counts come from report_counts, kept by the writer of new reports and by
+    triggers for every change."""
     from central.staff.routes import LIST_LIMIT
     ids = [add_report(env, category="nuisance", text=f"Melding nummer {i}")
            for i in range(LIST_LIMIT + 5)]

@@ -11,7 +11,8 @@ from pathlib import Path
 
 import pytest
 from fastapi.testclient import TestClient
-from staff_support import (
+
+from tests.support.staff import (
     PASSWORD,
     Env,
     audit_actions,

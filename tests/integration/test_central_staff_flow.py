@@ -23,17 +23,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (
-    CentralProcess,
-    NodeProcess,
-    SseReader,
-    configure,
-    init_central_process,
-    init_node,
-    require,
-    stop_and_check,
-    wait_until,
-)
+
+from tests.support.base import require, wait_until
+from tests.support.central import CentralProcess, init_central_process
+from tests.support.html import csrf_of
+from tests.support.node import NodeProcess, configure, init_node, stop_and_check
+from tests.support.sse import SseReader
 
 try:
     import capvalidator
@@ -54,7 +49,7 @@ class Stack:
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    from conftest import require_binary
+    from tests.support.base import require_binary
 
     mosquitto = require_binary("mosquitto", "/usr/sbin/mosquitto")
     base = tmp_path_factory.mktemp("staff")
@@ -90,12 +85,6 @@ def add_staff(central: CentralProcess, name: str, role: str) -> str:
     out = central.cli("staff", "add", name, "--role", role).stdout
     found = re.search(r"one-time password: (\S+)", out)
     assert found, out
-    return found.group(1)
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html[:500]
     return found.group(1)
 
 

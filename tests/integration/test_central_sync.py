@@ -20,18 +20,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import (
-    CentralProcess,
-    NodeProcess,
-    configure,
-    init_central_process,
-    init_node,
-    live_processes,
-    stop_and_check,
-    wait_until,
-)
 
 from central import db
+from tests.support.base import wait_until
+from tests.support.central import CentralProcess, init_central_process
+from tests.support.node import NodeProcess, configure, init_node, stop_and_check
+from tests.support.processes import live_processes
 
 REPORT = {"category": "nuisance", "text": "Harde muziek uit de kelderbox",
           "place": {"point": None, "text": "Hoefkade"}, "audience": "both"}

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
-from staff_support import Env, client_for, login_token, open_env
 
 from node.config import NodeSettings
 from node.portal.i18n import Catalogue
 from node.portal.render import Renderer
 from node.team import TeamAccounts
 from node.team.routes import router as team_router
+from tests.support.staff import Env, client_for, login_token, open_env
 
 NEW = "lange-zin-voor-test-1"
 EVIL = "https://evil.example"

@@ -15,15 +15,11 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import (
-    NodeProcess,
-    bart_command,
-    free_port,
-    init_central_process,
-    wait_until,
-)
 
 from common.datadir import LOCK_FILE, DataDirLocked, lock_data_dir, read_holder
+from tests.support.base import bart_command, free_port, wait_until
+from tests.support.central import init_central_process
+from tests.support.node import NodeProcess
 
 
 def run_again(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:

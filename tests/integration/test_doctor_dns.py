@@ -13,12 +13,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require_binary
 
 from node.config import HotspotSettings, NodeSettings
 from node.dnsquery import DnsError, query_a
 from node.doctor import Doctor
 from node.hotspot import HOSTAPD_CONF
+from tests.support.base import require_binary
 
 pytestmark = pytest.mark.timeout(60)
 

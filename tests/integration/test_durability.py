@@ -21,7 +21,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, NodeProcess, mosquitto_pids_for
+
+from tests.support.node import MEETING_POINTS, NodeProcess
+from tests.support.processes import mosquitto_pids_for
 
 ROUNDS = 3
 CLIENTS = 8

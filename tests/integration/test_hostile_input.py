@@ -22,17 +22,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (
-    MEETING_POINTS,
-    NodeProcess,
-    configure,
-    fill_disk,
-    init_central_process,
-    init_node,
-    stop_and_check,
-)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+
+from tests.support.central import init_central_process
+from tests.support.disk import fill_disk
+from tests.support.node import MEETING_POINTS, NodeProcess, configure, init_node, stop_and_check
 
 API = "/api/v1/reports"
 #: What the API documents for a report it refuses (docs/http-api.md).

@@ -22,10 +22,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from conftest import require, require_binary
 
 from node.config import NodeSettings
 from node.hotspot import render_system, write_files
+from tests.support.base import require, require_binary
 
 pytestmark = pytest.mark.timeout(120)
 

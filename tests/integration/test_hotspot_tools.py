@@ -23,10 +23,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require, require_binary
 
 from node.config import HotspotSettings, NodeSettings
 from node.hotspot import render_system, write_files
+from tests.support.base import require, require_binary
 
 BART = Path("/opt/bart/.venv/bin/bart")
 

@@ -28,7 +28,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require, require_binary
+
+from tests.support.base import require, require_binary
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
 

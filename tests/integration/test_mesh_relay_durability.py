@@ -28,11 +28,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import NodeProcess, bart_command, free_port, init_node, require_binary, wait_until
 
 from node.store import Store, WriteTx, load_held
 from sync import Event, KeyPair, make_event
 from sync.replication import Held
+from tests.support.base import bart_command, free_port, require_binary, wait_until
+from tests.support.node import NodeProcess, init_node
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -20,19 +20,13 @@ from typing import Any
 import httpx
 import paho.mqtt.client as mqtt
 import pytest
-from conftest import (
-    NodeProcess,
-    SseReader,
-    bart_command,
-    free_port,
-    init_node,
-    require_binary,
-    wait_until,
-)
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from sync import KeyPair, make_event
 from sync.mesh import Relay
+from tests.support.base import bart_command, free_port, require_binary, wait_until
+from tests.support.node import NodeProcess, init_node
+from tests.support.sse import SseReader
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -30,12 +30,12 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import require, require_binary
 from test_install_chroot import Chroot, chroot, firstboot  # noqa: F401 - chroot: a fixture
 
 from node.config import NodeSettings
 from node.hotspot import render_system, write_files
 from node.meshradio import MODULES_CONF, UNIT_FILE, WPA_CONF, MeshRadioSettings, render_mesh_radio
+from tests.support.base import require, require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "install.sh"

@@ -15,20 +15,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import (
-    CentralProcess,
-    bart_command,
-    configure,
-    free_port,
-    init_central_process,
-    init_node,
-    stop_and_check,
-    wait_until,
-)
 from prometheus_client.parser import text_string_to_metric_families
 
 from node.metrics import ANSWER_BUCKETS, EventCounts
 from sync import KeyPair, make_event
+from tests.support.base import bart_command, free_port, wait_until
+from tests.support.central import CentralProcess, init_central_process
+from tests.support.node import configure, init_node, stop_and_check
 
 REPORT = {"category": "nuisance", "text": "Harde muziek uit de kelderbox",
           "place": {"point": None, "text": "Hoefkade"}, "audience": "both"}

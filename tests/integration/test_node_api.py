@@ -22,18 +22,13 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (
-    AREA,
-    MEETING_POINTS,
-    RECEIPT_PATTERN,
-    NodeProcess,
-    SseReader,
-    mosquitto_pids_for,
-    wait_until,
-)
 
 from broker.topics import event_topic
 from sync import KeyPair, decode_event
+from tests.support.base import wait_until
+from tests.support.node import AREA, MEETING_POINTS, RECEIPT_PATTERN, NodeProcess
+from tests.support.processes import mosquitto_pids_for
+from tests.support.sse import SseReader
 
 pytestmark = pytest.mark.timeout(60)
 

@@ -13,12 +13,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import configure, init_node, stop_and_check
 
 from node.alarms import button_alarm_body
 from node.buttons import arm_task, armed_buttons, disarm_task, press_task, recover_armed
 from node.store import Store
 from sync import Event, KeyPair
+from tests.support.node import configure, init_node, stop_and_check
 
 BART = str(Path(sys.executable).parent / "bart")
 
@@ -89,10 +89,9 @@ def _node_in_process(tmp_path: Path, hold_s: float = 0.5) -> Iterator[tuple[Any,
     is visible, so a test can follow it from press to store."""
     import threading
 
-    from conftest import free_port
-
     from node.server import NodeServer, uvicorn_config
     from node.setup import init_node as setup_node
+    from tests.support.base import free_port
 
     settings, _ = setup_node(
         tmp_path / "node", name="hold-node", area="ESC-01", http_port=free_port(),

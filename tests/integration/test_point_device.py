@@ -20,7 +20,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import NodeProcess, configure, free_port, init_node, stop_and_check
+
+from tests.support.base import free_port
+from tests.support.node import NodeProcess, configure, init_node, stop_and_check
 
 BART = str(Path(sys.executable).parent / "bart")
 

@@ -19,10 +19,12 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import NodeProcess, SseReader, configure, init_node, require_binary, wait_until
 
 from node.portal.i18n import SUPPORTED, Catalogue
 from sync import Event, make_event
+from tests.support.base import require_binary, wait_until
+from tests.support.node import NodeProcess, configure, init_node
+from tests.support.sse import SseReader
 
 with contextlib.suppress(ImportError):  # a missing Playwright is reported by the fixture
     from playwright.sync_api import Browser, expect

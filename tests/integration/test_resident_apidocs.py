@@ -13,7 +13,8 @@ from urllib.parse import urlsplit
 
 import httpx
 import pytest
-from conftest import NodeProcess
+
+from tests.support.node import NodeProcess
 
 with contextlib.suppress(ImportError):  # a missing Playwright is reported by the fixture
     from playwright.sync_api import Browser, Route, expect

@@ -16,9 +16,10 @@ from collections.abc import Iterator
 
 import httpx
 import pytest
-from conftest import NodeProcess, init_node, require_binary
 
 from node.portal.i18n import SUPPORTED, Catalogue
+from tests.support.base import require_binary
+from tests.support.node import NodeProcess, init_node
 
 with contextlib.suppress(ImportError):  # a missing Playwright is reported by the fixture
     from playwright.sync_api import Browser

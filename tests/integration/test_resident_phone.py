@@ -18,9 +18,9 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, RECEIPT_PATTERN, NodeProcess
 
-from node.team import TEAM_DB, TeamAccounts
+from tests.support.browser import page_errors, team_login
+from tests.support.node import MEETING_POINTS, RECEIPT_PATTERN, NodeProcess
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -30,7 +30,6 @@ with contextlib.suppress(ImportError):  # a missing Playwright is reported by th
 WIDTH = 360
 PHONE: ViewportSize = {"width": WIDTH, "height": 640}
 LANGS = ("nl", "en", "tr", "ar", "pl")
-PASSWORD = "een lange zin als wachtwoord"
 
 
 def phone_context(browser: Browser, node: NodeProcess, *, js: bool = True) -> BrowserContext:
@@ -49,17 +48,6 @@ def phone(browser: Browser, running_node: NodeProcess) -> Iterator[BrowserContex
         yield context
     finally:
         context.close()
-
-
-def page_errors(page: Page) -> list[str]:
-    """Console and script errors, and every answer >= 400 by its URL (the
-    browser's own /favicon.ico request included: the node serves one)."""
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error" else None)
-    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 else None)
-    return errors
 
 
 def scroll_width(page: Page) -> int:
@@ -90,23 +78,6 @@ def make_receipt(node: NodeProcess, lang: str) -> str:
     assert reply.status_code == 201, reply.text
     receipt: str = reply.json()["receipt"]
     return receipt
-
-
-def team_login(page: Page, node: NodeProcess) -> None:
-    """A new team member: one-time password, then their own; ends on /team."""
-    name = f"Lid {uuid.uuid4().hex[:6]}"
-    with TeamAccounts(node.data_dir / TEAM_DB) as team:
-        otp = team.add(name)
-    page.goto("/team/login?lang=nl")
-    page.fill("[data-testid=login-name]", name)
-    page.fill("[data-testid=login-password]", otp)
-    page.click("[data-testid=login-submit]")
-    page.wait_for_url(re.compile(r"/team/password$"))
-    page.fill("[data-testid=password-current]", otp)
-    page.fill("[data-testid=password-new]", PASSWORD)
-    page.fill("[data-testid=password-repeat]", PASSWORD)
-    page.click("[data-testid=password-submit]")
-    page.wait_for_url(re.compile(r"/team$"))
 
 
 def test_no_page_scrolls_sideways_and_submit_is_tappable(

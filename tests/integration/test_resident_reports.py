@@ -22,9 +22,9 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, NodeProcess
 
 from node.portal.i18n import SUPPORTED, Catalogue
+from tests.support.node import MEETING_POINTS, NodeProcess
 
 pytestmark = pytest.mark.timeout(60)
 TIMEOUT = 10.0

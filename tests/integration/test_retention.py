@@ -15,8 +15,6 @@ from pathlib import Path
 
 import pytest
 import sqlalchemy as sa
-from conftest import bart_command
-from ingest_support import batch, enrol, new_central
 
 from central import db, handling, insight
 from central.ingest import Ingest
@@ -25,6 +23,8 @@ from central.retention import run_retention
 from central.staff.accounts import StaffMember
 from central.staff.db import report_notes, staff_audit
 from sync import Event, KeyPair, make_event
+from tests.support.base import bart_command
+from tests.support.ingest import batch, enrol, new_central
 
 DAY = 86_400_000
 DESK = StaffMember(key="desk", name="Desk Haaglanden", role="admin", must_change=False,

@@ -18,22 +18,20 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, NodeProcess, init_node, require_binary, wait_until
 
-from node.team import TEAM_DB, TeamAccounts
+from tests.support.base import require_binary, wait_until
+from tests.support.browser import PHONE, page_errors, team_login
+from tests.support.node import MEETING_POINTS, NodeProcess, init_node
 
 pytestmark = pytest.mark.timeout(120)
 
 try:
-    from playwright.sync_api import Browser, Page, ViewportSize, expect
+    from playwright.sync_api import Browser, Page, expect
     HAVE_PLAYWRIGHT = True
 except ImportError:  # pragma: no cover - reported by the fixture
     HAVE_PLAYWRIGHT = False
 
-PHONE: ViewportSize = {"width": 360, "height": 740}
 BUTTON = "boog-deur"
-NEW_PASSWORD = "een lange zin als wachtwoord"
-
 
 
 @pytest.fixture(scope="module")
@@ -57,31 +55,9 @@ def button_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProces
             node.stop()
 
 
-def csp_errors(page: Page) -> list[str]:
-    errors: list[str] = []
-    page.on("console", lambda msg: errors.append(msg.text) if msg.type == "error"
-            and not msg.text.startswith("Failed to load resource") else None)
-    page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-    page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-            if r.status >= 400 and not r.url.endswith("/favicon.ico") else None)
-    return errors
-
-
 def log_in(page: Page, node: NodeProcess) -> str:
-    name = f"Lid {uuid.uuid4().hex[:6]}"
-    with TeamAccounts(node.data_dir / TEAM_DB) as team:
-        otp = team.add(name)
-    page.goto("/team")
-    page.wait_for_url(re.compile(r"/team/login$"))
-    page.fill("[data-testid=login-name]", name)
-    page.fill("[data-testid=login-password]", otp.lower())  # typed loosely on a phone
-    page.click("[data-testid=login-submit]")
-    page.wait_for_url(re.compile(r"/team/password$"))
-    page.fill("[data-testid=password-current]", otp)
-    page.fill("[data-testid=password-new]", NEW_PASSWORD)
-    page.fill("[data-testid=password-repeat]", NEW_PASSWORD)
-    page.click("[data-testid=password-submit]")
-    page.wait_for_url(re.compile(r"/team$"))
+    """A new member from /team: the one-time password typed loosely on a phone."""
+    name = team_login(page, node, start="/team", typed=str.lower)
     expect(page.locator("[data-testid=team-member]")).to_contain_text(name)
     return name
 
@@ -99,7 +75,7 @@ def test_alarm_appears_live_and_on_my_way_reaches_the_light(
     context.set_default_timeout(10_000)
     try:
         page = context.new_page()
-        errors = csp_errors(page)
+        errors = page_errors(page, resources=False)
         name = log_in(page, button_node)
         expect(page.locator("[data-testid=live]")).to_be_visible()  # the team stream is open
         page.evaluate("window.__notReloaded = true")

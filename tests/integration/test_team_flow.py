@@ -18,9 +18,10 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, NodeProcess, SseReader
 
 from node.team import TEAM_DB, TeamAccounts
+from tests.support.node import MEETING_POINTS, NodeProcess
+from tests.support.sse import SseReader
 
 pytestmark = pytest.mark.timeout(90)
 

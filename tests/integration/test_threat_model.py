@@ -49,14 +49,6 @@ from typing import Any
 
 import httpx
 import pytest
-from conftest import (
-    MEETING_POINTS,
-    NodeProcess,
-    configure,
-    init_node,
-    require_binary,
-    stop_and_check,
-)
 
 from broker.config import BrokerSettings, MqttUser, render_acl
 from node.config import NodeSettings
@@ -70,6 +62,8 @@ from sync.enrolment import check_response_mac, response_mac
 from sync.exchange import Ack, SyncReply
 from sync.mesh import Carried, Carry
 from sync.roster import ACK_DOMAIN, Roster, RosterEntry, sign_document, sign_roster
+from tests.support.base import require_binary
+from tests.support.node import MEETING_POINTS, NodeProcess, configure, init_node, stop_and_check
 
 TIMEOUT = 30.0
 #: ``reports_per_minute`` (node/config.py) and its burst: half of it.

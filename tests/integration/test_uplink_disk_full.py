@@ -16,16 +16,12 @@ from typing import Any
 import httpx
 import pytest
 import sqlalchemy as sa
-from conftest import (
-    configure,
-    fill_disk,
-    init_central_process,
-    init_node,
-    stop_and_check,
-    wait_until,
-)
 
 from central import db
+from tests.support.base import wait_until
+from tests.support.central import init_central_process
+from tests.support.disk import fill_disk
+from tests.support.node import configure, init_node, stop_and_check
 
 pytestmark = pytest.mark.timeout(180)
 

@@ -18,6 +18,7 @@ from central.app import create_app
 from central.identity import Central, CentralSettings, init_central
 from central.staff.accounts import StaffAccounts
 from central.staff.db import staff_audit
+from tests.support.html import csrf_of
 
 FAST_N = 2**10
 PASSWORD = "lange-zin-voor-test-1"
@@ -55,12 +56,6 @@ def login_token(client: TestClient) -> str:
     assert page.status_code == 200
     found = re.search(r'name="login_token" value="([^"]+)"', page.text)
     assert found
-    return found.group(1)
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html[:500]
     return found.group(1)
 
 

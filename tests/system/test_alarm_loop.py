@@ -27,6 +27,8 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.html import csrf_of
+
 BART = str(Path(sys.executable).parent / "bart")
 PASSWORD = "een-lange-zin-voor-de-meldkamer"
 DESK_WITHIN_S = 5.0
@@ -140,12 +142,6 @@ def _staff_login(central: str, text: str, role: str) -> httpx.Client:
                                              "new": PASSWORD, "repeat": PASSWORD})
     assert r.status_code == 303, r.text[:300]
     return client
-
-
-def csrf_of(html: str) -> str:
-    found = re.search(r'name="csrf" value="([^"]+)"', html)
-    assert found, html[:300]
-    return found.group(1)
 
 
 def alarms_of(client: httpx.Client) -> list[dict[str, Any]]:

@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import importlib.util
 import ipaddress
 import json
 import os
@@ -40,7 +39,7 @@ import sys
 import textwrap
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -49,16 +48,8 @@ import pytest
 
 from node.config import NodeSettings
 from node.hotspot import DNSMASQ_CONF, NFTABLES_FILE, render_system, write_files
-
-_INTEGRATION = Path(__file__).resolve().parents[1] / "integration" / "conftest.py"
-_spec = importlib.util.spec_from_file_location("_bart_tests_integration_conftest",
-                                               _INTEGRATION)
-assert _spec is not None and _spec.loader is not None
-helpers = importlib.util.module_from_spec(_spec)
-sys.modules[_spec.name] = helpers  # dataclasses look their module up there
-_spec.loader.exec_module(helpers)
-require: Callable[[bool, str], None] = helpers.require
-require_binary: Callable[..., str] = helpers.require_binary
+from tests.support.base import bart_command, require, require_binary
+from tests.support.node import START_TIMEOUT_S, NodeProcess, configure, init_node, stop_and_check
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -110,16 +101,16 @@ def run(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.Comple
 
 
 @dataclass
-class NamespacedNode(helpers.NodeProcess):  # type: ignore[name-defined,misc]
+class NamespacedNode(NodeProcess):
     """``bart node run`` inside a network namespace (``ip netns exec``)."""
 
     netns: str = ""
 
-    def start(self, timeout: float = helpers.START_TIMEOUT_S) -> dict[str, Any]:
+    def start(self, timeout: float = START_TIMEOUT_S) -> dict[str, Any]:
         log = self.log_path.open("ab")
         try:
             self.proc = subprocess.Popen(
-                ["ip", "netns", "exec", self.netns, *helpers.bart_command(), "node", "run",
+                ["ip", "netns", "exec", self.netns, *bart_command(), "node", "run",
                  "--data-dir", str(self.data_dir)],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=self.env(), start_new_session=True)
@@ -201,10 +192,10 @@ def hotspot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hotspot]:
                     f"cannot create a network namespace: {result.stderr.strip()}")
             made.append(ns)
 
-        plain = helpers.init_node(base, mosquitto)
-        helpers.configure(plain, 'http_host = "0.0.0.0"')
+        plain = init_node(base, mosquitto)
+        configure(plain, 'http_host = "0.0.0.0"')
         node = NamespacedNode(**{f.name: getattr(plain, f.name)
-                                 for f in dataclasses.fields(helpers.NodeProcess)},
+                                 for f in dataclasses.fields(NodeProcess)},
                               netns=node_ns)
         settings = NodeSettings.load(node.data_dir)
         hs = settings.hotspot
@@ -223,7 +214,7 @@ def hotspot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hotspot]:
 
         # The node's system files, rendered from its settings as install.sh does.
         root = base / "root"
-        write_files(render_system(settings, bart=Path(helpers.bart_command()[0]).absolute(),
+        write_files(render_system(settings, bart=Path(bart_command()[0]).absolute(),
                                   hotspot=True), root)
         run("ip", "netns", "exec", node_ns, "nft", "-f",
             str(root / str(NFTABLES_FILE).lstrip("/")))
@@ -265,7 +256,7 @@ def hotspot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hotspot]:
     finally:
         if node is not None and node.proc is not None and node.proc.poll() is None:
             if ok:
-                helpers.stop_and_check(node)
+                stop_and_check(node)
             else:
                 node.kill()
         _kill_group(dnsmasq)

@@ -4,7 +4,7 @@
 The second data directory is made the way docs/central-scale.md says: the first
 host's ``keys/``, ``ca/``, ``cap/`` and ``central.toml`` copied (keys 0600), its
 own port. Both take batches from enrolled nodes (the test batch sender of
-tests/integration/ingest_support.py, real sealed batches over HTTP); one
+tests/integration/ingest.py, real sealed batches over HTTP); one
 projector works at a time. The holder is killed three times — the whole central
 process group (SIGKILL) and the projector process alone (SIGKILL) — and the
 failover time is measured: from the kill until a batch sent afterwards is
@@ -39,11 +39,6 @@ import httpx
 import pytest
 import sqlalchemy as sa
 
-from tests.support import require_binary
-
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "integration"))
-import ingest_support
-
 from central import db
 from central.cluster import STANDBY_POLL_S, ProjectorLock, lock_holders
 from central.identity import Central, load_central
@@ -51,6 +46,7 @@ from central.projector import Projector, run_when_holding
 from central.staff.accounts import StaffAccounts
 from sync import KeyPair
 from sync.exchange import Ack
+from tests.support import ingest, require_binary
 
 BART = str(Path(sys.executable).parent / "bart")
 STAFF_PASSWORD = "een-lange-zin-voor-de-meldkamer"
@@ -176,7 +172,7 @@ class Sender:
         self.keys: dict[str, KeyPair] = {}
         for i in range(nodes):
             name = f"buurthuis-{i}"
-            self.keys[name] = ingest_support.enrol(engine, central, name)
+            self.keys[name] = ingest.enrol(engine, central, name)
         self.next: dict[str, int] = dict.fromkeys(self.keys, 1)
         self.sent: set[tuple[str, int]] = set()
         self.lock = threading.Lock()
@@ -189,9 +185,9 @@ class Sender:
                 seq = self.next[node]
                 self.next[node] += 1
         first = (seq - 1) * EVENTS_PER_BATCH + 1
-        events = ingest_support.reports(self.keys[node], node,
+        events = ingest.reports(self.keys[node], node,
                                         range(first, first + EVENTS_PER_BATCH))
-        wire = ingest_support.batch(self.keys[node], node, seq, events, self.central)
+        wire = ingest.batch(self.keys[node], node, seq, events, self.central)
         r = (client.post if client is not None else httpx.post)(
             f"{host.url}/api/v1/batches", content=wire, headers={"content-type": BATCH_TYPE},
             timeout=30.0)
@@ -402,7 +398,7 @@ def test_a_lost_lock_session_sends_the_projector_to_standby(
     """The lock's session carries keepalives (a vanished host is dropped by
     PostgreSQL in ~25 s); a projector whose session is ended stops projecting,
     stands by and takes the lock again when it is free."""
-    central = ingest_support.new_central(tmp_path, pg_url)
+    central = ingest.new_central(tmp_path, pg_url)
     engine = db.make_engine(pg_url)
     first, second, lock = ProjectorLock(pg_url), ProjectorLock(pg_url), ProjectorLock(pg_url)
     stop = threading.Event()

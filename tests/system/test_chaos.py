@@ -1,7 +1,7 @@
 """Chaos run (issue 17): record what every client was acknowledged, inject random faults,
 heal, and compare with what the stores hold. docs/chaos.md says what and why.
 
-Central and three nodes in network namespaces (tests/system/netns_support.py):
+Central and three nodes in network namespaces (tests/support/neighbourhood.py):
 a triangle of mesh links that the nemesis cuts into lines and back, each node
 with its own Mosquitto and SQLite store, node-c's data on a small tmpfs.
 Residents report on every node (half of it for the neighbours too: a public
@@ -30,11 +30,14 @@ import time
 from pathlib import Path
 from typing import Any
 
-import netns_support as ns
 import pytest
 from chaos import Checker, History, Nemesis, Verdict, Workload
 from chaos.checker import ProcessWatch
 from chaos.nemesis import KINDS
+
+from tests.support.base import require, require_binary
+from tests.support.neighbourhood import Neighbourhood, Shape
+from tests.support.netns import BUTTON, LINKS, NODES, A, B, C, TeamMember, in_netns
 
 #: The nemesis phase in CI; BART_CHAOS_SECONDS for soak runs.
 CI_SECONDS = 45.0
@@ -45,9 +48,9 @@ FAULTS = tuple(k for k in os.environ.get("BART_CHAOS_FAULTS", "").split(",") if 
 #: After the last heal, everything must be everywhere within this.
 CONVERGE_BOUND_S = 60.0
 TMPFS_MIB = 96
-FULL_DISK_NODE = ns.C
+FULL_DISK_NODE = C
 #: Nodes whose clock the nemesis moves (not node-a: a press is matched to its alarm by time).
-CLOCK_NODES = (ns.B, ns.C)
+CLOCK_NODES = (B, C)
 
 pytestmark = pytest.mark.timeout(int(SECONDS) + 300)
 
@@ -75,11 +78,11 @@ def replay(run_seed: int) -> str:
 
 
 def test_chaos_run() -> None:
-    ns.require(os.geteuid() == 0, "network namespaces, tmpfs and nftables need root")
-    ns.require_binary("ip", "/usr/sbin/ip", "/sbin/ip")
-    ns.require_binary("nft", "/usr/sbin/nft")
-    mosquitto = ns.require_binary("mosquitto", "/usr/sbin/mosquitto")
-    ns.require_binary("gcc")  # builds the wall-clock shifter of tests/integration/test_clock.py
+    require(os.geteuid() == 0, "network namespaces, tmpfs and nftables need root")
+    require_binary("ip", "/usr/sbin/ip", "/sbin/ip")
+    require_binary("nft", "/usr/sbin/nft")
+    mosquitto = require_binary("mosquitto", "/usr/sbin/mosquitto")
+    require_binary("gcc")  # builds the wall-clock shifter of tests/integration/test_clock.py
     unknown = set(FAULTS) - {k for k, _ in KINDS}
     assert not unknown, f"BART_CHAOS_FAULTS names unknown faults: {sorted(unknown)}"
     run_seed = seed()
@@ -88,18 +91,18 @@ def test_chaos_run() -> None:
     # Not pytest's tmp_path: other sessions' runs rotate those away, and a failed
     # run's logs and history must stay where the message says.
     work = Path(tempfile.mkdtemp(prefix=f"bart-chaos-{run_seed}-"))
-    links = ((ns.A, ns.B), (ns.B, ns.C), (ns.A, ns.C))
+    links = ((A, B), (B, C), (A, C))
     # /healthz calls a disk with less than min_free_disk_mb free degraded: on the small
     # tmpfs, only a full one should be.
-    shape = ns.Shape(links=links, tmpfs_mib={FULL_DISK_NODE: TMPFS_MIB},
+    shape = Shape(links=links, tmpfs_mib={FULL_DISK_NODE: TMPFS_MIB},
                      settings={FULL_DISK_NODE: ["min_free_disk_mb = 8"]},
                      clock_nodes=CLOCK_NODES)
-    hood = ns.Neighbourhood(work, shape, mosquitto)
+    hood = Neighbourhood(work, shape, mosquitto)
     print(f"[chaos] logs and history in {work} (removed if the run passes, unless "
           "BART_CHAOS_KEEP=1)")
     history = History(run_seed)
     verdict = Verdict()
-    logs = {n: work / f"{n}.log" for n in ns.NODES}
+    logs = {n: work / f"{n}.log" for n in NODES}
     logs["central"] = work / "central.log"
     try:
         hood.build()
@@ -110,16 +113,16 @@ def test_chaos_run() -> None:
         logins = itertools.count(1)
 
         def team_member() -> Any:
-            return ns.TeamMember.log_in(hood[ns.A], f"Chaos {next(logins)}")
+            return TeamMember.log_in(hood[A], f"Chaos {next(logins)}")
 
-        interfaces = {n: ["up0"] + [ns.LINKS[k][k.index(n)][0] for k in links if n in k]
-                      for n in ns.NODES}
+        interfaces = {n: ["up0"] + [LINKS[k][k.index(n)][0] for k in links if n in k]
+                      for n in NODES}
         nemesis = Nemesis(hood, history, links, interfaces, full_disk_nodes=(FULL_DISK_NODE,),
                           clock_files={n: hood.clock_file(n) for n in CLOCK_NODES},
                           kinds=FAULTS)
         watch = ProcessWatch(hood, nemesis.killed, history)
-        workload = Workload(history, hood.nodes, ns.in_netns, button=ns.BUTTON,
-                            press_node=ns.A, team_member=team_member)
+        workload = Workload(history, hood.nodes, in_netns, button=BUTTON,
+                            press_node=A, team_member=team_member)
         watch.start()
         workload.start()
         nemesis.start()
@@ -140,7 +143,7 @@ def test_chaos_run() -> None:
                 node.launch()
                 node.wait_healthy(60.0)
 
-        checker = Checker(hood, history, button=ns.BUTTON, press_node=ns.A)
+        checker = Checker(hood, history, button=BUTTON, press_node=A)
         last: str | None = "not checked yet"
         deadline = time.monotonic() + CONVERGE_BOUND_S
         waited_for = ""  # what converged last: where a slow convergence spent its time

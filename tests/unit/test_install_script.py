@@ -8,7 +8,8 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import require_binary
+
+from tests.support.base import require_binary
 
 REPO = Path(__file__).resolve().parents[2]
 INSTALL = REPO / "install.sh"

@@ -95,7 +95,7 @@ class ProcessWatch:
 
 
 class Checker:
-    """Reads the stores of ``hood`` (a netns_support.Neighbourhood)."""
+    """Reads the stores of ``hood`` (a tests.support.neighbourhood.Neighbourhood)."""
 
     def __init__(self, hood: Any, history: History, *, button: str, press_node: str) -> None:
         self.hood = hood

@@ -59,7 +59,8 @@ class Active:
 
 @dataclass
 class Nemesis:
-    """Injects faults into ``hood`` (a netns_support.Neighbourhood) until ``stop()``."""
+    """Injects faults into ``hood`` (a ``tests.support.neighbourhood.Neighbourhood``)
+    until ``stop()``."""
 
     hood: Any
     history: History
@@ -285,7 +286,6 @@ def fill_disk(mount: Path) -> Path:
     finally:
         os.close(fd)
     return filler
-
 
 
 def set_clock(path: Path, offset_s: int) -> None:

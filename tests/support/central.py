@@ -1,0 +1,111 @@
+"""A central as a real subprocess: ``bart central init`` + ``bart central run``."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+from tests.support.base import bart_command, free_port, log_tail, wait_until
+from tests.support.node import (
+    AREA,
+    START_TIMEOUT_S,
+    STOP_TIMEOUT_S,
+    NodeProcess,
+    assert_no_asgi_error,
+)
+from tests.support.processes import kill_group, terminate
+
+
+@dataclass
+class CentralProcess:
+    """A central created with ``bart central init`` and run with ``bart central run``."""
+
+    data_dir: Path
+    http_port: int
+    database_url: str
+    log_path: Path
+    workers: int = 1
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    def cli(self, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+        """Run ``bart central ARGS --data-dir …`` and return the finished process."""
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
+        result = subprocess.run(
+            [*bart_command(), "central", *args, "--data-dir", str(self.data_dir)],
+            capture_output=True, text=True, env=env, timeout=60, check=False)
+        if check:
+            assert result.returncode == 0, result.stderr
+        return result
+
+    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+        assert self.proc is None or self.proc.poll() is not None, "central already running"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
+        env["PYTHONUNBUFFERED"] = "1"
+        with self.log_path.open("ab") as log:
+            self.proc = subprocess.Popen(
+                [*bart_command(), "central", "run", "--data-dir", str(self.data_dir),
+                 "--workers", str(self.workers)],
+                stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
+                start_new_session=True)
+
+        def up() -> bool:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise AssertionError(f"central exited with {self.proc.returncode}:\n"
+                                     f"{self.log_tail()}")
+            return httpx.get(f"{self.url}/healthz", timeout=2.0).status_code == 200
+
+        try:
+            wait_until(up, timeout, 0.1, "central /healthz")
+        except AssertionError as exc:
+            self.kill()  # a supervisor whose workers failed may linger
+            raise AssertionError(f"{exc}\n--- central log ---\n{self.log_tail()}") from None
+
+    def stop(self, timeout: float = STOP_TIMEOUT_S) -> int:
+        assert self.proc is not None
+        code = terminate(self.proc, timeout, self.kill, "central", self.log_path)
+        assert_no_asgi_error(self.log_path, "central")
+        return code
+
+    def kill(self) -> None:
+        proc = self.proc
+        if proc is not None and proc.poll() is None:
+            kill_group(proc.pid)
+            proc.wait(10)
+
+    def log_tail(self, lines: int = 60) -> str:
+        return log_tail(self.log_path, lines)
+
+    def enrol(self, node: NodeProcess, area: str = AREA) -> None:
+        """Enrol ``node`` the way a volunteer does: a code here, ``bart node enroll`` there."""
+        out = self.cli("enroll-code", "--node", node.name, "--area", area).stdout
+        code = out.split(": ", 1)[1].split()[0]
+        result = subprocess.run(
+            [*bart_command(), "node", "enroll", self.url, "--code", code,
+             "--data-dir", str(node.data_dir)],
+            capture_output=True, text=True, env=node.env(), timeout=60, check=False)
+        assert result.returncode == 0, result.stderr
+
+
+def init_central_process(base: Path, database_url: str = "", *, workers: int = 1,
+                         name: str = "haaglanden") -> CentralProcess:
+    """``bart central init`` in ``base/central`` on a free port (SQLite unless a URL is given)."""
+    port = free_port()
+    central = CentralProcess(data_dir=base / "central", http_port=port,
+                             database_url=database_url, log_path=base / "central.log",
+                             workers=workers)
+    args = ["init", "--name", name, "--http-port", str(port),
+            "--public-url", f"http://127.0.0.1:{port}"]
+    if database_url:
+        args += ["--database-url", database_url]
+    central.cli(*args)
+    return central
+

@@ -200,6 +200,13 @@ class MeshSettings(BaseModel):
     sync_s: float = Field(default=60.0, ge=1.0, le=3600.0)
     #: Seconds between attempts to reach a peer that does not answer (upper bound).
     retry_max_s: float = Field(default=30.0, ge=1.0, le=3600.0)
+    #: Public events of one origin (central's excepted) this node takes from others
+    #: per minute, sustained: its live bucket's and its catch-up bucket's refill.
+    origin_rate_per_min: float = Field(default=30.0, ge=0.1, le=60_000.0)
+    #: ... at once, live (relayed, or on the local Mosquitto): the live bucket's depth.
+    origin_burst: int = Field(default=60, ge=1, le=1_000_000)
+    #: ... at once by catch-up: the catch-up bucket's depth (2 x a 10,000-event partition).
+    catchup_burst: int = Field(default=20_000, ge=1, le=10_000_000)
     peers: list[MeshPeer] = Field(default_factory=list, max_length=64)
 
 

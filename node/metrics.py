@@ -117,6 +117,7 @@ class Snapshot:
     store_commit_seconds: float
     uplink: dict[str, Any] | None
     mesh_peers: int | None
+    over_budget: dict[tuple[str, str], int]
 
 
 def snapshot(runtime: NodeRuntime) -> Snapshot:
@@ -140,7 +141,8 @@ def snapshot(runtime: NodeRuntime) -> Snapshot:
         store_commit_counts=list(store.commit_counts) if store is not None else None,
         store_commit_seconds=store.commit_seconds if store is not None else 0.0,
         uplink=up,
-        mesh_peers=len(runtime.mesh.live_links()) if runtime.mesh is not None else None)
+        mesh_peers=len(runtime.mesh.live_links()) if runtime.mesh is not None else None,
+        over_budget=runtime.origin_budget.refused_counts())
 
 
 class NodeCollector:
@@ -210,6 +212,13 @@ class NodeCollector:
             yield GaugeMetricFamily("bart_node_mesh_peers",
                                     "Mesh peers with a live session now",
                                     value=snap.mesh_peers)
+        over = CounterMetricFamily(
+            "bart_node_peer_events_over_budget", "Peers' public events refused (not stored, "
+            "not passed on) because their origin sent more than its budget, by origin and "
+            "how they came (mesh, catchup, mqtt)", labels=["origin", "via"])
+        for (origin, via), n in sorted(snap.over_budget.items()):
+            over.add_metric([origin, via], n)
+        yield over
         free = shutil.disk_usage(self.runtime.settings.data_dir).free
         yield GaugeMetricFamily("bart_node_disk_free_bytes",
                                 "Free space on the data directory's file system", value=free)

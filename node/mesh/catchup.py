@@ -17,7 +17,11 @@ from sync.replication import Held
 
 from ..config import NodeSettings
 from ..store import Store
+from .budget import OriginBudget, Path, Via
 from .link import LINK_QUEUE, Link
+
+#: :meth:`CatchUp.refusal`'s reason for an event beyond its origin's budget.
+OVER_BUDGET = "over its origin's budget"
 
 
 def _encode_chunk(events: list[Event]) -> bytes:
@@ -30,6 +34,7 @@ class CatchUp(ABC):
     me: str
     settings: NodeSettings
     store: Store
+    budget: OriginBudget
     links: dict[tuple[str, bool], Link]
     stats: dict[str, int]
     names: dict[str, str]
@@ -48,8 +53,12 @@ class CatchUp(ABC):
         """One link per connected peer."""
 
     @abstractmethod
-    def refusal(self, event: Event) -> str | None:
+    def refusal(self, event: Event, path: Path | None = None) -> str | None:
         """Why ``event`` from a peer may not be taken (None: it may)."""
+
+    @abstractmethod
+    def _over_budget(self, event: Event, peer: str, via: Via) -> None:
+        """Count and log an event refused for its origin's rate."""
 
     @abstractmethod
     async def _store(self, events: list[Event], queued: Any = None) -> list[Event]:
@@ -144,12 +153,30 @@ class CatchUp(ABC):
                     self.stats["chunk_events_sent"] += len(group)
 
     async def _on_chunk(self, link: Link, doc: Chunk) -> None:
+        """Verify, charge and store a chunk's events (one transaction).
+
+        An event this node lacks is charged to its origin's catch-up bucket
+        (node/mesh/budget.py); beyond it, it is refused and its seq stays a gap,
+        which the next vector asks for again (every ``mesh.sync_s`` at the
+        latest) once the bucket has refilled. A seq held already costs nothing
+        (a clipped vector, a second sender): the store sees it again, a fork
+        there is refused.
+        """
         def check() -> list[Event]:
             good = []
+            over: set[str] = set()  # origins whose bucket ran out in this chunk
             for event in doc.events:
                 if event.origin == self.me:
                     continue  # ours: held already (or not ours to take)
-                why = self.refusal(event)
+                lacking = not self.store.holds(event.origin, event.stream, event.seq)
+                why = OVER_BUDGET if lacking and event.origin in over else \
+                    self.refusal(event, "catchup" if lacking else None)
+                if why is None and lacking and not self.budget.take(event, "catchup"):
+                    why = OVER_BUDGET
+                if why == OVER_BUDGET:
+                    over.add(event.origin)
+                    self._over_budget(event, link.peer, "catchup")
+                    continue
                 if why is not None:
                     self._quiet.say(f"chunk:{link.peer}:{why[:40]}",
                                     "mesh: refused %s from %s: %s", event.id, link.peer, why)

@@ -50,7 +50,8 @@ from ..config import NodeSettings
 from ..errors import SeqConflict
 from ..store import Store, WriteTx
 from ..trust import TrustedKeys
-from .catchup import CatchUp
+from .budget import OriginBudget, Path, Via
+from .catchup import OVER_BUDGET, CatchUp
 from .identity import MeshIdentity, certificate_name
 from .link import (
     ADDRESS_TRY_S,
@@ -78,7 +79,8 @@ class Mesh(CatchUp):
                  on_stored: Callable[[list[Event]], None],
                  uplink_up: Callable[[], bool] = lambda: False,
                  carry: Callable[[Carry], Any] | None = None,
-                 on_carried: Callable[[Carried], Any] | None = None) -> None:
+                 on_carried: Callable[[Carried], Any] | None = None,
+                 budget: OriginBudget | None = None) -> None:
         self.settings = settings
         self.me = settings.name
         self.store = store
@@ -91,6 +93,8 @@ class Mesh(CatchUp):
         self.carry_handler = carry
         self.carried_handler = on_carried
         self.hop_limit = settings.mesh.hop_limit
+        #: Per-origin rate of peers' events (shared with the MQTT path: node/runtime.py).
+        self.budget = budget or OriginBudget.of(settings.mesh, self.is_central)
         self.links: dict[tuple[str, bool], Link] = {}
         self.targets: dict[str, Target] = {}
         self.blocked: set[str] = set()
@@ -108,7 +112,8 @@ class Mesh(CatchUp):
         self._announce_sources: set[str] = set()
         self._closed = False
         self.stats = {"relayed": 0, "received": 0, "stored": 0, "refused": 0, "forks": 0,
-                      "chunks_sent": 0, "chunk_events_sent": 0, "bytes_sent": 0}
+                      "over_budget": 0, "chunks_sent": 0, "chunk_events_sent": 0,
+                      "bytes_sent": 0}
 
     # -- lifecycle ----------------------------------------------------------------------
 
@@ -438,8 +443,13 @@ class Mesh(CatchUp):
             self._seen.popitem(last=False)
         return True
 
-    def refusal(self, event: Event) -> str | None:
-        """Why ``event`` from a peer may not be taken (None: it may, if it verifies)."""
+    def refusal(self, event: Event, path: Path | None = None) -> str | None:
+        """Why ``event`` from a peer may not be taken (None: it may, if it verifies).
+
+        With ``path``, an event of a trusted origin whose bucket on that path is
+        empty is :data:`OVER_BUDGET` before its signature is checked (a flood
+        costs no verifying); nothing is charged here (:meth:`_over_budget`).
+        """
         if event.stream != "public":
             return "private events never travel through the mesh"
         if event.origin == self.me:
@@ -452,6 +462,8 @@ class Mesh(CatchUp):
             key = self.trust.lookup(event.origin)
             if key is None:
                 return f"origin {event.origin} is not trusted here"
+            if path is not None and not self.budget.allows(event, path):
+                return OVER_BUDGET
             event.verify(key)
         except SyncError as exc:
             return f"bad signature: {exc}"
@@ -474,7 +486,7 @@ class Mesh(CatchUp):
         if event.origin == self.me and self.store.get_event(event.id) is not None:
             self._seen_add(event.id)
             return
-        why = self.refusal(event)
+        why = self.refusal(event, "live")
         if why is None:
             key = (event.origin, event.seq)
             held = self._writing.get(key)  # another event under a seq being written
@@ -486,6 +498,13 @@ class Mesh(CatchUp):
             if held is not None and held != event.id:
                 why = f"fork: {event.origin}/{event.seq} is held by {held}"
                 self.stats["forks"] += 1
+            elif not self.budget.take(event, "live"):
+                why = OVER_BUDGET
+        if why == OVER_BUDGET:
+            # Not seen: a copy that comes when the budget allows (live, or catch-up
+            # filling the gap) is taken then.
+            self._over_budget(event, link.peer, "mesh")
+            return
         if why is not None:
             self._quiet.say(f"relay:{link.peer}:{why[:40]}", "mesh: refused %s from %s: %s",
                             event.id, link.peer, why)
@@ -511,6 +530,26 @@ class Mesh(CatchUp):
             return
         self._writing[(event.origin, event.seq)] = event.id
         self._spawn(self._store([event], queued))
+
+    def is_central(self, origin: str) -> bool:
+        """Whether ``origin`` is the enrolled central's (exempt from the budget)."""
+        central = self.trust.central
+        return central is not None and origin == central[0]
+
+    def _over_budget(self, event: Event, peer: str, via: Via) -> None:
+        """Count and log (loudly once per origin and way, then quietly) a refusal
+        for rate: the event is neither stored nor passed on."""
+        n = self.budget.count_refused(event, via)
+        self.stats["over_budget"] += 1
+        self._quiet.say(f"over-budget:{event.origin}:{via}",
+                        "mesh: %s sends more public events than its budget (%s, %s): refused "
+                        "%s from %s (%d so far), neither stored nor passed on",
+                        event.origin, via, self._budget_words(via), event.id, peer, n)
+
+    def _budget_words(self, via: str) -> str:
+        m = self.settings.mesh
+        burst = m.catchup_burst if via == "catchup" else m.origin_burst
+        return f"{m.origin_rate_per_min:g}/min, {burst} at once"
 
     def local_event(self, event: Event) -> None:
         """A public event was committed here (made here, or from central): pass it on."""

@@ -30,6 +30,7 @@ from .config import NodeSettings, load_secrets
 from .enrol import load_enrolment, load_roster
 from .errors import NodeError
 from .hub import Hub
+from .mesh.budget import OriginBudget
 from .mesh.carry import Carrier
 from .mesh.engine import Mesh
 from .mesh.identity import MeshIdentity, ensure_identity
@@ -129,6 +130,8 @@ class NodeRuntime:
         self._pending: dict[tuple[str, str, int], str] = {}
         self._pending_ids: set[str] = set()
         self.event_counts = EventCounts(settings.name)  # read by /metrics (node/metrics.py)
+        #: Per-origin rate of peers' public events, mesh and MQTT alike (docs/mesh.md).
+        self.origin_budget = OriginBudget.of(settings.mesh, self._is_central)
         self._metrics: Any = None
 
     # -- lifecycle -------------------------------------------------------------
@@ -226,7 +229,7 @@ class NodeRuntime:
                          signing_public=self.keys.signing_public, local=self.mqtt,
                          identity=self.mesh_identity, on_stored=self._mesh_stored,
                          uplink_up=self._uplink_up, carry=self.carrier.take,
-                         on_carried=self.carrier.answered)
+                         on_carried=self.carrier.answered, budget=self.origin_budget)
         await self.mesh.start()
         self._mesh_tasks = [self.spawn_task(self.carrier.retry(self.mesh))]
         if self.uplink is not None and self.uplink.state.enabled:
@@ -563,6 +566,11 @@ class NodeRuntime:
             if conflict:
                 self._refusals.refuse("conflict", conflict)
             return
+        if not self.origin_budget.take(event, "live"):  # the mesh's live bucket, shared
+            n = self.origin_budget.count_refused(event, "mqtt")
+            self._refusals.refuse("over-budget", f"{event.id}: {event.origin} sends more "
+                                  f"public events than its budget ({n} refused so far)")
+            return
         # Stored before shown (DESIGN §5): pages and teams see it after its
         # COMMIT, so that an answer shown next always finds its alert stored.
         # Until then it is pending, and a second copy is not taken twice.
@@ -570,6 +578,11 @@ class NodeRuntime:
         self._pending[key] = event.id
         self._pending_ids.add(event.id)
         self.spawn(self._store_foreign(event))
+
+    def _is_central(self, origin: str) -> bool:
+        """Whether ``origin`` is the enrolled central's (exempt from the budget)."""
+        central = self.trust.central
+        return central is not None and origin == central[0]
 
     def _conflict(self, store: Store, event: Event) -> str | None:
         """None if ``event`` is new; "" if already held; else why it is refused."""

@@ -30,6 +30,7 @@ import ssl
 import subprocess
 import time
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import httpx
@@ -134,17 +135,22 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     for n, node in nodes.items():
         if n != "a":  # A keeps the fixture's test peer: the MQTT path's origin
             (node.data_dir / "peers.toml").unlink()
-        _bart(node, "trust", "export", "--out", str(base / f"{n}.json"))
-    for n, node in nodes.items():
+
+    def trust(n: str) -> None:  # each node's own files: the three at once
         for other in "fab":
             if other != n:
-                _bart(node, "trust", "add", str(base / f"{other}.json"))
+                _bart(nodes[n], "trust", "add", str(base / f"{other}.json"))
+
+    with ThreadPoolExecutor(3) as pool:
+        list(pool.map(lambda n: _bart(nodes[n], "trust", "export", "--out",
+                                      str(base / f"{n}.json")), "fab"))
+        list(pool.map(trust, "fab"))
     _settings(nodes["f"], ports["f"], [ports["a"]], metrics["f"])
     _settings(nodes["a"], ports["a"], [ports["b"]], metrics["a"])
     _settings(nodes["b"], ports["b"], [], metrics["b"])
     try:
-        for n in "baf":
-            nodes[n].start()
+        with ThreadPoolExecutor(3) as pool:
+            list(pool.map(lambda n: nodes[n].start(), "baf"))
         wait_until(lambda: len(_mesh(nodes["a"])["peers"]) == 2, 20, 0.2,
                    "A meshed with F and B")
         yield {"nodes": nodes, "ports": ports, "metrics": metrics}

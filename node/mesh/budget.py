@@ -10,9 +10,10 @@ peers (the mesh's live relay and neighbours' events on its own Mosquitto:
 not passed on, counted (``bart_node_peer_events_over_budget_total``); the gap
 it leaves is filled by a later catch-up once the bucket has refilled.
 
-Each bucket is split by class: a panic-button alarm (an ``alert`` with
+The live bucket is split by class: a panic-button alarm (an ``alert`` with
 ``source: button``) never waits behind an origin's other events, so a storm
-of residents' warnings on an honest node cannot hold back its alarms.
+of residents' warnings on an honest node cannot hold back its alarms (the
+catch-up bucket is one, deep enough for both).
 Central's origin is exempt. Only events that verified are charged (a forged
 event under an honest origin's name costs that origin nothing); an empty
 bucket is checked first, so that a flood is refused without its signatures
@@ -39,8 +40,11 @@ Path = Literal["live", "catchup"]
 Via = Literal["mesh", "catchup", "mqtt"]
 
 
-def event_class(event: Event) -> str:
-    """``alarm`` for a panic-button alarm, else ``other`` (each has its own bucket)."""
+def event_class(event: Event, path: Path) -> str:
+    """Live: ``alarm`` for a panic-button alarm, else ``other`` (each has its own
+    bucket); catch-up: ``all`` (one bucket)."""
+    if path == "catchup":
+        return "all"
     if event.kind == "alert" and event.body.get("source") == "button":
         return "alarm"
     return "other"
@@ -53,7 +57,21 @@ class _Bucket:
 
 
 class OriginBudget:
-    """Token buckets per (origin, class, path); see the module docstring."""
+    """Token buckets per (origin, class, path); see the module docstring.
+
+    >>> t = [0.0]
+    >>> budget = OriginBudget(rate_per_min=30, burst=2, catchup_burst=5, clock=lambda: t[0])
+    >>> from sync import KeyPair, make_event
+    >>> body = {"source": "team", "category": "suspicious", "severity": "moderate",
+    ...         "title": "T", "text": "", "areas": []}
+    >>> e = make_event(KeyPair.generate(), origin="n", stream="public", seq=1, kind="alert",
+    ...                ts=1_800_000_000_000, body=body)
+    >>> [budget.take(e, "live") for _ in range(3)], budget.allows(e, "catchup")
+    ([True, True, False], True)
+    >>> t[0] = 2.0  # 30 a minute: one back after 2 s
+    >>> budget.take(e, "live"), budget.take(e, "live")
+    (True, False)
+    """
 
     def __init__(self, *, rate_per_min: float, burst: int, catchup_burst: int,
                  exempt: Callable[[str], bool] = lambda _origin: False,
@@ -86,13 +104,13 @@ class OriginBudget:
         if self.exempt(event.origin):
             return True
         with self._lock:
-            return self._tokens((event.origin, event_class(event), path), self.clock()) >= 1.0
+            return self._tokens((event.origin, event_class(event, path), path), self.clock()) >= 1.0
 
     def take(self, event: Event, path: Path) -> bool:
         """Charge a verified, new ``event``; False (nothing charged) when over budget."""
         if self.exempt(event.origin):
             return True
-        key = (event.origin, event_class(event), path)
+        key = (event.origin, event_class(event, path), path)
         with self._lock:
             now = self.clock()
             tokens = self._tokens(key, now)

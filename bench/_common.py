@@ -265,6 +265,10 @@ class Node:
         if peers:
             lines = [f'[peers.{o}]\nsigning_key = "{k}"\n' for o, k in peers.items()]
             (self.data_dir / "peers.toml").write_text("\n".join(lines))
+            # Peers' events as fast as the bench sends them: no per-origin budget
+            # (docs/mesh.md, "A peer's rate").
+            with (self.data_dir / "node.toml").open("a", encoding="utf-8") as fh:
+                fh.write("\n[mesh]\norigin_rate_per_min = 60000.0\norigin_burst = 1000000\n")
         self.env = {"BART_REPORTS_PER_MINUTE": "0", "BART_LOG_LEVEL": log_level}
         # BART_BENCH_RUNNER=script.py runs `python script.py node run …` instead of `bart`
         # (a script that patches something, then calls bart.cli.main): A/B without edits.

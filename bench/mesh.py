@@ -219,12 +219,15 @@ class MeshNode:
         return secrets["service_password"]
 
     def configure(self, peers: Sequence[MeshNode]) -> None:
-        """node.toml: no rate limit, no mDNS, ``peers`` as static peers."""
+        """node.toml: no rate limits (reports, a peer's live budget: figure 1 relays 20 a
+        second; catch-up's budget stays, figure 2 must pass it), no mDNS, ``peers``
+        as static peers."""
         path = self.data_dir / "node.toml"
         values = tomllib.loads(path.read_text(encoding="utf-8"))
         values["reports_per_minute"] = 0
         values["http_host"] = values["mqtt_host"] = self.host
         values["mesh"] = {"port": self.mesh_port, "discovery": False,
+                          "origin_rate_per_min": 60_000.0, "origin_burst": 1_000_000,
                           "peers": [{"host": p.host, "port": p.mesh_port} for p in peers]}
         path.write_text(render_toml(values), encoding="utf-8")
 

@@ -293,6 +293,15 @@ class StoreQueries(ABC):
         return any(acked.get(f"{origin}/{stream}", 0) < seq
                    for origin, streams in holds.items() for stream, seq in streams.items())
 
+    def central_holds_less(self, holds: Mapping[str, Mapping[str, int]]) -> bool:
+        """Whether central holds less of a stream of an origin in ``holds`` than recorded
+        here (a central restored from an older backup; a stream missing: none of it)."""
+        with self._read() as conn:
+            acked = [(str(key).split("/", 2), int(value)) for key, value in conn.execute(
+                "SELECT key, value FROM uplink_state WHERE key LIKE 'acked/%'")]
+        return any(origin in holds and holds[origin].get(stream, 0) < seq
+                   for (_, origin, stream), seq in acked)
+
     def carried_unanswered(self, limit: int = 20) -> list[tuple[str, int, bytes]]:
         """Peers' batches kept for central and not answered yet, oldest first:
         (node, batch seq, sealed batch)."""

@@ -169,6 +169,26 @@ class TxStatements:
             _, origin, stream = str(key).split("/", 2)
             yield origin, stream, int(seq)
 
+    def lower_acked(self, holds: dict[str, dict[str, int]]) -> list[tuple[str, str, int, int]]:
+        """Go back to what central says it holds where that is less than recorded here
+        (central restored from an older backup), for every stream of an origin in
+        ``holds`` (a stream missing there: central holds none of it). Only where this
+        node still has the event after central's seq, so that sending again can close
+        the gap (a pruned one cannot: then nothing changes, and nothing loops).
+        Returns (origin, stream, recorded, now) of each stream lowered."""
+        lowered = []
+        for origin, stream, acked in list(self._acked()):
+            if origin not in holds:
+                continue
+            central = holds[origin].get(stream, 0)
+            if central >= acked or not self._sql(
+                    "SELECT 1 FROM events WHERE origin = ? AND stream = ? AND seq = ?",
+                    (origin, stream, central + 1)).fetchone():
+                continue
+            self.set_uplink_value(acked_key(origin, stream), central)
+            lowered.append((origin, stream, acked, central))
+        return lowered
+
     def prune_held_by_central(self, cutoff_ms: int) -> int:
         """Delete events central holds that are older than ``cutoff_ms`` (with their
         receipts and presses); the newest of each stream always stays (seqs never

@@ -414,6 +414,11 @@ class Uplink:
             central_events.append(event)
 
         def apply(tx: WriteTx) -> list[Event]:
+            if not ack.replay:  # a replay's answer is as old as its batch
+                for origin, stream, had, now in tx.lower_acked(holds):
+                    log.warning("central holds %s's %s events up to %d, not %d as it said "
+                                "before (restored from an older backup?): sending %d-%d "
+                                "again", origin, stream, now, had, now + 1, had)
             for origin, streams in holds.items():
                 for stream, seq in streams.items():
                     before = tx.uplink_value(acked_key(origin, stream))
@@ -432,8 +437,11 @@ class Uplink:
             tx.set_uplink_value("updates_after", last)
             return [e for e in central_events if tx.insert(e)]
 
-        changes = bool(central_events or ack.updates) or await asyncio.to_thread(
-            self.store.central_holds_more, holds)
+        def held_differs() -> bool:
+            return self.store.central_holds_more(holds) or (
+                not ack.replay and self.store.central_holds_less(holds))
+
+        changes = bool(central_events or ack.updates) or await asyncio.to_thread(held_differs)
         stored = await self.store.write(apply) if changes else []
         for upd in ack.updates:  # the desk answered an escalated report: no quick polls
             self._watching.pop(upd.report, None)

@@ -203,6 +203,30 @@ UPSERT_HEAD: Final = Statement(
 REPORT_COLUMNS: Final = ("event_id", "origin", "receipt", "category", "ts", "route", "rule",
                          "state", "updated_at", "version")
 INSERT_REPORTS: Final = insert_ignore("insert_reports", "reports", REPORT_COLUMNS)
+#: PostgreSQL: the projector's bulk insert (:func:`staging`); the temporary table
+#: is emptied after each insert, since several batches may share one transaction.
+REPORTS_STAGING: Final = staging("reports", REPORT_COLUMNS)
+REPORTS_STAGING_CLEAR: Final = "DELETE FROM bart_in_reports"
+#: PostgreSQL: new reports straight in, inside a savepoint (central/projector.py).
+REPORTS_COPY: Final = f"COPY reports ({', '.join(REPORT_COLUMNS)}) FROM STDIN"
+SAVEPOINT: Final = "SAVEPOINT bart_copy"
+ROLLBACK_TO_SAVEPOINT: Final = "ROLLBACK TO SAVEPOINT bart_copy"
+RELEASE_SAVEPOINT: Final = "RELEASE SAVEPOINT bart_copy"
+#: SQLite: what a batch of new reports adds to one (route, state) count (migration 0010).
+REPORT_COUNTS_ADD: Final = Statement(
+    "report_counts_add",
+    "INSERT INTO report_counts (route, state, n) VALUES (:route, :state, :n) "
+    "ON CONFLICT (route, state) DO UPDATE SET n = report_counts.n + excluded.n")
+#: The events a batch's ``pending`` list names, by primary key: on SQLite the
+#: list as JSON text, on PostgreSQL as an array.
+EVENTS_BY_IDS_SQLITE: Final = Statement(
+    "events_by_ids", "SELECT id, origin, ts, kind, body FROM events "
+                     "WHERE id IN (SELECT value FROM json_each(:ids))")
+EVENTS_BY_IDS_PG: Final = Statement(
+    "events_by_ids", "SELECT id, origin, ts, kind, body FROM events WHERE id = ANY(:ids)")
+BATCH_PROJECTED: Final = Statement(
+    "batch_projected", "UPDATE batches SET pending = NULL "
+                       "WHERE node = :node AND batch_seq = :batch_seq")
 
 
 # -- insight (central/insight.py): figures of the last weeks ---------------------------

@@ -206,14 +206,30 @@ class Ingest:
         """``INSERT … ON CONFLICT DO NOTHING`` of a batch's events (tuples in
         ``queries.EVENT_COLUMNS`` order); returns how many were new.
 
-        SQLite: ``executemany``. PostgreSQL: ``COPY`` into a temporary table,
-        then one ``INSERT … SELECT``.
+        SQLite: ``executemany``. PostgreSQL: ``COPY`` (into a temporary table,
+        then one ``INSERT … SELECT``, when some are stored already).
         """
         if self.dialect == "sqlite":
             return q.run_many(cur, self.dialect, q.INSERT_EVENTS, rows)
-        # PostgreSQL: COPY into a per-connection temporary table, then one INSERT …
-        # SELECT: 1.8 µs of client CPU per row against 10.5 for executemany
-        # (and 44 for unnest of arrays), measured here with psycopg 3.
+        # PostgreSQL: COPY, 1.8 µs of client CPU per row against 10.5 for
+        # executemany (and 44 for unnest of arrays), measured here with psycopg 3.
+        # Straight into events first (nearly every event is new; the staging
+        # table's write and read cost the server several µs per row); a COPY
+        # that meets an event already stored is undone, and the batch goes
+        # through a per-connection temporary table and one INSERT … SELECT …
+        # ON CONFLICT DO NOTHING.
+        import psycopg
+
+        cur.execute(q.SAVEPOINT)
+        try:
+            with cur.copy(q.EVENTS_COPY) as copy:
+                for row in rows:
+                    copy.write_row(row)
+        except psycopg.errors.UniqueViolation:
+            cur.execute(q.ROLLBACK_TO_SAVEPOINT)
+        else:
+            cur.execute(q.RELEASE_SAVEPOINT)
+            return len(rows)
         create, copy_in, move = _EVENTS_STAGING
         cur.execute(create)
         with cur.copy(copy_in) as copy:

@@ -150,6 +150,12 @@ NODE_SEEN: Final = Statement(
                  "ELSE last_batch_seq END WHERE name = :name")
 #: SQLite: the events of a batch, ``executemany``.
 INSERT_EVENTS: Final = insert_ignore("insert_events", "events", EVENT_COLUMNS)
+#: PostgreSQL: a batch's events straight in, inside a savepoint (:data:`SAVEPOINT`).
+EVENTS_COPY: Final = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
+#: PostgreSQL: undoes a ``COPY`` that met a row already stored (then :func:`staging`).
+SAVEPOINT: Final = "SAVEPOINT bart_copy"
+ROLLBACK_TO_SAVEPOINT: Final = "ROLLBACK TO SAVEPOINT bart_copy"
+RELEASE_SAVEPOINT: Final = "RELEASE SAVEPOINT bart_copy"
 
 
 def staging(table: str, columns: Sequence[str]) -> tuple[str, str, str]:
@@ -209,9 +215,6 @@ REPORTS_STAGING: Final = staging("reports", REPORT_COLUMNS)
 REPORTS_STAGING_CLEAR: Final = "DELETE FROM bart_in_reports"
 #: PostgreSQL: new reports straight in, inside a savepoint (central/projector.py).
 REPORTS_COPY: Final = f"COPY reports ({', '.join(REPORT_COLUMNS)}) FROM STDIN"
-SAVEPOINT: Final = "SAVEPOINT bart_copy"
-ROLLBACK_TO_SAVEPOINT: Final = "ROLLBACK TO SAVEPOINT bart_copy"
-RELEASE_SAVEPOINT: Final = "RELEASE SAVEPOINT bart_copy"
 #: SQLite: what a batch of new reports adds to one (route, state) count (migration 0010).
 REPORT_COUNTS_ADD: Final = Statement(
     "report_counts_add",

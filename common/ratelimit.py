@@ -130,3 +130,12 @@ class RateLimiter:
         if len(self._buckets) > self.max_clients:
             self._buckets.popitem(last=False)
         return ok
+
+    def refund(self, client: str) -> None:
+        """Give back the token :meth:`allow` took for a request that did not count
+        (a report refused for what was in it: a resident correcting the form must
+        not run out of reports); never above the burst."""
+        if self.rate <= 0 or client not in self._buckets:
+            return
+        tokens, last = self._buckets[client]
+        self._buckets[client] = (min(self.burst, tokens + 1.0), last)

@@ -121,6 +121,12 @@ def allowed(request: Request, limiter_name: str) -> bool:
     return limiter.allow(client_key(request))
 
 
+def refund(request: Request, limiter_name: str) -> None:
+    """Give back the unit :func:`allowed` took (the request did not count)."""
+    limiter: RateLimiter = getattr(request.app.state, limiter_name)
+    limiter.refund(client_key(request))
+
+
 def limit(request: Request, limiter_name: str) -> None:
     """Raise 429 when the client used up its budget."""
     if not allowed(request, limiter_name):

@@ -88,6 +88,8 @@ class ReportIngest:
             clean = intake.check(raw, {p.id for p in state.settings.meeting_points})
             done = await intake.store(state.runtime, clean)
         except intake.Refused as exc:
+            if exc.refunds:  # as the form: only what is stored counts
+                limiter.refund(client[0] if client else "unknown")
             extra = [] if exc.retry_after is None else \
                 [(b"retry-after", str(exc.retry_after).encode())]
             return exc.status, intake.answer(exc), extra

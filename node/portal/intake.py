@@ -78,6 +78,14 @@ class Refused(NodeError):
         self.key = key or f"error.field.{field}"
         self.retry_after = retry_after
 
+    @property
+    def refunds(self) -> bool:
+        """Whether the refusal gives the device back its unit of the report budget:
+        yes when the report was not complete (a resident correcting the form must
+        not run out of reports) or the node could not store it; not for a body too
+        large to be a report."""
+        return self.status in (STATUS["invalid"], STATUS["unavailable"])
+
 
 #: Status of each kind of refusal, the same on both paths.
 STATUS: Final = {"invalid": 422, "too_large": 413, "unavailable": 503}

@@ -137,6 +137,8 @@ async def report_submit(request: Request) -> Response:
                              {p.id for p in deps.settings(request).meeting_points})
         done = await intake.store(deps.runtime(request), clean)
     except intake.Refused as exc:
+        if exc.refunds:  # not stored: a resident correcting the form keeps the budget
+            deps.refund(request, "report_limiter")
         return _refused_page(request, category, values, exc)
     receipt = done.report.body["receipt"]
     return RedirectResponse(f"/receipt/{receipt}", status_code=303)

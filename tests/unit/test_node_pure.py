@@ -42,6 +42,23 @@ def test_rate_limiter_refills_on_injected_clock() -> None:
     assert RateLimiter(0).allow("a")  # 0 = off
 
 
+def test_rate_limiter_refund_gives_back_one_token_up_to_the_burst() -> None:
+    now = [0.0]
+    limiter = RateLimiter(6, burst=2, clock=lambda: now[0])
+    for _ in range(10):  # a resident correcting the form ten times
+        assert limiter.allow("a")
+        limiter.refund("a")
+    assert limiter.allow("a") and limiter.allow("a")
+    assert not limiter.allow("a")
+    limiter.refund("a")
+    limiter.refund("a")
+    limiter.refund("a")  # never above the burst
+    assert limiter.allow("a") and limiter.allow("a")
+    assert not limiter.allow("a")
+    limiter.refund("unknown")  # a client it never saw: nothing to give back
+    assert "unknown" not in limiter._buckets
+
+
 def test_rate_limiter_memory_is_bounded() -> None:
     limiter = RateLimiter(10, max_clients=100)
     for i in range(1000):

@@ -59,6 +59,10 @@ _NAME = re.compile(r"^[a-z0-9](?:[a-z0-9_-]{0,62}[a-z0-9])?$")
 _FOLD: Final = str.maketrans({"ı": "i", "ł": "l", "ø": "o", "đ": "d", "ħ": "h", "æ": "ae",
                               "œ": "oe", "þ": "th"})
 _WORD = re.compile(r"\w+")
+# ASCII text, lowered: every character but a-z and 0-9 separates words (as \w+ would,
+# with "_" a separator too); str.translate and split do it without the regex engine.
+_ASCII_SEPARATORS: Final = str.maketrans(
+    {chr(c): " " for c in range(128) if not chr(c).isalnum()})
 
 
 class TriageError(CentralError, ValueError):
@@ -81,7 +85,7 @@ def fold(text: str) -> str:
     'hang jongeren bij de speeltuin cafe lodz'
     """
     if text.isascii():  # the common case; the same result as the general path below
-        return " ".join(_WORD.findall(text.lower().replace("_", " ")))
+        return " ".join(text.lower().translate(_ASCII_SEPARATORS).split())
     text = unicodedata.normalize("NFKD", text.casefold()).translate(_FOLD)
     kept = text.translate(_DROP)
     return " ".join(_WORD.findall(kept.replace("_", " ")))
@@ -144,21 +148,24 @@ class Rule:
             return None
         if self._pattern is None:
             return ""
-        found = self._pattern.search(folded_text)
-        return found.group(0) if found else None
+        found = self._pattern.search(" " + folded_text)
+        return found.group(1) if found else None
 
 
 def _keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
-    """One regex for a rule's keywords: whole words of folded text, ``*`` a prefix.
+    r"""One regex for a rule's keywords, searched in ``" " + fold(text)``; group 1
+    is the matched words. Keywords match whole words, ``*`` a prefix.
 
     The alternatives are tried longest first, so that the explanation shows
-    "huiselijk geweld", not "geweld"; and grouped by their first letter, so
-    that at each word of the text the regex engine tries only the keywords
-    that begin with that word's letter (~3 times faster on the shipped rules
-    than one flat alternation; the same matches, since two keywords with
-    different first letters never match at the same place and each group
-    keeps the longest-first order). Every keyword starts and ends with a word
-    character (folded words), so ``\b`` on either side means "a whole word".
+    "huiselijk geweld", not "geweld". Folded text is words of ``\w`` joined by
+    single spaces, so with a space in front every word starts right after a
+    space: the pattern starts with that space, which the regex engine finds
+    with a fast scan instead of trying every character; and the alternatives
+    are grouped by their first letter, so that at each word only the keywords
+    that begin with its letter are tried. The same matches as
+    ``(?<!\w)(?:kw1|kw2|…)(?!\w)`` on the folded text (two keywords with
+    different first letters never match at one place; each group keeps the
+    longest-first order), 3–5 times faster on the shipped rules.
     """
     parts = []
     for keyword in keywords:
@@ -166,11 +173,13 @@ def _keyword_pattern(keywords: Sequence[str]) -> re.Pattern[str]:
         words = fold(keyword.rstrip("*"))
         parts.append(re.escape(words) + (r"\w*" if prefix else ""))
     parts.sort(key=len, reverse=True)
-    # re.escape leaves letters and digits as they are: part[0] is the first letter.
+    # A folded keyword starts and ends with a word character, which re.escape
+    # leaves as it is: part[0] is the first letter, and \b after a part means
+    # the word ends there.
     groups: dict[str, list[str]] = {}
     for part in parts:
         groups.setdefault(part[0], []).append(part[1:])
-    return re.compile(r"\b(?:" + "|".join(
+    return re.compile(" (" + "|".join(
         first + "(?:" + "|".join(rests) + ")" for first, rests in groups.items()) + r")\b")
 
 
@@ -220,10 +229,10 @@ class RuleSet:
             if rule._pattern is None:
                 return Decision(rule.route, rule, "")
             if folded is None:
-                folded = fold(text) if isinstance(text, str) else ""
+                folded = " " + (fold(text) if isinstance(text, str) else "")
             found = rule._pattern.search(folded)
             if found:
-                return Decision(rule.route, rule, found.group(0))
+                return Decision(rule.route, rule, found.group(1))
         # parse_rules() checked that every category has a fallback rule.
         raise TriageError(f"no rule in {self.source} matches a {category} report")
 

@@ -15,6 +15,8 @@ chunks no Bart node would. Checked:
   session catches up, the gap fills: A and B hold F's stream gapless;
 - catch-up has its own bucket (lowered here to 300 so that it runs out):
   a chunk of fresh events beyond it is refused and counted;
+- a panic alarm has a live bucket of its own: behind a flood of its origin's
+  other events it still arrives;
 - the same live bucket holds on the MQTT path (a peer's events on the node's
   own Mosquitto).
 
@@ -39,7 +41,7 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from sync import KeyPair, make_event
-from sync.mesh import Chunk
+from sync.mesh import Chunk, Relay
 from tests.support.base import bart_command, free_port, require_binary, wait_until
 from tests.support.node import NodeProcess, init_node
 
@@ -246,6 +248,32 @@ def test_catch_up_has_its_own_bound(line: dict[str, Any]) -> None:
     over = _over_budget(a, line["metrics"]["a"])
     assert over[("node-f", "catchup")] == len(events) - taken
     assert "node-f sends more public events than its budget (catchup" in a.log_tail(400)
+
+
+def test_a_panic_alarm_passes_a_flood_of_its_own_origin(line: dict[str, Any]) -> None:
+    """The live budget keeps alarms apart: behind 100 ordinary events of F that
+    empty its bucket on A, F's panic alarm is taken and passed on to B at once."""
+    f, a, b = (line["nodes"][n] for n in "fab")
+    keys = KeyPair.load(f.data_dir / "keys")
+    now = int(time.time() * 1000)
+    base = 10_000  # above every seq of F used so far
+
+    def alert(seq: int, **body: str) -> bytes:
+        fields = {"source": "team", "category": "suspicious", "severity": "moderate",
+                  "title": f"Vals {seq}", "text": "", "areas": [], **body}
+        return Relay.of(make_event(keys, origin="node-f", stream="public", seq=seq,
+                                   kind="alert", ts=now, body=fields), 1).encode()
+
+    before = _over_budget(a, line["metrics"]["a"]).get(("node-f", "mesh"), 0)
+    flood = [alert(base + i) for i in range(100)]
+    alarm = alert(base + 100, source="button", category="emergency", severity="extreme",
+                  title="Noodknop")
+    _as_peer(a, line["ports"]["a"], f, [*flood, alarm])
+    for node in (a, b):
+        _wait_seqs(node, lambda seqs: base + 100 in seqs, 5, "F's alarm")
+    over = _over_budget(a, line["metrics"]["a"])[("node-f", "mesh")] - before
+    assert over >= 100 - BURST  # the ordinary ones beyond the bucket: refused
+    assert over == 100 - sum(1 for s in _seqs(a, "node-f") if base <= s < base + 100)
 
 
 def test_the_mqtt_path_shares_the_live_budget(line: dict[str, Any]) -> None:

@@ -165,7 +165,7 @@ class Projector:
             if not busy:
                 stop.wait(poll_s)
 
-    def _fetch(self, conn: Connection, batch: Any) -> list[Event]:
+    def _fetch(self, conn: Connection, batch: Any) -> list[tuple[Any, ...]]:
         """The stored events of ``batch`` the projector looks at (id, origin, ts, kind, body).
 
         An id that is not stored (a fork of an event held under another id)
@@ -187,25 +187,28 @@ class Projector:
         cur = conn.connection.cursor()
         try:
             cur.execute(sql, args)
-            return [Event(*row) for row in cur.fetchall() if row[3] in _KINDS]
+            return [row for row in cur.fetchall() if row[3] in _KINDS]
         finally:
             cur.close()
 
-    def _triage(self, events: list[Event]) -> tuple[list[tuple[Any, ...]], list[Event]]:
+    def _triage(self, events: list[tuple[Any, ...]]
+                ) -> tuple[list[tuple[Any, ...]], list[Event]]:
         """One ``reports`` row per report event, routed by the rules; and the alerts
         and acks for the alarm desk (central/alarms.py)."""
         at = now_ms()
         out: list[tuple[Any, ...]] = []
         others: list[Event] = []
         loads, route = orjson.loads, self._route
-        for row in events:
-            if row.kind != "report":
-                others.append(row)
+        # Plain tuples, (id, origin, ts, kind, body): an Event per report cost more
+        # than its use.
+        for ident, origin, ts, kind, raw in events:
+            if kind != "report":
+                others.append(Event(ident, origin, ts, kind, raw))
                 continue
-            body = loads(row.body)
-            to, rule = route(row.id, body)
-            out.append((row.id, row.origin, body["receipt"], body["category"], row.ts,
-                        to, rule[:80], "new", at, 1))
+            body = loads(raw)
+            to, rule = route(ident, body)
+            out.append((ident, origin, body["receipt"], body["category"], ts, to, rule[:80],
+                        "new", at, 1))
         return out, others
 
     def _route(self, event_id: str, body: Mapping[str, Any]) -> tuple[str, str]:

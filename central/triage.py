@@ -218,6 +218,12 @@ class RuleSet:
 
     def decide(self, report: Mapping[str, Any]) -> Decision:
         """Route a report body (as :func:`sync.bodies.validate_report` returns it)."""
+        rule, matched = self.rule_for(report)
+        return Decision(rule.route, rule, matched)
+
+    def rule_for(self, report: Mapping[str, Any]) -> tuple[Rule, str]:
+        """The rule that routes ``report`` and the words it matched: :meth:`decide`
+        without building a :class:`Decision` (the projector routes every report)."""
         category = report.get("category")
         if category not in CATEGORIES:
             raise TriageError(f"report category {category!r} is not one of {', '.join(CATEGORIES)}")
@@ -227,12 +233,12 @@ class RuleSet:
         folded: str | None = None  # folded only when a keyword rule gets that far
         for rule in self._applicable(category, audience, called):
             if rule._pattern is None:
-                return Decision(rule.route, rule, "")
+                return rule, ""
             if folded is None:
                 folded = " " + (fold(text) if isinstance(text, str) else "")
             found = rule._pattern.search(folded)
             if found:
-                return Decision(rule.route, rule, found.group(1))
+                return rule, found.group(1)
         # parse_rules() checked that every category has a fallback rule.
         raise TriageError(f"no rule in {self.source} matches a {category} report")
 
@@ -274,9 +280,11 @@ def router_for(data_dir: Path) -> Callable[[Mapping[str, Any]], tuple[str, str]]
     path = Path(data_dir) / RULES_FILE
     ruleset = load_rules(path) if path.exists() else default_rules()
 
+    rule_for = ruleset.rule_for
+
     def route(body: Mapping[str, Any]) -> tuple[str, str]:
-        decision = ruleset.decide(body)
-        return decision.route, decision.rule.name
+        rule = rule_for(body)[0]
+        return rule.route, rule.name
 
     return route
 

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import time
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from common.clock import now_ms
 from sync.enrolment import (
     EnrolRequest,
     check_area,
@@ -26,11 +26,6 @@ from .errors import EnrolmentRefused
 from .identity import Central
 
 log = logging.getLogger(__name__)
-
-
-def now_ms() -> int:
-    """Current Unix time in milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 def issue_code(engine: Engine, central: Central, node: str, area: str) -> tuple[str, int]:

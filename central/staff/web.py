@@ -13,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import os
-import time
 from typing import Any, Final
 from urllib.parse import urlencode
 
@@ -23,6 +22,7 @@ from sqlalchemy.engine import Engine
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from common import apidocs, csrf, logins
+from common.clock import now_ms as now_ms  # re-exported for the pages
 from common.csrf import csrf_token as csrf_token  # re-exported for the pages
 
 from ..health import silent_nodes
@@ -35,11 +35,6 @@ LOGIN_COOKIE: Final = "bart_staff_login"
 LANG_COOKIE: Final = "bart_staff_lang"
 MAX_FORM_FIELDS: Final = 20
 MAX_FORM_BYTES: Final = 64 * 1024
-
-
-def now_ms() -> int:
-    """Current Unix time in milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 def accounts_of(request: Request) -> StaffAccounts:

@@ -15,6 +15,7 @@ from paho.mqtt.enums import MQTTErrorCode
 
 from broker import MqttClient
 from broker.client import _Batch
+from common.clock import now_ms
 from sync.mesh import Vector
 from sync.replication import Held
 
@@ -32,12 +33,6 @@ MESH_KEEPALIVE = 10
 REFUSED_RETRY_S = 60.0
 #: An mDNS peer not reached at one of its addresses within this is tried at the next.
 ADDRESS_TRY_S = 10.0
-
-
-def now_ms() -> int:
-    """Wall-clock milliseconds."""
-    return time.time_ns() // 1_000_000
-
 
 
 class MeshClient(MqttClient):

@@ -10,7 +10,8 @@ Callbacks of a :class:`PanicButton` run on its own thread: hand them over to
 an asyncio loop with ``loop.call_soon_threadsafe``.
 """
 
-from hardware.button import ButtonCallback, PanicButton
+from typing import TYPE_CHECKING, Any
+
 from hardware.errors import (
     BackendMissingError,
     ConfigError,
@@ -19,7 +20,6 @@ from hardware.errors import (
     PinUnavailableError,
 )
 from hardware.hold import ButtonEvent, ButtonEventKind, HoldDetector
-from hardware.light import StatusLight
 from hardware.patterns import PATTERNS, LightOutput, LightState, Pattern, PatternPlayer, Rhythm
 from hardware.pins import (
     ButtonSpec,
@@ -31,6 +31,27 @@ from hardware.pins import (
     pin_factory_for,
     pin_warnings,
 )
+
+if TYPE_CHECKING:
+    from hardware.button import ButtonCallback, PanicButton
+    from hardware.light import StatusLight
+
+#: Names whose modules import gpiozero: loaded on first use, so that a node
+#: without wired buttons never imports gpiozero (issue 15, memory).
+_LAZY = {"ButtonCallback": "hardware.button", "PanicButton": "hardware.button",
+         "StatusLight": "hardware.light"}
+
+
+def __getattr__(name: str) -> Any:
+    """``PanicButton``, ``StatusLight`` and ``ButtonCallback``, imported when first asked for."""
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
 
 __all__ = [
     "PATTERNS",

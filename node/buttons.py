@@ -27,7 +27,7 @@ import math
 import time
 from collections.abc import Callable
 from functools import partial
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from broker import MqttClient
 from broker.topics import POINT_PRESS_FILTER, parse_point_topic, point_topic
@@ -36,8 +36,6 @@ from hardware import (
     ButtonEventKind,
     ButtonSpec,
     HardwareError,
-    PanicButton,
-    StatusLight,
     load_buttons,
     pin_factory_for,
 )
@@ -48,6 +46,9 @@ from .alarms import button_alarm_body, store_ack
 from .config import NodeSettings
 from .errors import NodeError
 from .store import Store, WriteTx
+
+if TYPE_CHECKING:
+    from hardware import PanicButton, StatusLight
 
 #: A prepared alarm is stored only when the hold's deadline is at most this far
 #: behind the wall clock when the hold completes (else the clock jumped).
@@ -255,6 +256,9 @@ class ButtonService:
             self.runtime.mqtt.subscribe(POINT_PRESS_FILTER, self._on_point_message)
 
     def _claim(self, spec: ButtonSpec) -> None:
+        # gpiozero only for wired buttons (a node without them never loads it).
+        from hardware import PanicButton, StatusLight
+
         light = StatusLight(spec.led_pin, buzzer_pin=spec.buzzer_pin, name=spec.id,
                             pin_factory=self.factory)
         try:

@@ -30,12 +30,13 @@ from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import TYPE_CHECKING, Literal
 
-import jinja2
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from .errors import ConfigError
 
 if TYPE_CHECKING:  # node.config imports this module: no import cycle at run time
+    import jinja2
+
     from .config import HotspotSettings
 
 __all__ = [
@@ -225,6 +226,8 @@ def _environment(templates: Path) -> jinja2.Environment:
     if not templates.is_dir():
         raise ConfigError(f"templates not found: {templates} (firmware-config/mesh-radio/ "
                           "of the bart repository)")
+    import jinja2  # only when rendering (a running node's config does not need it)
+
     # Config files, not HTML; every value is validated by MeshRadioSettings.
     return jinja2.Environment(
         loader=jinja2.FileSystemLoader(str(templates)),

@@ -6,7 +6,8 @@ no request waits for a metric: the runtime keeps a few plain counters
 (:class:`EventCounts`, one dict increment per stored event); everything else
 is read from the running parts on scrape — on the event loop, in one short
 callback, so the collector sees a consistent picture without locks — and the
-disk's free space on the scrape's own thread.
+disk's free space on the scrape's own thread. prometheus_client is imported
+only when the listener is on: a node without ``metrics_port`` never loads it.
 """
 
 from __future__ import annotations
@@ -19,19 +20,15 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client.core import (
-    CounterMetricFamily,
-    GaugeMetricFamily,
-    HistogramMetricFamily,
-    Metric,
-)
-
-from common.metrics import MetricsServer
 from sync import Event
 
 from .store import COMMIT_BUCKETS
 
 if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+
+    from common.metrics import MetricsServer
+
     from .runtime import NodeRuntime
 
 log = logging.getLogger(__name__)
@@ -157,6 +154,12 @@ class NodeCollector:
 
     def collect(self) -> Iterable[Metric]:
         """Called on the metrics thread by prometheus_client for every scrape."""
+        from prometheus_client.core import (
+            CounterMetricFamily,
+            GaugeMetricFamily,
+            HistogramMetricFamily,
+        )
+
         snap = asyncio.run_coroutine_threadsafe(self._snapshot(), self.loop).result(
             SNAPSHOT_TIMEOUT_S)
         name = self.runtime.settings.name
@@ -225,6 +228,8 @@ class NodeCollector:
 
 
 def _uplink_metrics(up: dict[str, Any] | None) -> Iterable[Metric]:
+    from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
     yield GaugeMetricFamily("bart_node_uplink_enabled", "1 when the node is enrolled and "
                             "its uplink to central runs", value=int(up is not None))
     if up is None:
@@ -262,6 +267,9 @@ def start_metrics(runtime: NodeRuntime) -> MetricsServer | None:
     s = runtime.settings
     if not s.metrics_port:
         return None
+    # prometheus_client and the HTTP server only when metrics are on (issue 15, memory).
+    from common.metrics import MetricsServer
+
     collector = NodeCollector(runtime, asyncio.get_running_loop())
     try:
         server = MetricsServer(collector, s.metrics_host, s.metrics_port)

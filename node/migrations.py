@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Callable
-
-import sqlite_utils
+from typing import TYPE_CHECKING
 
 from common import migrations as _runner
 
-Migration = tuple[str, Callable[[sqlite_utils.Database], None]]
+if TYPE_CHECKING:
+    import sqlite_utils
+
+Migration = tuple[str, Callable[["sqlite_utils.Database"], None]]
 
 
 # sqlite-utils writes the CREATE TABLE statements; they are executed here
@@ -145,14 +147,26 @@ MIGRATIONS: list[Migration] = [
 
 
 def migrate(conn: sqlite3.Connection) -> list[str]:
-    """Apply pending migrations in order; return the names applied now."""
-    db = sqlite_utils.Database(conn)
+    """Apply pending migrations in order; return the names applied now.
+
+    sqlite-utils is imported only when a migration is pending: a running node
+    whose store is up to date never loads it (issue 15, memory).
+    """
+    views: list[sqlite_utils.Database] = []
+
+    def db() -> sqlite_utils.Database:
+        if not views:
+            import sqlite_utils
+
+            views.append(sqlite_utils.Database(conn))
+        return views[0]
+
     return _runner.migrate(conn, [(name, _on(db, apply)) for name, apply in MIGRATIONS])
 
 
-def _on(db: sqlite_utils.Database,
+def _on(db: Callable[[], sqlite_utils.Database],
         apply: Callable[[sqlite_utils.Database], None]) -> Callable[[sqlite3.Connection], None]:
-    """``apply`` as the runner calls it: on ``db``, the connection's sqlite-utils view."""
+    """``apply`` as the runner calls it: on ``db()``, the connection's sqlite-utils view."""
     def run(_conn: sqlite3.Connection) -> None:
-        apply(db)
+        apply(db())
     return run

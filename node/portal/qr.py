@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
-import qrcode
 from markupsafe import Markup
 
 
 def qr_svg(data: str, *, label: str) -> Markup:
-    """SVG markup of a QR code for ``data`` (medium error correction)."""
+    """SVG markup of a QR code for ``data`` (medium error correction).
+
+    qrcode is imported here, by the one page that shows a code (issue 15, memory).
+    """
+    import qrcode
+
     qr = qrcode.QRCode(error_correction=qrcode.constants.ERROR_CORRECT_M, border=2)
     qr.add_data(data)
     qr.make(fit=True)

@@ -33,9 +33,9 @@ from central.identity import load_central
 from central.staff.accounts import CLIENT_MAX_FAILURES, StaffAccounts
 from common.ratelimit import LOGIN_MAX_FAILURES, LOOKUP_BURST
 from node.team import TEAM_DB, TeamAccounts
-from tests.support.base import bart_command, require_binary, wait_until
+from tests.support.base import bart_command, require_binary
 from tests.support.central import CentralProcess, init_central_process
-from tests.support.node import START_TIMEOUT_S, NodeProcess, configure, init_node, stop_and_check
+from tests.support.node import NodeProcess, configure, init_node, stop_and_check
 
 #: The three medians may differ by this share of the fastest one. One scrypt run
 #: is ~45-60 ms of an answer of ~70-100 ms here, so the old double run for
@@ -51,29 +51,10 @@ TEAM_PASSWORD = "fiets-naar-het-hek"
 # -- central ----------------------------------------------------------------------------
 
 
-def start_central(central: CentralProcess, *extra: str) -> None:
-    """``bart central run`` with extra flags (CentralProcess.start has none)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    with central.log_path.open("ab") as log:
-        central.proc = subprocess.Popen(
-            [*bart_command(), "central", "run", "--data-dir", str(central.data_dir), *extra],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
-
-    def up() -> bool:
-        assert central.proc is not None
-        if central.proc.poll() is not None:
-            raise AssertionError(f"central exited:\n{central.log_tail()}")
-        return httpx.get(f"{central.url}/healthz", timeout=2.0).status_code == 200
-
-    wait_until(up, START_TIMEOUT_S, 0.1, "central /healthz")
-
-
 @contextlib.contextmanager
 def central_running(base: Path, *extra: str) -> Iterator[CentralProcess]:
     central = init_central_process(base)
-    start_central(central, *extra)
+    central.start(extra=extra)
     try:
         yield central
     finally:

@@ -67,7 +67,7 @@ from tests.support.browser import (
     team_login,
     team_member,
 )
-from tests.support.central import CentralProcess, init_central_process
+from tests.support.central import CentralProcess, init_central_process, staff_http_login
 from tests.support.html import csrf_of
 from tests.support.node import NodeProcess, configure, init_node, stop_and_check
 
@@ -172,27 +172,8 @@ class Results:
 # ------------------------------------------------------------------- the world
 
 
-def add_staff(central: CentralProcess, name: str, role: str) -> str:
-    out = central.cli("staff", "add", name, "--role", role).stdout
-    found = re.search(r"one-time password: (\S+)", out)
-    assert found, out
-    return found.group(1)
-
-
 def staff_http(central: CentralProcess, name: str, role: str) -> httpx.Client:
-    otp = add_staff(central, name, role)
-    client = httpx.Client(base_url=central.url, timeout=10.0)
-    page = client.get("/staff/login")
-    token = re.search(r'name="login_token" value="([^"]+)"', page.text)
-    assert token
-    r = client.post("/staff/login", data={"name": name, "password": otp,
-                                          "login_token": token.group(1)})
-    assert r.status_code == 303, r.text
-    page = client.get("/staff/password")
-    r = client.post("/staff/password", data={"csrf": csrf_of(page.text), "old": otp,
-                                             "new": STAFF_PASSWORD, "repeat": STAFF_PASSWORD})
-    assert r.status_code == 303, r.text
-    return client
+    return staff_http_login(central.url, name, central.add_staff(name, role), STAFF_PASSWORD)
 
 
 def report_on_node(node: NodeProcess, text: str, category: str = "nuisance") -> str:
@@ -496,7 +477,7 @@ def test_team_pages(browser: Browser, stack: Stack) -> None:
 
 def staff_login(page: Page, central: CentralProcess, name: str, role: str,
                 on_password: Callable[[], None] | None = None) -> None:
-    otp = add_staff(central, name, role)
+    otp = central.add_staff(name, role)
     page.goto("/staff/login")
     staff_first_login(page, name, otp, STAFF_PASSWORD, on_password)
 

@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from test_central_alarms import Node, Served, http_member, project
 
 from tests.support.browser import staff_first_login
+from tests.support.desk import Node, Served, http_member, project
 from tests.support.staff import PASSWORD, Env, csrf_of, open_env
 
 TITLE = "Meldingen"

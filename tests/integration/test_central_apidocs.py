@@ -15,6 +15,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.support.browser import page_errors
 from tests.support.central import CentralProcess, init_central_process
 
 with contextlib.suppress(ImportError):  # a missing Playwright is reported by the fixture
@@ -48,11 +49,7 @@ def test_central_docs_render_offline(browser: Browser, central: CentralProcess) 
     context.route("**/*", route)
     try:
         page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-        page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-                if r.status >= 400 else None)
+        errors = page_errors(page)
         page.goto("/api/docs")
         expect(page.locator(".opblock").first).to_be_visible()
         expect(page.locator(".opblock-summary-path", has_text="/api/v1/batches").first) \

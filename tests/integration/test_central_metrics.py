@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import os
 import signal
-import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -22,31 +21,16 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
-from prometheus_client.parser import text_string_to_metric_families
 
 from central import db
 from central.identity import load_central
 from sync import KeyPair
-from tests.support.base import bart_command, free_port, wait_until
+from tests.support.base import free_port, wait_until
 from tests.support.central import CentralProcess, init_central_process
 from tests.support.ingest import batch, enrol, reports
+from tests.support.metrics import Samples, scrape, value
 
 BATCH_TYPE = "application/vnd.bart.batch"
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(port: int) -> Samples:
-    r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10.0)
-    assert r.status_code == 200, r.text
-    out: Samples = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
 def parent_of(pid: int) -> int:
@@ -54,8 +38,10 @@ def parent_of(pid: int) -> int:
     return int(stat.rsplit(")", 1)[1].split()[1])
 
 
-#: A killed central's metrics directory: pid 2**22 + 1 is above Linux's pid_max.
-ORPHAN = Path(tempfile.gettempdir()) / "bart-central-metrics-4194305-test"
+#: A killed central's metrics directory: pid 2**22 + 1 is above Linux's pid_max. One per
+#: pytest process: two xdist workers' centrals each remove every orphan at start, and a
+#: shared one made again by the other worker after that would still be there.
+ORPHAN = Path(tempfile.gettempdir()) / f"bart-central-metrics-4194305-test-{os.getpid()}"
 
 
 @pytest.fixture
@@ -65,23 +51,8 @@ def central(tmp_path: Path, database_url: str) -> Iterator[tuple[CentralProcess,
     (ORPHAN / "counter_4194305.db").write_bytes(b"\0" * 64)
     proc = init_central_process(tmp_path, url, workers=2)
     port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    with proc.log_path.open("ab") as log:
-        proc.proc = subprocess.Popen(
-            [*bart_command(), "central", "run", "--data-dir", str(proc.data_dir),
-             "--workers", "2", "--metrics-port", str(port)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
-
-    def up() -> bool:
-        assert proc.proc is not None
-        if proc.proc.poll() is not None:
-            raise AssertionError(f"central exited:\n{proc.log_tail()}")
-        return httpx.get(f"{proc.url}/healthz", timeout=2.0).status_code == 200
-
     try:
-        wait_until(up, 60.0, 0.1, "central /healthz")
+        proc.start(60.0, extra=["--metrics-port", str(port)])
         yield proc, port
     finally:
         if proc.proc is not None and proc.proc.poll() is None:

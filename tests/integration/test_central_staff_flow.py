@@ -25,7 +25,7 @@ import httpx
 import pytest
 
 from tests.support.base import require, wait_until
-from tests.support.central import CentralProcess, init_central_process
+from tests.support.central import CentralProcess, init_central_process, staff_http_login
 from tests.support.html import csrf_of
 from tests.support.node import NodeProcess, configure, init_node, stop_and_check
 from tests.support.sse import SseReader
@@ -81,28 +81,9 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
             central.kill()
 
 
-def add_staff(central: CentralProcess, name: str, role: str) -> str:
-    out = central.cli("staff", "add", name, "--role", role).stdout
-    found = re.search(r"one-time password: (\S+)", out)
-    assert found, out
-    return found.group(1)
-
-
 def staff_client(central: CentralProcess, name: str, role: str) -> httpx.Client:
     """A member added by the CLI, logged in over HTTP, own password chosen."""
-    otp = add_staff(central, name, role)
-    client = httpx.Client(base_url=central.url, timeout=10.0)
-    page = client.get("/staff/login")
-    token = re.search(r'name="login_token" value="([^"]+)"', page.text)
-    assert token
-    r = client.post("/staff/login", data={"name": name, "password": otp,
-                                          "login_token": token.group(1)})
-    assert r.status_code == 303 and r.headers["location"] == "/staff/password", r.text
-    page = client.get("/staff/password")
-    r = client.post("/staff/password", data={"csrf": csrf_of(page.text), "old": otp,
-                                             "new": PASSWORD, "repeat": PASSWORD})
-    assert r.status_code == 303, r.text
-    return client
+    return staff_http_login(central.url, name, central.add_staff(name, role), PASSWORD)
 
 
 def report_on_node(node: NodeProcess, text: str, category: str = "suspicious") -> str:
@@ -295,7 +276,7 @@ def log_in(page: Any, name: str, password: str) -> None:
 
 def test_staff_page_in_headless_chromium(stack: Stack, browser: Any) -> None:
     central, node = stack.central, stack.node
-    otp = add_staff(central, "Fatma Yilmaz", "police")
+    otp = central.add_staff("Fatma Yilmaz", "police")
     receipt = report_on_node(node, "Iemand loopt aan alle autodeuren te voelen")
     checker = staff_client(central, "Gert Visser", "admin")
     wait_until(lambda: report_id_for(checker, receipt), SYNC_S, message="report at central")

@@ -32,8 +32,8 @@ import pytest
 from node.store import Store, WriteTx, load_held
 from sync import Event, KeyPair, make_event
 from sync.replication import Held
-from tests.support.base import bart_command, free_port, require_binary, wait_until
-from tests.support.node import NodeProcess, init_node
+from tests.support.base import free_port, require_binary, wait_until
+from tests.support.node import NodeProcess, init_node, mesh_settings
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -296,23 +296,6 @@ def test_a_power_cut_loses_only_relayed_commits_and_the_heads_say_so(tmp_path: P
 
 # -- two real nodes: B is killed, its WAL cut back, and A's catch-up heals it --------------
 
-def _mesh_settings(node: NodeProcess, port: int, peers: list[int]) -> None:
-    text = (node.data_dir / "node.toml").read_text(encoding="utf-8")
-    head, _, _ = text.partition("\n[mesh]")
-    # No anti-entropy within the test: only a new session's catch-up can heal.
-    text = head + f"\n[mesh]\nport = {port}\ndiscovery = false\nsync_s = 600\n"
-    for peer in peers:
-        text += f'\n[[mesh.peers]]\nhost = "127.0.0.1"\nport = {peer}\n'
-    (node.data_dir / "node.toml").write_text(text, encoding="utf-8")
-
-
-def _bart(node: NodeProcess, *args: str) -> None:
-    result = subprocess.run([*bart_command(), "node", *args, "--data-dir", str(node.data_dir)],
-                            capture_output=True, text=True, env=node.env(), timeout=60,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-
-
 def _mesh(node: NodeProcess) -> dict[str, Any]:
     data: dict[str, Any] = httpx.get(f"{node.base_url}/api/v1/mesh", timeout=5).json()
     return data
@@ -345,12 +328,13 @@ def pair(tmp_path: Path) -> Iterator[tuple[NodeProcess, NodeProcess]]:
     b = init_node(tmp_path / "b", mosquitto, name="node-b")
     for node in (a, b):
         (node.data_dir / "peers.toml").unlink()
-        _bart(node, "trust", "export", "--out", str(tmp_path / f"{node.name}.json"))
-    _bart(a, "trust", "add", str(tmp_path / "node-b.json"))
-    _bart(b, "trust", "add", str(tmp_path / "node-a.json"))
+        node.bart("trust", "export", "--out", str(tmp_path / f"{node.name}.json"))
+    a.bart("trust", "add", str(tmp_path / "node-b.json"))
+    b.bart("trust", "add", str(tmp_path / "node-a.json"))
     port_b = free_port()
-    _mesh_settings(a, free_port(), [port_b])  # A dials B
-    _mesh_settings(b, port_b, [])
+    # No anti-entropy within the test: only a new session's catch-up can heal.
+    mesh_settings(a, free_port(), [port_b], sync_s=600)  # A dials B
+    mesh_settings(b, port_b, [], sync_s=600)
     try:
         yield a, b
     finally:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import sqlite3
 import ssl
-import subprocess
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -24,28 +23,11 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 
 from sync import KeyPair, make_event
 from sync.mesh import Relay
-from tests.support.base import bart_command, free_port, require_binary, wait_until
-from tests.support.node import NodeProcess, init_node
+from tests.support.base import free_port, require_binary, wait_until
+from tests.support.node import NodeProcess, init_node, mesh_settings
 from tests.support.sse import SseReader
 
 pytestmark = pytest.mark.timeout(180)
-
-
-def _mesh_settings(node: NodeProcess, port: int, peers: list[int]) -> None:
-    text = (node.data_dir / "node.toml").read_text(encoding="utf-8")
-    head, _, _ = text.partition("\n[mesh]")
-    text = head + f"\n[mesh]\nport = {port}\ndiscovery = false\nsync_s = 2\n"
-    for peer in peers:
-        text += f'\n[[mesh.peers]]\nhost = "127.0.0.1"\nport = {peer}\n'
-    (node.data_dir / "node.toml").write_text(text, encoding="utf-8")
-
-
-def _bart(node: NodeProcess, *args: str) -> str:
-    result = subprocess.run([*bart_command(), "node", *args, "--data-dir", str(node.data_dir)],
-                            capture_output=True, text=True, env=node.env(), timeout=60,
-                            check=False)
-    assert result.returncode == 0, result.stderr
-    return result.stdout
 
 
 def _public(node: NodeProcess) -> dict[str, int]:
@@ -77,14 +59,14 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, NodePro
     ports = {n: free_port() for n in "abc"}
     for n, node in nodes.items():
         (node.data_dir / "peers.toml").unlink()  # the fixture's test peer: not here
-        _bart(node, "trust", "export", "--out", str(base / f"{n}.json"))
+        node.bart("trust", "export", "--out", str(base / f"{n}.json"))
     for n, node in nodes.items():
         for other in "abc":
             if other != n:
-                _bart(node, "trust", "add", str(base / f"{other}.json"))
-    _mesh_settings(nodes["a"], ports["a"], [ports["b"]])
-    _mesh_settings(nodes["b"], ports["b"], [ports["c"]])
-    _mesh_settings(nodes["c"], ports["c"], [])
+                node.bart("trust", "add", str(base / f"{other}.json"))
+    mesh_settings(nodes["a"], ports["a"], [ports["b"]], sync_s=2)
+    mesh_settings(nodes["b"], ports["b"], [ports["c"]], sync_s=2)
+    mesh_settings(nodes["c"], ports["c"], [], sync_s=2)
     try:
         for node in nodes.values():
             node.start()

@@ -8,62 +8,23 @@ and the public ports (portal, central's workers) have no /metrics.
 
 from __future__ import annotations
 
-import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from node.metrics import ANSWER_BUCKETS, EventCounts
 from sync import KeyPair, make_event
-from tests.support.base import bart_command, free_port, wait_until
+from tests.support.base import free_port, wait_until
 from tests.support.central import CentralProcess, init_central_process
+from tests.support.metrics import Samples, scrape, value
 from tests.support.node import configure, init_node, stop_and_check
 
 REPORT = {"category": "nuisance", "text": "Harde muziek uit de kelderbox",
           "place": {"point": None, "text": "Hoefkade"}, "audience": "both"}
 FAST_UPLINK = "uplink_max_age_s = 0.2\nuplink_backoff_max_s = 1.0\nuplink_poll_s = 2.0\n"
 
-Samples = dict[tuple[str, tuple[tuple[str, str], ...]], float]
-
-
-def scrape(port: int) -> Samples:
-    """Every sample of ``http://127.0.0.1:PORT/metrics``, by name and labels."""
-    r = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=5.0)
-    assert r.status_code == 200, r.text
-    assert r.headers["content-type"].startswith("text/plain")
-    out: Samples = {}
-    for family in text_string_to_metric_families(r.text):
-        for s in family.samples:
-            out[(s.name, tuple(sorted(s.labels.items())))] = s.value
-    return out
-
-
-def value(samples: Samples, name: str, **labels: str) -> float:
-    return samples.get((name, tuple(sorted(labels.items()))), 0.0)
-
-
-def start_central(central: CentralProcess, metrics_port: int) -> None:
-    """``bart central run --metrics-port N`` (CentralProcess.start takes no extra flags)."""
-    env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
-    env["PYTHONUNBUFFERED"] = "1"
-    with central.log_path.open("ab") as log:
-        central.proc = subprocess.Popen(
-            [*bart_command(), "central", "run", "--data-dir", str(central.data_dir),
-             "--metrics-port", str(metrics_port)],
-            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
-            start_new_session=True)
-
-    def up() -> bool:
-        assert central.proc is not None
-        if central.proc.poll() is not None:
-            raise AssertionError(f"central exited:\n{central.log_tail()}")
-        return httpx.get(f"{central.url}/healthz", timeout=2.0).status_code == 200
-
-    wait_until(up, 20.0, 0.1, "central /healthz")
 
 
 @pytest.fixture
@@ -71,7 +32,7 @@ def central(tmp_path: Path, database_url: str) -> Iterator[tuple[CentralProcess,
     url = "" if database_url.startswith("sqlite") else database_url
     proc = init_central_process(tmp_path, url)
     port = free_port()
-    start_central(proc, port)
+    proc.start(extra=["--metrics-port", str(port)])
     yield proc, port
     if proc.proc is not None and proc.proc.poll() is None:
         proc.kill()

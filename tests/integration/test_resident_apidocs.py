@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
+from tests.support.browser import page_errors
 from tests.support.node import NodeProcess
 
 with contextlib.suppress(ImportError):  # a missing Playwright is reported by the fixture
@@ -42,11 +43,7 @@ def test_docs_render_offline_without_console_errors(browser: Browser,
     context.route("**/*", route)
     try:
         page = context.new_page()
-        errors: list[str] = []
-        page.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
-        page.on("pageerror", lambda exc: errors.append(f"page error: {exc}"))
-        page.on("response", lambda r: errors.append(f"{r.status} {r.url}")
-                if r.status >= 400 else None)
+        errors = page_errors(page)
         page.goto("/api/docs")
         operations = page.locator(".opblock")
         expect(operations.first).to_be_visible()

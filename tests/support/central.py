@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import os
+import re
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
 
 from tests.support.base import bart_command, free_port, log_tail, wait_until
+from tests.support.html import csrf_of
 from tests.support.node import (
     AREA,
     START_TIMEOUT_S,
@@ -45,14 +48,15 @@ class CentralProcess:
             assert result.returncode == 0, result.stderr
         return result
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+    def start(self, timeout: float = START_TIMEOUT_S, extra: Sequence[str] = ()) -> None:
+        """``bart central run`` (with the flags in ``extra``); wait for /healthz."""
         assert self.proc is None or self.proc.poll() is not None, "central already running"
         env = {k: v for k, v in os.environ.items() if not k.startswith("BART_")}
         env["PYTHONUNBUFFERED"] = "1"
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [*bart_command(), "central", "run", "--data-dir", str(self.data_dir),
-                 "--workers", str(self.workers)],
+                 "--workers", str(self.workers), *extra],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env,
                 start_new_session=True)
 
@@ -84,6 +88,13 @@ class CentralProcess:
     def log_tail(self, lines: int = 60) -> str:
         return log_tail(self.log_path, lines)
 
+    def add_staff(self, name: str, role: str) -> str:
+        """``bart central staff add``: a new member's one-time password."""
+        out = self.cli("staff", "add", name, "--role", role).stdout
+        found = re.search(r"one-time password: (\S+)", out)
+        assert found, out
+        return found.group(1)
+
     def enrol(self, node: NodeProcess, area: str = AREA) -> None:
         """Enrol ``node`` the way a volunteer does: a code here, ``bart node enroll`` there."""
         out = self.cli("enroll-code", "--node", node.name, "--area", area).stdout
@@ -109,3 +120,19 @@ def init_central_process(base: Path, database_url: str = "", *, workers: int = 1
     central.cli(*args)
     return central
 
+
+def staff_http_login(url: str, name: str, otp: str, password: str) -> httpx.Client:
+    """A staff member's first login over HTTP (a browser without JavaScript): the
+    one-time password, then their own. The logged-in client (close it)."""
+    client = httpx.Client(base_url=url, timeout=10.0)
+    page = client.get("/staff/login")
+    token = re.search(r'name="login_token" value="([^"]+)"', page.text)
+    assert token, page.text[:300]
+    r = client.post("/staff/login", data={"name": name, "password": otp,
+                                          "login_token": token.group(1)})
+    assert r.status_code == 303 and r.headers["location"] == "/staff/password", r.text[:300]
+    page = client.get("/staff/password")
+    r = client.post("/staff/password", data={"csrf": csrf_of(page.text), "old": otp,
+                                             "new": password, "repeat": password})
+    assert r.status_code == 303, r.text[:300]
+    return client

@@ -162,6 +162,15 @@ class NodeProcess:
     def log_tail(self, lines: int = 60) -> str:
         return log_tail(self.log_path, lines)
 
+    def bart(self, *args: str) -> str:
+        """``bart node ARGS --data-dir …`` with this node's environment; its output."""
+        result = subprocess.run([*bart_command(), "node", *args, "--data-dir",
+                                 str(self.data_dir)],
+                                capture_output=True, text=True, env=self.env(), timeout=60,
+                                check=False)
+        assert result.returncode == 0, result.stderr
+        return result.stdout
+
     # -- peer events -------------------------------------------------------------
 
     def next_peer_seq(self) -> int:
@@ -221,6 +230,17 @@ def init_node(base: Path, mosquitto: str, *, name: str = NODE_NAME) -> NodeProce
     (data_dir / "peers.toml").write_text(
         f'[peers.{PEER_ORIGIN}]\nsigning_key = "{signing}"\n', encoding="utf-8")
     return node
+
+
+def mesh_settings(node: NodeProcess, port: int, peers: list[int], *, sync_s: float) -> None:
+    """Replace node.toml's ``[mesh]`` section (and what follows it): the mesh listener on
+    ``port``, dialling the nodes on 127.0.0.1 at ``peers``, no mDNS."""
+    text = (node.data_dir / "node.toml").read_text(encoding="utf-8")
+    head, _, _ = text.partition("\n[mesh]")
+    text = head + f"\n[mesh]\nport = {port}\ndiscovery = false\nsync_s = {sync_s:g}\n"
+    for peer in peers:
+        text += f'\n[[mesh.peers]]\nhost = "127.0.0.1"\nport = {peer}\n'
+    (node.data_dir / "node.toml").write_text(text, encoding="utf-8")
 
 
 def configure(node: NodeProcess, settings: str, tables: str = "") -> None:

@@ -27,6 +27,7 @@ from typing import Any
 import httpx
 import pytest
 
+from tests.support.central import staff_http_login
 from tests.support.html import csrf_of
 
 BART = str(Path(sys.executable).parent / "bart")
@@ -130,18 +131,7 @@ def _staff_login(central: str, text: str, role: str) -> httpx.Client:
     name, otp = next((n, p) for n, r, p in re.findall(
         r"log in as '([^']+)' \((police|municipality|admin)\) with one-time password (\S+)",
         text) if r == role)
-    client = httpx.Client(base_url=central, timeout=10)
-    page = client.get("/staff/login")
-    token = re.search(r'name="login_token" value="([^"]+)"', page.text)
-    assert token, page.text[:300]
-    r = client.post("/staff/login", data={"name": name, "password": otp,
-                                          "login_token": token.group(1)})
-    assert r.status_code == 303 and r.headers["location"] == "/staff/password", r.text[:300]
-    page = client.get("/staff/password")
-    r = client.post("/staff/password", data={"csrf": csrf_of(page.text), "old": otp,
-                                             "new": PASSWORD, "repeat": PASSWORD})
-    assert r.status_code == 303, r.text[:300]
-    return client
+    return staff_http_login(central, name, otp, PASSWORD)
 
 
 def alarms_of(client: httpx.Client) -> list[dict[str, Any]]:

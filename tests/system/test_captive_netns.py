@@ -49,6 +49,7 @@ import pytest
 from node.config import NodeSettings
 from node.hotspot import DNSMASQ_CONF, NFTABLES_FILE, render_system, write_files
 from tests.support.base import bart_command, require, require_binary
+from tests.support.netns import run
 from tests.support.node import START_TIMEOUT_S, NodeProcess, configure, init_node, stop_and_check
 
 pytestmark = pytest.mark.timeout(240)
@@ -89,15 +90,6 @@ case "$1" in
 esac
 exit 0
 """
-
-
-def run(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
-                            check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}): "
-                             f"{result.stdout}{result.stderr}")
-    return result
 
 
 @dataclass

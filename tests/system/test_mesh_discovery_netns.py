@@ -45,6 +45,7 @@ import pytest
 
 from node.mesh.discovery import SERVICE_TYPE, service_name
 from tests.support import require, require_binary
+from tests.support.netns import run
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -104,15 +105,6 @@ QUERY_SCRIPT = textwrap.dedent("""
         replies.append({"from": addr[0], "port": addr[1], "data": data.hex()})
     print(json.dumps(replies))
 """)
-
-
-def run(*cmd: str, timeout: float = 30, check: bool = True) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(list(cmd), capture_output=True, text=True, timeout=timeout,
-                            check=False)
-    if check and result.returncode != 0:
-        raise AssertionError(f"{' '.join(cmd)} failed ({result.returncode}): "
-                             f"{result.stdout}{result.stderr}")
-    return result
 
 
 @dataclass

@@ -7,18 +7,66 @@ real component skips a test locally and fails it in CI, ``tests.support.require`
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.support.base import require_binary
+from tests.support.leaks import LeakWatch
 from tests.support.postgres import PostgresServer, postgres_running
 
 # Every translator in this process and in every node, central and demo the tests
 # start raises on a message missing from the catalogue (common/i18n.py) instead
 # of logging it and showing its key to a resident.
 os.environ["BART_I18N_STRICT"] = "1"
+
+
+# ------------------------------------------------------------------ leaks
+
+#: The watch of the test that is running in this process (None between tests).
+_watch: LeakWatch | None = None
+
+
+@pytest.fixture(autouse=True)
+def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail a test that leaves a non-daemon thread or a process below pytest running.
+
+    How: pytest sets up the fixtures of wider scope (session, module) that a test
+    asks for before its function-scoped ones, and autouse fixtures first among
+    those; so this fixture's snapshot (``LeakWatch``) already holds what those
+    wider fixtures started, and its teardown runs after every other
+    function-scoped fixture's teardown and before any module or session fixture
+    is torn down. A wider fixture set up *during* the test (through
+    ``request.getfixturevalue``) adds what is alive then to the snapshot
+    (``pytest_fixture_setup`` below). What is new after the teardown gets
+    ``GRACE_S`` (2 s) to end; then the test fails at teardown, naming each
+    thread and process. Threads that were there already (pytest-xdist's
+    execnet threads, a module's browser, a session's PostgreSQL) and daemon
+    threads do not count; processes are counted below the pytest process
+    (children, and their children), zombies not.
+    """
+    global _watch
+    _watch = watch = LeakWatch()
+    try:
+        yield
+    finally:
+        _watch = None
+    leftovers = watch.leftovers()
+    if leftovers:
+        pytest.fail(f"{request.node.nodeid} left running after its teardown:\n  "
+                    + "\n  ".join(leftovers), pytrace=False)
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_fixture_setup(fixturedef: pytest.FixtureDef[object],
+                         request: pytest.FixtureRequest) -> Generator[None, object, object]:
+    """After a fixture of wider scope is set up during a test, what it started
+    may outlive the test (see ``no_leaks``)."""
+    result = yield
+    if _watch is not None and fixturedef.scope != "function":
+        _watch.allow_current()
+    return result
 
 
 @pytest.fixture(scope="session")

@@ -13,10 +13,12 @@ import importlib.util
 import re
 import uuid
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 
 from node.team import TEAM_DB, TeamAccounts
 from tests.support.base import require, require_binary
+from tests.support.leaks import owned_threads
 from tests.support.node import NodeProcess
 
 if TYPE_CHECKING:
@@ -39,7 +41,11 @@ def launch_chromium() -> Iterator[Browser]:
             "playwright (python) is not installed")
     from playwright.sync_api import sync_playwright
 
-    with sync_playwright() as pw:
+    manager = sync_playwright()
+    with manager as pw, owned_threads("playwright-loop"):
+        # Playwright's event loop starts executor threads when it needs one, during
+        # any test that uses the browser: named, they are the browser's, not a leak.
+        manager._loop.set_default_executor(ThreadPoolExecutor(thread_name_prefix="playwright-loop"))
         b = pw.chromium.launch(executable_path=chromium, headless=True, args=CHROMIUM_ARGS)
         try:
             yield b

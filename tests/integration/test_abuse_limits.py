@@ -35,7 +35,7 @@ from common.ratelimit import LOGIN_MAX_FAILURES, LOOKUP_BURST
 from node.team import TEAM_DB, TeamAccounts
 from tests.support.base import bart_command, require_binary
 from tests.support.central import CentralProcess, init_central_process
-from tests.support.node import NodeProcess, configure, init_node, stop_and_check
+from tests.support.node import NodeProcess, configure, init_node, node_running
 
 #: The three medians may differ by this share of the fastest one. One scrypt run
 #: is ~45-60 ms of an answer of ~70-100 ms here, so the old double run for
@@ -214,18 +214,9 @@ def _node(base: Path, settings: str) -> Iterator[NodeProcess]:
     """A node with ``settings`` in node.toml and the lookup limit as in production
     (the tests' nodes otherwise run with ``BART_REPORTS_PER_MINUTE=0``: no limits)."""
     mosquitto = require_binary("mosquitto", "/usr/sbin/mosquitto")
-    node = init_node(base, mosquitto)
-    node.env_extra["BART_REPORTS_PER_MINUTE"] = "20"
-    if settings:
-        configure(node, settings)
-    try:
-        node.start()
+    with node_running(base, mosquitto, settings=settings,
+                      env={"BART_REPORTS_PER_MINUTE": "20"}) as node:
         yield node
-    except BaseException:
-        if node.proc is not None and node.proc.poll() is None:
-            node.kill()
-        raise
-    stop_and_check(node)
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -17,6 +16,8 @@ from typing import Any
 
 import httpx
 import pytest
+
+from tests.support.output import OutputReader
 
 BART = str(Path(sys.executable).parent / "bart")
 
@@ -51,34 +52,6 @@ def _wait(predicate: Callable[[], Any], timeout: float, what: str) -> Any:
         time.sleep(0.1)
 
 
-class DemoOutput:
-    """Reads the demo's output on a thread (a full pipe must never block it)."""
-
-    def __init__(self, proc: subprocess.Popen[str]) -> None:
-        self.proc = proc
-        self.lines: list[str] = []
-        self.thread = threading.Thread(target=self._read, daemon=True)
-        self.thread.start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
-
-    @property
-    def text(self) -> str:
-        return "".join(self.lines)
-
-    def wait_for(self, marker: str, timeout: float) -> str:
-        deadline = time.monotonic() + timeout
-        while marker not in self.text:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.thread.join(2)
-                raise AssertionError(f"no {marker!r} in the demo's output:\n{self.text}")
-            time.sleep(0.05)
-        return self.text
-
-
 def _cli(env: dict[str, str], *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run([BART, "demo", *args], capture_output=True, text=True, timeout=30,
                           env=env)
@@ -101,7 +74,7 @@ def test_demo_runs_central_and_three_nodes(mosquitto_bin: str, tmp_path: Path) -
     proc = subprocess.Popen([BART, "demo", "--data-dir", str(data)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env=env)
-    out = DemoOutput(proc)
+    out = OutputReader(proc)
     try:
         text = out.wait_for("Press Ctrl-C to stop.", 90)
         print(f"bart demo ready after {time.monotonic() - started:.1f} s (wall, this test); "
@@ -250,11 +223,11 @@ def test_demo_nodes_mesh_and_a_link_cuts_and_heals(mosquitto_bin: str, tmp_path:
     env = {**os.environ, "BART_DEMO_STATE": str(tmp_path / "demo-state.json")}
     names = ["escamp-kleine-wereld", "escamp-zandloper", "ypenburg-propeller"]
 
-    def start() -> tuple[subprocess.Popen[str], DemoOutput, list[str]]:
+    def start() -> tuple[subprocess.Popen[str], OutputReader, list[str]]:
         proc = subprocess.Popen([BART, "demo", "--data-dir", str(data)],
                                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True, env=env)
-        out = DemoOutput(proc)
+        out = OutputReader(proc)
         text = out.wait_for("Press Ctrl-C to stop.", 90)
         nodes = re.findall(r"Resident portal\s+(http://127\.0\.0\.1:\d+)/", text)
         assert len(nodes) == 3, text
@@ -264,7 +237,7 @@ def test_demo_nodes_mesh_and_a_link_cuts_and_heals(mosquitto_bin: str, tmp_path:
             _wait(lambda u=url, o=others: _peers(u) == o, 15, f"{name}'s two peers")
         return proc, out, nodes
 
-    def stop(proc: subprocess.Popen[str], out: DemoOutput) -> None:
+    def stop(proc: subprocess.Popen[str], out: OutputReader) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(30)
         out.thread.join(5)
@@ -373,7 +346,7 @@ def test_a_second_demo_is_refused_and_every_demo_command_answers_in_words(
     proc = subprocess.Popen([BART, "demo", "--data-dir", str(data)], stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True, start_new_session=True,
                             env=env)
-    out = DemoOutput(proc)
+    out = OutputReader(proc)
     try:
         text = out.wait_for("Press Ctrl-C to stop.", 90)
         first = re.findall(r"Resident portal\s+(http://127\.0\.0\.1:\d+)/", text)[0]

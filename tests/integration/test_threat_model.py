@@ -63,7 +63,11 @@ from sync.exchange import Ack, SyncReply
 from sync.mesh import Carried, Carry
 from sync.roster import ACK_DOMAIN, Roster, RosterEntry, sign_document, sign_roster
 from tests.support.base import require_binary
-from tests.support.node import MEETING_POINTS, NodeProcess, configure, init_node, stop_and_check
+from tests.support.node import (
+    MEETING_POINTS,
+    NodeProcess,
+    node_running,
+)
 
 TIMEOUT = 30.0
 #: ``reports_per_minute`` (node/config.py) and its burst: half of it.
@@ -80,18 +84,10 @@ def limited_node(tmp_path_factory: pytest.TempPathFactory) -> Iterator[NodeProce
 
 def _budgeted(base: Path, extra_toml: str = "") -> Iterator[NodeProcess]:
     """A running node with the production report budget; checked when it stops."""
-    node = init_node(base, require_binary("mosquitto", "/usr/sbin/mosquitto"))
-    if extra_toml:
-        configure(node, extra_toml)
-    node.env_extra["BART_REPORTS_PER_MINUTE"] = str(REPORTS_PER_MINUTE)
-    try:
-        node.start()
+    with node_running(base, require_binary("mosquitto", "/usr/sbin/mosquitto"),
+                      settings=extra_toml,
+                      env={"BART_REPORTS_PER_MINUTE": str(REPORTS_PER_MINUTE)}) as node:
         yield node
-    except BaseException:
-        if node.proc is not None and node.proc.poll() is None:
-            node.kill()
-        raise
-    stop_and_check(node)
 
 
 def _report(text: str) -> dict[str, Any]:

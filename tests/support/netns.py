@@ -16,7 +16,7 @@ import re
 import socket
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -216,11 +216,11 @@ class MeshCentral(CentralProcess):
     def url(self) -> str:
         return CENTRAL_URL
 
-    def start(self, timeout: float = START_TIMEOUT_S) -> None:
+    def start(self, timeout: float = START_TIMEOUT_S, extra: Sequence[str] = ()) -> None:
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 ["ip", "netns", "exec", self.netns, *bart_command(), "central",
-                 "run", "--data-dir", str(self.data_dir)],
+                 "run", "--data-dir", str(self.data_dir), *extra],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 env=bart_env(), start_new_session=True)
 

@@ -268,8 +268,15 @@ def stop_and_check(node: NodeProcess) -> None:
 
 
 @contextlib.contextmanager
-def node_running(base: Path, mosquitto: str) -> Iterator[NodeProcess]:
+def node_running(base: Path, mosquitto: str, *, settings: str = "",
+                 env: dict[str, str] | None = None) -> Iterator[NodeProcess]:
+    """A node initialised in ``base`` (``settings`` added to node.toml, ``env`` to its
+    environment), started; stopped and checked when the block ends normally, killed
+    when it raised."""
     node = init_node(base, mosquitto)
+    if settings:
+        configure(node, settings)
+    node.env_extra.update(env or {})
     try:
         node.start()
     except BaseException:

@@ -18,7 +18,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -29,6 +28,7 @@ import pytest
 
 from tests.support.central import staff_http_login
 from tests.support.html import csrf_of
+from tests.support.output import OutputReader
 
 BART = str(Path(sys.executable).parent / "bart")
 PASSWORD = "een-lange-zin-voor-de-meldkamer"
@@ -60,25 +60,14 @@ class Demo:
         self.proc = subprocess.Popen([BART, "demo", "--data-dir", str(tmp_path / "demo")],
                                      stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                      text=True, start_new_session=True, env=env)
-        self.lines: list[str] = []
-        threading.Thread(target=self._read, daemon=True).start()
-
-    def _read(self) -> None:
-        assert self.proc.stdout is not None
-        for line in self.proc.stdout:
-            self.lines.append(line)
+        self.output = OutputReader(self.proc)
 
     @property
     def text(self) -> str:
-        return "".join(self.lines)
+        return self.output.text
 
     def ready(self, timeout: float = 90) -> str:
-        deadline = time.monotonic() + timeout
-        while "Press Ctrl-C to stop." not in self.text:
-            if self.proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"the demo did not start:\n{self.text}")
-            time.sleep(0.05)
-        return self.text
+        return self.output.wait_for("Press Ctrl-C to stop.", timeout, "the demo did not start")
 
     def stop(self) -> None:
         if self.proc.poll() is None:

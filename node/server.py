@@ -69,7 +69,7 @@ FD_RESERVE: Final = 256
 #: After this many connections, the node hands freed memory back once they have gone.
 TRIM_AFTER: Final = 200
 #: Seconds after the portal is up when freed memory is handed back once more.
-SETTLE_AGAIN_S: Final = 20.0
+SETTLE_AGAIN_S: Final = 10.0
 #: The paths of live streams (Server-Sent Events), capped per client and in all.
 STREAM_PATHS: Final = frozenset({"/api/v1/stream", "/team/stream"})
 

@@ -1,0 +1,50 @@
+"""What a running node imports (issue 15, memory): the libraries only some nodes or
+some commands need stay out of ``bart node run`` until they are used.
+
+Each module a node loads costs its code objects for as long as it runs (~0.3 MB
+for gpiozero, ~0.7 MB for sqlite-utils with its dependencies; a node's RSS
+budget is 80 MB). A fresh Python builds the node's app as ``bart node run``
+does (CLI, settings, the app with its runtime, uvicorn's config) on an
+initialised data directory, and lists what it imported.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+#: Imported only where used: wired buttons (gpiozero), a pending migration
+#: (sqlite-utils), ``metrics_port`` (prometheus_client), the one page with a QR
+#: code (qrcode), mDNS discovery (zeroconf, off in this node).
+LAZY = ("gpiozero", "sqlite_utils", "prometheus_client", "qrcode", "zeroconf")
+
+PROBE = """
+import json, sys
+from pathlib import Path
+import bart.cli
+from node.config import NodeSettings
+from node.server import uvicorn_config
+settings = NodeSettings.load(Path(sys.argv[1]))
+uvicorn_config(settings, nofile=1024)
+print(json.dumps(sorted(sys.modules)))
+"""
+
+
+def node_modules(data_dir: Path) -> set[str]:
+    out = subprocess.run([sys.executable, "-c", PROBE, str(data_dir)], capture_output=True,
+                         text=True, timeout=120, check=True, cwd=data_dir).stdout
+    return set(json.loads(out.splitlines()[-1]))
+
+
+def test_a_running_node_leaves_the_optional_libraries_out(tmp_path: Path) -> None:
+    from node.setup import init_node
+
+    data_dir = tmp_path / "node"
+    init_node(data_dir, name="lazy-node", area="ESC-01",
+              mesh={"port": 0})  # mesh off: discovery would load zeroconf
+    loaded = node_modules(data_dir)
+    assert "node.runtime" in loaded and "fastapi" in loaded  # the probe built the app
+    heavy = sorted({m.split(".")[0] for m in loaded} & set(LAZY))
+    assert heavy == [], f"a node without their features imports {heavy}"

@@ -14,19 +14,33 @@ temporary directory) and enrols the node with ``bart node enroll``: its uplink
 then polls central all through the window, which is what a deployed node does
 (central's own writes are not counted: it runs elsewhere).
 
-Run: ``.venv/bin/python bench/idle.py [--quick] [--enrolled]``. Goals: node RSS
-<= 80 MB, node + Mosquitto write <= 1 MB/h.
+``--reports N`` fills the node's store with N reports first (straight into its
+SQLite file after a first start made the schema; held by central already, so an
+enrolled node's uplink polls instead of sending them; recent stamps, so
+retention prunes nothing). ``--streams K`` opens K live streams
+(``GET /api/v1/stream``, from K loopback addresses 127.0.1.x) before the window
+and keeps them open through it. Issue 15's memory goal is for ``--enrolled
+--reports 100000 --streams 100``. ``--no-discovery`` turns mDNS discovery off
+(``[mesh] discovery = false``; on by default, as in production).
+
+Run: ``.venv/bin/python bench/idle.py [--quick] [--enrolled] [--reports N]
+[--streams K] [--no-discovery]``. Goals: node RSS <= 80 MB, node + Mosquitto
+write <= 1 MB/h.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
+import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -91,9 +105,14 @@ def main() -> int:
     ap.add_argument("--every", type=float, default=5.0, help="seconds between RSS samples")
     ap.add_argument("--enrolled", action="store_true",
                     help="enrol the node with a central first (its uplink polls all along)")
+    ap.add_argument("--reports", type=int, default=0, help="reports in the store first")
+    ap.add_argument("--streams", type=int, default=0, help="live streams open all along")
+    ap.add_argument("--no-discovery", action="store_true", help="mDNS discovery off")
     args = ap.parse_args()
     window = args.window or (60.0 if args.quick else 300.0)
     print(f"idle: {'enrolled' if args.enrolled else 'unenrolled'} node, "
+          f"{args.reports} reports, {args.streams} streams, discovery "
+          f"{'off' if args.no_discovery else 'on'}, "
           f"window {window:g} s after {args.settle:g} s settle; {describe()}; "
           f"load average {os.getloadavg()[0]:.2f}")
 
@@ -101,9 +120,18 @@ def main() -> int:
     try:
         with Procs(tmp) as procs:
             node = Node(procs, log_level="INFO")
+            if args.no_discovery:
+                with (node.data_dir / "node.toml").open("a", encoding="utf-8") as fh:
+                    fh.write("\n[mesh]\ndiscovery = false\n")
             if args.enrolled:
                 enrol(procs, node)
-            node.start()
+            if args.reports:
+                node.start(timeout=60)  # the schema
+                node.stop()
+                fill_reports(node.data_dir / "node.db", NODE_NAME, args.reports)
+            node.start(timeout=60)
+            streams = [open_stream(node.http_port, f"127.0.1.{i % 250 + 1}")
+                       for i in range(args.streams)]
             assert node.mosquitto_pid is not None
             sleeper = "import time\nwhile 1: time.sleep(3600)"
             bare_py = procs.start([str(PYTHON), "-S", "-c", sleeper], "bare-python")
@@ -140,6 +168,8 @@ def main() -> int:
             if children(node.pid, "mosquitto") != [node.mosquitto_pid]:
                 print("warning: the node's Mosquitto was restarted during the window")
             node_log = (tmp / "node.log").read_text(errors="replace")
+            for sock in streams:
+                sock.close()
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
 
@@ -191,6 +221,46 @@ def enrol(procs: Procs, node: Node) -> None:
     code = out.split(": ", 1)[1].split()[0]
     subprocess.run([str(BART), "node", "enroll", url, "--code", code, "--data-dir",
                     str(node.data_dir)], check=True, stdout=subprocess.DEVNULL)
+
+
+def fill_reports(db: Path, origin: str, n: int) -> None:
+    """``n`` reports of ``origin`` with their receipts, marked as held by central."""
+    from node.reports import new_receipt
+
+    conn = sqlite3.connect(db)
+    seq0 = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ? AND "
+                        "stream = 'private'", (origin,)).fetchone()[0]
+    start = int(time.time() * 1000) - n
+    events, receipts = [], []
+    for i in range(n):
+        ident, receipt, ts = str(uuid.uuid4()), new_receipt(), start + i
+        body = json.dumps({
+            "audience": "authorities", "called_112": False, "category": "nuisance",
+            "contact": "", "lang": "nl", "place": {"point": None, "text": f"Hoefkade {i}"},
+            "receipt": receipt, "text": f"Melding {i}: scooter scheurt door de straat"})
+        events.append((ident, origin, "private", seq0 + i + 1, ts, "report", body, b"s", ts))
+        receipts.append((receipt, ident, "forwarded", ts))
+    conn.executemany("INSERT INTO events (id, origin, stream, seq, ts, kind, body, sig, "
+                     "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
+    conn.executemany("INSERT INTO receipts (receipt, event_id, state, updated_at) "
+                     "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", receipts)
+    conn.execute("INSERT INTO uplink_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
+                 "DO UPDATE SET value = excluded.value", (f"acked/{origin}/private", seq0 + n))
+    conn.commit()
+    conn.close()
+
+
+def open_stream(port: int, source: str) -> socket.socket:
+    """A live stream from ``source`` (a loopback address), read up to ``: connected``."""
+    sock = socket.create_connection(("127.0.0.1", port), timeout=10, source_address=(source, 0))
+    sock.sendall(b"GET /api/v1/stream HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+    got = b""
+    while b": connected" not in got:
+        chunk = sock.recv(4096)
+        if not chunk or (not got and not chunk.startswith(b"HTTP/1.1 200 ")):
+            raise RuntimeError(f"stream from {source} refused: {(got + chunk)[:200]!r}")
+        got += chunk
+    return sock
 
 
 def node_mosquitto_binary() -> str:

@@ -20,6 +20,8 @@ from sqlalchemy import event as sa_event
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.engine import Engine
 
+from common.files import private_database
+
 metadata = sa.MetaData()
 
 nodes = sa.Table(
@@ -189,6 +191,9 @@ def make_engine(url: str, *, pool_size: int = 5) -> Engine:
     if url.startswith("postgresql://"):
         url = "postgresql+psycopg://" + url[len("postgresql://"):]
     if url.startswith("sqlite"):
+        path = sa.engine.make_url(url).database
+        if path and path != ":memory:" and not path.startswith("file:"):
+            private_database(path)  # residents' reports: 0600 whatever the umask
         engine = sa.create_engine(url, connect_args={"timeout": 30})
 
         @sa_event.listens_for(engine, "connect")

@@ -57,3 +57,28 @@ def write_atomic(path: str | os.PathLike[str], data: bytes, *, mode: int = 0o600
         Path(tmp).unlink(missing_ok=True)
         raise
     fsync_dir(target.parent)
+
+
+def private_database(path: str | os.PathLike[str]) -> None:
+    """Make the SQLite file ``path`` readable by this account alone (0600), whatever
+    the umask, creating it empty when missing; tighten one (and its -wal and -shm
+    files) made with a wider mode by an earlier version. Node and central
+    databases hold residents' reports and contact details. SQLite gives the -wal
+    and -shm files it creates the database file's mode.
+
+    >>> import tempfile, pathlib
+    >>> db = pathlib.Path(tempfile.mkdtemp()) / "central.db"
+    >>> private_database(db)
+    >>> oct(db.stat().st_mode & 0o777), db.stat().st_size
+    ('0o600', 0)
+    """
+    path = Path(path)
+    try:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
+    except FileExistsError:
+        if path.stat().st_mode & 0o077:
+            os.chmod(path, 0o600)
+        for suffix in ("-wal", "-shm"):
+            side = path.with_name(path.name + suffix)
+            if side.exists() and side.stat().st_mode & 0o077:
+                os.chmod(side, 0o600)

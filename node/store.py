@@ -71,7 +71,6 @@ import asyncio
 import bisect
 import concurrent.futures
 import logging
-import os
 import queue
 import sqlite3
 import threading
@@ -82,6 +81,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Generic, TypeVar
 
+from common.files import private_database
 from sync import Event, KeyPair
 from sync.bodies import validate_body
 from sync.event import make_event
@@ -108,16 +108,8 @@ READER_CACHE_KIB = 512
 def _make_private(path: Path) -> None:
     """The database holds residents' reports and contact details: 0600 for this
     account alone, whatever the umask (``bart node run`` by hand gets 0644
-    otherwise). SQLite gives its -wal and -shm files the database file's mode."""
-    try:
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600))
-    except FileExistsError:
-        if path.stat().st_mode & 0o077:
-            os.chmod(path, 0o600)  # made by an earlier version: tightened
-        for suffix in ("-wal", "-shm"):
-            side = path.with_name(path.name + suffix)
-            if side.exists() and side.stat().st_mode & 0o077:
-                os.chmod(side, 0o600)
+    otherwise); see :func:`common.files.private_database`."""
+    private_database(path)
 
 
 def connect(path: Path, *, readonly: bool = False) -> sqlite3.Connection:

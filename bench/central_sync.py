@@ -282,7 +282,7 @@ def ingest_run(data_dir: Path, label: str, database_url: str, keys: KeyPair,
                                    str(central.data_dir), "--http-port", str(port)], 0),
                            f"central-{label}")
         url = f"http://127.0.0.1:{port}"
-        wait_healthy(url, proc, 30)
+        wait_healthy(url, proc, 120)  # start-up takes long on a loaded machine
         # Worker on CPU 0; the projector (triage, off the ingest path) and this
         # client on CPU 1: two cores, as on the machines the goals are set for.
         proj = projector_pid(proc.pid)

@@ -172,8 +172,8 @@ class Projector:
         has nothing to project. One statement per batch, by primary key only
         (with a condition on kind as well, PostgreSQL chose the (kind, ts)
         index over a fast-growing table and took ~1.4 s per batch instead of
-        ~50 ms); through the DB-API cursor: SQLAlchemy's rows cost ~10 µs per
-        event here, more than the triage.
+        ~50 ms); through the DB-API cursor: SQLAlchemy's rows took ~10 µs per
+        event here under cProfile, more than the triage.
         """
         ids = _ids(batch.pending, batch.node, batch.batch_seq)
         if not ids:

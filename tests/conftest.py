@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from tests.support.base import require_binary
-from tests.support.leaks import LeakWatch
+from tests.support.leaks import LeakWatch, descendants
 from tests.support.postgres import PostgresServer, postgres_running
 
 # Every translator in this process and in every node, central and demo the tests
@@ -44,7 +44,10 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
     thread and process. Threads that were there already (pytest-xdist's
     execnet threads, a module's browser, a session's PostgreSQL) and daemon
     threads do not count; processes are counted below the pytest process
-    (children, and their children), zombies not.
+    (children, and their children), zombies not. A test that restarts a
+    process of a wider fixture (which stops it later) says so with
+    ``@pytest.mark.leaves_running("what, and who stops it")``: its new
+    processes are then allowed, its threads still checked.
     """
     global _watch
     _watch = watch = LeakWatch()
@@ -52,10 +55,19 @@ def no_leaks(request: pytest.FixtureRequest) -> Iterator[None]:
         yield
     finally:
         _watch = None
+    marker = request.node.get_closest_marker("leaves_running")
+    if marker is not None:  # a wider fixture's process, restarted by the test: allowed
+        watch.procs |= descendants()
     leftovers = watch.leftovers()
     if leftovers:
         pytest.fail(f"{request.node.nodeid} left running after its teardown:\n  "
                     + "\n  ".join(leftovers), pytrace=False)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "leaves_running(reason): the test restarts a process of a wider-scoped "
+        "fixture, which stops it; the leak check allows the test's new processes")
 
 
 @pytest.hookimpl(wrapper=True)

@@ -26,7 +26,6 @@ from typing import Any
 
 import httpx
 import pytest
-from test_team_flow import TeamBrowser
 
 from node.config import NodeSettings
 from node.doctor import Doctor
@@ -34,6 +33,7 @@ from sync.event import MIN_TS
 from tests.support.base import bart_command, wait_until
 from tests.support.central import CentralProcess, init_central_process
 from tests.support.node import NodeProcess, configure, init_node, stop_and_check
+from tests.support.team import TeamBrowser
 from tests.support.wallclock import wallshift
 
 REPORT = {"category": "suspicious", "text": "Iemand probeert deuren", "audience": "both",

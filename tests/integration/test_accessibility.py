@@ -69,7 +69,7 @@ from tests.support.browser import (
 )
 from tests.support.central import CentralProcess, init_central_process, staff_http_login
 from tests.support.html import csrf_of
-from tests.support.node import NodeProcess, configure, init_node, stop_and_check
+from tests.support.node import NodeProcess, configure, finish, init_node
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -284,11 +284,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory, browser: Browser) -> Iterato
         ok = True
     finally:
         admin.close()
-        if node.proc is not None and node.proc.poll() is None:
-            if ok:
-                stop_and_check(node)
-            else:
-                node.kill()
+        finish(node, ok)
         if ok:
             assert central.stop() == 0, central.log_tail()
         else:

@@ -27,7 +27,7 @@ import pytest
 from tests.support.base import require, wait_until
 from tests.support.central import CentralProcess, init_central_process, staff_http_login
 from tests.support.html import csrf_of
-from tests.support.node import NodeProcess, configure, init_node, stop_and_check
+from tests.support.node import NodeProcess, configure, finish, init_node
 from tests.support.sse import SseReader
 
 try:
@@ -70,11 +70,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         yield Stack(central, node)
         ok = True
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            if ok:
-                stop_and_check(node)
-            else:
-                node.kill()
+        finish(node, ok)
         if ok:
             assert central.stop() == 0, central.log_tail()
         else:

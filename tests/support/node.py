@@ -267,6 +267,16 @@ def stop_and_check(node: NodeProcess) -> None:
     assert_no_asgi_error(node.log_path, f"node {node.name}")
 
 
+def finish(node: NodeProcess, ok: bool) -> None:
+    """The end of a node a fixture started: when still running, stopped and checked
+    (``stop_and_check``) if all went well (``ok``), killed otherwise."""
+    if node.proc is not None and node.proc.poll() is None:
+        if ok:
+            stop_and_check(node)
+        else:
+            node.kill()
+
+
 @contextlib.contextmanager
 def node_running(base: Path, mosquitto: str, *, settings: str = "",
                  env: dict[str, str] | None = None) -> Iterator[NodeProcess]:
@@ -288,9 +298,5 @@ def node_running(base: Path, mosquitto: str, *, settings: str = "",
         yield node
         ok = True
     finally:
-        if node.proc is not None and node.proc.poll() is None:
-            if ok:
-                stop_and_check(node)
-            else:
-                node.kill()
+        finish(node, ok)
 

@@ -50,7 +50,13 @@ from node.config import NodeSettings
 from node.hotspot import DNSMASQ_CONF, NFTABLES_FILE, render_system, write_files
 from tests.support.base import bart_command, require, require_binary
 from tests.support.netns import run
-from tests.support.node import START_TIMEOUT_S, NodeProcess, configure, init_node, stop_and_check
+from tests.support.node import (
+    START_TIMEOUT_S,
+    NodeProcess,
+    configure,
+    finish,
+    init_node,
+)
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -246,11 +252,8 @@ def hotspot(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hotspot]:
         yield Hotspot(node_ns, phone_ns, node, settings, root, lease, base)
         ok = True
     finally:
-        if node is not None and node.proc is not None and node.proc.poll() is None:
-            if ok:
-                stop_and_check(node)
-            else:
-                node.kill()
+        if node is not None:
+            finish(node, ok)
         _kill_group(dnsmasq)
         shutil.rmtree(netns_etc, ignore_errors=True)
         for ns in made:

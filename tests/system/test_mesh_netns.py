@@ -119,7 +119,7 @@ from tests.support.netns import (
     run,
     tcp_reaches,
 )
-from tests.support.node import stop_and_check
+from tests.support.node import finish, stop_and_check
 
 # Fixture set-up counts against the first test's timeout.
 pytestmark = pytest.mark.timeout(150)
@@ -309,11 +309,7 @@ def hood(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hood]:
         for member in (hood.members.values() if hood is not None else ()):
             member.client.close()
         for node in nodes.values():
-            if node.proc is not None and node.proc.poll() is None:
-                if ok:
-                    stop_and_check(node)
-                else:
-                    node.kill()
+            finish(node, ok)
         if central is not None and central.proc is not None and central.proc.poll() is None:
             if ok:
                 central.stop()
@@ -710,6 +706,7 @@ def test_triangle_delivers_every_alert_exactly_once(hood: Hood) -> None:
 # -- 6. hop limit ------------------------------------------------------------------------------
 
 
+@pytest.mark.leaves_running("nodes B and C, restarted twice: the module's hood stops them")
 def test_hop_limit_one_stops_the_live_relay_at_b(hood: Hood) -> None:
     hood.link(A, C, up=False)
     # A long sync_s: catch-up must not bring the alert to C within the test. No mDNS
@@ -747,6 +744,7 @@ def _log_times(node: MeshNode, pattern: str, since: int) -> list[str]:
     return [ln[11:23] for ln in node.log_text()[since:].splitlines() if re.search(pattern, ln)]
 
 
+@pytest.mark.leaves_running("node B, restarted: the module's hood stops it")
 def test_a_restarted_node_takes_its_peers_sessions_at_once(hood: Hood) -> None:
     """node-b restarts; A and C dial it again within their retry time (2 s). B must
     know both sessions as soon as they said hello: until it does, it relays nothing

@@ -18,7 +18,7 @@ import shutil
 from collections import OrderedDict
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from sync import Event
 
@@ -27,9 +27,15 @@ from .store import COMMIT_BUCKETS
 if TYPE_CHECKING:
     from prometheus_client.core import Metric
 
+    from broker import MqttClient
     from common.metrics import MetricsServer
 
-    from .runtime import NodeRuntime
+    from .config import NodeSettings
+    from .hub import Hub
+    from .mesh.budget import OriginBudget
+    from .mesh.engine import Mesh
+    from .store import Store
+    from .uplink import Uplink
 
 log = logging.getLogger(__name__)
 
@@ -117,7 +123,40 @@ class Snapshot:
     over_budget: dict[tuple[str, str], int]
 
 
-def snapshot(runtime: NodeRuntime) -> Snapshot:
+class MetricsRuntime(Protocol):
+    """What a scrape reads of the running node: its counters and the state of its
+    parts, never more (``node.runtime.narrow_views`` has mypy check that the
+    runtime provides it)."""
+
+    @property
+    def settings(self) -> NodeSettings: ...
+
+    @property
+    def event_counts(self) -> EventCounts: ...
+
+    @property
+    def store(self) -> Store | None: ...
+
+    @property
+    def uplink(self) -> Uplink | None: ...
+
+    @property
+    def hub(self) -> Hub: ...
+
+    @property
+    def team_hub(self) -> Hub: ...
+
+    @property
+    def mqtt(self) -> MqttClient | None: ...
+
+    @property
+    def mesh(self) -> Mesh | None: ...
+
+    @property
+    def origin_budget(self) -> OriginBudget: ...
+
+
+def snapshot(runtime: MetricsRuntime) -> Snapshot:
     """Copy the runtime's numbers (call on the event loop: no locks needed)."""
     counts = runtime.event_counts
     store = runtime.store
@@ -145,7 +184,7 @@ def snapshot(runtime: NodeRuntime) -> Snapshot:
 class NodeCollector:
     """The node's metrics, read on each scrape (prometheus_client's Collector protocol)."""
 
-    def __init__(self, runtime: NodeRuntime, loop: asyncio.AbstractEventLoop) -> None:
+    def __init__(self, runtime: MetricsRuntime, loop: asyncio.AbstractEventLoop) -> None:
         self.runtime = runtime
         self.loop = loop
 
@@ -261,7 +300,7 @@ def _bound(value: float) -> str:
     return str(int(value)) if value == int(value) else str(value)
 
 
-def start_metrics(runtime: NodeRuntime) -> MetricsServer | None:
+def start_metrics(runtime: MetricsRuntime) -> MetricsServer | None:
     """Serve ``/metrics`` when ``metrics_port`` is set; None when off or the port is taken
     (logged: the node runs on without its metrics rather than not at all)."""
     s = runtime.settings

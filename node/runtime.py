@@ -34,7 +34,7 @@ from .mesh.budget import OriginBudget
 from .mesh.carry import Carrier
 from .mesh.engine import Mesh
 from .mesh.identity import MeshIdentity, ensure_identity
-from .metrics import EventCounts, start_metrics
+from .metrics import EventCounts, MetricsRuntime, start_metrics
 from .points import POINTS_FILE, point_users
 from .reports import ReceiptTaken, Submitted, store_report
 from .store import Store
@@ -655,9 +655,9 @@ class NodeRuntime:
 
 
 def narrow_views(rt: NodeRuntime) -> tuple[ButtonRuntime, PortalRuntime, DemoRuntime,
-                                           TeamRuntime]:
+                                           TeamRuntime, MetricsRuntime]:
     """The runtime as the button service, the resident pages and API, the demo
-    pages and the team pages see it: each receives one of these small
+    pages, the team pages and the metrics see it: each receives one of these small
     interfaces, never :class:`NodeRuntime` itself. mypy checks here that the
     runtime provides every one of them (tests/unit/test_runtime_interfaces.py)."""
-    return rt, rt, rt, rt
+    return rt, rt, rt, rt, rt

@@ -1,5 +1,5 @@
 """A narrower runtime (issue 16): the button service, the resident pages and API,
-the demo pages and the team pages receive small interfaces, not the whole
+the demo pages, the team pages and the metrics receive small interfaces, not the whole
 ``NodeRuntime``; nothing of them imports node/runtime.py, so the buttons <->
 runtime import cycle is gone. mypy checks that ``NodeRuntime`` provides every
 interface (``node.runtime.narrow_views``, tests/unit/test_lint.py); this file
@@ -24,6 +24,7 @@ NARROW = {
     "node/portal/api.py": None,
     "node/portal/resident.py": None,
     "node/team/session.py": "TeamRuntime",
+    "node/metrics.py": "MetricsRuntime",
 }
 
 
@@ -79,13 +80,14 @@ def _runtime_members() -> set[str]:
 
 def test_each_interface_is_small_and_names_only_what_the_runtime_has() -> None:
     import node.buttons
+    import node.metrics
     import node.portal.demo
     import node.portal.deps
     import node.team.session
 
     modules = {"node/buttons.py": node.buttons, "node/portal/deps.py": node.portal.deps,
                "node/portal/demo.py": node.portal.demo,
-               "node/team/session.py": node.team.session}
+               "node/team/session.py": node.team.session, "node/metrics.py": node.metrics}
     have = _runtime_members()
     for rel, name in NARROW.items():
         if name is None:
@@ -104,7 +106,8 @@ def test_the_runtime_is_checked_against_every_interface() -> None:
     fn = next(n for n in tree.body if isinstance(n, ast.FunctionDef)
               and n.name == "narrow_views")
     returned = ast.unparse(fn.returns) if fn.returns else ""
-    for name in ("ButtonRuntime", "PortalRuntime", "DemoRuntime", "TeamRuntime"):
+    for name in ("ButtonRuntime", "PortalRuntime", "DemoRuntime", "TeamRuntime",
+                 "MetricsRuntime"):
         assert name in returned
 
 

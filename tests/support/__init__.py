@@ -11,11 +11,15 @@ helpers by their package name. The modules, each importing only what it needs:
 - ``postgres``: a real PostgreSQL server in a temporary directory;
 - ``node`` / ``central``: ``bart node run`` / ``bart central run`` as real
   subprocesses (``NodeProcess``, ``CentralProcess``);
-- ``mqtt``, ``sse``: probes that talk to a running node from the outside;
+- ``mqtt``, ``sse``, ``metrics``: probes that talk to a running node or central
+  from the outside (MQTT, the SSE streams, ``/metrics``);
+- ``html``, ``team``: the server-rendered pages as a browser without JavaScript
+  reads them (CSRF tokens, dashboard rows, a logged-in team member);
 - ``browser``: headless Debian Chromium through Playwright, team and staff logins;
+- ``output``: a subprocess's output read on a thread (``bart demo``);
 - ``disk``: a disk that fills (a real tmpfs);
-- ``ingest``, ``staff``: central in-process, enrolled nodes, sealed batches,
-  logged-in staff clients;
+- ``ingest``, ``staff``, ``desk``: central in-process: enrolled nodes, sealed
+  batches, logged-in staff clients, the alarm desk under a real uvicorn;
 - ``netns``, ``neighbourhood``, ``wallclock``: nodes and central in network
   namespaces for ``tests/system``.
 """

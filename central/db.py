@@ -121,7 +121,8 @@ reports = sa.Table(
     sa.Column("updated_at", sa.BigInteger, nullable=False),
     sa.Column("version", sa.Integer, nullable=False, server_default="1"),
 )
-sa.Index("idx_reports_route_state", reports.c.route, reports.c.state, reports.c.ts)
+sa.Index("idx_reports_route_state_ts", reports.c.route, reports.c.state, reports.c.ts,
+         reports.c.event_id)
 
 # Reports per (route, state), kept by triggers on ``reports`` (migration 0008): the
 # staff pages' tab counts, without counting history on every page load.
@@ -131,9 +132,12 @@ report_counts = sa.Table(
     sa.Column("state", sa.String(16), primary_key=True),
     sa.Column("n", sa.BigInteger, nullable=False),
 )
-sa.Index("idx_reports_state_ts", reports.c.state, reports.c.ts, reports.c.event_id)
+# A desk's whole list, the Open311 feed, the insight page. Lists over every desk read
+# one range per desk (a route is always one of ``triage.ROUTES``): migration 0011
+# dropped ``(state, ts, event_id)`` and ``(ts)``, and on PostgreSQL the foreign key
+# to ``events`` (the projector inserts only reports of stored events; central never
+# deletes an event).
 sa.Index("idx_reports_route_ts", reports.c.route, reports.c.ts, reports.c.event_id)
-sa.Index("idx_reports_ts", reports.c.ts)
 
 # State changes that travel back to the node of the report (receipt status).
 report_updates = sa.Table(

@@ -129,22 +129,22 @@ def list_reports(engine: Engine, member: StaffMember, *, states: tuple[str, ...]
     """One page of the reports the member's role sees, newest first, and the cursor of
     the next (older) page, or None when this is the last.
 
-    Cost does not grow with history: each state is one range scan of an index
-    (``(route, state, ts)``, ``(state, ts, event_id)``, ``(route, ts, event_id)``
-    or ``(ts)``) that stops after ``limit + 1`` rows, the states are merged here,
-    and only the page's rows are joined to their event bodies. On the first page
-    of a list with new reports, untaken emergencies come first (they are few:
-    each is a red row the desk answers).
+    Cost does not grow with history: each desk and state is one range scan of an
+    index (``(route, state, ts)`` or ``(route, ts, event_id)``; an admin's list of
+    every desk reads each desk, a route being always one of ``ROUTES``) that stops
+    after ``limit + 1`` rows, the ranges are merged here, and only the page's rows
+    are joined to their event bodies. On the first page of a list with new
+    reports, untaken emergencies come first (they are few: each is a red row the
+    desk answers).
     """
     r = db.reports.c
     desk = route if member.role == "admin" and route in ROUTES else (
         None if member.role == "admin" else member.role)
+    desks = ROUTES if desk is None else (desk,)
     with db.reading(engine) as conn:
         keys: dict[str, tuple[int, str]] = {}
-        for state in states or (None,):
-            q = sa.select(r.event_id, r.ts)
-            if desk is not None:
-                q = q.where(r.route == desk)
+        for one, state in ((d, s) for d in desks for s in states or (None,)):
+            q = sa.select(r.event_id, r.ts).where(r.route == one)
             if state is not None:
                 q = q.where(r.state == state)
             if before is not None:
@@ -158,11 +158,13 @@ def list_reports(engine: Engine, member: StaffMember, *, states: tuple[str, ...]
         page = ordered[:limit]
         first: list[str] = []
         if before is None and (not states or "new" in states):
-            urgent = sa.select(r.event_id).where(r.state == "new", r.category == "emergency")
-            if desk is not None:
-                urgent = urgent.where(r.route == desk)
-            first = [str(row.event_id) for row in conn.execute(
-                urgent.order_by(r.ts.desc(), r.event_id.desc()).limit(limit))]
+            urgent: list[tuple[int, str]] = []
+            for one in desks:
+                urgent += [(int(row.ts), str(row.event_id)) for row in conn.execute(
+                    sa.select(r.event_id, r.ts).where(r.route == one, r.state == "new",
+                                                      r.category == "emergency")
+                    .order_by(r.ts.desc(), r.event_id.desc()).limit(limit))]
+            first = [i for _, i in sorted(urgent, reverse=True)[:limit]]
         ids = list(dict.fromkeys([*first, *(i for _, i in page)]))
         rows = {row.event_id: _report(row) for row in conn.execute(
             _select().where(db.reports.c.event_id.in_(ids)))} if ids else {}

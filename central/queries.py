@@ -34,6 +34,8 @@ from sqlalchemy.dialects.postgresql import psycopg
 from sqlalchemy.dialects.sqlite import pysqlite
 from sqlalchemy.engine import Connection, Dialect
 
+from sync.bodies import ESCALATE_TO as ROUTES
+
 #: The drivers' dialects, positional: parameters travel as tuples on both backends.
 _DIALECTS: Final[dict[str, Dialect]] = {
     "sqlite": pysqlite.dialect(),
@@ -247,7 +249,12 @@ def week_case(weeks: int, column: str) -> str:
 
 
 def _route_filter(routed: bool) -> str:
-    return "AND r.route = :route" if routed else ""
+    """One desk (``:route``), or every desk: ``route IN (…)`` lets the database read a
+    time range per desk on ``(route, ts, event_id)`` (migration 0011 dropped the
+    index on ``ts`` alone; a route is always one of ``ROUTES``)."""
+    if routed:
+        return "AND r.route = :route"
+    return f"AND r.route IN ({', '.join(repr(d) for d in ROUTES)})"
 
 
 @functools.lru_cache(maxsize=8)

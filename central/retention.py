@@ -48,6 +48,7 @@ from sqlalchemy.engine import Connection, Engine
 from . import db, queries
 from .staff.accounts import audit
 from .staff.db import report_notes, staff_audit
+from .triage import ROUTES
 
 __all__ = ["RetentionResult", "anonymise_report", "anonymised_body", "cutoff_ms",
            "run_retention"]
@@ -57,6 +58,8 @@ DEFAULT_DAYS: Final = 365
 #: Reports anonymised per transaction: short transactions beside ingest.
 CHUNK: Final = 500
 WHO: Final = "retention"
+#: The states of a report not yet handled (``central.handling.STATES`` but ``handled``).
+OPEN_STATES: Final = ("new", "in_progress", "reopened")
 
 
 @dataclass(frozen=True)
@@ -110,7 +113,7 @@ def _due(conn: Connection, cutoff: int, limit: int | None) -> list[tuple[str, st
     """(event id, body) of handled reports past ``cutoff`` not yet anonymised."""
     r, e = db.reports, db.events
     query = (sa.select(e.c.id, e.c.body).select_from(r.join(e, e.c.id == r.c.event_id))
-             .where(r.c.state == "handled", r.c.updated_at < cutoff,
+             .where(r.c.route.in_(ROUTES), r.c.state == "handled", r.c.updated_at < cutoff,
                     e.c.body.notlike('%"anonymised":%'))
              .order_by(r.c.updated_at))
     if limit is not None:
@@ -177,9 +180,11 @@ def run_retention(engine: Engine, days: int = DEFAULT_DAYS, *, apply: bool,
     cutoff = cutoff_ms(days, now_ms=now)
     reports = contacts = 0
     with db.reading(engine) as conn:
+        # Per desk and open state, a range of ``(route, state, ts)`` (migration 0011).
+        r = db.reports.c
         open_older = int(conn.execute(
             sa.select(sa.func.count()).select_from(db.reports)
-            .where(db.reports.c.state != "handled", db.reports.c.ts < cutoff)).scalar_one())
+            .where(r.route.in_(ROUTES), r.state.in_(OPEN_STATES), r.ts < cutoff)).scalar_one())
         if not apply:
             due = _due(conn, cutoff, None)
             reports = len(due)

@@ -32,6 +32,7 @@ from sqlalchemy.engine import Engine
 
 from .. import alarms, db
 from ..pages import local
+from ..triage import ROUTES
 from .web import (
     central_of,
     csrf_ok,
@@ -54,7 +55,7 @@ MAX_LISTENERS: Final = 200
 
 def new_by_desk(engine: Engine) -> dict[str, int]:
     """Unanswered alarms and untaken emergency reports per desk (both by their
-    ``(desk|route, state, ts)`` index: only the ``new`` rows are read)."""
+    ``(desk|route, state, ts)`` index, once per desk: only the ``new`` rows are read)."""
     a = db.alarms.c
     r = db.reports.c
     out: dict[str, int] = {}
@@ -65,7 +66,7 @@ def new_by_desk(engine: Engine) -> dict[str, int]:
                 .group_by(a.desk)):
             out[str(desk)] = out.get(str(desk), 0) + int(n)
         for route, n in conn.execute(
-                sa.select(r.route, sa.func.count()).where(r.state == "new",
+                sa.select(r.route, sa.func.count()).where(r.route.in_(ROUTES), r.state == "new",
                                                           r.category == "emergency")
                 .group_by(r.route)):
             out[str(route)] = out.get(str(route), 0) + int(n)

@@ -31,7 +31,9 @@ import pytest
 
 from tests.support.base import require, require_binary
 
-pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800)]
+# One chroot at a time (they share caches and a lock): one xdist worker takes them all,
+# so that the other does not wait on the lock.
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1800), pytest.mark.xdist_group("chroot")]
 
 REPO = Path(__file__).resolve().parents[2]
 CACHE = Path(os.environ.get("BART_TEST_CACHE", "/var/cache/bart-tests"))

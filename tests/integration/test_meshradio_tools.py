@@ -338,6 +338,7 @@ FILLED_IN = {"# [mesh_radio]": "[mesh_radio]", '# interface = "wlan1"': 'interfa
 
 @pytest.mark.slow
 @pytest.mark.timeout(1800)
+@pytest.mark.xdist_group("chroot")  # with test_install_chroot's: one worker, one at a time
 def test_install_sh_mesh_radio_on_fresh_bookworm(chroot: Chroot) -> None:  # noqa: F811
     """install.sh --mesh-radio in a fresh Debian bookworm root (see test_install_chroot):
     the tools, the node.toml table to fill in (never an incomplete one), idempotence,

@@ -18,7 +18,7 @@ import pytest
 from tests.support.base import require_binary
 from tests.support.browser import launch_chromium
 from tests.support.disk import tmpfs
-from tests.support.node import MEETING_POINTS, NodeProcess, init_node, node_running, stop_and_check
+from tests.support.node import NodeProcess, init_node, node_running
 
 if TYPE_CHECKING:
     from playwright.sync_api import Browser
@@ -63,7 +63,3 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
     with tmpfs(disk, "64m"):
         yield disk
 
-
-# Re-exported for test modules not yet moved to ``tests.support`` imports
-# (tests/integration/test_connection_caps.py): remove once they import from there.
-__all__ = ["MEETING_POINTS", "NodeProcess", "init_node", "require_binary", "stop_and_check"]

@@ -21,7 +21,6 @@ from pathlib import Path
 
 import httpx
 import pytest
-from conftest import MEETING_POINTS, NodeProcess, init_node, require_binary, stop_and_check
 
 from common.ratelimit import (
     BODY_TIMEOUT_S,
@@ -31,6 +30,8 @@ from common.ratelimit import (
     MAX_STREAMS_PER_CLIENT,
 )
 from node.server import MAX_CONNECTIONS, STREAM_PATHS
+from tests.support.base import require_binary
+from tests.support.node import MEETING_POINTS, NodeProcess, init_node, stop_and_check
 
 ATTACK = 1_100
 #: What a resident on another address may wait for a page or a report under attack

@@ -17,8 +17,6 @@ from __future__ import annotations
 import hashlib
 from typing import Protocol, TypeVar
 
-from fastapi import HTTPException
-
 
 class LoginFailed(Exception):
     """Name or password is wrong (deliberately does not say which)."""
@@ -64,6 +62,10 @@ def require_login(member: M | None, path: str, *, login_url: str, choose_url: st
     ...
     fastapi.exceptions.HTTPException: 303: log in first
     """
+    # Imported here: the account stores (and central's projector, which records
+    # alarms through them) use this module without a web framework in memory.
+    from fastapi import HTTPException
+
     if member is None:
         raise HTTPException(303, "log in first", headers={"Location": login_url})
     if member.must_change and path != choose_url:

@@ -17,6 +17,7 @@ from sqlalchemy.engine import Engine
 from starlette.concurrency import run_in_threadpool
 
 from common import apidocs
+from common.clock import now_ms
 from sync.canonical import parse_json
 from sync.enrolment import parse_request
 from sync.errors import InvalidField
@@ -25,7 +26,7 @@ from . import batch_http, db, feeds
 from .enrol import current_roster, enrol_with_code
 from .errors import EnrolmentRefused, IngestRefused
 from .identity import Central
-from .ingest import Ingest, now_ms
+from .ingest import Ingest
 from .staff import routes as staff
 
 log = logging.getLogger(__name__)

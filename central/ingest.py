@@ -35,6 +35,7 @@ from typing import Any
 import orjson
 from sqlalchemy.engine import Connection, Engine
 
+from common.clock import now_ms
 from sync import sealed
 from sync.errors import BadSignature
 from sync.event import DOMAIN as EVENT_DOMAIN
@@ -57,11 +58,6 @@ MAX_REPLY_UPDATES = MAX_ACK_UPDATES
 
 #: Event kinds the projector looks at (central/projector.py).
 _PROJECTED = frozenset({"report", "alert", "ack"})
-_EVENTS_STAGING = q.staging("events", q.EVENT_COLUMNS)
-
-def now_ms() -> int:
-    """Current Unix time in milliseconds."""
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -213,30 +209,7 @@ class Ingest:
             return q.run_many(cur, self.dialect, q.INSERT_EVENTS, rows)
         # PostgreSQL: COPY, 1.8 µs of client CPU per row against 10.5 for
         # executemany (and 44 for unnest of arrays), measured here with psycopg 3.
-        # Straight into events first (nearly every event is new; the staging
-        # table's write and read cost the server several µs per row); a COPY
-        # that meets an event already stored is undone, and the batch goes
-        # through a per-connection temporary table and one INSERT … SELECT …
-        # ON CONFLICT DO NOTHING.
-        import psycopg
-
-        cur.execute(q.SAVEPOINT)
-        try:
-            with cur.copy(q.EVENTS_COPY) as copy:
-                for row in rows:
-                    copy.write_row(row)
-        except psycopg.errors.UniqueViolation:
-            cur.execute(q.ROLLBACK_TO_SAVEPOINT)
-        else:
-            cur.execute(q.RELEASE_SAVEPOINT)
-            return len(rows)
-        create, copy_in, move = _EVENTS_STAGING
-        cur.execute(create)
-        with cur.copy(copy_in) as copy:
-            for row in rows:
-                copy.write_row(row)
-        cur.execute(move)
-        return int(cur.rowcount)
+        return db.copy_new_rows(cur, q.EVENTS_COPY, rows)
 
     def _advance(self, conn: Connection, events: list[sealed.LeanEvent], *,
                  all_new: bool) -> None:

@@ -35,9 +35,10 @@ import orjson
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection, Engine
 
+from common.clock import now_ms
+
 from . import alarms, db, queries
 from .cluster import STANDBY_POLL_S, ProjectorLock, application_name
-from .ingest import now_ms
 from .metrics import PROJECTOR_NAME
 
 log = logging.getLogger(__name__)
@@ -270,33 +271,8 @@ def insert_reports(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:
 
 
 def _copy_reports(cur: Any, rows: Sequence[tuple[Any, ...]]) -> int:
-    """PostgreSQL's half of :func:`insert_reports` (``cur``: a psycopg cursor).
-
-    Straight ``COPY`` first: the staging table's write and read cost the
-    server ~5 µs per row (bench/central_sync.py), and a report is nearly
-    always new. The savepoint undoes a ``COPY`` that met a row already there.
-    """
-    import psycopg
-
-    cur.execute(queries.SAVEPOINT)
-    try:
-        with cur.copy(queries.REPORTS_COPY) as copy:
-            for row in rows:
-                copy.write_row(row)
-    except psycopg.errors.UniqueViolation:
-        cur.execute(queries.ROLLBACK_TO_SAVEPOINT)
-    else:
-        cur.execute(queries.RELEASE_SAVEPOINT)
-        return len(rows)
-    create, copy_in, move = queries.REPORTS_STAGING
-    cur.execute(create)
-    with cur.copy(copy_in) as copy:
-        for row in rows:
-            copy.write_row(row)
-    cur.execute(move)
-    added = int(cur.rowcount)
-    cur.execute(queries.REPORTS_STAGING_CLEAR)  # several batches may share a transaction
-    return added
+    """PostgreSQL's half of :func:`insert_reports` (``cur``: a psycopg cursor)."""
+    return db.copy_new_rows(cur, queries.REPORTS_COPY, rows)
 
 
 _ROUTE = queries.REPORT_COLUMNS.index("route")

@@ -27,7 +27,7 @@ from __future__ import annotations
 import functools
 from collections import namedtuple
 from collections.abc import Iterable, Mapping, Sequence
-from typing import Any, Final
+from typing import Any, Final, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import psycopg
@@ -152,23 +152,37 @@ NODE_SEEN: Final = Statement(
                  "ELSE last_batch_seq END WHERE name = :name")
 #: SQLite: the events of a batch, ``executemany``.
 INSERT_EVENTS: Final = insert_ignore("insert_events", "events", EVENT_COLUMNS)
-#: PostgreSQL: a batch's events straight in, inside a savepoint (:data:`SAVEPOINT`).
-EVENTS_COPY: Final = f"COPY events ({', '.join(EVENT_COLUMNS)}) FROM STDIN"
-#: PostgreSQL: undoes a ``COPY`` that met a row already stored (then :func:`staging`).
+#: PostgreSQL: undoes a ``COPY`` that met a row already stored (then :class:`BulkCopy`'s
+#: temporary table).
 SAVEPOINT: Final = "SAVEPOINT bart_copy"
 ROLLBACK_TO_SAVEPOINT: Final = "ROLLBACK TO SAVEPOINT bart_copy"
 RELEASE_SAVEPOINT: Final = "RELEASE SAVEPOINT bart_copy"
 
 
-def staging(table: str, columns: Sequence[str]) -> tuple[str, str, str]:
-    """PostgreSQL's bulk insert, three statements without parameters: create a
-    per-connection temporary table like ``table``, ``COPY`` into it, then one
-    ``INSERT … SELECT … ON CONFLICT DO NOTHING``."""
+class BulkCopy(NamedTuple):
+    """PostgreSQL's bulk insert of new rows into one table, statements without
+    parameters (:func:`central.db.copy_new_rows` runs them): ``COPY`` straight
+    in; should a row be there already, through a per-connection temporary
+    table and one ``INSERT … SELECT … ON CONFLICT DO NOTHING``, then the
+    temporary table emptied (several batches may share a transaction)."""
+
+    copy: str
+    create: str
+    copy_in: str
+    move: str
+    clear: str
+
+
+def bulk_copy(table: str, columns: Sequence[str]) -> BulkCopy:
+    """The :class:`BulkCopy` statements of ``table``'s ``columns``."""
     names = ", ".join(columns)
     temp = f"bart_in_{table}"
-    return (f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS",
-            f"COPY {temp} ({names}) FROM STDIN",
-            f"INSERT INTO {table} ({names}) SELECT {names} FROM {temp} ON CONFLICT DO NOTHING")
+    return BulkCopy(
+        f"COPY {table} ({names}) FROM STDIN",
+        f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS",
+        f"COPY {temp} ({names}) FROM STDIN",
+        f"INSERT INTO {table} ({names}) SELECT {names} FROM {temp} ON CONFLICT DO NOTHING",
+        f"DELETE FROM {temp}")
 
 
 @functools.lru_cache(maxsize=32)
@@ -213,10 +227,9 @@ REPORT_COLUMNS: Final = ("event_id", "origin", "receipt", "category", "ts", "rou
 INSERT_REPORTS: Final = insert_ignore("insert_reports", "reports", REPORT_COLUMNS)
 #: PostgreSQL: the projector's bulk insert (:func:`staging`); the temporary table
 #: is emptied after each insert, since several batches may share one transaction.
-REPORTS_STAGING: Final = staging("reports", REPORT_COLUMNS)
-REPORTS_STAGING_CLEAR: Final = "DELETE FROM bart_in_reports"
-#: PostgreSQL: new reports straight in, inside a savepoint (central/projector.py).
-REPORTS_COPY: Final = f"COPY reports ({', '.join(REPORT_COLUMNS)}) FROM STDIN"
+#: PostgreSQL: new reports (central/projector.py) and a batch's events (central/ingest.py).
+REPORTS_COPY: Final = bulk_copy("reports", REPORT_COLUMNS)
+EVENTS_COPY: Final = bulk_copy("events", EVENT_COLUMNS)
 #: SQLite: what a batch of new reports adds to one (route, state) count (migration 0010).
 REPORT_COUNTS_ADD: Final = Statement(
     "report_counts_add",

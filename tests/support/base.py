@@ -8,6 +8,7 @@ never pass by skipping (STYLE.md rule 18).
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import socket
 import sys
@@ -41,11 +42,27 @@ def require_binary(name: str, *candidates: str) -> str:
     raise AssertionError("unreachable")
 
 
+#: Ports the tests' servers take: below the kernel's ephemeral range (32768-60999 on
+#: Debian), where every outgoing connection of every process takes its local port, and
+#: one slice per pytest-xdist worker, so that a port chosen a moment before its server
+#: binds it is not taken in between by another worker or a client socket.
+PORTS_FROM, PORTS_PER_WORKER = 20_000, 3_000
+
+
 def free_port() -> int:
-    """A TCP port that was free on 127.0.0.1 a moment ago."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
+    """A TCP port that was free on 127.0.0.1 a moment ago, from this worker's slice."""
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
+    index = int(worker[2:]) if worker[2:].isdigit() else 0
+    low = PORTS_FROM + (index % 4) * PORTS_PER_WORKER
+    for _ in range(500):
+        port = random.randrange(low, low + PORTS_PER_WORKER)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise AssertionError(f"no free port in {low}-{low + PORTS_PER_WORKER - 1}")
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float, interval: float = 0.05,

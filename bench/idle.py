@@ -31,19 +31,17 @@ write <= 1 MB/h.
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import shutil
 import socket
-import sqlite3
 import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.support
 from _common import (
     AREA,
     BART,
@@ -60,6 +58,8 @@ from _common import (
     rss_kb,
     wait_healthy,
 )
+
+from tests.support.node import fill_reports
 
 RSS_GOAL_MB = 80.0
 WRITE_GOAL_MB_H = 1.0
@@ -221,33 +221,6 @@ def enrol(procs: Procs, node: Node) -> None:
     code = out.split(": ", 1)[1].split()[0]
     subprocess.run([str(BART), "node", "enroll", url, "--code", code, "--data-dir",
                     str(node.data_dir)], check=True, stdout=subprocess.DEVNULL)
-
-
-def fill_reports(db: Path, origin: str, n: int) -> None:
-    """``n`` reports of ``origin`` with their receipts, marked as held by central."""
-    from node.reports import new_receipt
-
-    conn = sqlite3.connect(db)
-    seq0 = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ? AND "
-                        "stream = 'private'", (origin,)).fetchone()[0]
-    start = int(time.time() * 1000) - n
-    events, receipts = [], []
-    for i in range(n):
-        ident, receipt, ts = str(uuid.uuid4()), new_receipt(), start + i
-        body = json.dumps({
-            "audience": "authorities", "called_112": False, "category": "nuisance",
-            "contact": "", "lang": "nl", "place": {"point": None, "text": f"Hoefkade {i}"},
-            "receipt": receipt, "text": f"Melding {i}: scooter scheurt door de straat"})
-        events.append((ident, origin, "private", seq0 + i + 1, ts, "report", body, b"s", ts))
-        receipts.append((receipt, ident, "forwarded", ts))
-    conn.executemany("INSERT INTO events (id, origin, stream, seq, ts, kind, body, sig, "
-                     "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
-    conn.executemany("INSERT INTO receipts (receipt, event_id, state, updated_at) "
-                     "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", receipts)
-    conn.execute("INSERT INTO uplink_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
-                 "DO UPDATE SET value = excluded.value", (f"acked/{origin}/private", seq0 + n))
-    conn.commit()
-    conn.close()
 
 
 def open_stream(port: int, source: str) -> socket.socket:

@@ -11,17 +11,13 @@ node's per-device caps stay what they are.
 
 from __future__ import annotations
 
-import json
 import socket
-import sqlite3
 import time
-import uuid
 from pathlib import Path
 
-from node.reports import new_receipt
 from node.server import SETTLE_AGAIN_S
 from tests.support.central import init_central_process
-from tests.support.node import NodeProcess, init_node, stop_and_check
+from tests.support.node import NodeProcess, fill_reports, init_node, stop_and_check
 
 REPORTS = 100_000
 STREAMS = 100
@@ -32,34 +28,6 @@ STREAMS = 100
 #: "Memory"). Measured here: ~84 MiB (90 MiB before the lazy imports, the
 #: start-up trim and the smaller reader caches); the budget catches a regression.
 RSS_BUDGET_MB = 86.0
-
-
-def fill_reports(db: Path, origin: str, n: int) -> None:
-    """``n`` reports of ``origin`` with their receipts, held by central already."""
-    conn = sqlite3.connect(db)
-    try:
-        seq0 = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ? AND "
-                            "stream = 'private'", (origin,)).fetchone()[0]
-        start = int(time.time() * 1000) - n
-        events, receipts = [], []
-        for i in range(n):
-            ident, receipt, ts = str(uuid.uuid4()), new_receipt(), start + i
-            body = json.dumps({
-                "audience": "authorities", "called_112": False, "category": "nuisance",
-                "contact": "", "lang": "nl", "place": {"point": None, "text": f"Hoefkade {i}"},
-                "receipt": receipt, "text": f"Melding {i}: scooter scheurt door de straat"})
-            events.append((ident, origin, "private", seq0 + i + 1, ts, "report", body, b"s", ts))
-            receipts.append((receipt, ident, "forwarded", ts))
-        conn.executemany("INSERT INTO events (id, origin, stream, seq, ts, kind, body, sig, "
-                         "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
-        conn.executemany("INSERT INTO receipts (receipt, event_id, state, updated_at) "
-                         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", receipts)
-        conn.execute("INSERT INTO uplink_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
-                     "DO UPDATE SET value = excluded.value",
-                     (f"acked/{origin}/private", seq0 + n))
-        conn.commit()
-    finally:
-        conn.close()
 
 
 def open_stream(node: NodeProcess, source: str) -> socket.socket:

@@ -14,9 +14,11 @@ import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import threading
 import time
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +27,7 @@ from typing import Any
 import httpx
 
 from broker.topics import event_topic
+from node.reports import new_receipt
 from node.server import LOOP_BUDGET_ENV, LOOP_HELD
 from sync import Event, KeyPair, make_event
 from tests.support.base import bart_command, free_port, log_tail, wait_until
@@ -299,4 +302,34 @@ def node_running(base: Path, mosquitto: str, *, settings: str = "",
         ok = True
     finally:
         finish(node, ok)
+
+
+def fill_reports(db: Path, origin: str, n: int) -> None:
+    """``n`` reports of ``origin`` with their receipts, held by central already, written
+    straight into the node's SQLite file (the node stopped): a store with history in
+    seconds (tests/integration/test_node_memory.py, bench/idle.py)."""
+    conn = sqlite3.connect(db)
+    try:
+        seq0 = conn.execute("SELECT COALESCE(MAX(seq), 0) FROM events WHERE origin = ? AND "
+                            "stream = 'private'", (origin,)).fetchone()[0]
+        start = int(time.time() * 1000) - n
+        events, receipts = [], []
+        for i in range(n):
+            ident, receipt, ts = str(uuid.uuid4()), new_receipt(), start + i
+            body = json.dumps({
+                "audience": "authorities", "called_112": False, "category": "nuisance",
+                "contact": "", "lang": "nl", "place": {"point": None, "text": f"Hoefkade {i}"},
+                "receipt": receipt, "text": f"Melding {i}: scooter scheurt door de straat"})
+            events.append((ident, origin, "private", seq0 + i + 1, ts, "report", body, b"s", ts))
+            receipts.append((receipt, ident, "forwarded", ts))
+        conn.executemany("INSERT INTO events (id, origin, stream, seq, ts, kind, body, sig, "
+                         "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", events)
+        conn.executemany("INSERT INTO receipts (receipt, event_id, state, updated_at) "
+                         "VALUES (?, ?, ?, ?) ON CONFLICT DO NOTHING", receipts)
+        conn.execute("INSERT INTO uplink_state (key, value) VALUES (?, ?) ON CONFLICT (key) "
+                     "DO UPDATE SET value = excluded.value",
+                     (f"acked/{origin}/private", seq0 + n))
+        conn.commit()
+    finally:
+        conn.close()
 

@@ -369,7 +369,11 @@ else
     say "installing Debian packages: ${MISSING[*]}"
     for pkg in "${MISSING[@]}"; do [[ $pkg == mosquitto ]] && MOSQUITTO_NEW=1; done
     export DEBIAN_FRONTEND=noninteractive
-    apt-get update -qq
+    # A first boot often has apt's daily job (or another install) holding the
+    # dpkg lock: wait for it up to 10 minutes instead of failing at once.
+    APT_WAIT=(-o DPkg::Lock::Timeout=600)
+    say "(if another apt or dpkg runs, this waits for it to finish)"
+    apt-get "${APT_WAIT[@]}" update -qq
     if [[ " ${MISSING[*]} " == *" python3-lgpio "* ]] \
         && ! apt-cache policy python3-lgpio 2>/dev/null | grep -q 'Candidate: [0-9]'; then
         die "python3-lgpio is not available: on a Raspberry Pi use Raspberry Pi OS (bookworm), whose archive (archive.raspberrypi.com) packages it"
@@ -381,7 +385,7 @@ else
         chmod 0755 "$POLICY_RC"
         OUR_POLICY_RC=1
     fi
-    apt-get install -y -qq "${MISSING[@]}"
+    apt-get "${APT_WAIT[@]}" install -y -qq "${MISSING[@]}"
     if [[ $OUR_POLICY_RC -eq 1 ]]; then
         rm -f "$POLICY_RC"
         OUR_POLICY_RC=0

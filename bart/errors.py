@@ -176,6 +176,10 @@ def _source(outer: BaseException, inner: BaseException) -> str:
 
 _AREA_RULE: Final = ("an area code: capital letters, digits and '-', at most 16, "
                      "e.g. ESCAMP or ESC-01")
+#: sync.bodies.SLUG in words (node, central, point and button names).
+_SLUG_PATTERN: Final = r"^[a-z0-9](?:[a-z0-9-]{0,61}[a-z0-9])?$"
+_SLUG_RULE: Final = ("a name of lower-case letters, digits and '-' (not first or last), "
+                     "at most 63, e.g. escamp-west")
 
 
 def _rule(field: str, error: dict[str, Any]) -> str:
@@ -193,6 +197,8 @@ def _rule(field: str, error: dict[str, Any]) -> str:
     if kind == "string_pattern_mismatch":
         if field == "area":
             return f"must be {_AREA_RULE}"
+        if ctx.get("pattern") == _SLUG_PATTERN:
+            return f"must be {_SLUG_RULE}"
         return "has characters that are not allowed there"
     if kind == "missing":
         return "is required"

@@ -108,3 +108,22 @@ def test_a_broken_or_missing_file_is_said_in_words(tmp_path: Path) -> None:
         CentralSettings.load(tmp_path)
     with pytest.raises(CentralConfigError, match="not valid TOML"):
         CentralSettings.load(_dir(tmp_path, "name = \n"))
+
+
+def test_a_name_that_is_no_slug_is_told_the_rule(tmp_path: Path) -> None:
+    """``bart central init --name Test`` says what a name may hold, with an example."""
+    import subprocess
+    import sys
+
+    import bart.errors
+    from sync.bodies import SLUG
+
+    assert SLUG.pattern == bart.errors._SLUG_PATTERN  # the words follow the one rule
+    bart_command = Path(sys.executable).with_name("bart")
+    done = subprocess.run([str(bart_command), "central", "init", "--data-dir",
+                           str(tmp_path / "c"), "--name", "Test"],
+                          capture_output=True, text=True, timeout=60)
+    assert done.returncode != 0
+    assert ("--name must be a name of lower-case letters, digits and '-' (not first or "
+            "last), at most 63, e.g. escamp-west (not 'Test')") in done.stderr
+    assert not (tmp_path / "c").exists() or not any((tmp_path / "c").iterdir())

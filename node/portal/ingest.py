@@ -85,7 +85,7 @@ class ReportIngest:
         # The one intake of the form and the API (node/portal/intake.py).
         try:
             raw = intake.from_json(b"".join(chunks), self.limit)
-            clean = intake.check(raw, {p.id for p in state.settings.meeting_points})
+            clean = intake.check(raw, {p.id: p.name for p in state.settings.meeting_points})
             done = await intake.store(state.runtime, clean)
         except intake.Refused as exc:
             if exc.refunds:  # as the form: only what is stored counts

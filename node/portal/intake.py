@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import logging
 import sqlite3
-from collections.abc import Collection, Mapping
+from collections.abc import Mapping
 from typing import Any, Final, Protocol
 
 from sync import EventError, EventTooLarge, InvalidField
@@ -154,17 +154,48 @@ def from_form(values: Mapping[str, str], lang: str) -> dict[str, Any]:
     }
 
 
-def check(raw: Mapping[str, Any], meeting_points: Collection[str]) -> dict[str, Any]:
-    """The report cleaned as it will be stored; raise :class:`Refused` (422)."""
+def check(raw: Mapping[str, Any], meeting_points: Mapping[str, str]) -> dict[str, Any]:
+    """The report cleaned as it will be stored; raise :class:`Refused` (422).
+
+    ``meeting_points`` maps this node's meeting points' ids to their names. A
+    chosen point's name goes into ``place.text``, before what the resident typed
+    (as a panic alarm carries it, node/alarms.py): central's desk and the teams
+    of other nodes know no point ids, and the police must read "Sportveldje De
+    Hangar", not "hangar". When both would not fit, the resident's words stay
+    as typed (the id is still there).
+    """
     try:
         clean = validate_report_input(raw)
         check_new_report(clean)
     except InvalidField as exc:  # EmptyReport too: its field is "report"
         raise _invalid(exc.field, exc.reason) from exc
-    point = clean["place"]["point"]
-    if point is not None and point not in meeting_points:
-        raise _invalid("place.point", "is not a meeting point of this node")
+    place = clean["place"]
+    point = place["point"]
+    if point is not None:
+        if point not in meeting_points:
+            raise _invalid("place.point", "is not a meeting point of this node")
+        place["text"] = with_point_name(meeting_points[point], place["text"])
     return clean
+
+
+def with_point_name(name: str, typed: str) -> str:
+    """``place.text`` of a report at a meeting point: its name, then what was typed.
+
+    >>> with_point_name("Sportveldje De Hangar", "")
+    'Sportveldje De Hangar'
+    >>> with_point_name("Sportveldje De Hangar", "bij het hek")
+    'Sportveldje De Hangar – bij het hek'
+    >>> with_point_name("Sportveldje De Hangar", "x" * 190) == "x" * 190
+    True
+    """
+    if not name or typed == name or typed.startswith(name + POINT_SEPARATOR):
+        return typed
+    both = f"{name}{POINT_SEPARATOR}{typed}" if typed else name
+    return both if len(both) <= MAX_PLACE_TEXT else typed
+
+
+#: Between a meeting point's name and the words typed about the place.
+POINT_SEPARATOR: Final = " – "
 
 
 async def store(runtime: Runtime, clean: Mapping[str, Any]) -> Submitted:

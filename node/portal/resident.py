@@ -134,7 +134,7 @@ async def report_submit(request: Request) -> Response:
     # checks, limits and answers; a refusal shows the form again with every word kept.
     try:
         clean = intake.check(intake.from_form(values, page_lang(request)),
-                             {p.id for p in deps.settings(request).meeting_points})
+                             {p.id: p.name for p in deps.settings(request).meeting_points})
         done = await intake.store(deps.runtime(request), clean)
     except intake.Refused as exc:
         if exc.refunds:  # not stored: a resident correcting the form keeps the budget

@@ -38,8 +38,11 @@ def place_text(body: dict[str, Any], settings: NodeSettings) -> str:
     place = body.get("place") or {}
     names = {p.id: p.name for p in settings.meeting_points}
     name, text = names.get(place.get("point") or "", ""), place.get("text") or ""
-    # A panic alarm carries its meeting point's name as text (for other nodes).
-    return " – ".join(p for p in (name, "" if text == name else text) if p)
+    # A panic alarm and a report carry their meeting point's name in the text
+    # (for other nodes and central, node/portal/intake.py): not said twice.
+    if name and (text == name or text.startswith(name + " – ")):
+        name = ""
+    return " – ".join(p for p in (name, text) if p)
 
 
 def is_visible(event: Event, settings: NodeSettings, now_ms: int, *,

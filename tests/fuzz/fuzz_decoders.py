@@ -47,7 +47,7 @@ def _keys(offset: int) -> KeyPair:
 
 
 NODE, CENTRAL = _keys(0), _keys(64)  # the keys of tests/vectors (README.md there)
-POINTS = {"kompasplein", "speeltuin"}
+POINTS = {"kompasplein": "Kompasplein", "speeltuin": "Speeltuin De Klimboom"}
 
 
 def _json(data: bytes) -> None:

@@ -143,6 +143,23 @@ def test_report_taken_and_handled_at_central_shows_on_the_node(stack: Stack) -> 
         client.close()
 
 
+def test_a_report_at_a_meeting_point_names_it_on_the_desk(stack: Stack) -> None:
+    """Central knows no meeting-point ids: the police read the point's name."""
+    from tests.support.node import MEETING_POINTS
+
+    point = MEETING_POINTS[1]
+    police = staff_client(stack.central, "Dirk Bakker", "police")
+    r = httpx.post(f"{stack.node.base_url}/api/v1/reports", json={
+        "category": "suspicious", "text": "Iemand probeert de deur te forceren",
+        "audience": "authorities", "place": {"point": point["id"], "text": "bij de ingang"}})
+    assert r.status_code == 201, r.text
+    report_id = wait_until(lambda: report_id_for(police, r.json()["receipt"]), SYNC_S,
+                           message="report on the police desk")
+    page = police.get(f"/staff/reports/{report_id}").text
+    assert f"{point['name']} – bij de ingang" in page
+    police.close()
+
+
 def home(node: NodeProcess) -> str:
     return httpx.get(f"{node.base_url}/", timeout=5.0).text
 

@@ -391,7 +391,7 @@ def test_depth_5000_is_refused_by_every_json_decoder(depth: int) -> None:
 
 # -- the report intake (form and API) -----------------------------------------------------
 
-POINTS = {"kompasplein", "speeltuin"}
+POINTS = {"kompasplein": "Kompasplein", "speeltuin": "Speeltuin De Klimboom"}
 
 
 def _intake_refuses(read: Callable[[], dict[str, Any]]) -> None:
@@ -436,3 +436,13 @@ def test_unknown_fields_in_a_report_are_refused() -> None:
         with pytest.raises(intake.Refused) as refused:
             intake.from_json(json.dumps(body).encode(), 16_384)
         assert refused.value.status == 422
+
+
+def test_intake_doctests() -> None:
+    """A report at a meeting point carries the point's name (node/portal/intake.py)."""
+    import doctest
+
+    assert doctest.testmod(intake).failed == 0
+    clean = intake.check(intake.from_form({"category": "nuisance", "place_point": "speeltuin",
+                                           "text": "Harde muziek"}, "nl"), POINTS)
+    assert clean["place"] == {"point": "speeltuin", "text": "Speeltuin De Klimboom"}

@@ -157,6 +157,25 @@ def test_a_report_at_a_meeting_point_names_it_on_the_desk(stack: Stack) -> None:
                            message="report on the police desk")
     page = police.get(f"/staff/reports/{report_id}").text
     assert f"{point['name']} – bij de ingang" in page
+    assert 'data-testid="report-lang"' not in page  # Dutch goes without saying
+    police.close()
+
+
+def test_the_desk_says_a_report_s_language(stack: Stack) -> None:
+    """A report in Polish says so on the list and the page (to find a translator)."""
+    police = staff_client(stack.central, "Eva de Wit", "police")
+    r = httpx.post(f"{stack.node.base_url}/api/v1/reports", json={
+        "category": "suspicious", "text": "Dwóch mężczyzn zagląda do samochodów",
+        "audience": "authorities", "place": {"point": None, "text": "Leyweg"}, "lang": "pl"})
+    assert r.status_code == 201, r.text
+    receipt = r.json()["receipt"]
+    report_id = wait_until(lambda: report_id_for(police, receipt), SYNC_S,
+                           message="report on the police desk")
+    listed = police.get("/staff/reports", params={"state": "all"}).text
+    item = listed[listed.index(f'data-receipt="{receipt}"'):]
+    assert re.search(r'data-testid="report-lang"[^>]*>PL</span>', item[:item.index("</li>")])
+    page = police.get(f"/staff/reports/{report_id}").text
+    assert re.search(r'data-testid="report-lang">Pools</dd>', page)
     police.close()
 
 

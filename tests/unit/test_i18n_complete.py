@@ -221,6 +221,7 @@ CENTRAL_FAMILIES: Mapping[str, tuple[str, ...]] = {
                           "reason"),
     "insight.*_chart": ("answer", "handled"),
     "insight.*_desc": ("answer", "handled"),
+    "lang.*": ("en", "tr", "ar", "pl", "nl"),  # report.html: a resident's language
 }
 #: Families the scanner cannot see: central/staff/web.py done_text() looks up
 #: "done." + the ?done= word that redirect(url, word) put in the address.

@@ -89,7 +89,11 @@ events = sa.Table(
     sa.Column("received_at", sa.BigInteger, nullable=False),
     sa.UniqueConstraint("origin", "stream", "seq", name="uq_events_origin_stream_seq"),
 )
-sa.Index("idx_events_kind_ts", events.c.kind, events.c.ts)
+# Alerts and acks only (migration 0012): the insight page's team answers and
+# retention's alarms about a report read it; reports, nearly every event, need none.
+sa.Index("idx_events_alarm_kind_ts", events.c.kind, events.c.ts,
+         sqlite_where=sa.text("kind IN ('alert', 'ack')"),
+         postgresql_where=sa.text("kind IN ('alert', 'ack')"))
 
 # What central holds of each (origin, stream): the gapless prefix and the highest seq.
 heads = sa.Table(

@@ -178,11 +178,11 @@ class Ingest:
                         (i, o, s, q, t, k, b, b64(sig, newline=False).decode(), node, at)
                         for i, o, s, q, t, k, b, sig, _unsigned in events])
                     # Reports (triage), alerts and acks (the alarm desk) wait in
-                    # the batch row for the projector.
-                    reports = [e[0] for e in events if e[5] in _PROJECTED]
+                    # the batch row for the projector, as runs of seqs.
+                    runs = pending_runs(events)
                     cur.execute(*q.BATCH_PENDING.bind(self.dialect, {
                         **batch, "new": new,
-                        "pending": orjson.dumps(reports).decode() if reports else None}))
+                        "pending": orjson.dumps(runs).decode() if runs else None}))
                 cur.execute(*q.NODE_SEEN.bind(self.dialect, {
                     "at": at, "backlog": meta.backlog, "version": meta.version,
                     "display": meta.display, "batch_seq": header.batch_seq, "name": node}))
@@ -289,6 +289,44 @@ class Ingest:
                   holds=holds, updates=updates, at=now_ms())
         return SyncReply(ack=ack.sign(self.central.keys), events=tuple(central_events),
                          roster=roster)
+
+
+#: A run of a batch's pending list spans at most this many seqs that are not
+#: reports, alerts or acks of the batch (central/projector.py reads each run as
+#: one range of the ``(origin, stream, seq)`` index).
+RUN_GAP = 32
+
+
+def pending_runs(events: list[sealed.LeanEvent]) -> list[tuple[str, str, int, int]]:
+    """What the projector has to look at in a batch: ``(origin, stream, first seq,
+    last seq)`` runs that cover its reports, alerts and acks.
+
+    The projector reads a run as one range (of the events this batch stored,
+    ``via`` and ``received_at``), not the events one by one by id: 1,000
+    primary-key probes cost the database ~3.5 µs per event, and a list of
+    1,000 ids is ~37 kB in the batch row (compressed and TOASTed on
+    PostgreSQL). A new run starts after a gap of more than :data:`RUN_GAP`
+    seqs, so a range holds few events that are not to be projected.
+    """
+    seqs: dict[tuple[str, str], list[int]] = {}
+    for e in events:
+        if e[5] in _PROJECTED:
+            got = seqs.get((e[1], e[2]))
+            if got is None:
+                seqs[(e[1], e[2])] = [e[3]]
+            else:
+                got.append(e[3])
+    runs: list[tuple[str, str, int, int]] = []
+    for (origin, stream), got in sorted(seqs.items()):
+        got.sort()
+        first = last = got[0]
+        for seq in got:
+            if seq - last > RUN_GAP:
+                runs.append((origin, stream, first, last))
+                first = seq
+            last = seq
+        runs.append((origin, stream, first, last))
+    return runs
 
 
 def advance_head(conn: Connection, origin: str, stream: str,

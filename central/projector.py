@@ -97,7 +97,8 @@ class Projector:
         batches over several projectors), so it projects inside one
         transaction.
         """
-        q = (sa.select(db.batches.c.node, db.batches.c.batch_seq, db.batches.c.pending)
+        q = (sa.select(db.batches.c.node, db.batches.c.batch_seq, db.batches.c.received_at,
+                       db.batches.c.pending)
              .where(db.batches.c.pending.isnot(None))
              .order_by(db.batches.c.received_at).limit(limit))
         if self.dialect == "postgresql":
@@ -169,26 +170,35 @@ class Projector:
     def _fetch(self, conn: Connection, batch: Any) -> list[tuple[Any, ...]]:
         """The stored events of ``batch`` the projector looks at (id, origin, ts, kind, body).
 
-        An id that is not stored (a fork of an event held under another id)
-        has nothing to project. One statement per batch, by primary key only
-        (with a condition on kind as well, PostgreSQL chose the (kind, ts)
-        index over a fast-growing table and took ~1.4 s per batch instead of
-        ~50 ms); through the DB-API cursor: SQLAlchemy's rows took ~10 µs per
-        event here under cProfile, more than the triage.
+        ``pending`` holds runs of seqs (:func:`central.ingest.pending_runs`):
+        each is one range of the ``(origin, stream, seq)`` index, of the events
+        this batch stored (``via`` its node, ``received_at`` its time). An
+        event the batch brought that was stored already (sent again, or a fork
+        of an event held under another id) was projected with the batch that
+        stored it. A list of ids (a batch stored by older code) is read by
+        primary key. Through the DB-API cursor: SQLAlchemy's rows took ~10 µs
+        per event here under cProfile, more than the triage.
         """
-        ids = _ids(batch.pending, batch.node, batch.batch_seq)
-        if not ids:
+        work = _pending(batch.pending, batch.node, batch.batch_seq)
+        if not work:
             return []
-        if self.dialect == "postgresql":
-            sql, _ = queries.EVENTS_BY_IDS_PG.compiled(self.dialect)
-            args: tuple[Any, ...] = (ids,)
-        else:
-            sql, _ = queries.EVENTS_BY_IDS_SQLITE.compiled(self.dialect)
-            args = (orjson.dumps(ids).decode(),)
         cur = conn.connection.cursor()
         try:
-            cur.execute(sql, args)
-            return [row for row in cur.fetchall() if row[3] in _KINDS]
+            if isinstance(work[0], str):  # ids
+                if self.dialect == "postgresql":
+                    sql, _ = queries.EVENTS_BY_IDS_PG.compiled(self.dialect)
+                    args: tuple[Any, ...] = (work,)
+                else:
+                    sql, _ = queries.EVENTS_BY_IDS_SQLITE.compiled(self.dialect)
+                    args = (orjson.dumps(work).decode(),)
+                cur.execute(sql, args)
+                return [row for row in cur.fetchall() if row[3] in _KINDS]
+            sql, _ = queries.EVENTS_IN_RUN.compiled(self.dialect)
+            out: list[tuple[Any, ...]] = []
+            for origin, stream, first, last in work:
+                cur.execute(sql, (origin, stream, first, last, batch.node, batch.received_at))
+                out.extend(row for row in cur.fetchall() if row[3] in _KINDS)
+            return out
         finally:
             cur.close()
 
@@ -220,15 +230,20 @@ class Projector:
             return default_router(body)
 
 
-def _ids(pending: str, node: str, batch_seq: int) -> list[str]:
+def _pending(pending: str, node: str, batch_seq: int) -> list[Any]:
+    """A batch's ``pending`` list: ``[origin, stream, first, last]`` runs, or (a batch
+    stored by older code) event ids; ``[]`` when it is neither (logged)."""
     try:
-        ids = orjson.loads(pending)
+        work = orjson.loads(pending)
     except orjson.JSONDecodeError:
-        ids = None
-    if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
-        log.error("batch %s/%s: unreadable pending list, skipped", node, batch_seq)
-        return []
-    return ids
+        work = None
+    if isinstance(work, list) and (all(isinstance(i, str) for i in work) or all(
+            isinstance(r, list) and len(r) == 4 and isinstance(r[0], str)
+            and isinstance(r[1], str) and type(r[2]) is int and type(r[3]) is int
+            for r in work)):
+        return work
+    log.error("batch %s/%s: unreadable pending list, skipped", node, batch_seq)
+    return []
 
 
 def insert_reports(conn: Connection, rows: Sequence[tuple[Any, ...]]) -> int:

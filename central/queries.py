@@ -141,7 +141,9 @@ BATCH_CLAIM: Final = Statement(
                    "RETURNING batch_seq")
 BATCH_HELD: Final = Statement(
     "batch_held", "SELECT count, new FROM batches WHERE node = :node AND batch_seq = :batch_seq")
-#: How many events were new, and the ids the projector still has to look at.
+#: How many events were new, and what the projector still has to look at: JSON, a list of
+#: ``[origin, stream, first seq, last seq]`` runs (``central.ingest.pending_runs``; batches
+#: stored by older code hold a list of event ids, which the projector still reads).
 BATCH_PENDING: Final = Statement(
     "batch_pending", "UPDATE batches SET new = :new, pending = :pending "
                      "WHERE node = :node AND batch_seq = :batch_seq")
@@ -235,8 +237,14 @@ REPORT_COUNTS_ADD: Final = Statement(
     "report_counts_add",
     "INSERT INTO report_counts (route, state, n) VALUES (:route, :state, :n) "
     "ON CONFLICT (route, state) DO UPDATE SET n = report_counts.n + excluded.n")
-#: The events a batch's ``pending`` list names, by primary key: on SQLite the
-#: list as JSON text, on PostgreSQL as an array.
+#: The events a batch stored in one run of its ``pending`` list: a range of the
+#: ``(origin, stream, seq)`` index, only the events this batch stored (``via``, ``received_at``).
+EVENTS_IN_RUN: Final = Statement(
+    "events_in_run", "SELECT id, origin, ts, kind, body FROM events WHERE origin = :origin "
+                     "AND stream = :stream AND seq >= :first AND seq <= :last "
+                     "AND via = :via AND received_at = :at")
+#: The events a ``pending`` list of ids names (batches stored before runs), by primary
+#: key: on SQLite the list as JSON text, on PostgreSQL as an array.
 EVENTS_BY_IDS_SQLITE: Final = Statement(
     "events_by_ids", "SELECT id, origin, ts, kind, body FROM events "
                      "WHERE id IN (SELECT value FROM json_each(:ids))")
@@ -298,10 +306,14 @@ def insight_delays(dialect: str, weeks: int, routed: bool,
     ref, action = json_text(dialect, "e.body", "ref"), json_text(dialect, "e.body", "action")
     answer_list = ", ".join(f"'{a}'" for a in answers)
     week, route_filter = week_case(weeks, "r.ts"), _route_filter(routed)
+    # ``e.kind IN ('alert', 'ack')`` says no more than ``e.kind = 'ack'``: it is the
+    # term of the partial index on (kind, ts) (migration 0012), which SQLite reads
+    # only for a query that names it.
     return Statement("insight_delays", f"""
 WITH acks AS (
   SELECT {ref} AS ref, MIN(e.ts) AS at FROM events e
-  WHERE e.kind = 'ack' AND e.ts >= :start AND {action} IN ({answer_list})
+  WHERE e.kind = 'ack' AND e.kind IN ('alert', 'ack') AND e.ts >= :start
+    AND {action} IN ({answer_list})
   GROUP BY {ref}
 ), base AS (
   SELECT {week} AS week, r.ts AS ts, a.at AS ack,
@@ -340,7 +352,8 @@ def batch_slots(unit_ms: int) -> Statement:
 
 @functools.lru_cache(maxsize=16)
 def events_about(dialect: str, count: int) -> Statement:
-    """(id, body) of the alerts and acks whose ``ref`` is one of ``:i0`` … (``count``)."""
+    """(id, body) of the alerts and acks whose ``ref`` is one of ``:i0`` … (``count``);
+    ``kind IN ('alert', 'ack')`` is the term of the partial index it reads (migration 0012)."""
     marks = ", ".join(f":i{n}" for n in range(count))
     return Statement("events_about", "SELECT id, body FROM events WHERE kind IN ('alert', 'ack') "
                      f"AND {json_text(dialect, 'body', 'ref')} IN ({marks})")

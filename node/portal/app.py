@@ -32,6 +32,7 @@ from .guards import LimitBody, SecurityHeaders
 from .i18n import Catalogue
 from .ingest import ReportIngest
 from .render import Renderer
+from .stream import LiveStream
 
 log = logging.getLogger(__name__)
 
@@ -111,12 +112,14 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
 
 
 def create_asgi(settings: NodeSettings) -> ASGIApp:
-    """What the server runs: the app, with ``POST /api/v1/reports`` served in front of
-    the framework's own middleware stack (see :mod:`node.portal.ingest`), and the
-    captive portal's Host check in front of both (see :mod:`node.portal.captive`)."""
+    """What the server runs: the app, with ``POST /api/v1/reports`` and the live
+    stream ``GET /api/v1/stream`` served in front of the framework's own middleware
+    stack (see :mod:`node.portal.ingest` and :mod:`node.portal.stream`), and the
+    captive portal's Host check in front of them all (see :mod:`node.portal.captive`)."""
     app = create_app(settings)
     ingest = ReportIngest(app, fastapi=app, limit=settings.max_request_bytes)
-    return CaptivePortal(ingest, policy=app.state.captive_policy,
+    stream = LiveStream(ingest, fastapi=app)
+    return CaptivePortal(stream, policy=app.state.captive_policy,
                          clients=app.state.captive_clients,
                          catalogue=app.state.renderer.catalogue)
 

@@ -83,7 +83,7 @@ class LimitBody:
         await send({"type": "http.response.body", "body": body})
 
 
-class _NoncePool:
+class NoncePool:
     """CSP nonces cut from a pooled ``os.urandom`` block (one system call per ~340)."""
 
     def __init__(self) -> None:
@@ -96,12 +96,31 @@ class _NoncePool:
         return base64.urlsafe_b64encode(raw).decode("ascii")
 
 
+def security_headers(nonce: str, path: str | None) -> list[tuple[bytes, bytes]]:
+    """The headers every answer carries: a CSP with ``nonce``, and strict framing,
+    sniffing and referrer rules."""
+    # The API docs page (Swagger UI from the package, common/apidocs.py)
+    # may also load scripts and styles from this node itself; every other
+    # page: only what carries the nonce.
+    own = "'self' " if path == DOCS_PATH else ""
+    csp = (f"default-src 'none'; script-src {own}'nonce-{nonce}'; "
+           f"style-src {own}'nonce-{nonce}'; "
+           "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
+           "base-uri 'none'; frame-ancestors 'none'").encode()
+    return [
+        (b"content-security-policy", csp),
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+    ]
+
+
 class SecurityHeaders:
     """ASGI middleware: a per-request CSP nonce and strict headers on every answer."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
-        self._pool = _NoncePool()
+        self._pool = NoncePool()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -109,28 +128,14 @@ class SecurityHeaders:
             return
         nonce = self._pool.nonce()
         scope.setdefault("state", {})["csp_nonce"] = nonce
-        # The API docs page (Swagger UI from the package, common/apidocs.py)
-        # may also load scripts and styles from this node itself; every other
-        # page: only what carries the nonce.
-        own = "'self' " if scope.get("path") == DOCS_PATH else ""
-        csp = (f"default-src 'none'; script-src {own}'nonce-{nonce}'; "
-               f"style-src {own}'nonce-{nonce}'; "
-               "img-src 'self' data:; connect-src 'self'; form-action 'self'; "
-               "base-uri 'none'; frame-ancestors 'none'").encode()
+        extra = security_headers(nonce, scope.get("path"))
 
         async def with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = list(message.get("headers", []))
-                headers += [
-                    (b"content-security-policy", csp),
-                    (b"x-content-type-options", b"nosniff"),
-                    (b"referrer-policy", b"no-referrer"),
-                    (b"x-frame-options", b"DENY"),
-                ]
-                message["headers"] = headers
+                message["headers"] = [*message.get("headers", []), *extra]
             await send(message)
 
         await self.app(scope, receive, with_headers)
 
 
-__all__ = ["DOCS_PATH", "LimitBody", "SecurityHeaders"]
+__all__ = ["DOCS_PATH", "LimitBody", "NoncePool", "SecurityHeaders", "security_headers"]

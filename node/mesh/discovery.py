@@ -43,23 +43,27 @@ from types import TracebackType
 from typing import Final
 
 import ifaddr
-from zeroconf import (
-    Error as ZeroconfError,
-)
-from zeroconf import (
-    InterfaceChoice,
-    IPVersion,
-    NonUniqueNameException,
-    ServiceStateChange,
-    Zeroconf,
-)
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
 from common.quietlog import QuietLog
 from sync.bodies import AREA, SLUG
 from sync.mesh import MESH_VERSION
 
 from ..errors import NodeError
+from ._purezc import use_pure_python
+
+use_pure_python()  # before zeroconf is imported: see node/mesh/_purezc.py
+
+from zeroconf import (  # noqa: E402 - after use_pure_python()
+    Error as ZeroconfError,
+)
+from zeroconf import (  # noqa: E402
+    InterfaceChoice,
+    IPVersion,
+    NonUniqueNameException,
+    ServiceStateChange,
+    Zeroconf,
+)
+from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf  # noqa: E402
 
 log = logging.getLogger(__name__)
 

@@ -180,6 +180,9 @@ class WriteTx(TxStatements):
         self.flush = False
         #: (origin, stream, seq) of every event written, for the held sets after COMMIT.
         self.added: list[tuple[str, str, int]] = []
+        #: A piece of work read far and wide (a prune): after COMMIT, the writer's page
+        #: cache is handed back (its pages are not what the next writes touch).
+        self.release_cache = False
 
     def _on_writer(self) -> None:
         self._store._on_writer()
@@ -317,6 +320,10 @@ class Store(StoreQueries):
         migrate(self._conn)
         self._held_lock = threading.Lock()
         self._held = load_held(self._conn)
+        # Migrating and reading the held seqs filled the writer's page cache (up to
+        # its 2 MiB at 10^5 events) with pages it will not write: handed back (issue
+        # 15, memory); so after a prune (WriteTx.release_cache).
+        self._conn.execute("PRAGMA shrink_memory")
         #: Guards ``_heads``: the writer changes it, any thread reads it.
         self._heads_lock = threading.Lock()
         self._heads: dict[tuple[str, str], int] = {k: h.top for k, h in self._held.items()}
@@ -466,6 +473,8 @@ class Store(StoreQueries):
             else:
                 results, tx = fast
             self._conn.execute("COMMIT")
+            if tx.release_cache:
+                self._conn.execute("PRAGMA shrink_memory")
             self._note_held(tx.added)
             self.commits += 1
             self.unflushed_commits += skip_flush

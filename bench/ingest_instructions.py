@@ -83,7 +83,8 @@ def child(mode: str, work: Path, n: int) -> None:
             conn.exec_driver_sql("CREATE TABLE raw_events AS SELECT * FROM events WHERE 0")
             conn.exec_driver_sql("CREATE UNIQUE INDEX raw_id ON raw_events (id)")
             conn.exec_driver_sql("CREATE UNIQUE INDEX raw_oss ON raw_events (origin, stream, seq)")
-            conn.exec_driver_sql("CREATE INDEX raw_kind_ts ON raw_events (kind, ts)")
+            conn.exec_driver_sql("CREATE INDEX raw_kind_ts ON raw_events (kind, ts) "
+                                 "WHERE kind IN ('alert', 'ack')")  # as events' (0012)
         for rows in rowsets[:n]:
             with engine.begin() as conn:
                 cur = conn.connection.cursor()

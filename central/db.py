@@ -92,8 +92,8 @@ events = sa.Table(
 # Alerts and acks only (migration 0012): the insight page's team answers and
 # retention's alarms about a report read it; reports, nearly every event, need none.
 sa.Index("idx_events_alarm_kind_ts", events.c.kind, events.c.ts,
-         sqlite_where=sa.text("kind IN ('alert', 'ack')"),
-         postgresql_where=sa.text("kind IN ('alert', 'ack')"))
+         sqlite_where=events.c.kind.in_(("alert", "ack")),
+         postgresql_where=events.c.kind.in_(("alert", "ack")))
 
 # What central holds of each (origin, stream): the gapless prefix and the highest seq.
 heads = sa.Table(

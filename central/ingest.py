@@ -7,8 +7,9 @@ Order of work for ``POST /api/v1/batches``, cheapest refusal first:
 3. verify the node's signature over header‖ciphertext → 401 ``bad_signature``;
 4. only then decrypt (wrong key id → 400 ``wrong_key_id``, bad tag → 400
    ``bad_tag``), decompress and validate every event (→ 422 ``malformed``);
-5. one transaction: the batch row (``(node, batch_seq)`` unique, with the ids
-   of its reports for the projector, which triages them later) and the events
+5. one transaction: the batch row (``(node, batch_seq)`` unique, with the
+   runs of seqs of its reports for the projector, which triages them later,
+   :func:`pending_runs`) and the events
    (unique by id), both ``ON CONFLICT DO NOTHING``. A batch row that already
    exists is a replay: nothing is stored and the original acknowledgement
    (count, new) is returned;

@@ -1,9 +1,10 @@
 """The projector: triaged ``reports`` rows derived from stored events (DESIGN.md §6).
 
 Ingest (``central/ingest.py``) stores events and answers the node; it does not
-triage. A stored batch that brought reports keeps their event ids in
-``batches.pending``. The projector takes such batches, oldest first, loads
-their report events, routes each by the triage rules and inserts its
+triage. A stored batch that brought reports (alerts, acks) keeps runs of
+their seqs in ``batches.pending``. The projector takes such batches, oldest
+first, loads the report events that batch stored (a range of the ``(origin,
+stream, seq)`` index per run), routes each by the triage rules and inserts its
 ``reports`` row (``ON CONFLICT DO NOTHING``: a report already there keeps its
 state and any route staff gave it), then clears ``pending`` — all in one
 transaction, so a crash at any point leaves the batch pending and the next

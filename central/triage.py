@@ -60,9 +60,11 @@ _FOLD: Final = str.maketrans({"ı": "i", "ł": "l", "ø": "o", "đ": "d", "ħ": 
                               "œ": "oe", "þ": "th"})
 _WORD = re.compile(r"\w+")
 # ASCII text, lowered: every character but a-z and 0-9 separates words (as \w+ would,
-# with "_" a separator too); str.translate and split do it without the regex engine.
-_ASCII_SEPARATORS: Final = str.maketrans(
-    {chr(c): " " for c in range(128) if not chr(c).isalnum()})
+# with "_" a separator too); bytes.translate (a 256-byte table, lowering too) and split
+# do it without the regex engine — str.translate with a mapping took twice as long
+# (~2.8 against ~1.5 µs for a report of 90 characters).
+_ASCII_FOLD: Final = bytes(ord(chr(c).lower()) if c < 128 and chr(c).isalnum() else 32
+                           for c in range(256))
 
 
 class TriageError(CentralError, ValueError):
@@ -85,7 +87,7 @@ def fold(text: str) -> str:
     'hang jongeren bij de speeltuin cafe lodz'
     """
     if text.isascii():  # the common case; the same result as the general path below
-        return " ".join(text.lower().translate(_ASCII_SEPARATORS).split())
+        return " ".join(text.encode("ascii").translate(_ASCII_FOLD).decode("ascii").split())
     text = unicodedata.normalize("NFKD", text.casefold()).translate(_FOLD)
     kept = text.translate(_DROP)
     return " ".join(_WORD.findall(kept.replace("_", " ")))

@@ -88,9 +88,10 @@ def _check_database(url: str) -> None:
 
 
 def cmd_central_run(args: argparse.Namespace) -> int:
+    """Check everything, then serve: in this process with one worker; with more,
+    this process becomes their small supervisor (central/supervise.py)."""
     from central.db import upgrade
-    from central.projector import ProjectorProcess
-    from central.server import serve
+    from central.projector import claim_for
     from central.triage import router_for
 
     from .cli import hold_data_dir
@@ -125,18 +126,68 @@ def cmd_central_run(args: argparse.Namespace) -> int:
           f"({args.workers} worker{'s' if args.workers > 1 else ''}, "
           f"database {_redact(central.database_url)})", flush=True)
     # Triage runs beside the HTTP workers, off the ingest path (central/projector.py).
-    # Edited rules are checked here, so that bad ones stop the start, not the projector.
+    # Edited rules are checked here, so that bad ones stop the start, not the projector;
+    # and a database of another central (other keys) is refused before anything runs.
     router_for(central.data_dir)
-    projector = ProjectorProcess(central.data_dir, args.database_url or None)
+    claim_for(central.data_dir, args.database_url or None)
+    if args.workers > 1:
+        from central.supervise import exec_supervisor
+
+        listener = _listen(host, port)
+        exec_supervisor(workers=args.workers, listen_fd=listener.fileno(),
+                        lock_fd=_lock_fd(lock), host=host, port=port,
+                        trusted_proxies=proxies, metrics_host=args.metrics_host,
+                        metrics_port=args.metrics_port, origin=central.origin,
+                        database_url=central.database_url)
+    return _serve_here(args, central, host, port, proxies, lock)
+
+
+def _lock_fd(lock: Any) -> int:
+    """The file descriptor holding the data directory's lock, to hand over across exec.
+
+    (common.datadir.DataDirLock keeps it private; it is the lock as long as it is open.)
+    """
+    fd: int = lock._fd
+    return fd
+
+
+def _listen(host: str, port: int) -> Any:
+    """The listening socket the workers share (bound as uvicorn binds: SO_REUSEADDR)."""
+    import socket
+
+    from .errors import port_problem
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host.strip("[]"), port))
+        sock.listen(2048)  # uvicorn's backlog: connections wait here while workers start
+    except OSError as exc:  # taken since the check above
+        sock.close()
+        raise port_problem(exc, host, port, "central", "--http-port",
+                           "http_port in central.toml") from exc
+    return sock
+
+
+def _serve_here(args: argparse.Namespace, central: Any, host: str, port: int,
+                proxies: list[str], lock: Any) -> int:
+    """``--workers 1``: serve in this process, the projector in a child beside it."""
+    from central.server import serve
+    from central.supervise import ProjectorWatch
+
+    projector = ProjectorWatch(central.origin, central.database_url)
     projector.start()
     metrics = None
-    if args.metrics_port:  # served by this supervising process, apart from the workers
-        from central.metrics import CentralMetrics
-
-        metrics = CentralMetrics(central.database_url, args.metrics_host, args.metrics_port)
-        print(f"Metrics on http://{args.metrics_host}:{args.metrics_port}/metrics", flush=True)
     try:
-        serve(host, port, args.workers, proxies)
+        if args.metrics_port:  # served by this process, apart from the HTTP server's loop
+            from central.metrics import CentralMetrics
+
+            metrics = CentralMetrics(central.database_url, args.metrics_host, args.metrics_port,
+                                     projectors=projector.pids)
+            print(f"Metrics on http://{args.metrics_host}:{args.metrics_port}/metrics",
+                  flush=True)
+        serve(host, port, proxies)
     except SystemExit as exc:  # uvicorn's own exit when its start fails (logged above)
         if exc.code in (0, None):
             raise

@@ -15,19 +15,18 @@ by XML Signature 1.1 and understood by every verifier, so central keeps a
 separate RSA-3072 key for CAP (``central/identity.py``, ``cap/``) and
 publishes its self-signed certificate at ``GET /api/v1/cap/cert.pem``.
 
-No I/O: key and certificate come in, bytes go out.
+No I/O: key and certificate come in, bytes go out. lxml and signxml (~5.5 MB
+of every HTTP worker) are imported at the first document signed, not before:
+most workers never serve a CAP alert.
 """
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
-from lxml import etree  # type: ignore[import-untyped]
-from signxml import algorithms
-from signxml.signer import XMLSigner
 
 from .errors import CentralError
 
@@ -53,13 +52,21 @@ class CapSigner:
         self._key = key
         self.cert = cert
         self.cert_pem: bytes = cert.public_bytes(serialization.Encoding.PEM)
-        self._signer = XMLSigner(
-            signature_algorithm=algorithms.SignatureMethod.RSA_SHA256,
-            digest_algorithm=algorithms.DigestAlgorithm.SHA256,
-            c14n_algorithm=algorithms.CanonicalizationMethod.EXCLUSIVE_XML_CANONICALIZATION_1_0)
+        self._signer: Any = None
 
     def sign(self, xml: bytes) -> bytes:
         """``xml`` (one CAP ``<alert>``) with an enveloped signature added."""
+        from lxml import etree  # type: ignore[import-untyped]
+
+        if self._signer is None:
+            from signxml import algorithms
+            from signxml.signer import XMLSigner
+
+            methods = algorithms.CanonicalizationMethod
+            self._signer = XMLSigner(
+                signature_algorithm=algorithms.SignatureMethod.RSA_SHA256,
+                digest_algorithm=algorithms.DigestAlgorithm.SHA256,
+                c14n_algorithm=methods.EXCLUSIVE_XML_CANONICALIZATION_1_0)
         parser = etree.XMLParser(resolve_entities=False, no_network=True, remove_blank_text=False)
         try:
             root = etree.fromstring(xml, parser)

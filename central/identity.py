@@ -17,7 +17,7 @@ import datetime as dt
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
@@ -30,9 +30,14 @@ from sync.keys import KeyPair, b64
 from sync.sealed import key_id
 
 from .areas import AREAS_FILE, Area, load_areas
-from .config import CONFIG_FILE as CONFIG_FILE  # re-exported: older imports name identity
-from .config import CentralSettings as CentralSettings
 from .errors import CentralConfigError
+
+if TYPE_CHECKING:
+    # Re-exported (older imports name identity); at run time by __getattr__ below, so
+    # that a process that never loads settings (the projector beside bart central
+    # run's workers) does not import pydantic for them (8 MB).
+    from .config import CONFIG_FILE as CONFIG_FILE
+    from .config import CentralSettings as CentralSettings
 
 CA_DAYS = 3650
 NODE_CERT_DAYS = 825
@@ -175,8 +180,18 @@ def _cap_certificate(key: rsa.RSAPrivateKey, origin: str) -> x509.Certificate:
     )
 
 
+def __getattr__(name: str) -> Any:
+    if name in ("CONFIG_FILE", "CentralSettings"):
+        from . import config
+
+        return getattr(config, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 def init_central(data_dir: Path, settings: CentralSettings) -> Central:
     """Create keys, CA and settings in ``data_dir``; refuses an existing central."""
+    from .config import CONFIG_FILE
+
     data_dir = data_dir.resolve()
     if (data_dir / CONFIG_FILE).exists():
         raise CentralConfigError(f"{data_dir} already holds a central ({CONFIG_FILE} exists)")
@@ -197,6 +212,8 @@ def init_central(data_dir: Path, settings: CentralSettings) -> Central:
 def load_central(data_dir: Path, **overrides: Any) -> Central:
     """Load a central created by :func:`init_central`: settings from its file, the
     environment and ``overrides`` (central/config.py), then its keys."""
+    from .config import CentralSettings
+
     data_dir = data_dir.resolve()
     settings = CentralSettings.load(data_dir, **overrides)
     keys = KeyPair.load(data_dir / "keys")

@@ -25,32 +25,27 @@ adds them up. A counter of a worker that died keeps counting in the sum.
 
 from __future__ import annotations
 
-import multiprocessing
 import os
 import shutil
 import tempfile
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import sqlalchemy as sa
-from prometheus_client import Counter, Histogram, values
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
-from prometheus_client.multiprocess import MultiProcessCollector
-from sqlalchemy.engine import Engine
+if TYPE_CHECKING:
+    from prometheus_client.core import Metric
+    from sqlalchemy.engine import Engine
 
-from common.metrics import MetricsServer
+    from .cluster import Holder
 
-from . import db
-from .alarms import TEAM_CLOSED
-from .cluster import Holder, host_name, lock_holders
-from .health import node_health
+# The HTTP workers import this module for IngestMetrics (central/ingest.py);
+# prometheus_client, SQLAlchemy and the listener are imported where the metrics
+# are made and served (1-2 MB of a worker that serves none otherwise).
 
 #: The desks alarms go to (always reported, 0 when none wait).
 DESKS = ("police", "municipality")
-#: The name of the projector's process (central/projector.py's ProjectorProcess).
-PROJECTOR_NAME = "bart-central-projector"
 #: A run's directory for the workers' numbers: ``/tmp/bart-central-metrics-PID-…``.
 RUN_DIR_PREFIX = "bart-central-metrics-"
 #: prometheus_client's multiprocess mode reads its directory from this variable.
@@ -65,11 +60,12 @@ class IngestMetrics:
 
     One per process (:func:`ingest_metrics`). Under ``bart central run
     --metrics-port`` the values go to the run's multiprocess directory;
-    without it they are kept in memory and nobody reads them (a few
-    hundred nanoseconds a batch).
+    without it nobody can read them, and :class:`UnreadIngestMetrics` stands in.
     """
 
     def __init__(self) -> None:
+        from prometheus_client import Counter, Histogram
+
         self.latency = Histogram(
             "bart_central_ingest_seconds",
             "Time from a sealed batch reaching ingest to its signed answer (accepted batches)",
@@ -83,40 +79,60 @@ class IngestMetrics:
         self.refused.labels(reason[:40]).inc()
 
 
-_ingest: IngestMetrics | None = None
+class _Unobserved:
+    def observe(self, _value: float) -> None:
+        pass
+
+
+class UnreadIngestMetrics:
+    """:class:`IngestMetrics` of a central that serves no metrics: counts nothing
+    (no scrape could read them) and imports no prometheus_client."""
+
+    latency = _Unobserved()
+
+    def refusal(self, reason: str) -> None:
+        pass
+
+
+_ingest: IngestMetrics | UnreadIngestMetrics | None = None
 _ingest_lock = threading.Lock()
 
 
-def ingest_metrics() -> IngestMetrics:
+def ingest_metrics() -> IngestMetrics | UnreadIngestMetrics:
     """This process's :class:`IngestMetrics`, made at the first call.
 
     prometheus_client picks where values live when it is imported; this
     process may have imported it before ``bart central run`` set
-    :data:`MULTIPROC_ENV`, so the choice is made again here, once.
+    :data:`MULTIPROC_ENV`, so the choice is made again here, once. Without
+    :data:`MULTIPROC_ENV` (no ``--metrics-port``) nobody reads them:
+    :class:`UnreadIngestMetrics`.
     """
     global _ingest
     with _ingest_lock:
         if _ingest is None:
             if os.environ.get(MULTIPROC_ENV):
+                from prometheus_client import values
+
                 values.ValueClass = values.get_value_class()  # type: ignore[no-untyped-call]
-            _ingest = IngestMetrics()
+                _ingest = IngestMetrics()
+            else:
+                _ingest = UnreadIngestMetrics()
         return _ingest
-
-
-def local_projectors() -> set[int]:
-    """Pids of this process's live projector children (central/projector.py's
-    ProjectorProcess, started by ``bart central run``)."""
-    return {p.pid for p in multiprocessing.active_children()
-            if p.name == PROJECTOR_NAME and p.pid is not None}
 
 
 class CentralCollector:
     """Central's metrics, read from the database on each scrape."""
 
-    def __init__(self, database_url: str, workers_dir: Path | None = None) -> None:
+    def __init__(self, database_url: str, workers_dir: Path | None,
+                 projectors: Callable[[], Iterable[int]]) -> None:
+        from prometheus_client.multiprocess import MultiProcessCollector
+
+        from . import db
+
         self.engine: Engine = db.make_engine(database_url, pool_size=1)
         self.workers = (MultiProcessCollector(None, str(workers_dir))  # type: ignore[no-untyped-call]
                         if workers_dir is not None else None)
+        self.projectors = projectors
 
     def close(self) -> None:
         """Let go of the database connection."""
@@ -124,6 +140,14 @@ class CentralCollector:
 
     def collect(self) -> Iterable[Metric]:
         """Called on the metrics thread by prometheus_client for every scrape."""
+        import sqlalchemy as sa
+        from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+        from . import db
+        from .alarms import TEAM_CLOSED
+        from .cluster import lock_holders
+        from .health import node_health
+
         now = time.time_ns() // 1_000_000
         b, a = db.batches, db.alarms
         with db.reading(self.engine) as conn:
@@ -189,7 +213,11 @@ class CentralCollector:
 
     def _projector(self, holders: list[Holder] | None) -> Iterable[Metric]:
         """Who projects: PostgreSQL's lock holder, or (SQLite) this central's projector."""
-        mine = local_projectors()
+        from prometheus_client.core import GaugeMetricFamily
+
+        from .cluster import host_name
+
+        mine = set(self.projectors())
         holder = GaugeMetricFamily("bart_central_projector_holder",
                                    "The process holding the projector lock (1 per holder; "
                                    "PostgreSQL)", labels=["host", "pid"])
@@ -229,7 +257,10 @@ class CentralMetrics:
     already names one), which the workers inherit and fill.
     """
 
-    def __init__(self, database_url: str, host: str, port: int) -> None:
+    def __init__(self, database_url: str, host: str, port: int,
+                 projectors: Callable[[], Iterable[int]]) -> None:
+        from common.metrics import MetricsServer
+
         self._own_dir: Path | None = None
         shared = os.environ.get(MULTIPROC_ENV)
         if shared:
@@ -241,7 +272,7 @@ class CentralMetrics:
                 prefix=f"{RUN_DIR_PREFIX}{os.getpid()}-"))
             os.environ[MULTIPROC_ENV] = str(workers_dir)
         try:
-            self.collector = CentralCollector(database_url, workers_dir)
+            self.collector = CentralCollector(database_url, workers_dir, projectors)
             try:
                 self.server = MetricsServer(self.collector, host, port)
             except BaseException:

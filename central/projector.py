@@ -24,10 +24,8 @@ twice. A report reaches the staff pages within one poll interval of its batch.
 from __future__ import annotations
 
 import logging
-import multiprocessing
 import os
 import threading
-import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -40,7 +38,6 @@ from common.clock import now_ms
 
 from . import alarms, db, queries
 from .cluster import STANDBY_POLL_S, ProjectorLock, application_name
-from .metrics import PROJECTOR_NAME
 
 log = logging.getLogger(__name__)
 
@@ -298,14 +295,26 @@ _STATE = queries.REPORT_COLUMNS.index("state")
 # --------------------------------------------------------------- as a process
 
 def _process_main(data_dir: str, database_url: str | None, parent: int | None) -> None:
+    """This central's settings loaded, then :func:`project_until_stopped`
+    (``bart central triage``)."""
+    from .identity import load_central
+
+    central = load_central(Path(data_dir), database_url=database_url)
+    project_until_stopped(central.data_dir, central.database_url, central.origin, parent)
+
+
+def project_until_stopped(data_dir: Path, database_url: str, origin: str,
+                          parent: int | None) -> None:
     """Run a projector until SIGTERM/SIGINT.
 
-    The entry point of the process ``bart central run`` starts (``parent``:
-    its pid, to stop with it), and of ``bart central triage`` (no parent).
+    The projector process of ``bart central run`` (central/worker.py;
+    ``parent``: the pid of the process that started it, to stop with it), and
+    ``bart central triage`` (no parent). It needs the database, the triage
+    rules and central's origin, not settings or keys: ``bart central run``
+    checked those and hands these over, so its projector imports no pydantic.
     """
     import signal
 
-    from .identity import load_central
     from .triage import router_for
 
     logging.basicConfig(level=os.environ.get("BART_LOG_LEVEL", "INFO"),
@@ -313,9 +322,8 @@ def _process_main(data_dir: str, database_url: str | None, parent: int | None) -
     stop = threading.Event()
     signal.signal(signal.SIGTERM, lambda *_: stop.set())
     signal.signal(signal.SIGINT, lambda *_: stop.set())
-    central = load_central(Path(data_dir), database_url=database_url)
-    engine = db.make_engine(central.database_url)
-    projector = Projector(engine, router_for(central.data_dir), central_origin=central.origin)
+    engine = db.make_engine(database_url)
+    projector = Projector(engine, router_for(data_dir), central_origin=origin)
 
     def orphaned() -> None:  # the parent died without stopping us
         while not stop.wait(1.0):
@@ -326,7 +334,7 @@ def _process_main(data_dir: str, database_url: str | None, parent: int | None) -
         threading.Thread(target=orphaned, name="bart-projector-parent", daemon=True).start()
     try:
         if projector.dialect == "postgresql":
-            with ProjectorLock(central.database_url) as lock:
+            with ProjectorLock(database_url) as lock:
                 run_when_holding(projector, lock, stop)
         else:  # SQLite: one machine, one projector, no lock (as ever)
             projector.run(stop)
@@ -390,73 +398,3 @@ def claim_for(data_dir: Path, database_url: str | None) -> None:
         claim_identity(engine, central)
     finally:
         engine.dispose()
-
-
-class ProjectorProcess:
-    """One projector process, restarted if it dies, stopped with the server."""
-
-    def __init__(self, data_dir: Path, database_url: str | None) -> None:
-        self._args = (str(data_dir), database_url, os.getpid())
-        self._ctx = multiprocessing.get_context("spawn")
-        self._proc: Any = None
-        self._stop = threading.Event()
-        self._watch: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int | None:
-        """The projector process's id (a new one after each restart)."""
-        return self._proc.pid if self._proc is not None else None
-
-    def is_alive(self) -> bool:
-        """Whether the projector process runs now (on PostgreSQL: projecting or standing by)."""
-        return self._proc is not None and bool(self._proc.is_alive())
-
-    def start(self) -> None:
-        """Start the projector, once this central's keys are known to be the database's.
-
-        Raises :class:`central.cluster.IdentityMismatch` (nothing started) when
-        the database belongs to a central with other keys: every process over
-        one database must be one central (docs/central-scale.md).
-        """
-        claim_for(Path(self._args[0]), self._args[1])
-        self._spawn()
-        self._watch = threading.Thread(target=self._supervise, name="bart-projector-watch",
-                                       daemon=True)
-        self._watch.start()
-
-    def _spawn(self) -> None:
-        self._proc = self._ctx.Process(target=_process_main, args=self._args,
-                                       name=PROJECTOR_NAME, daemon=False)
-        self._proc.start()
-
-    def _supervise(self) -> None:
-        delay = 1.0
-        started = time.monotonic()
-        while not self._stop.wait(1.0):
-            if self._proc.is_alive():
-                continue
-            if self._proc.exitcode == 0:
-                # Stopped by a signal (Ctrl-C and systemctl stop reach the whole
-                # group): the server is stopping too, or someone meant it.
-                log.warning("projector stopped; not restarted")
-                return
-            if time.monotonic() - started >= 60:
-                delay = 1.0  # it had been running fine: a fresh failure
-            log.error("projector exited with %s; restarting in %.0f s", self._proc.exitcode,
-                      delay)
-            if self._stop.wait(delay):
-                return
-            delay = min(60.0, delay * 2)
-            started = time.monotonic()
-            self._spawn()
-
-    def stop(self, timeout: float = 5.0) -> None:
-        self._stop.set()
-        if self._watch is not None:
-            self._watch.join(timeout)
-        if self._proc is not None and self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(timeout)
-            if self._proc.is_alive():
-                self._proc.kill()
-                self._proc.join(timeout)

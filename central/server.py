@@ -1,13 +1,19 @@
-"""Run central under uvicorn: one process, or a supervisor with N workers."""
+"""Run central under uvicorn: the options every central HTTP process uses.
+
+``bart central run`` serves in its own process with ``--workers 1``
+(:func:`serve`); with more, each worker is a child process of its own
+(central/supervise.py, central/worker.py) with the same :func:`options`.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import socket
+from collections.abc import Callable, Sequence
+from typing import Any, Final
 
 import uvicorn
 
-from common.server import Server, proxy_options
+from common.server import Server, proxy_options, settle_memory
 
 
 class CentralServer(Server):
@@ -15,18 +21,39 @@ class CentralServer(Server):
     (:class:`common.server.Server`)."""
 
 
+class ServingProcess(CentralServer):
+    """The server of a process that does nothing else: once it serves, start-up's
+    memory is settled (:func:`common.server.settle_memory`) and ``ready`` is called."""
+
+    def __init__(self, config: uvicorn.Config, ready: Callable[[], None] | None = None) -> None:
+        super().__init__(config)
+        self._ready = ready
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        await super().startup(sockets)
+        if self.started:
+            settle_memory()
+            if self._ready is not None:
+                self._ready()
+
+
+#: The application factory every central HTTP process serves.
+APP: Final = "central.asgi:create"
 #: uvicorn's C parser: a worker takes batches of ~160 kB back to back, and h11
 #: (pure Python) cost its event loop ~4 % of the worker's CPU more per event
 #: (bench/README.md). Nodes, a few requests a minute, keep h11 (node/server.py).
 HTTP_PARSER = "httptools"
+#: Seconds a stopping worker lets open requests finish.
+GRACEFUL_S = 5
 
 
-def serve(host: str, port: int, workers: int, trusted_proxies: Sequence[str] = ()) -> None:
-    """Serve ``central.asgi:create`` until SIGINT/SIGTERM."""
-    options: dict[str, Any] = dict(factory=True, host=host, port=port, log_level="warning",
-                                   access_log=False, timeout_graceful_shutdown=5,
-                                   http=HTTP_PARSER, **proxy_options(trusted_proxies))
-    if workers <= 1:
-        CentralServer(uvicorn.Config("central.asgi:create", workers=workers, **options)).run()
-        return
-    uvicorn.run("central.asgi:create", workers=workers, **options)
+def options(host: str, port: int, trusted_proxies: Sequence[str] = ()) -> dict[str, Any]:
+    """uvicorn's settings for serving :data:`APP` on ``host:port``."""
+    return dict(factory=True, host=host, port=port, log_level="warning", access_log=False,
+                timeout_graceful_shutdown=GRACEFUL_S, http=HTTP_PARSER,
+                **proxy_options(trusted_proxies))
+
+
+def serve(host: str, port: int, trusted_proxies: Sequence[str] = ()) -> None:
+    """Serve :data:`APP` in this process until SIGINT/SIGTERM."""
+    ServingProcess(uvicorn.Config(APP, **options(host, port, trusted_proxies))).run()

@@ -8,6 +8,8 @@ Imports no Bart package.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import signal
 import threading
 from collections.abc import Generator, Sequence
@@ -55,4 +57,31 @@ def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
     return {"proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies)}
 
 
-__all__ = ["STOP_SIGNALS", "Server", "proxy_options"]
+def settle_memory() -> None:
+    """Once a server process has started: collect start-up's garbage, freeze the
+    rest, hand freed heap back to the system.
+
+    What start-up made (modules, the app, templates, catalogues) lives as long
+    as the process, so :func:`gc.freeze` keeps it out of the collector's
+    generations (a full collection walks only what came after), and glibc's
+    ``malloc_trim`` returns the allocator's free lists (elsewhere: nothing).
+    node/server.py does the same for the node.
+    """
+    gc.collect()
+    gc.freeze()
+    malloc_trim()
+
+
+def malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)``; nothing where the C library is another."""
+    import ctypes
+    import ctypes.util
+
+    name = ctypes.util.find_library("c")
+    if not name:
+        return
+    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
+        ctypes.CDLL(name).malloc_trim(0)
+
+
+__all__ = ["STOP_SIGNALS", "Server", "malloc_trim", "proxy_options", "settle_memory"]

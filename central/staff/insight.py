@@ -13,17 +13,20 @@ from __future__ import annotations
 import asyncio
 import csv
 import io
-from typing import Final
+from types import ModuleType
+from typing import TYPE_CHECKING, Final
 
 from fastapi import APIRouter, Request
 from fastapi.responses import Response
 
-from .. import insight
 from ..pages import local
 from ..triage import ROUTES
 from .accounts import StaffMember
 from .web import engine_of, now_ms, render, renderer_of, require_member, tr
 from .web import page_lang as _lang
+
+if TYPE_CHECKING:
+    from .. import insight
 
 router = APIRouter(include_in_schema=False)
 
@@ -38,9 +41,17 @@ def _route(request: Request, member: StaffMember) -> str | None:
     return desk if desk in ROUTES else None
 
 
+def _insight() -> ModuleType:
+    """central/insight.py, imported at the first insight page (0.7 MB of every worker
+    otherwise, which most never serve)."""
+    from .. import insight
+
+    return insight
+
+
 async def _figures(request: Request, member: StaffMember) -> insight.Figures:
-    return await asyncio.to_thread(insight.collect, engine_of(request), _route(request, member),
-                                   now_ms())
+    return await asyncio.to_thread(_insight().collect, engine_of(request),
+                                   _route(request, member), now_ms())
 
 
 @router.get("/staff/insight")
@@ -49,8 +60,8 @@ async def insight_page(request: Request) -> Response:
     member = await require_member(request)
     figures = await _figures(request, member)
     t = renderer_of(request).translator(_lang(request))
-    tables = insight.tables(figures, t)
-    charts = insight.charts(figures, t)
+    tables = _insight().tables(figures, t)
+    charts = _insight().charts(figures, t)
     return render(request, "insight.html", member, tables=tables, charts=charts,
                   desk=figures.route, routes=ROUTES,
                   period=(local(figures.starts[0], "%d-%m-%Y"), local(figures.now, "%d-%m-%Y")))
@@ -66,10 +77,10 @@ async def insight_csv(request: Request) -> Response:
                         status_code=404, media_type="text/plain; charset=utf-8",
                         headers={"Cache-Control": "no-store"})
     figures = await _figures(request, member)
-    table = insight.tables(figures, renderer_of(request).translator(_lang(request)))[key]
+    table = _insight().tables(figures, renderer_of(request).translator(_lang(request)))[key]
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\r\n")
-    for row in insight.csv_rows(table):
+    for row in _insight().csv_rows(table):
         writer.writerow(row)
     desk = figures.route or "all"
     day = local(figures.now, "%Y-%m-%d")

@@ -19,13 +19,17 @@
    ingest's own ``COPY``), counting the client's CPU and, on PostgreSQL, the
    server's the same way. ``--runs`` (default 5) runs, each on a new central
    and followed by its baseline; the medians, and the median of the runs' own
-   ratios. On SQLite and on a real PostgreSQL server.
+   ratios. On SQLite and on a real PostgreSQL server, whose databases are
+   created with ``LC_COLLATE 'C'`` as docs/central.md tells deployers
+   (``--pg-collation cluster``: the test cluster's C.UTF-8, which PostgreSQL 15
+   compares through strcoll: ~4–6 µs more server CPU per event, measured).
 2. **Backlog drain** — a node whose store holds 100,000 events not yet at
    central is started; time until central holds all of them.
 3. **Wire bytes** — sealed bytes per event against the event's JSON, for
    batches of the 460 distinct non-adversarial reports (no repeated text).
 
 Usage: .venv/bin/python bench/central_sync.py [--batches N] [--runs N] [--skip-pg] [--skip-drain]
+       [--pg-collation C|cluster]
 """
 
 from __future__ import annotations
@@ -171,6 +175,20 @@ def raw_baseline(url: str, events: list[Event], pg_pid: int | None) -> dict[str,
             "raw_server": server}
 
 
+def bench_database(pg: Any, name: str, collation: str) -> str:
+    """A new database on the test server ``pg``; its URL. ``collation`` "C": created
+    as docs/central.md says (``LC_COLLATE 'C'``: b-tree keys compared with memcmp,
+    not strcoll), "cluster": the test cluster's default (C.UTF-8), as the tests'."""
+    if collation == "cluster":
+        return str(pg.create_database(name))
+    import psycopg
+
+    with psycopg.connect(pg.url(), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\' '
+                     "LC_COLLATE 'C' LC_CTYPE 'C.UTF-8'")
+    return str(pg.url(name))
+
+
 def _socket_ports(owners: dict[str, int]) -> dict[int, str]:
     """Local TCP port → owner label, for the sockets the processes ``owners`` hold."""
     inodes: dict[str, str] = {}
@@ -220,9 +238,12 @@ def pg_breakdown(before: dict[int, tuple[str, float]], after: dict[int, tuple[st
 
 
 def projector_pid(central_pid: int) -> int:
-    """The projector process ``bart central run`` started (a multiprocessing child)."""
+    """The projector process ``bart central run`` started: ``python -m central.worker
+    projector`` (since 0f3cfca), or a multiprocessing child (``spawn_main``) before."""
     for pid in children(central_pid):
-        if b"spawn_main" in Path(f"/proc/{pid}/cmdline").read_bytes():
+        args = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        if b"spawn_main" in b" ".join(args) or args[1:4] == [b"-m", b"central.worker",
+                                                              b"projector"]:
             return pid
     raise RuntimeError("central runs no projector process")
 
@@ -479,6 +500,11 @@ def main() -> int:
     parser.add_argument("--drain-events", type=int, default=100_000)
     parser.add_argument("--uploads", type=int, default=1,
                         help="concurrent uploads to the worker (as many nodes at once)")
+    parser.add_argument("--pg-collation", choices=("C", "cluster"), default="C",
+                        help="the PostgreSQL databases' LC_COLLATE: C, as docs/central.md "
+                             "has deployers create central's (text compared bytewise, as "
+                             "on SQLite), or the test cluster's own C.UTF-8 (which "
+                             "PostgreSQL 15 compares through strcoll)")
     args = parser.parse_args()
     reports = load_reports()
     print(f"bench/central_sync.py — {describe()}, {os.cpu_count()} CPUs")
@@ -498,16 +524,17 @@ def main() -> int:
                                          reports, args.uploads)
         if not args.skip_pg:
             sys.path.insert(0, str(REPO))
-            from tests.support.postgres import PostgresServer  # type: ignore[import-not-found]
+            from tests.support.postgres import PostgresServer
 
             base = Path(tempfile.mkdtemp(prefix="bart-pg-"))
             pg = PostgresServer(base)
             pg.start()
             try:
                 postmaster = int((pg.data / "postmaster.pid").read_text().split()[0])
-                print("ingest, all central CPU (PostgreSQL, server processes counted):")
+                print("ingest, all central CPU (PostgreSQL, server processes counted; "
+                      f"LC_COLLATE {args.pg_collation}):")
                 results["PostgreSQL"] = ingest_bench(
-                    tmp, "pg", [pg.create_database(f"bench{i}")
+                    tmp, "pg", [bench_database(pg, f"bench{i}", args.pg_collation)
                                 for i in range(1, args.runs + 1)],
                     args.batches, reports, args.uploads, pg_pid=postmaster)
             finally:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
@@ -41,9 +41,7 @@ class Hub:
         if len(self._seen) > self._remember:
             self._seen.popitem(last=False)
         for sub in list(self._subscribers):
-            try:
-                sub.queue.put_nowait(event)
-            except asyncio.QueueFull:
+            if not sub.offer(event):
                 log.debug("dropping a slow live subscriber")
                 sub.dropped = True
                 self._subscribers.discard(sub)
@@ -57,7 +55,7 @@ class Hub:
     @asynccontextmanager
     async def subscribe(self) -> AsyncIterator[Subscription]:
         """A subscription to new public events for the duration of the block."""
-        sub = Subscription(asyncio.Queue(self._queue_size))
+        sub = Subscription(self._queue_size)
         self._subscribers.add(sub)
         try:
             yield sub
@@ -72,23 +70,46 @@ class Hub:
 
 
 class Subscription:
-    """One live subscriber: a bounded queue and a flag set when it was dropped."""
+    """One live subscriber: a bounded queue and a flag set when it was dropped.
 
-    __slots__ = ("dropped", "queue")
+    A deque and at most one waiting future, not an :class:`asyncio.Queue` (four
+    deques and an event each): a node holds hundreds of these for as long as
+    residents' pages are open (issue 15, memory).
+    """
 
-    def __init__(self, queue: asyncio.Queue[Event]) -> None:
-        self.queue = queue
+    __slots__ = ("_items", "_limit", "_waiter", "dropped")
+
+    def __init__(self, limit: int) -> None:
+        self._items: deque[Event] = deque()
+        self._limit = limit
+        self._waiter: asyncio.Future[None] | None = None
         self.dropped = False
+
+    def offer(self, event: Event) -> bool:
+        """Queue ``event`` (on the event loop); False when ``limit`` already wait."""
+        if len(self._items) >= self._limit:
+            return False
+        self._items.append(event)
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+        return True
 
     async def next(self, timeout: float) -> Event | None:
         """The next event, or None after ``timeout`` seconds without one."""
-        try:
-            return self.queue.get_nowait()
-        except asyncio.QueueEmpty:
-            pass
-        try:
-            # asyncio.timeout, not wait_for: no extra task per event (latency).
-            async with asyncio.timeout(timeout):
-                return await self.queue.get()
-        except TimeoutError:
-            return None
+        if not self._items:
+            loop = asyncio.get_running_loop()
+            waiter = self._waiter = loop.create_future()
+            # One timer, not wait_for: no extra task per event (latency).
+            timer = loop.call_later(timeout, _expire, waiter)
+            try:
+                await waiter
+            finally:
+                timer.cancel()
+                self._waiter = None
+        return self._items.popleft() if self._items else None
+
+
+def _expire(waiter: asyncio.Future[None]) -> None:
+    if not waiter.done():
+        waiter.set_result(None)

@@ -26,7 +26,7 @@ from ..errors import NodeError
 from ..runtime import NodeRuntime
 from ..team import routes as team_routes
 from ..team.session import close_accounts, open_accounts
-from . import api, captive, demo, errorpages, resident
+from . import api, captive, errorpages, resident
 from .captive import CaptiveClients, CaptivePolicy, CaptivePortal
 from .guards import LimitBody, SecurityHeaders
 from .i18n import Catalogue
@@ -93,6 +93,9 @@ def create_app(settings: NodeSettings, *, runtime: NodeRuntime | None = None) ->
 
     app.openapi = openapi  # type: ignore[method-assign]
     if settings.demo:
+        # Imported only for a demo node: its routes cost ~0.1 MB (issue 15, memory).
+        from . import demo
+
         app.include_router(demo.router)
     app.include_router(resident.router)
     app.include_router(team_routes.router)

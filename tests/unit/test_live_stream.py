@@ -147,3 +147,32 @@ def test_the_server_stopping_ends_a_stream_with_its_cancellation(
         assert hub.subscriber_count == 0
 
     asyncio.run(go())
+
+
+def test_a_subscription_waits_times_out_and_a_slow_one_is_dropped() -> None:
+    from node.hub import Subscription
+    from sync import KeyPair
+    from sync.event import make_event
+
+    keys = KeyPair.generate()
+    alerts = [make_event(keys, origin="n1", stream="public", seq=n, kind="alert",
+                         body={"source": "team", "title": f"Test {n}"}, ts=1_800_000_000_000)
+              for n in range(1, 5)]
+
+    async def go() -> None:
+        hub = Hub(queue_size=2)
+        async with hub.subscribe() as sub:
+            assert isinstance(sub, Subscription)
+            loop = asyncio.get_running_loop()
+            began = loop.time()
+            assert await sub.next(0.05) is None  # nothing came: None after the timeout
+            assert loop.time() - began >= 0.04
+            waiting = loop.create_task(sub.next(5))
+            await asyncio.sleep(0)
+            assert hub.publish(alerts[0]) and await asyncio.wait_for(waiting, 1) is alerts[0]
+            for alert in alerts[1:]:  # two fit; the third finds the subscriber too slow
+                hub.publish(alert)
+            assert sub.dropped and hub.subscriber_count == 0
+        assert hub.subscriber_count == 0
+
+    asyncio.run(go())

@@ -57,6 +57,7 @@ def test_a_running_node_leaves_the_optional_libraries_out(tmp_path: Path) -> Non
     assert "node.runtime" in loaded and "fastapi" in loaded  # the probe built the app
     heavy = sorted({m.split(".")[0] for m in loaded} & set(LAZY))
     assert heavy == [], f"a node without their features imports {heavy}"
+    assert "node.portal.demo" not in loaded  # the demo's pages, for a demo node only
 
 
 def test_fastapis_openapi_models_are_built_only_when_the_document_is_asked_for(

@@ -111,14 +111,9 @@ def _trim_memory() -> None:
 
 
 def _malloc_trim() -> None:
-    import ctypes
-    import ctypes.util
+    from .heap import malloc_trim
 
-    name = ctypes.util.find_library("c")
-    if not name:
-        return
-    with suppress(OSError, AttributeError):  # AttributeError: not glibc
-        ctypes.CDLL(name).malloc_trim(0)
+    malloc_trim()
 
 
 def settle_memory() -> None:

@@ -88,6 +88,7 @@ from sync.event import make_event
 from sync.replication import Held
 
 from .errors import SeqConflict, StoreClosed, StoreError
+from .heap import malloc_trim
 from .migrations import migrate
 from .store_queries import EVENT_COLS, StoreQueries
 from .store_writes import TxStatements
@@ -477,6 +478,7 @@ class Store(StoreQueries):
             self._conn.execute("COMMIT")
             if tx.release_cache:
                 self._conn.execute("PRAGMA shrink_memory")
+                malloc_trim()  # the freed pages sit in this thread's malloc arena
             self._note_held(tx.added)
             self.commits += 1
             self.unflushed_commits += skip_flush

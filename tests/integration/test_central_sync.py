@@ -289,10 +289,11 @@ def test_events_of_a_peer_central_does_not_know_are_refused_once_enrolled(
 
 
 def _projectors(central: CentralProcess) -> list[int]:
-    """Pids of the projector processes central's supervisor runs (multiprocessing children)."""
+    """Pids of the projector processes ``bart central run`` runs as its children
+    (``python -m central.worker projector``, central/supervise.py)."""
     assert central.proc is not None
     return [pid for pid, cmdline, ppid in live_processes()
-            if ppid == central.proc.pid and b"spawn_main" in cmdline]
+            if ppid == central.proc.pid and b"central.worker\0projector" in cmdline]
 
 
 def test_the_projector_is_restarted_and_stops_with_central(node: NodeProcess,

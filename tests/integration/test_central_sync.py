@@ -96,7 +96,7 @@ def test_reports_reach_central_and_receipts_follow(node: NodeProcess,
     # Triage is the projector's, beside central's worker: within a poll or two.
     def routed() -> list[str]:
         with engine.connect() as conn:
-            if conn.execute(sa.select(sa.func.count()).select_from(db.reports)).scalar() < 20:
+            if conn.execute(sa.select(sa.func.count()).select_from(db.reports)).scalar_one() < 20:
                 return []
             return list(conn.execute(sa.select(db.reports.c.route).distinct()).scalars())
     assert wait_until(routed, 10.0, message="20 reports triaged") == ["municipality"]
@@ -312,7 +312,8 @@ def test_the_projector_is_restarted_and_stops_with_central(node: NodeProcess,
 
     def routed() -> int:
         with engine.connect() as conn:
-            return int(conn.execute(sa.select(sa.func.count()).select_from(db.reports)).scalar())
+            return int(conn.execute(sa.select(sa.func.count()).select_from(db.reports))
+                       .scalar_one())
     wait_until(lambda: routed() == 5, 20.0, message="5 reports routed by the new projector")
     stop_and_check(node)
     assert central.stop() == 0

@@ -17,6 +17,8 @@ serving the one listening socket it inherits, and:
   a signal, e.g. Ctrl-C reaching the whole process group);
 - on SIGINT/SIGTERM sends SIGTERM to every child, waits for their graceful
   shutdown (uvicorn's 5 s, then SIGKILL) and exits 0;
+- on SIGHUP replaces the workers one by one, each new one serving before the
+  old one stops (uvicorn's rolling restart; the projector stays);
 - serves ``--metrics-port`` itself (central/metrics.py), when asked.
 
 Why not uvicorn's ``--workers`` and ``multiprocessing`` as before: the
@@ -160,6 +162,12 @@ class Child:
     def reap(self) -> None:
         self._close_ready()
 
+    def fresh(self) -> Child:
+        """Another child started the same way (not started yet)."""
+        return Child(self.name, self.argv, pass_fds=self.pass_fds, env=self.env,
+                     restart_clean=self.restart_clean, wants_ready=self.wants_ready,
+                     backoff=self.backoff)
+
 
 class StartFailed(CentralError):
     """A worker exited before it ever served: central cannot start."""
@@ -214,29 +222,62 @@ class Supervisor:
                          f"{delay:g} s")
             child.restart_at = now + delay
 
-    def run(self, wait: Callable[[float], bool]) -> None:
-        """Tick until ``wait(TICK_S)`` says to stop (True) or :meth:`stop` is called."""
+    def run(self, wait: Callable[[float], bool],
+            reload: threading.Event | None = None) -> None:
+        """Tick until ``wait(TICK_S)`` says to stop (True) or :meth:`stop` is called;
+        replace the workers one by one whenever ``reload`` is set (SIGHUP)."""
         while not self.stopping.is_set() and not wait(TICK_S):
+            if reload is not None and reload.is_set():
+                reload.clear()
+                self.replace_workers()
             self.tick()
+
+    def replace_workers(self, ready_timeout: float = 60.0) -> None:
+        """A rolling restart, as uvicorn's SIGHUP: for each worker in turn a new one
+        is started and, once it serves, the old one stopped gracefully. A new one
+        that does not serve in time is stopped and the old one kept."""
+        say("INFO", "replacing the workers one by one (SIGHUP)")
+        for i, old in enumerate(self.children):
+            if not old.wants_ready or self.stopping.is_set():
+                continue
+            new = old.fresh()
+            new.start()
+            deadline = self.clock() + ready_timeout
+            while not new.poll_ready():
+                if (self.stopping.is_set() or self.clock() > deadline
+                        or (new.proc is not None and new.proc.poll() is not None)):
+                    say("ERROR", f"the new {new.name} did not serve; keeping the old one")
+                    stop_children([new], clock=self.clock)
+                    return
+                time.sleep(0.05)
+            self.children[i] = new
+            stop_children([old], clock=self.clock)
 
     def stop(self, timeout: float = STOP_TIMEOUT_S) -> None:
         """SIGTERM every child, wait up to ``timeout``, SIGKILL what is left (idempotent)."""
         self.stopping.set()
         for child in self.children:
             child.restart_at = None
-            child.signal(signal.SIGTERM)
-        deadline = self.clock() + timeout
-        for child in self.children:
-            if child.proc is None:
-                continue
-            try:
-                child.proc.wait(max(0.0, deadline - self.clock()))
-            except subprocess.TimeoutExpired:
-                say("ERROR", f"{child.name} (pid {child.proc.pid}) did not stop in "
-                             f"{timeout:.0f} s: killed")
-                child.signal(signal.SIGKILL)
-                child.proc.wait()
-            child.reap()
+        stop_children(self.children, timeout, self.clock)
+
+
+def stop_children(children: Sequence[Child], timeout: float = STOP_TIMEOUT_S,
+                  clock: Callable[[], float] = time.monotonic) -> None:
+    """SIGTERM ``children``, wait up to ``timeout`` for them all, SIGKILL what is left."""
+    for child in children:
+        child.signal(signal.SIGTERM)
+    deadline = clock() + timeout
+    for child in children:
+        if child.proc is None:
+            continue
+        try:
+            child.proc.wait(max(0.0, deadline - clock()))
+        except subprocess.TimeoutExpired:
+            say("ERROR", f"{child.name} (pid {child.proc.pid}) did not stop in "
+                         f"{timeout:.0f} s: killed")
+            child.signal(signal.SIGKILL)
+            child.proc.wait()
+        child.reap()
 
 
 def projector_child(parent: int, origin: str, database_url: str) -> Child:
@@ -308,18 +349,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     host, port, origin = one("host"), int(one("port")), one("origin")
     metrics_host, metrics_port = one("metrics-host", "127.0.0.1"), int(one("metrics-port", "0"))
     database_url = os.environ.pop(RUN_DATABASE_URL_ENV, "")
-    stop = threading.Event()
-
-    def on_signal(_sig: int, _frame: object) -> None:
-        stop.set()
-
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, on_signal)
     me = os.getpid()
     projector = projector_child(me, origin, database_url)
     workers = [worker_child(i + 1, listen_fd, me, host, port, opts.get("trusted-proxy", []))
                for i in range(int(one("workers")))]
     supervisor = Supervisor([*workers, projector])
+    reload = threading.Event()
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        supervisor.stopping.set()
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, on_signal)
+    signal.signal(signal.SIGHUP, lambda _sig, _frame: reload.set())
     metrics = None
     if metrics_port:  # served here, apart from the workers (central/metrics.py)
         import site
@@ -340,7 +382,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         supervisor.start()
         try:
-            supervisor.run(stop.wait)
+            supervisor.run(supervisor.stopping.wait, reload)
         except StartFailed as exc:
             failed = exc
     finally:

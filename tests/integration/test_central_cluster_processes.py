@@ -2,9 +2,10 @@
 
 A real central: the supervisor (the ``bart central run`` process, after its
 checks) runs two HTTP workers and the projector as its children; a worker or
-the projector that is killed comes back, SIGTERM and Ctrl-C (SIGINT to the
-whole process group) stop every process with exit 0, and a worker that cannot
-start stops central with exit 3 and words instead of restarting for ever.
+the projector that is killed comes back, SIGHUP replaces the workers one by one
+while central keeps answering, SIGTERM and Ctrl-C (SIGINT to the whole process
+group) stop every process with exit 0, and a worker that cannot start stops
+central with exit 3 and words instead of restarting for ever.
 """
 
 from __future__ import annotations
@@ -70,6 +71,30 @@ def test_killed_children_come_back_and_sigterm_stops_them_all(central: CentralPr
     everyone = [me, *again, *new_projector]
     assert central.stop() == 0
     wait_until(lambda: gone(everyone), 10.0, message="every process of central gone")
+
+
+@pytest.mark.timeout(180)
+def test_sighup_replaces_the_workers_while_central_keeps_answering(
+        central: CentralProcess) -> None:
+    assert central.proc is not None
+    me = central.proc.pid
+    before = wait_until(lambda: len(children(me, WORKER)) == 2 and children(me, WORKER),
+                        30.0, message="two workers")
+    projector = children(me, PROJECTOR)
+    os.kill(me, signal.SIGHUP)
+    answered = 0
+
+    def replaced() -> bool:
+        nonlocal answered
+        assert httpx.get(f"{central.url}/healthz", timeout=5.0).status_code == 200
+        answered += 1
+        now = children(me, WORKER)
+        return len(now) == 2 and not set(now) & set(before)
+
+    wait_until(replaced, 60.0, 0.05, "two new workers in place of the old ones")
+    assert answered > 1
+    assert children(me, PROJECTOR) == projector  # the projector stays
+    assert central.stop() == 0
 
 
 @pytest.mark.timeout(180)

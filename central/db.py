@@ -11,6 +11,7 @@ Times are Unix milliseconds (UTC) in BIGINT columns.
 
 from __future__ import annotations
 
+import functools
 import sqlite3
 from collections.abc import Sequence
 from pathlib import Path
@@ -267,6 +268,26 @@ def upgrade(url: str) -> None:
     command.upgrade(cfg, "head")
 
 
+@functools.cache
+def copy_types(table: str, columns: tuple[str, ...]) -> list[str]:
+    """PostgreSQL's names of the types of ``table``'s ``columns``, for a binary
+    ``COPY`` (each value goes as its column's type: an int4 column takes no int8)."""
+    out = []
+    for name in columns:
+        kind = metadata.tables[table].c[name].type
+        if isinstance(kind, sa.BigInteger):
+            out.append("int8")
+        elif isinstance(kind, sa.Integer):
+            out.append("int4")
+        elif isinstance(kind, sa.Text):
+            out.append("text")
+        elif isinstance(kind, sa.String):
+            out.append("varchar")
+        else:
+            raise TypeError(f"{table}.{name}: no binary COPY type for {kind!r}")
+    return out
+
+
 def copy_new_rows(cur: Any, statements: Any, rows: Sequence[tuple[Any, ...]]) -> int:
     """Insert ``rows`` on PostgreSQL (``cur``: a psycopg cursor inside a transaction;
     ``statements``: a :class:`central.queries.BulkCopy`) and return how many were new.
@@ -281,9 +302,11 @@ def copy_new_rows(cur: Any, statements: Any, rows: Sequence[tuple[Any, ...]]) ->
 
     from . import queries
 
+    types = copy_types(statements.table, statements.columns)
     cur.execute(queries.SAVEPOINT)
     try:
         with cur.copy(statements.copy) as copy:
+            copy.set_types(types)
             for row in rows:
                 copy.write_row(row)
     except psycopg.errors.UniqueViolation:
@@ -293,6 +316,7 @@ def copy_new_rows(cur: Any, statements: Any, rows: Sequence[tuple[Any, ...]]) ->
         return len(rows)
     cur.execute(statements.create)
     with cur.copy(statements.copy_in) as copy:
+        copy.set_types(types)
         for row in rows:
             copy.write_row(row)
     cur.execute(statements.move)

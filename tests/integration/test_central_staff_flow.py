@@ -163,7 +163,7 @@ def test_a_report_at_a_meeting_point_names_it_on_the_desk(stack: Stack) -> None:
 
 def test_the_desk_says_a_report_s_language(stack: Stack) -> None:
     """A report in Polish says so on the list and the page (to find a translator)."""
-    police = staff_client(stack.central, "Eva de Wit", "police")
+    police = staff_client(stack.central, "Floor Visser", "police")
     r = httpx.post(f"{stack.node.base_url}/api/v1/reports", json={
         "category": "suspicious", "text": "Dwóch mężczyzn zagląda do samochodów",
         "audience": "authorities", "place": {"point": None, "text": "Leyweg"}, "lang": "pl"})

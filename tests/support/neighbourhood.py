@@ -294,12 +294,12 @@ class Neighbourhood:
         return pids
 
     def projector_pid(self) -> int | None:
-        """Central's projector process (a multiprocessing child of ``bart central run``)."""
+        """Central's projector (``python -m central.worker projector``, its child)."""
         proc = self.central.proc
         if proc is None or proc.poll() is not None:
             return None
         for pid, cmdline in self.processes_of(proc.pid):
-            if pid != proc.pid and b"spawn_main" in cmdline:
+            if pid != proc.pid and b"central.worker\0projector" in cmdline:
                 return pid
         return None
 

@@ -253,39 +253,48 @@ class Ingest:
         # Read, never refused: central has always served any meta (see BatchMeta.read).
         meta = BatchMeta.read(payload.meta)
         count, new, replay = self.store(header, events, meta)
+        origins = {e[1] for e in events} | {header.node_id}
         if not replay and events and self.dialect != "sqlite":
             # PostgreSQL: after the commit, so that concurrent workers' events
-            # are seen (the heads only ever move forward).
+            # are seen (the heads only ever move forward). The reply is read in
+            # the same transaction: a connection, a BEGIN and an end fewer per
+            # batch (each round trip ~80 µs of client and server CPU here).
             with self.engine.begin() as conn:
                 self._advance(conn, events, all_new=False)
-        reply = self.reply(header, meta, count, new, replay,
-                           {e[1] for e in events} | {header.node_id})
+                reply = self.reply_on(conn, header, meta, count, new, replay, origins)
+        else:
+            reply = self.reply(header, meta, count, new, replay, origins)
         self.metrics.latency.observe(time.perf_counter() - started)
         return reply
 
     def reply(self, header: sealed.BatchHeader, meta: BatchMeta, count: int, new: int,
               replay: bool, origins: set[str]) -> SyncReply:
         """Step 7: the signed acknowledgement and what the node lacks."""
+        with db.reading(self.engine) as conn:
+            return self.reply_on(conn, header, meta, count, new, replay, origins)
+
+    def reply_on(self, conn: Connection, header: sealed.BatchHeader, meta: BatchMeta,
+                 count: int, new: int, replay: bool, origins: set[str]) -> SyncReply:
+        """:meth:`reply`, read through ``conn`` (a transaction of the caller's)."""
         node = header.node_id
         # DB-API queries: this runs for every batch (see advance_head).
-        with db.reading(self.engine) as conn:
-            holds = self.holds(conn, origins)
-            have = meta.head(self.central.origin, "public")
-            central_events = [
-                event_row_to_wire(r) for r in q.run(conn, q.CENTRAL_EVENTS_AFTER, {
-                    "origin": self.central.origin, "after": have, "limit": MAX_REPLY_EVENTS},
-                    named=True)]
-            updates = tuple(
-                ReceiptUpdate(id=int(i), report=report, receipt=receipt, state=state,
-                              at=int(at), reply=reply or None)
-                for i, report, receipt, state, at, reply in q.run(
-                    conn, q.RECEIPT_UPDATES_AFTER, {
-                        "origin": node, "after": meta.updates_after,
-                        "limit": MAX_REPLY_UPDATES}))
-            # The roster only when the node's is older (it grows with every node).
-            newest = q.run(conn, q.NEWEST_ROSTER)
-            roster = (current_roster(conn) if newest
-                      and int(newest[0][0]) > meta.roster_serial else None)
+        holds = self.holds(conn, origins)
+        have = meta.head(self.central.origin, "public")
+        central_events = [
+            event_row_to_wire(r) for r in q.run(conn, q.CENTRAL_EVENTS_AFTER, {
+                "origin": self.central.origin, "after": have, "limit": MAX_REPLY_EVENTS},
+                named=True)]
+        updates = tuple(
+            ReceiptUpdate(id=int(i), report=report, receipt=receipt, state=state,
+                          at=int(at), reply=reply or None)
+            for i, report, receipt, state, at, reply in q.run(
+                conn, q.RECEIPT_UPDATES_AFTER, {
+                    "origin": node, "after": meta.updates_after,
+                    "limit": MAX_REPLY_UPDATES}))
+        # The roster only when the node's is older (it grows with every node).
+        newest = q.run(conn, q.NEWEST_ROSTER)
+        roster = (current_roster(conn) if newest
+                  and int(newest[0][0]) > meta.roster_serial else None)
         ack = Ack(node=node, batch_seq=header.batch_seq, count=count, new=new, replay=replay,
                   holds=holds, updates=updates, at=now_ms())
         return SyncReply(ack=ack.sign(self.central.keys), events=tuple(central_events),

@@ -19,10 +19,10 @@
    ingest's own ``COPY``), counting the client's CPU and, on PostgreSQL, the
    server's the same way. ``--runs`` (default 5) runs, each on a new central
    and followed by its baseline; the medians, and the median of the runs' own
-   ratios. On SQLite and on a real PostgreSQL server, whose databases are
-   created with ``LC_COLLATE 'C'`` as docs/central.md tells deployers
-   (``--pg-collation cluster``: the test cluster's C.UTF-8, which PostgreSQL 15
-   compares through strcoll: ~4–6 µs more server CPU per event, measured).
+   ratios. On SQLite and on a real PostgreSQL server (its databases in the
+   test cluster's C.UTF-8; ``--pg-collation C``: created with ``LC_COLLATE
+   'C'``, as docs/central.md tells deployers — b-tree keys compared with
+   memcmp, not strcoll; ~0.2–1 µs less server CPU per event, measured).
 2. **Backlog drain** — a node whose store holds 100,000 events not yet at
    central is started; time until central holds all of them.
 3. **Wire bytes** — sealed bytes per event against the event's JSON, for
@@ -176,9 +176,9 @@ def raw_baseline(url: str, events: list[Event], pg_pid: int | None) -> dict[str,
 
 
 def bench_database(pg: Any, name: str, collation: str) -> str:
-    """A new database on the test server ``pg``; its URL. ``collation`` "C": created
-    as docs/central.md says (``LC_COLLATE 'C'``: b-tree keys compared with memcmp,
-    not strcoll), "cluster": the test cluster's default (C.UTF-8), as the tests'."""
+    """A new database on the test server ``pg``; its URL. ``collation`` "cluster": the
+    test cluster's default (C.UTF-8), as the tests'; "C": created as docs/central.md
+    says (``LC_COLLATE 'C'``: b-tree keys compared with memcmp, not strcoll)."""
     if collation == "cluster":
         return str(pg.create_database(name))
     import psycopg
@@ -500,11 +500,12 @@ def main() -> int:
     parser.add_argument("--drain-events", type=int, default=100_000)
     parser.add_argument("--uploads", type=int, default=1,
                         help="concurrent uploads to the worker (as many nodes at once)")
-    parser.add_argument("--pg-collation", choices=("C", "cluster"), default="C",
-                        help="the PostgreSQL databases' LC_COLLATE: C, as docs/central.md "
-                             "has deployers create central's (text compared bytewise, as "
-                             "on SQLite), or the test cluster's own C.UTF-8 (which "
-                             "PostgreSQL 15 compares through strcoll)")
+    parser.add_argument("--pg-collation", choices=("C", "cluster"), default="cluster",
+                        help="the PostgreSQL databases' LC_COLLATE: the test cluster's own "
+                             "C.UTF-8 (default, as in every earlier session; PostgreSQL 15 "
+                             "compares it through strcoll), or C, as docs/central.md has "
+                             "deployers create central's (text compared bytewise, as on "
+                             "SQLite)")
     args = parser.parse_args()
     reports = load_reports()
     print(f"bench/central_sync.py — {describe()}, {os.cpu_count()} CPUs")

@@ -221,6 +221,14 @@ EVENTS_AFTER: Final = Statement(
 SEQS_AFTER: Final = Statement(
     "seqs_after", "SELECT seq FROM events WHERE origin = :origin AND stream = :stream "
                   "AND seq > :after ORDER BY seq")
+#: PostgreSQL: the head row locked until the batch's commit (its events counted after).
+HEAD_LOCKED: Final = Statement(
+    "head_locked", "SELECT contiguous, max_seq FROM heads WHERE origin = :origin "
+                   "AND stream = :stream FOR UPDATE")
+#: PostgreSQL: a head row to lock, for a stream central has never had.
+HEAD_CREATE: Final = Statement(
+    "head_create", "INSERT INTO heads (origin, stream, contiguous, max_seq) "
+                   "VALUES (:origin, :stream, 0, 0) ON CONFLICT DO NOTHING")
 #: A head only ever moves forward (CASE: max() on SQLite, greatest() on PostgreSQL).
 UPSERT_HEAD: Final = Statement(
     "upsert_head", "INSERT INTO heads (origin, stream, contiguous, max_seq) "

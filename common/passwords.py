@@ -29,13 +29,13 @@ False
 from __future__ import annotations
 
 import base64
-import contextlib
-import functools
 import hashlib
 import hmac
 import secrets
 import unicodedata
 from typing import Final
+
+from .heap import large_allocations_apart
 
 SCRYPT_N: Final = 2**14
 SCRYPT_R: Final = 8
@@ -69,35 +69,8 @@ def _b64(data: bytes) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-#: Allocations from this size on are mapped apart and go back to the system when
-#: freed (glibc's ``M_MMAP_THRESHOLD``); see :func:`_scrypt_memory_goes_back`.
-MMAP_THRESHOLD: Final = 1024 * 1024
-
-
-@functools.cache
-def _scrypt_memory_goes_back() -> None:
-    """Make scrypt's 16 MiB working memory go back to the system after each hash.
-
-    glibc serves a large allocation with its own mapping, but when that mapping
-    is freed it raises its threshold to the freed size: from the second hash on,
-    scrypt's 16 MiB came from the heap and stayed there, in each thread that ever
-    hashed. One staff or team login (a one-time password checked, a new one
-    hashed) left a central worker 32 MB larger and a node 16–32 MB larger
-    (issue 15: measured over HTTP, bench/README.md). A fixed threshold keeps every
-    allocation of 1 MiB and more in its own mapping. Elsewhere than glibc: nothing.
-    """
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if name is None:
-        return
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(name).mallopt(-3, MMAP_THRESHOLD)  # -3: M_MMAP_THRESHOLD
-
-
 def _scrypt(password: str, salt: bytes, n: int, r: int, p: int) -> bytes:
-    _scrypt_memory_goes_back()
+    large_allocations_apart()  # its 16 MiB go back after each hash
     return hashlib.scrypt(password.encode("utf-8"), salt=salt, n=n, r=r, p=p,
                           maxmem=256 * r * n + 1024 * 1024, dklen=HASH_BYTES)
 

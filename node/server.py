@@ -17,6 +17,7 @@ import uvicorn
 from starlette.types import ASGIApp, Receive, Scope, Send
 from uvicorn.protocols.http.h11_impl import H11Protocol
 
+from common.heap import malloc_trim, settle_memory
 from common.ratelimit import (
     BODY_TIMEOUT_S,
     HEADER_TIMEOUT_S,
@@ -107,28 +108,7 @@ def _trim_memory() -> None:
     streams, issue 17).
     """
     gc.collect()
-    _malloc_trim()
-
-
-def _malloc_trim() -> None:
-    from .heap import malloc_trim
-
     malloc_trim()
-
-
-def settle_memory() -> None:
-    """Once start-up is done: collect its garbage, freeze what is left, trim the heap.
-
-    Start-up (imports, the app, the templates, the catalogues, migrations) leaves
-    freed memory in the allocator's free lists: handed back, ~2 MB (issue 15).
-    What survives it lives as long as the node, so :func:`gc.freeze` moves it out
-    of the collector's reach: a full collection then walks only what came after
-    (~0.2 s of the loop for the start-up objects otherwise, which the automatic
-    collections would repeat now and then).
-    """
-    gc.collect()
-    gc.freeze()
-    _malloc_trim()
 
 
 class ConnectionGuard:

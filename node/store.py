@@ -82,13 +82,13 @@ from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from common.files import private_database
+from common.heap import malloc_trim
 from sync import Event, KeyPair
 from sync.bodies import validate_body
 from sync.event import make_event
 from sync.replication import Held
 
 from .errors import SeqConflict, StoreClosed, StoreError
-from .heap import malloc_trim
 from .migrations import migrate
 from .store_queries import EVENT_COLS, StoreQueries
 from .store_writes import TxStatements

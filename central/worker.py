@@ -35,6 +35,9 @@ def _watch_parent(parent: int, stop: Callable[[], None], interval: float = 1.0) 
 def serve_http(fd: int, host: str, port: int, trusted_proxies: Sequence[str], parent: int,
                ready_fd: int | None) -> int:
     """Serve central on the inherited socket ``fd`` until SIGINT/SIGTERM (exit 0)."""
+    from common.server import import_fastapi_deferred
+
+    import_fastapi_deferred()  # its OpenAPI models built when /api/openapi.json is asked
     import uvicorn
 
     from .server import APP, ServingProcess, options

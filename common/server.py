@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import signal
+import sys
 import threading
 from collections.abc import Generator, Sequence
 from contextlib import contextmanager
@@ -72,6 +73,36 @@ def settle_memory() -> None:
     malloc_trim()
 
 
+def import_fastapi_deferred() -> bool:
+    """Import FastAPI with the pydantic models it defines built on first use, not now.
+
+    FastAPI defines some fifty models of the OpenAPI document
+    (``fastapi.openapi.models``) at import; a server uses them only when someone
+    asks for ``/api/openapi.json`` or the API docs page. Built at once they hold
+    ~1.5 MiB for as long as the process runs (issue 15). pydantic's
+    ``defer_build`` is set on :class:`pydantic.BaseModel`'s configuration only
+    while FastAPI is imported, so that the classes FastAPI defines inherit it and
+    no others do (the application's own models and FastAPI's per-route models
+    are built as before). False when FastAPI was imported already (nothing is
+    changed then). The node's portal does the same (node/portal/__init__.py).
+    """
+    if "fastapi" in sys.modules:
+        return False
+    from pydantic import BaseModel
+
+    config = BaseModel.model_config
+    before = config.get("defer_build")
+    config["defer_build"] = True
+    try:
+        import fastapi  # noqa: F401
+    finally:
+        if before is None:
+            config.pop("defer_build", None)
+        else:
+            config["defer_build"] = before
+    return True
+
+
 def malloc_trim() -> None:
     """glibc's ``malloc_trim(0)``; nothing where the C library is another."""
     import ctypes
@@ -84,4 +115,5 @@ def malloc_trim() -> None:
         ctypes.CDLL(name).malloc_trim(0)
 
 
-__all__ = ["STOP_SIGNALS", "Server", "malloc_trim", "proxy_options", "settle_memory"]
+__all__ = ["STOP_SIGNALS", "Server", "import_fastapi_deferred", "malloc_trim", "proxy_options",
+           "settle_memory"]

@@ -9,7 +9,8 @@ requests (default 100) go in turn to ``/staff/login`` (a page: templates,
 catalogues, the session machinery), ``/api/v1/cap/alerts.xml`` (the CAP index)
 and the broadcast's signed CAP document, and every 10th request the logged-in
 admin also opens the report list, the insight page and the nodes page. After a
-2-s pause every process under ``bart central run`` (the supervisor, the HTTP
+3-s pause (an idle worker hands freed heap back within 2 s, central/server.py)
+every process under ``bart central run`` (the supervisor, the HTTP
 workers, the projector, anything else it started) is read from /proc: VmRSS
 and the PSS of smaps_rollup. Issue 15's goal is on the sum of RSS: ≤ 250 MB
 with two workers, on SQLite and on PostgreSQL
@@ -116,7 +117,7 @@ def main() -> int:
             time.sleep(0.1)
 
     def read_tree(label: str, proc: subprocess.Popen[bytes]) -> tuple[float, float]:
-        time.sleep(2.0)
+        time.sleep(3.0)  # a worker trims its heap within 2 s of its last request
         rows = []
         for pid in [proc.pid, *descendants(proc.pid)]:
             try:

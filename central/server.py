@@ -13,7 +13,10 @@ from typing import Any, Final
 
 import uvicorn
 
-from common.server import Server, proxy_options, settle_memory
+from common.server import Server, malloc_trim, proxy_options, settle_memory
+
+#: uvicorn's ticks (0.1 s) between looks at whether a worker served since its last trim (2 s).
+TRIM_TICKS: Final = 20
 
 
 class CentralServer(Server):
@@ -23,11 +26,18 @@ class CentralServer(Server):
 
 class ServingProcess(CentralServer):
     """The server of a process that does nothing else: once it serves, start-up's
-    memory is settled (:func:`common.server.settle_memory`) and ``ready`` is called."""
+    memory is settled (:func:`common.server.settle_memory`) and ``ready`` is called.
+
+    Afterwards, every :data:`TRIM_TICKS` ticks, a worker that served requests since
+    it last looked and has none open hands the heap that requests freed back to the
+    system (glibc's ``malloc_trim``, a few ms): what a burst of pages, logins and
+    CAP documents left free would otherwise stay in its RSS (issue 15).
+    """
 
     def __init__(self, config: uvicorn.Config, ready: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self._ready = ready
+        self._trimmed_at = 0
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
         await super().startup(sockets)
@@ -35,6 +45,14 @@ class ServingProcess(CentralServer):
             settle_memory()
             if self._ready is not None:
                 self._ready()
+
+    async def on_tick(self, counter: int) -> bool:
+        if counter % TRIM_TICKS == 0 and self.started and not self.server_state.tasks:
+            served = self.server_state.total_requests
+            if served != self._trimmed_at:
+                self._trimmed_at = served
+                malloc_trim()
+        return await super().on_tick(counter)
 
 
 #: The application factory every central HTTP process serves.

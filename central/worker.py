@@ -37,6 +37,10 @@ def serve_http(fd: int, host: str, port: int, trusted_proxies: Sequence[str], pa
     """Serve central on the inherited socket ``fd`` until SIGINT/SIGTERM (exit 0)."""
     from common.server import import_fastapi_deferred
 
+    # FastAPI imports pydantic.v1 (1.6 MB) only to ask whether a parameter's type is a
+    # pydantic v1 model; central has none (pydantic 2 throughout), and without the
+    # module FastAPI takes the answer as no.
+    sys.modules.setdefault("pydantic.v1", None)  # type: ignore[arg-type]
     import_fastapi_deferred()  # its OpenAPI models built when /api/openapi.json is asked
     import uvicorn
 
@@ -61,6 +65,10 @@ def serve_http(fd: int, host: str, port: int, trusted_proxies: Sequence[str], pa
 def run_projector(parent: int, origin: str) -> int:
     """The projector until SIGINT/SIGTERM (exit 0), as ``bart central run``'s child:
     central's origin and database URL are given (no settings loaded, no pydantic)."""
+    # Python's ssl module (~1 MB) only because asyncio imports it when it can (psycopg
+    # and SQLAlchemy import asyncio): the projector speaks no TLS itself, libpq does
+    # PostgreSQL's in C, and asyncio takes ssl as optional.
+    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
     from .projector import project_until_stopped
     from .supervise import RUN_DATABASE_URL_ENV
 

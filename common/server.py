@@ -8,7 +8,7 @@ Imports no Bart package.
 
 from __future__ import annotations
 
-import contextlib
+import functools
 import gc
 import signal
 import sys
@@ -103,16 +103,28 @@ def import_fastapi_deferred() -> bool:
     return True
 
 
-def malloc_trim() -> None:
-    """glibc's ``malloc_trim(0)``; nothing where the C library is another."""
+@functools.cache
+def _libc() -> Any:
+    """glibc, once (find_library runs ldconfig); None where the C library is another."""
     import ctypes
     import ctypes.util
 
     name = ctypes.util.find_library("c")
     if not name:
-        return
-    with contextlib.suppress(OSError, AttributeError):  # AttributeError: not glibc
-        ctypes.CDLL(name).malloc_trim(0)
+        return None
+    try:
+        libc = ctypes.CDLL(name)
+        libc.malloc_trim  # noqa: B018 - AttributeError: not glibc
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+def malloc_trim() -> None:
+    """glibc's ``malloc_trim(0)``; nothing where the C library is another."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 __all__ = ["STOP_SIGNALS", "Server", "import_fastapi_deferred", "malloc_trim", "proxy_options",

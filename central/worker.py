@@ -62,19 +62,40 @@ def serve_http(fd: int, host: str, port: int, trusted_proxies: Sequence[str], pa
     return 0
 
 
+def _psycopg_without_ssl() -> None:
+    """Import psycopg without Python's ssl module (~1.3 MB of the projector) when it can.
+
+    Only asyncio asks for ssl here (psycopg and SQLAlchemy import asyncio, which
+    takes ssl as optional); psycopg's C implementation leaves TLS to its libpq. Its
+    pure-Python one (``PSYCOPG_IMPL=python``, or no psycopg-binary) loads libssl
+    through ssl: then ssl is imported after all.
+    """
+    if "ssl" in sys.modules or "psycopg" in sys.modules:
+        return
+    sys.modules["ssl"] = None  # type: ignore[assignment]
+    try:
+        import psycopg
+    except ImportError:
+        del sys.modules["ssl"]
+        for name in [m for m in sys.modules if m == "psycopg" or m.startswith("psycopg.")]:
+            del sys.modules[name]
+        import psycopg  # noqa: F401
+    finally:
+        if sys.modules.get("ssl", 0) is None:
+            del sys.modules["ssl"]  # later imports of ssl work (asyncio has done without)
+
+
 def run_projector(parent: int, origin: str) -> int:
     """The projector until SIGINT/SIGTERM (exit 0), as ``bart central run``'s child:
     central's origin and database URL are given (no settings loaded, no pydantic)."""
-    # Python's ssl module (~1 MB) only because asyncio imports it when it can (psycopg
-    # and SQLAlchemy import asyncio): the projector speaks no TLS itself, libpq does
-    # PostgreSQL's in C, and asyncio takes ssl as optional.
-    sys.modules.setdefault("ssl", None)  # type: ignore[arg-type]
-    from .projector import project_until_stopped
     from .supervise import RUN_DATABASE_URL_ENV
 
     database_url = os.environ.pop(RUN_DATABASE_URL_ENV, "")
     if not database_url:
         raise SystemExit(f"${RUN_DATABASE_URL_ENV} is not set (bart central run sets it)")
+    if database_url.startswith("postgresql"):
+        _psycopg_without_ssl()  # before anything imports asyncio
+    from .projector import project_until_stopped
     project_until_stopped(Path(os.environ["BART_CENTRAL_DIR"]), database_url, origin, parent)
     return 0
 

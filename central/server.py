@@ -13,7 +13,8 @@ from typing import Any, Final
 
 import uvicorn
 
-from common.server import Server, malloc_trim, proxy_options, settle_memory
+from common.heap import malloc_trim, settle_memory
+from common.server import Server, proxy_options
 
 #: uvicorn's ticks (0.1 s) between looks at whether a worker served since its last trim (2 s).
 TRIM_TICKS: Final = 20
@@ -26,7 +27,7 @@ class CentralServer(Server):
 
 class ServingProcess(CentralServer):
     """The server of a process that does nothing else: once it serves, start-up's
-    memory is settled (:func:`common.server.settle_memory`) and ``ready`` is called.
+    memory is settled (:func:`common.heap.settle_memory`) and ``ready`` is called.
 
     Afterwards, every :data:`TRIM_TICKS` ticks, a worker that served requests since
     it last looked and has none open hands the heap that requests freed back to the

@@ -8,8 +8,6 @@ Imports no Bart package.
 
 from __future__ import annotations
 
-import functools
-import gc
 import signal
 import sys
 import threading
@@ -58,21 +56,6 @@ def proxy_options(trusted_proxies: Sequence[str]) -> dict[str, Any]:
     return {"proxy_headers": bool(trusted_proxies), "forwarded_allow_ips": list(trusted_proxies)}
 
 
-def settle_memory() -> None:
-    """Once a server process has started: collect start-up's garbage, freeze the
-    rest, hand freed heap back to the system.
-
-    What start-up made (modules, the app, templates, catalogues) lives as long
-    as the process, so :func:`gc.freeze` keeps it out of the collector's
-    generations (a full collection walks only what came after), and glibc's
-    ``malloc_trim`` returns the allocator's free lists (elsewhere: nothing).
-    node/server.py does the same for the node.
-    """
-    gc.collect()
-    gc.freeze()
-    malloc_trim()
-
-
 def import_fastapi_deferred() -> bool:
     """Import FastAPI with the pydantic models it defines built on first use, not now.
 
@@ -84,7 +67,7 @@ def import_fastapi_deferred() -> bool:
     while FastAPI is imported, so that the classes FastAPI defines inherit it and
     no others do (the application's own models and FastAPI's per-route models
     are built as before). False when FastAPI was imported already (nothing is
-    changed then). The node's portal does the same (node/portal/__init__.py).
+    changed then). Central's workers and the node's portal (node/portal/__init__.py) do so.
     """
     if "fastapi" in sys.modules:
         return False
@@ -103,29 +86,4 @@ def import_fastapi_deferred() -> bool:
     return True
 
 
-@functools.cache
-def _libc() -> Any:
-    """glibc, once (find_library runs ldconfig); None where the C library is another."""
-    import ctypes
-    import ctypes.util
-
-    name = ctypes.util.find_library("c")
-    if not name:
-        return None
-    try:
-        libc = ctypes.CDLL(name)
-        libc.malloc_trim  # noqa: B018 - AttributeError: not glibc
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-def malloc_trim() -> None:
-    """glibc's ``malloc_trim(0)``; nothing where the C library is another."""
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
-
-
-__all__ = ["STOP_SIGNALS", "Server", "import_fastapi_deferred", "malloc_trim", "proxy_options",
-           "settle_memory"]
+__all__ = ["STOP_SIGNALS", "Server", "import_fastapi_deferred", "proxy_options"]

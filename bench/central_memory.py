@@ -70,8 +70,7 @@ def main() -> int:
     from _common import REPO, descendants, describe, free_port
 
     sys.path.insert(0, str(REPO))
-    from tests.support.central import staff_http_login
-    from tests.support.html import csrf_of
+    from tests.support.central import staff_real_use
 
     bart = str(Path(sys.executable).parent / "bart")
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
@@ -132,38 +131,12 @@ def main() -> int:
         return rss_sum, pss_sum
 
     def use(url: str, otp: str) -> None:
-        """Real use: a login with a password change, a broadcast, signed CAP documents,
-        staff pages."""
-        staff = staff_http_login(url, "Ada Admin", otp, password)
+        """Real use (tests.support.central.staff_real_use): a login with a password
+        change, a broadcast, signed CAP documents, staff pages."""
         try:
-            with httpx.Client(base_url=url, timeout=30) as public:
-                page = staff.get("/staff/broadcasts").text
-                r = staff.post("/staff/broadcasts", data={
-                    "csrf": csrf_of(page), "title": "Inbraakgolf", "text": "Sluit ramen en deuren.",
-                    "areas": "ESC-01", "severity": "severe", "category": "suspicious",
-                    "hours": "24"})
-                if r.status_code != 303:
-                    raise SystemExit(f"the broadcast was refused: {r.status_code} {r.text[:300]}")
-                docs: list[str] = []
-                for _ in range(100):  # the CAP index shows it once the projector has it
-                    index = public.get("/api/v1/cap/alerts.xml")
-                    docs = re.findall(r'(/api/v1/cap/alerts/[^"<\s]+\.xml)', index.text)
-                    if docs:
-                        break
-                    time.sleep(0.1)
-                if not docs:
-                    raise SystemExit(f"no CAP document in the index: {index.text[:300]}")
-                paths = ["/staff/login", "/api/v1/cap/alerts.xml", docs[0]]
-                for i in range(args.requests):
-                    r = public.get(paths[i % len(paths)])
-                    r.raise_for_status()
-                    if i % len(paths) == 2 and b"Signature" not in r.content:
-                        raise SystemExit(f"{docs[0]} is not signed")
-                    if i % 10 == 0:
-                        for page_path in ("/staff/reports", "/staff/insight", "/staff/nodes"):
-                            staff.get(page_path).raise_for_status()
-        finally:
-            staff.close()
+            staff_real_use(url, otp, password, args.requests)
+        except AssertionError as exc:
+            raise SystemExit(f"central did not answer as staff expect: {exc}") from None
 
     def stop(proc: subprocess.Popen[bytes]) -> None:
         os.killpg(proc.pid, signal.SIGTERM)

@@ -17,15 +17,12 @@ PSS and a baseline.
 
 from __future__ import annotations
 
-import re
 import time
 from pathlib import Path
 
-import httpx
 import pytest
 
-from tests.support.central import CentralProcess, init_central_process, staff_http_login
-from tests.support.html import csrf_of
+from tests.support.central import CentralProcess, init_central_process, staff_real_use
 from tests.support.processes import live_processes
 
 WORKERS = 2
@@ -56,37 +53,6 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
-def real_use(url: str, otp: str) -> None:
-    """A login with a password change, a broadcast, its signed CAP document, staff pages."""
-    staff = staff_http_login(url, "Ada Admin", otp, PASSWORD)
-    try:
-        with httpx.Client(base_url=url, timeout=30.0) as public:
-            page = staff.get("/staff/broadcasts").text
-            r = staff.post("/staff/broadcasts", data={
-                "csrf": csrf_of(page), "title": "Inbraakgolf", "text": "Sluit ramen en deuren.",
-                "areas": "ESC-01", "severity": "severe", "category": "suspicious",
-                "hours": "24"})
-            assert r.status_code == 303, r.text[:300]
-            docs: list[str] = []
-            deadline = time.monotonic() + 20
-            while not docs and time.monotonic() < deadline:
-                index = public.get("/api/v1/cap/alerts.xml")
-                docs = re.findall(r'(/api/v1/cap/alerts/[^"<\s]+\.xml)', index.text)
-                time.sleep(0.1)
-            assert docs, index.text[:300]
-            paths = ("/staff/login", "/api/v1/cap/alerts.xml", docs[0])
-            for i in range(REQUESTS):
-                r = public.get(paths[i % len(paths)])
-                assert r.status_code == 200, (paths[i % len(paths)], r.status_code)
-                if i % len(paths) == 2:
-                    assert b"Signature" in r.content, r.text[:300]
-                if i % 10 == 0:
-                    for path in ("/staff/reports", "/staff/insight", "/staff/nodes"):
-                        assert staff.get(path).status_code == 200, path
-    finally:
-        staff.close()
-
-
 @pytest.mark.timeout(300)
 def test_two_workers_and_the_projector_fit_in_their_budget(tmp_path: Path,
                                                             database_url: str) -> None:
@@ -97,7 +63,7 @@ def test_two_workers_and_the_projector_fit_in_their_budget(tmp_path: Path,
     central.start()
     try:
         assert central.proc is not None
-        real_use(central.url, otp)
+        staff_real_use(central.url, otp, PASSWORD, REQUESTS)
         time.sleep(3.0)  # as bench/central_memory.py: idle workers trim within 2 s
         processes = tree(central.proc.pid)
         # The supervisor, two workers and the projector at least.

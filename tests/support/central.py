@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import re
 import subprocess
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -136,3 +137,42 @@ def staff_http_login(url: str, name: str, otp: str, password: str) -> httpx.Clie
                                              "new": password, "repeat": password})
     assert r.status_code == 303, r.text[:300]
     return client
+
+
+def staff_real_use(url: str, otp: str, password: str, requests: int = 100) -> None:
+    """Central used as staff use it (issue 15's memory; bench/central_memory.py and
+    tests/integration/test_central_memory.py): an admin logs in with the one-time
+    password ``otp`` and sets ``password`` (scrypt twice), makes a broadcast (a
+    CAP document signed with XML-DSig), then ``requests`` requests go in turn to
+    the login page, the CAP index and the signed document; every 10th the admin
+    also opens the report list, the insight page and the nodes page. Raises
+    AssertionError when any answer is not what a person would get."""
+    staff = staff_http_login(url, "Ada Admin", otp, password)
+    try:
+        with httpx.Client(base_url=url, timeout=30.0) as public:
+            page = staff.get("/staff/broadcasts").text
+            r = staff.post("/staff/broadcasts", data={
+                "csrf": csrf_of(page), "title": "Inbraakgolf", "text": "Sluit ramen en deuren.",
+                "areas": "ESC-01", "severity": "severe", "category": "suspicious",
+                "hours": "24"})
+            assert r.status_code == 303, r.text[:300]
+            docs: list[str] = []
+            deadline = time.monotonic() + 20
+            while True:  # the CAP index shows it once the projector has it
+                index = public.get("/api/v1/cap/alerts.xml")
+                docs = re.findall(r'(/api/v1/cap/alerts/[^"<\s]+\.xml)', index.text)
+                if docs or time.monotonic() > deadline:
+                    break
+                time.sleep(0.1)
+            assert docs, f"no CAP document in the index: {index.text[:300]}"
+            paths = ("/staff/login", "/api/v1/cap/alerts.xml", docs[0])
+            for i in range(requests):
+                r = public.get(paths[i % len(paths)])
+                assert r.status_code == 200, (paths[i % len(paths)], r.status_code)
+                if i % len(paths) == 2:
+                    assert b"Signature" in r.content, f"{docs[0]} is not signed"
+                if i % 10 == 0:
+                    for path in ("/staff/reports", "/staff/insight", "/staff/nodes"):
+                        assert staff.get(path).status_code == 200, path
+    finally:
+        staff.close()

@@ -46,8 +46,8 @@ async def trivial_app(scope: dict, receive: object, send: object) -> None:  # ty
     if scope["type"] != "http":
         return
     await send({"type": "http.response.start", "status": 200,  # type: ignore[operator]
-                "headers": [(b"content-type", b"text/plain")]})
-    await send({"type": "http.response.body", "body": b"ok\n"})  # type: ignore[operator]
+                "headers": [(b"content-type", b"application/json")]})
+    await send({"type": "http.response.body", "body": b'{"status": "ok"}'})  # type: ignore[operator]
 
 
 def main() -> int:
@@ -67,7 +67,7 @@ def main() -> int:
     import httpx
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
-    from _common import REPO, descendants, describe, free_port
+    from _common import REPO, descendants, describe, free_port, wait_healthy
 
     sys.path.insert(0, str(REPO))
     from tests.support.central import staff_real_use
@@ -100,20 +100,6 @@ def main() -> int:
 
     def command(pid: int) -> str:
         return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode()[:90]
-
-    def wait_up(label: str, proc: subprocess.Popen[bytes], url: str) -> None:
-        deadline = time.monotonic() + 120
-        while True:
-            if proc.poll() is not None:
-                raise SystemExit(f"{label} exited with {proc.returncode}")
-            try:
-                if httpx.get(url + "/healthz", timeout=2).status_code == 200:
-                    return
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise SystemExit(f"{label}: /healthz did not answer in 120 s")
-            time.sleep(0.1)
 
     def read_tree(label: str, proc: subprocess.Popen[bytes]) -> tuple[float, float]:
         time.sleep(3.0)  # a worker trims its heap within 2 s of its last request
@@ -199,7 +185,7 @@ def main() -> int:
                                         stdout=subprocess.DEVNULL)
                 label = f"central{' of ' + pythonpath if pythonpath else ''}"
                 try:
-                    wait_up(label, proc, url)
+                    wait_healthy(url, proc, 120)
                     use(url, found.group(1))
                     return read_tree(label, proc)
                 finally:
@@ -217,7 +203,7 @@ def main() -> int:
             start_new_session=True, cwd=REPO)
         label = "baseline: uvicorn --workers N, trivial ASGI app"
         try:
-            wait_up(label, proc, url)
+            wait_healthy(url, proc, 120)
             with httpx.Client(base_url=url, timeout=10) as client:
                 for _ in range(args.requests):
                     client.get("/").raise_for_status()
